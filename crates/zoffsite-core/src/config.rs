@@ -1,0 +1,258 @@
+//! The source's configuration file (`/etc/zoffsite/zoffsite.toml`).
+//!
+//! Parsing is strict: unknown keys are errors (a typo such as `exlude`
+//! must not silently back up what the user meant to leave out), and every
+//! value is validated into a typed form here, so the rest of the program
+//! never sees an unchecked host name or dataset. Errors name the key and
+//! what to do.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::names::Dataset;
+
+pub const DEFAULT_PATH: &str = "/etc/zoffsite/zoffsite.toml";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub source: Source,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Roots of the selection: each is backed up with all its children.
+    pub datasets: Vec<Dataset>,
+    /// Left out, with all their children.
+    pub exclude: Vec<Dataset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub identity_file: PathBuf,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Toml(String),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    source: RawSource,
+    #[serde(default)]
+    target: Vec<RawTarget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    datasets: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: String,
+    host: String,
+    #[serde(default = "default_port")]
+    port: u16,
+    user: String,
+    identity_file: PathBuf,
+    known_hosts: PathBuf,
+    #[serde(default)]
+    connect_timeout: Option<String>,
+}
+
+fn default_port() -> u16 {
+    22
+}
+
+/// Parses a duration such as `"15s"`, `"26h"` or `"1d 2h"`.
+pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
+    let d: jiff::SignedDuration = s.parse().map_err(|e| {
+        invalid(key, format!("{s:?} is not a duration ({e}); write it like \"15s\", \"26h\" or \"1d 2h\""))
+    })?;
+    Duration::try_from(d).map_err(|_| invalid(key, format!("{s:?} must not be negative")))
+}
+
+impl Config {
+    /// Parses and validates the text of a config file.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        let parse_ds = |key: &str, v: &str| {
+            Dataset::new(v).map_err(|e| invalid(key, format!("{v:?} is not a valid dataset name: {e}")))
+        };
+        let mut datasets = Vec::new();
+        for d in &raw.source.datasets {
+            let d = parse_ds("source.datasets", d)?;
+            if !datasets.contains(&d) {
+                datasets.push(d);
+            }
+        }
+        if datasets.is_empty() {
+            return Err(invalid("source.datasets", "is empty: list at least one dataset to back up, e.g. [\"tank/data\"]"));
+        }
+        let mut exclude = Vec::new();
+        for e in &raw.source.exclude {
+            let e = parse_ds("source.exclude", e)?;
+            if !datasets.iter().any(|d| e.is_within(d) || d.is_within(&e)) {
+                return Err(invalid(
+                    "source.exclude",
+                    format!("{e} is not inside any of source.datasets, so excluding it does nothing; fix the name or remove it"),
+                ));
+            }
+            exclude.push(e);
+        }
+        if raw.target.is_empty() {
+            return Err(invalid("target", "no [[target]] is configured: add one for the box (name, host, user, identity_file, known_hosts)"));
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        for (i, t) in raw.target.into_iter().enumerate() {
+            let key = |k: &str| format!("target[{i}].{k}");
+            if !valid_target_name(&t.name) {
+                return Err(invalid(key("name"), format!("{:?} must be 1-64 letters, digits, '-' or '_'", t.name)));
+            }
+            if targets.iter().any(|o| o.name == t.name) {
+                return Err(invalid(key("name"), format!("{:?} is used by two targets; names must be unique", t.name)));
+            }
+            if !valid_host(&t.host) {
+                return Err(invalid(key("host"), format!("{:?} is not a host name or IP address", t.host)));
+            }
+            if !valid_user(&t.user) {
+                return Err(invalid(key("user"), format!("{:?} is not a valid user name", t.user)));
+            }
+            if t.port == 0 {
+                return Err(invalid(key("port"), "must be 1-65535"));
+            }
+            for (k, p) in [("identity_file", &t.identity_file), ("known_hosts", &t.known_hosts)] {
+                if !p.is_absolute() {
+                    return Err(invalid(key(k), format!("{} must be an absolute path", p.display())));
+                }
+            }
+            let connect_timeout = match &t.connect_timeout {
+                Some(s) => parse_duration(&key("connect_timeout"), s)?,
+                None => Duration::from_secs(15),
+            };
+            if connect_timeout.as_secs() == 0 {
+                return Err(invalid(key("connect_timeout"), "must be at least 1s"));
+            }
+            targets.push(Target {
+                name: t.name,
+                host: t.host,
+                port: t.port,
+                user: t.user,
+                identity_file: t.identity_file,
+                known_hosts: t.known_hosts,
+                connect_timeout,
+            });
+        }
+        Ok(Config { source: Source { datasets, exclude }, targets })
+    }
+}
+
+fn valid_target_name(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Host names and IP literals only. A leading `-` would be read by ssh as an
+/// option, so it is refused here as well as cut off by `--` in the argv.
+fn valid_host(s: &str) -> bool {
+    (1..=253).contains(&s.len())
+        && !s.starts_with('-')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
+}
+
+fn valid_user(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.as_bytes()[0].is_ascii_lowercase() | (s.as_bytes()[0] == b'_')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exact file from the README / issue #2.
+    pub const EXAMPLE: &str = r#"
+[source]
+datasets = ["tank/data"]          # each is backed up with all its children...
+exclude = ["tank/data/games"]     # ...except these, with their children
+
+[[target]]
+name = "friend"
+host = "10.77.0.2"                # the box's address inside the VPN
+user = "root"
+identity_file = "/tmp/box/id_ed25519"
+known_hosts = "/tmp/box/known_hosts"   # pinned host key; unknown or changed key = refuse
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(c.source.datasets, [Dataset::new("tank/data").unwrap()]);
+        assert_eq!(c.source.exclude, [Dataset::new("tank/data/games").unwrap()]);
+        let t = &c.targets[0];
+        assert_eq!((t.name.as_str(), t.host.as_str(), t.port, t.user.as_str()), ("friend", "10.77.0.2", 22, "root"));
+        assert_eq!(t.known_hosts, PathBuf::from("/tmp/box/known_hosts"));
+        assert_eq!(t.connect_timeout, Duration::from_secs(15));
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let e = err(&EXAMPLE.replace("exclude =", "exlude ="));
+        assert!(e.contains("unknown field `exlude`"), "{e}");
+        let e = err(&format!("{EXAMPLE}\ncompression = true\n"));
+        assert!(e.contains("compression"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_fix() {
+        let cases = [
+            (EXAMPLE.replace("\"tank/data\"]", "\"tank/../etc\"]"), "source.datasets"),
+            (EXAMPLE.replace("\"tank/data/games\"", "\"other/games\""), "not inside any of source.datasets"),
+            (EXAMPLE.replace("10.77.0.2", "-oProxyCommand=sh"), "target[0].host"),
+            (EXAMPLE.replace("\"root\"", "\"root; rm\""), "target[0].user"),
+            (EXAMPLE.replace("\"friend\"", "\"a b\""), "target[0].name"),
+            (EXAMPLE.replace("/tmp/box/id_ed25519", "id_ed25519"), "absolute path"),
+            (EXAMPLE.replace("datasets = [\"tank/data\"]", "datasets = []"), "is empty"),
+            (EXAMPLE.split("[[target]]").next().unwrap().to_owned(), "no [[target]]"),
+            (format!("{EXAMPLE}connect_timeout = \"soon\"\n"), "connect_timeout"),
+            (format!("{EXAMPLE}[[target]]\nname = \"friend\"\nhost = \"b\"\nuser = \"u\"\nidentity_file = \"/i\"\nknown_hosts = \"/k\"\n"), "unique"),
+        ];
+        for (text, want) in cases {
+            let e = err(&text);
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("k", "26h").unwrap(), Duration::from_secs(26 * 3600));
+        assert_eq!(parse_duration("k", "5s").unwrap(), Duration::from_secs(5));
+        assert!(parse_duration("k", "-5s").is_err());
+        assert!(parse_duration("k", "five").is_err());
+    }
+}

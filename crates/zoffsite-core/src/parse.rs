@@ -1,0 +1,294 @@
+//! Strict parsers for `zfs ... -H -p` output.
+//!
+//! `-H` gives one row per line with tab-separated columns and `-p` gives
+//! exact numbers. We parse that output strictly, as if it were hostile:
+//! the same parsers read what the box's `serve` reports about the box, and a
+//! silently mis-parsed GUID could break the incremental chain. A row is
+//! refused when it has the wrong number of columns, a NUL byte, an over-long
+//! line, a name that is not a legal ZFS name, or a number that is not a
+//! plain decimal. Each query's column list lives next to its parser (the
+//! `*_COLUMNS` constants) so the argv and the parser cannot drift apart.
+
+use crate::names::{Dataset, Guid, NameError, Snapshot};
+
+/// Longest line we accept from `zfs list`. Names are at most 255 bytes and
+/// the properties we ask for are short; resume tokens are the longest
+/// values (usually under 1 KiB).
+pub const MAX_LINE_LEN: usize = 16 * 1024;
+
+/// Longest resume token we accept.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("line {line}: expected {expected} tab-separated columns, found {found}")]
+    Columns { line: usize, expected: usize, found: usize },
+    #[error("line {line}: contains a NUL byte")]
+    Nul { line: usize },
+    #[error("line {line}: longer than {MAX_LINE_LEN} bytes")]
+    LineTooLong { line: usize },
+    #[error("line {line}: {what}: {source}")]
+    Name { line: usize, what: &'static str, source: NameError },
+    #[error("line {line}: {what} {value:?} is not a plain decimal number")]
+    Number { line: usize, what: &'static str, value: String },
+    #[error("line {line}: {what} {value:?} is not a valid value")]
+    Value { line: usize, what: &'static str, value: String },
+    #[error("expected exactly one row, found {0}")]
+    RowCount(usize),
+}
+
+/// Splits `-H` output into rows of exactly `ncols` columns.
+pub fn rows(text: &str, ncols: usize) -> Result<Vec<Vec<&str>>, ParseError> {
+    let mut out = Vec::new();
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    if body.is_empty() {
+        return Ok(out);
+    }
+    for (i, line) in body.split('\n').enumerate() {
+        let line_no = i + 1;
+        if line.len() > MAX_LINE_LEN {
+            return Err(ParseError::LineTooLong { line: line_no });
+        }
+        if line.contains('\0') {
+            return Err(ParseError::Nul { line: line_no });
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() != ncols {
+            return Err(ParseError::Columns { line: line_no, expected: ncols, found: cols.len() });
+        }
+        out.push(cols);
+    }
+    Ok(out)
+}
+
+fn num(line: usize, what: &'static str, v: &str) -> Result<u64, ParseError> {
+    let err = || ParseError::Number { line, what, value: v.chars().take(64).collect() };
+    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err());
+    }
+    v.parse().map_err(|_| err())
+}
+
+fn guid(line: usize, v: &str) -> Result<Guid, ParseError> {
+    v.parse().map_err(|source| match source {
+        NameError::BadGuid => {
+            ParseError::Number { line, what: "guid", value: v.chars().take(64).collect() }
+        }
+        source => ParseError::Name { line, what: "guid", source },
+    })
+}
+
+fn dataset(line: usize, v: &str) -> Result<Dataset, ParseError> {
+    Dataset::new(v).map_err(|source| ParseError::Name { line, what: "dataset name", source })
+}
+
+/// A snapshot as listed with [`SNAPSHOT_COLUMNS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRow {
+    pub snapshot: Snapshot,
+    pub guid: Guid,
+    /// Transaction group of creation: orders snapshots within one pool.
+    /// Unlike `creation` (seconds) it never ties.
+    pub createtxg: u64,
+}
+
+pub const SNAPSHOT_COLUMNS: &str = "name,guid,createtxg";
+
+pub fn snapshots(text: &str) -> Result<Vec<SnapshotRow>, ParseError> {
+    rows(text, 3)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let line = i + 1;
+            Ok(SnapshotRow {
+                snapshot: Snapshot::new(c[0])
+                    .map_err(|source| ParseError::Name { line, what: "snapshot name", source })?,
+                guid: guid(line, c[1])?,
+                createtxg: num(line, "createtxg", c[2])?,
+            })
+        })
+        .collect()
+}
+
+/// The `encryption` property: `off`, or the cipher suite.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encryption {
+    Off,
+    On(String),
+}
+
+impl Encryption {
+    pub fn is_on(&self) -> bool {
+        matches!(self, Encryption::On(_))
+    }
+}
+
+/// A filesystem or volume as listed with [`DATASET_COLUMNS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetRow {
+    pub dataset: Dataset,
+    pub guid: Guid,
+    pub encryption: Encryption,
+}
+
+pub const DATASET_COLUMNS: &str = "name,guid,encryption";
+
+pub fn datasets(text: &str) -> Result<Vec<DatasetRow>, ParseError> {
+    rows(text, 3)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let line = i + 1;
+            let encryption = match c[2] {
+                "off" => Encryption::Off,
+                v if !v.is_empty()
+                    && v.len() <= 32
+                    && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+                {
+                    Encryption::On(v.to_owned())
+                }
+                v => return Err(ParseError::Value { line, what: "encryption", value: v.into() }),
+            };
+            Ok(DatasetRow { dataset: dataset(line, c[0])?, guid: guid(line, c[1])?, encryption })
+        })
+        .collect()
+}
+
+/// A dataset on the receiving side, with its partial-receive state, as
+/// listed with [`RECEIVER_COLUMNS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiverRow {
+    pub dataset: Dataset,
+    pub resume_token: Option<String>,
+}
+
+pub const RECEIVER_COLUMNS: &str = "name,receive_resume_token";
+
+pub fn receiver_datasets(text: &str) -> Result<Vec<ReceiverRow>, ParseError> {
+    rows(text, 2)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let line = i + 1;
+            Ok(ReceiverRow { dataset: dataset(line, c[0])?, resume_token: resume_token(line, c[1])? })
+        })
+        .collect()
+}
+
+/// `-` means "no partial receive". A token is `VERSION-HEX-HEX-HEX`; we
+/// only check its alphabet and size here: a token is hostile input whose
+/// meaning the source checks by decoding it with ZFS before use.
+fn resume_token(line: usize, v: &str) -> Result<Option<String>, ParseError> {
+    if v == "-" {
+        return Ok(None);
+    }
+    if v.is_empty()
+        || v.len() > MAX_TOKEN_LEN
+        || !v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    {
+        return Err(ParseError::Value {
+            line,
+            what: "receive_resume_token",
+            value: v.chars().take(64).collect(),
+        });
+    }
+    Ok(Some(v.to_owned()))
+}
+
+/// Output of `zfs get -H -p -o value guid SNAPSHOT`.
+pub fn single_guid(text: &str) -> Result<Guid, ParseError> {
+    let r = rows(text, 1)?;
+    if r.len() != 1 {
+        return Err(ParseError::RowCount(r.len()));
+    }
+    guid(1, r[0][0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_real_snapshot_rows() {
+        let out = "tank/data@zoffsite-20261126T073000Z\t7265012223453401451\t57\n\
+                   tank/data/my docs:x@a b\t1\t60\n";
+        let r = snapshots(out).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].snapshot.to_string(), "tank/data@zoffsite-20261126T073000Z");
+        assert_eq!(r[0].guid.get(), 7265012223453401451);
+        assert_eq!(r[1].snapshot.dataset.as_str(), "tank/data/my docs:x");
+        assert_eq!(r[1].createtxg, 60);
+        assert_eq!(snapshots("").unwrap(), vec![]);
+        assert_eq!(snapshots("\n").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn refuses_hostile_rows() {
+        let cases = [
+            ("tank@a\t1\n", "Columns"),
+            ("tank@a\t1\t2\t3\n", "Columns"),
+            ("tank@a\tdeadbeef\t2\n", "Number"),
+            ("tank@a\t-5\t2\n", "Number"),
+            ("tank@a\t0\t2\n", "Number"),
+            ("tank@a\t+5\t2\n", "Number"),
+            ("tank@a\t99999999999999999999999\t2\n", "Number"),
+            ("tank@a\t5\t\n", "Number"),
+            ("tank@a\t5\t1.5\n", "Number"),
+            ("tank@a\0\t5\t2\n", "Nul"),
+            ("tank/../x@a\t5\t2\n", "Name"),
+            ("tank\t5\t2\n", "Name"),
+            ("tank@a\t5\t2\n\n", "Columns"),
+        ];
+        for (input, kind) in cases {
+            let err = snapshots(input).unwrap_err();
+            assert!(format!("{err:?}").starts_with(kind), "{input:?}: {err:?}");
+        }
+        let huge = format!("tank@{}\t5\t2\n", "a".repeat(MAX_LINE_LEN));
+        assert!(matches!(snapshots(&huge), Err(ParseError::LineTooLong { line: 1 })));
+    }
+
+    #[test]
+    fn parses_datasets_and_encryption() {
+        let r = datasets("tank/data\t42\taes-256-gcm\ntank/plain\t43\toff\n").unwrap();
+        assert!(r[0].encryption.is_on());
+        assert_eq!(r[1].encryption, Encryption::Off);
+        assert!(datasets("tank/x\t42\t\n").is_err());
+        assert!(datasets("tank/x\t42\tAES;rm\n").is_err());
+    }
+
+    #[test]
+    fn parses_receiver_rows_and_tokens() {
+        let r = receiver_datasets("off/h/tank\t-\noff/h/tank/d\t1-e0a3c8d21-f0-789c63\n").unwrap();
+        assert_eq!(r[0].resume_token, None);
+        assert_eq!(r[1].resume_token.as_deref(), Some("1-e0a3c8d21-f0-789c63"));
+        assert!(receiver_datasets("off/h\t1-zz\n").is_err());
+        assert!(receiver_datasets(&format!("off/h\t{}\n", "a".repeat(MAX_TOKEN_LEN + 1))).is_err());
+    }
+
+    #[test]
+    fn single_guid_wants_one_row() {
+        assert_eq!(single_guid("123\n").unwrap().get(), 123);
+        assert_eq!(single_guid("1\n2\n"), Err(ParseError::RowCount(2)));
+        assert_eq!(single_guid(""), Err(ParseError::RowCount(0)));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_garbage(s in any::<String>()) {
+            let _ = snapshots(&s);
+            let _ = datasets(&s);
+            let _ = receiver_datasets(&s);
+            let _ = single_guid(&s);
+        }
+
+        #[test]
+        fn wrong_column_counts_are_refused(n in 0usize..8) {
+            prop_assume!(n != 3);
+            let line = vec!["1"; n.max(1)].join("\t");
+            let text = format!("{line}\n");
+            prop_assert!(snapshots(&text).is_err());
+        }
+    }
+}

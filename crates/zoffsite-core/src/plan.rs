@@ -1,0 +1,327 @@
+//! Planning: what to snapshot and what to send, as pure functions.
+//!
+//! The shell lists datasets and snapshots (scoped to the selection, only the
+//! columns needed), asks the box what it holds, and passes both here. The
+//! functions decide; they never run anything. Two rules matter most:
+//!
+//! - A dataset whose `encryption` is `off` is never sent: `zfs send -w` of an
+//!   unencrypted dataset is plaintext. It is refused by name, and the rest
+//!   of the selection goes on.
+//! - The incremental base is found by GUID: the box's newest snapshot must be
+//!   a snapshot the source still has (same GUID). Anything else is a
+//!   divergence, reported, never forced: nothing here can produce `-F`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::config::Source;
+use crate::names::{Dataset, Guid, SnapName, Snapshot};
+use crate::parse::{DatasetRow, SnapshotRow};
+use crate::protocol::RemoteDataset;
+
+/// Prefix of every snapshot zoffsite makes (and the only ones it will ever
+/// prune, later).
+pub const SNAPSHOT_PREFIX: &str = "zoffsite-";
+
+/// Why a listed dataset is not backed up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum Skip {
+    /// Matched `source.exclude` (itself or an ancestor).
+    Excluded { by: Dataset },
+    /// Not encrypted: never sent.
+    Unencrypted,
+}
+
+/// The outcome of applying the config to the listed datasets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selection {
+    /// Encrypted datasets to back up, parents before children.
+    pub included: Vec<DatasetRow>,
+    /// Excluded or refused, in name order.
+    pub skipped: Vec<(Dataset, Skip)>,
+}
+
+impl Selection {
+    pub fn refused(&self) -> impl Iterator<Item = &Dataset> {
+        self.skipped.iter().filter(|(_, s)| *s == Skip::Unencrypted).map(|(d, _)| d)
+    }
+}
+
+/// Applies `source.datasets` / `source.exclude` to what `zfs list -r` found
+/// under the configured roots.
+pub fn select(source: &Source, listed: &[DatasetRow]) -> Selection {
+    let mut rows: BTreeMap<&Dataset, &DatasetRow> = BTreeMap::new();
+    for r in listed {
+        if source.datasets.iter().any(|root| r.dataset.is_within(root)) {
+            rows.insert(&r.dataset, r);
+        }
+    }
+    let mut sel = Selection::default();
+    // BTreeMap order is name order, which puts every parent before its
+    // children (a name sorts before any name it is a prefix of).
+    for (ds, row) in rows {
+        if let Some(by) = source.exclude.iter().find(|e| ds.is_within(e)) {
+            sel.skipped.push((ds.clone(), Skip::Excluded { by: by.clone() }));
+        } else if !row.encryption.is_on() {
+            sel.skipped.push((ds.clone(), Skip::Unencrypted));
+        } else {
+            sel.included.push(row.clone());
+        }
+    }
+    sel
+}
+
+/// `zoffsite-YYYYMMDDTHHMMSSZ` for `now`, moved on by whole seconds past any
+/// name `taken` already holds (two runs in one second must not collide).
+pub fn snapshot_name(now: jiff::Timestamp, taken: impl Fn(&SnapName) -> bool) -> SnapName {
+    let mut t = now;
+    loop {
+        let name = SnapName::new(format!("{SNAPSHOT_PREFIX}{}", t.strftime("%Y%m%dT%H%M%SZ")))
+            .expect("timestamp names are valid");
+        if !taken(&name) {
+            return name;
+        }
+        t = t.checked_add(jiff::SignedDuration::from_secs(1)).expect("time in range");
+    }
+}
+
+/// Groups the new snapshots by pool: `zfs snapshot` of several names in one
+/// pool is atomic, so each group is one consistent point in time.
+pub fn snapshot_groups(datasets: &[Dataset], name: &SnapName) -> Vec<Vec<Snapshot>> {
+    let mut by_pool: BTreeMap<&str, Vec<Snapshot>> = BTreeMap::new();
+    for d in datasets {
+        // A selected name plus a timestamp can exceed 255 bytes only for
+        // names within 25 bytes of the limit; those are skipped by the
+        // caller's length check, never truncated.
+        if let Ok(s) = d.snapshot(name) {
+            by_pool.entry(d.pool()).or_default().push(s);
+        }
+    }
+    by_pool.into_values().collect()
+}
+
+/// What to send for one dataset to one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Send {
+    /// The box has nothing of this dataset.
+    Full { to: SnapshotRef },
+    /// From the box's newest snapshot, which the source also has.
+    Incremental { from: SnapshotRef, to: SnapshotRef },
+    /// The box already holds the snapshot.
+    UpToDate { at: SnapshotRef },
+}
+
+impl Send {
+    pub fn target(&self) -> &SnapshotRef {
+        match self {
+            Send::Full { to } | Send::Incremental { to, .. } => to,
+            Send::UpToDate { at } => at,
+        }
+    }
+}
+
+/// A snapshot with its GUID: the GUID is the identity, the name is for
+/// people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotRef {
+    pub name: SnapName,
+    pub guid: Guid,
+}
+
+impl fmt::Display for SnapshotRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "@{} (guid {})", self.name, self.guid)
+    }
+}
+
+/// Why a dataset cannot be sent to a target as things stand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Blocked {
+    #[error("the box's newest snapshot @{box_newest} (guid {guid}) is unknown to the source: the histories diverged. Nothing was forced. Find out why the box has it (e.g. a snapshot made on the box, or the source dataset was recreated); to start this dataset over, back it up under a new name or have the box's owner move the old copy aside")]
+    Diverged { box_newest: SnapName, guid: Guid },
+    #[error("the box holds the dataset but no snapshot of it (a placeholder, or a first transfer that did not finish); a full send would need to overwrite it, which zoffsite never does. On the box, check it and, if it holds nothing of value, destroy it so the next run sends it in full")]
+    NoCommonSnapshot,
+    #[error("the box holds partial state from an interrupted transfer; this version cannot resume it yet. On the box run `zfs receive -A {box_dataset}` to discard it; the next run sends again")]
+    PartialReceive { box_dataset: String },
+    #[error("a selected parent, {0}, failed in this run, so it is left for the next run")]
+    ParentFailed(Dataset),
+}
+
+/// Decides the send for `dataset` given its new snapshot and all its
+/// snapshots on the source, and what the box reported.
+pub fn plan_send(
+    new: &SnapshotRow,
+    source_snaps: &[SnapshotRow],
+    remote: Option<&RemoteDataset>,
+    box_dataset: &Dataset,
+) -> Result<Send, Blocked> {
+    let to = SnapshotRef { name: new.snapshot.name.clone(), guid: new.guid };
+    let Some(remote) = remote.filter(|r| r.exists) else {
+        return Ok(Send::Full { to });
+    };
+    if remote.resume_token.is_some() {
+        return Err(Blocked::PartialReceive { box_dataset: box_dataset.to_string() });
+    }
+    // The box's own createtxg orders its snapshots; GUIDs identify them.
+    let Some(newest) = remote.snapshots.iter().max_by_key(|s| s.createtxg) else {
+        return Err(Blocked::NoCommonSnapshot);
+    };
+    if newest.guid == new.guid {
+        return Ok(Send::UpToDate { at: to });
+    }
+    match source_snaps.iter().find(|s| s.guid == newest.guid) {
+        Some(base) if base.createtxg < new.createtxg => Ok(Send::Incremental {
+            from: SnapshotRef { name: base.snapshot.name.clone(), guid: base.guid },
+            to,
+        }),
+        _ => Err(Blocked::Diverged { box_newest: newest.name.clone(), guid: newest.guid }),
+    }
+}
+
+/// The nearest selected ancestor of `ds` that failed in this run, if any:
+/// sending a child then would make the box create a placeholder where the
+/// parent's full stream must later land.
+pub fn failed_ancestor<'a>(ds: &Dataset, failed: &'a BTreeSet<Dataset>) -> Option<&'a Dataset> {
+    failed.iter().filter(|f| *f != ds && ds.is_within(f)).max_by_key(|f| f.depth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::Encryption;
+    use crate::protocol::RemoteSnapshot;
+
+    fn ds(s: &str) -> Dataset {
+        Dataset::new(s).unwrap()
+    }
+
+    fn row(name: &str, enc: bool) -> DatasetRow {
+        DatasetRow {
+            dataset: ds(name),
+            guid: Guid::new(1).unwrap(),
+            encryption: if enc { Encryption::On("aes-256-gcm".into()) } else { Encryption::Off },
+        }
+    }
+
+    fn snap(name: &str, guid: u64, txg: u64) -> SnapshotRow {
+        SnapshotRow { snapshot: Snapshot::new(name).unwrap(), guid: Guid::new(guid).unwrap(), createtxg: txg }
+    }
+
+    fn remote(snaps: &[(&str, u64, u64)]) -> RemoteDataset {
+        RemoteDataset {
+            name: ds("tank/data"),
+            exists: true,
+            resume_token: None,
+            snapshots: snaps
+                .iter()
+                .map(|(n, g, t)| RemoteSnapshot { name: SnapName::new(*n).unwrap(), guid: Guid::new(*g).unwrap(), createtxg: *t })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn selection_excludes_subtrees_and_refuses_plaintext() {
+        let source = Source { datasets: vec![ds("tank/data")], exclude: vec![ds("tank/data/games")] };
+        let listed = [
+            row("tank/data/games/steam", true),
+            row("tank/data", true),
+            row("tank/data/docs", true),
+            row("tank/data/games", true),
+            row("tank/data/plain", false),
+            row("tank/data/gamesave", true),
+            row("tank/other", true),
+        ];
+        let sel = select(&source, &listed);
+        let names: Vec<_> = sel.included.iter().map(|r| r.dataset.as_str()).collect();
+        assert_eq!(names, ["tank/data", "tank/data/docs", "tank/data/gamesave"]);
+        assert_eq!(
+            sel.skipped,
+            vec![
+                (ds("tank/data/games"), Skip::Excluded { by: ds("tank/data/games") }),
+                (ds("tank/data/games/steam"), Skip::Excluded { by: ds("tank/data/games") }),
+                (ds("tank/data/plain"), Skip::Unencrypted),
+            ]
+        );
+        assert_eq!(sel.refused().collect::<Vec<_>>(), [&ds("tank/data/plain")]);
+    }
+
+    #[test]
+    fn parents_come_before_children_even_with_spaces() {
+        let source = Source { datasets: vec![ds("tank")], exclude: vec![] };
+        let listed = [row("tank/a/b", true), row("tank/a b", true), row("tank/a", true), row("tank", true)];
+        let names: Vec<_> = select(&source, &listed).included.iter().map(|r| r.dataset.to_string()).collect();
+        assert_eq!(names, ["tank", "tank/a", "tank/a b", "tank/a/b"]);
+    }
+
+    #[test]
+    fn snapshot_names_are_utc_and_never_collide() {
+        let now: jiff::Timestamp = "2026-11-26T07:30:00Z".parse().unwrap();
+        assert_eq!(snapshot_name(now, |_| false).as_str(), "zoffsite-20261126T073000Z");
+        let taken = |n: &SnapName| n.as_str() <= "zoffsite-20261126T073001Z";
+        assert_eq!(snapshot_name(now, taken).as_str(), "zoffsite-20261126T073002Z");
+    }
+
+    #[test]
+    fn groups_are_per_pool() {
+        let n = SnapName::new("zoffsite-1").unwrap();
+        let g = snapshot_groups(&[ds("tank/a"), ds("rpool/x"), ds("tank/b")], &n);
+        let g: Vec<Vec<String>> = g.iter().map(|v| v.iter().map(|s| s.to_string()).collect()).collect();
+        assert_eq!(g, [vec!["rpool/x@zoffsite-1"], vec!["tank/a@zoffsite-1", "tank/b@zoffsite-1"]]);
+    }
+
+    #[test]
+    fn base_is_chosen_by_guid_not_name() {
+        let bd = ds("offsite/home/tank/data");
+        let new = snap("tank/data@zoffsite-3", 30, 300);
+        let src = [snap("tank/data@zoffsite-1", 10, 100), snap("tank/data@zoffsite-2", 20, 200), new.clone()];
+        // Box has nothing: full.
+        assert_eq!(plan_send(&new, &src, None, &bd), Ok(Send::Full { to: SnapshotRef { name: new.snapshot.name.clone(), guid: new.guid } }));
+        // Box's newest (by its own txg) is guid 20: incremental from @zoffsite-2.
+        let r = remote(&[("zoffsite-2", 20, 9), ("zoffsite-1", 10, 5)]);
+        match plan_send(&new, &src, Some(&r), &bd).unwrap() {
+            Send::Incremental { from, to } => {
+                assert_eq!((from.name.as_str(), from.guid.get()), ("zoffsite-2", 20));
+                assert_eq!(to.guid.get(), 30);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Same name, different GUID: a different snapshot, so a divergence.
+        let r = remote(&[("zoffsite-2", 99, 9)]);
+        assert_eq!(
+            plan_send(&new, &src, Some(&r), &bd),
+            Err(Blocked::Diverged { box_newest: SnapName::new("zoffsite-2").unwrap(), guid: Guid::new(99).unwrap() })
+        );
+        // A renamed snapshot with a known GUID is still a valid base.
+        let r = remote(&[("renamed", 10, 9)]);
+        assert!(matches!(plan_send(&new, &src, Some(&r), &bd), Ok(Send::Incremental { from, .. }) if from.name.as_str() == "zoffsite-1"));
+        // The box already holds the new snapshot.
+        let r = remote(&[("zoffsite-3", 30, 12)]);
+        assert!(matches!(plan_send(&new, &src, Some(&r), &bd), Ok(Send::UpToDate { .. })));
+        // Box newest is an older common snapshot than another box snapshot that
+        // is unknown: the box's newest decides, so this is a divergence.
+        let r = remote(&[("zoffsite-2", 20, 9), ("boxmade", 77, 10)]);
+        assert!(matches!(plan_send(&new, &src, Some(&r), &bd), Err(Blocked::Diverged { .. })));
+        // Existing dataset without snapshots, and partial state.
+        assert_eq!(plan_send(&new, &src, Some(&remote(&[])), &bd), Err(Blocked::NoCommonSnapshot));
+        let mut r = remote(&[("zoffsite-2", 20, 9)]);
+        r.resume_token = Some("1-ab-cd-ef".into());
+        assert!(matches!(plan_send(&new, &src, Some(&r), &bd), Err(Blocked::PartialReceive { .. })));
+        // A dataset that the box reports as absent is a full send.
+        let mut r = remote(&[]);
+        r.exists = false;
+        assert!(matches!(plan_send(&new, &src, Some(&r), &bd), Ok(Send::Full { .. })));
+    }
+
+    #[test]
+    fn children_of_failed_parents_wait() {
+        let failed: BTreeSet<Dataset> = [ds("tank/a"), ds("tank/a/b")].into();
+        assert_eq!(failed_ancestor(&ds("tank/a/b/c"), &failed), Some(&ds("tank/a/b")));
+        assert_eq!(failed_ancestor(&ds("tank/a"), &failed), None);
+        assert_eq!(failed_ancestor(&ds("tank/ab"), &failed), None);
+    }
+}

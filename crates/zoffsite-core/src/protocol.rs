@@ -1,0 +1,367 @@
+//! The wire protocol between the source and `zoffsite serve` on the box.
+//!
+//! It runs over the stdin/stdout of one SSH session whose remote command is
+//! forced by `authorized_keys`, so the source never sends a shell command:
+//! it sends framed, typed requests, and `serve` maps each one to a fixed
+//! argv. All datasets of a run share the one session.
+//!
+//! ## Framing
+//! Every frame is `kind: u8`, `len: u32` (big-endian), then `len` bytes:
+//!
+//! | kind | meaning                                            | max len |
+//! |------|----------------------------------------------------|---------|
+//! | `M`  | a JSON message ([`Request`] or [`Response`])       | [`MAX_REQUEST_LEN`] toward the box, [`MAX_RESPONSE_LEN`] back |
+//! | `D`  | a chunk of a send stream                           | [`MAX_DATA_LEN`] |
+//! | `E`  | end of a send stream (len 0)                       | 0 |
+//!
+//! ## Conversation (version 1)
+//! 1. source `Hello{protocol:"zoffsite",version:1}`; box `Hello` with the
+//!    version it speaks and its root. Anything else ends the session.
+//! 2. `List{datasets}` → `Listing`: for each asked source dataset, whether
+//!    the box has it under its root, its snapshots (name, GUID, txg) and any
+//!    partial-receive token.
+//! 3. `Receive{dataset,snapshot,guid,from}` followed at once (no round
+//!    trip) by `D` frames and one `E`. The box checks the stream's BEGIN
+//!    record against the request before `zfs receive` sees a byte, then
+//!    answers `Received{guid}` or `Error`. If it fails early it answers at
+//!    once and discards frames until `E`, so the source can stop sending.
+//! 4. `Bye`, or end of input.
+//!
+//! Both sides treat the other's messages as hostile: sizes are bounded
+//! before allocation, names are parsed into validated types by serde, and
+//! unknown fields or message types are errors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read, Write};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::names::{Dataset, Guid, SnapName};
+
+pub const PROTOCOL_NAME: &str = "zoffsite";
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest message the box accepts from the source.
+pub const MAX_REQUEST_LEN: usize = 1 << 20;
+/// Largest message the source accepts from the box (a listing of ~100k
+/// snapshots fits).
+pub const MAX_RESPONSE_LEN: usize = 64 << 20;
+/// Largest stream chunk in one frame.
+pub const MAX_DATA_LEN: usize = 1 << 20;
+/// Most datasets in one `List`.
+pub const MAX_LIST_DATASETS: usize = 10_000;
+/// Longest free-text error message kept from the other side.
+pub const MAX_ERROR_TEXT: usize = 4096;
+
+const KIND_MSG: u8 = b'M';
+const KIND_DATA: u8 = b'D';
+const KIND_END: u8 = b'E';
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("connection closed")]
+    Closed,
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("peer sent an unknown frame kind 0x{0:02x} (not a zoffsite peer?)")]
+    BadKind(u8),
+    #[error("peer sent a {len}-byte frame; the limit is {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("peer sent a malformed message: {0}")]
+    BadMessage(String),
+    #[error("peer violated the protocol: {0}")]
+    Violation(String),
+}
+
+/// One frame as read from the wire.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    Msg(Vec<u8>),
+    Data(Vec<u8>),
+    End,
+}
+
+/// Reads one frame. `max_msg` bounds a message frame; data frames are
+/// bounded by [`MAX_DATA_LEN`]. A clean end of input before a frame starts
+/// is [`ProtoError::Closed`].
+pub fn read_frame(r: &mut impl Read, max_msg: usize) -> Result<Frame, ProtoError> {
+    let mut hdr = [0u8; 5];
+    match r.read(&mut hdr[..1])? {
+        0 => return Err(ProtoError::Closed),
+        _ => r.read_exact(&mut hdr[1..]).map_err(eof_is_closed)?,
+    }
+    let len = u32::from_be_bytes(hdr[1..5].try_into().expect("4 bytes")) as usize;
+    let max = match hdr[0] {
+        KIND_MSG => max_msg,
+        KIND_DATA => MAX_DATA_LEN,
+        KIND_END => 0,
+        k => return Err(ProtoError::BadKind(k)),
+    };
+    if len > max {
+        return Err(ProtoError::TooLarge { len, max });
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).map_err(eof_is_closed)?;
+    Ok(match hdr[0] {
+        KIND_MSG => Frame::Msg(buf),
+        KIND_DATA => Frame::Data(buf),
+        _ => Frame::End,
+    })
+}
+
+fn eof_is_closed(e: io::Error) -> ProtoError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        ProtoError::Closed
+    } else {
+        ProtoError::Io(e)
+    }
+}
+
+fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("frame too large"))?;
+    let mut hdr = [0u8; 5];
+    hdr[0] = kind;
+    hdr[1..].copy_from_slice(&len.to_be_bytes());
+    w.write_all(&hdr)?;
+    w.write_all(payload)
+}
+
+/// Writes a message frame (not flushed).
+pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    write_frame(w, KIND_MSG, &body)
+}
+
+/// Writes a chunk of a send stream, split to [`MAX_DATA_LEN`] frames.
+pub fn write_data(w: &mut impl Write, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = data.len().min(MAX_DATA_LEN);
+        write_frame(w, KIND_DATA, &data[..n])?;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+pub fn write_end(w: &mut impl Write) -> io::Result<()> {
+    write_frame(w, KIND_END, &[])
+}
+
+/// Decodes a message frame's JSON.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
+    serde_json::from_slice(body).map_err(|e| ProtoError::BadMessage(e.to_string()))
+}
+
+/// Reads the next frame, which must be a message.
+pub fn read_msg<T: DeserializeOwned>(r: &mut impl Read, max: usize) -> Result<T, ProtoError> {
+    match read_frame(r, max)? {
+        Frame::Msg(b) => decode(&b),
+        Frame::Data(_) | Frame::End => Err(ProtoError::Violation("expected a message, got stream data".into())),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Hello { protocol: String, version: u32, client: String },
+    List { datasets: Vec<Dataset> },
+    /// Followed by the stream as `D` frames and one `E`.
+    Receive { dataset: Dataset, snapshot: SnapName, guid: Guid, from: Option<Guid> },
+    Bye,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    Hello { protocol: String, version: u32, server: String, root: Dataset },
+    Listing { datasets: Vec<RemoteDataset> },
+    Received { dataset: Dataset, snapshot: SnapName, guid: Guid },
+    Error { code: ErrorCode, message: String },
+}
+
+/// What the box holds of one source dataset (named as on the source).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteDataset {
+    pub name: Dataset,
+    pub exists: bool,
+    pub snapshots: Vec<RemoteSnapshot>,
+    pub resume_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSnapshot {
+    pub name: SnapName,
+    pub guid: Guid,
+    pub createtxg: u64,
+}
+
+/// Machine-readable class of a `serve` error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed or out-of-order request.
+    Protocol,
+    /// The requested version is not spoken.
+    Version,
+    /// The stream is not raw, or not the one the request named.
+    Refused,
+    /// The box root does not exist or is unusable.
+    Root,
+    /// The box's dataset is not where the request expects it.
+    Conflict,
+    /// No space (pool full or quota).
+    NoSpace,
+    /// `zfs receive` or another zfs command failed.
+    Zfs,
+    Internal,
+}
+
+/// Makes text from the other side safe to print: control characters
+/// (terminal escapes included) become `?`, and it is cut to `max` bytes.
+pub fn sanitize(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if out.len() + c.len_utf8() > max {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() && c != '\n' { '?' } else { c });
+    }
+    out
+}
+
+/// Checks a `Listing` against the `List` that asked for it: only asked
+/// names, each at most once, no duplicate GUIDs within a dataset. Returns
+/// the answers by name; a name the box left out counts as absent.
+pub fn check_listing(
+    asked: &[Dataset],
+    listing: Vec<RemoteDataset>,
+) -> Result<BTreeMap<Dataset, RemoteDataset>, ProtoError> {
+    let asked: BTreeSet<&Dataset> = asked.iter().collect();
+    let mut out = BTreeMap::new();
+    for d in listing {
+        if !asked.contains(&d.name) {
+            return Err(ProtoError::Violation(format!("box listed {}, which was not asked for", d.name)));
+        }
+        if !d.exists && (!d.snapshots.is_empty() || d.resume_token.is_some()) {
+            return Err(ProtoError::Violation(format!("box listed {} as absent but with snapshots", d.name)));
+        }
+        let mut guids = BTreeSet::new();
+        for s in &d.snapshots {
+            if !guids.insert(s.guid) {
+                return Err(ProtoError::Violation(format!("box listed GUID {} twice in {}", s.guid, d.name)));
+            }
+        }
+        if let Some(t) = &d.resume_token {
+            if t.is_empty() || t.len() > crate::parse::MAX_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+                return Err(ProtoError::Violation(format!("box sent a malformed resume token for {}", d.name)));
+            }
+        }
+        let name = d.name.clone();
+        if out.insert(name.clone(), d).is_some() {
+            return Err(ProtoError::Violation(format!("box listed {name} twice")));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Cursor;
+
+    fn ds(s: &str) -> Dataset {
+        Dataset::new(s).unwrap()
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let mut buf = Vec::new();
+        let req = Request::Receive {
+            dataset: ds("tank/a b"),
+            snapshot: SnapName::new("zoffsite-1").unwrap(),
+            guid: Guid::new(5).unwrap(),
+            from: None,
+        };
+        write_msg(&mut buf, &req).unwrap();
+        write_data(&mut buf, &vec![7u8; MAX_DATA_LEN + 10]).unwrap();
+        write_end(&mut buf).unwrap();
+        let mut r = Cursor::new(buf);
+        assert_eq!(read_msg::<Request>(&mut r, MAX_REQUEST_LEN).unwrap(), req);
+        assert_eq!(read_frame(&mut r, 0).unwrap(), Frame::Data(vec![7u8; MAX_DATA_LEN]));
+        assert_eq!(read_frame(&mut r, 0).unwrap(), Frame::Data(vec![7u8; 10]));
+        assert_eq!(read_frame(&mut r, 0).unwrap(), Frame::End);
+        assert!(matches!(read_frame(&mut r, 0), Err(ProtoError::Closed)));
+    }
+
+    #[test]
+    fn limits_are_checked_before_allocating() {
+        let mut frame = vec![b'M'];
+        frame.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(read_frame(&mut Cursor::new(frame), MAX_REQUEST_LEN), Err(ProtoError::TooLarge { .. })));
+        let mut frame = vec![b'D'];
+        frame.extend_from_slice(&((MAX_DATA_LEN + 1) as u32).to_be_bytes());
+        assert!(matches!(read_frame(&mut Cursor::new(frame), 0), Err(ProtoError::TooLarge { .. })));
+        // A shell command typed at serve is not a frame.
+        let e = read_frame(&mut Cursor::new(b"zfs destroy -r offsite\n".to_vec()), MAX_REQUEST_LEN);
+        assert!(matches!(e, Err(ProtoError::BadKind(b'z'))));
+        // Truncated frames are a closed connection, not a hang or a panic.
+        assert!(matches!(read_frame(&mut Cursor::new(vec![b'M', 0, 0]), 10), Err(ProtoError::Closed)));
+        assert!(matches!(read_frame(&mut Cursor::new(vec![b'M', 0, 0, 0, 4, b'{']), 10), Err(ProtoError::Closed)));
+    }
+
+    #[test]
+    fn messages_are_strict() {
+        for bad in [
+            r#"{"type":"receive","dataset":"tank/../x","snapshot":"s","guid":1,"from":null}"#,
+            r#"{"type":"receive","dataset":"tank/x","snapshot":"s","guid":0,"from":null}"#,
+            r#"{"type":"receive","dataset":"tank/x","snapshot":"s","guid":1,"from":null,"force":true}"#,
+            r#"{"type":"destroy","dataset":"tank/x"}"#,
+            r#"{"type":"list","datasets":["/etc"]}"#,
+            r#"[1,2,3]"#,
+        ] {
+            assert!(decode::<Request>(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let ok: Request = decode(br#"{"type":"list","datasets":["tank/a:b c"]}"#).unwrap();
+        assert_eq!(ok, Request::List { datasets: vec![ds("tank/a:b c")] });
+    }
+
+    #[test]
+    fn listings_are_checked_against_the_question() {
+        let asked = [ds("tank/a"), ds("tank/b")];
+        let snap = |g| RemoteSnapshot { name: SnapName::new("s").unwrap(), guid: Guid::new(g).unwrap(), createtxg: 1 };
+        let rd = |n: &str, snaps: Vec<RemoteSnapshot>| RemoteDataset { name: ds(n), exists: true, snapshots: snaps, resume_token: None };
+        assert_eq!(check_listing(&asked, vec![rd("tank/a", vec![snap(1)])]).unwrap().len(), 1);
+        assert!(check_listing(&asked, vec![rd("tank/c", vec![])]).is_err());
+        assert!(check_listing(&asked, vec![rd("tank/a", vec![]), rd("tank/a", vec![])]).is_err());
+        assert!(check_listing(&asked, vec![rd("tank/a", vec![snap(1), snap(1)])]).is_err());
+        let mut absent = rd("tank/a", vec![snap(1)]);
+        absent.exists = false;
+        assert!(check_listing(&asked, vec![absent]).is_err());
+        let mut tok = rd("tank/a", vec![]);
+        tok.resume_token = Some("1-abc-def; rm -rf /".into());
+        assert!(check_listing(&asked, vec![tok]).is_err());
+    }
+
+    #[test]
+    fn sanitize_strips_terminal_escapes() {
+        assert_eq!(sanitize("ok\x1b[2Jgone\r", 100), "ok?[2Jgone?");
+        assert_eq!(sanitize("abcdef", 3), "abc…");
+    }
+
+    proptest! {
+        #[test]
+        fn reading_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let mut r = Cursor::new(bytes);
+            for _ in 0..8 {
+                match read_frame(&mut r, 1024) {
+                    Ok(Frame::Msg(b)) => { let _ = decode::<Request>(&b); let _ = decode::<Response>(&b); }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
