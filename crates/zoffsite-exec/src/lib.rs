@@ -1,0 +1,11 @@
+//! The imperative shell of zoffsite: everything that starts a process.
+//!
+//! [`process`] is the only place a child process is spawned; [`zfs`] builds
+//! every zfs argv; [`ssh`] builds the one ssh argv; [`remote`] speaks the
+//! protocol to a box over it. Decisions are made in `zoffsite-core`; this
+//! crate gathers facts and carries plans out.
+
+pub mod process;
+pub mod remote;
+pub mod ssh;
+pub mod zfs;

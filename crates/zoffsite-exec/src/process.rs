@@ -1,0 +1,278 @@
+//! The one place external commands are started.
+//!
+//! - Commands are argv vectors ([`Cmd`]); there is no shell anywhere.
+//! - stdout and stderr are captured with size bounds: a misbehaving (or
+//!   hostile) program cannot make us allocate without limit.
+//! - Success is decided by the exit status only; stderr is kept for
+//!   classification and for the user.
+//! - Children never inherit our stdout: in `serve`, stdout is the protocol
+//!   channel, and one stray line from a child would corrupt it.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::{self, Read};
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+
+/// Most stderr we keep from one child.
+pub const STDERR_LIMIT: usize = 64 * 1024;
+
+/// An argv: program and arguments, never a shell string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cmd {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        Self { program: program.as_ref().to_owned(), args: Vec::new() }
+    }
+
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.args.push(a.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, it: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args.extend(it.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// The arguments as UTF-8 strings (lossy), for tests and logs.
+    pub fn argv(&self) -> Vec<String> {
+        std::iter::once(&self.program).chain(&self.args).map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args);
+        c
+    }
+}
+
+/// Shell-style quoting for display only (dry runs and logs): the command is
+/// never run through a shell.
+impl fmt::Display for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, a) in self.argv().iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            if !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b)) {
+                f.write_str(a)?;
+            } else {
+                write!(f, "'{}'", a.replace('\'', r"'\''"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot run {program}: {source}")]
+    Spawn { program: String, source: io::Error },
+    #[error("{program} printed more than {limit} bytes")]
+    TooMuchOutput { program: String, limit: usize },
+    #[error("I/O with {program}: {source}")]
+    Io { program: String, source: io::Error },
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+}
+
+/// Reads everything from `r`, keeping at most `limit` bytes and noting how
+/// much was dropped. Reading on keeps the child from blocking on a full
+/// pipe.
+pub fn read_bounded(mut r: impl Read, limit: usize) -> io::Result<(Vec<u8>, u64)> {
+    let mut kept = Vec::new();
+    let mut dropped = 0u64;
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let room = limit.saturating_sub(kept.len()).min(n);
+        kept.extend_from_slice(&buf[..room]);
+        dropped += (n - room) as u64;
+    }
+    Ok((kept, dropped))
+}
+
+/// Collects a child's stderr in the background, bounded.
+pub struct StderrCollector(Option<JoinHandle<String>>);
+
+impl StderrCollector {
+    pub fn start(stderr: Option<ChildStderr>) -> Self {
+        Self(stderr.map(|s| {
+            std::thread::spawn(move || match read_bounded(s, STDERR_LIMIT) {
+                Ok((kept, 0)) => String::from_utf8_lossy(&kept).into_owned(),
+                Ok((kept, dropped)) => {
+                    format!("{}\n[... {dropped} more bytes of stderr dropped]", String::from_utf8_lossy(&kept))
+                }
+                Err(e) => format!("[stderr unreadable: {e}]"),
+            })
+        }))
+    }
+
+    /// Waits for the child to close stderr and returns what it wrote.
+    pub fn finish(&mut self) -> String {
+        self.0.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+fn spawn(cmd: &Cmd, stdin: Stdio, stdout: Stdio) -> Result<Child, ExecError> {
+    tracing::debug!(cmd = %cmd, "run");
+    cmd.command()
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| ExecError::Spawn { program: cmd.program.to_string_lossy().into_owned(), source })
+}
+
+/// Runs `cmd` to completion with no input, capturing at most `stdout_limit`
+/// bytes of stdout (more is an error: a listing that large is not trusted).
+pub fn run(cmd: &Cmd, stdout_limit: usize) -> Result<Output, ExecError> {
+    let mut child = spawn(cmd, Stdio::null(), Stdio::piped())?;
+    let mut err = StderrCollector::start(child.stderr.take());
+    let program = || cmd.program.to_string_lossy().into_owned();
+    let out = child.stdout.take().map(|o| read_bounded(o, stdout_limit)).transpose();
+    let status = child.wait().map_err(|source| ExecError::Io { program: program(), source })?;
+    let stderr = err.finish();
+    let (stdout, dropped) = out.map_err(|source| ExecError::Io { program: program(), source })?.unwrap_or_default();
+    if dropped > 0 {
+        return Err(ExecError::TooMuchOutput { program: program(), limit: stdout_limit });
+    }
+    Ok(Output { status, stdout, stderr })
+}
+
+/// A running child whose stdout (or stdin) the caller streams.
+pub struct Running {
+    pub child: Child,
+    pub cmd: Cmd,
+    stderr: StderrCollector,
+}
+
+impl Running {
+    /// Starts `cmd` with its stdout piped to the caller (e.g. `zfs send`).
+    pub fn with_stdout(cmd: &Cmd) -> Result<Self, ExecError> {
+        let mut child = spawn(cmd, Stdio::null(), Stdio::piped())?;
+        let stderr = StderrCollector::start(child.stderr.take());
+        Ok(Self { child, cmd: cmd.clone(), stderr })
+    }
+
+    /// Starts `cmd` with its stdin piped from the caller (e.g. `zfs
+    /// receive`); its stdout is discarded, never inherited.
+    pub fn with_stdin(cmd: &Cmd) -> Result<Self, ExecError> {
+        let mut child = spawn(cmd, Stdio::piped(), Stdio::null())?;
+        let stderr = StderrCollector::start(child.stderr.take());
+        Ok(Self { child, cmd: cmd.clone(), stderr })
+    }
+
+    /// Closes our ends of the pipes, waits, and returns status and stderr.
+    pub fn finish(mut self) -> Result<Output, ExecError> {
+        drop(self.child.stdin.take());
+        drop(self.child.stdout.take());
+        let status = self
+            .child
+            .wait()
+            .map_err(|source| ExecError::Io { program: self.cmd.program.to_string_lossy().into_owned(), source })?;
+        Ok(Output { status, stdout: Vec::new(), stderr: self.stderr.finish() })
+    }
+
+    /// Kills the child (used when the other side gave up) and reaps it.
+    pub fn kill(mut self) -> Result<Output, ExecError> {
+        let _ = self.child.kill();
+        self.finish()
+    }
+}
+
+/// Finds `name` in `PATH` or, failing that, in the usual sbin directories
+/// (sshd's PATH for forced commands may lack /usr/sbin, where zfs lives).
+pub fn find_program(name: &str) -> OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].iter().map(Into::into));
+    for d in dirs {
+        let p = d.join(name);
+        if is_executable(&p) {
+            return p.into_os_string();
+        }
+    }
+    name.into()
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_quotes_for_humans() {
+        let c = Cmd::new("zfs").args(["send", "-w", "tank/my data@x", "it's"]);
+        assert_eq!(c.to_string(), r#"zfs send -w 'tank/my data@x' 'it'\''s'"#);
+    }
+
+    #[test]
+    fn stdout_is_bounded() {
+        let c = Cmd::new("sh").args(["-c", "yes | head -c 100000"]);
+        assert!(matches!(run(&c, 1000), Err(ExecError::TooMuchOutput { .. })));
+        let out = run(&c, 200_000).unwrap();
+        assert_eq!(out.stdout.len(), 100_000);
+    }
+
+    #[test]
+    fn stderr_is_bounded_and_status_decides() {
+        let c = Cmd::new("sh").args(["-c", "head -c 200000 /dev/zero | tr '\\0' e >&2; exit 3"]);
+        let out = run(&c, 10).unwrap();
+        assert!(!out.success());
+        assert_eq!(out.status.code(), Some(3));
+        assert!(out.stderr.len() < STDERR_LIMIT + 100);
+        assert!(out.stderr.contains("more bytes of stderr dropped"));
+        // Noise on stderr does not make a success a failure.
+        let out = run(&Cmd::new("sh").args(["-c", "echo warn >&2"]), 10).unwrap();
+        assert!(out.success());
+        assert_eq!(out.stderr, "warn\n");
+    }
+
+    #[test]
+    fn arguments_are_not_interpreted() {
+        let out = run(&Cmd::new("printf").args(["%s|", "$(touch /tmp/never)", "a;b", "*"]), 100).unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "$(touch /tmp/never)|a;b|*|");
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_error() {
+        assert!(matches!(run(&Cmd::new("/nonexistent/zfs"), 10), Err(ExecError::Spawn { .. })));
+    }
+}

@@ -1,0 +1,292 @@
+//! The source's side of a session with `zoffsite serve` on a box.
+//!
+//! Everything read here comes from the box and is hostile input: frames are
+//! size-bounded before allocation ([`protocol::read_frame`]), messages are
+//! decoded into validated types, listings are checked against what was
+//! asked, and every wait has a deadline so a box that stalls cannot hang a
+//! run. Text from the box is sanitized before anyone prints it.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Read, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::time::Duration;
+
+use zoffsite_core::config::Target;
+use zoffsite_core::names::{Dataset, Guid, SnapName};
+use zoffsite_core::protocol::{
+    self, ErrorCode, ProtoError, RemoteDataset, Request, Response, MAX_ERROR_TEXT, MAX_LIST_DATASETS, MAX_RESPONSE_LEN,
+    PROTOCOL_NAME, PROTOCOL_VERSION,
+};
+
+use crate::process::{Running, StderrCollector};
+use crate::ssh::{self, SshFailure};
+use crate::zfs::{Zfs, ZfsError};
+
+/// How long the box may take to answer a request other than a receive.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the box may take to confirm a receive after the stream ended.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Stream chunk size: big enough that framing costs nothing measurable.
+const CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("the box's SSH host key is not the one pinned in {known_hosts}. Someone may be intercepting the connection, or the box was reinstalled. Nothing was sent. If you reinstalled the box, check its new host key fingerprint on the box itself and replace its line in {known_hosts}")]
+    HostKeyChanged { known_hosts: String },
+    #[error("the box's SSH host key is not pinned in {known_hosts}, so the box cannot be verified and nothing was sent. Pin it: on the box run `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`, compare, and add the key to {known_hosts}")]
+    HostKeyUnknown { known_hosts: String },
+    #[error("the box refused the key {identity}: add its public key, with the forced `zoffsite serve` command, to the box user's authorized_keys")]
+    AuthFailed { identity: String },
+    #[error("cannot reach the box at {host}: {detail}. Check that the box is powered and its WireGuard tunnel is up (`wg show` on the source shows a recent handshake)")]
+    Unreachable { host: String, detail: String },
+    #[error("ssh failed: {0}")]
+    Ssh(String),
+    #[error("the box broke the protocol: {error}{stderr}")]
+    Protocol { error: ProtoError, stderr: String },
+    #[error("the box did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the box refused: {message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("local zfs send failed: {0}")]
+    Send(ZfsError),
+}
+
+/// An open session with a box.
+pub struct Session {
+    child: Child,
+    stdin: Option<BufWriter<ChildStdin>>,
+    rx: Receiver<Result<Response, ProtoError>>,
+    stderr: StderrCollector,
+    target: Target,
+    /// The box's root dataset, as it announced it.
+    pub root: Dataset,
+    /// The box's software version, sanitized.
+    pub server: String,
+}
+
+impl Session {
+    /// Opens SSH to the box and greets `serve`.
+    pub fn connect(target: &Target) -> Result<Session, RemoteError> {
+        let cmd = ssh::command(target);
+        tracing::debug!(%cmd, "connecting");
+        let mut child = std::process::Command::new(&cmd.program)
+            .args(&cmd.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| RemoteError::Ssh(format!("cannot run ssh: {e}")))?;
+        let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(CHUNK + 64, s));
+        let mut stdout = child.stdout.take().expect("piped");
+        let stderr = StderrCollector::start(child.stderr.take());
+        let (tx, rx) = mpsc::sync_channel(4);
+        std::thread::spawn(move || loop {
+            let msg = match protocol::read_frame(&mut stdout, MAX_RESPONSE_LEN) {
+                Ok(protocol::Frame::Msg(b)) => protocol::decode::<Response>(&b),
+                Ok(_) => Err(ProtoError::Violation("the box sent stream data".into())),
+                Err(e) => Err(e),
+            };
+            let stop = msg.is_err();
+            if tx.send(msg).is_err() || stop {
+                break;
+            }
+        });
+        let mut s = Session {
+            child,
+            stdin,
+            rx,
+            stderr,
+            target: target.clone(),
+            root: Dataset::new("unknown").expect("valid"),
+            server: String::new(),
+        };
+        s.send(&Request::Hello {
+            protocol: PROTOCOL_NAME.into(),
+            version: PROTOCOL_VERSION,
+            client: format!("zoffsite {}", env!("CARGO_PKG_VERSION")),
+        })?;
+        let wait = target.connect_timeout + REPLY_TIMEOUT;
+        match s.recv(wait)? {
+            Response::Hello { protocol, version, server, root } if protocol == PROTOCOL_NAME && version == PROTOCOL_VERSION => {
+                s.root = root;
+                s.server = protocol::sanitize(&server, 200);
+                Ok(s)
+            }
+            other => Err(s.violation(format!("unexpected greeting {:?}", short(&other)))),
+        }
+    }
+
+    fn send(&mut self, req: &Request) -> Result<(), RemoteError> {
+        let w = self.stdin.as_mut().expect("open");
+        let r = protocol::write_msg(w, req).and_then(|_| w.flush());
+        r.map_err(|_| self.connection_lost())
+    }
+
+    /// Waits for the next message, mapping a closed connection to the SSH
+    /// failure that caused it.
+    fn recv(&mut self, wait: Duration) -> Result<Response, RemoteError> {
+        match self.rx.recv_timeout(wait) {
+            Ok(Ok(Response::Error { code, message })) => {
+                Err(RemoteError::Refused { code, message: protocol::sanitize(&message, MAX_ERROR_TEXT) })
+            }
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(ProtoError::Closed)) | Err(RecvTimeoutError::Disconnected) => Err(self.connection_lost()),
+            Ok(Err(error)) => Err(RemoteError::Protocol { error, stderr: String::new() }),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                Err(RemoteError::Timeout(wait))
+            }
+        }
+    }
+
+    /// After the connection dropped: why? Reaps ssh and reads its stderr.
+    fn connection_lost(&mut self) -> RemoteError {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let stderr = self.stderr.finish();
+        let known_hosts = self.target.known_hosts.display().to_string();
+        match ssh::classify(&stderr) {
+            SshFailure::HostKeyChanged => RemoteError::HostKeyChanged { known_hosts },
+            SshFailure::HostKeyUnknown => RemoteError::HostKeyUnknown { known_hosts },
+            SshFailure::AuthFailed => RemoteError::AuthFailed { identity: self.target.identity_file.display().to_string() },
+            SshFailure::Unreachable(detail) => RemoteError::Unreachable { host: self.target.host.clone(), detail },
+            SshFailure::Other(_) if stderr.trim().is_empty() => {
+                RemoteError::Protocol { error: ProtoError::Closed, stderr: String::new() }
+            }
+            SshFailure::Other(_) => RemoteError::Protocol {
+                error: ProtoError::Closed,
+                stderr: format!("; the box said: {}", protocol::sanitize(stderr.trim(), MAX_ERROR_TEXT)),
+            },
+        }
+    }
+
+    fn violation(&mut self, what: String) -> RemoteError {
+        let _ = self.child.kill();
+        RemoteError::Protocol { error: ProtoError::Violation(what), stderr: String::new() }
+    }
+
+    /// What the box holds of each source dataset in `datasets`.
+    pub fn list(&mut self, datasets: &[Dataset]) -> Result<BTreeMap<Dataset, RemoteDataset>, RemoteError> {
+        let mut all = BTreeMap::new();
+        for chunk in datasets.chunks(MAX_LIST_DATASETS) {
+            self.send(&Request::List { datasets: chunk.to_vec() })?;
+            match self.recv(REPLY_TIMEOUT)? {
+                Response::Listing { datasets: listing } => {
+                    let checked = protocol::check_listing(chunk, listing)
+                        .map_err(|error| RemoteError::Protocol { error, stderr: String::new() })?;
+                    all.extend(checked);
+                }
+                other => return Err(self.violation(format!("expected a listing, got {:?}", short(&other)))),
+            }
+        }
+        Ok(all)
+    }
+
+    /// Streams `send` (a running `zfs send -w`) into the box as `dataset`'s
+    /// snapshot `snapshot` and returns the GUID the box reports for it.
+    /// Returns the number of stream bytes sent alongside.
+    pub fn receive(
+        &mut self,
+        dataset: &Dataset,
+        snapshot: &SnapName,
+        guid: Guid,
+        from: Option<Guid>,
+        mut send: Running,
+    ) -> Result<(Guid, u64), RemoteError> {
+        if let Err(e) = self.send(&Request::Receive { dataset: dataset.clone(), snapshot: snapshot.clone(), guid, from }) {
+            let _ = send.kill();
+            return Err(e);
+        }
+        let send_cmd = send.cmd.clone();
+        let mut out = send.child.stdout.take().expect("zfs send stdout is piped");
+        let mut buf = vec![0u8; CHUNK];
+        let mut sent = 0u64;
+        let mut early: Option<Result<Response, ProtoError>> = None;
+        let mut read_err = None;
+        loop {
+            // The box answers before the end only to refuse: stop sending.
+            match self.rx.try_recv() {
+                Ok(m) => {
+                    early = Some(m);
+                    break;
+                }
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {}
+            }
+            let n = match out.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    read_err = Some(e);
+                    break;
+                }
+            };
+            let w = self.stdin.as_mut().expect("open");
+            if protocol::write_data(w, &buf[..n]).is_err() {
+                drop(out);
+                let _ = send.kill();
+                return Err(self.connection_lost());
+            }
+            sent += n as u64;
+        }
+        drop(out);
+        let local = if early.is_some() || read_err.is_some() { send.kill() } else { send.finish() };
+        // Always end the stream so the box's frame reader stays in step.
+        let ended = {
+            let w = self.stdin.as_mut().expect("open");
+            protocol::write_end(w).and_then(|_| w.flush())
+        };
+        if ended.is_err() {
+            return Err(self.connection_lost());
+        }
+        let answered_early = early.is_some();
+        let reply = match early {
+            Some(Ok(Response::Error { code, message })) => {
+                Err(RemoteError::Refused { code, message: protocol::sanitize(&message, MAX_ERROR_TEXT) })
+            }
+            Some(Ok(other)) => Err(self.violation(format!("unexpected answer during a stream: {:?}", short(&other)))),
+            Some(Err(_)) => Err(self.connection_lost()),
+            None => self.recv(RECEIVE_TIMEOUT),
+        };
+        // A local failure explains a box-side failure (truncated stream), so
+        // it is reported first.
+        match local {
+            Ok(o) if o.success() && read_err.is_none() => {}
+            Ok(o) if !answered_early => {
+                let e = Zfs::stream_error(&send_cmd, dataset.as_str(), o);
+                return Err(RemoteError::Send(e));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(RemoteError::Send(ZfsError::Exec(e))),
+        }
+        match reply? {
+            Response::Received { dataset: d, snapshot: s, guid: g } if d == *dataset && s == *snapshot => Ok((g, sent)),
+            other => Err(self.violation(format!("unexpected answer to a receive: {:?}", short(&other)))),
+        }
+    }
+
+    /// Says goodbye and waits for ssh to exit.
+    pub fn close(mut self) {
+        let _ = self.send(&Request::Bye);
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            drop(self.stdin.take());
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A short, sanitized rendering of a message for error text.
+fn short(r: &Response) -> String {
+    protocol::sanitize(&format!("{r:?}"), 200)
+}

@@ -1,0 +1,280 @@
+//! Typed wrappers around the `zfs` command.
+//!
+//! Every zfs invocation of zoffsite is built here, so the rules can be read
+//! in one place and are pinned by the tests below:
+//!
+//! - sends are always raw: [`Zfs::send_raw`] is the only send builder and
+//!   it always passes `-w`;
+//! - receives are always `-u -s` and never `-F`: [`Zfs::receive_append`] is
+//!   the only receive builder;
+//! - listings are scoped (`-d 1` or `-r` under a given root) and ask only for
+//!   the columns their parser expects;
+//! - nothing here destroys, rolls back or renames.
+//!
+//! Failures are classified from stderr into [`ZfsError`] variants that carry
+//! what to do about them.
+
+use std::ffi::OsString;
+
+use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
+use zoffsite_core::parse::{self, DatasetRow, ParseError, ReceiverRow, SnapshotRow};
+
+use crate::process::{self, Cmd, ExecError, Output};
+
+/// Most output accepted from one listing (about 500k snapshot rows).
+const LIST_LIMIT: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZfsError {
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("unexpected output from `{cmd}`: {source}")]
+    Parse { cmd: String, source: ParseError },
+    #[error("{what} does not exist")]
+    NotFound { what: String, stderr: String },
+    #[error("out of space on the receiving pool (pool full or quota reached): {stderr}")]
+    NoSpace { stderr: String },
+    #[error("permission denied: {stderr}")]
+    PermissionDenied { stderr: String },
+    #[error("`{cmd}` failed: {stderr}")]
+    Failed { cmd: String, stderr: String },
+}
+
+impl ZfsError {
+    /// Classifies a failed command by what OpenZFS printed.
+    fn classify(cmd: &Cmd, what: impl FnOnce() -> String, out: Output) -> ZfsError {
+        let stderr = out.stderr.trim().to_owned();
+        let lower = stderr.to_lowercase();
+        if lower.contains("dataset does not exist") || lower.contains("could not find any snapshots") {
+            ZfsError::NotFound { what: what(), stderr }
+        } else if lower.contains("out of space") || lower.contains("quota exceeded") || lower.contains("no space left") {
+            ZfsError::NoSpace { stderr }
+        } else if lower.contains("permission denied") {
+            ZfsError::PermissionDenied { stderr }
+        } else {
+            ZfsError::Failed { cmd: cmd.to_string(), stderr }
+        }
+    }
+}
+
+/// The zfs command-line tool.
+#[derive(Debug, Clone)]
+pub struct Zfs {
+    bin: OsString,
+}
+
+impl Default for Zfs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Zfs {
+    /// Uses `zfs` from PATH or the usual sbin directories.
+    pub fn new() -> Self {
+        Self { bin: process::find_program("zfs") }
+    }
+
+    /// Uses a given binary (tests use a fake one for error paths).
+    pub fn with_binary(bin: impl Into<OsString>) -> Self {
+        Self { bin: bin.into() }
+    }
+
+    fn cmd(&self) -> Cmd {
+        Cmd::new(&self.bin)
+    }
+
+    fn run_ok(&self, cmd: &Cmd, what: impl FnOnce() -> String) -> Result<Output, ZfsError> {
+        let out = process::run(cmd, LIST_LIMIT)?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(ZfsError::classify(cmd, what, out))
+        }
+    }
+
+    fn parsed<T>(cmd: &Cmd, out: &Output, f: impl FnOnce(&str) -> Result<T, ParseError>) -> Result<T, ZfsError> {
+        let text = String::from_utf8_lossy(&out.stdout);
+        f(&text).map_err(|source| ZfsError::Parse { cmd: cmd.to_string(), source })
+    }
+
+    /// `root` and every filesystem and volume below it.
+    pub fn list_datasets(&self, root: &Dataset) -> Result<Vec<DatasetRow>, ZfsError> {
+        let cmd = self
+            .cmd()
+            .args(["list", "-H", "-p", "-r", "-t", "filesystem,volume", "-o", parse::DATASET_COLUMNS])
+            .arg(root.as_str());
+        let out = self.run_ok(&cmd, || format!("dataset {root}"))?;
+        Self::parsed(&cmd, &out, parse::datasets)
+    }
+
+    /// The snapshots of exactly these datasets (`-d 1`: not their children's).
+    pub fn list_snapshots(&self, datasets: &[Dataset]) -> Result<Vec<SnapshotRow>, ZfsError> {
+        if datasets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = self
+            .cmd()
+            .args(["list", "-H", "-p", "-d", "1", "-t", "snapshot", "-o", parse::SNAPSHOT_COLUMNS])
+            .args(datasets.iter().map(|d| d.as_str()));
+        let out = self.run_ok(&cmd, || "a selected dataset".into())?;
+        Self::parsed(&cmd, &out, parse::snapshots)
+    }
+
+    /// Every snapshot below `root` (the box lists its whole root at once).
+    pub fn list_snapshots_under(&self, root: &Dataset) -> Result<Vec<SnapshotRow>, ZfsError> {
+        let cmd = self
+            .cmd()
+            .args(["list", "-H", "-p", "-r", "-t", "snapshot", "-o", parse::SNAPSHOT_COLUMNS])
+            .arg(root.as_str());
+        let out = self.run_ok(&cmd, || format!("dataset {root}"))?;
+        Self::parsed(&cmd, &out, parse::snapshots)
+    }
+
+    /// Every filesystem and volume below `root` with its partial-receive
+    /// token (the box's view).
+    pub fn list_receiver(&self, root: &Dataset) -> Result<Vec<ReceiverRow>, ZfsError> {
+        let cmd = self
+            .cmd()
+            .args(["list", "-H", "-p", "-r", "-t", "filesystem,volume", "-o", parse::RECEIVER_COLUMNS])
+            .arg(root.as_str());
+        let out = self.run_ok(&cmd, || format!("dataset {root}"))?;
+        Self::parsed(&cmd, &out, parse::receiver_datasets)
+    }
+
+    /// Whether a filesystem or volume exists.
+    pub fn exists(&self, ds: &Dataset) -> Result<bool, ZfsError> {
+        let cmd = self.cmd().args(["list", "-H", "-o", "name", "-t", "filesystem,volume"]).arg(ds.as_str());
+        match self.run_ok(&cmd, || format!("dataset {ds}")) {
+            Ok(_) => Ok(true),
+            Err(ZfsError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes all `snaps` in one call: atomic when they share a pool.
+    pub fn snapshot(&self, snaps: &[Snapshot]) -> Result<(), ZfsError> {
+        let cmd = self.snapshot_cmd(snaps);
+        self.run_ok(&cmd, || "a dataset to snapshot".into()).map(drop)
+    }
+
+    pub fn snapshot_cmd(&self, snaps: &[Snapshot]) -> Cmd {
+        self.cmd().arg("snapshot").args(snaps.iter().map(|s| s.to_string()))
+    }
+
+    /// The GUID of one snapshot.
+    pub fn snapshot_guid(&self, snap: &Snapshot) -> Result<Guid, ZfsError> {
+        let cmd = self.cmd().args(["get", "-H", "-p", "-o", "value", "guid"]).arg(snap.to_string());
+        let out = self.run_ok(&cmd, || format!("snapshot {snap}"))?;
+        Self::parsed(&cmd, &out, parse::single_guid)
+    }
+
+    /// Creates an empty, never-mounted dataset to hold received children
+    /// whose parent is not itself backed up.
+    pub fn create_placeholder(&self, ds: &Dataset) -> Result<(), ZfsError> {
+        let cmd = self.cmd().args(["create", "-u", "-o", "canmount=off"]).arg(ds.as_str());
+        self.run_ok(&cmd, || format!("parent of {ds}")).map(drop)
+    }
+
+    /// `zfs send -w [-i FROM] SNAPSHOT`: the only way zoffsite sends. Raw
+    /// means the blocks leave exactly as they are on disk, encrypted; the
+    /// caller has already refused datasets whose `encryption` is `off`
+    /// (for those, `-w` would send plaintext).
+    pub fn send_raw(&self, snap: &Snapshot, from: Option<&SnapName>) -> Cmd {
+        let mut c = self.cmd().args(["send", "-w"]);
+        if let Some(f) = from {
+            c = c.arg("-i").arg(format!("{}@{}", snap.dataset, f));
+        }
+        c.arg(snap.to_string())
+    }
+
+    /// `zfs receive -u -s TARGET`: never `-F` (which could destroy the box's
+    /// newer snapshots), never mounted (`-u`), resumable (`-s`).
+    pub fn receive_append(&self, target: &Dataset) -> Cmd {
+        self.cmd().args(["receive", "-u", "-s"]).arg(target.as_str())
+    }
+
+    /// Classifies a failed `zfs send`/`zfs receive` run.
+    pub fn stream_error(cmd: &Cmd, target: &str, out: Output) -> ZfsError {
+        ZfsError::classify(cmd, || target.to_owned(), out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn ds(s: &str) -> Dataset {
+        Dataset::new(s).unwrap()
+    }
+
+    #[test]
+    fn sends_are_always_raw_and_receives_never_forced() {
+        let z = Zfs::with_binary("zfs");
+        let snap = Snapshot::new("tank/my data@zoffsite-2").unwrap();
+        assert_eq!(z.send_raw(&snap, None).argv(), ["zfs", "send", "-w", "tank/my data@zoffsite-2"]);
+        assert_eq!(
+            z.send_raw(&snap, Some(&SnapName::new("zoffsite-1").unwrap())).argv(),
+            ["zfs", "send", "-w", "-i", "tank/my data@zoffsite-1", "tank/my data@zoffsite-2"]
+        );
+        let r = z.receive_append(&ds("offsite/home/tank/my data")).argv();
+        assert_eq!(r, ["zfs", "receive", "-u", "-s", "offsite/home/tank/my data"]);
+        assert!(!r.iter().any(|a| a == "-F"));
+    }
+
+    /// A fake `zfs` that prints `out` and `err` and exits with `code`: only
+    /// for error paths; the real behaviour is tested in the VM.
+    fn fake(out: &str, err: &str, code: i32) -> (tempdir::Dir, Zfs) {
+        let dir = tempdir::Dir::new();
+        let p = dir.0.join("zfs");
+        let mut f = std::fs::File::create(&p).unwrap();
+        writeln!(f, "#!/bin/sh\nprintf '%s' '{out}'\nprintf '%s' '{err}' >&2\nexit {code}").unwrap();
+        drop(f);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, Zfs::with_binary(p))
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let p = std::env::temp_dir()
+                    .join(format!("zoffsite-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+                std::fs::create_dir_all(&p).unwrap();
+                Self(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let (_d, z) = fake("", "cannot open 'tank/nope': dataset does not exist", 1);
+        assert!(matches!(z.list_datasets(&ds("tank/nope")), Err(ZfsError::NotFound { .. })));
+        let (_d, z) = fake("", "cannot receive new filesystem stream: out of space", 1);
+        assert!(matches!(z.snapshot(&[Snapshot::new("t@s").unwrap()]), Err(ZfsError::NoSpace { .. })));
+        let (_d, z) = fake("", "cannot create snapshots : permission denied", 1);
+        assert!(matches!(z.snapshot(&[Snapshot::new("t@s").unwrap()]), Err(ZfsError::PermissionDenied { .. })));
+        let (_d, z) = fake("", "something odd", 2);
+        let e = z.snapshot(&[Snapshot::new("t@s").unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("something odd") && e.to_string().contains("snapshot t@s"), "{e}");
+    }
+
+    #[test]
+    fn hostile_output_is_a_parse_error_not_a_panic() {
+        let (_d, z) = fake("tank@a\tnotaguid\t1\n", "", 0);
+        let e = z.list_snapshots(&[ds("tank")]).unwrap_err();
+        assert!(matches!(e, ZfsError::Parse { .. }), "{e}");
+        // Exit 0 decides success even with noise on stderr.
+        let (_d, z) = fake("tank@a\t7\t1\n", "warning: noise", 0);
+        assert_eq!(z.list_snapshots(&[ds("tank")]).unwrap()[0].guid.get(), 7);
+    }
+}

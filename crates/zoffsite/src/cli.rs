@@ -1,0 +1,46 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use zoffsite_core::names::Dataset;
+
+#[derive(Parser)]
+#[command(name = "zoffsite", version, about = "Personal, encrypted, offsite ZFS backups", long_about = None)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug). ZOFFSITE_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Snapshot the selected datasets and send them, raw, to every target.
+    Backup(BackupArgs),
+    /// The box side: speak the zoffsite protocol on stdin/stdout. Meant to be
+    /// the forced command of the source's key in the box's authorized_keys.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Show what would be snapshotted and sent; change nothing anywhere.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print the result (or, with -n, the plan) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The box dataset under which source dataset `tank/x` is stored as
+    /// `ROOT/tank/x`. Nothing outside it is ever touched.
+    #[arg(long, value_name = "DATASET")]
+    pub root: Dataset,
+}

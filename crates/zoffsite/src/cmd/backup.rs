@@ -1,0 +1,409 @@
+//! `zoffsite backup`: snapshot the selection, send it raw to every target.
+//!
+//! Order of work, and why:
+//! 1. Config and files are checked first: a bad config changes nothing.
+//! 2. Datasets are listed under the configured roots only; the selection
+//!    refuses unencrypted datasets by name (a raw send of those would be
+//!    plaintext) and goes on with the rest.
+//! 3. One snapshot name for the run; one `zfs snapshot` call per pool, so
+//!    each pool's datasets share one point in time.
+//! 4. Per target, one SSH session: list what the box holds, plan each
+//!    dataset by GUID (full, or incremental from the box's newest snapshot),
+//!    stream it, and accept success only when the box reports the planned
+//!    snapshot with the source's GUID.
+//!
+//! With `-n`, steps 3-4 only plan: no snapshot is taken, nothing is sent;
+//! the box is only asked what it holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use zoffsite_core::config::{Config, Target};
+use zoffsite_core::names::{Dataset, Guid, SnapName};
+use zoffsite_core::parse::SnapshotRow;
+use zoffsite_core::plan::{self, Send, Skip};
+use zoffsite_exec::process::Running;
+use zoffsite_exec::remote::{RemoteError, Session};
+use zoffsite_exec::zfs::{Zfs, ZfsError};
+
+use crate::cli::BackupArgs;
+use crate::exit::Exit;
+
+/// Everything a run did (or, with `-n`, would do); printed with `--json`.
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    dry_run: bool,
+    snapshot: Option<SnapName>,
+    /// Problems not tied to one target (missing datasets, snapshot failures).
+    errors: Vec<String>,
+    skipped: Vec<SkippedDataset>,
+    targets: Vec<TargetReport>,
+    exit_code: u8,
+}
+
+#[derive(Debug, Serialize)]
+struct SkippedDataset {
+    dataset: Dataset,
+    #[serde(flatten)]
+    reason: Skip,
+    message: String,
+}
+
+#[derive(Debug, Serialize)]
+struct TargetReport {
+    name: String,
+    /// Set when the target as a whole failed (unreachable, host key, ...).
+    error: Option<String>,
+    datasets: Vec<DatasetReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct DatasetReport {
+    dataset: Dataset,
+    /// `ok` (the box holds the snapshot with the source's GUID), `planned`
+    /// (dry run), or `failed`.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send: Option<Send>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub fn run(args: BackupArgs) -> Exit {
+    let cfg = match load_config(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("zoffsite: {e:#}");
+            return Exit::Usage;
+        }
+    };
+    let mut report = Report { dry_run: args.dry_run, ..Report::default() };
+    let exit = backup(&cfg, &args, &Zfs::new(), jiff::Timestamp::now(), &mut report);
+    report.exit_code = exit.code();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+    }
+    exit
+}
+
+/// Reads and validates the config, and checks that the files it names exist.
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read config file {}: create it (see README.md, \"Quick start\") or pass another with -c FILE",
+            path.display()
+        )
+    })?;
+    let cfg = Config::parse(&text).with_context(|| format!("config file {}", path.display()))?;
+    for t in &cfg.targets {
+        if !t.identity_file.is_file() {
+            anyhow::bail!(
+                "target {}: identity_file {} does not exist: create the source's key with `ssh-keygen -t ed25519 -N '' -f {}` and install its .pub on the box, or fix the path",
+                t.name,
+                t.identity_file.display(),
+                t.identity_file.display()
+            );
+        }
+        if !t.known_hosts.is_file() {
+            anyhow::bail!(
+                "target {}: known_hosts {} does not exist: pin the box's host key there (its /etc/ssh/ssh_host_ed25519_key.pub, as `{} ssh-ed25519 AAAA...`), or fix the path",
+                t.name,
+                t.known_hosts.display(),
+                t.host
+            );
+        }
+    }
+    Ok(cfg)
+}
+
+fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, report: &mut Report) -> Exit {
+    let say = |line: String| {
+        if !args.json {
+            println!("{line}");
+        }
+    };
+    let mut exit = Exit::Ok;
+
+    // 1. What is there, under the configured roots only.
+    let mut listed = Vec::new();
+    for root in &cfg.source.datasets {
+        match zfs.list_datasets(root) {
+            Ok(rows) => listed.extend(rows),
+            Err(ZfsError::NotFound { .. }) => {
+                let msg = format!("source.datasets: {root} does not exist on this machine; fix the name in {} or create it", args.config.display());
+                eprintln!("zoffsite: {msg}");
+                report.errors.push(msg);
+                exit = exit.max(Exit::Partial);
+            }
+            Err(e) => {
+                let msg = format!("cannot list {root}: {e}");
+                eprintln!("zoffsite: {msg}");
+                report.errors.push(msg);
+                return Exit::Error;
+            }
+        }
+    }
+
+    // 2. Selection: excluded and unencrypted datasets are left out by name.
+    let sel = plan::select(&cfg.source, &listed);
+    for (ds, why) in &sel.skipped {
+        let message = match why {
+            Skip::Excluded { by } => format!("{ds}: excluded (source.exclude has {by})"),
+            Skip::Unencrypted => {
+                exit = exit.max(Exit::Partial);
+                let msg = format!(
+                    "refused {ds}: it is not encrypted (encryption=off), and zoffsite sends only raw encrypted streams, so nothing of it was sent. Either move its data into an encrypted dataset (`zfs create -o encryption=on -o keyformat=raw -o keylocation=file:///... NEW`, then copy), or add \"{ds}\" to source.exclude in {}",
+                    args.config.display()
+                );
+                eprintln!("zoffsite: {msg}");
+                msg
+            }
+        };
+        report.skipped.push(SkippedDataset { dataset: ds.clone(), reason: why.clone(), message });
+    }
+    if sel.included.is_empty() {
+        let msg = "nothing to back up: no encrypted dataset is selected".to_owned();
+        eprintln!("zoffsite: {msg}");
+        report.errors.push(msg);
+        return exit.max(Exit::Partial);
+    }
+    let included: Vec<Dataset> = sel.included.iter().map(|r| r.dataset.clone()).collect();
+
+    // 3. One snapshot name for the whole run, one `zfs snapshot` per pool.
+    let before = match zfs.list_snapshots(&included) {
+        Ok(s) => s,
+        Err(e) => {
+            report.errors.push(format!("cannot list snapshots: {e}"));
+            eprintln!("zoffsite: cannot list snapshots: {e}");
+            return Exit::Error;
+        }
+    };
+    let taken: BTreeSet<&SnapName> = before.iter().map(|s| &s.snapshot.name).collect();
+    let name = plan::snapshot_name(now, |n| taken.contains(n));
+    report.snapshot = Some(name.clone());
+    let mut ready: Vec<Dataset> = Vec::new();
+    for ds in &included {
+        if ds.snapshot(&name).is_err() {
+            let msg = format!("{ds}: its name is too long to add @{name} (ZFS allows 255 bytes); rename it or exclude it");
+            eprintln!("zoffsite: {msg}");
+            report.errors.push(msg);
+            exit = exit.max(Exit::Partial);
+        } else {
+            ready.push(ds.clone());
+        }
+    }
+    let mut failed_snapshot: BTreeSet<Dataset> = BTreeSet::new();
+    for group in plan::snapshot_groups(&ready, &name) {
+        if args.dry_run {
+            say(format!("would run: {}", zfs.snapshot_cmd(&group)));
+            continue;
+        }
+        if let Err(e) = zfs.snapshot(&group) {
+            let msg = format!("cannot snapshot pool {}: {e}", group[0].dataset.pool());
+            eprintln!("zoffsite: {msg}");
+            report.errors.push(msg);
+            exit = exit.max(Exit::Partial);
+            failed_snapshot.extend(group.into_iter().map(|s| s.dataset));
+        }
+    }
+    ready.retain(|d| !failed_snapshot.contains(d));
+
+    // The source's snapshots (with the new ones and their GUIDs).
+    let source_snaps: BTreeMap<Dataset, Vec<SnapshotRow>> = {
+        let rows = if args.dry_run { Ok(before) } else { zfs.list_snapshots(&ready) };
+        match rows {
+            Ok(rows) => {
+                let mut m: BTreeMap<Dataset, Vec<SnapshotRow>> = BTreeMap::new();
+                for r in rows {
+                    m.entry(r.snapshot.dataset.clone()).or_default().push(r);
+                }
+                m
+            }
+            Err(e) => {
+                report.errors.push(format!("cannot list snapshots: {e}"));
+                eprintln!("zoffsite: cannot list snapshots: {e}");
+                return Exit::Error;
+            }
+        }
+    };
+    let mut new_snaps: Vec<SnapshotRow> = Vec::new();
+    for ds in &ready {
+        let snaps = source_snaps.get(ds).map(Vec::as_slice).unwrap_or_default();
+        match snaps.iter().find(|s| s.snapshot.name == name) {
+            Some(s) => new_snaps.push(s.clone()),
+            // A dry run has no new snapshot yet: plan with a stand-in that
+            // is newer than everything and matches no GUID on the box.
+            None if args.dry_run => new_snaps.push(SnapshotRow {
+                snapshot: ds.snapshot(&name).expect("length checked"),
+                guid: Guid::new(u64::MAX).expect("non-zero"),
+                createtxg: u64::MAX,
+            }),
+            None => {
+                let msg = format!("{ds}@{name} vanished right after it was taken; not sent");
+                eprintln!("zoffsite: {msg}");
+                report.errors.push(msg);
+                exit = exit.max(Exit::Partial);
+            }
+        }
+    }
+
+    // 4. Each target on its own: one failing does not stop the others.
+    for target in &cfg.targets {
+        let (tr, texit) = to_target(target, zfs, &new_snaps, &source_snaps, args, &say);
+        exit = exit.max(texit);
+        report.targets.push(tr);
+    }
+    exit
+}
+
+fn to_target(
+    target: &Target,
+    zfs: &Zfs,
+    new_snaps: &[SnapshotRow],
+    source_snaps: &BTreeMap<Dataset, Vec<SnapshotRow>>,
+    args: &BackupArgs,
+    say: &dyn Fn(String),
+) -> (TargetReport, Exit) {
+    let mut tr = TargetReport { name: target.name.clone(), error: None, datasets: Vec::new() };
+    let fail_target = |tr: &mut TargetReport, e: RemoteError| {
+        let msg = format!("target {}: {e}", target.name);
+        eprintln!("zoffsite: {msg}");
+        tr.error = Some(msg);
+        Exit::Target
+    };
+    let mut session = match Session::connect(target) {
+        Ok(s) => s,
+        Err(e) => {
+            let x = fail_target(&mut tr, e);
+            return (tr, x);
+        }
+    };
+    let names: Vec<Dataset> = new_snaps.iter().map(|s| s.snapshot.dataset.clone()).collect();
+    let remote = match session.list(&names) {
+        Ok(r) => r,
+        Err(e) => {
+            let x = fail_target(&mut tr, e);
+            return (tr, x);
+        }
+    };
+    let mut exit = Exit::Ok;
+    let mut failed: BTreeSet<Dataset> = BTreeSet::new();
+    for new in new_snaps {
+        let ds = &new.snapshot.dataset;
+        if let Some(p) = plan::failed_ancestor(ds, &failed) {
+            let msg = plan::Blocked::ParentFailed(p.clone()).to_string();
+            record_failure(&mut tr, &mut failed, &target.name, ds, None, msg);
+            exit = exit.max(Exit::Partial);
+            continue;
+        }
+        let box_ds = session.root.join(ds).unwrap_or_else(|_| session.root.clone());
+        let snaps = source_snaps.get(ds).map(Vec::as_slice).unwrap_or_default();
+        let send = match plan::plan_send(new, snaps, remote.get(ds), &box_ds) {
+            Ok(s) => s,
+            Err(b) => {
+                record_failure(&mut tr, &mut failed, &target.name, ds, None, b.to_string());
+                exit = exit.max(Exit::Partial);
+                continue;
+            }
+        };
+        let (from, from_guid) = match &send {
+            Send::UpToDate { at } => {
+                say(format!("{}: {ds}: box already holds {at}", target.name));
+                tr.datasets.push(DatasetReport { dataset: ds.clone(), status: "ok", send: Some(send), bytes: Some(0), error: None });
+                continue;
+            }
+            Send::Full { .. } => (None, None),
+            Send::Incremental { from, .. } => (Some(from.name.clone()), Some(from.guid)),
+        };
+        let cmd = zfs.send_raw(&new.snapshot, from.as_ref());
+        if args.dry_run {
+            say(format!("{}: {ds}: would send {} ({cmd})", target.name, describe(&send)));
+            tr.datasets.push(DatasetReport { dataset: ds.clone(), status: "planned", send: Some(send), bytes: None, error: None });
+            continue;
+        }
+        let running = match Running::with_stdout(&cmd) {
+            Ok(r) => r,
+            Err(e) => {
+                record_failure(&mut tr, &mut failed, &target.name, ds, Some(send), format!("cannot start zfs send: {e}"));
+                exit = exit.max(Exit::Error);
+                continue;
+            }
+        };
+        match session.receive(ds, &new.snapshot.name, new.guid, from_guid, running) {
+            Ok((guid, bytes)) if guid == new.guid => {
+                say(format!("{}: {ds}: sent {}, {}; the box holds it with the same GUID", target.name, describe(&send), human_bytes(bytes)));
+                tr.datasets.push(DatasetReport { dataset: ds.clone(), status: "ok", send: Some(send), bytes: Some(bytes), error: None });
+            }
+            Ok((guid, _)) => {
+                record_failure(&mut tr, &mut failed, &target.name, ds, Some(send), format!("the box reports GUID {guid} for @{}, but the source's is {}: not verified", new.snapshot.name, new.guid));
+                exit = exit.max(Exit::Partial);
+            }
+            Err(e @ (RemoteError::Refused { .. } | RemoteError::Send(_))) => {
+                record_failure(&mut tr, &mut failed, &target.name, ds, Some(send), e.to_string());
+                exit = exit.max(Exit::Partial);
+            }
+            Err(e) => {
+                // The session is gone: the rest of this target waits for the
+                // next run.
+                record_failure(&mut tr, &mut failed, &target.name, ds, Some(send), e.to_string());
+                let msg = format!("target {}: {e}", target.name);
+                tr.error = Some(msg);
+                return (tr, Exit::Target);
+            }
+        }
+    }
+    session.close();
+    (tr, exit)
+}
+
+fn record_failure(tr: &mut TargetReport, failed: &mut BTreeSet<Dataset>, target: &str, ds: &Dataset, send: Option<Send>, msg: String) {
+    eprintln!("zoffsite: target {target}: {ds}: {msg}");
+    tr.datasets.push(DatasetReport { dataset: ds.clone(), status: "failed", send, bytes: None, error: Some(msg) });
+    failed.insert(ds.clone());
+}
+
+fn describe(send: &Send) -> String {
+    match send {
+        Send::Full { to } => format!("full {to}"),
+        Send::Incremental { from, to } => format!("incremental {from} -> {to}"),
+        Send::UpToDate { at } => format!("nothing (already at {at})"),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_reads_well() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(256 << 20), "256.0 MiB");
+    }
+
+    #[test]
+    fn missing_config_file_names_the_file_and_the_fix() {
+        let e = load_config(Path::new("/nonexistent/zoffsite.toml")).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("/nonexistent/zoffsite.toml") && msg.contains("-c FILE"), "{msg}");
+    }
+}

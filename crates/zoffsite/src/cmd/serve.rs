@@ -1,0 +1,328 @@
+//! `zoffsite serve --root DATASET`: the box's side of the protocol.
+//!
+//! This is the forced command of the source's key in the box's
+//! `authorized_keys`, so it is all a holder of that key can run. Invariants:
+//!
+//! - Whatever the client asked SSH to run (`SSH_ORIGINAL_COMMAND`) is
+//!   ignored: only protocol requests are served, each mapped to a fixed
+//!   argv from `zoffsite_exec::zfs`.
+//! - Only `ROOT/<source dataset>` is ever written, with `zfs receive -u -s`
+//!   (never `-F`), and missing parents are created unmounted. Nothing is
+//!   destroyed, rolled back, renamed, mounted, and no key is ever loaded.
+//! - A stream reaches `zfs receive` only after its BEGIN record shows a raw
+//!   single-dataset stream for exactly the requested snapshot GUID and base.
+//! - stdout is the protocol channel: logs go to stderr, children never
+//!   inherit stdout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+
+use zoffsite_core::names::{Dataset, Guid, SnapName};
+use zoffsite_core::protocol::{
+    self, ErrorCode, Frame, ProtoError, RemoteDataset, RemoteSnapshot, Request, Response, MAX_LIST_DATASETS,
+    MAX_REQUEST_LEN, PROTOCOL_NAME, PROTOCOL_VERSION,
+};
+use zoffsite_core::stream::{self, BEGIN_RECORD_LEN};
+use zoffsite_exec::process::Running;
+use zoffsite_exec::zfs::{Zfs, ZfsError};
+
+use crate::cli::ServeArgs;
+use crate::exit::Exit;
+
+pub fn run(args: ServeArgs) -> Exit {
+    if let Ok(asked) = std::env::var("SSH_ORIGINAL_COMMAND") {
+        // The client may ask for anything; the forced command decides.
+        tracing::info!(asked = %protocol::sanitize(&asked, 200), "ignoring the command the client asked for");
+    }
+    let stdin = io::stdin().lock();
+    let stdout = io::stdout().lock();
+    let mut server = Server {
+        zfs: Zfs::new(),
+        root: args.root,
+        input: BufReader::with_capacity(protocol::MAX_DATA_LEN + 16, stdin),
+        output: BufWriter::new(stdout),
+    };
+    match server.serve() {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("zoffsite serve: {e}");
+            Exit::Error
+        }
+    }
+}
+
+/// Ends the session (after telling the client, where possible).
+#[derive(Debug, thiserror::Error)]
+enum Fatal {
+    #[error("{0}")]
+    Proto(#[from] ProtoError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A request-level failure: answered with an `Error` message; the session
+/// goes on.
+struct Reject {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Reject {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl From<ZfsError> for Reject {
+    fn from(e: ZfsError) -> Self {
+        let code = match e {
+            ZfsError::NoSpace { .. } => ErrorCode::NoSpace,
+            _ => ErrorCode::Zfs,
+        };
+        Reject::new(code, e.to_string())
+    }
+}
+
+pub(crate) struct Server<R: Read, W: Write> {
+    pub(crate) zfs: Zfs,
+    pub(crate) root: Dataset,
+    pub(crate) input: R,
+    pub(crate) output: W,
+}
+
+impl<R: Read, W: Write> Server<R, W> {
+    fn reply(&mut self, r: &Response) -> io::Result<()> {
+        protocol::write_msg(&mut self.output, r)?;
+        self.output.flush()
+    }
+
+    fn reject(&mut self, r: Reject) -> io::Result<()> {
+        tracing::warn!(code = ?r.code, "{}", r.message);
+        self.reply(&Response::Error { code: r.code, message: r.message })
+    }
+
+    pub(crate) fn serve(&mut self) -> Result<(), Fatal> {
+        self.handshake()?;
+        loop {
+            let req = match protocol::read_frame(&mut self.input, MAX_REQUEST_LEN) {
+                Ok(Frame::Msg(b)) => protocol::decode::<Request>(&b),
+                Ok(_) => Err(ProtoError::Violation("stream data outside a receive".into())),
+                Err(ProtoError::Closed) => return Ok(()),
+                Err(e) => Err(e),
+            };
+            let req = match req {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = self.reject(Reject::new(ErrorCode::Protocol, e.to_string()));
+                    return Err(e.into());
+                }
+            };
+            match req {
+                Request::Hello { .. } => {
+                    self.reject(Reject::new(ErrorCode::Protocol, "hello sent twice"))?;
+                    return Err(Fatal::Refused("hello sent twice".into()));
+                }
+                Request::List { datasets } => {
+                    let r = match self.list(&datasets) {
+                        Ok(l) => self.reply(&Response::Listing { datasets: l }),
+                        Err(rej) => self.reject(rej),
+                    };
+                    r?;
+                }
+                Request::Receive { dataset, snapshot, guid, from } => self.receive(&dataset, &snapshot, guid, from)?,
+                Request::Bye => return Ok(()),
+            }
+        }
+    }
+
+    fn handshake(&mut self) -> Result<(), Fatal> {
+        let hello = protocol::read_msg::<Request>(&mut self.input, MAX_REQUEST_LEN);
+        match hello {
+            Ok(Request::Hello { protocol, version, client }) if protocol == PROTOCOL_NAME => {
+                tracing::info!(client = %protocol::sanitize(&client, 100), version, "hello");
+                if version != PROTOCOL_VERSION {
+                    let msg = format!("this box speaks protocol version {PROTOCOL_VERSION}, not {version}: install the same zoffsite version on both sides");
+                    self.reject(Reject::new(ErrorCode::Version, msg.clone()))?;
+                    return Err(Fatal::Refused(msg));
+                }
+            }
+            Ok(_) | Err(ProtoError::BadMessage(_)) | Err(ProtoError::BadKind(_)) | Err(ProtoError::TooLarge { .. }) => {
+                let msg = "expected a zoffsite hello; this command only speaks the zoffsite protocol (it is the forced command of a backup key)";
+                let _ = self.reject(Reject::new(ErrorCode::Protocol, msg));
+                return Err(Fatal::Refused(msg.into()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // The root must exist before anything is received under it; serve
+        // never creates it (that is the box owner's decision).
+        let usable = self.zfs.exists(&self.root);
+        if !matches!(usable, Ok(true)) {
+            let why = match usable {
+                Err(e) => e.to_string(),
+                Ok(_) => "it does not exist".into(),
+            };
+            let msg = format!(
+                "box root {} is not usable ({why}). On the box, create it: zfs create -o canmount=off -o mountpoint=none {}",
+                self.root, self.root
+            );
+            self.reject(Reject::new(ErrorCode::Root, msg.clone()))?;
+            return Err(Fatal::Refused(msg));
+        }
+        self.reply(&Response::Hello {
+            protocol: PROTOCOL_NAME.into(),
+            version: PROTOCOL_VERSION,
+            server: format!("zoffsite {}", env!("CARGO_PKG_VERSION")),
+            root: self.root.clone(),
+        })?;
+        Ok(())
+    }
+
+    fn list(&mut self, asked: &[Dataset]) -> Result<Vec<RemoteDataset>, Reject> {
+        if asked.len() > MAX_LIST_DATASETS {
+            return Err(Reject::new(ErrorCode::Protocol, format!("at most {MAX_LIST_DATASETS} datasets per list")));
+        }
+        let tokens: BTreeMap<Dataset, Option<String>> =
+            self.zfs.list_receiver(&self.root)?.into_iter().map(|r| (r.dataset, r.resume_token)).collect();
+        let mut snaps: BTreeMap<Dataset, Vec<RemoteSnapshot>> = BTreeMap::new();
+        for s in self.zfs.list_snapshots_under(&self.root)? {
+            snaps.entry(s.snapshot.dataset).or_default().push(RemoteSnapshot {
+                name: s.snapshot.name,
+                guid: s.guid,
+                createtxg: s.createtxg,
+            });
+        }
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for d in asked {
+            if !seen.insert(d) {
+                continue;
+            }
+            let Ok(local) = self.root.join(d) else {
+                out.push(RemoteDataset { name: d.clone(), exists: false, snapshots: vec![], resume_token: None });
+                continue;
+            };
+            let exists = tokens.contains_key(&local);
+            out.push(RemoteDataset {
+                name: d.clone(),
+                exists,
+                snapshots: snaps.remove(&local).unwrap_or_default(),
+                resume_token: tokens.get(&local).cloned().flatten(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Handles one `Receive` and its stream. Exactly one answer is sent,
+    /// and the stream is always consumed up to its `E` frame.
+    fn receive(&mut self, dataset: &Dataset, snapshot: &SnapName, guid: Guid, from: Option<Guid>) -> Result<(), Fatal> {
+        let target = match self.root.join(dataset).and_then(|t| t.snapshot(snapshot).map(|_| t)) {
+            Ok(t) => t,
+            Err(e) => return self.reject_and_drain(Reject::new(ErrorCode::Refused, format!("{dataset}@{snapshot} under {}: {e}", self.root))),
+        };
+        // Collect the BEGIN record before anything else sees the stream.
+        let mut head = Vec::with_capacity(BEGIN_RECORD_LEN);
+        let mut ended = false;
+        while head.len() < BEGIN_RECORD_LEN {
+            match protocol::read_frame(&mut self.input, 0)? {
+                Frame::Data(d) => head.extend_from_slice(&d),
+                Frame::End => {
+                    ended = true;
+                    break;
+                }
+                Frame::Msg(_) => return Err(ProtoError::Violation("message inside a stream".into()).into()),
+            }
+        }
+        let check = stream::parse_begin(&head).map_err(|e| e.to_string()).and_then(|b| {
+            if b.to_guid != guid.get() || b.from_guid != from.map_or(0, Guid::get) || b.to_name.name != *snapshot {
+                Err(format!(
+                    "stream is for {} (guid {}, from {}), not the requested @{snapshot} (guid {guid}, from {})",
+                    b.to_name, b.to_guid, b.from_guid, from.map_or(0, Guid::get)
+                ))
+            } else if b.is_resuming() {
+                Err("a resuming stream needs a resume request".into())
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(why) = check {
+            let rej = Reject::new(ErrorCode::Refused, format!("refused stream for {target}: {why}"));
+            return if ended { Ok(self.reject(rej)?) } else { self.reject_and_drain(rej) };
+        }
+        if let Err(rej) = self.ensure_parents(&target) {
+            return self.reject_and_drain(rej);
+        }
+        let cmd = self.zfs.receive_append(&target);
+        let mut child = match Running::with_stdin(&cmd) {
+            Ok(c) => c,
+            Err(e) => return self.reject_and_drain(Reject::new(ErrorCode::Zfs, e.to_string())),
+        };
+        let mut sink = child.child.stdin.take();
+        let mut broken = write_to(&mut sink, &head).is_err();
+        while !ended && !broken {
+            match protocol::read_frame(&mut self.input, 0)? {
+                Frame::Data(d) => broken = write_to(&mut sink, &d).is_err(),
+                Frame::End => ended = true,
+                Frame::Msg(_) => {
+                    let _ = child.kill();
+                    return Err(ProtoError::Violation("message inside a stream".into()).into());
+                }
+            }
+        }
+        drop(sink);
+        let out = child.finish().map_err(|e| Fatal::Refused(e.to_string()))?;
+        let answer = if out.success() && !broken {
+            target
+                .snapshot(snapshot)
+                .map_err(|e| Reject::new(ErrorCode::Internal, e.to_string()))
+                .and_then(|s| self.zfs.snapshot_guid(&s).map_err(Reject::from))
+                .map(|g| Response::Received { dataset: dataset.clone(), snapshot: snapshot.clone(), guid: g })
+        } else {
+            Err(Reject::from(Zfs::stream_error(&cmd, target.as_str(), out)))
+        };
+        match answer {
+            Ok(r) => self.reply(&r)?,
+            Err(rej) => {
+                // zfs receive gave up before the stream ended: answer now so
+                // the source stops sending, then discard the rest.
+                return if ended { Ok(self.reject(rej)?) } else { self.reject_and_drain(rej) };
+            }
+        }
+        Ok(())
+    }
+
+    fn reject_and_drain(&mut self, rej: Reject) -> Result<(), Fatal> {
+        self.reject(rej)?;
+        loop {
+            match protocol::read_frame(&mut self.input, 0)? {
+                Frame::Data(_) => {}
+                Frame::End => return Ok(()),
+                Frame::Msg(_) => return Err(ProtoError::Violation("message inside a stream".into()).into()),
+            }
+        }
+    }
+
+    /// Creates the missing ancestors of `target` below the root, unmounted.
+    fn ensure_parents(&mut self, target: &Dataset) -> Result<(), Reject> {
+        let ancestors = target.ancestors_below(&self.root);
+        if ancestors.is_empty() {
+            return Ok(());
+        }
+        let existing: BTreeSet<Dataset> = self.zfs.list_receiver(&self.root)?.into_iter().map(|r| r.dataset).collect();
+        for a in ancestors {
+            if !existing.contains(&a) {
+                tracing::info!(dataset = %a, "creating placeholder parent");
+                self.zfs.create_placeholder(&a)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_to(sink: &mut Option<std::process::ChildStdin>, data: &[u8]) -> io::Result<()> {
+    match sink {
+        Some(s) => s.write_all(data),
+        None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+    }
+}

@@ -1,0 +1,35 @@
+//! `zoffsite`: personal, encrypted, offsite ZFS backups.
+//!
+//! This file only parses the command line, sets up logging and maps the
+//! outcome to an exit code (docs/exit-codes.md). Each subcommand lives in
+//! `cmd/`.
+
+mod cli;
+mod cmd;
+mod exit;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging(cli.verbose);
+    let code = match cli.command {
+        cli::Command::Backup(a) => cmd::backup::run(a),
+        cli::Command::Serve(a) => cmd::serve::run(a),
+    };
+    code.into()
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ZOFFSITE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Logs go to stderr: stdout carries results (and, in `serve`, the
+    // protocol itself).
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
