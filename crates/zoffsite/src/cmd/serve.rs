@@ -53,7 +53,7 @@ pub fn run(args: ServeArgs) -> Exit {
 
 /// Ends the session (after telling the client, where possible).
 #[derive(Debug, thiserror::Error)]
-enum Fatal {
+pub(crate) enum Fatal {
     #[error("{0}")]
     Proto(#[from] ProtoError),
     #[error("{0}")]
@@ -324,5 +324,141 @@ fn write_to(sink: &mut Option<std::process::ChildStdin>, data: &[u8]) -> io::Res
     match sink {
         Some(s) => s.write_all(data),
         None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Error paths of `serve` against a fake `zfs` that logs its argv. The
+    //! real behaviour (real receives, real refusals by the kernel) is tested
+    //! end to end in the VM.
+    use super::*;
+    use std::io::Cursor;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+    use zoffsite_core::stream::{encode_begin, FEATURE_RAW};
+
+    struct Fake {
+        dir: PathBuf,
+    }
+
+    impl Fake {
+        fn new() -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!("zoffsite-serve-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+            std::fs::create_dir_all(&dir).unwrap();
+            let script = format!(
+                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) exit 0;;\n receive) cat > '{data}'; exit 0;;\n get) echo 4242; exit 0;;\n create) exit 0;;\nesac\nexit 1\n",
+                log = dir.join("log").display(),
+                data = dir.join("received").display()
+            );
+            std::fs::write(dir.join("zfs"), script).unwrap();
+            std::fs::set_permissions(dir.join("zfs"), std::fs::Permissions::from_mode(0o755)).unwrap();
+            Fake { dir }
+        }
+
+        fn log(&self) -> String {
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        }
+
+        fn serve(&self, input: Vec<u8>) -> (Result<(), Fatal>, Vec<Response>) {
+            let mut s = Server {
+                zfs: Zfs::with_binary(self.dir.join("zfs")),
+                root: Dataset::new("offsite/home").unwrap(),
+                input: Cursor::new(input),
+                output: Vec::new(),
+            };
+            let r = s.serve();
+            let mut out = Cursor::new(s.output);
+            let mut msgs = Vec::new();
+            while let Ok(m) = protocol::read_msg::<Response>(&mut out, usize::MAX) {
+                msgs.push(m);
+            }
+            (r, msgs)
+        }
+    }
+
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn hello() -> Vec<u8> {
+        let mut v = Vec::new();
+        protocol::write_msg(&mut v, &Request::Hello { protocol: "zoffsite".into(), version: 1, client: "t".into() }).unwrap();
+        v
+    }
+
+    fn receive(stream: &[u8], guid: u64) -> Vec<u8> {
+        let mut v = hello();
+        protocol::write_msg(
+            &mut v,
+            &Request::Receive {
+                dataset: Dataset::new("tank/data").unwrap(),
+                snapshot: SnapName::new("zoffsite-1").unwrap(),
+                guid: Guid::new(guid).unwrap(),
+                from: None,
+            },
+        )
+        .unwrap();
+        protocol::write_data(&mut v, stream).unwrap();
+        protocol::write_end(&mut v).unwrap();
+        protocol::write_msg(&mut v, &Request::Bye).unwrap();
+        v
+    }
+
+    const RAW: u64 = (1 << 16) | (1 << 22) | FEATURE_RAW;
+
+    #[test]
+    fn a_shell_command_on_stdin_runs_nothing() {
+        let f = Fake::new();
+        let (r, msgs) = f.serve(b"zfs destroy -r offsite; touch /tmp/x\n".to_vec());
+        assert!(r.is_err());
+        assert!(matches!(&msgs[..], [Response::Error { code: ErrorCode::Protocol, .. }]), "{msgs:?}");
+        assert_eq!(f.log(), "", "no zfs command may run");
+    }
+
+    #[test]
+    fn a_plaintext_stream_never_reaches_zfs_receive() {
+        let f = Fake::new();
+        let mut stream = encode_begin(RAW & !FEATURE_RAW, 1, 4242, 0, "tank/data@zoffsite-1", false);
+        stream.extend_from_slice(b"secret plaintext blocks");
+        let (r, msgs) = f.serve(receive(&stream, 4242));
+        assert!(r.is_ok());
+        match &msgs[..] {
+            [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
+                assert!(message.contains("not raw"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!f.log().contains("receive"), "{}", f.log());
+        assert!(!f.dir.join("received").exists());
+    }
+
+    #[test]
+    fn a_stream_for_another_snapshot_is_refused() {
+        let f = Fake::new();
+        let stream = encode_begin(RAW, 1, 999, 0, "tank/data@zoffsite-1", false);
+        let (_, msgs) = f.serve(receive(&stream, 4242));
+        assert!(matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("guid 999")), "{msgs:?}");
+        assert!(!f.log().contains("receive"));
+    }
+
+    #[test]
+    fn a_raw_stream_is_received_append_only_under_the_root() {
+        let f = Fake::new();
+        let mut stream = encode_begin(RAW, 1, 4242, 0, "tank/data@zoffsite-1", false);
+        stream.extend(std::iter::repeat_n(7u8, 3 << 20));
+        let (r, msgs) = f.serve(receive(&stream, 4242));
+        assert!(r.is_ok());
+        assert!(matches!(&msgs[1], Response::Received { guid, .. } if guid.get() == 4242), "{msgs:?}");
+        let log = f.log();
+        assert!(log.contains("create -u -o canmount=off offsite/home/tank\n"), "{log}");
+        assert!(log.contains("receive -u -s offsite/home/tank/data\n"), "{log}");
+        assert!(!log.contains("-F") && !log.contains("destroy") && !log.contains("load-key"), "{log}");
+        // zfs receive got the stream byte for byte, BEGIN record included.
+        assert_eq!(std::fs::read(f.dir.join("received")).unwrap(), stream);
     }
 }
