@@ -109,7 +109,10 @@ impl Config {
             }
         }
         if datasets.is_empty() {
-            return Err(invalid("source.datasets", "is empty: list at least one dataset to back up, e.g. [\"tank/data\"]"));
+            return Err(invalid(
+                "source.datasets",
+                "is empty: list at least one dataset to back up, e.g. [\"tank/data\"]",
+            ));
         }
         let mut exclude = Vec::new();
         for e in &raw.source.exclude {
@@ -123,7 +126,10 @@ impl Config {
             exclude.push(e);
         }
         if raw.target.is_empty() {
-            return Err(invalid("target", "no [[target]] is configured: add one for the box (name, host, user, identity_file, known_hosts)"));
+            return Err(invalid(
+                "target",
+                "no [[target]] is configured: add one for the box (name, host, user, identity_file, known_hosts)",
+            ));
         }
         let mut targets: Vec<Target> = Vec::new();
         for (i, t) in raw.target.into_iter().enumerate() {

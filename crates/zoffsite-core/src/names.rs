@@ -331,15 +331,12 @@ mod tests {
         let ds = format!("t/{}", "a".repeat(253));
         assert_eq!(ds.len(), 255);
         assert!(Dataset::new(ds.clone()).is_ok());
-        assert_eq!(
-            Dataset::new(format!("{ds}b")),
-            Err(NameError::TooLong { len: 256 })
-        );
+        assert_eq!(Dataset::new(format!("{ds}b")), Err(NameError::TooLong { len: 256 }));
         // The snapshot part counts too.
         let base = Dataset::new(format!("t/{}", "a".repeat(250))).unwrap(); // 252
         assert!(base.snapshot(&SnapName::new("xy").unwrap()).is_ok()); // 255
         assert!(base.snapshot(&SnapName::new("xyz").unwrap()).is_err()); // 256
-        // And joining under a root.
+                                                                         // And joining under a root.
         let root = Dataset::new("offsite/home").unwrap();
         assert!(root.join(&Dataset::new(ds).unwrap()).is_err());
     }
@@ -347,10 +344,32 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         for bad in [
-            "", "/tank", "tank/", "tank//a", "tank/./a", "tank/../etc", "..", "tank/a@b",
-            "tank/a#b", "tank/%recv", "tank/a\0b", "tank/a\nb", "tank/a\tb", "tank/é",
-            "tank/a/b\\c", "tank/$(reboot)", "tank/a;b", "tank/'", "tank/\"", "1tank/a",
-            "-tank", " tank", "mirror", "log/a", "tank/a*", "tank/a|b",
+            "",
+            "/tank",
+            "tank/",
+            "tank//a",
+            "tank/./a",
+            "tank/../etc",
+            "..",
+            "tank/a@b",
+            "tank/a#b",
+            "tank/%recv",
+            "tank/a\0b",
+            "tank/a\nb",
+            "tank/a\tb",
+            "tank/é",
+            "tank/a/b\\c",
+            "tank/$(reboot)",
+            "tank/a;b",
+            "tank/'",
+            "tank/\"",
+            "1tank/a",
+            "-tank",
+            " tank",
+            "mirror",
+            "log/a",
+            "tank/a*",
+            "tank/a|b",
         ] {
             assert!(Dataset::new(bad).is_err(), "{bad:?} must be refused");
         }

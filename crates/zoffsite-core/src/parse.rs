@@ -71,9 +71,7 @@ fn num(line: usize, what: &'static str, v: &str) -> Result<u64, ParseError> {
 
 fn guid(line: usize, v: &str) -> Result<Guid, ParseError> {
     v.parse().map_err(|source| match source {
-        NameError::BadGuid => {
-            ParseError::Number { line, what: "guid", value: v.chars().take(64).collect() }
-        }
+        NameError::BadGuid => ParseError::Number { line, what: "guid", value: v.chars().take(64).collect() },
         source => ParseError::Name { line, what: "guid", source },
     })
 }
@@ -101,8 +99,11 @@ pub fn snapshots(text: &str) -> Result<Vec<SnapshotRow>, ParseError> {
         .map(|(i, c)| {
             let line = i + 1;
             Ok(SnapshotRow {
-                snapshot: Snapshot::new(c[0])
-                    .map_err(|source| ParseError::Name { line, what: "snapshot name", source })?,
+                snapshot: Snapshot::new(c[0]).map_err(|source| ParseError::Name {
+                    line,
+                    what: "snapshot name",
+                    source,
+                })?,
                 guid: guid(line, c[1])?,
                 createtxg: num(line, "createtxg", c[2])?,
             })
@@ -183,15 +184,8 @@ fn resume_token(line: usize, v: &str) -> Result<Option<String>, ParseError> {
     if v == "-" {
         return Ok(None);
     }
-    if v.is_empty()
-        || v.len() > MAX_TOKEN_LEN
-        || !v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-    {
-        return Err(ParseError::Value {
-            line,
-            what: "receive_resume_token",
-            value: v.chars().take(64).collect(),
-        });
+    if v.is_empty() || v.len() > MAX_TOKEN_LEN || !v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return Err(ParseError::Value { line, what: "receive_resume_token", value: v.chars().take(64).collect() });
     }
     Ok(Some(v.to_owned()))
 }

@@ -175,10 +175,9 @@ pub fn plan_send(
         return Ok(Send::UpToDate { at: to });
     }
     match source_snaps.iter().find(|s| s.guid == newest.guid) {
-        Some(base) if base.createtxg < new.createtxg => Ok(Send::Incremental {
-            from: SnapshotRef { name: base.snapshot.name.clone(), guid: base.guid },
-            to,
-        }),
+        Some(base) if base.createtxg < new.createtxg => {
+            Ok(Send::Incremental { from: SnapshotRef { name: base.snapshot.name.clone(), guid: base.guid }, to })
+        }
         _ => Err(Blocked::Diverged { box_newest: newest.name.clone(), guid: newest.guid }),
     }
 }
@@ -219,7 +218,11 @@ mod tests {
             resume_token: None,
             snapshots: snaps
                 .iter()
-                .map(|(n, g, t)| RemoteSnapshot { name: SnapName::new(*n).unwrap(), guid: Guid::new(*g).unwrap(), createtxg: *t })
+                .map(|(n, g, t)| RemoteSnapshot {
+                    name: SnapName::new(*n).unwrap(),
+                    guid: Guid::new(*g).unwrap(),
+                    createtxg: *t,
+                })
                 .collect(),
         }
     }
@@ -280,7 +283,10 @@ mod tests {
         let new = snap("tank/data@zoffsite-3", 30, 300);
         let src = [snap("tank/data@zoffsite-1", 10, 100), snap("tank/data@zoffsite-2", 20, 200), new.clone()];
         // Box has nothing: full.
-        assert_eq!(plan_send(&new, &src, None, &bd), Ok(Send::Full { to: SnapshotRef { name: new.snapshot.name.clone(), guid: new.guid } }));
+        assert_eq!(
+            plan_send(&new, &src, None, &bd),
+            Ok(Send::Full { to: SnapshotRef { name: new.snapshot.name.clone(), guid: new.guid } })
+        );
         // Box's newest (by its own txg) is guid 20: incremental from @zoffsite-2.
         let r = remote(&[("zoffsite-2", 20, 9), ("zoffsite-1", 10, 5)]);
         match plan_send(&new, &src, Some(&r), &bd).unwrap() {
@@ -298,7 +304,9 @@ mod tests {
         );
         // A renamed snapshot with a known GUID is still a valid base.
         let r = remote(&[("renamed", 10, 9)]);
-        assert!(matches!(plan_send(&new, &src, Some(&r), &bd), Ok(Send::Incremental { from, .. }) if from.name.as_str() == "zoffsite-1"));
+        assert!(
+            matches!(plan_send(&new, &src, Some(&r), &bd), Ok(Send::Incremental { from, .. }) if from.name.as_str() == "zoffsite-1")
+        );
         // The box already holds the new snapshot.
         let r = remote(&[("zoffsite-3", 30, 12)]);
         assert!(matches!(plan_send(&new, &src, Some(&r), &bd), Ok(Send::UpToDate { .. })));

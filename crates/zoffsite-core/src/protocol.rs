@@ -162,10 +162,21 @@ pub fn read_msg<T: DeserializeOwned>(r: &mut impl Read, max: usize) -> Result<T,
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    Hello { protocol: String, version: u32, client: String },
-    List { datasets: Vec<Dataset> },
+    Hello {
+        protocol: String,
+        version: u32,
+        client: String,
+    },
+    List {
+        datasets: Vec<Dataset>,
+    },
     /// Followed by the stream as `D` frames and one `E`.
-    Receive { dataset: Dataset, snapshot: SnapName, guid: Guid, from: Option<Guid> },
+    Receive {
+        dataset: Dataset,
+        snapshot: SnapName,
+        guid: Guid,
+        from: Option<Guid>,
+    },
     Bye,
 }
 
@@ -254,7 +265,10 @@ pub fn check_listing(
             }
         }
         if let Some(t) = &d.resume_token {
-            if t.is_empty() || t.len() > crate::parse::MAX_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            if t.is_empty()
+                || t.len() > crate::parse::MAX_TOKEN_LEN
+                || !t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+            {
                 return Err(ProtoError::Violation(format!("box sent a malformed resume token for {}", d.name)));
             }
         }
@@ -332,7 +346,12 @@ mod tests {
     fn listings_are_checked_against_the_question() {
         let asked = [ds("tank/a"), ds("tank/b")];
         let snap = |g| RemoteSnapshot { name: SnapName::new("s").unwrap(), guid: Guid::new(g).unwrap(), createtxg: 1 };
-        let rd = |n: &str, snaps: Vec<RemoteSnapshot>| RemoteDataset { name: ds(n), exists: true, snapshots: snaps, resume_token: None };
+        let rd = |n: &str, snaps: Vec<RemoteSnapshot>| RemoteDataset {
+            name: ds(n),
+            exists: true,
+            snapshots: snaps,
+            resume_token: None,
+        };
         assert_eq!(check_listing(&asked, vec![rd("tank/a", vec![snap(1)])]).unwrap().len(), 1);
         assert!(check_listing(&asked, vec![rd("tank/c", vec![])]).is_err());
         assert!(check_listing(&asked, vec![rd("tank/a", vec![]), rd("tank/a", vec![])]).is_err());

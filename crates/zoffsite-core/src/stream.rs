@@ -95,11 +95,19 @@ pub fn parse_begin(buf: &[u8]) -> Result<BeginRecord, StreamError> {
     };
     let u32_at = |o: usize| {
         let b: [u8; 4] = rec[o..o + 4].try_into().expect("4 bytes");
-        if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+        if big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
     };
     let u64_at = |o: usize| {
         let b: [u8; 8] = rec[o..o + 8].try_into().expect("8 bytes");
-        if big_endian { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) }
+        if big_endian {
+            u64::from_be_bytes(b)
+        } else {
+            u64::from_le_bytes(b)
+        }
     };
     if u32_at(0) != DRR_BEGIN {
         return Err(StreamError::NotBegin);
@@ -114,14 +122,21 @@ pub fn parse_begin(buf: &[u8]) -> Result<BeginRecord, StreamError> {
     }
     let name_bytes = &rec[56..56 + 256];
     let end = name_bytes.iter().position(|&b| b == 0).ok_or(StreamError::BadName(NameError::TooLong { len: 256 }))?;
-    let name = std::str::from_utf8(&name_bytes[..end])
-        .map_err(|_| StreamError::BadName(NameError::BadChar('\u{FFFD}')))?;
+    let name =
+        std::str::from_utf8(&name_bytes[..end]).map_err(|_| StreamError::BadName(NameError::BadChar('\u{FFFD}')))?;
     let to_name = Snapshot::new(name).map_err(StreamError::BadName)?;
     Ok(BeginRecord { features, to_guid: u64_at(40), from_guid: u64_at(48), to_name })
 }
 
 /// Builds a BEGIN record (for tests of the parser and of `serve`).
-pub fn encode_begin(features: u64, hdrtype: u64, to_guid: u64, from_guid: u64, to_name: &str, big_endian: bool) -> Vec<u8> {
+pub fn encode_begin(
+    features: u64,
+    hdrtype: u64,
+    to_guid: u64,
+    from_guid: u64,
+    to_name: &str,
+    big_endian: bool,
+) -> Vec<u8> {
     let mut rec = vec![0u8; BEGIN_RECORD_LEN];
     let put32 = |rec: &mut Vec<u8>, o: usize, v: u32| {
         let b = if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };

@@ -108,7 +108,9 @@ impl Session {
         })?;
         let wait = target.connect_timeout + REPLY_TIMEOUT;
         match s.recv(wait)? {
-            Response::Hello { protocol, version, server, root } if protocol == PROTOCOL_NAME && version == PROTOCOL_VERSION => {
+            Response::Hello { protocol, version, server, root }
+                if protocol == PROTOCOL_NAME && version == PROTOCOL_VERSION =>
+            {
                 s.root = root;
                 s.server = protocol::sanitize(&server, 200);
                 Ok(s)
@@ -150,7 +152,9 @@ impl Session {
         match ssh::classify(&stderr) {
             SshFailure::HostKeyChanged => RemoteError::HostKeyChanged { known_hosts },
             SshFailure::HostKeyUnknown => RemoteError::HostKeyUnknown { known_hosts },
-            SshFailure::AuthFailed => RemoteError::AuthFailed { identity: self.target.identity_file.display().to_string() },
+            SshFailure::AuthFailed => {
+                RemoteError::AuthFailed { identity: self.target.identity_file.display().to_string() }
+            }
             SshFailure::Unreachable(detail) => RemoteError::Unreachable { host: self.target.host.clone(), detail },
             SshFailure::Other(_) if stderr.trim().is_empty() => {
                 RemoteError::Protocol { error: ProtoError::Closed, stderr: String::new() }
@@ -195,7 +199,9 @@ impl Session {
         from: Option<Guid>,
         mut send: Running,
     ) -> Result<(Guid, u64), RemoteError> {
-        if let Err(e) = self.send(&Request::Receive { dataset: dataset.clone(), snapshot: snapshot.clone(), guid, from }) {
+        if let Err(e) =
+            self.send(&Request::Receive { dataset: dataset.clone(), snapshot: snapshot.clone(), guid, from })
+        {
             let _ = send.kill();
             return Err(e);
         }

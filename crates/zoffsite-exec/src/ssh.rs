@@ -62,10 +62,10 @@ pub enum SshFailure {
 
 /// Classifies ssh's stderr. OpenSSH's messages are stable across versions.
 pub fn classify(stderr: &str) -> SshFailure {
-    let first_line = |needle: &str| {
-        stderr.lines().find(|l| l.contains(needle)).unwrap_or(needle).trim().to_owned()
-    };
-    if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || stderr.contains("Host key for") && stderr.contains("has changed") {
+    let first_line = |needle: &str| stderr.lines().find(|l| l.contains(needle)).unwrap_or(needle).trim().to_owned();
+    if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || stderr.contains("Host key for") && stderr.contains("has changed")
+    {
         SshFailure::HostKeyChanged
     } else if stderr.contains("host key is known") || stderr.contains("Host key verification failed") {
         SshFailure::HostKeyUnknown
@@ -81,6 +81,9 @@ pub fn classify(stderr: &str) -> SshFailure {
         "Name or service not known",
         "Connection closed by",
         "Connection reset",
+        // Any other failure to connect ("Required key not available" when
+        // WireGuard has no peer for the address, ...).
+        "ssh: connect to host",
     ]
     .iter()
     .find(|n| stderr.contains(**n))
@@ -116,8 +119,16 @@ mod tests {
         let argv = command(&target()).argv();
         let has = |s: &str| argv.iter().any(|a| a == s);
         for must in [
-            "-F", "none", "-T", "BatchMode=yes", "StrictHostKeyChecking=yes", "UserKnownHostsFile=/tmp/box/known_hosts",
-            "GlobalKnownHostsFile=/dev/null", "ClearAllForwardings=yes", "ConnectTimeout=7", "IdentitiesOnly=yes",
+            "-F",
+            "none",
+            "-T",
+            "BatchMode=yes",
+            "StrictHostKeyChecking=yes",
+            "UserKnownHostsFile=/tmp/box/known_hosts",
+            "GlobalKnownHostsFile=/dev/null",
+            "ClearAllForwardings=yes",
+            "ConnectTimeout=7",
+            "IdentitiesOnly=yes",
         ] {
             assert!(has(must), "{must} missing from {argv:?}");
         }

@@ -47,7 +47,8 @@ impl ZfsError {
         let lower = stderr.to_lowercase();
         if lower.contains("dataset does not exist") || lower.contains("could not find any snapshots") {
             ZfsError::NotFound { what: what(), stderr }
-        } else if lower.contains("out of space") || lower.contains("quota exceeded") || lower.contains("no space left") {
+        } else if lower.contains("out of space") || lower.contains("quota exceeded") || lower.contains("no space left")
+        {
             ZfsError::NoSpace { stderr }
         } else if lower.contains("permission denied") {
             ZfsError::PermissionDenied { stderr }
@@ -242,8 +243,11 @@ mod tests {
             pub fn new() -> Self {
                 use std::sync::atomic::{AtomicU32, Ordering};
                 static N: AtomicU32 = AtomicU32::new(0);
-                let p = std::env::temp_dir()
-                    .join(format!("zoffsite-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+                let p = std::env::temp_dir().join(format!(
+                    "zoffsite-test-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
                 std::fs::create_dir_all(&p).unwrap();
                 Self(p)
             }

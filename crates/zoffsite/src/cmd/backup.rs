@@ -24,6 +24,7 @@ use zoffsite_core::config::{Config, Target};
 use zoffsite_core::names::{Dataset, Guid, SnapName};
 use zoffsite_core::parse::SnapshotRow;
 use zoffsite_core::plan::{self, Send, Skip};
+use zoffsite_core::protocol::RemoteDataset;
 use zoffsite_exec::process::Running;
 use zoffsite_exec::remote::{RemoteError, Session};
 use zoffsite_exec::zfs::{Zfs, ZfsError};
@@ -134,7 +135,10 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         match zfs.list_datasets(root) {
             Ok(rows) => listed.extend(rows),
             Err(ZfsError::NotFound { .. }) => {
-                let msg = format!("source.datasets: {root} does not exist on this machine; fix the name in {} or create it", args.config.display());
+                let msg = format!(
+                    "source.datasets: {root} does not exist on this machine; fix the name in {} or create it",
+                    args.config.display()
+                );
                 eprintln!("zoffsite: {msg}");
                 report.errors.push(msg);
                 exit = exit.max(Exit::Partial);
@@ -173,6 +177,25 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     }
     let included: Vec<Dataset> = sel.included.iter().map(|r| r.dataset.clone()).collect();
 
+    // Reach every target before changing anything: when no box can be
+    // reached (network down, host key changed, ...), the run changes
+    // nothing on either side.
+    let mut connected = Vec::new();
+    for target in &cfg.targets {
+        match connect(target, &included) {
+            Ok((session, remote)) => connected.push((target, session, remote)),
+            Err(e) => {
+                let msg = format!("target {}: {e}", target.name);
+                eprintln!("zoffsite: {msg}");
+                report.targets.push(TargetReport { name: target.name.clone(), error: Some(msg), datasets: Vec::new() });
+                exit = exit.max(Exit::Target);
+            }
+        }
+    }
+    if connected.is_empty() {
+        return exit;
+    }
+
     // 3. One snapshot name for the whole run, one `zfs snapshot` per pool.
     let before = match zfs.list_snapshots(&included) {
         Ok(s) => s,
@@ -188,7 +211,8 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     let mut ready: Vec<Dataset> = Vec::new();
     for ds in &included {
         if ds.snapshot(&name).is_err() {
-            let msg = format!("{ds}: its name is too long to add @{name} (ZFS allows 255 bytes); rename it or exclude it");
+            let msg =
+                format!("{ds}: its name is too long to add @{name} (ZFS allows 255 bytes); rename it or exclude it");
             eprintln!("zoffsite: {msg}");
             report.errors.push(msg);
             exit = exit.max(Exit::Partial);
@@ -252,44 +276,41 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     }
 
     // 4. Each target on its own: one failing does not stop the others.
-    for target in &cfg.targets {
-        let (tr, texit) = to_target(target, zfs, &new_snaps, &source_snaps, args, &say);
+    let ctx = Sends { zfs, args, new_snaps: &new_snaps, source_snaps: &source_snaps, say: &say };
+    for (target, session, remote) in connected {
+        let (tr, texit) = to_target(&ctx, target, session, remote);
         exit = exit.max(texit);
         report.targets.push(tr);
     }
     exit
 }
 
+/// Opens a session and asks what the box holds of `datasets`.
+fn connect(target: &Target, datasets: &[Dataset]) -> Result<(Session, BTreeMap<Dataset, RemoteDataset>), RemoteError> {
+    let mut session = Session::connect(target)?;
+    let remote = session.list(datasets)?;
+    Ok((session, remote))
+}
+
+/// What every target's sends share.
+struct Sends<'a> {
+    zfs: &'a Zfs,
+    args: &'a BackupArgs,
+    /// The run's new snapshot of each dataset to send, parents first.
+    new_snaps: &'a [SnapshotRow],
+    /// All of the source's snapshots of those datasets.
+    source_snaps: &'a BTreeMap<Dataset, Vec<SnapshotRow>>,
+    say: &'a dyn Fn(String),
+}
+
 fn to_target(
+    ctx: &Sends<'_>,
     target: &Target,
-    zfs: &Zfs,
-    new_snaps: &[SnapshotRow],
-    source_snaps: &BTreeMap<Dataset, Vec<SnapshotRow>>,
-    args: &BackupArgs,
-    say: &dyn Fn(String),
+    mut session: Session,
+    remote: BTreeMap<Dataset, RemoteDataset>,
 ) -> (TargetReport, Exit) {
+    let Sends { zfs, args, new_snaps, source_snaps, say } = *ctx;
     let mut tr = TargetReport { name: target.name.clone(), error: None, datasets: Vec::new() };
-    let fail_target = |tr: &mut TargetReport, e: RemoteError| {
-        let msg = format!("target {}: {e}", target.name);
-        eprintln!("zoffsite: {msg}");
-        tr.error = Some(msg);
-        Exit::Target
-    };
-    let mut session = match Session::connect(target) {
-        Ok(s) => s,
-        Err(e) => {
-            let x = fail_target(&mut tr, e);
-            return (tr, x);
-        }
-    };
-    let names: Vec<Dataset> = new_snaps.iter().map(|s| s.snapshot.dataset.clone()).collect();
-    let remote = match session.list(&names) {
-        Ok(r) => r,
-        Err(e) => {
-            let x = fail_target(&mut tr, e);
-            return (tr, x);
-        }
-    };
     let mut exit = Exit::Ok;
     let mut failed: BTreeSet<Dataset> = BTreeSet::new();
     for new in new_snaps {
@@ -313,7 +334,13 @@ fn to_target(
         let (from, from_guid) = match &send {
             Send::UpToDate { at } => {
                 say(format!("{}: {ds}: box already holds {at}", target.name));
-                tr.datasets.push(DatasetReport { dataset: ds.clone(), status: "ok", send: Some(send), bytes: Some(0), error: None });
+                tr.datasets.push(DatasetReport {
+                    dataset: ds.clone(),
+                    status: "ok",
+                    send: Some(send),
+                    bytes: Some(0),
+                    error: None,
+                });
                 continue;
             }
             Send::Full { .. } => (None, None),
@@ -322,24 +349,58 @@ fn to_target(
         let cmd = zfs.send_raw(&new.snapshot, from.as_ref());
         if args.dry_run {
             say(format!("{}: {ds}: would send {} ({cmd})", target.name, describe(&send)));
-            tr.datasets.push(DatasetReport { dataset: ds.clone(), status: "planned", send: Some(send), bytes: None, error: None });
+            tr.datasets.push(DatasetReport {
+                dataset: ds.clone(),
+                status: "planned",
+                send: Some(send),
+                bytes: None,
+                error: None,
+            });
             continue;
         }
         let running = match Running::with_stdout(&cmd) {
             Ok(r) => r,
             Err(e) => {
-                record_failure(&mut tr, &mut failed, &target.name, ds, Some(send), format!("cannot start zfs send: {e}"));
+                record_failure(
+                    &mut tr,
+                    &mut failed,
+                    &target.name,
+                    ds,
+                    Some(send),
+                    format!("cannot start zfs send: {e}"),
+                );
                 exit = exit.max(Exit::Error);
                 continue;
             }
         };
         match session.receive(ds, &new.snapshot.name, new.guid, from_guid, running) {
             Ok((guid, bytes)) if guid == new.guid => {
-                say(format!("{}: {ds}: sent {}, {}; the box holds it with the same GUID", target.name, describe(&send), human_bytes(bytes)));
-                tr.datasets.push(DatasetReport { dataset: ds.clone(), status: "ok", send: Some(send), bytes: Some(bytes), error: None });
+                say(format!(
+                    "{}: {ds}: sent {}, {}; the box holds it with the same GUID",
+                    target.name,
+                    describe(&send),
+                    human_bytes(bytes)
+                ));
+                tr.datasets.push(DatasetReport {
+                    dataset: ds.clone(),
+                    status: "ok",
+                    send: Some(send),
+                    bytes: Some(bytes),
+                    error: None,
+                });
             }
             Ok((guid, _)) => {
-                record_failure(&mut tr, &mut failed, &target.name, ds, Some(send), format!("the box reports GUID {guid} for @{}, but the source's is {}: not verified", new.snapshot.name, new.guid));
+                record_failure(
+                    &mut tr,
+                    &mut failed,
+                    &target.name,
+                    ds,
+                    Some(send),
+                    format!(
+                        "the box reports GUID {guid} for @{}, but the source's is {}: not verified",
+                        new.snapshot.name, new.guid
+                    ),
+                );
                 exit = exit.max(Exit::Partial);
             }
             Err(e @ (RemoteError::Refused { .. } | RemoteError::Send(_))) => {
@@ -360,7 +421,14 @@ fn to_target(
     (tr, exit)
 }
 
-fn record_failure(tr: &mut TargetReport, failed: &mut BTreeSet<Dataset>, target: &str, ds: &Dataset, send: Option<Send>, msg: String) {
+fn record_failure(
+    tr: &mut TargetReport,
+    failed: &mut BTreeSet<Dataset>,
+    target: &str,
+    ds: &Dataset,
+    send: Option<Send>,
+    msg: String,
+) {
     eprintln!("zoffsite: target {target}: {ds}: {msg}");
     tr.datasets.push(DatasetReport { dataset: ds.clone(), status: "failed", send, bytes: None, error: Some(msg) });
     failed.insert(ds.clone());

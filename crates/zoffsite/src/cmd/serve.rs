@@ -219,7 +219,12 @@ impl<R: Read, W: Write> Server<R, W> {
     fn receive(&mut self, dataset: &Dataset, snapshot: &SnapName, guid: Guid, from: Option<Guid>) -> Result<(), Fatal> {
         let target = match self.root.join(dataset).and_then(|t| t.snapshot(snapshot).map(|_| t)) {
             Ok(t) => t,
-            Err(e) => return self.reject_and_drain(Reject::new(ErrorCode::Refused, format!("{dataset}@{snapshot} under {}: {e}", self.root))),
+            Err(e) => {
+                return self.reject_and_drain(Reject::new(
+                    ErrorCode::Refused,
+                    format!("{dataset}@{snapshot} under {}: {e}", self.root),
+                ))
+            }
         };
         // Collect the BEGIN record before anything else sees the stream.
         let mut head = Vec::with_capacity(BEGIN_RECORD_LEN);
@@ -238,7 +243,10 @@ impl<R: Read, W: Write> Server<R, W> {
             if b.to_guid != guid.get() || b.from_guid != from.map_or(0, Guid::get) || b.to_name.name != *snapshot {
                 Err(format!(
                     "stream is for {} (guid {}, from {}), not the requested @{snapshot} (guid {guid}, from {})",
-                    b.to_name, b.to_guid, b.from_guid, from.map_or(0, Guid::get)
+                    b.to_name,
+                    b.to_guid,
+                    b.from_guid,
+                    from.map_or(0, Guid::get)
                 ))
             } else if b.is_resuming() {
                 Err("a resuming stream needs a resume request".into())
@@ -346,7 +354,11 @@ mod tests {
         fn new() -> Self {
             use std::sync::atomic::{AtomicU32, Ordering};
             static N: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!("zoffsite-serve-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+            let dir = std::env::temp_dir().join(format!(
+                "zoffsite-serve-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
             std::fs::create_dir_all(&dir).unwrap();
             let script = format!(
                 "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) exit 0;;\n receive) cat > '{data}'; exit 0;;\n get) echo 4242; exit 0;;\n create) exit 0;;\nesac\nexit 1\n",
@@ -387,7 +399,8 @@ mod tests {
 
     fn hello() -> Vec<u8> {
         let mut v = Vec::new();
-        protocol::write_msg(&mut v, &Request::Hello { protocol: "zoffsite".into(), version: 1, client: "t".into() }).unwrap();
+        protocol::write_msg(&mut v, &Request::Hello { protocol: "zoffsite".into(), version: 1, client: "t".into() })
+            .unwrap();
         v
     }
 
@@ -442,7 +455,10 @@ mod tests {
         let f = Fake::new();
         let stream = encode_begin(RAW, 1, 999, 0, "tank/data@zoffsite-1", false);
         let (_, msgs) = f.serve(receive(&stream, 4242));
-        assert!(matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("guid 999")), "{msgs:?}");
+        assert!(
+            matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("guid 999")),
+            "{msgs:?}"
+        );
         assert!(!f.log().contains("receive"));
     }
 
