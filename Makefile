@@ -1,0 +1,44 @@
+# zoffsite: two commands do everything on a fresh Debian 12 machine (as root):
+#   make demo   - set up what is missing, run a real backup in the VM
+#   make test   - format check, clippy (warnings are errors), unit tests, VM end-to-end suite
+# See README.md. Each target is a thin wrapper; the logic lives in scripts/ and vm/.
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all build test check fmt-check clippy unit e2e demo setup bench clean
+
+all: build
+
+build:
+	$(CARGO) build --locked
+
+## Everything CI runs (.ci/run).
+test: fmt-check clippy unit e2e
+
+check: fmt-check clippy unit
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --locked --workspace
+
+## Installs the VM's kernel, OpenZFS, QEMU and test tools; builds the initramfs (cached).
+setup:
+	vm/setup
+
+## End-to-end tests against real OpenZFS/OpenSSH/WireGuard/nftables in the VM
+## (or directly, on a Linux host with ZFS loaded, when run as root).
+e2e: setup
+	scripts/e2e
+
+## A real backup between the two namespaces in the VM, with a look at what the box holds.
+demo: setup
+	scripts/demo
+
+clean:
+	$(CARGO) clean
