@@ -76,11 +76,13 @@ say "What the box now holds"
 run zfs list -r -t all -o name,encryption,keystatus,mounted "$offsite"
 
 say "...and that it cannot read it"
-if zfs mount "$offsite/home/$tank/data/docs" 2>"$work/err"; then
-	echo "UNEXPECTED: the box could mount the backup" >&2
+snap=$(zfs list -H -o name -t snapshot -s createtxg "$offsite/home/$tank/data/docs" | tail -n 1)
+# A non-raw send would need the plaintext, i.e. the key the box never has.
+if zfs send "$snap" >/dev/null 2>"$work/err"; then
+	echo "UNEXPECTED: the box could produce plaintext" >&2
 	exit 1
 fi
-echo "zfs mount on the box: $(cat "$work/err")"
+echo "zfs send (decrypted) of $snap on the box: $(head -n 1 "$work/err")"
 zpool sync "$offsite"
 if grep -qa "$canary" "$work/$offsite.img"; then
 	echo "UNEXPECTED: plaintext found on the box's disk" >&2
