@@ -148,12 +148,12 @@ impl<R: Read, W: Write> Server<R, W> {
                     return Err(Fatal::Refused(msg));
                 }
             }
-            Ok(_) | Err(ProtoError::BadMessage(_)) | Err(ProtoError::BadKind(_)) | Err(ProtoError::TooLarge { .. }) => {
+            Err(ProtoError::Io(e)) => return Err(e.into()),
+            _ => {
                 let msg = "expected a zoffsite hello; this command only speaks the zoffsite protocol (it is the forced command of a backup key)";
                 let _ = self.reject(Reject::new(ErrorCode::Protocol, msg));
                 return Err(Fatal::Refused(msg.into()));
             }
-            Err(e) => return Err(e.into()),
         }
         // The root must exist before anything is received under it; serve
         // never creates it (that is the box owner's decision).
@@ -431,6 +431,14 @@ mod tests {
         assert!(r.is_err());
         assert!(matches!(&msgs[..], [Response::Error { code: ErrorCode::Protocol, .. }]), "{msgs:?}");
         assert_eq!(f.log(), "", "no zfs command may run");
+    }
+
+    #[test]
+    fn no_input_at_all_is_explained() {
+        let f = Fake::new();
+        let (r, _) = f.serve(Vec::new());
+        assert!(r.unwrap_err().to_string().contains("only speaks the zoffsite protocol"));
+        assert_eq!(f.log(), "");
     }
 
     #[test]
