@@ -65,6 +65,7 @@ fn random_hex(n: usize) -> String {
 /// Whether `needle` occurs anywhere in the file (read in chunks, with
 /// overlap, so a match across a chunk boundary is found).
 fn file_contains(path: &Path, needle: &[u8]) -> bool {
+    let finder = memchr::memmem::Finder::new(needle);
     let mut f = std::fs::File::open(path).unwrap();
     let mut buf = vec![0u8; 8 << 20];
     let mut carry: Vec<u8> = Vec::new();
@@ -75,7 +76,7 @@ fn file_contains(path: &Path, needle: &[u8]) -> bool {
         }
         let mut window = std::mem::take(&mut carry);
         window.extend_from_slice(&buf[..n]);
-        if window.windows(needle.len()).any(|w| w == needle) {
+        if finder.find(&window).is_some() {
             return true;
         }
         carry = window[window.len().saturating_sub(needle.len() - 1)..].to_vec();
