@@ -227,36 +227,14 @@ mod tests {
 
     /// A fake `zfs` that prints `out` and `err` and exits with `code`: only
     /// for error paths; the real behaviour is tested in the VM.
-    fn fake(out: &str, err: &str, code: i32) -> (tempdir::Dir, Zfs) {
-        let dir = tempdir::Dir::new();
-        let p = dir.0.join("zfs");
+    fn fake(out: &str, err: &str, code: i32) -> (tempfile::TempDir, Zfs) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("zfs");
         let mut f = std::fs::File::create(&p).unwrap();
         writeln!(f, "#!/bin/sh\nprintf '%s' '{out}'\nprintf '%s' '{err}' >&2\nexit {code}").unwrap();
         drop(f);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         (dir, Zfs::with_binary(p))
-    }
-
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Self {
-                use std::sync::atomic::{AtomicU32, Ordering};
-                static N: AtomicU32 = AtomicU32::new(0);
-                let p = std::env::temp_dir().join(format!(
-                    "zoffsite-test-{}-{}",
-                    std::process::id(),
-                    N.fetch_add(1, Ordering::Relaxed)
-                ));
-                std::fs::create_dir_all(&p).unwrap();
-                Self(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
     }
 
     #[test]

@@ -334,13 +334,7 @@ fn to_target(
         let (from, from_guid) = match &send {
             Send::UpToDate { at } => {
                 say(format!("{}: {ds}: box already holds {at}", target.name));
-                tr.datasets.push(DatasetReport {
-                    dataset: ds.clone(),
-                    status: "ok",
-                    send: Some(send),
-                    bytes: Some(0),
-                    error: None,
-                });
+                tr.datasets.push(DatasetReport::done(ds, "ok", send, Some(0)));
                 continue;
             }
             Send::Full { .. } => (None, None),
@@ -349,13 +343,7 @@ fn to_target(
         let cmd = zfs.send_raw(&new.snapshot, from.as_ref());
         if args.dry_run {
             say(format!("{}: {ds}: would send {} ({cmd})", target.name, describe(&send)));
-            tr.datasets.push(DatasetReport {
-                dataset: ds.clone(),
-                status: "planned",
-                send: Some(send),
-                bytes: None,
-                error: None,
-            });
+            tr.datasets.push(DatasetReport::done(ds, "planned", send, None));
             continue;
         }
         let running = match Running::with_stdout(&cmd) {
@@ -381,13 +369,7 @@ fn to_target(
                     describe(&send),
                     human_bytes(bytes)
                 ));
-                tr.datasets.push(DatasetReport {
-                    dataset: ds.clone(),
-                    status: "ok",
-                    send: Some(send),
-                    bytes: Some(bytes),
-                    error: None,
-                });
+                tr.datasets.push(DatasetReport::done(ds, "ok", send, Some(bytes)));
             }
             Ok((guid, _)) => {
                 record_failure(
@@ -419,6 +401,12 @@ fn to_target(
     }
     session.close();
     (tr, exit)
+}
+
+impl DatasetReport {
+    fn done(dataset: &Dataset, status: &'static str, send: Send, bytes: Option<u64>) -> Self {
+        DatasetReport { dataset: dataset.clone(), status, send: Some(send), bytes, error: None }
+    }
 }
 
 fn record_failure(

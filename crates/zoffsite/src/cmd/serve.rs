@@ -347,19 +347,15 @@ mod tests {
     use zoffsite_core::stream::{encode_begin, FEATURE_RAW};
 
     struct Fake {
+        // Removed (with the fake and its log) when the test ends.
+        _tmp: tempfile::TempDir,
         dir: PathBuf,
     }
 
     impl Fake {
         fn new() -> Self {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "zoffsite-serve-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().to_owned();
             let script = format!(
                 "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) exit 0;;\n receive) cat > '{data}'; exit 0;;\n get) echo 4242; exit 0;;\n create) exit 0;;\nesac\nexit 1\n",
                 log = dir.join("log").display(),
@@ -367,7 +363,7 @@ mod tests {
             );
             std::fs::write(dir.join("zfs"), script).unwrap();
             std::fs::set_permissions(dir.join("zfs"), std::fs::Permissions::from_mode(0o755)).unwrap();
-            Fake { dir }
+            Fake { _tmp: tmp, dir }
         }
 
         fn log(&self) -> String {
@@ -388,12 +384,6 @@ mod tests {
                 msgs.push(m);
             }
             (r, msgs)
-        }
-    }
-
-    impl Drop for Fake {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 
