@@ -125,18 +125,27 @@ impl Encryption {
     }
 }
 
+/// The user property that excludes (`off`) or re-includes (`on`) a
+/// dataset and, by ZFS inheritance, its children.
+pub const BACKUP_PROPERTY: &str = "zoffsite:backup";
+
 /// A filesystem or volume as listed with [`DATASET_COLUMNS`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetRow {
     pub dataset: Dataset,
     pub guid: Guid,
     pub encryption: Encryption,
+    /// Bytes written since the dataset's most recent snapshot.
+    pub written: u64,
+    /// The effective `zoffsite:backup` value (set here or inherited);
+    /// `None` when unset anywhere above.
+    pub backup: Option<String>,
 }
 
-pub const DATASET_COLUMNS: &str = "name,guid,encryption";
+pub const DATASET_COLUMNS: &str = "name,guid,encryption,written,zoffsite:backup";
 
 pub fn datasets(text: &str) -> Result<Vec<DatasetRow>, ParseError> {
-    rows(text, 3)?
+    rows(text, 5)?
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
@@ -151,7 +160,13 @@ pub fn datasets(text: &str) -> Result<Vec<DatasetRow>, ParseError> {
                 }
                 v => return Err(ParseError::Value { line, what: "encryption", value: v.into() }),
             };
-            Ok(DatasetRow { dataset: dataset(line, c[0])?, guid: guid(line, c[1])?, encryption })
+            Ok(DatasetRow {
+                dataset: dataset(line, c[0])?,
+                guid: guid(line, c[1])?,
+                encryption,
+                written: num(line, "written", c[3])?,
+                backup: (c[4] != "-").then(|| c[4].to_owned()),
+            })
         })
         .collect()
 }
@@ -245,11 +260,15 @@ mod tests {
 
     #[test]
     fn parses_datasets_and_encryption() {
-        let r = datasets("tank/data\t42\taes-256-gcm\ntank/plain\t43\toff\n").unwrap();
+        let r = datasets("tank/data\t42\taes-256-gcm\t0\t-\ntank/plain\t43\toff\t8192\toff\n").unwrap();
         assert!(r[0].encryption.is_on());
+        assert_eq!((r[0].written, r[0].backup.as_deref()), (0, None));
         assert_eq!(r[1].encryption, Encryption::Off);
-        assert!(datasets("tank/x\t42\t\n").is_err());
-        assert!(datasets("tank/x\t42\tAES;rm\n").is_err());
+        assert_eq!((r[1].written, r[1].backup.as_deref()), (8192, Some("off")));
+        assert!(datasets("tank/x\t42\t\t0\t-\n").is_err());
+        assert!(datasets("tank/x\t42\tAES;rm\t0\t-\n").is_err());
+        assert!(datasets("tank/x\t42\toff\t-\t-\n").is_err(), "written must be a number");
+        assert!(datasets("tank/x\t42\toff\t0\n").is_err(), "five columns");
     }
 
     #[test]

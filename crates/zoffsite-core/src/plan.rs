@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::config::Source;
 use crate::names::{Dataset, Guid, SnapName, Snapshot};
-use crate::parse::{DatasetRow, SnapshotRow};
+use crate::parse::{DatasetRow, SnapshotRow, BACKUP_PROPERTY};
 use crate::protocol::RemoteDataset;
 
 /// Prefix of every snapshot zoffsite makes (and the only ones it will ever
@@ -31,27 +31,80 @@ pub const SNAPSHOT_PREFIX: &str = "zoffsite-";
 pub enum Skip {
     /// Matched `source.exclude` (itself or an ancestor).
     Excluded { by: Dataset },
+    /// `zoffsite:backup=off`, set on `set_on` (itself or an ancestor).
+    PropertyOff { set_on: Dataset },
+    /// `zoffsite:backup` has a value that is neither `on` nor `off`: the
+    /// user's intent is unknown, so the dataset is neither sent nor
+    /// silently ignored.
+    BadProperty { value: String, set_on: Dataset },
     /// Not encrypted: never sent.
     Unencrypted,
 }
 
-/// The outcome of applying the config to the listed datasets.
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Skip::Excluded { by } => write!(f, "excluded by source.exclude {by}"),
+            Skip::PropertyOff { set_on } => write!(f, "{BACKUP_PROPERTY}=off (set on {set_on})"),
+            Skip::BadProperty { value, set_on } => write!(
+                f,
+                "{BACKUP_PROPERTY}={value:?} (set on {set_on}) is neither on nor off; fix it with `zfs set {BACKUP_PROPERTY}=on|off {set_on}` or `zfs inherit {BACKUP_PROPERTY} {set_on}`"
+            ),
+            Skip::Unencrypted => write!(f, "not encrypted (encryption=off): never sent"),
+        }
+    }
+}
+
+/// Why a listed dataset is backed up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum Include {
+    /// Under `source.datasets` entry `root`.
+    Selected { root: Dataset },
+    /// `zoffsite:backup=on` (set on `set_on`), which wins over
+    /// `source.exclude` entry `over`, if any.
+    PropertyOn { set_on: Dataset, over: Option<Dataset> },
+}
+
+impl fmt::Display for Include {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Include::Selected { root } => write!(f, "selected by source.datasets {root}"),
+            Include::PropertyOn { set_on, over: Some(by) } => {
+                write!(f, "{BACKUP_PROPERTY}=on (set on {set_on}) wins over source.exclude {by}")
+            }
+            Include::PropertyOn { set_on, over: None } => write!(f, "{BACKUP_PROPERTY}=on (set on {set_on})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Included {
+    pub row: DatasetRow,
+    pub why: Include,
+}
+
+/// The outcome of applying the config and the property to the listed
+/// datasets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Selection {
     /// Encrypted datasets to back up, parents before children.
-    pub included: Vec<DatasetRow>,
+    pub included: Vec<Included>,
     /// Excluded or refused, in name order.
     pub skipped: Vec<(Dataset, Skip)>,
 }
 
 impl Selection {
-    pub fn refused(&self) -> impl Iterator<Item = &Dataset> {
-        self.skipped.iter().filter(|(_, s)| *s == Skip::Unencrypted).map(|(d, _)| d)
+    pub fn datasets(&self) -> Vec<Dataset> {
+        self.included.iter().map(|i| i.row.dataset.clone()).collect()
     }
 }
 
-/// Applies `source.datasets` / `source.exclude` to what `zfs list -r` found
-/// under the configured roots.
+/// Applies `source.datasets` / `source.exclude` and the `zoffsite:backup`
+/// property to what `zfs list -r` found under the configured roots. The
+/// property wins over the config: `off` leaves a subtree out, `on` brings a
+/// subtree back even inside an excluded one. Encryption is checked last, so
+/// an unencrypted dataset is refused by name whatever selected it.
 pub fn select(source: &Source, listed: &[DatasetRow]) -> Selection {
     let mut rows: BTreeMap<&Dataset, &DatasetRow> = BTreeMap::new();
     for r in listed {
@@ -59,16 +112,44 @@ pub fn select(source: &Source, listed: &[DatasetRow]) -> Selection {
             rows.insert(&r.dataset, r);
         }
     }
+    // Where a dataset's property value comes from: the outermost listed
+    // ancestor in an unbroken run of the same value (ZFS inheritance).
+    let set_on = |ds: &Dataset, value: &str| -> Dataset {
+        let mut at = ds.clone();
+        while let Some(p) = at.parent() {
+            match rows.get(&p) {
+                Some(r) if r.backup.as_deref() == Some(value) => at = p,
+                _ => break,
+            }
+        }
+        at
+    };
     let mut sel = Selection::default();
     // BTreeMap order is name order, which puts every parent before its
     // children (a name sorts before any name it is a prefix of).
-    for (ds, row) in rows {
-        if let Some(by) = source.exclude.iter().find(|e| ds.is_within(e)) {
-            sel.skipped.push((ds.clone(), Skip::Excluded { by: by.clone() }));
-        } else if !row.encryption.is_on() {
-            sel.skipped.push((ds.clone(), Skip::Unencrypted));
-        } else {
-            sel.included.push(row.clone());
+    for (ds, row) in &rows {
+        let excluded_by = source.exclude.iter().filter(|e| ds.is_within(e)).max_by_key(|e| e.depth());
+        let why = match row.backup.as_deref() {
+            Some("off") => Err(Skip::PropertyOff { set_on: set_on(ds, "off") }),
+            Some("on") => Ok(Include::PropertyOn { set_on: set_on(ds, "on"), over: excluded_by.cloned() }),
+            Some(v) => Err(Skip::BadProperty { value: v.to_owned(), set_on: set_on(ds, v) }),
+            None => match excluded_by {
+                Some(by) => Err(Skip::Excluded { by: by.clone() }),
+                None => Ok(Include::Selected {
+                    root: source
+                        .datasets
+                        .iter()
+                        .filter(|r| ds.is_within(r))
+                        .max_by_key(|r| r.depth())
+                        .cloned()
+                        .expect("listed under a root"),
+                }),
+            },
+        };
+        match why {
+            Ok(_) if !row.encryption.is_on() => sel.skipped.push(((*ds).clone(), Skip::Unencrypted)),
+            Ok(why) => sel.included.push(Included { row: (*row).clone(), why }),
+            Err(skip) => sel.skipped.push(((*ds).clone(), skip)),
         }
     }
     sel
@@ -86,6 +167,15 @@ pub fn snapshot_name(now: jiff::Timestamp, taken: impl Fn(&SnapName) -> bool) ->
         }
         t = t.checked_add(jiff::SignedDuration::from_secs(1)).expect("time in range");
     }
+}
+
+/// The dataset's newest snapshot, if it is one of ours and nothing was
+/// written since (`written` counts from the newest snapshot of any kind, so
+/// a newer snapshot of the user's hides whether anything changed since
+/// ours: that counts as changed).
+pub fn unchanged_since_ours<'a>(row: &DatasetRow, snaps: &'a [SnapshotRow]) -> Option<&'a SnapshotRow> {
+    let newest = snaps.iter().filter(|s| s.snapshot.dataset == row.dataset).max_by_key(|s| s.createtxg)?;
+    (row.written == 0 && newest.snapshot.name.as_str().starts_with(SNAPSHOT_PREFIX)).then_some(newest)
 }
 
 /// Groups the new snapshots by pool: `zfs snapshot` of several names in one
@@ -204,7 +294,14 @@ mod tests {
             dataset: ds(name),
             guid: Guid::new(1).unwrap(),
             encryption: if enc { Encryption::On("aes-256-gcm".into()) } else { Encryption::Off },
+            written: 0,
+            backup: None,
         }
+    }
+
+    fn prop(mut r: DatasetRow, v: &str) -> DatasetRow {
+        r.backup = Some(v.into());
+        r
     }
 
     fn snap(name: &str, guid: u64, txg: u64) -> SnapshotRow {
@@ -240,7 +337,7 @@ mod tests {
             row("tank/other", true),
         ];
         let sel = select(&source, &listed);
-        let names: Vec<_> = sel.included.iter().map(|r| r.dataset.as_str()).collect();
+        let names: Vec<_> = sel.included.iter().map(|r| r.row.dataset.as_str()).collect();
         assert_eq!(names, ["tank/data", "tank/data/docs", "tank/data/gamesave"]);
         assert_eq!(
             sel.skipped,
@@ -250,14 +347,53 @@ mod tests {
                 (ds("tank/data/plain"), Skip::Unencrypted),
             ]
         );
-        assert_eq!(sel.refused().collect::<Vec<_>>(), [&ds("tank/data/plain")]);
+        assert_eq!(sel.included[1].why, Include::Selected { root: ds("tank/data") });
+    }
+
+    #[test]
+    fn the_property_wins_over_the_config_and_says_where_it_is_set() {
+        let source = Source { datasets: vec![ds("tank/data")], exclude: vec![ds("tank/data/games")] };
+        let listed = [
+            row("tank/data", true),
+            prop(row("tank/data/vm", true), "off"),
+            prop(row("tank/data/vm/disk", true), "off"),
+            row("tank/data/games", true),
+            prop(row("tank/data/games/saves", true), "on"),
+            prop(row("tank/data/games/saves/old", true), "on"),
+            prop(row("tank/data/odd", true), "yes please"),
+            prop(row("tank/data/plainsaves", false), "on"),
+        ];
+        let sel = select(&source, &listed);
+        let inc: Vec<(String, String)> =
+            sel.included.iter().map(|i| (i.row.dataset.to_string(), i.why.to_string())).collect();
+        assert_eq!(
+            inc,
+            [
+                ("tank/data".into(), "selected by source.datasets tank/data".into()),
+                (
+                    "tank/data/games/saves".into(),
+                    "zoffsite:backup=on (set on tank/data/games/saves) wins over source.exclude tank/data/games".into()
+                ),
+                (
+                    "tank/data/games/saves/old".into(),
+                    "zoffsite:backup=on (set on tank/data/games/saves) wins over source.exclude tank/data/games".into()
+                ),
+            ]
+        );
+        let skipped: BTreeMap<String, Skip> = sel.skipped.into_iter().map(|(d, s)| (d.to_string(), s)).collect();
+        assert_eq!(skipped["tank/data/vm/disk"], Skip::PropertyOff { set_on: ds("tank/data/vm") });
+        assert_eq!(skipped["tank/data/games"], Skip::Excluded { by: ds("tank/data/games") });
+        assert!(matches!(&skipped["tank/data/odd"], Skip::BadProperty { value, .. } if value == "yes please"));
+        assert!(skipped["tank/data/odd"].to_string().contains("zfs inherit zoffsite:backup tank/data/odd"));
+        // Whatever selects it, an unencrypted dataset is refused.
+        assert_eq!(skipped["tank/data/plainsaves"], Skip::Unencrypted);
     }
 
     #[test]
     fn parents_come_before_children_even_with_spaces() {
         let source = Source { datasets: vec![ds("tank")], exclude: vec![] };
         let listed = [row("tank/a/b", true), row("tank/a b", true), row("tank/a", true), row("tank", true)];
-        let names: Vec<_> = select(&source, &listed).included.iter().map(|r| r.dataset.to_string()).collect();
+        let names: Vec<_> = select(&source, &listed).datasets().iter().map(|d| d.to_string()).collect();
         assert_eq!(names, ["tank", "tank/a", "tank/a b", "tank/a/b"]);
     }
 
@@ -267,6 +403,18 @@ mod tests {
         assert_eq!(snapshot_name(now, |_| false).as_str(), "zoffsite-20261126T073000Z");
         let taken = |n: &SnapName| n.as_str() <= "zoffsite-20261126T073001Z";
         assert_eq!(snapshot_name(now, taken).as_str(), "zoffsite-20261126T073002Z");
+    }
+
+    #[test]
+    fn unchanged_means_nothing_written_since_our_newest_snapshot() {
+        let mut r = row("tank/a", true);
+        let ours = [snap("tank/a@zoffsite-1", 1, 10), snap("tank/a@zoffsite-2", 2, 20)];
+        assert_eq!(unchanged_since_ours(&r, &ours).map(|s| s.guid.get()), Some(2));
+        assert_eq!(unchanged_since_ours(&r, &[]), None, "never snapshotted");
+        let users_newer = [snap("tank/a@zoffsite-1", 1, 10), snap("tank/a@manual", 3, 30)];
+        assert_eq!(unchanged_since_ours(&r, &users_newer), None);
+        r.written = 4096;
+        assert_eq!(unchanged_since_ours(&r, &ours), None);
     }
 
     #[test]

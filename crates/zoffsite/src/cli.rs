@@ -35,6 +35,10 @@ pub struct BackupArgs {
     /// Print the result (or, with -n, the plan) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Take a new snapshot even if no selected dataset changed since its
+    /// last zoffsite snapshot.
+    #[arg(long)]
+    pub force_snapshot: bool,
 }
 
 #[derive(Args)]

@@ -495,3 +495,29 @@ fn bad_config_and_unreachable_box_change_nothing() {
     assert!(err.contains("cannot reach the box at 10.77.0.9") && err.contains("WireGuard"), "{err}");
     assert_eq!(snaps(), before, "no box reachable: no snapshot taken, nothing sent");
 }
+
+/// Nothing changed: no snapshot, nothing sent, the box confirmed up to date.
+/// `--force-snapshot` takes one anyway.
+#[test]
+#[ignore = "needs root and real OpenZFS: run `make e2e`"]
+fn unchanged_run_takes_no_snapshot() {
+    let w = World::new();
+    let data = format!("{}/data", w.tank);
+    w.create_encrypted(&data);
+    w.create_child(&format!("{data}/docs"));
+    let cfg = w.config(&[&data], &[]);
+    assert_eq!(w.backup(&cfg, &[]).status.code(), Some(0));
+    let before = (w.snapshots(&w.tank), w.snapshots(&w.offsite));
+    let out = w.backup(&cfg, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = json(&out);
+    assert!(report["snapshot"].is_null(), "{report}");
+    for d in report["targets"][0]["datasets"].as_array().unwrap() {
+        assert_eq!(d["send"]["kind"], "up_to_date", "{d}");
+    }
+    assert_eq!((w.snapshots(&w.tank), w.snapshots(&w.offsite)), before);
+    let out = w.backup(&cfg, &["--force-snapshot", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(json(&out)["snapshot"].is_string());
+    assert_eq!(w.snapshots(&w.offsite).len(), before.1.len() + 2);
+}

@@ -154,19 +154,25 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
 
     // 2. Selection: excluded and unencrypted datasets are left out by name.
     let sel = plan::select(&cfg.source, &listed);
+    if args.dry_run {
+        for i in &sel.included {
+            say(format!("in:  {} ({})", i.row.dataset, i.why));
+        }
+    }
     for (ds, why) in &sel.skipped {
         let message = match why {
-            Skip::Excluded { by } => format!("{ds}: excluded (source.exclude has {by})"),
-            Skip::Unencrypted => {
-                exit = exit.max(Exit::Partial);
-                let msg = format!(
-                    "refused {ds}: it is not encrypted (encryption=off), and zoffsite sends only raw encrypted streams, so nothing of it was sent. Either move its data into an encrypted dataset (`zfs create -o encryption=on -o keyformat=raw -o keylocation=file:///... NEW`, then copy), or add \"{ds}\" to source.exclude in {}",
-                    args.config.display()
-                );
-                eprintln!("zoffsite: {msg}");
-                msg
-            }
+            Skip::Unencrypted => format!(
+                "refused {ds}: it is not encrypted (encryption=off), and zoffsite sends only raw encrypted streams, so nothing of it was sent. Either move its data into an encrypted dataset (`zfs create -o encryption=on -o keyformat=raw -o keylocation=file:///... NEW`, then copy), or add \"{ds}\" to source.exclude in {}",
+                args.config.display()
+            ),
+            other => format!("{ds}: {other}"),
         };
+        if matches!(why, Skip::Unencrypted | Skip::BadProperty { .. }) {
+            exit = exit.max(Exit::Partial);
+            eprintln!("zoffsite: {message}");
+        } else if args.dry_run {
+            say(format!("out: {ds} ({why})"));
+        }
         report.skipped.push(SkippedDataset { dataset: ds.clone(), reason: why.clone(), message });
     }
     if sel.included.is_empty() {
@@ -175,7 +181,7 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         report.errors.push(msg);
         return exit.max(Exit::Partial);
     }
-    let included: Vec<Dataset> = sel.included.iter().map(|r| r.dataset.clone()).collect();
+    let included: Vec<Dataset> = sel.datasets();
 
     // Reach every target before changing anything: when no box can be
     // reached (network down, host key changed, ...), the run changes
@@ -196,7 +202,9 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         return exit;
     }
 
-    // 3. One snapshot name for the whole run, one `zfs snapshot` per pool.
+    // 3. One snapshot name for the whole run, one `zfs snapshot` per pool;
+    // none at all when nothing changed since the last run's snapshot (the
+    // targets may still need to catch up to it).
     let before = match zfs.list_snapshots(&included) {
         Ok(s) => s,
         Err(e) => {
@@ -205,73 +213,21 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
             return Exit::Error;
         }
     };
-    let taken: BTreeSet<&SnapName> = before.iter().map(|s| &s.snapshot.name).collect();
-    let name = plan::snapshot_name(now, |n| taken.contains(n));
-    report.snapshot = Some(name.clone());
-    let mut ready: Vec<Dataset> = Vec::new();
-    for ds in &included {
-        if ds.snapshot(&name).is_err() {
-            let msg =
-                format!("{ds}: its name is too long to add @{name} (ZFS allows 255 bytes); rename it or exclude it");
-            eprintln!("zoffsite: {msg}");
-            report.errors.push(msg);
-            exit = exit.max(Exit::Partial);
-        } else {
-            ready.push(ds.clone());
-        }
-    }
-    let mut failed_snapshot: BTreeSet<Dataset> = BTreeSet::new();
-    for group in plan::snapshot_groups(&ready, &name) {
-        if args.dry_run {
-            say(format!("would run: {}", zfs.snapshot_cmd(&group)));
-            continue;
-        }
-        if let Err(e) = zfs.snapshot(&group) {
-            let msg = format!("cannot snapshot pool {}: {e}", group[0].dataset.pool());
-            eprintln!("zoffsite: {msg}");
-            report.errors.push(msg);
-            exit = exit.max(Exit::Partial);
-            failed_snapshot.extend(group.into_iter().map(|s| s.dataset));
-        }
-    }
-    ready.retain(|d| !failed_snapshot.contains(d));
-
-    // The source's snapshots (with the new ones and their GUIDs).
-    let source_snaps: BTreeMap<Dataset, Vec<SnapshotRow>> = {
-        let rows = if args.dry_run { Ok(before) } else { zfs.list_snapshots(&ready) };
-        match rows {
-            Ok(rows) => {
-                let mut m: BTreeMap<Dataset, Vec<SnapshotRow>> = BTreeMap::new();
-                for r in rows {
-                    m.entry(r.snapshot.dataset.clone()).or_default().push(r);
-                }
-                m
-            }
-            Err(e) => {
-                report.errors.push(format!("cannot list snapshots: {e}"));
-                eprintln!("zoffsite: cannot list snapshots: {e}");
-                return Exit::Error;
-            }
-        }
-    };
-    let mut new_snaps: Vec<SnapshotRow> = Vec::new();
-    for ds in &ready {
-        let snaps = source_snaps.get(ds).map(Vec::as_slice).unwrap_or_default();
-        match snaps.iter().find(|s| s.snapshot.name == name) {
-            Some(s) => new_snaps.push(s.clone()),
-            // A dry run has no new snapshot yet: plan with a stand-in that
-            // is newer than everything and matches no GUID on the box.
-            None if args.dry_run => new_snaps.push(SnapshotRow {
-                snapshot: ds.snapshot(&name).expect("length checked"),
-                guid: Guid::new(u64::MAX).expect("non-zero"),
-                createtxg: u64::MAX,
-            }),
-            None => {
-                let msg = format!("{ds}@{name} vanished right after it was taken; not sent");
-                eprintln!("zoffsite: {msg}");
-                report.errors.push(msg);
-                exit = exit.max(Exit::Partial);
-            }
+    let unchanged: Vec<Option<&SnapshotRow>> =
+        sel.included.iter().map(|i| plan::unchanged_since_ours(&i.row, &before)).collect();
+    let new_snaps: Vec<SnapshotRow>;
+    let source_snaps: BTreeMap<Dataset, Vec<SnapshotRow>>;
+    if !args.force_snapshot && unchanged.iter().all(Option::is_some) {
+        say("no selected dataset changed since its last zoffsite snapshot: no new snapshot".into());
+        new_snaps = unchanged.into_iter().flatten().cloned().collect();
+        source_snaps = by_dataset(before);
+    } else {
+        let taken: BTreeSet<&SnapName> = before.iter().map(|s| &s.snapshot.name).collect();
+        let name = plan::snapshot_name(now, |n| taken.contains(n));
+        report.snapshot = Some(name.clone());
+        match take_snapshots(zfs, &included, &name, before, args, &say, report, &mut exit) {
+            Some((n, s)) => (new_snaps, source_snaps) = (n, s),
+            None => return Exit::Error,
         }
     }
 
@@ -301,6 +257,87 @@ struct Sends<'a> {
     /// All of the source's snapshots of those datasets.
     source_snaps: &'a BTreeMap<Dataset, Vec<SnapshotRow>>,
     say: &'a dyn Fn(String),
+}
+
+fn by_dataset(rows: Vec<SnapshotRow>) -> BTreeMap<Dataset, Vec<SnapshotRow>> {
+    let mut m: BTreeMap<Dataset, Vec<SnapshotRow>> = BTreeMap::new();
+    for r in rows {
+        m.entry(r.snapshot.dataset.clone()).or_default().push(r);
+    }
+    m
+}
+
+/// Takes `name` on every dataset (one call per pool) and returns each
+/// dataset's new snapshot and all its snapshots. `None` when the source
+/// cannot even be listed.
+#[allow(clippy::too_many_arguments)]
+fn take_snapshots(
+    zfs: &Zfs,
+    included: &[Dataset],
+    name: &SnapName,
+    before: Vec<SnapshotRow>,
+    args: &BackupArgs,
+    say: &dyn Fn(String),
+    report: &mut Report,
+    exit: &mut Exit,
+) -> Option<(Vec<SnapshotRow>, BTreeMap<Dataset, Vec<SnapshotRow>>)> {
+    let mut ready: Vec<Dataset> = Vec::new();
+    for ds in included {
+        if ds.snapshot(name).is_err() {
+            let msg =
+                format!("{ds}: its name is too long to add @{name} (ZFS allows 255 bytes); rename it or exclude it");
+            eprintln!("zoffsite: {msg}");
+            report.errors.push(msg);
+            *exit = (*exit).max(Exit::Partial);
+        } else {
+            ready.push(ds.clone());
+        }
+    }
+    let mut failed: BTreeSet<Dataset> = BTreeSet::new();
+    for group in plan::snapshot_groups(&ready, name) {
+        if args.dry_run {
+            say(format!("would run: {}", zfs.snapshot_cmd(&group)));
+            continue;
+        }
+        if let Err(e) = zfs.snapshot(&group) {
+            let msg = format!("cannot snapshot pool {}: {e}", group[0].dataset.pool());
+            eprintln!("zoffsite: {msg}");
+            report.errors.push(msg);
+            *exit = (*exit).max(Exit::Partial);
+            failed.extend(group.into_iter().map(|s| s.dataset));
+        }
+    }
+    ready.retain(|d| !failed.contains(d));
+    let rows = if args.dry_run { Ok(before) } else { zfs.list_snapshots(&ready) };
+    let source_snaps = match rows {
+        Ok(rows) => by_dataset(rows),
+        Err(e) => {
+            report.errors.push(format!("cannot list snapshots: {e}"));
+            eprintln!("zoffsite: cannot list snapshots: {e}");
+            return None;
+        }
+    };
+    let mut new_snaps = Vec::new();
+    for ds in &ready {
+        let snaps = source_snaps.get(ds).map(Vec::as_slice).unwrap_or_default();
+        match snaps.iter().find(|s| s.snapshot.name == *name) {
+            Some(s) => new_snaps.push(s.clone()),
+            // A dry run has no new snapshot yet: plan with a stand-in that
+            // is newer than everything and matches no GUID on the box.
+            None if args.dry_run => new_snaps.push(SnapshotRow {
+                snapshot: ds.snapshot(name).expect("length checked"),
+                guid: Guid::new(u64::MAX).expect("non-zero"),
+                createtxg: u64::MAX,
+            }),
+            None => {
+                let msg = format!("{ds}@{name} vanished right after it was taken; not sent");
+                eprintln!("zoffsite: {msg}");
+                report.errors.push(msg);
+                *exit = (*exit).max(Exit::Partial);
+            }
+        }
+    }
+    Some((new_snaps, source_snaps))
 }
 
 fn to_target(
