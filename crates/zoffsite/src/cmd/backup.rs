@@ -216,7 +216,7 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     let unchanged: Vec<Option<&SnapshotRow>> =
         sel.included.iter().map(|i| plan::unchanged_since_ours(&i.row, &before)).collect();
     let new_snaps: Vec<SnapshotRow>;
-    let source_snaps: BTreeMap<Dataset, Vec<SnapshotRow>>;
+    let source_snaps: SourceSnaps;
     if !args.force_snapshot && unchanged.iter().all(Option::is_some) {
         say("no selected dataset changed since its last zoffsite snapshot: no new snapshot".into());
         new_snaps = unchanged.into_iter().flatten().cloned().collect();
@@ -255,11 +255,14 @@ struct Sends<'a> {
     /// The run's new snapshot of each dataset to send, parents first.
     new_snaps: &'a [SnapshotRow],
     /// All of the source's snapshots of those datasets.
-    source_snaps: &'a BTreeMap<Dataset, Vec<SnapshotRow>>,
+    source_snaps: &'a SourceSnaps,
     say: &'a dyn Fn(String),
 }
 
-fn by_dataset(rows: Vec<SnapshotRow>) -> BTreeMap<Dataset, Vec<SnapshotRow>> {
+/// Each dataset's snapshots on the source.
+type SourceSnaps = BTreeMap<Dataset, Vec<SnapshotRow>>;
+
+fn by_dataset(rows: Vec<SnapshotRow>) -> SourceSnaps {
     let mut m: BTreeMap<Dataset, Vec<SnapshotRow>> = BTreeMap::new();
     for r in rows {
         m.entry(r.snapshot.dataset.clone()).or_default().push(r);
@@ -280,7 +283,7 @@ fn take_snapshots(
     say: &dyn Fn(String),
     report: &mut Report,
     exit: &mut Exit,
-) -> Option<(Vec<SnapshotRow>, BTreeMap<Dataset, Vec<SnapshotRow>>)> {
+) -> Option<(Vec<SnapshotRow>, SourceSnaps)> {
     let mut ready: Vec<Dataset> = Vec::new();
     for ds in included {
         if ds.snapshot(name).is_err() {
