@@ -14,6 +14,8 @@ pub enum Exit {
     Target,
     /// Something unexpected failed locally (e.g. `zfs list` itself).
     Error,
+    /// Another run holds this config's lock; nothing was done.
+    Busy,
     /// Bad command line or configuration; nothing was done.
     Usage,
 }
@@ -26,6 +28,7 @@ impl Exit {
             Exit::Usage => 2,
             Exit::Partial => 3,
             Exit::Target => 4,
+            Exit::Busy => 5,
         }
     }
 }
@@ -43,10 +46,13 @@ mod tests {
     #[test]
     fn codes_and_precedence_match_the_docs() {
         let doc = include_str!("../../../docs/exit-codes.md");
-        for (e, code) in [(Exit::Ok, 0), (Exit::Error, 1), (Exit::Usage, 2), (Exit::Partial, 3), (Exit::Target, 4)] {
+        for (e, code) in
+            [(Exit::Ok, 0), (Exit::Error, 1), (Exit::Usage, 2), (Exit::Partial, 3), (Exit::Target, 4), (Exit::Busy, 5)]
+        {
             assert_eq!(e.code(), code);
             assert!(doc.contains(&format!("| {code} |")), "docs/exit-codes.md lacks code {code}");
         }
-        assert!(Exit::Usage > Exit::Error && Exit::Error > Exit::Target && Exit::Target > Exit::Partial);
+        assert!(Exit::Usage > Exit::Busy && Exit::Busy > Exit::Error && Exit::Error > Exit::Target);
+        assert!(Exit::Target > Exit::Partial && Exit::Partial > Exit::Ok);
     }
 }

@@ -82,6 +82,22 @@ pub fn run(args: BackupArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    // A dry run changes nothing, so it may look while a real run works.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        match zoffsite_exec::lock::acquire(&zoffsite_exec::lock::default_dir(), &args.config) {
+            Ok(l) => Some(l),
+            Err(e @ zoffsite_exec::lock::LockError::Busy { .. }) => {
+                eprintln!("zoffsite: {e}");
+                return Exit::Busy;
+            }
+            Err(e) => {
+                eprintln!("zoffsite: {e}");
+                return Exit::Error;
+            }
+        }
+    };
     let mut report = Report { dry_run: args.dry_run, ..Report::default() };
     let exit = backup(&cfg, &args, &Zfs::new(), jiff::Timestamp::now(), &mut report);
     report.exit_code = exit.code();
