@@ -21,4 +21,5 @@ pub mod names;
 pub mod parse;
 pub mod plan;
 pub mod protocol;
+pub mod retention;
 pub mod stream;

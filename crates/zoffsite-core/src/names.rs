@@ -210,6 +210,33 @@ impl Snapshot {
     }
 }
 
+/// A bookmark, `dataset#name`: a snapshot's GUID and birth time without its
+/// data, enough to be the base of an incremental send after the snapshot
+/// itself is gone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bookmark {
+    pub dataset: Dataset,
+    pub name: SnapName,
+}
+
+impl Bookmark {
+    pub fn new(s: &str) -> Result<Self, NameError> {
+        let (ds, name) = s.split_once('#').ok_or(NameError::NotSnapshot)?;
+        let b = Bookmark { dataset: Dataset::new(ds)?, name: SnapName::new(name)? };
+        let len = s.len();
+        if len > MAX_NAME_LEN {
+            return Err(NameError::TooLong { len });
+        }
+        Ok(b)
+    }
+}
+
+impl fmt::Display for Bookmark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.dataset, self.name)
+    }
+}
+
 /// A ZFS GUID: the identity of a snapshot across pools. Zero is never a
 /// valid GUID (ZFS uses 0 for "no from-snapshot" in stream headers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -375,6 +402,10 @@ mod tests {
         }
         for bad in ["", ".", "..", "a/b", "a@b", "a#b", "%x", "a\0", "ä", "a\r"] {
             assert!(SnapName::new(bad).is_err(), "snap {bad:?} must be refused");
+        }
+        assert_eq!(Bookmark::new("tank/a b#zoffsite-1").unwrap().to_string(), "tank/a b#zoffsite-1");
+        for bad in ["tank@x", "tank#", "#x", "tank#a#b", "tank/..#x"] {
+            assert!(Bookmark::new(bad).is_err(), "bookmark {bad:?} must be refused");
         }
         for bad in ["tank", "tank@", "@x", "tank@a@b", "tank/a@b/c"] {
             assert!(Snapshot::new(bad).is_err(), "snapshot {bad:?} must be refused");

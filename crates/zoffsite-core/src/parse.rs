@@ -9,7 +9,7 @@
 //! plain decimal. Each query's column list lives next to its parser (the
 //! `*_COLUMNS` constants) so the argv and the parser cannot drift apart.
 
-use crate::names::{Dataset, Guid, NameError, Snapshot};
+use crate::names::{Bookmark, Dataset, Guid, NameError, Snapshot};
 
 /// Longest line we accept from `zfs list`. Names are at most 255 bytes and
 /// the properties we ask for are short; resume tokens are the longest
@@ -106,6 +106,61 @@ pub fn snapshots(text: &str) -> Result<Vec<SnapshotRow>, ParseError> {
                 })?,
                 guid: guid(line, c[1])?,
                 createtxg: num(line, "createtxg", c[2])?,
+            })
+        })
+        .collect()
+}
+
+/// A bookmark as listed with [`SNAPSHOT_COLUMNS`] and `-t bookmark`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookmarkRow {
+    pub bookmark: Bookmark,
+    pub guid: Guid,
+    pub createtxg: u64,
+}
+
+pub fn bookmarks(text: &str) -> Result<Vec<BookmarkRow>, ParseError> {
+    rows(text, 3)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let line = i + 1;
+            Ok(BookmarkRow {
+                bookmark: Bookmark::new(c[0]).map_err(|source| ParseError::Name {
+                    line,
+                    what: "bookmark name",
+                    source,
+                })?,
+                guid: guid(line, c[1])?,
+                createtxg: num(line, "createtxg", c[2])?,
+            })
+        })
+        .collect()
+}
+
+/// A user hold as listed by `zfs holds -H -p`: snapshot, tag, time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRow {
+    pub snapshot: Snapshot,
+    pub tag: String,
+}
+
+pub fn holds(text: &str) -> Result<Vec<HoldRow>, ParseError> {
+    rows(text, 3)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let line = i + 1;
+            if c[1].is_empty() || c[1].len() > 255 || c[1].chars().any(char::is_control) {
+                return Err(ParseError::Value { line, what: "hold tag", value: c[1].chars().take(64).collect() });
+            }
+            Ok(HoldRow {
+                snapshot: Snapshot::new(c[0]).map_err(|source| ParseError::Name {
+                    line,
+                    what: "snapshot name",
+                    source,
+                })?,
+                tag: c[1].to_owned(),
             })
         })
         .collect()
@@ -281,6 +336,17 @@ mod tests {
     }
 
     #[test]
+    fn parses_bookmarks_and_holds() {
+        let b = bookmarks("tank/a#zoffsite-1\t77\t12\n").unwrap();
+        assert_eq!((b[0].bookmark.to_string(), b[0].guid.get(), b[0].createtxg), ("tank/a#zoffsite-1".into(), 77, 12));
+        assert!(bookmarks("tank/a@zoffsite-1\t77\t12\n").is_err(), "a snapshot is not a bookmark");
+        let h = holds("tank/a@zoffsite-1\tzoffsite-friend\t1764142200\n").unwrap();
+        assert_eq!((h[0].snapshot.to_string(), h[0].tag.as_str()), ("tank/a@zoffsite-1".into(), "zoffsite-friend"));
+        assert!(holds("tank/a@s\t\t1\n").is_err());
+        assert!(holds("tank/a@s\tt\x1b[2J\t1\n").is_err());
+    }
+
+    #[test]
     fn single_guid_wants_one_row() {
         assert_eq!(single_guid("123\n").unwrap().get(), 123);
         assert_eq!(single_guid("1\n2\n"), Err(ParseError::RowCount(2)));
@@ -294,6 +360,8 @@ mod tests {
             let _ = datasets(&s);
             let _ = receiver_datasets(&s);
             let _ = single_guid(&s);
+            let _ = bookmarks(&s);
+            let _ = holds(&s);
         }
 
         #[test]

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::config::Source;
 use crate::names::{Dataset, Guid, SnapName, Snapshot};
-use crate::parse::{DatasetRow, SnapshotRow, BACKUP_PROPERTY};
+use crate::parse::{BookmarkRow, DatasetRow, SnapshotRow, BACKUP_PROPERTY};
 use crate::protocol::RemoteDataset;
 
 /// Prefix of every snapshot zoffsite makes (and the only ones it will ever
@@ -199,8 +199,11 @@ pub fn snapshot_groups(datasets: &[Dataset], name: &SnapName) -> Vec<Vec<Snapsho
 pub enum Send {
     /// The box has nothing of this dataset.
     Full { to: SnapshotRef },
-    /// From the box's newest snapshot, which the source also has.
-    Incremental { from: SnapshotRef, to: SnapshotRef },
+    /// From the box's newest snapshot, which the source also has (as a
+    /// snapshot, or only as a bookmark). `intermediates` counts the source
+    /// snapshots between the two, which go along in one `-I` stream; from a
+    /// bookmark they cannot (`-I` needs a snapshot) and are skipped.
+    Incremental { from: SnapshotRef, to: SnapshotRef, base: BaseKind, intermediates: u32 },
     /// The box already holds the snapshot.
     UpToDate { at: SnapshotRef },
 }
@@ -212,6 +215,15 @@ impl Send {
             Send::UpToDate { at } => at,
         }
     }
+}
+
+/// What the incremental base is on the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaseKind {
+    Snapshot,
+    /// The snapshot is gone; its bookmark (same GUID) still anchors the chain.
+    Bookmark,
 }
 
 /// A snapshot with its GUID: the GUID is the identity, the name is for
@@ -242,11 +254,12 @@ pub enum Blocked {
     ParentFailed(Dataset),
 }
 
-/// Decides the send for `dataset` given its new snapshot and all its
-/// snapshots on the source, and what the box reported.
+/// Decides the send for `dataset` given its new snapshot, all its snapshots
+/// and bookmarks on the source, and what the box reported.
 pub fn plan_send(
     new: &SnapshotRow,
     source_snaps: &[SnapshotRow],
+    source_bookmarks: &[BookmarkRow],
     remote: Option<&RemoteDataset>,
     box_dataset: &Dataset,
 ) -> Result<Send, Blocked> {
@@ -264,12 +277,24 @@ pub fn plan_send(
     if newest.guid == new.guid {
         return Ok(Send::UpToDate { at: to });
     }
-    match source_snaps.iter().find(|s| s.guid == newest.guid) {
-        Some(base) if base.createtxg < new.createtxg => {
-            Ok(Send::Incremental { from: SnapshotRef { name: base.snapshot.name.clone(), guid: base.guid }, to })
-        }
-        _ => Err(Blocked::Diverged { box_newest: newest.name.clone(), guid: newest.guid }),
+    if let Some(base) = source_snaps.iter().find(|s| s.guid == newest.guid && s.createtxg < new.createtxg) {
+        let between = source_snaps.iter().filter(|s| s.createtxg > base.createtxg && s.createtxg < new.createtxg);
+        return Ok(Send::Incremental {
+            from: SnapshotRef { name: base.snapshot.name.clone(), guid: base.guid },
+            to,
+            base: BaseKind::Snapshot,
+            intermediates: u32::try_from(between.count()).unwrap_or(u32::MAX),
+        });
     }
+    if let Some(bm) = source_bookmarks.iter().find(|b| b.guid == newest.guid && b.createtxg < new.createtxg) {
+        return Ok(Send::Incremental {
+            from: SnapshotRef { name: bm.bookmark.name.clone(), guid: bm.guid },
+            to,
+            base: BaseKind::Bookmark,
+            intermediates: 0,
+        });
+    }
+    Err(Blocked::Diverged { box_newest: newest.name.clone(), guid: newest.guid })
 }
 
 /// The nearest selected ancestor of `ds` that failed in this run, if any:
@@ -432,45 +457,75 @@ mod tests {
         let src = [snap("tank/data@zoffsite-1", 10, 100), snap("tank/data@zoffsite-2", 20, 200), new.clone()];
         // Box has nothing: full.
         assert_eq!(
-            plan_send(&new, &src, None, &bd),
+            plan_send(&new, &src, &[], None, &bd),
             Ok(Send::Full { to: SnapshotRef { name: new.snapshot.name.clone(), guid: new.guid } })
         );
         // Box's newest (by its own txg) is guid 20: incremental from @zoffsite-2.
         let r = remote(&[("zoffsite-2", 20, 9), ("zoffsite-1", 10, 5)]);
-        match plan_send(&new, &src, Some(&r), &bd).unwrap() {
-            Send::Incremental { from, to } => {
+        match plan_send(&new, &src, &[], Some(&r), &bd).unwrap() {
+            Send::Incremental { from, to, base, intermediates } => {
                 assert_eq!((from.name.as_str(), from.guid.get()), ("zoffsite-2", 20));
                 assert_eq!(to.guid.get(), 30);
+                assert_eq!((base, intermediates), (BaseKind::Snapshot, 0));
             }
             other => panic!("{other:?}"),
         }
         // Same name, different GUID: a different snapshot, so a divergence.
         let r = remote(&[("zoffsite-2", 99, 9)]);
         assert_eq!(
-            plan_send(&new, &src, Some(&r), &bd),
+            plan_send(&new, &src, &[], Some(&r), &bd),
             Err(Blocked::Diverged { box_newest: SnapName::new("zoffsite-2").unwrap(), guid: Guid::new(99).unwrap() })
         );
         // A renamed snapshot with a known GUID is still a valid base.
         let r = remote(&[("renamed", 10, 9)]);
         assert!(
-            matches!(plan_send(&new, &src, Some(&r), &bd), Ok(Send::Incremental { from, .. }) if from.name.as_str() == "zoffsite-1")
+            matches!(plan_send(&new, &src, &[], Some(&r), &bd), Ok(Send::Incremental { from, .. }) if from.name.as_str() == "zoffsite-1")
         );
         // The box already holds the new snapshot.
         let r = remote(&[("zoffsite-3", 30, 12)]);
-        assert!(matches!(plan_send(&new, &src, Some(&r), &bd), Ok(Send::UpToDate { .. })));
+        assert!(matches!(plan_send(&new, &src, &[], Some(&r), &bd), Ok(Send::UpToDate { .. })));
         // Box newest is an older common snapshot than another box snapshot that
         // is unknown: the box's newest decides, so this is a divergence.
         let r = remote(&[("zoffsite-2", 20, 9), ("boxmade", 77, 10)]);
-        assert!(matches!(plan_send(&new, &src, Some(&r), &bd), Err(Blocked::Diverged { .. })));
+        assert!(matches!(plan_send(&new, &src, &[], Some(&r), &bd), Err(Blocked::Diverged { .. })));
         // Existing dataset without snapshots, and partial state.
-        assert_eq!(plan_send(&new, &src, Some(&remote(&[])), &bd), Err(Blocked::NoCommonSnapshot));
+        assert_eq!(plan_send(&new, &src, &[], Some(&remote(&[])), &bd), Err(Blocked::NoCommonSnapshot));
         let mut r = remote(&[("zoffsite-2", 20, 9)]);
         r.resume_token = Some("1-ab-cd-ef".into());
-        assert!(matches!(plan_send(&new, &src, Some(&r), &bd), Err(Blocked::PartialReceive { .. })));
+        assert!(matches!(plan_send(&new, &src, &[], Some(&r), &bd), Err(Blocked::PartialReceive { .. })));
         // A dataset that the box reports as absent is a full send.
         let mut r = remote(&[]);
         r.exists = false;
-        assert!(matches!(plan_send(&new, &src, Some(&r), &bd), Ok(Send::Full { .. })));
+        assert!(matches!(plan_send(&new, &src, &[], Some(&r), &bd), Ok(Send::Full { .. })));
+    }
+
+    #[test]
+    fn pending_snapshots_go_in_one_stream_and_bookmarks_anchor_the_chain() {
+        let bd = ds("offsite/home/tank/data");
+        let new = snap("tank/data@zoffsite-5", 50, 500);
+        let src: Vec<SnapshotRow> =
+            (1..=5).map(|i| snap(&format!("tank/data@zoffsite-{i}"), i * 10, i * 100)).collect();
+        // The box was away since @zoffsite-2: 3 and 4 are pending.
+        let r = remote(&[("zoffsite-2", 20, 9)]);
+        assert!(matches!(
+            plan_send(&new, &src, &[], Some(&r), &bd),
+            Ok(Send::Incremental { intermediates: 2, base: BaseKind::Snapshot, .. })
+        ));
+        // Retention destroyed @zoffsite-2 on the source; its bookmark remains.
+        let src_left: Vec<SnapshotRow> = src.iter().filter(|s| s.guid.get() != 20).cloned().collect();
+        let bms = [BookmarkRow {
+            bookmark: crate::names::Bookmark::new("tank/data#zoffsite-2").unwrap(),
+            guid: Guid::new(20).unwrap(),
+            createtxg: 200,
+        }];
+        match plan_send(&new, &src_left, &bms, Some(&r), &bd).unwrap() {
+            Send::Incremental { from, base: BaseKind::Bookmark, intermediates: 0, .. } => {
+                assert_eq!(from.name.as_str(), "zoffsite-2")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without the bookmark, that is a divergence, reported, never forced.
+        assert!(matches!(plan_send(&new, &src_left, &[], Some(&r), &bd), Err(Blocked::Diverged { .. })));
     }
 
     #[test]

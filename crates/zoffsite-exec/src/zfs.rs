@@ -17,7 +17,7 @@
 use std::ffi::OsString;
 
 use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
-use zoffsite_core::parse::{self, DatasetRow, ParseError, ReceiverRow, SnapshotRow};
+use zoffsite_core::parse::{self, BookmarkRow, DatasetRow, HoldRow, ParseError, ReceiverRow, SnapshotRow};
 
 use crate::process::{self, Cmd, ExecError, Output};
 
@@ -56,6 +56,17 @@ impl ZfsError {
             ZfsError::Failed { cmd: cmd.to_string(), stderr }
         }
     }
+}
+
+/// What an incremental send starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFrom {
+    /// `-i DS@FROM`: one snapshot's changes.
+    Snapshot,
+    /// `-I DS@FROM`: every snapshot in between too, as one stream.
+    SnapshotWithIntermediates,
+    /// `-i DS#FROM`: from a bookmark (the snapshot itself is gone).
+    Bookmark,
 }
 
 /// The zfs command-line tool.
@@ -177,16 +188,58 @@ impl Zfs {
         self.run_ok(&cmd, || format!("parent of {ds}")).map(drop)
     }
 
-    /// `zfs send -w [-i FROM] SNAPSHOT`: the only way zoffsite sends. Raw
-    /// means the blocks leave exactly as they are on disk, encrypted; the
-    /// caller has already refused datasets whose `encryption` is `off`
-    /// (for those, `-w` would send plaintext).
-    pub fn send_raw(&self, snap: &Snapshot, from: Option<&SnapName>) -> Cmd {
+    /// `zfs send -w [-i FROM | -I FROM] SNAPSHOT`: the only way zoffsite
+    /// sends. Raw means the blocks leave exactly as they are on disk,
+    /// encrypted; the caller has already refused datasets whose
+    /// `encryption` is `off` (for those, `-w` would send plaintext).
+    pub fn send_raw(&self, snap: &Snapshot, from: Option<(&SnapName, SendFrom)>) -> Cmd {
         let mut c = self.cmd().args(["send", "-w"]);
-        if let Some(f) = from {
-            c = c.arg("-i").arg(format!("{}@{}", snap.dataset, f));
+        match from {
+            None => {}
+            Some((f, SendFrom::Snapshot)) => c = c.arg("-i").arg(format!("{}@{f}", snap.dataset)),
+            Some((f, SendFrom::SnapshotWithIntermediates)) => c = c.arg("-I").arg(format!("{}@{f}", snap.dataset)),
+            Some((f, SendFrom::Bookmark)) => c = c.arg("-i").arg(format!("{}#{f}", snap.dataset)),
         }
         c.arg(snap.to_string())
+    }
+
+    /// Bookmarks under these datasets (`-d 1`: their own).
+    pub fn list_bookmarks(&self, datasets: &[Dataset]) -> Result<Vec<BookmarkRow>, ZfsError> {
+        if datasets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = self
+            .cmd()
+            .args(["list", "-H", "-p", "-d", "1", "-t", "bookmark", "-o", parse::SNAPSHOT_COLUMNS])
+            .args(datasets.iter().map(|d| d.as_str()));
+        let out = self.run_ok(&cmd, || "a selected dataset".into())?;
+        Self::parsed(&cmd, &out, parse::bookmarks)
+    }
+
+    /// `zfs bookmark DS@NAME DS#NAME`.
+    pub fn bookmark(&self, snap: &Snapshot) -> Result<(), ZfsError> {
+        let cmd = self.cmd().arg("bookmark").arg(snap.to_string()).arg(format!("{}#{}", snap.dataset, snap.name));
+        self.run_ok(&cmd, || format!("snapshot {snap}")).map(drop)
+    }
+
+    /// The user holds on these snapshots.
+    pub fn holds(&self, snaps: &[Snapshot]) -> Result<Vec<HoldRow>, ZfsError> {
+        if snaps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = self.cmd().args(["holds", "-H", "-p"]).args(snaps.iter().map(|s| s.to_string()));
+        let out = self.run_ok(&cmd, || "a snapshot".into())?;
+        Self::parsed(&cmd, &out, parse::holds)
+    }
+
+    pub fn hold(&self, tag: &str, snaps: &[Snapshot]) -> Result<(), ZfsError> {
+        let cmd = self.cmd().arg("hold").arg(tag).args(snaps.iter().map(|s| s.to_string()));
+        self.run_ok(&cmd, || "a snapshot to hold".into()).map(drop)
+    }
+
+    pub fn release(&self, tag: &str, snaps: &[Snapshot]) -> Result<(), ZfsError> {
+        let cmd = self.cmd().arg("release").arg(tag).args(snaps.iter().map(|s| s.to_string()));
+        self.run_ok(&cmd, || "a held snapshot".into()).map(drop)
     }
 
     /// `zfs receive -u -s TARGET`: never `-F` (which could destroy the box's
@@ -216,9 +269,18 @@ mod tests {
         let z = Zfs::with_binary("zfs");
         let snap = Snapshot::new("tank/my data@zoffsite-2").unwrap();
         assert_eq!(z.send_raw(&snap, None).argv(), ["zfs", "send", "-w", "tank/my data@zoffsite-2"]);
+        let one = SnapName::new("zoffsite-1").unwrap();
         assert_eq!(
-            z.send_raw(&snap, Some(&SnapName::new("zoffsite-1").unwrap())).argv(),
+            z.send_raw(&snap, Some((&one, SendFrom::Snapshot))).argv(),
             ["zfs", "send", "-w", "-i", "tank/my data@zoffsite-1", "tank/my data@zoffsite-2"]
+        );
+        assert_eq!(
+            z.send_raw(&snap, Some((&one, SendFrom::SnapshotWithIntermediates))).argv(),
+            ["zfs", "send", "-w", "-I", "tank/my data@zoffsite-1", "tank/my data@zoffsite-2"]
+        );
+        assert_eq!(
+            z.send_raw(&snap, Some((&one, SendFrom::Bookmark))).argv(),
+            ["zfs", "send", "-w", "-i", "tank/my data#zoffsite-1", "tank/my data@zoffsite-2"]
         );
         let r = z.receive_append(&ds("offsite/home/tank/my data")).argv();
         assert_eq!(r, ["zfs", "receive", "-u", "-s", "offsite/home/tank/my data"]);

@@ -521,3 +521,41 @@ fn unchanged_run_takes_no_snapshot() {
     assert!(json(&out)["snapshot"].is_string());
     assert_eq!(w.snapshots(&w.offsite).len(), before.1.len() + 2);
 }
+
+/// After each confirmed transfer the source keeps what the next incremental
+/// needs: a bookmark and the target's hold, moved to the newest snapshot.
+/// When the base snapshot is destroyed anyway, the bookmark carries on.
+#[test]
+#[ignore = "needs root and real OpenZFS: run `make e2e`"]
+fn holds_and_bookmarks_keep_the_chain() {
+    let w = World::new();
+    let data = format!("{}/data", w.tank);
+    w.create_encrypted(&data);
+    let cfg = w.config(&[&data], &[]);
+    let first = json(&w.backup(&cfg, &["--json"]));
+    let s1 = format!("{data}@{}", first["snapshot"].as_str().unwrap());
+    let holds = |snap: &str| zfs(&["holds", "-H", snap]);
+    assert!(holds(&s1).contains("zoffsite-friend"), "{}", holds(&s1));
+    w.write(&data, "f", b"1");
+    let second = json(&w.backup(&cfg, &["--json"]));
+    let s2 = format!("{data}@{}", second["snapshot"].as_str().unwrap());
+    assert!(!holds(&s1).contains("zoffsite-friend"), "old hold released: {}", holds(&s1));
+    assert!(holds(&s2).contains("zoffsite-friend"));
+    let bms = zfs(&["list", "-H", "-t", "bookmark", "-o", "name", "-d", "1", &data]);
+    assert!(bms.contains(&s1.replace('@', "#")) && bms.contains(&s2.replace('@', "#")), "{bms}");
+
+    // The base is destroyed on the source (hold released by hand first).
+    ok(&["zfs", "release", "zoffsite-friend", &s2]);
+    ok(&["zfs", "destroy", &s2]);
+    w.write(&data, "g", b"2");
+    let out = w.backup(&cfg, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let third = json(&out);
+    let d = &third["targets"][0]["datasets"][0];
+    assert_eq!(d["send"]["kind"], "incremental", "{d}");
+    assert_eq!(d["send"]["base"], "bookmark", "{d}");
+    let s3 = format!("{data}@{}", third["snapshot"].as_str().unwrap());
+    let boxed = w.snapshots(&w.offsite);
+    assert_eq!(boxed.get(&format!("{}/{s3}", w.root)), w.snapshots(&w.tank).get(&s3));
+    assert!(boxed.contains_key(&format!("{}/{s2}", w.root)), "the box keeps what the source destroyed");
+}

@@ -21,13 +21,13 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Serialize;
 use zoffsite_core::config::{Config, Target};
-use zoffsite_core::names::{Dataset, Guid, SnapName};
-use zoffsite_core::parse::SnapshotRow;
-use zoffsite_core::plan::{self, Send, Skip};
+use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
+use zoffsite_core::parse::{BookmarkRow, SnapshotRow};
+use zoffsite_core::plan::{self, BaseKind, Send, Skip};
 use zoffsite_core::protocol::RemoteDataset;
 use zoffsite_exec::process::Running;
 use zoffsite_exec::remote::{RemoteError, Session};
-use zoffsite_exec::zfs::{Zfs, ZfsError};
+use zoffsite_exec::zfs::{SendFrom, Zfs, ZfsError};
 
 use crate::cli::BackupArgs;
 use crate::exit::Exit;
@@ -248,7 +248,15 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     }
 
     // 4. Each target on its own: one failing does not stop the others.
-    let ctx = Sends { zfs, args, new_snaps: &new_snaps, source_snaps: &source_snaps, say: &say };
+    let bookmarks = match zfs.list_bookmarks(&included) {
+        Ok(b) => b,
+        Err(e) => {
+            report.errors.push(format!("cannot list bookmarks: {e}"));
+            eprintln!("zoffsite: cannot list bookmarks: {e}");
+            return Exit::Error;
+        }
+    };
+    let ctx = Sends { zfs, args, new_snaps: &new_snaps, source_snaps: &source_snaps, bookmarks: &bookmarks, say: &say };
     for (target, session, remote) in connected {
         let (tr, texit) = to_target(&ctx, target, session, remote);
         exit = exit.max(texit);
@@ -272,6 +280,7 @@ struct Sends<'a> {
     new_snaps: &'a [SnapshotRow],
     /// All of the source's snapshots of those datasets.
     source_snaps: &'a SourceSnaps,
+    bookmarks: &'a [BookmarkRow],
     say: &'a dyn Fn(String),
 }
 
@@ -365,10 +374,12 @@ fn to_target(
     mut session: Session,
     remote: BTreeMap<Dataset, RemoteDataset>,
 ) -> (TargetReport, Exit) {
-    let Sends { zfs, args, new_snaps, source_snaps, say } = *ctx;
+    let Sends { zfs, args, new_snaps, source_snaps, bookmarks, say } = *ctx;
     let mut tr = TargetReport { name: target.name.clone(), error: None, datasets: Vec::new() };
     let mut exit = Exit::Ok;
     let mut failed: BTreeSet<Dataset> = BTreeSet::new();
+    // Snapshots the box now provably holds: the next incremental's bases.
+    let mut confirmed: Vec<&SnapshotRow> = Vec::new();
     for new in new_snaps {
         let ds = &new.snapshot.dataset;
         if let Some(p) = plan::failed_ancestor(ds, &failed) {
@@ -379,7 +390,8 @@ fn to_target(
         }
         let box_ds = session.root.join(ds).unwrap_or_else(|_| session.root.clone());
         let snaps = source_snaps.get(ds).map(Vec::as_slice).unwrap_or_default();
-        let send = match plan::plan_send(new, snaps, remote.get(ds), &box_ds) {
+        let bms: Vec<BookmarkRow> = bookmarks.iter().filter(|b| b.bookmark.dataset == *ds).cloned().collect();
+        let send = match plan::plan_send(new, snaps, &bms, remote.get(ds), &box_ds) {
             Ok(s) => s,
             Err(b) => {
                 record_failure(&mut tr, &mut failed, &target.name, ds, None, b.to_string());
@@ -391,12 +403,20 @@ fn to_target(
             Send::UpToDate { at } => {
                 say(format!("{}: {ds}: box already holds {at}", target.name));
                 tr.datasets.push(DatasetReport::done(ds, "ok", send, Some(0)));
+                confirmed.push(new);
                 continue;
             }
             Send::Full { .. } => (None, None),
-            Send::Incremental { from, .. } => (Some(from.name.clone()), Some(from.guid)),
+            Send::Incremental { from, base, intermediates, .. } => {
+                let kind = match (base, intermediates) {
+                    (BaseKind::Bookmark, _) => SendFrom::Bookmark,
+                    (BaseKind::Snapshot, 0) => SendFrom::Snapshot,
+                    (BaseKind::Snapshot, _) => SendFrom::SnapshotWithIntermediates,
+                };
+                (Some((from.name.clone(), kind)), Some(from.guid))
+            }
         };
-        let cmd = zfs.send_raw(&new.snapshot, from.as_ref());
+        let cmd = zfs.send_raw(&new.snapshot, from.as_ref().map(|(n, k)| (n, *k)));
         if args.dry_run {
             say(format!("{}: {ds}: would send {} ({cmd})", target.name, describe(&send)));
             tr.datasets.push(DatasetReport::done(ds, "planned", send, None));
@@ -426,6 +446,7 @@ fn to_target(
                     human_bytes(bytes)
                 ));
                 tr.datasets.push(DatasetReport::done(ds, "ok", send, Some(bytes)));
+                confirmed.push(new);
             }
             Ok((guid, _)) => {
                 record_failure(
@@ -451,12 +472,66 @@ fn to_target(
                 record_failure(&mut tr, &mut failed, &target.name, ds, Some(send), e.to_string());
                 let msg = format!("target {}: {e}", target.name);
                 tr.error = Some(msg);
-                return (tr, Exit::Target);
+                exit = Exit::Target;
+                break;
             }
         }
     }
     session.close();
+    if !args.dry_run {
+        if let Err(e) = anchor_chain(zfs, &target.name, &confirmed, source_snaps, bookmarks) {
+            let msg = format!("target {}: could not protect the next incremental's base: {e}", target.name);
+            eprintln!("zoffsite: {msg}");
+            tr.error.get_or_insert(msg);
+            exit = exit.max(Exit::Partial);
+        }
+    }
     (tr, exit)
+}
+
+/// The hold tag that keeps `target`'s incremental base on the source.
+pub fn hold_tag(target: &str) -> String {
+    format!("zoffsite-{target}")
+}
+
+/// Keeps the next incremental possible for every `confirmed` snapshot (the
+/// newest the target holds): a bookmark of it, which survives the
+/// snapshot's destruction, and the target's hold on it, which stops the
+/// snapshot being destroyed at all. The new hold is placed before the old
+/// ones are released, so the base is never unprotected.
+fn anchor_chain(
+    zfs: &Zfs,
+    target: &str,
+    confirmed: &[&SnapshotRow],
+    source_snaps: &SourceSnaps,
+    bookmarks: &[BookmarkRow],
+) -> Result<(), ZfsError> {
+    for s in confirmed {
+        if !bookmarks.iter().any(|b| b.guid == s.guid && b.bookmark.dataset == s.snapshot.dataset) {
+            zfs.bookmark(&s.snapshot)?;
+        }
+    }
+    let tag = hold_tag(target);
+    let ours: Vec<Snapshot> = confirmed
+        .iter()
+        .flat_map(|c| source_snaps.get(&c.snapshot.dataset).into_iter().flatten())
+        .filter(|s| s.snapshot.name.as_str().starts_with(plan::SNAPSHOT_PREFIX))
+        .map(|s| s.snapshot.clone())
+        .collect();
+    let mut held = Vec::new();
+    for chunk in ours.chunks(500) {
+        held.extend(zfs.holds(chunk)?.into_iter().filter(|h| h.tag == tag).map(|h| h.snapshot));
+    }
+    let keep: BTreeSet<&Snapshot> = confirmed.iter().map(|c| &c.snapshot).collect();
+    let to_hold: Vec<Snapshot> = keep.iter().filter(|s| !held.contains(s)).map(|s| (*s).clone()).collect();
+    let to_release: Vec<Snapshot> = held.into_iter().filter(|s| !keep.contains(s)).collect();
+    for chunk in to_hold.chunks(500) {
+        zfs.hold(&tag, chunk)?;
+    }
+    for chunk in to_release.chunks(500) {
+        zfs.release(&tag, chunk)?;
+    }
+    Ok(())
 }
 
 impl DatasetReport {
@@ -481,7 +556,13 @@ fn record_failure(
 fn describe(send: &Send) -> String {
     match send {
         Send::Full { to } => format!("full {to}"),
-        Send::Incremental { from, to } => format!("incremental {from} -> {to}"),
+        Send::Incremental { from, to, base: BaseKind::Bookmark, .. } => {
+            format!("incremental from bookmark #{} (guid {}) -> {to}", from.name, from.guid)
+        }
+        Send::Incremental { from, to, intermediates: 0, .. } => format!("incremental {from} -> {to}"),
+        Send::Incremental { from, to, intermediates, .. } => {
+            format!("incremental {from} -> {to} with {intermediates} snapshots in between")
+        }
         Send::UpToDate { at } => format!("nothing (already at {at})"),
     }
 }
