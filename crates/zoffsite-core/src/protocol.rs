@@ -25,7 +25,9 @@
 //!    record against the request before `zfs receive` sees a byte, then
 //!    answers `Received{guid}` or `Error`. If it fails early it answers at
 //!    once and discards frames until `E`, so the source can stop sending.
-//! 4. `Bye`, or end of input.
+//!    With `resume: true` the stream is a `zfs send -t` continuation.
+//! 4. `Abort{dataset}` → `Aborted`: discards a partial receive (only that).
+//! 5. `Bye`, or end of input.
 //!
 //! Both sides treat the other's messages as hostile: sizes are bounded
 //! before allocation, names are parsed into validated types by serde, and
@@ -170,12 +172,21 @@ pub enum Request {
     List {
         datasets: Vec<Dataset>,
     },
-    /// Followed by the stream as `D` frames and one `E`.
+    /// Followed by the stream as `D` frames and one `E`. With `resume`, the
+    /// stream continues the dataset's partial receive (`zfs send -t`), and
+    /// its BEGIN record must say so.
     Receive {
         dataset: Dataset,
         snapshot: SnapName,
         guid: Guid,
         from: Option<Guid>,
+        #[serde(default)]
+        resume: bool,
+    },
+    /// Discards the dataset's partial-receive state (`zfs receive -A`): the
+    /// one destructive request, limited to partial state under the root.
+    Abort {
+        dataset: Dataset,
     },
     Bye,
 }
@@ -186,6 +197,7 @@ pub enum Response {
     Hello { protocol: String, version: u32, server: String, root: Dataset },
     Listing { datasets: Vec<RemoteDataset> },
     Received { dataset: Dataset, snapshot: SnapName, guid: Guid },
+    Aborted { dataset: Dataset },
     Error { code: ErrorCode, message: String },
 }
 
@@ -298,6 +310,7 @@ mod tests {
             snapshot: SnapName::new("zoffsite-1").unwrap(),
             guid: Guid::new(5).unwrap(),
             from: None,
+            resume: false,
         };
         write_msg(&mut buf, &req).unwrap();
         write_data(&mut buf, &vec![7u8; MAX_DATA_LEN + 10]).unwrap();

@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
 use zoffsite_core::config::Target;
-use zoffsite_core::names::{Dataset, Guid, SnapName};
+use zoffsite_core::names::{Dataset, Guid};
 use zoffsite_core::protocol::{
     self, ErrorCode, ProtoError, RemoteDataset, Request, Response, MAX_ERROR_TEXT, MAX_LIST_DATASETS, MAX_RESPONSE_LEN,
     PROTOCOL_NAME, PROTOCOL_VERSION,
@@ -188,20 +188,25 @@ impl Session {
         Ok(all)
     }
 
-    /// Streams `send` (a running `zfs send -w`) into the box as `dataset`'s
-    /// snapshot `snapshot` and returns the GUID the box reports for it.
-    /// Returns the number of stream bytes sent alongside.
-    pub fn receive(
-        &mut self,
-        dataset: &Dataset,
-        snapshot: &SnapName,
-        guid: Guid,
-        from: Option<Guid>,
-        mut send: Running,
-    ) -> Result<(Guid, u64), RemoteError> {
-        if let Err(e) =
-            self.send(&Request::Receive { dataset: dataset.clone(), snapshot: snapshot.clone(), guid, from })
-        {
+    /// Discards the box's partial receive of `dataset`.
+    pub fn abort(&mut self, dataset: &Dataset) -> Result<(), RemoteError> {
+        self.send(&Request::Abort { dataset: dataset.clone() })?;
+        match self.recv(REPLY_TIMEOUT)? {
+            Response::Aborted { dataset: d } if d == *dataset => Ok(()),
+            other => Err(self.violation(format!("unexpected answer to an abort: {:?}", short(&other)))),
+        }
+    }
+
+    /// Streams `send` (a running `zfs send -w`, or `-w -t` with `resume`)
+    /// into the box as `dataset`'s snapshot `snapshot` and returns the GUID
+    /// the box reports for it, with the number of stream bytes sent.
+    pub fn receive(&mut self, req: Request, mut send: Running) -> Result<(Guid, u64), RemoteError> {
+        let Request::Receive { dataset, snapshot, .. } = &req else {
+            let _ = send.kill();
+            return Err(self.violation("internal: receive() needs a receive request".into()));
+        };
+        let (dataset, snapshot) = (dataset.clone(), snapshot.clone());
+        if let Err(e) = self.send(&req) {
             let _ = send.kill();
             return Err(e);
         }
@@ -269,7 +274,7 @@ impl Session {
             Err(e) => return Err(RemoteError::Send(ZfsError::Exec(e))),
         }
         match reply? {
-            Response::Received { dataset: d, snapshot: s, guid: g } if d == *dataset && s == *snapshot => Ok((g, sent)),
+            Response::Received { dataset: d, snapshot: s, guid: g } if d == dataset && s == snapshot => Ok((g, sent)),
             other => Err(self.violation(format!("unexpected answer to a receive: {:?}", short(&other)))),
         }
     }

@@ -248,6 +248,27 @@ impl Zfs {
         self.cmd().args(["receive", "-u", "-s"]).arg(target.as_str())
     }
 
+    /// `zfs receive -A TARGET`: discards partial-receive state, nothing else.
+    pub fn abort_receive(&self, target: &Dataset) -> Result<(), ZfsError> {
+        let cmd = self.cmd().args(["receive", "-A"]).arg(target.as_str());
+        self.run_ok(&cmd, || format!("partial receive state of {target}")).map(drop)
+    }
+
+    /// `zfs send -w -t TOKEN`: resumes a raw send. `-w` is passed although
+    /// the token says whether the stream is raw, because the token comes
+    /// from the box: a forged token without `rawok` must fail, not send
+    /// plaintext.
+    pub fn send_resume(&self, token: &str) -> Cmd {
+        self.cmd().args(["send", "-w", "-t", token])
+    }
+
+    /// `zfs send -n -v -t TOKEN`: decodes a resume token without sending.
+    pub fn describe_token(&self, token: &str) -> Result<String, ZfsError> {
+        let cmd = self.cmd().args(["send", "-n", "-v", "-t", token]);
+        let out = self.run_ok(&cmd, || "the snapshot the resume token names".into())?;
+        Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), out.stderr))
+    }
+
     /// Classifies a failed `zfs send`/`zfs receive` run.
     pub fn stream_error(cmd: &Cmd, target: &str, out: Output) -> ZfsError {
         ZfsError::classify(cmd, || target.to_owned(), out)

@@ -24,7 +24,7 @@ use zoffsite_core::config::{Config, Target};
 use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
 use zoffsite_core::parse::{BookmarkRow, SnapshotRow};
 use zoffsite_core::plan::{self, BaseKind, Send, Skip};
-use zoffsite_core::protocol::RemoteDataset;
+use zoffsite_core::protocol::{RemoteDataset, Request};
 use zoffsite_exec::process::Running;
 use zoffsite_exec::remote::{RemoteError, Session};
 use zoffsite_exec::zfs::{SendFrom, Zfs, ZfsError};
@@ -437,7 +437,16 @@ fn to_target(
                 continue;
             }
         };
-        match session.receive(ds, &new.snapshot.name, new.guid, from_guid, running) {
+        match session.receive(
+            Request::Receive {
+                dataset: ds.clone(),
+                snapshot: new.snapshot.name.clone(),
+                guid: new.guid,
+                from: from_guid,
+                resume: false,
+            },
+            running,
+        ) {
             Ok((guid, bytes)) if guid == new.guid => {
                 say(format!(
                     "{}: {ds}: sent {}, {}; the box holds it with the same GUID",

@@ -131,7 +131,16 @@ impl<R: Read, W: Write> Server<R, W> {
                     };
                     r?;
                 }
-                Request::Receive { dataset, snapshot, guid, from } => self.receive(&dataset, &snapshot, guid, from)?,
+                Request::Receive { dataset, snapshot, guid, from, resume } => {
+                    self.receive(&dataset, &snapshot, guid, from, resume)?
+                }
+                Request::Abort { dataset } => {
+                    let r = match self.abort(&dataset) {
+                        Ok(()) => self.reply(&Response::Aborted { dataset }),
+                        Err(rej) => self.reject(rej),
+                    };
+                    r?;
+                }
                 Request::Bye => return Ok(()),
             }
         }
@@ -216,7 +225,28 @@ impl<R: Read, W: Write> Server<R, W> {
 
     /// Handles one `Receive` and its stream. Exactly one answer is sent,
     /// and the stream is always consumed up to its `E` frame.
-    fn receive(&mut self, dataset: &Dataset, snapshot: &SnapName, guid: Guid, from: Option<Guid>) -> Result<(), Fatal> {
+    /// Discards partial-receive state of one dataset under the root, and
+    /// only if it has some: this cannot touch received snapshots.
+    fn abort(&mut self, dataset: &Dataset) -> Result<(), Reject> {
+        let target = self.root.join(dataset).map_err(|e| Reject::new(ErrorCode::Refused, e.to_string()))?;
+        let partial =
+            self.zfs.list_receiver(&self.root)?.into_iter().any(|r| r.dataset == target && r.resume_token.is_some());
+        if !partial {
+            return Err(Reject::new(ErrorCode::Conflict, format!("{target} has no partial receive to abort")));
+        }
+        tracing::warn!(dataset = %target, "aborting partial receive at the source's request");
+        self.zfs.abort_receive(&target)?;
+        Ok(())
+    }
+
+    fn receive(
+        &mut self,
+        dataset: &Dataset,
+        snapshot: &SnapName,
+        guid: Guid,
+        from: Option<Guid>,
+        resume: bool,
+    ) -> Result<(), Fatal> {
         let target = match self.root.join(dataset).and_then(|t| t.snapshot(snapshot).map(|_| t)) {
             Ok(t) => t,
             Err(e) => {
@@ -248,8 +278,13 @@ impl<R: Read, W: Write> Server<R, W> {
                     b.from_guid,
                     from.map_or(0, Guid::get)
                 ))
-            } else if b.is_resuming() {
-                Err("a resuming stream needs a resume request".into())
+            } else if b.is_resuming() != resume {
+                Err(if resume {
+                    "a resume request needs a resuming stream"
+                } else {
+                    "a resuming stream needs a resume request"
+                }
+                .into())
             } else {
                 Ok(())
             }
@@ -403,6 +438,7 @@ mod tests {
                 snapshot: SnapName::new("zoffsite-1").unwrap(),
                 guid: Guid::new(guid).unwrap(),
                 from: None,
+                resume: false,
             },
         )
         .unwrap();
@@ -446,6 +482,50 @@ mod tests {
         }
         assert!(!f.log().contains("receive"), "{}", f.log());
         assert!(!f.dir.join("received").exists());
+    }
+
+    #[test]
+    fn abort_touches_only_partial_state() {
+        let f = Fake::new();
+        let mut input = hello();
+        protocol::write_msg(&mut input, &Request::Abort { dataset: Dataset::new("tank/data").unwrap() }).unwrap();
+        let (r, msgs) = f.serve(input);
+        assert!(r.is_ok());
+        // The fake lists no partial state, so nothing may be aborted.
+        assert!(matches!(&msgs[1], Response::Error { code: ErrorCode::Conflict, .. }), "{msgs:?}");
+        assert!(!f.log().contains("receive -A"), "{}", f.log());
+    }
+
+    #[test]
+    fn a_normal_stream_cannot_pose_as_a_resume_and_back() {
+        let f = Fake::new();
+        let stream = encode_begin(RAW, 1, 4242, 0, "tank/data@zoffsite-1", false);
+        let mut input = hello();
+        let req = |resume| Request::Receive {
+            dataset: Dataset::new("tank/data").unwrap(),
+            snapshot: SnapName::new("zoffsite-1").unwrap(),
+            guid: Guid::new(4242).unwrap(),
+            from: None,
+            resume,
+        };
+        protocol::write_msg(&mut input, &req(true)).unwrap();
+        protocol::write_data(&mut input, &stream).unwrap();
+        protocol::write_end(&mut input).unwrap();
+        let resuming =
+            encode_begin(RAW | zoffsite_core::stream::FEATURE_RESUMING, 1, 4242, 0, "tank/data@zoffsite-1", false);
+        protocol::write_msg(&mut input, &req(false)).unwrap();
+        protocol::write_data(&mut input, &resuming).unwrap();
+        protocol::write_end(&mut input).unwrap();
+        let (_, msgs) = f.serve(input);
+        assert!(
+            matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("needs a resuming stream")),
+            "{msgs:?}"
+        );
+        assert!(
+            matches!(&msgs[2], Response::Error { code: ErrorCode::Refused, message } if message.contains("needs a resume request")),
+            "{msgs:?}"
+        );
+        assert!(!f.log().contains("receive"));
     }
 
     #[test]
