@@ -38,6 +38,10 @@ pub struct Target {
     pub identity_file: PathBuf,
     pub known_hosts: PathBuf,
     pub connect_timeout: Duration,
+    /// `status` fails when the newest snapshot on this target is older.
+    pub max_age: Duration,
+    /// Bytes per second for streams to this target (a friend's upload line).
+    pub bandwidth_limit: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,17 +84,49 @@ struct RawTarget {
     known_hosts: PathBuf,
     #[serde(default)]
     connect_timeout: Option<String>,
+    #[serde(default)]
+    max_age: Option<String>,
+    #[serde(default)]
+    bandwidth_limit: Option<String>,
 }
 
 fn default_port() -> u16 {
     22
 }
 
+/// Parses a rate such as `"2MiB/s"`, `"500KiB/s"`, `"10MB/s"` or
+/// `"1000000B/s"` into bytes per second.
+pub fn parse_rate(key: &str, s: &str) -> Result<u64, ConfigError> {
+    let bad = || invalid(key, format!("{s:?} is not a rate; write it like \"2MiB/s\", \"500KiB/s\" or \"10MB/s\""));
+    let body = s.trim().strip_suffix("/s").ok_or_else(bad)?.trim();
+    let split = body.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(body.len());
+    let (num, unit) = body.split_at(split);
+    let mult: f64 = match unit.trim() {
+        "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let rate = n * mult;
+    if !(rate.is_finite() && rate >= 1024.0) {
+        return Err(invalid(key, format!("{s:?} is below 1KiB/s; zoffsite would never finish")));
+    }
+    Ok(rate as u64)
+}
+
 /// Parses a duration such as `"15s"`, `"26h"` or `"1d 2h"`.
 pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
-    let d: jiff::SignedDuration = s.parse().map_err(|e| {
-        invalid(key, format!("{s:?} is not a duration ({e}); write it like \"15s\", \"26h\" or \"1d 2h\""))
-    })?;
+    let bad =
+        |e: String| invalid(key, format!("{s:?} is not a duration ({e}); write it like \"15s\", \"26h\" or \"1d 2h\""));
+    let span: jiff::Span = s.parse().map_err(|e: jiff::Error| bad(e.to_string()))?;
+    // Days and weeks are exact multiples of 24 h here: these are ages and
+    // timeouts, not calendar dates.
+    let d = span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()).map_err(|e| bad(e.to_string()))?;
     Duration::try_from(d).map_err(|_| invalid(key, format!("{s:?} must not be negative")))
 }
 
@@ -161,6 +197,12 @@ impl Config {
             if connect_timeout.as_secs() == 0 {
                 return Err(invalid(key("connect_timeout"), "must be at least 1s"));
             }
+            let max_age = match &t.max_age {
+                Some(s) => parse_duration(&key("max_age"), s)?,
+                None => Duration::from_secs(26 * 3600),
+            };
+            let bandwidth_limit =
+                t.bandwidth_limit.as_deref().map(|s| parse_rate(&key("bandwidth_limit"), s)).transpose()?;
             targets.push(Target {
                 name: t.name,
                 host: t.host,
@@ -169,6 +211,8 @@ impl Config {
                 identity_file: t.identity_file,
                 known_hosts: t.known_hosts,
                 connect_timeout,
+                max_age,
+                bandwidth_limit,
             });
         }
         Ok(Config { source: Source { datasets, exclude }, targets })
@@ -220,6 +264,22 @@ known_hosts = "/tmp/box/known_hosts"   # pinned host key; unknown or changed key
         assert_eq!((t.name.as_str(), t.host.as_str(), t.port, t.user.as_str()), ("friend", "10.77.0.2", 22, "root"));
         assert_eq!(t.known_hosts, PathBuf::from("/tmp/box/known_hosts"));
         assert_eq!(t.connect_timeout, Duration::from_secs(15));
+        assert_eq!(t.max_age, Duration::from_secs(26 * 3600));
+        assert_eq!(t.bandwidth_limit, None);
+    }
+
+    #[test]
+    fn target_limits() {
+        let c = Config::parse(&format!("{EXAMPLE}max_age = \"2d\"\nbandwidth_limit = \"2MiB/s\"\n")).unwrap();
+        assert_eq!(c.targets[0].max_age, Duration::from_secs(2 * 86400));
+        assert_eq!(c.targets[0].bandwidth_limit, Some(2 * 1024 * 1024));
+        assert_eq!(parse_rate("k", "10MB/s").unwrap(), 10_000_000);
+        assert_eq!(parse_rate("k", "1.5 KiB/s").unwrap(), 1536);
+        for bad in ["2MiB", "fast", "-1MiB/s", "2 mib/s", "10B/s", "NaNMiB/s", "1e400MiB/s"] {
+            assert!(parse_rate("target[0].bandwidth_limit", bad).is_err(), "{bad}");
+        }
+        let e = Config::parse(&format!("{EXAMPLE}bandwidth_limit = \"lots\"\n")).unwrap_err().to_string();
+        assert!(e.contains("target[0].bandwidth_limit") && e.contains("2MiB/s"), "{e}");
     }
 
     fn err(text: &str) -> String {
@@ -258,6 +318,8 @@ known_hosts = "/tmp/box/known_hosts"   # pinned host key; unknown or changed key
     fn durations() {
         assert_eq!(parse_duration("k", "26h").unwrap(), Duration::from_secs(26 * 3600));
         assert_eq!(parse_duration("k", "5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("k", "7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(parse_duration("k", "1w 1d").unwrap(), Duration::from_secs(8 * 86400));
         assert!(parse_duration("k", "-5s").is_err());
         assert!(parse_duration("k", "five").is_err());
     }

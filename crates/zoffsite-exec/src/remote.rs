@@ -214,6 +214,8 @@ impl Session {
         let mut out = send.child.stdout.take().expect("zfs send stdout is piped");
         let mut buf = vec![0u8; CHUNK];
         let mut sent = 0u64;
+        let started = std::time::Instant::now();
+        let limit = self.target.bandwidth_limit;
         let mut early: Option<Result<Response, ProtoError>> = None;
         let mut read_err = None;
         loop {
@@ -242,6 +244,14 @@ impl Session {
                 return Err(self.connection_lost());
             }
             sent += n as u64;
+            // Pace to the target's bandwidth limit: never ahead of the
+            // schedule `sent / limit` seconds after the start.
+            if let Some(rate) = limit {
+                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
         }
         drop(out);
         let local = if early.is_some() || read_err.is_some() { send.kill() } else { send.finish() };

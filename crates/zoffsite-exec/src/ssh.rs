@@ -111,6 +111,8 @@ mod tests {
             identity_file: PathBuf::from("/tmp/box/id_ed25519"),
             known_hosts: PathBuf::from("/tmp/box/known_hosts"),
             connect_timeout: Duration::from_secs(7),
+            max_age: Duration::from_secs(3600),
+            bandwidth_limit: None,
         }
     }
 
