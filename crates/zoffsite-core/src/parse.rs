@@ -88,12 +88,17 @@ pub struct SnapshotRow {
     /// Transaction group of creation: orders snapshots within one pool.
     /// Unlike `creation` (seconds) it never ties.
     pub createtxg: u64,
+    /// Creation time, Unix seconds. Trusted on the source only: a received
+    /// snapshot's `creation` is copied from the stream, so the sender
+    /// controls it.
+    pub creation: i64,
 }
 
-pub const SNAPSHOT_COLUMNS: &str = "name,guid,createtxg";
+/// Columns for snapshots and bookmarks alike.
+pub const SNAPSHOT_COLUMNS: &str = "name,guid,createtxg,creation";
 
 pub fn snapshots(text: &str) -> Result<Vec<SnapshotRow>, ParseError> {
-    rows(text, 3)?
+    rows(text, 4)?
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
@@ -106,9 +111,15 @@ pub fn snapshots(text: &str) -> Result<Vec<SnapshotRow>, ParseError> {
                 })?,
                 guid: guid(line, c[1])?,
                 createtxg: num(line, "createtxg", c[2])?,
+                creation: time(line, c[3])?,
             })
         })
         .collect()
+}
+
+fn time(line: usize, v: &str) -> Result<i64, ParseError> {
+    let n = num(line, "creation", v)?;
+    i64::try_from(n).map_err(|_| ParseError::Number { line, what: "creation", value: v.into() })
 }
 
 /// A bookmark as listed with [`SNAPSHOT_COLUMNS`] and `-t bookmark`.
@@ -117,10 +128,11 @@ pub struct BookmarkRow {
     pub bookmark: Bookmark,
     pub guid: Guid,
     pub createtxg: u64,
+    pub creation: i64,
 }
 
 pub fn bookmarks(text: &str) -> Result<Vec<BookmarkRow>, ParseError> {
-    rows(text, 3)?
+    rows(text, 4)?
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
@@ -133,6 +145,7 @@ pub fn bookmarks(text: &str) -> Result<Vec<BookmarkRow>, ParseError> {
                 })?,
                 guid: guid(line, c[1])?,
                 createtxg: num(line, "createtxg", c[2])?,
+                creation: time(line, c[3])?,
             })
         })
         .collect()
@@ -276,14 +289,14 @@ mod tests {
 
     #[test]
     fn parses_real_snapshot_rows() {
-        let out = "tank/data@zoffsite-20261126T073000Z\t7265012223453401451\t57\n\
-                   tank/data/my docs:x@a b\t1\t60\n";
+        let out = "tank/data@zoffsite-20261126T073000Z\t7265012223453401451\t57\t1795678200\n\
+                   tank/data/my docs:x@a b\t1\t60\t1795678201\n";
         let r = snapshots(out).unwrap();
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].snapshot.to_string(), "tank/data@zoffsite-20261126T073000Z");
         assert_eq!(r[0].guid.get(), 7265012223453401451);
         assert_eq!(r[1].snapshot.dataset.as_str(), "tank/data/my docs:x");
-        assert_eq!(r[1].createtxg, 60);
+        assert_eq!((r[1].createtxg, r[1].creation), (60, 1795678201));
         assert_eq!(snapshots("").unwrap(), vec![]);
         assert_eq!(snapshots("\n").unwrap(), vec![]);
     }
@@ -291,25 +304,27 @@ mod tests {
     #[test]
     fn refuses_hostile_rows() {
         let cases = [
-            ("tank@a\t1\n", "Columns"),
-            ("tank@a\t1\t2\t3\n", "Columns"),
-            ("tank@a\tdeadbeef\t2\n", "Number"),
-            ("tank@a\t-5\t2\n", "Number"),
-            ("tank@a\t0\t2\n", "Number"),
-            ("tank@a\t+5\t2\n", "Number"),
-            ("tank@a\t99999999999999999999999\t2\n", "Number"),
-            ("tank@a\t5\t\n", "Number"),
-            ("tank@a\t5\t1.5\n", "Number"),
-            ("tank@a\0\t5\t2\n", "Nul"),
-            ("tank/../x@a\t5\t2\n", "Name"),
-            ("tank\t5\t2\n", "Name"),
-            ("tank@a\t5\t2\n\n", "Columns"),
+            ("tank@a\t1\t2\n", "Columns"),
+            ("tank@a\t1\t2\t3\t4\n", "Columns"),
+            ("tank@a\t1\t2\t-1\n", "Number"),
+            ("tank@a\t1\t2\t18446744073709551615\n", "Number"),
+            ("tank@a\tdeadbeef\t2\t1\n", "Number"),
+            ("tank@a\t-5\t2\t1\n", "Number"),
+            ("tank@a\t0\t2\t1\n", "Number"),
+            ("tank@a\t+5\t2\t1\n", "Number"),
+            ("tank@a\t99999999999999999999999\t2\t1\n", "Number"),
+            ("tank@a\t5\t\t1\n", "Number"),
+            ("tank@a\t5\t1.5\t1\n", "Number"),
+            ("tank@a\0\t5\t2\t1\n", "Nul"),
+            ("tank/../x@a\t5\t2\t1\n", "Name"),
+            ("tank\t5\t2\t1\n", "Name"),
+            ("tank@a\t5\t2\t1\n\n", "Columns"),
         ];
         for (input, kind) in cases {
             let err = snapshots(input).unwrap_err();
             assert!(format!("{err:?}").starts_with(kind), "{input:?}: {err:?}");
         }
-        let huge = format!("tank@{}\t5\t2\n", "a".repeat(MAX_LINE_LEN));
+        let huge = format!("tank@{}\t5\t2\t1\n", "a".repeat(MAX_LINE_LEN));
         assert!(matches!(snapshots(&huge), Err(ParseError::LineTooLong { line: 1 })));
     }
 
@@ -337,9 +352,9 @@ mod tests {
 
     #[test]
     fn parses_bookmarks_and_holds() {
-        let b = bookmarks("tank/a#zoffsite-1\t77\t12\n").unwrap();
+        let b = bookmarks("tank/a#zoffsite-1\t77\t12\t1795678200\n").unwrap();
         assert_eq!((b[0].bookmark.to_string(), b[0].guid.get(), b[0].createtxg), ("tank/a#zoffsite-1".into(), 77, 12));
-        assert!(bookmarks("tank/a@zoffsite-1\t77\t12\n").is_err(), "a snapshot is not a bookmark");
+        assert!(bookmarks("tank/a@zoffsite-1\t77\t12\t1\n").is_err(), "a snapshot is not a bookmark");
         let h = holds("tank/a@zoffsite-1\tzoffsite-friend\t1764142200\n").unwrap();
         assert_eq!((h[0].snapshot.to_string(), h[0].tag.as_str()), ("tank/a@zoffsite-1".into(), "zoffsite-friend"));
         assert!(holds("tank/a@s\t\t1\n").is_err());
@@ -366,7 +381,7 @@ mod tests {
 
         #[test]
         fn wrong_column_counts_are_refused(n in 0usize..8) {
-            prop_assume!(n != 3);
+            prop_assume!(n != 4);
             let line = vec!["1"; n.max(1)].join("\t");
             let text = format!("{line}\n");
             prop_assert!(snapshots(&text).is_err());

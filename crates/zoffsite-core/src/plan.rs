@@ -330,7 +330,7 @@ mod tests {
     }
 
     fn snap(name: &str, guid: u64, txg: u64) -> SnapshotRow {
-        SnapshotRow { snapshot: Snapshot::new(name).unwrap(), guid: Guid::new(guid).unwrap(), createtxg: txg }
+        SnapshotRow { snapshot: Snapshot::new(name).unwrap(), guid: Guid::new(guid).unwrap(), createtxg: txg, creation: txg as i64 }
     }
 
     fn remote(snaps: &[(&str, u64, u64)]) -> RemoteDataset {
@@ -517,6 +517,7 @@ mod tests {
             bookmark: crate::names::Bookmark::new("tank/data#zoffsite-2").unwrap(),
             guid: Guid::new(20).unwrap(),
             createtxg: 200,
+            creation: 200,
         }];
         match plan_send(&new, &src_left, &bms, Some(&r), &bd).unwrap() {
             Send::Incremental { from, base: BaseKind::Bookmark, intermediates: 0, .. } => {

@@ -335,11 +335,11 @@ mod tests {
 
     #[test]
     fn hostile_output_is_a_parse_error_not_a_panic() {
-        let (_d, z) = fake("tank@a\tnotaguid\t1\n", "", 0);
+        let (_d, z) = fake("tank@a\tnotaguid\t1\t1\n", "", 0);
         let e = z.list_snapshots(&[ds("tank")]).unwrap_err();
         assert!(matches!(e, ZfsError::Parse { .. }), "{e}");
         // Exit 0 decides success even with noise on stderr.
-        let (_d, z) = fake("tank@a\t7\t1\n", "warning: noise", 0);
+        let (_d, z) = fake("tank@a\t7\t1\t1\n", "warning: noise", 0);
         assert_eq!(z.list_snapshots(&[ds("tank")]).unwrap()[0].guid.get(), 7);
     }
 }

@@ -287,6 +287,10 @@ struct Sends<'a> {
 /// Each dataset's snapshots on the source.
 type SourceSnaps = BTreeMap<Dataset, Vec<SnapshotRow>>;
 
+fn now_unix() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
 fn by_dataset(rows: Vec<SnapshotRow>) -> SourceSnaps {
     let mut m: BTreeMap<Dataset, Vec<SnapshotRow>> = BTreeMap::new();
     for r in rows {
@@ -356,6 +360,7 @@ fn take_snapshots(
                 snapshot: ds.snapshot(name).expect("length checked"),
                 guid: Guid::new(u64::MAX).expect("non-zero"),
                 createtxg: u64::MAX,
+                creation: now_unix(),
             }),
             None => {
                 let msg = format!("{ds}@{name} vanished right after it was taken; not sent");
