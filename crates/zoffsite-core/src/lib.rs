@@ -22,4 +22,5 @@ pub mod parse;
 pub mod plan;
 pub mod protocol;
 pub mod retention;
+pub mod status;
 pub mod stream;

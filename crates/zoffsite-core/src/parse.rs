@@ -273,6 +273,18 @@ fn resume_token(line: usize, v: &str) -> Result<Option<String>, ParseError> {
     Ok(Some(v.to_owned()))
 }
 
+/// Output of `zfs get -H -p -o name,value PROP DATASET...` for a numeric
+/// property; `-` (not applicable) rows are left out.
+pub fn dataset_numbers(text: &str) -> Result<Vec<(Dataset, u64)>, ParseError> {
+    let mut out = Vec::new();
+    for (i, c) in rows(text, 2)?.into_iter().enumerate() {
+        if c[1] != "-" {
+            out.push((dataset(i + 1, c[0])?, num(i + 1, "value", c[1])?));
+        }
+    }
+    Ok(out)
+}
+
 /// Output of `zfs get -H -p -o value guid SNAPSHOT`.
 pub fn single_guid(text: &str) -> Result<Guid, ParseError> {
     let r = rows(text, 1)?;
@@ -359,6 +371,13 @@ mod tests {
         assert_eq!((h[0].snapshot.to_string(), h[0].tag.as_str()), ("tank/a@zoffsite-1".into(), "zoffsite-friend"));
         assert!(holds("tank/a@s\t\t1\n").is_err());
         assert!(holds("tank/a@s\tt\x1b[2J\t1\n").is_err());
+    }
+
+    #[test]
+    fn dataset_numbers_skip_dashes() {
+        let r = dataset_numbers("tank/a\t4096\ntank/b\t-\n").unwrap();
+        assert_eq!(r, vec![(Dataset::new("tank/a").unwrap(), 4096)]);
+        assert!(dataset_numbers("tank/a\tlots\n").is_err());
     }
 
     #[test]

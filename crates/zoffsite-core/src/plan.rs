@@ -330,7 +330,12 @@ mod tests {
     }
 
     fn snap(name: &str, guid: u64, txg: u64) -> SnapshotRow {
-        SnapshotRow { snapshot: Snapshot::new(name).unwrap(), guid: Guid::new(guid).unwrap(), createtxg: txg, creation: txg as i64 }
+        SnapshotRow {
+            snapshot: Snapshot::new(name).unwrap(),
+            guid: Guid::new(guid).unwrap(),
+            createtxg: txg,
+            creation: txg as i64,
+        }
     }
 
     fn remote(snaps: &[(&str, u64, u64)]) -> RemoteDataset {

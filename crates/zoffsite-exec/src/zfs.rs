@@ -164,6 +164,21 @@ impl Zfs {
         }
     }
 
+    /// `written@NAME` for each dataset: bytes written since its snapshot
+    /// `NAME` (how far a target holding `NAME` is behind).
+    pub fn written_since(&self, name: &SnapName, datasets: &[Dataset]) -> Result<Vec<(Dataset, u64)>, ZfsError> {
+        if datasets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = self
+            .cmd()
+            .args(["get", "-H", "-p", "-o", "name,value"])
+            .arg(format!("written@{name}"))
+            .args(datasets.iter().map(|d| d.as_str()));
+        let out = self.run_ok(&cmd, || format!("snapshot @{name}"))?;
+        Self::parsed(&cmd, &out, parse::dataset_numbers)
+    }
+
     /// Takes all `snaps` in one call: atomic when they share a pool.
     pub fn snapshot(&self, snaps: &[Snapshot]) -> Result<(), ZfsError> {
         let cmd = self.snapshot_cmd(snaps);

@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Snapshot the selected datasets and send them, raw, to every target.
     Backup(BackupArgs),
+    /// For every target and dataset: newest snapshot on the source and on the
+    /// box, its age, bytes behind. Exits 6 when any is older than max_age.
+    Status(StatusArgs),
     /// The box side: speak the zoffsite protocol on stdin/stdout. Meant to be
     /// the forced command of the source's key in the box's authorized_keys.
     Serve(ServeArgs),
@@ -39,6 +42,16 @@ pub struct BackupArgs {
     /// last zoffsite snapshot.
     #[arg(long)]
     pub force_snapshot: bool,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Print the status as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -6,6 +6,9 @@
 pub enum Exit {
     /// Everything asked for was done and verified.
     Ok,
+    /// `status`: some dataset's newest snapshot on a target is older than
+    /// the target's `max_age`, or the target holds none of it.
+    Stale,
     /// Some datasets were not backed up (refused, diverged, failed); the
     /// others were.
     Partial,
@@ -29,6 +32,7 @@ impl Exit {
             Exit::Partial => 3,
             Exit::Target => 4,
             Exit::Busy => 5,
+            Exit::Stale => 6,
         }
     }
 }
@@ -46,13 +50,19 @@ mod tests {
     #[test]
     fn codes_and_precedence_match_the_docs() {
         let doc = include_str!("../../../docs/exit-codes.md");
-        for (e, code) in
-            [(Exit::Ok, 0), (Exit::Error, 1), (Exit::Usage, 2), (Exit::Partial, 3), (Exit::Target, 4), (Exit::Busy, 5)]
-        {
+        for (e, code) in [
+            (Exit::Ok, 0),
+            (Exit::Error, 1),
+            (Exit::Usage, 2),
+            (Exit::Partial, 3),
+            (Exit::Target, 4),
+            (Exit::Busy, 5),
+            (Exit::Stale, 6),
+        ] {
             assert_eq!(e.code(), code);
             assert!(doc.contains(&format!("| {code} |")), "docs/exit-codes.md lacks code {code}");
         }
         assert!(Exit::Usage > Exit::Busy && Exit::Busy > Exit::Error && Exit::Error > Exit::Target);
-        assert!(Exit::Target > Exit::Partial && Exit::Partial > Exit::Ok);
+        assert!(Exit::Target > Exit::Partial && Exit::Partial > Exit::Stale && Exit::Stale > Exit::Ok);
     }
 }

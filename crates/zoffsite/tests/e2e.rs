@@ -559,3 +559,36 @@ fn holds_and_bookmarks_keep_the_chain() {
     assert_eq!(boxed.get(&format!("{}/{s3}", w.root)), w.snapshots(&w.tank).get(&s3));
     assert!(boxed.contains_key(&format!("{}/{s2}", w.root)), "the box keeps what the source destroyed");
 }
+
+/// `status` reads both sides and works as a monitoring check.
+#[test]
+#[ignore = "needs root and real OpenZFS: run `make e2e`"]
+fn status_reports_and_fails_when_stale() {
+    let w = World::new();
+    let data = format!("{}/data", w.tank);
+    w.create_encrypted(&data);
+    w.create_child(&format!("{data}/docs"));
+    let status = |cfg: &Path| w.at_home(&[BIN, "status", "-c", cfg.to_str().unwrap(), "--json"]);
+    let cfg = w.config(&[&data], &[]);
+    let out = status(&cfg);
+    assert_eq!(out.status.code(), Some(6), "nothing on the box yet: {}", text(&out));
+    assert_eq!(json(&out)["targets"][0]["datasets"][0]["state"], "never");
+    assert_eq!(w.backup(&cfg, &[]).status.code(), Some(0));
+    let out = status(&cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc = json(&out);
+    for d in doc["targets"][0]["datasets"].as_array().unwrap() {
+        assert_eq!(d["state"], "current", "{d}");
+        assert_eq!(d["box_newest"]["guid"], d["source_newest"]["guid"]);
+        assert!(d["behind_bytes"].as_u64().is_some(), "{d}");
+    }
+    w.write(&data, "new", &vec![7u8; 64 * 1024]);
+    let doc = json(&status(&cfg));
+    assert!(doc["targets"][0]["datasets"][0]["behind_bytes"].as_u64().unwrap() >= 64 * 1024, "{doc}");
+    // With a tiny max_age the same state is stale.
+    let strict = w.config_with(&[&data], &[], "max_age = \"1s\"\n");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = status(&strict);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert_eq!(json(&out)["targets"][0]["datasets"][0]["state"], "stale");
+}

@@ -16,9 +16,7 @@
 //! the box is only asked what it holds.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
-use anyhow::Context as _;
 use serde::Serialize;
 use zoffsite_core::config::{Config, Target};
 use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
@@ -30,6 +28,7 @@ use zoffsite_exec::remote::{RemoteError, Session};
 use zoffsite_exec::zfs::{SendFrom, Zfs, ZfsError};
 
 use crate::cli::BackupArgs;
+use crate::cmd::common;
 use crate::exit::Exit;
 
 /// Everything a run did (or, with `-n`, would do); printed with `--json`.
@@ -75,7 +74,7 @@ struct DatasetReport {
 }
 
 pub fn run(args: BackupArgs) -> Exit {
-    let cfg = match load_config(&args.config) {
+    let cfg = match common::load_config(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("zoffsite: {e:#}");
@@ -107,36 +106,6 @@ pub fn run(args: BackupArgs) -> Exit {
     exit
 }
 
-/// Reads and validates the config, and checks that the files it names exist.
-pub fn load_config(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read config file {}: create it (see README.md, \"Quick start\") or pass another with -c FILE",
-            path.display()
-        )
-    })?;
-    let cfg = Config::parse(&text).with_context(|| format!("config file {}", path.display()))?;
-    for t in &cfg.targets {
-        if !t.identity_file.is_file() {
-            anyhow::bail!(
-                "target {}: identity_file {} does not exist: create the source's key with `ssh-keygen -t ed25519 -N '' -f {}` and install its .pub on the box, or fix the path",
-                t.name,
-                t.identity_file.display(),
-                t.identity_file.display()
-            );
-        }
-        if !t.known_hosts.is_file() {
-            anyhow::bail!(
-                "target {}: known_hosts {} does not exist: pin the box's host key there (its /etc/ssh/ssh_host_ed25519_key.pub, as `{} ssh-ed25519 AAAA...`), or fix the path",
-                t.name,
-                t.known_hosts.display(),
-                t.host
-            );
-        }
-    }
-    Ok(cfg)
-}
-
 fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, report: &mut Report) -> Exit {
     let say = |line: String| {
         if !args.json {
@@ -145,31 +114,24 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     };
     let mut exit = Exit::Ok;
 
-    // 1. What is there, under the configured roots only.
-    let mut listed = Vec::new();
-    for root in &cfg.source.datasets {
-        match zfs.list_datasets(root) {
-            Ok(rows) => listed.extend(rows),
-            Err(ZfsError::NotFound { .. }) => {
-                let msg = format!(
-                    "source.datasets: {root} does not exist on this machine; fix the name in {} or create it",
-                    args.config.display()
-                );
+    // 1-2. What is there, under the configured roots only, and the
+    // selection: excluded and unencrypted datasets are left out by name.
+    let sel = match common::list_selection(cfg, zfs, &args.config) {
+        Ok((sel, missing)) => {
+            for msg in missing {
                 eprintln!("zoffsite: {msg}");
                 report.errors.push(msg);
                 exit = exit.max(Exit::Partial);
             }
-            Err(e) => {
-                let msg = format!("cannot list {root}: {e}");
-                eprintln!("zoffsite: {msg}");
-                report.errors.push(msg);
-                return Exit::Error;
-            }
+            sel
         }
-    }
-
-    // 2. Selection: excluded and unencrypted datasets are left out by name.
-    let sel = plan::select(&cfg.source, &listed);
+        Err(e) => {
+            let msg = format!("cannot list the configured datasets: {e}");
+            eprintln!("zoffsite: {msg}");
+            report.errors.push(msg);
+            return Exit::Error;
+        }
+    };
     if args.dry_run {
         for i in &sel.included {
             say(format!("in:  {} ({})", i.row.dataset, i.why));
@@ -599,6 +561,7 @@ fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn human_bytes_reads_well() {
@@ -609,7 +572,7 @@ mod tests {
 
     #[test]
     fn missing_config_file_names_the_file_and_the_fix() {
-        let e = load_config(Path::new("/nonexistent/zoffsite.toml")).unwrap_err();
+        let e = common::load_config(Path::new("/nonexistent/zoffsite.toml")).unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.contains("/nonexistent/zoffsite.toml") && msg.contains("-c FILE"), "{msg}");
     }

@@ -1,2 +1,4 @@
 pub mod backup;
+pub mod common;
 pub mod serve;
+pub mod status;

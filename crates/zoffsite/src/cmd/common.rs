@@ -1,0 +1,59 @@
+//! What several subcommands share: loading the config.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use zoffsite_core::config::Config;
+
+/// Reads and validates the config, and checks that the files it names exist.
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read config file {}: create it (see README.md, \"Quick start\") or pass another with -c FILE",
+            path.display()
+        )
+    })?;
+    let cfg = Config::parse(&text).with_context(|| format!("config file {}", path.display()))?;
+    for t in &cfg.targets {
+        if !t.identity_file.is_file() {
+            anyhow::bail!(
+                "target {}: identity_file {} does not exist: create the source's key with `ssh-keygen -t ed25519 -N '' -f {}` and install its .pub on the box, or fix the path",
+                t.name,
+                t.identity_file.display(),
+                t.identity_file.display()
+            );
+        }
+        if !t.known_hosts.is_file() {
+            anyhow::bail!(
+                "target {}: known_hosts {} does not exist: pin the box's host key there (its /etc/ssh/ssh_host_ed25519_key.pub, as `{} ssh-ed25519 AAAA...`), or fix the path",
+                t.name,
+                t.known_hosts.display(),
+                t.host
+            );
+        }
+    }
+    Ok(cfg)
+}
+
+/// Lists every filesystem and volume under the configured roots (only
+/// there) and applies the selection. Roots that do not exist are returned
+/// as messages; any other failure to list is an error.
+pub fn list_selection(
+    cfg: &Config,
+    zfs: &zoffsite_exec::zfs::Zfs,
+    config_path: &Path,
+) -> Result<(zoffsite_core::plan::Selection, Vec<String>), zoffsite_exec::zfs::ZfsError> {
+    let mut listed = Vec::new();
+    let mut missing = Vec::new();
+    for root in &cfg.source.datasets {
+        match zfs.list_datasets(root) {
+            Ok(rows) => listed.extend(rows),
+            Err(zoffsite_exec::zfs::ZfsError::NotFound { .. }) => missing.push(format!(
+                "source.datasets: {root} does not exist on this machine; fix the name in {} or create it",
+                config_path.display()
+            )),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((zoffsite_core::plan::select(&cfg.source, &listed), missing))
+}
