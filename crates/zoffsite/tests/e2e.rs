@@ -583,6 +583,7 @@ fn status_reports_and_fails_when_stale() {
         assert!(d["behind_bytes"].as_u64().is_some(), "{d}");
     }
     w.write(&data, "new", &vec![7u8; 64 * 1024]);
+    ok(&["zpool", "sync", &w.tank]); // `written` counts synced data
     let doc = json(&status(&cfg));
     assert!(doc["targets"][0]["datasets"][0]["behind_bytes"].as_u64().unwrap() >= 64 * 1024, "{doc}");
     // With a tiny max_age the same state is stale.
