@@ -27,6 +27,9 @@ pub struct Source {
     pub datasets: Vec<Dataset>,
     /// Left out, with all their children.
     pub exclude: Vec<Dataset>,
+    /// Retention of zoffsite's own snapshots on the source (`[source.keep]`);
+    /// without it, nothing is ever pruned.
+    pub keep: Option<crate::retention::KeepPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +73,8 @@ struct RawSource {
     datasets: Vec<String>,
     #[serde(default)]
     exclude: Vec<String>,
+    #[serde(default)]
+    keep: Option<crate::retention::KeepPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -161,6 +166,9 @@ impl Config {
             }
             exclude.push(e);
         }
+        if let Some(k) = &raw.source.keep {
+            k.validate().map_err(|e| invalid("source.keep", e.to_string()))?;
+        }
         if raw.target.is_empty() {
             return Err(invalid(
                 "target",
@@ -215,7 +223,7 @@ impl Config {
                 bandwidth_limit,
             });
         }
-        Ok(Config { source: Source { datasets, exclude }, targets })
+        Ok(Config { source: Source { datasets, exclude, keep: raw.source.keep }, targets })
     }
 }
 
@@ -312,6 +320,18 @@ known_hosts = "/tmp/box/known_hosts"   # pinned host key; unknown or changed key
             let e = err(&text);
             assert!(e.contains(want), "want {want:?} in {e:?}");
         }
+    }
+
+    #[test]
+    fn keep_policy() {
+        let text = EXAMPLE.replace("[[target]]", "[source.keep]\nlast = 24\ndaily = 7\n\n[[target]]");
+        let k = Config::parse(&text).unwrap().source.keep.unwrap();
+        assert_eq!((k.last, k.daily, k.weekly), (24, 7, 0));
+        let e = err(&EXAMPLE.replace("[[target]]", "[source.keep]\nlast = 0\n\n[[target]]"));
+        assert!(e.contains("source.keep") && e.contains("destroy every snapshot"), "{e}");
+        let e = err(&EXAMPLE.replace("[[target]]", "[source.keep]\nlats = 3\n\n[[target]]"));
+        assert!(e.contains("lats"), "{e}");
+        assert_eq!(Config::parse(EXAMPLE).unwrap().source.keep, None);
     }
 
     #[test]

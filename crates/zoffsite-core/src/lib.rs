@@ -13,8 +13,10 @@
 //!   into these types before it is used, so a hostile name cannot reach an
 //!   argv or a comparison.
 //! - The planner matches snapshots by GUID, never by name.
-//! - Nothing here ever produces a forced receive, a destroy, a rollback or a
-//!   rename.
+//! - Nothing here ever produces a forced receive, a rollback or a rename.
+//!   The only destroy decisions come from [`retention`] (applied by
+//!   [`plan::prune_source`] to zoffsite's own snapshots on the source, and
+//!   later on the box by its owner), and this crate never executes them.
 
 pub mod config;
 pub mod names;

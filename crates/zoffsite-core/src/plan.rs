@@ -18,8 +18,9 @@ use serde::Serialize;
 
 use crate::config::Source;
 use crate::names::{Dataset, Guid, SnapName, Snapshot};
-use crate::parse::{BookmarkRow, DatasetRow, SnapshotRow, BACKUP_PROPERTY};
+use crate::parse::{BookmarkRow, DatasetRow, HoldRow, SnapshotRow, BACKUP_PROPERTY};
 use crate::protocol::RemoteDataset;
+use crate::retention::{self, KeepPolicy, PolicyError};
 
 /// Prefix of every snapshot zoffsite makes (and the only ones it will ever
 /// prune, later).
@@ -297,6 +298,69 @@ pub fn plan_send(
     Err(Blocked::Diverged { box_newest: newest.name.clone(), guid: newest.guid })
 }
 
+/// Prefix of the hold tag that marks a target's incremental base.
+pub const HOLD_PREFIX: &str = "zoffsite-";
+
+/// One snapshot's fate in a source prune.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneDecision {
+    pub snapshot: String,
+    /// Unix seconds (source clock).
+    pub creation: i64,
+    pub destroy: bool,
+    /// `keep (last 1 of 24, daily 2026-11-25)` or `destroy`.
+    pub verdict: String,
+}
+
+/// Source retention: decides, per dataset, which of zoffsite's own
+/// snapshots (and only those) to destroy. Never destroys a dataset's newest
+/// snapshot or a held one: a hold with a `zoffsite-TARGET` tag marks that
+/// target's next incremental base, and any other hold is the user's.
+pub fn prune_source(
+    policy: &KeepPolicy,
+    snaps: &[SnapshotRow],
+    holds: &[HoldRow],
+    now: jiff::Timestamp,
+) -> Result<Vec<PruneDecision>, PolicyError> {
+    let mut by_ds: BTreeMap<&Dataset, Vec<&SnapshotRow>> = BTreeMap::new();
+    for s in snaps.iter().filter(|s| s.snapshot.name.as_str().starts_with(SNAPSHOT_PREFIX)) {
+        by_ds.entry(&s.snapshot.dataset).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for (_, list) in by_ds {
+        let items: Vec<retention::Item<&Snapshot>> = list
+            .iter()
+            .map(|s| retention::Item {
+                key: &s.snapshot,
+                time: jiff::Timestamp::from_second(s.creation).unwrap_or(jiff::Timestamp::MAX),
+            })
+            .collect();
+        let mut protected: Vec<(&Snapshot, String)> = Vec::new();
+        if let Some(newest) = list.iter().max_by_key(|s| s.createtxg) {
+            protected.push((&newest.snapshot, "newest snapshot".into()));
+        }
+        for h in holds {
+            if let Some(s) = list.iter().find(|s| s.snapshot == h.snapshot) {
+                let why = match h.tag.strip_prefix(HOLD_PREFIX) {
+                    Some(t) => format!("incremental base for target {t}"),
+                    None => format!("held by {:?}", h.tag),
+                };
+                protected.push((&s.snapshot, why));
+            }
+        }
+        for d in retention::plan(policy, &items, &protected, now, None)? {
+            let creation = list.iter().find(|s| &s.snapshot == d.key).map_or(0, |s| s.creation);
+            out.push(PruneDecision {
+                snapshot: d.key.to_string(),
+                creation,
+                destroy: !d.is_kept(),
+                verdict: d.verdict.to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// The nearest selected ancestor of `ds` that failed in this run, if any:
 /// sending a child then would make the box create a placeholder where the
 /// parent's full stream must later land.
@@ -356,7 +420,7 @@ mod tests {
 
     #[test]
     fn selection_excludes_subtrees_and_refuses_plaintext() {
-        let source = Source { datasets: vec![ds("tank/data")], exclude: vec![ds("tank/data/games")] };
+        let source = Source { datasets: vec![ds("tank/data")], exclude: vec![ds("tank/data/games")], keep: None };
         let listed = [
             row("tank/data/games/steam", true),
             row("tank/data", true),
@@ -382,7 +446,7 @@ mod tests {
 
     #[test]
     fn the_property_wins_over_the_config_and_says_where_it_is_set() {
-        let source = Source { datasets: vec![ds("tank/data")], exclude: vec![ds("tank/data/games")] };
+        let source = Source { datasets: vec![ds("tank/data")], exclude: vec![ds("tank/data/games")], keep: None };
         let listed = [
             row("tank/data", true),
             prop(row("tank/data/vm", true), "off"),
@@ -421,7 +485,7 @@ mod tests {
 
     #[test]
     fn parents_come_before_children_even_with_spaces() {
-        let source = Source { datasets: vec![ds("tank")], exclude: vec![] };
+        let source = Source { datasets: vec![ds("tank")], exclude: vec![], keep: None };
         let listed = [row("tank/a/b", true), row("tank/a b", true), row("tank/a", true), row("tank", true)];
         let names: Vec<_> = select(&source, &listed).datasets().iter().map(|d| d.to_string()).collect();
         assert_eq!(names, ["tank", "tank/a", "tank/a b", "tank/a/b"]);
@@ -532,6 +596,28 @@ mod tests {
         }
         // Without the bookmark, that is a divergence, reported, never forced.
         assert!(matches!(plan_send(&new, &src_left, &[], Some(&r), &bd), Err(Blocked::Diverged { .. })));
+    }
+
+    #[test]
+    fn source_prune_keeps_bases_newest_and_foreign_snapshots() {
+        let policy = KeepPolicy { last: 1, ..KeepPolicy::default() };
+        let snaps = [
+            snap("tank/a@zoffsite-1", 1, 10),
+            snap("tank/a@zoffsite-2", 2, 20),
+            snap("tank/a@zoffsite-3", 3, 30),
+            snap("tank/a@manual", 4, 40),
+            snap("tank/b@zoffsite-1", 5, 10),
+        ];
+        let holds = [HoldRow { snapshot: Snapshot::new("tank/a@zoffsite-1").unwrap(), tag: "zoffsite-friend".into() }];
+        let now = jiff::Timestamp::from_second(1000).unwrap();
+        let d = prune_source(&policy, &snaps, &holds, now).unwrap();
+        let verdict: BTreeMap<&str, (bool, &str)> =
+            d.iter().map(|d| (d.snapshot.as_str(), (d.destroy, d.verdict.as_str()))).collect();
+        assert_eq!(verdict.len(), 4, "only zoffsite- snapshots are candidates: {verdict:?}");
+        assert_eq!(verdict["tank/a@zoffsite-1"], (false, "keep (protected: incremental base for target friend)"));
+        assert_eq!(verdict["tank/a@zoffsite-2"].0, true);
+        assert!(!verdict["tank/a@zoffsite-3"].0 && verdict["tank/a@zoffsite-3"].1.contains("newest snapshot"));
+        assert!(!verdict["tank/b@zoffsite-1"].0);
     }
 
     #[test]

@@ -263,6 +263,24 @@ impl Zfs {
         self.cmd().args(["receive", "-u", "-s"]).arg(target.as_str())
     }
 
+    /// `zfs destroy DS@a,b,c`: the only destroy in zoffsite, for source
+    /// retention. It refuses any name without zoffsite's prefix, so it can
+    /// never take a snapshot of the user's.
+    pub fn destroy_own_snapshots(&self, ds: &Dataset, names: &[SnapName]) -> Result<(), ZfsError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        if let Some(bad) = names.iter().find(|n| !n.as_str().starts_with(zoffsite_core::plan::SNAPSHOT_PREFIX)) {
+            return Err(ZfsError::Failed {
+                cmd: "zfs destroy".into(),
+                stderr: format!("refusing to destroy {ds}@{bad}: not a zoffsite snapshot"),
+            });
+        }
+        let list = names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",");
+        let cmd = self.cmd().arg("destroy").arg(format!("{ds}@{list}"));
+        self.run_ok(&cmd, || format!("a snapshot of {ds}")).map(drop)
+    }
+
     /// `zfs receive -A TARGET`: discards partial-receive state, nothing else.
     pub fn abort_receive(&self, target: &Dataset) -> Result<(), ZfsError> {
         let cmd = self.cmd().args(["receive", "-A"]).arg(target.as_str());
@@ -321,6 +339,13 @@ mod tests {
         let r = z.receive_append(&ds("offsite/home/tank/my data")).argv();
         assert_eq!(r, ["zfs", "receive", "-u", "-s", "offsite/home/tank/my data"]);
         assert!(!r.iter().any(|a| a == "-F"));
+    }
+
+    #[test]
+    fn destroy_refuses_foreign_snapshots() {
+        let (_d, z) = fake("", "", 0);
+        let e = z.destroy_own_snapshots(&ds("tank/a"), &[SnapName::new("manual").unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("not a zoffsite snapshot"), "{e}");
     }
 
     /// A fake `zfs` that prints `out` and `err` and exits with `code`: only

@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Snapshot the selected datasets and send them, raw, to every target.
     Backup(BackupArgs),
+    /// Apply source retention ([source.keep]) to zoffsite's own snapshots.
+    Prune(PruneArgs),
     /// For every target and dataset: newest snapshot on the source and on the
     /// box, its age, bytes behind. Exits 6 when any is older than max_age.
     Status(StatusArgs),
@@ -42,6 +44,22 @@ pub struct BackupArgs {
     /// last zoffsite snapshot.
     #[arg(long)]
     pub force_snapshot: bool,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// List every snapshot with keep/destroy and the reason; destroy nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Pretend it is this time (RFC 3339, e.g. 2026-11-26T07:30:00Z), for what-if runs.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Print the decisions as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

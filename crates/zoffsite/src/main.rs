@@ -15,6 +15,7 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.verbose);
     let code = match cli.command {
         cli::Command::Backup(a) => cmd::backup::run(a),
+        cli::Command::Prune(a) => cmd::prune::run(a),
         cli::Command::Status(a) => cmd::status::run(a),
         cli::Command::Serve(a) => cmd::serve::run(a),
     };

@@ -40,6 +40,8 @@ struct Report {
     errors: Vec<String>,
     skipped: Vec<SkippedDataset>,
     targets: Vec<TargetReport>,
+    /// Snapshots source retention destroyed (or, with -n, would destroy).
+    pruned: Vec<String>,
     exit_code: u8,
 }
 
@@ -85,16 +87,9 @@ pub fn run(args: BackupArgs) -> Exit {
     let _lock = if args.dry_run {
         None
     } else {
-        match zoffsite_exec::lock::acquire(&zoffsite_exec::lock::default_dir(), &args.config) {
+        match common::lock(&args.config) {
             Ok(l) => Some(l),
-            Err(e @ zoffsite_exec::lock::LockError::Busy { .. }) => {
-                eprintln!("zoffsite: {e}");
-                return Exit::Busy;
-            }
-            Err(e) => {
-                eprintln!("zoffsite: {e}");
-                return Exit::Error;
-            }
+            Err(code) => return code,
         }
     };
     let mut report = Report { dry_run: args.dry_run, ..Report::default() };
@@ -218,11 +213,19 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
             return Exit::Error;
         }
     };
+    let ctx_datasets = included.clone();
     let ctx = Sends { zfs, args, new_snaps: &new_snaps, source_snaps: &source_snaps, bookmarks: &bookmarks, say: &say };
     for (target, session, remote) in connected {
         let (tr, texit) = to_target(&ctx, target, session, remote);
         exit = exit.max(texit);
         report.targets.push(tr);
+    }
+
+    // 5. Source retention, after the holds moved to the new bases.
+    if let Some(policy) = &cfg.source.keep {
+        let (decisions, pexit) = crate::cmd::prune::prune(zfs, &ctx_datasets, policy, now, args.dry_run, &say);
+        report.pruned = decisions.into_iter().filter(|d| d.destroy).map(|d| d.snapshot).collect();
+        exit = exit.max(pexit);
     }
     exit
 }

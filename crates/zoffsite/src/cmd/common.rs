@@ -57,3 +57,24 @@ pub fn list_selection(
     }
     Ok((zoffsite_core::plan::select(&cfg.source, &listed), missing))
 }
+
+/// Parses `--now` (RFC 3339, e.g. `2026-11-26T07:30:00Z`).
+pub fn parse_now(s: &str) -> Result<jiff::Timestamp, String> {
+    s.parse().map_err(|e| format!("--now {s:?} is not a time ({e}); write it like 2026-11-26T07:30:00Z"))
+}
+
+/// Takes this config's run lock, or says who holds it.
+pub fn lock(config: &Path) -> Result<zoffsite_exec::lock::RunLock, crate::exit::Exit> {
+    use zoffsite_exec::lock;
+    match lock::acquire(&lock::default_dir(), config) {
+        Ok(l) => Ok(l),
+        Err(e @ lock::LockError::Busy { .. }) => {
+            eprintln!("zoffsite: {e}");
+            Err(crate::exit::Exit::Busy)
+        }
+        Err(e) => {
+            eprintln!("zoffsite: {e}");
+            Err(crate::exit::Exit::Error)
+        }
+    }
+}

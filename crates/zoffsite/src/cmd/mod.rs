@@ -1,4 +1,5 @@
 pub mod backup;
 pub mod common;
+pub mod prune;
 pub mod serve;
 pub mod status;
