@@ -15,6 +15,7 @@
 //! what to do about them.
 
 use std::ffi::OsString;
+use std::path::Path;
 
 use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
 use zoffsite_core::parse::{self, BookmarkRow, DatasetRow, HoldRow, ParseError, ReceiverRow, SnapshotRow};
@@ -108,6 +109,16 @@ impl Zfs {
     fn parsed<T>(cmd: &Cmd, out: &Output, f: impl FnOnce(&str) -> Result<T, ParseError>) -> Result<T, ZfsError> {
         let text = String::from_utf8_lossy(&out.stdout);
         f(&text).map_err(|source| ZfsError::Parse { cmd: cmd.to_string(), source })
+    }
+
+    /// `zpool sync POOL...`: commits open transaction groups, so that
+    /// `written` counts everything written so far (it only counts synced
+    /// data; a file written a second ago would otherwise look unchanged).
+    pub fn sync_pools<'a>(&self, pools: impl IntoIterator<Item = &'a str>) -> Result<(), ZfsError> {
+        let zpool = Path::new(&self.bin).with_file_name("zpool");
+        let program = if zpool.is_file() { zpool.into_os_string() } else { process::find_program("zpool") };
+        let cmd = Cmd::new(program).arg("sync").args(pools);
+        self.run_ok(&cmd, || "a pool".into()).map(drop)
     }
 
     /// `root` and every filesystem and volume below it.

@@ -109,6 +109,18 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     };
     let mut exit = Exit::Ok;
 
+    // `written` (what decides whether anything changed) counts synced data
+    // only: sync first, or a file written a moment ago would look
+    // unchanged. If that fails, every dataset counts as changed.
+    let pools: BTreeSet<&str> = cfg.source.datasets.iter().map(|d| d.pool()).collect();
+    let synced = match zfs.sync_pools(pools.iter().copied()) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("cannot sync pools, so every dataset counts as changed: {e}");
+            false
+        }
+    };
+
     // 1-2. What is there, under the configured roots only, and the
     // selection: excluded and unencrypted datasets are left out by name.
     let sel = match common::list_selection(cfg, zfs, &args.config) {
@@ -187,7 +199,7 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         }
     };
     let unchanged: Vec<Option<&SnapshotRow>> =
-        sel.included.iter().map(|i| plan::unchanged_since_ours(&i.row, &before)).collect();
+        sel.included.iter().map(|i| if synced { plan::unchanged_since_ours(&i.row, &before) } else { None }).collect();
     let new_snaps: Vec<SnapshotRow>;
     let source_snaps: SourceSnaps;
     if !args.force_snapshot && unchanged.iter().all(Option::is_some) {
