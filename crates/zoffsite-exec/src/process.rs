@@ -149,12 +149,24 @@ impl StderrCollector {
 
 fn spawn(cmd: &Cmd, stdin: Stdio, stdout: Stdio) -> Result<Child, ExecError> {
     tracing::debug!(cmd = %cmd, "run");
-    cmd.command()
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| ExecError::Spawn { program: cmd.program.to_string_lossy().into_owned(), source })
+    let mut c = cmd.command();
+    c.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
+    // ETXTBSY: an executable that was just written can be briefly "busy"
+    // while another thread's fork still holds its write descriptor (a
+    // known Linux race); it clears within milliseconds.
+    let mut tries = 0;
+    loop {
+        match c.spawn() {
+            Err(e) if e.raw_os_error() == Some(26) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => {
+                return r
+                    .map_err(|source| ExecError::Spawn { program: cmd.program.to_string_lossy().into_owned(), source })
+            }
+        }
+    }
 }
 
 /// Runs `cmd` to completion with no input, capturing at most `stdout_limit`
