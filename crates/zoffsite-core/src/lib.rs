@@ -23,6 +23,8 @@ pub mod names;
 pub mod parse;
 pub mod plan;
 pub mod protocol;
+pub mod records;
+pub mod resume;
 pub mod retention;
 pub mod status;
 pub mod stream;

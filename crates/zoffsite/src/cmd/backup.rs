@@ -7,7 +7,8 @@
 //!    plaintext) and goes on with the rest.
 //! 3. One snapshot name for the run; one `zfs snapshot` call per pool, so
 //!    each pool's datasets share one point in time.
-//! 4. Per target, one SSH session: list what the box holds, plan each
+//! 4. Per target, one SSH session (opened before the snapshot; an unreachable
+//!    target does not stop the snapshot): list what the box holds, plan each
 //!    dataset by GUID (full, or incremental from the box's newest snapshot),
 //!    stream it, and accept success only when the box reports the planned
 //!    snapshot with the source's GUID.
@@ -168,9 +169,10 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     }
     let included: Vec<Dataset> = sel.datasets();
 
-    // Reach every target before changing anything: when no box can be
-    // reached (network down, host key changed, ...), the run changes
-    // nothing on either side.
+    // Reach every target first (one session each, kept open). A target that
+    // cannot be reached does not stop the run: the snapshot is still taken,
+    // and the box gets it with the next run that reaches it (one `-I`
+    // stream for everything pending).
     let mut connected = Vec::new();
     for target in &cfg.targets {
         match connect(target, &included) {
@@ -183,10 +185,6 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
             }
         }
     }
-    if connected.is_empty() {
-        return exit;
-    }
-
     // 3. One snapshot name for the whole run, one `zfs snapshot` per pool;
     // none at all when nothing changed since the last run's snapshot (the
     // targets may still need to catch up to it).
