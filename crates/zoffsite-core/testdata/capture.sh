@@ -1,8 +1,10 @@
 #!/bin/bash
-# Regenerates the fixtures in this directory on real OpenZFS (2.3.2 here):
+# Regenerates every fixture in this directory on real OpenZFS (2.3.2 for the
+# committed ones; capture.log is that run's output):
 #   cd /work/main && vm/run --out "$PWD/crates/zoffsite-core/testdata" -- crates/zoffsite-core/testdata/capture.sh
-# Streams are random data, so GUIDs change on every run: the tests name the
-# GUIDs they expect (see guids.txt) and must be updated with the fixtures.
+# The data is random, so GUIDs and sizes change on every run; the tests take
+# GUIDs from guids.txt and record counts from the *.summary files, so they
+# follow a regeneration without edits.
 set -uo pipefail
 O=$ZOFFSITE_VM_OUT
 exec > >(tee "$O/capture.log") 2>&1
