@@ -285,6 +285,20 @@ pub fn dataset_numbers(text: &str) -> Result<Vec<(Dataset, u64)>, ParseError> {
     Ok(out)
 }
 
+/// The estimated stream size from `zfs send -n -v -P` (its `size` line).
+pub fn send_size(text: &str) -> Result<u64, ParseError> {
+    let mut found = None;
+    for (i, line) in text.lines().enumerate() {
+        if line.len() > MAX_LINE_LEN {
+            return Err(ParseError::LineTooLong { line: i + 1 });
+        }
+        if let Some(v) = line.strip_prefix("size\t") {
+            found = Some(num(i + 1, "size", v.trim())?);
+        }
+    }
+    found.ok_or(ParseError::RowCount(0))
+}
+
 /// Output of `zfs get -H -p -o value guid SNAPSHOT`.
 pub fn single_guid(text: &str) -> Result<Guid, ParseError> {
     let r = rows(text, 1)?;
@@ -378,6 +392,16 @@ mod tests {
         let r = dataset_numbers("tank/a\t4096\ntank/b\t-\n").unwrap();
         assert_eq!(r, vec![(Dataset::new("tank/a").unwrap(), 4096)]);
         assert!(dataset_numbers("tank/a\tlots\n").is_err());
+    }
+
+    #[test]
+    fn send_sizes() {
+        // As printed by OpenZFS 2.3 for `zfs send -n -v -P -w -i a b`.
+        let out = "incremental\ttank/a@z1\ttank/a@z2\t57344\nsize\t57344\n";
+        assert_eq!(send_size(out).unwrap(), 57344);
+        assert_eq!(send_size("full\ttank/a@z1\t1024\nsize\t1024\n").unwrap(), 1024);
+        assert!(send_size("nothing useful\n").is_err());
+        assert!(send_size("size\tmany\n").is_err());
     }
 
     #[test]

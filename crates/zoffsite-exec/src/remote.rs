@@ -200,7 +200,13 @@ impl Session {
     /// Streams `send` (a running `zfs send -w`, or `-w -t` with `resume`)
     /// into the box as `dataset`'s snapshot `snapshot` and returns the GUID
     /// the box reports for it, with the number of stream bytes sent.
-    pub fn receive(&mut self, req: Request, mut send: Running) -> Result<(Guid, u64), RemoteError> {
+    /// `progress` is called with the bytes sent so far after each chunk.
+    pub fn receive(
+        &mut self,
+        req: Request,
+        mut send: Running,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(Guid, u64), RemoteError> {
         let Request::Receive { dataset, snapshot, .. } = &req else {
             let _ = send.kill();
             return Err(self.violation("internal: receive() needs a receive request".into()));
@@ -244,6 +250,7 @@ impl Session {
                 return Err(self.connection_lost());
             }
             sent += n as u64;
+            progress(sent);
             // Pace to the target's bandwidth limit: never ahead of the
             // schedule `sent / limit` seconds after the start.
             if let Some(rate) = limit {

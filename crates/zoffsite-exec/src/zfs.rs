@@ -229,6 +229,16 @@ impl Zfs {
         c.arg(snap.to_string())
     }
 
+    /// The size `send_raw(snap, from)` would stream (`zfs send -n -v -P`).
+    pub fn estimate(&self, snap: &Snapshot, from: Option<(&SnapName, SendFrom)>) -> Result<u64, ZfsError> {
+        let real = self.send_raw(snap, from);
+        // Same arguments as the real send, with -n -v -P after `send`.
+        let cmd = self.cmd().args(["send", "-n", "-v", "-P"]).args(&real.args[1..]);
+        let out = self.run_ok(&cmd, || format!("snapshot {snap}"))?;
+        let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), out.stderr);
+        parse::send_size(&text).map_err(|source| ZfsError::Parse { cmd: cmd.to_string(), source })
+    }
+
     /// Bookmarks under these datasets (`-d 1`: their own).
     pub fn list_bookmarks(&self, datasets: &[Dataset]) -> Result<Vec<BookmarkRow>, ZfsError> {
         if datasets.is_empty() {

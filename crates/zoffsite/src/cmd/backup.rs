@@ -17,6 +17,7 @@
 //! the box is only asked what it holds.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal as _;
 
 use serde::Serialize;
 use zoffsite_core::config::{Config, Target};
@@ -72,6 +73,9 @@ struct DatasetReport {
     send: Option<Send>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bytes: Option<u64>,
+    /// `zfs send -nvP`'s estimate, in dry runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    estimated_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -397,9 +401,23 @@ fn to_target(
             }
         };
         let cmd = zfs.send_raw(&new.snapshot, from.as_ref().map(|(n, k)| (n, *k)));
+        let from_arg = from.as_ref().map(|(n, k)| (n, *k));
+        // The estimate feeds the dry-run plan and the progress bar's ETA;
+        // the snapshot of a dry run does not exist yet, so its estimate is
+        // from the newest existing state of the dataset.
+        let show_progress = !args.json && std::io::stderr().is_terminal();
+        let estimate = if args.dry_run || show_progress {
+            let snap = if args.dry_run && new.guid.get() == u64::MAX { None } else { Some(&new.snapshot) };
+            snap.and_then(|s| zfs.estimate(s, from_arg).ok())
+        } else {
+            None
+        };
         if args.dry_run {
-            say(format!("{}: {ds}: would send {} ({cmd})", target.name, describe(&send)));
-            tr.datasets.push(DatasetReport::done(ds, "planned", send, None));
+            let size = estimate.map_or_else(|| "size known once the snapshot exists".to_owned(), human_bytes);
+            say(format!("{}: {ds}: would send {} ({size}; {cmd})", target.name, describe(&send)));
+            let mut row = DatasetReport::done(ds, "planned", send, None);
+            row.estimated_bytes = estimate;
+            tr.datasets.push(row);
             continue;
         }
         let running = match Running::with_stdout(&cmd) {
@@ -417,7 +435,13 @@ fn to_target(
                 continue;
             }
         };
-        match session.receive(
+        let bar = show_progress.then(|| progress_bar(&target.name, ds, estimate));
+        let mut progress = |n: u64| {
+            if let Some(b) = &bar {
+                b.set_position(n);
+            }
+        };
+        let result = session.receive(
             Request::Receive {
                 dataset: ds.clone(),
                 snapshot: new.snapshot.name.clone(),
@@ -426,7 +450,12 @@ fn to_target(
                 resume: false,
             },
             running,
-        ) {
+            &mut progress,
+        );
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        match result {
             Ok((guid, bytes)) if guid == new.guid => {
                 say(format!(
                     "{}: {ds}: sent {}, {}; the box holds it with the same GUID",
@@ -525,7 +554,7 @@ fn anchor_chain(
 
 impl DatasetReport {
     fn done(dataset: &Dataset, status: &'static str, send: Send, bytes: Option<u64>) -> Self {
-        DatasetReport { dataset: dataset.clone(), status, send: Some(send), bytes, error: None }
+        DatasetReport { dataset: dataset.clone(), status, send: Some(send), bytes, estimated_bytes: None, error: None }
     }
 }
 
@@ -538,8 +567,32 @@ fn record_failure(
     msg: String,
 ) {
     eprintln!("zoffsite: target {target}: {ds}: {msg}");
-    tr.datasets.push(DatasetReport { dataset: ds.clone(), status: "failed", send, bytes: None, error: Some(msg) });
+    tr.datasets.push(DatasetReport {
+        dataset: ds.clone(),
+        status: "failed",
+        send,
+        bytes: None,
+        estimated_bytes: None,
+        error: Some(msg),
+    });
     failed.insert(ds.clone());
+}
+
+/// Bytes, rate and ETA on stderr, only when stderr is a terminal.
+fn progress_bar(target: &str, ds: &Dataset, estimate: Option<u64>) -> indicatif::ProgressBar {
+    let bar = match estimate {
+        Some(n) => indicatif::ProgressBar::new(n).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("valid template"),
+        ),
+        None => indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{prefix} {bytes} {binary_bytes_per_sec}").expect("valid template"),
+        ),
+    };
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    bar.with_prefix(format!("{target}: {ds}"))
 }
 
 fn describe(send: &Send) -> String {
