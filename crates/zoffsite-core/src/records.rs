@@ -59,20 +59,25 @@
 //! bytes in the sender's byte order, which the BEGIN record's magic reveals.
 //! Offsets from the start of the record:
 //!
-//! | type            | fields read here (offset)                                               | payload that follows                        |
-//! |-----------------|-------------------------------------------------------------------------|---------------------------------------------|
-//! | all             | `drr_type` u32 (0), `drr_payloadlen` u32 (4)                            |                                             |
-//! | 0 BEGIN         | magic (8), versioninfo (16), toguid (40), fromguid (48), toname (56..312) | `drr_payloadlen`                            |
-//! | 1 OBJECT        | bonuslen u32 (28), raw_bonuslen u32 (36), toguid (40)                   | raw_bonuslen if non-zero, else bonuslen rounded up to 8 |
-//! | 2 FREEOBJECTS   | toguid (24)                                                             | none                                        |
-//! | 3 WRITE         | logical_size (32), toguid (40), compressiontype u8 (50), compressed_size (96) | compressed_size if compressiontype != 0, else logical_size |
-//! | 4 FREE          | toguid (32)                                                             | none                                        |
-//! | 5 END           | toguid (40)                                                             | none                                        |
-//! | 6 WRITE_BYREF   | toguid (32)                                                             | none (refused: dedup streams only)          |
-//! | 7 SPILL         | length (16), toguid (24), compressed_size (40)                          | compressed_size if non-zero, else length    |
-//! | 8 WRITE_EMBEDDED | toguid (32), psize u32 (52)                                            | psize rounded up to 8                       |
-//! | 9 OBJECT_RANGE  | toguid (24)                                                             | none                                        |
-//! | 10 REDACT       | toguid (32)                                                             | none (refused: redacted streams only)       |
+//! - all: `drr_type` u32 @0 and `drr_payloadlen` u32 @4;
+//! - 0 BEGIN: magic @8, versioninfo @16, toguid @40, fromguid @48, toname
+//!   @56..312; payload `drr_payloadlen` bytes;
+//! - 1 OBJECT: bonuslen u32 @28, raw_bonuslen u32 @36, toguid @40; payload
+//!   raw_bonuslen if non-zero, else bonuslen rounded up to 8;
+//! - 2 FREEOBJECTS: toguid @24; no payload;
+//! - 3 WRITE: logical_size @32, toguid @40, compressiontype u8 @50,
+//!   compressed_size @96; payload compressed_size if compressiontype is not
+//!   0, else logical_size (a raw block of a `compression=off` dataset has
+//!   type 2, OFF, and both sizes equal);
+//! - 4 FREE: toguid @32; no payload;
+//! - 5 END: toguid @40; no payload;
+//! - 6 WRITE_BYREF: toguid @32; no payload (refused: dedup streams only);
+//! - 7 SPILL: length @16, toguid @24, compressed_size @40; payload
+//!   compressed_size if non-zero, else length;
+//! - 8 WRITE_EMBEDDED: toguid @32, psize u32 @52; payload psize rounded up
+//!   to 8;
+//! - 9 OBJECT_RANGE: toguid @24; no payload;
+//! - 10 REDACT: toguid @32; no payload (refused: redacted streams only).
 //!
 //! The payload rules are the `DRR_*_PAYLOAD_SIZE` macros of that header and
 //! `receive_read_record()`; the walk over the real streams in `testdata/`
@@ -1088,7 +1093,7 @@ mod tests {
 
         fn push(&mut self, r: [u8; RECORD_LEN], payload: usize) -> &mut Self {
             self.out.extend_from_slice(&r);
-            self.out.extend(std::iter::repeat(0xA5).take(payload));
+            self.out.extend(std::iter::repeat_n(0xA5, payload));
             self
         }
 
@@ -1100,7 +1105,8 @@ mod tests {
             self.put64(&mut r, 40, to);
             self.put64(&mut r, 48, from);
             r[56..56 + name.len()].copy_from_slice(name.as_bytes());
-            self.push(r, payload as usize)
+            // Huge claims are for the cap's tests, which stop at the header.
+            self.push(r, (payload as usize).min(1 << 16))
         }
 
         fn sub(&mut self, to: u64, from: u64, name: &str) -> &mut Self {
@@ -1262,8 +1268,20 @@ mod tests {
             f(&mut s);
             cases.push((s, e, want));
         };
-        add(&|s| drop(s.end(7)), e, "NotBegin");
-        add(&|s| drop(s.plain(0, 24, 7)), e, "BadMagic");
+        add(
+            &|s| {
+                s.end(7);
+            },
+            e,
+            "NotBegin",
+        );
+        add(
+            &|s| {
+                s.plain(0, 24, 7);
+            },
+            e,
+            "BadMagic",
+        );
         add(
             &|s| {
                 sub(s);

@@ -237,7 +237,11 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
 
     // 5. Source retention, after the holds moved to the new bases.
     if let Some(policy) = &cfg.source.keep {
-        let (decisions, pexit) = crate::cmd::prune::prune(zfs, &ctx_datasets, policy, now, args.dry_run, &say);
+        // The clock now, not at the start of the run: the new snapshot must
+        // not look "dated in the future" to retention (which would keep it
+        // out of the `last` count and keep one more old snapshot).
+        let prune_now = if args.dry_run { now } else { jiff::Timestamp::now().max(now) };
+        let (decisions, pexit) = crate::cmd::prune::prune(zfs, &ctx_datasets, policy, prune_now, args.dry_run, &say);
         report.pruned = decisions.into_iter().filter(|d| d.destroy).map(|d| d.snapshot).collect();
         exit = exit.max(pexit);
     }
