@@ -630,3 +630,38 @@ fn box_away_while_retention_prunes() {
     let newest = format!("{data}@{}", r["snapshot"].as_str().unwrap());
     assert_eq!(w.snapshots(&w.offsite).get(&format!("{}/{newest}", w.root)), w.snapshots(&w.tank).get(&newest));
 }
+
+/// Two runs at once: the second exits at once with 5, naming the first's
+/// pid; the first completes. Dataset names with spaces and colons go
+/// through every step.
+#[test]
+#[ignore = "needs root and real OpenZFS: run `make e2e`"]
+fn two_runs_at_once_and_odd_names() {
+    let w = World::new();
+    let data = format!("{}/my data: 2026", w.tank);
+    w.create_encrypted(&data);
+    w.create_child(&format!("{data}/docs v1.0:final"));
+    w.write(&data, "big", &vec![1u8; 1 << 20]);
+    // Slow the first run down so the second one meets it.
+    let cfg = w.config_with(&[&data], &[], "bandwidth_limit = \"128KiB/s\"\n");
+    let mut first = Command::new("ip")
+        .args(["netns", "exec", w.env("HOME_NS"), BIN, "backup", "-c", cfg.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let second = w.backup(&cfg, &[]);
+    assert_eq!(second.status.code(), Some(5), "{}", text(&second));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("already using") && err.contains("pid "), "{err}");
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let src = w.snapshots(&w.tank);
+    let boxed = w.snapshots(&w.offsite);
+    assert_eq!(src.len(), 2, "{src:?}");
+    for (name, guid) in &src {
+        assert_eq!(boxed.get(&format!("{}/{name}", w.root)), Some(guid), "{name}");
+    }
+}
