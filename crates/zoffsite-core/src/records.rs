@@ -79,9 +79,12 @@
 //! - 9 OBJECT_RANGE: toguid @24; no payload;
 //! - 10 REDACT: toguid @32; no payload (refused: redacted streams only).
 //!
-//! The payload rules are the `DRR_*_PAYLOAD_SIZE` macros of that header and
-//! `receive_read_record()`; the walk over the real streams in `testdata/`
-//! lands exactly on their last byte and agrees with `zstream dump`'s counts.
+//! The OBJECT, WRITE and SPILL rules are the `DRR_*_PAYLOAD_SIZE` macros of
+//! that header; the rest follow the structs' comments. All are checked
+//! against real streams: the walk over each stream in `testdata/` lands
+//! exactly on its last byte and agrees with `zstream dump`'s count and
+//! payload bytes of every record type (e.g. WRITE_EMBEDDED psize 20 and 76
+//! carry 104 bytes).
 //! `drr_payloadlen` is 0 in every non-BEGIN record of those streams and
 //! `zfs receive` ignores it there, so it is ignored here too.
 

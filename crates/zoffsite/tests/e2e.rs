@@ -644,7 +644,7 @@ fn two_runs_at_once_and_odd_names() {
     w.write(&data, "big", &vec![1u8; 1 << 20]);
     // Slow the first run down so the second one meets it.
     let cfg = w.config_with(&[&data], &[], "bandwidth_limit = \"128KiB/s\"\n");
-    let mut first = Command::new("ip")
+    let first = Command::new("ip")
         .args(["netns", "exec", w.env("HOME_NS"), BIN, "backup", "-c", cfg.to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
