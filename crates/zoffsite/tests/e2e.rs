@@ -665,3 +665,58 @@ fn two_runs_at_once_and_odd_names() {
         assert_eq!(boxed.get(&format!("{}/{name}", w.root)), Some(guid), "{name}");
     }
 }
+
+/// SSH is killed mid-stream: the box keeps resumable partial state, and the
+/// next run continues it (from the box's token, checked by the source)
+/// instead of starting over: it sends less than what was left plus 10%.
+#[test]
+#[ignore = "needs root and real OpenZFS: run `make e2e`"]
+fn killed_transfer_resumes() {
+    let w = World::new();
+    let data = format!("{}/data", w.tank);
+    w.create_encrypted(&data);
+    let mut blob = Vec::new();
+    while blob.len() < 6 << 20 {
+        blob.extend_from_slice(random_hex(4096).as_bytes());
+    }
+    w.write(&data, "blob", &blob);
+    let cfg = w.config_with(&[&data], &[], "bandwidth_limit = \"512KiB/s\"\n");
+    let first = Command::new("ip")
+        .args(["netns", "exec", w.env("HOME_NS"), BIN, "backup", "-c", cfg.to_str().unwrap(), "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let a few MiB through, then cut SSH (only this world's: its key path
+    // is unique).
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    ok(&["pkill", "-KILL", "-f", &format!("ssh .*-i {}", w.env("IDENTITY"))]);
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(4), "{}", text(&first));
+    let snap = format!("{data}@{}", json(&first)["snapshot"].as_str().unwrap());
+    let box_ds = format!("{}/{data}", w.root);
+    let token = w.prop(&box_ds, "receive_resume_token");
+    assert!(token.len() > 10, "the box holds resumable state: {token:?}");
+    let total: u64 = zfs(&["send", "-n", "-v", "-P", "-w", &snap])
+        .lines()
+        .find_map(|l| l.strip_prefix("size\t").map(|v| v.trim().parse().unwrap()))
+        .unwrap();
+    let decoded = zfs(&["send", "-n", "-v", "-t", &token]);
+    let done = decoded
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("bytes = 0x").map(|v| u64::from_str_radix(v, 16).unwrap()))
+        .unwrap();
+    assert!(done > 0 && done < total, "received {done} of {total}");
+
+    let out = w.backup(&cfg, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = json(&out);
+    let d = &r["targets"][0]["datasets"][0];
+    let resumed = d["resumed_bytes"].as_u64().unwrap_or_else(|| panic!("no resume: {d}"));
+    assert!(resumed < (total - done) + total / 10, "resumed {resumed} bytes; {done} of {total} were already there");
+    assert!(resumed < total, "it did not start over");
+    let boxed = w.snapshots(&w.offsite);
+    assert_eq!(boxed.get(&format!("{}/{snap}", w.root)), w.snapshots(&w.tank).get(&snap));
+    assert_eq!(w.prop(&box_ds, "receive_resume_token"), "-", "no partial state left");
+}

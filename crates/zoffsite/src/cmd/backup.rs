@@ -73,6 +73,9 @@ struct DatasetReport {
     send: Option<Send>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bytes: Option<u64>,
+    /// Bytes sent to finish an interrupted transfer first, if there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resumed_bytes: Option<u64>,
     /// `zfs send -nvP`'s estimate, in dry runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     estimated_bytes: Option<u64>,
@@ -379,7 +382,39 @@ fn to_target(
         let box_ds = session.root.join(ds).unwrap_or_else(|_| session.root.clone());
         let snaps = source_snaps.get(ds).map(Vec::as_slice).unwrap_or_default();
         let bms: Vec<BookmarkRow> = bookmarks.iter().filter(|b| b.bookmark.dataset == *ds).cloned().collect();
-        let send = match plan::plan_send(new, snaps, &bms, remote.get(ds), &box_ds) {
+        // An interrupted transfer is finished first (or discarded when the
+        // source can no longer continue it); the box's view is updated so
+        // the plan below starts from what the box now holds.
+        let mut here = remote.get(ds).cloned();
+        let mut resumed_bytes = None;
+        if let Some(r) = here.as_mut().filter(|r| r.resume_token.is_some()) {
+            if args.dry_run {
+                say(format!("{}: {ds}: would resume an interrupted transfer first", target.name));
+                r.resume_token = None;
+            } else {
+                match resume(zfs, &mut session, ds, r, snaps, show_progress_for(args)) {
+                    Ok((msg, bytes)) => {
+                        say(format!("{}: {ds}: {msg}", target.name));
+                        resumed_bytes = Some(bytes);
+                    }
+                    Err(e) => {
+                        let fatal = !matches!(
+                            e,
+                            ResumeFailure::Refused(_)
+                                | ResumeFailure::Remote(RemoteError::Refused { .. })
+                                | ResumeFailure::Remote(RemoteError::Send(_))
+                        );
+                        record_failure(&mut tr, &mut failed, &target.name, ds, None, e.to_string());
+                        exit = exit.max(if fatal { Exit::Target } else { Exit::Partial });
+                        if fatal {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+        }
+        let send = match plan::plan_send(new, snaps, &bms, here.as_ref(), &box_ds) {
             Ok(s) => s,
             Err(b) => {
                 record_failure(&mut tr, &mut failed, &target.name, ds, None, b.to_string());
@@ -390,7 +425,9 @@ fn to_target(
         let (from, from_guid) = match &send {
             Send::UpToDate { at } => {
                 say(format!("{}: {ds}: box already holds {at}", target.name));
-                tr.datasets.push(DatasetReport::done(ds, "ok", send, Some(0)));
+                let mut row = DatasetReport::done(ds, "ok", send, Some(0));
+                row.resumed_bytes = resumed_bytes;
+                tr.datasets.push(row);
                 confirmed.push(new);
                 continue;
             }
@@ -409,7 +446,7 @@ fn to_target(
         // The estimate feeds the dry-run plan and the progress bar's ETA;
         // the snapshot of a dry run does not exist yet, so its estimate is
         // from the newest existing state of the dataset.
-        let show_progress = !args.json && std::io::stderr().is_terminal();
+        let show_progress = show_progress_for(args);
         let estimate = if args.dry_run || show_progress {
             let snap = if args.dry_run && new.guid.get() == u64::MAX { None } else { Some(&new.snapshot) };
             snap.and_then(|s| zfs.estimate(s, from_arg).ok())
@@ -467,7 +504,9 @@ fn to_target(
                     describe(&send),
                     human_bytes(bytes)
                 ));
-                tr.datasets.push(DatasetReport::done(ds, "ok", send, Some(bytes)));
+                let mut row = DatasetReport::done(ds, "ok", send, Some(bytes));
+                row.resumed_bytes = resumed_bytes;
+                tr.datasets.push(row);
                 confirmed.push(new);
             }
             Ok((guid, _)) => {
@@ -558,7 +597,15 @@ fn anchor_chain(
 
 impl DatasetReport {
     fn done(dataset: &Dataset, status: &'static str, send: Send, bytes: Option<u64>) -> Self {
-        DatasetReport { dataset: dataset.clone(), status, send: Some(send), bytes, estimated_bytes: None, error: None }
+        DatasetReport {
+            dataset: dataset.clone(),
+            status,
+            send: Some(send),
+            bytes,
+            resumed_bytes: None,
+            estimated_bytes: None,
+            error: None,
+        }
     }
 }
 
@@ -576,10 +623,99 @@ fn record_failure(
         status: "failed",
         send,
         bytes: None,
+        resumed_bytes: None,
         estimated_bytes: None,
         error: Some(msg),
     });
     failed.insert(ds.clone());
+}
+
+fn show_progress_for(args: &BackupArgs) -> bool {
+    !args.json && !args.dry_run && std::io::stderr().is_terminal()
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ResumeFailure {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+}
+
+/// Continues the box's interrupted receive of `ds`, after checking its
+/// token (hostile input: it decides what `zfs send -t` sends) against the
+/// source's own view: same dataset, a snapshot the source has, the base
+/// the box really holds, raw. A token the source can no longer continue
+/// (its snapshot is gone) is discarded on the box, and the dataset is then
+/// planned afresh. `remote` is updated to what the box holds afterwards.
+fn resume(
+    zfs: &Zfs,
+    session: &mut Session,
+    ds: &Dataset,
+    remote: &mut RemoteDataset,
+    snaps: &[SnapshotRow],
+    show_progress: bool,
+) -> Result<(String, u64), ResumeFailure> {
+    use zoffsite_core::resume;
+    let token = remote.resume_token.clone().unwrap_or_default();
+    resume::check_token_alphabet(&token).map_err(|e| ResumeFailure::Refused(format!("the box's resume token: {e}")))?;
+    let box_newest = remote.snapshots.iter().max_by_key(|s| s.createtxg).map(|s| s.guid);
+    let decoded = zfs.describe_token(&token);
+    let info = match decoded {
+        Ok(text) => resume::parse_send_nvt(&text).map_err(|e| ResumeFailure::Refused(e.to_string()))?,
+        // A well-formed token ZFS cannot resolve names a snapshot this
+        // source no longer has (retention or the user destroyed it): the
+        // transfer cannot be continued, so its partial state is discarded
+        // (the only thing `abort` can touch) and the dataset planned afresh.
+        Err(e) => {
+            tracing::warn!(dataset = %ds, "cannot continue the box's interrupted transfer: {e}");
+            session.abort(ds)?;
+            remote.resume_token = None;
+            remote.exists = !remote.snapshots.is_empty();
+            return Ok((
+                "discarded an interrupted transfer this source cannot continue (its snapshot is gone)".into(),
+                0,
+            ));
+        }
+    };
+    let Some(row) = snaps.iter().find(|s| s.guid == info.toguid) else {
+        session.abort(ds)?;
+        remote.resume_token = None;
+        remote.exists = !remote.snapshots.is_empty();
+        return Ok(("discarded an interrupted transfer of a snapshot this source no longer has".into(), 0));
+    };
+    resume::check_against(&info, ds, row.guid, box_newest).map_err(|e| ResumeFailure::Refused(e.to_string()))?;
+    let running = Running::with_stdout(&zfs.send_resume(&token))
+        .map_err(|e| ResumeFailure::Remote(RemoteError::Send(ZfsError::Exec(e))))?;
+    let bar = show_progress.then(|| progress_bar("resume", ds, None));
+    let mut progress = |n: u64| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    };
+    let req = Request::Receive {
+        dataset: ds.clone(),
+        snapshot: row.snapshot.name.clone(),
+        guid: row.guid,
+        from: box_newest,
+        resume: true,
+    };
+    let (guid, bytes) = session.receive(req, running, &mut progress)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if guid != row.guid {
+        return Err(ResumeFailure::Refused(format!("after resuming, the box reports GUID {guid}, not {}", row.guid)));
+    }
+    let txg = remote.snapshots.iter().map(|s| s.createtxg).max().unwrap_or(0) + 1;
+    remote.snapshots.push(zoffsite_core::protocol::RemoteSnapshot {
+        name: row.snapshot.name.clone(),
+        guid,
+        createtxg: txg,
+    });
+    remote.resume_token = None;
+    remote.exists = true;
+    Ok((format!("resumed the interrupted transfer of @{}: {} more", row.snapshot.name, human_bytes(bytes)), bytes))
 }
 
 /// Bytes, rate and ETA on stderr, only when stderr is a terminal.
