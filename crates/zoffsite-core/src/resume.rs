@@ -13,11 +13,11 @@
 //! ```text
 //! resume token contents:
 //! nvlist version: 0
-//!     fromguid = 0x49b03c1de91a1d9b
-//!     object = 0x20
+//!     fromguid = 0x3f5d117e22f85fa6
+//!     object = 0x21
 //!     offset = 0x0
-//!     bytes = 0x5db4
-//!     toguid = 0x434dc60b2a810e11
+//!     bytes = 0x5dac
+//!     toguid = 0x64669f068569ea08
 //!     toname = t/big@b2
 //!     compressok = 1
 //!     rawok = 1
@@ -31,7 +31,7 @@
 //! appear like `compressok` when the broken send asked for them
 //! (`testdata/nvt-nonraw.txt`, from a `zfs send -Lec` cut short, has
 //! `embedok` and no `rawok`). A full send's line is `full send of t/big@b1
-//! estimated size is 45.1K`. `-P` would print `full\tNAME\tBYTES` and
+//! estimated size is 60.8K`. `-P` would print `full\tNAME\tBYTES` and
 //! `size\tBYTES` instead; this parser reads the plain `-nvt` form only.
 //!
 //! The estimate line matters more than it looks: `zfs send -t` does not
