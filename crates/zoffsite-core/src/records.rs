@@ -530,6 +530,18 @@ impl StreamValidator {
         self.error.is_none() && self.state == State::Done && self.skip == 0
     }
 
+    /// The substreams begun so far (snapshot, GUID), each already checked:
+    /// raw, on the chain. `serve` holds the stream back from `zfs receive`
+    /// until this is non-empty.
+    pub fn substreams(&self) -> &[(Snapshot, Guid)] {
+        &self.snapshots
+    }
+
+    /// Whether the stream began with a compound (`-I`) header.
+    pub fn is_compound(&self) -> bool {
+        self.compound.is_some()
+    }
+
     /// Bytes checked so far.
     pub fn offset(&self) -> u64 {
         self.offset

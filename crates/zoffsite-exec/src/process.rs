@@ -148,9 +148,17 @@ impl StderrCollector {
 }
 
 fn spawn(cmd: &Cmd, stdin: Stdio, stdout: Stdio) -> Result<Child, ExecError> {
+    spawn_with(cmd, stdin, stdout, false)
+}
+
+fn spawn_with(cmd: &Cmd, stdin: Stdio, stdout: Stdio, own_group: bool) -> Result<Child, ExecError> {
+    use std::os::unix::process::CommandExt as _;
     tracing::debug!(cmd = %cmd, "run");
     let mut c = cmd.command();
     c.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
+    if own_group {
+        c.process_group(0);
+    }
     // ETXTBSY: an executable that was just written can be briefly "busy"
     // while another thread's fork still holds its write descriptor (a
     // known Linux race); it clears within milliseconds.
@@ -201,9 +209,12 @@ impl Running {
     }
 
     /// Starts `cmd` with its stdin piped from the caller (e.g. `zfs
-    /// receive`); its stdout is discarded, never inherited.
+    /// receive`); its stdout is discarded, never inherited. It runs in its
+    /// own process group, so a hangup sent to the caller's session (sshd
+    /// tearing down a dropped connection) does not kill it while it saves
+    /// resumable state; it ends when its input does.
     pub fn with_stdin(cmd: &Cmd) -> Result<Self, ExecError> {
-        let mut child = spawn(cmd, Stdio::piped(), Stdio::null())?;
+        let mut child = spawn_with(cmd, Stdio::piped(), Stdio::null(), true)?;
         let stderr = StderrCollector::start(child.stderr.take());
         Ok(Self { child, cmd: cmd.clone(), stderr })
     }

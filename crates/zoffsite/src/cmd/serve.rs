@@ -22,7 +22,7 @@ use zoffsite_core::protocol::{
     self, ErrorCode, Frame, ProtoError, RemoteDataset, RemoteSnapshot, Request, Response, MAX_LIST_DATASETS,
     MAX_REQUEST_LEN, PROTOCOL_NAME, PROTOCOL_VERSION,
 };
-use zoffsite_core::stream::{self, BEGIN_RECORD_LEN};
+use zoffsite_core::records::{Expect, StreamError, StreamValidator};
 use zoffsite_exec::process::Running;
 use zoffsite_exec::zfs::{Zfs, ZfsError};
 
@@ -256,12 +256,26 @@ impl<R: Read, W: Write> Server<R, W> {
                 ))
             }
         };
-        // Collect the BEGIN record before anything else sees the stream.
-        let mut head = Vec::with_capacity(BEGIN_RECORD_LEN);
+        // Hold the stream back until its first substream's BEGIN record has
+        // been checked (raw, the requested base, this dataset): `zfs
+        // receive` sees no byte of a stream that fails that.
+        let mut validator = StreamValidator::new(Expect { from, to: guid, resuming: resume });
+        let mut head = Vec::new();
         let mut ended = false;
-        while head.len() < BEGIN_RECORD_LEN {
+        while validator.substreams().is_empty() {
             match protocol::read_frame(&mut self.input, 0)? {
-                Frame::Data(d) => head.extend_from_slice(&d),
+                Frame::Data(d) => {
+                    if let Err(e) = validator.feed(&d) {
+                        return self.reject_and_drain(refused(&target, e));
+                    }
+                    head.extend_from_slice(&d);
+                    if head.len() > MAX_HEAD {
+                        return self.reject_and_drain(Reject::new(
+                            ErrorCode::Refused,
+                            format!("refused stream for {target}: no substream within its first {MAX_HEAD} bytes"),
+                        ));
+                    }
+                }
                 Frame::End => {
                     ended = true;
                     break;
@@ -269,26 +283,18 @@ impl<R: Read, W: Write> Server<R, W> {
                 Frame::Msg(_) => return Err(ProtoError::Violation("message inside a stream".into()).into()),
             }
         }
-        let check = stream::parse_begin(&head).map_err(|e| e.to_string()).and_then(|b| {
-            if b.to_guid != guid.get() || b.from_guid != from.map_or(0, Guid::get) || b.to_name.name != *snapshot {
-                Err(format!(
-                    "stream is for {} (guid {}, from {}), not the requested @{snapshot} (guid {guid}, from {})",
-                    b.to_name,
-                    b.to_guid,
-                    b.from_guid,
-                    from.map_or(0, Guid::get)
-                ))
-            } else if b.is_resuming() != resume {
-                Err(if resume {
-                    "a resume request needs a resuming stream"
-                } else {
-                    "a resuming stream needs a resume request"
-                }
-                .into())
-            } else {
-                Ok(())
+        let check = match validator.substreams().first() {
+            None => Err("the stream ended before its first snapshot".to_owned()),
+            // The requested snapshot must match by name as well as GUID.
+            Some((s, g)) if *g == guid && s.name != *snapshot => {
+                Err(format!("stream is for @{}, not the requested @{snapshot}", s.name))
             }
-        });
+            // A single-snapshot stream must be exactly the requested one.
+            Some((s, g)) if !validator.is_compound() && *g != guid => {
+                Err(format!("stream is for @{} (guid {g}), not the requested @{snapshot} (guid {guid})", s.name))
+            }
+            Some(_) => Ok(()),
+        };
         if let Err(why) = check {
             let rej = Reject::new(ErrorCode::Refused, format!("refused stream for {target}: {why}"));
             return if ended { Ok(self.reject(rej)?) } else { self.reject_and_drain(rej) };
@@ -303,18 +309,50 @@ impl<R: Read, W: Write> Server<R, W> {
         };
         let mut sink = child.child.stdin.take();
         let mut broken = write_to(&mut sink, &head).is_err();
+        let mut invalid = None;
         while !ended && !broken {
-            match protocol::read_frame(&mut self.input, 0)? {
-                Frame::Data(d) => broken = write_to(&mut sink, &d).is_err(),
-                Frame::End => ended = true,
-                Frame::Msg(_) => {
+            match protocol::read_frame(&mut self.input, 0) {
+                // Each chunk is checked before zfs receive sees it.
+                Ok(Frame::Data(d)) => match validator.feed(&d) {
+                    Ok(()) => broken = write_to(&mut sink, &d).is_err(),
+                    Err(e) => {
+                        invalid = Some(e);
+                        break;
+                    }
+                },
+                Ok(Frame::End) => ended = true,
+                Ok(Frame::Msg(_)) => {
                     let _ = child.kill();
                     return Err(ProtoError::Violation("message inside a stream".into()).into());
                 }
+                Err(e) => {
+                    // The connection dropped mid-stream. Let `zfs receive`
+                    // see the end of its input and save its resumable state
+                    // (-s) before this process goes: the next run continues
+                    // from there instead of starting over.
+                    drop(sink);
+                    let out = child.finish();
+                    tracing::warn!(dataset = %target, "connection lost mid-stream; partial state kept for resume: {out:?}");
+                    return Err(e.into());
+                }
             }
+        }
+        if let Some(e) = invalid {
+            // Stop zfs receive before it commits anything more.
+            drop(sink);
+            let _ = child.kill();
+            return self.reject_and_drain(refused(&target, e));
         }
         drop(sink);
         let out = child.finish().map_err(|e| Fatal::Refused(e.to_string()))?;
+        if out.success() {
+            if let Err(e) = validator.finish() {
+                // zfs receive accepted what the validator did not: report it,
+                // never confirm it.
+                let rej = refused(&target, e);
+                return Ok(self.reject(rej)?);
+            }
+        }
         let answer = if out.success() && !broken {
             target
                 .snapshot(snapshot)
@@ -363,6 +401,15 @@ impl<R: Read, W: Write> Server<R, W> {
     }
 }
 
+/// Most bytes held back from `zfs receive` while waiting for the first
+/// substream's BEGIN record (a `-I` stream's compound header before it is
+/// 624 bytes; a substream BEGIN's payload, the wrapped key, about 1 KiB).
+const MAX_HEAD: usize = 1 << 20;
+
+fn refused(target: &Dataset, e: StreamError) -> Reject {
+    Reject::new(ErrorCode::Refused, format!("refused stream for {target}: {e}"))
+}
+
 fn write_to(sink: &mut Option<std::process::ChildStdin>, data: &[u8]) -> io::Result<()> {
     match sink {
         Some(s) => s.write_all(data),
@@ -392,7 +439,7 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().to_owned();
             let script = format!(
-                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) exit 0;;\n receive) cat > '{data}'; exit 0;;\n get) echo 4242; exit 0;;\n create) exit 0;;\nesac\nexit 1\n",
+                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) exit 0;;\n receive) cat > '{data}'; exit 0;;\n get) echo 10546291128629098134; exit 0;;\n create) exit 0;;\nesac\nexit 1\n",
                 log = dir.join("log").display(),
                 data = dir.join("received").display()
             );
@@ -429,21 +476,32 @@ mod tests {
         v
     }
 
-    fn receive(stream: &[u8], guid: u64) -> Vec<u8> {
+    /// Real streams captured from OpenZFS 2.3.2 (see zoffsite-core's
+    /// testdata/capture.sh): a raw full send of t/src@s1, and a non-raw
+    /// incremental t/plain@p1 -> @p2 of an unencrypted dataset.
+    const RAW_FULL: &[u8] = include_bytes!("../../../zoffsite-core/testdata/raw-full.zstream");
+    const S1: u64 = 10546291128629098134;
+    const PLAIN_INCR: &[u8] = include_bytes!("../../../zoffsite-core/testdata/plain-incr.zstream");
+    const P1: u64 = 8786584037763858465;
+    const P2: u64 = 13308449606923206071;
+
+    fn request(snapshot: &str, guid: u64, from: Option<u64>, resume: bool) -> Request {
+        Request::Receive {
+            dataset: Dataset::new("tank/data").unwrap(),
+            snapshot: SnapName::new(snapshot).unwrap(),
+            guid: Guid::new(guid).unwrap(),
+            from: from.map(|f| Guid::new(f).unwrap()),
+            resume,
+        }
+    }
+
+    fn session(items: &[(Request, &[u8])]) -> Vec<u8> {
         let mut v = hello();
-        protocol::write_msg(
-            &mut v,
-            &Request::Receive {
-                dataset: Dataset::new("tank/data").unwrap(),
-                snapshot: SnapName::new("zoffsite-1").unwrap(),
-                guid: Guid::new(guid).unwrap(),
-                from: None,
-                resume: false,
-            },
-        )
-        .unwrap();
-        protocol::write_data(&mut v, stream).unwrap();
-        protocol::write_end(&mut v).unwrap();
+        for (req, stream) in items {
+            protocol::write_msg(&mut v, req).unwrap();
+            protocol::write_data(&mut v, stream).unwrap();
+            protocol::write_end(&mut v).unwrap();
+        }
         protocol::write_msg(&mut v, &Request::Bye).unwrap();
         v
     }
@@ -470,9 +528,7 @@ mod tests {
     #[test]
     fn a_plaintext_stream_never_reaches_zfs_receive() {
         let f = Fake::new();
-        let mut stream = encode_begin(RAW & !FEATURE_RAW, 1, 4242, 0, "tank/data@zoffsite-1", false);
-        stream.extend_from_slice(b"secret plaintext blocks");
-        let (r, msgs) = f.serve(receive(&stream, 4242));
+        let (r, msgs) = f.serve(session(&[(request("p2", P2, Some(P1), false), PLAIN_INCR)]));
         assert!(r.is_ok());
         match &msgs[..] {
             [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
@@ -499,42 +555,25 @@ mod tests {
     #[test]
     fn a_normal_stream_cannot_pose_as_a_resume_and_back() {
         let f = Fake::new();
-        let stream = encode_begin(RAW, 1, 4242, 0, "tank/data@zoffsite-1", false);
-        let mut input = hello();
-        let req = |resume| Request::Receive {
-            dataset: Dataset::new("tank/data").unwrap(),
-            snapshot: SnapName::new("zoffsite-1").unwrap(),
-            guid: Guid::new(4242).unwrap(),
-            from: None,
-            resume,
-        };
-        protocol::write_msg(&mut input, &req(true)).unwrap();
-        protocol::write_data(&mut input, &stream).unwrap();
-        protocol::write_end(&mut input).unwrap();
         let resuming =
-            encode_begin(RAW | zoffsite_core::stream::FEATURE_RESUMING, 1, 4242, 0, "tank/data@zoffsite-1", false);
-        protocol::write_msg(&mut input, &req(false)).unwrap();
-        protocol::write_data(&mut input, &resuming).unwrap();
-        protocol::write_end(&mut input).unwrap();
-        let (_, msgs) = f.serve(input);
-        assert!(
-            matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("needs a resuming stream")),
-            "{msgs:?}"
-        );
-        assert!(
-            matches!(&msgs[2], Response::Error { code: ErrorCode::Refused, message } if message.contains("needs a resume request")),
-            "{msgs:?}"
-        );
+            encode_begin(RAW | zoffsite_core::stream::FEATURE_RESUMING, 1, S1, 0, "tank/data@zoffsite-1", false);
+        let (_, msgs) =
+            f.serve(session(&[(request("s1", S1, None, true), RAW_FULL), (request("s1", S1, None, false), &resuming)]));
+        for m in &msgs[1..3] {
+            assert!(
+                matches!(m, Response::Error { code: ErrorCode::Refused, message } if message.contains("resum")),
+                "{msgs:?}"
+            );
+        }
         assert!(!f.log().contains("receive"));
     }
 
     #[test]
     fn a_stream_for_another_snapshot_is_refused() {
         let f = Fake::new();
-        let stream = encode_begin(RAW, 1, 999, 0, "tank/data@zoffsite-1", false);
-        let (_, msgs) = f.serve(receive(&stream, 4242));
+        let (_, msgs) = f.serve(session(&[(request("s1", 4242, None, false), RAW_FULL)]));
         assert!(
-            matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("guid 999")),
+            matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("4242")),
             "{msgs:?}"
         );
         assert!(!f.log().contains("receive"));
@@ -543,16 +582,25 @@ mod tests {
     #[test]
     fn a_raw_stream_is_received_append_only_under_the_root() {
         let f = Fake::new();
-        let mut stream = encode_begin(RAW, 1, 4242, 0, "tank/data@zoffsite-1", false);
-        stream.extend(std::iter::repeat_n(7u8, 3 << 20));
-        let (r, msgs) = f.serve(receive(&stream, 4242));
+        let (r, msgs) = f.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
         assert!(r.is_ok());
-        assert!(matches!(&msgs[1], Response::Received { guid, .. } if guid.get() == 4242), "{msgs:?}");
+        assert!(matches!(&msgs[1], Response::Received { guid, .. } if guid.get() == S1), "{msgs:?}");
         let log = f.log();
         assert!(log.contains("create -u -o canmount=off offsite/home/tank\n"), "{log}");
         assert!(log.contains("receive -u -s offsite/home/tank/data\n"), "{log}");
         assert!(!log.contains("-F") && !log.contains("destroy") && !log.contains("load-key"), "{log}");
         // zfs receive got the stream byte for byte, BEGIN record included.
-        assert_eq!(std::fs::read(f.dir.join("received")).unwrap(), stream);
+        assert_eq!(std::fs::read(f.dir.join("received")).unwrap(), RAW_FULL);
+    }
+
+    #[test]
+    fn a_stream_with_trailing_garbage_is_cut_before_zfs_receive_sees_it() {
+        let f = Fake::new();
+        let mut stream = RAW_FULL.to_vec();
+        stream.extend_from_slice(&[7u8; 4096]);
+        let (_, msgs) = f.serve(session(&[(request("s1", S1, None, false), &stream)]));
+        assert!(matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, .. }), "{msgs:?}");
+        let got = std::fs::read(f.dir.join("received")).unwrap_or_default();
+        assert!(got.len() <= RAW_FULL.len(), "the garbage never reached zfs receive");
     }
 }
