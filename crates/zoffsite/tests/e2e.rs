@@ -696,7 +696,17 @@ fn killed_transfer_resumes() {
     assert_eq!(first.status.code(), Some(4), "{}", text(&first));
     let snap = format!("{data}@{}", json(&first)["snapshot"].as_str().unwrap());
     let box_ds = format!("{}/{data}", w.root);
-    let token = w.prop(&box_ds, "receive_resume_token");
+    // The box's zfs receive winds down on its own after the connection is
+    // gone (saving its state takes a moment under emulation).
+    let mut token = String::new();
+    for _ in 0..120 {
+        let out = run(&["zfs", "get", "-H", "-p", "-o", "value", "receive_resume_token", &box_ds]);
+        token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && token.len() > 10 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     assert!(token.len() > 10, "the box holds resumable state: {token:?}");
     let total: u64 = zfs(&["send", "-n", "-v", "-P", "-w", &snap])
         .lines()
