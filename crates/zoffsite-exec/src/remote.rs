@@ -120,8 +120,16 @@ impl Session {
     }
 
     fn send(&mut self, req: &Request) -> Result<(), RemoteError> {
-        let w = self.stdin.as_mut().expect("open");
-        let r = protocol::write_msg(w, req).and_then(|_| w.flush());
+        self.write(|w| protocol::write_msg(w, req).and_then(|_| w.flush()))
+    }
+
+    /// Writes to the box; once the connection is gone (stdin taken by
+    /// [`connection_lost`](Self::connection_lost)) every write fails cleanly.
+    fn write(&mut self, f: impl FnOnce(&mut BufWriter<ChildStdin>) -> std::io::Result<()>) -> Result<(), RemoteError> {
+        let r = match self.stdin.as_mut() {
+            Some(w) => f(w),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        };
         r.map_err(|_| self.connection_lost())
     }
 
@@ -243,11 +251,10 @@ impl Session {
                     break;
                 }
             };
-            let w = self.stdin.as_mut().expect("open");
-            if protocol::write_data(w, &buf[..n]).is_err() {
+            if let Err(e) = self.write(|w| protocol::write_data(w, &buf[..n])) {
                 drop(out);
                 let _ = send.kill();
-                return Err(self.connection_lost());
+                return Err(e);
             }
             sent += n as u64;
             progress(sent);
@@ -263,13 +270,7 @@ impl Session {
         drop(out);
         let local = if early.is_some() || read_err.is_some() { send.kill() } else { send.finish() };
         // Always end the stream so the box's frame reader stays in step.
-        let ended = {
-            let w = self.stdin.as_mut().expect("open");
-            protocol::write_end(w).and_then(|_| w.flush())
-        };
-        if ended.is_err() {
-            return Err(self.connection_lost());
-        }
+        self.write(|w| protocol::write_end(w).and_then(|_| w.flush()))?;
         let answered_early = early.is_some();
         let reply = match early {
             Some(Ok(Response::Error { code, message })) => {
