@@ -769,8 +769,8 @@ fn forged_resume_tokens_are_refused() {
     let out = w.backup(&cfg, &["--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another dataset") && err.contains("zfs receive -A"), "{err}");
-    assert!(err.contains("non-raw") && err.contains("refusing"), "{err}");
+    assert!(err.contains("another dataset") && err.contains("zfs receive -A"), "{}", text(&out));
+    assert!(err.contains("non-raw") && err.contains("refusing"), "{}", text(&out));
     // Nothing was sent on either token: the planted state is as it was.
     assert_ne!(w.prop(&format!("{}/{a}", w.root), "receive_resume_token"), "-");
     assert_ne!(w.prop(&format!("{}/{b}", w.root), "receive_resume_token"), "-");
