@@ -40,5 +40,10 @@ e2e: setup
 demo: setup
 	scripts/demo
 
+## Benchmarks in the VM (zoffsite vs bare zfs send | ssh | zfs receive and
+## syncoid, as ratios) and the planner on the host; writes docs/benchmarks.md.
+bench: setup
+	scripts/bench
+
 clean:
 	$(CARGO) clean

@@ -664,11 +664,14 @@ fn resume(
     let info = match decoded {
         Ok(text) => resume::parse_send_nvt(&text).map_err(|e| ResumeFailure::Refused(e.to_string()))?,
         // A well-formed token ZFS cannot resolve names a snapshot this
-        // source no longer has (retention or the user destroyed it): the
-        // transfer cannot be continued, so its partial state is discarded
-        // (the only thing `abort` can touch) and the dataset planned afresh.
+        // source does not have: destroyed meanwhile (by retention or the
+        // user), or forged. Nothing can be sent from it either way; its
+        // partial state is discarded (the only thing `abort` can touch,
+        // and useless without the snapshot) and the dataset planned afresh.
         Err(e) => {
-            tracing::warn!(dataset = %ds, "cannot continue the box's interrupted transfer: {e}");
+            eprintln!(
+                "zoffsite: {ds}: ZFS cannot resolve the box's resume token ({e}); discarding that partial receive on the box"
+            );
             session.abort(ds)?;
             remote.resume_token = None;
             remote.exists = !remote.snapshots.is_empty();
@@ -678,13 +681,18 @@ fn resume(
             ));
         }
     };
-    let Some(row) = snaps.iter().find(|s| s.guid == info.toguid) else {
-        session.abort(ds)?;
-        remote.resume_token = None;
-        remote.exists = !remote.snapshots.is_empty();
-        return Ok(("discarded an interrupted transfer of a snapshot this source no longer has".into(), 0));
+    // ZFS resolved the token: it must continue exactly what this source
+    // would send now (this dataset, the box's real base, raw), or it is
+    // refused and left for the box's owner to clear.
+    let row = snaps.iter().find(|s| s.guid == info.toguid);
+    resume::check_against(&info, ds, row.map_or(info.toguid, |r| r.guid), box_newest)
+        .map_err(|e| ResumeFailure::Refused(e.to_string()))?;
+    let Some(row) = row else {
+        return Err(ResumeFailure::Refused(format!(
+            "the box's resume token for {ds} names {}, which is not among its snapshots here; the box's owner can discard that partial receive with `zfs receive -A <box root>/{ds}`",
+            info.toname
+        )));
     };
-    resume::check_against(&info, ds, row.guid, box_newest).map_err(|e| ResumeFailure::Refused(e.to_string()))?;
     let running = Running::with_stdout(&zfs.send_resume(&token))
         .map_err(|e| ResumeFailure::Remote(RemoteError::Send(ZfsError::Exec(e))))?;
     let bar = show_progress.then(|| progress_bar("resume", ds, None));
