@@ -688,14 +688,20 @@ fn killed_transfer_resumes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Let a few MiB through, then cut SSH (only this world's: its key path
-    // is unique).
-    std::thread::sleep(std::time::Duration::from_secs(6));
+    // Wait until the box is receiving, let a few MiB through, then cut SSH
+    // (only this world's: its key path is unique).
+    let box_ds = format!("{}/{data}", w.root);
+    for _ in 0..300 {
+        if w.datasets(&w.offsite).contains(&box_ds) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(4));
     ok(&["pkill", "-KILL", "-f", &format!("ssh .*-i {}", w.env("IDENTITY"))]);
     let first = first.wait_with_output().unwrap();
     assert_eq!(first.status.code(), Some(4), "{}", text(&first));
     let snap = format!("{data}@{}", json(&first)["snapshot"].as_str().unwrap());
-    let box_ds = format!("{}/{data}", w.root);
     // The box's zfs receive winds down on its own after the connection is
     // gone (saving its state takes a moment under emulation).
     let mut token = String::new();
