@@ -98,21 +98,29 @@ pub struct SnapshotRow {
 pub const SNAPSHOT_COLUMNS: &str = "name,guid,createtxg,creation";
 
 pub fn snapshots(text: &str) -> Result<Vec<SnapshotRow>, ParseError> {
+    timed_rows(text, "snapshot name", Snapshot::new, |snapshot, guid, createtxg, creation| SnapshotRow {
+        snapshot,
+        guid,
+        createtxg,
+        creation,
+    })
+}
+
+/// Rows of [`SNAPSHOT_COLUMNS`]: a name parsed by `name`, then GUID,
+/// createtxg and creation, assembled by `row`.
+fn timed_rows<N, R>(
+    text: &str,
+    what: &'static str,
+    name: impl Fn(&str) -> Result<N, NameError>,
+    row: impl Fn(N, Guid, u64, i64) -> R,
+) -> Result<Vec<R>, ParseError> {
     rows(text, 4)?
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
             let line = i + 1;
-            Ok(SnapshotRow {
-                snapshot: Snapshot::new(c[0]).map_err(|source| ParseError::Name {
-                    line,
-                    what: "snapshot name",
-                    source,
-                })?,
-                guid: guid(line, c[1])?,
-                createtxg: num(line, "createtxg", c[2])?,
-                creation: time(line, c[3])?,
-            })
+            let n = name(c[0]).map_err(|source| ParseError::Name { line, what, source })?;
+            Ok(row(n, guid(line, c[1])?, num(line, "createtxg", c[2])?, time(line, c[3])?))
         })
         .collect()
 }
@@ -132,23 +140,12 @@ pub struct BookmarkRow {
 }
 
 pub fn bookmarks(text: &str) -> Result<Vec<BookmarkRow>, ParseError> {
-    rows(text, 4)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let line = i + 1;
-            Ok(BookmarkRow {
-                bookmark: Bookmark::new(c[0]).map_err(|source| ParseError::Name {
-                    line,
-                    what: "bookmark name",
-                    source,
-                })?,
-                guid: guid(line, c[1])?,
-                createtxg: num(line, "createtxg", c[2])?,
-                creation: time(line, c[3])?,
-            })
-        })
-        .collect()
+    timed_rows(text, "bookmark name", Bookmark::new, |bookmark, guid, createtxg, creation| BookmarkRow {
+        bookmark,
+        guid,
+        createtxg,
+        creation,
+    })
 }
 
 /// A user hold as listed by `zfs holds -H -p`: snapshot, tag, time.

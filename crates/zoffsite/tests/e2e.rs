@@ -205,6 +205,18 @@ impl World {
         run(&full)
     }
 
+    /// `zoffsite backup` on the source, in the background.
+    fn spawn_backup(&self, config: &Path, extra: &[&str]) -> std::process::Child {
+        Command::new("ip")
+            .args(["netns", "exec", self.env("HOME_NS"), BIN, "backup", "-c", config.to_str().unwrap()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// `zoffsite backup` on the source.
     fn backup(&self, config: &Path, extra: &[&str]) -> Output {
         let mut argv = vec![BIN, "backup", "-c", config.to_str().unwrap()];
@@ -644,13 +656,7 @@ fn two_runs_at_once_and_odd_names() {
     w.write(&data, "big", &vec![1u8; 1 << 20]);
     // Slow the first run down so the second one meets it.
     let cfg = w.config_with(&[&data], &[], "bandwidth_limit = \"128KiB/s\"\n");
-    let first = Command::new("ip")
-        .args(["netns", "exec", w.env("HOME_NS"), BIN, "backup", "-c", cfg.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = w.spawn_backup(&cfg, &[]);
     std::thread::sleep(std::time::Duration::from_secs(3));
     let second = w.backup(&cfg, &[]);
     assert_eq!(second.status.code(), Some(5), "{}", text(&second));
@@ -681,13 +687,7 @@ fn killed_transfer_resumes() {
     }
     w.write(&data, "blob", &blob);
     let cfg = w.config_with(&[&data], &[], "bandwidth_limit = \"512KiB/s\"\n");
-    let first = Command::new("ip")
-        .args(["netns", "exec", w.env("HOME_NS"), BIN, "backup", "-c", cfg.to_str().unwrap(), "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = w.spawn_backup(&cfg, &["--json"]);
     // Wait until the box is receiving, let a few MiB through, then cut SSH
     // (only this world's: its key path is unique).
     let box_ds = format!("{}/{data}", w.root);
@@ -864,13 +864,7 @@ fn snapshot_destroyed_mid_run() {
     w.write(&a, "blob", &blob);
     // a is sent first and slowly; b's new snapshot vanishes meanwhile.
     let cfg = w.config_with(&[&a, &b], &[], "bandwidth_limit = \"256KiB/s\"\n");
-    let run = Command::new("ip")
-        .args(["netns", "exec", w.env("HOME_NS"), BIN, "backup", "-c", cfg.to_str().unwrap(), "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = w.spawn_backup(&cfg, &["--json"]);
     // Once a's transfer is under way (the box has started receiving it),
     // b's plan is made but its send has not started.
     let mut gone = None;

@@ -84,12 +84,9 @@ struct DatasetReport {
 }
 
 pub fn run(args: BackupArgs) -> Exit {
-    let cfg = match common::load_config(&args.config) {
+    let cfg = match common::config_or_exit(&args.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("zoffsite: {e:#}");
-            return Exit::Usage;
-        }
+        Err(code) => return code,
     };
     // A dry run changes nothing, so it may look while a real run works.
     let _lock = if args.dry_run {

@@ -35,6 +35,14 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// [`load_config`], printing the error and giving the exit code on failure.
+pub fn config_or_exit(path: &Path) -> Result<Config, crate::exit::Exit> {
+    load_config(path).map_err(|e| {
+        eprintln!("zoffsite: {e:#}");
+        crate::exit::Exit::Usage
+    })
+}
+
 /// Lists every filesystem and volume under the configured roots (only
 /// there) and applies the selection. Roots that do not exist are returned
 /// as messages; any other failure to list is an error.

@@ -18,12 +18,9 @@ use crate::cmd::common;
 use crate::exit::Exit;
 
 pub fn run(args: PruneArgs) -> Exit {
-    let cfg = match common::load_config(&args.config) {
+    let cfg = match common::config_or_exit(&args.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("zoffsite: {e:#}");
-            return Exit::Usage;
-        }
+        Err(code) => return code,
     };
     let Some(policy) = cfg.source.keep else {
         eprintln!(

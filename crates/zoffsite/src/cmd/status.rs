@@ -25,12 +25,9 @@ struct TargetStatus {
 }
 
 pub fn run(args: StatusArgs) -> Exit {
-    let cfg = match common::load_config(&args.config) {
+    let cfg = match common::config_or_exit(&args.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("zoffsite: {e:#}");
-            return Exit::Usage;
-        }
+        Err(code) => return code,
     };
     let zfs = Zfs::new();
     let now = jiff::Timestamp::now().as_second();
