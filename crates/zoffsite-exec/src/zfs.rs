@@ -207,11 +207,32 @@ impl Zfs {
         Self::parsed(&cmd, &out, parse::single_guid)
     }
 
-    /// Creates an empty, never-mounted dataset to hold received children
-    /// whose parent is not itself backed up.
+    /// Creates an empty dataset to hold received children whose parent is
+    /// not itself backed up. `-u`: not mounted now; it inherits the box
+    /// root's `mountpoint=none`, so it is never mounted later either. (No
+    /// `-o canmount=off`: the delegated box user may not set `canmount`.)
     pub fn create_placeholder(&self, ds: &Dataset) -> Result<(), ZfsError> {
-        let cmd = self.cmd().args(["create", "-u", "-o", "canmount=off"]).arg(ds.as_str());
+        let cmd = self.cmd().args(["create", "-u"]).arg(ds.as_str());
         self.run_ok(&cmd, || format!("parent of {ds}")).map(drop)
+    }
+
+    /// One property's value (`zfs get -H -p -o value PROP NAME`), as text.
+    pub fn get_value(&self, name: &str, prop: &str) -> Result<String, ZfsError> {
+        let cmd = self.cmd().args(["get", "-H", "-p", "-o", "value", prop, name]);
+        let out = self.run_ok(&cmd, || name.to_owned())?;
+        let v = String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_owned();
+        if v.contains(['\n', '\t', '\0']) {
+            return Err(ZfsError::Failed { cmd: cmd.to_string(), stderr: "unexpected multi-line value".into() });
+        }
+        Ok(v)
+    }
+
+    /// Sets a user property (`zfs set PROP=VALUE NAME`); `prop` must be a
+    /// user property (`module:name`), which the delegated box user may set.
+    pub fn set_user_property(&self, name: &str, prop: &str, value: &str) -> Result<(), ZfsError> {
+        debug_assert!(prop.contains(':'), "only user properties");
+        let cmd = self.cmd().arg("set").arg(format!("{prop}={value}")).arg(name);
+        self.run_ok(&cmd, || name.to_owned()).map(drop)
     }
 
     /// `zfs send -w [-i FROM | -I FROM] SNAPSHOT`: the only way zoffsite

@@ -339,10 +339,18 @@ fn full_then_incremental_with_exclusion() {
         assert_eq!(w.prop(&b, "mounted"), "no", "{b}");
         assert_eq!(w.prop(&b, "encryption"), "aes-256-gcm", "{b}");
     }
-    // The placeholder parent for the pool name is unmounted and unmountable.
+    // The placeholder parent for the pool name is unmounted and, through
+    // the root's mountpoint=none, unmountable.
     let parent = format!("{}/{}", w.root, w.tank);
-    assert_eq!(w.prop(&parent, "canmount"), "off");
+    assert_eq!(w.prop(&parent, "mountpoint"), "none");
     assert_eq!(w.prop(&parent, "mounted"), "no");
+    // Every received snapshot carries the box's own receive time.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for snap in [&snap1, &snap2] {
+        let b = format!("{}/{data}/docs@{snap}", w.root);
+        let t: u64 = w.prop(&b, "zoffsite:received").parse().unwrap_or_else(|_| panic!("{b} has no receive time"));
+        assert!(t <= now && now - t < 3600, "{b}: received at {t}, now {now}");
+    }
 }
 
 /// An unencrypted dataset is refused by name, nothing of it is sent, the

@@ -179,6 +179,21 @@ impl<R: Read, W: Write> Server<R, W> {
             self.reject(Reject::new(ErrorCode::Root, msg.clone()))?;
             return Err(Fatal::Refused(msg));
         }
+        // Placeholders inherit the root's mountpoint; with `none` nothing
+        // under the root can ever be mounted on the box.
+        match self.zfs.get_value(self.root.as_str(), "mountpoint") {
+            Ok(m) if m == "none" => {}
+            other => {
+                let msg = format!(
+                    "box root {} must have mountpoint=none so that nothing under it is ever mounted (it is {}); on the box run: zfs set mountpoint=none {}",
+                    self.root,
+                    other.map_or_else(|e| e.to_string(), |m| format!("{m:?}")),
+                    self.root
+                );
+                self.reject(Reject::new(ErrorCode::Root, msg.clone()))?;
+                return Err(Fatal::Refused(msg));
+            }
+        }
         self.reply(&Response::Hello {
             protocol: PROTOCOL_NAME.into(),
             version: PROTOCOL_VERSION,
@@ -346,11 +361,14 @@ impl<R: Read, W: Write> Server<R, W> {
         drop(sink);
         let out = child.finish().map_err(|e| Fatal::Refused(e.to_string()))?;
         if out.success() {
-            if let Err(e) = validator.finish() {
-                // zfs receive accepted what the validator did not: report it,
-                // never confirm it.
-                let rej = refused(&target, e);
-                return Ok(self.reject(rej)?);
+            match validator.finish() {
+                Ok(summary) => self.stamp_received(&target, &summary.snapshots),
+                Err(e) => {
+                    // zfs receive accepted what the validator did not:
+                    // report it, never confirm it.
+                    let rej = refused(&target, e);
+                    return Ok(self.reject(rej)?);
+                }
             }
         }
         let answer = if out.success() && !broken {
@@ -371,6 +389,19 @@ impl<R: Read, W: Write> Server<R, W> {
             }
         }
         Ok(())
+    }
+
+    /// Records the box's own clock on each snapshot just received. Box
+    /// retention ages snapshots by this, never by their `creation`, which
+    /// the sender controls.
+    fn stamp_received(&self, target: &Dataset, snaps: &[(zoffsite_core::names::Snapshot, Guid)]) {
+        let now = jiff::Timestamp::now().as_second().to_string();
+        for (s, _) in snaps {
+            let name = format!("{target}@{}", s.name);
+            if let Err(e) = self.zfs.set_user_property(&name, RECEIVED_PROPERTY, &now) {
+                tracing::warn!("cannot record the receive time of {name}: {e}");
+            }
+        }
     }
 
     fn reject_and_drain(&mut self, rej: Reject) -> Result<(), Fatal> {
@@ -400,6 +431,10 @@ impl<R: Read, W: Write> Server<R, W> {
         Ok(())
     }
 }
+
+/// The user property holding a snapshot's receive time on the box (Unix
+/// seconds, box clock).
+pub const RECEIVED_PROPERTY: &str = "zoffsite:received";
 
 /// Most bytes held back from `zfs receive` while waiting for the first
 /// substream's BEGIN record (a `-I` stream's compound header before it is
@@ -436,12 +471,16 @@ mod tests {
 
     impl Fake {
         fn new() -> Self {
+            Self::with_mountpoint("none")
+        }
+
+        fn with_mountpoint(mountpoint: &str) -> Self {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().to_owned();
             let script = format!(
-                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) exit 0;;\n receive) cat > '{data}'; exit 0;;\n get) echo 10546291128629098134; exit 0;;\n create) exit 0;;\nesac\nexit 1\n",
+                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) exit 0;;\n receive) cat > '{data}'; exit 0;;\n get) case \"$*\" in *mountpoint*) echo {mountpoint};; *) echo 10546291128629098134;; esac; exit 0;;\n create) exit 0;;\n set) exit 0;;\nesac\nexit 1\n",
                 log = dir.join("log").display(),
-                data = dir.join("received").display()
+                data = dir.join("received").display(),
             );
             std::fs::write(dir.join("zfs"), script).unwrap();
             std::fs::set_permissions(dir.join("zfs"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -518,6 +557,17 @@ mod tests {
     }
 
     #[test]
+    fn a_mountable_root_is_refused() {
+        let f = Fake::with_mountpoint("/offsite/home");
+        let (r, msgs) = f.serve(session(&[]));
+        assert!(r.is_err());
+        assert!(
+            matches!(&msgs[..], [Response::Error { code: ErrorCode::Root, message }] if message.contains("zfs set mountpoint=none offsite/home")),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
     fn no_input_at_all_is_explained() {
         let f = Fake::new();
         let (r, _) = f.serve(Vec::new());
@@ -586,7 +636,8 @@ mod tests {
         assert!(r.is_ok());
         assert!(matches!(&msgs[1], Response::Received { guid, .. } if guid.get() == S1), "{msgs:?}");
         let log = f.log();
-        assert!(log.contains("create -u -o canmount=off offsite/home/tank\n"), "{log}");
+        assert!(log.contains("create -u offsite/home/tank\n"), "{log}");
+        assert!(log.contains("set zoffsite:received="), "the box's clock is recorded: {log}");
         assert!(log.contains("receive -u -s offsite/home/tank/data\n"), "{log}");
         assert!(!log.contains("-F") && !log.contains("destroy") && !log.contains("load-key"), "{log}");
         // zfs receive got the stream byte for byte, BEGIN record included.
