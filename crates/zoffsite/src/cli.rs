@@ -24,6 +24,9 @@ pub enum Command {
     /// For every target and dataset: newest snapshot on the source and on the
     /// box, its age, bytes behind. Exits 6 when any is older than max_age.
     Status(StatusArgs),
+    /// Box-side administration, run by root on the box.
+    #[command(subcommand)]
+    Box(BoxCommand),
     /// The box side: speak the zoffsite protocol on stdin/stdout. Meant to be
     /// the forced command of the source's key in the box's authorized_keys.
     Serve(ServeArgs),
@@ -78,4 +81,70 @@ pub struct ServeArgs {
     /// `ROOT/tank/x`. Nothing outside it is ever touched.
     #[arg(long, value_name = "DATASET")]
     pub root: Dataset,
+}
+
+#[derive(Subcommand)]
+pub enum BoxCommand {
+    /// Prepare the box: the unprivileged user, the root dataset, the
+    /// append-only delegation and the forced-command authorized_keys line.
+    Init(BoxInitArgs),
+    /// Box retention by the box's own receive times ([keep] in box.toml).
+    Prune(BoxPruneArgs),
+    /// Dead-man's switch: fail (and notify) when nothing arrived within
+    /// max_age, the pool is unhealthy, or a partial receive was abandoned.
+    Check(BoxCheckArgs),
+}
+
+#[derive(Args)]
+pub struct BoxInitArgs {
+    /// The box dataset the source's key is forced to serve.
+    #[arg(long, value_name = "DATASET")]
+    pub root: Dataset,
+    /// The unprivileged user that runs `zoffsite serve`.
+    #[arg(long, default_value = "zoffsite")]
+    pub user: String,
+    /// The source's SSH public key (one line, `ssh-ed25519 AAAA...`).
+    #[arg(long, value_name = "FILE")]
+    pub source_key: PathBuf,
+    /// Only accept the key from this address (the source's VPN address).
+    #[arg(long, value_name = "ADDRESS")]
+    pub from: Option<String>,
+    /// Write the forced-command line here instead of the user's ~/.ssh/authorized_keys.
+    #[arg(long, value_name = "FILE")]
+    pub authorized_keys: Option<PathBuf>,
+    /// Cap the number of snapshots under the root (ZFS snapshot_limit).
+    #[arg(long, value_name = "N")]
+    pub snapshot_limit: Option<u64>,
+    /// Print what would be done; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct BoxPruneArgs {
+    /// Box configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = "/etc/zoffsite/box.toml")]
+    pub config: PathBuf,
+    /// List every snapshot with keep/destroy and the reason; destroy nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Pretend it is this time (RFC 3339), for what-if runs.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Print the decisions as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BoxCheckArgs {
+    /// Box configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = "/etc/zoffsite/box.toml")]
+    pub config: PathBuf,
+    /// Pretend it is this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Print the findings as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
