@@ -9,8 +9,10 @@
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Read, Write};
 use std::process::{Child, ChildStdin, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use zoffsite_core::config::Target;
 use zoffsite_core::names::{Dataset, Guid};
@@ -27,6 +29,11 @@ use crate::zfs::{Zfs, ZfsError};
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the box may take to confirm a receive after the stream ended.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(1800);
+/// A write to the box that makes no progress for this long means the box
+/// stopped reading: ssh is killed, so the run (and its lock) cannot hang.
+const WRITE_STALL: Duration = Duration::from_secs(300);
+/// How long `close` waits for ssh to exit after saying goodbye.
+const CLOSE_WAIT: Duration = Duration::from_secs(30);
 /// Stream chunk size: big enough that framing costs nothing measurable.
 const CHUNK: usize = 256 * 1024;
 
@@ -55,6 +62,11 @@ pub enum RemoteError {
 /// An open session with a box.
 pub struct Session {
     child: Child,
+    /// Milliseconds since `epoch` when the current write began; 0 when no
+    /// write is under way. Read by the watchdog thread.
+    writing_since: Arc<AtomicU64>,
+    epoch: Instant,
+    watchdog_stop: Arc<AtomicBool>,
     stdin: Option<BufWriter<ChildStdin>>,
     rx: Receiver<Result<Response, ProtoError>>,
     stderr: StderrCollector,
@@ -92,8 +104,15 @@ impl Session {
                 break;
             }
         });
+        let writing_since = Arc::new(AtomicU64::new(0));
+        let watchdog_stop = Arc::new(AtomicBool::new(false));
+        let epoch = Instant::now();
+        spawn_watchdog(child.id(), epoch, writing_since.clone(), watchdog_stop.clone(), WRITE_STALL);
         let mut s = Session {
             child,
+            writing_since,
+            epoch,
+            watchdog_stop,
             stdin,
             rx,
             stderr,
@@ -126,10 +145,15 @@ impl Session {
     /// Writes to the box; once the connection is gone (stdin taken by
     /// [`connection_lost`](Self::connection_lost)) every write fails cleanly.
     fn write(&mut self, f: impl FnOnce(&mut BufWriter<ChildStdin>) -> std::io::Result<()>) -> Result<(), RemoteError> {
+        // Armed while the write may block; the watchdog kills ssh if it
+        // stays blocked for WRITE_STALL.
+        let started = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        self.writing_since.store(started, Ordering::Relaxed);
         let r = match self.stdin.as_mut() {
             Some(w) => f(w),
             None => Err(std::io::ErrorKind::BrokenPipe.into()),
         };
+        self.writing_since.store(0, Ordering::Relaxed);
         r.map_err(|_| self.connection_lost())
     }
 
@@ -301,12 +325,19 @@ impl Session {
     pub fn close(mut self) {
         let _ = self.send(&Request::Bye);
         drop(self.stdin.take());
+        // A box that ignores the goodbye must not hold the run.
+        let deadline = Instant::now() + CLOSE_WAIT;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.watchdog_stop.store(true, Ordering::Relaxed);
         if self.stdin.is_some() {
             drop(self.stdin.take());
             let _ = self.child.kill();
@@ -315,7 +346,49 @@ impl Drop for Session {
     }
 }
 
+/// Kills process `pid` (ssh) when a write has been under way for longer
+/// than `stall` ([`WRITE_STALL`]). Stops when the session is dropped.
+fn spawn_watchdog(pid: u32, epoch: Instant, writing_since: Arc<AtomicU64>, stop: Arc<AtomicBool>, stall: Duration) {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_secs(1));
+            let since = writing_since.load(Ordering::Relaxed);
+            let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            if since != 0 && now.saturating_sub(since) > stall.as_millis() as u64 {
+                tracing::warn!("the box stopped reading for {stall:?}; closing the connection");
+                if let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+                return;
+            }
+        }
+    });
+}
+
 /// A short, sanitized rendering of a message for error text.
 fn short(r: &Response) -> String {
     protocol::sanitize(&format!("{r:?}"), 200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_write_gets_the_connection_killed_and_an_idle_one_does_not() {
+        let mut stalled = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut idle = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let epoch = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writing = Arc::new(AtomicU64::new(1));
+        spawn_watchdog(stalled.id(), epoch, writing, stop.clone(), Duration::from_millis(500));
+        spawn_watchdog(idle.id(), epoch, Arc::new(AtomicU64::new(0)), stop.clone(), Duration::from_millis(500));
+        let started = Instant::now();
+        let status = stalled.wait().unwrap();
+        assert!(!status.success() && started.elapsed() < Duration::from_secs(10), "killed by the watchdog");
+        assert!(matches!(idle.try_wait(), Ok(None)), "no write under way: left alone");
+        stop.store(true, Ordering::Relaxed);
+        let _ = idle.kill();
+        let _ = idle.wait();
+    }
 }

@@ -348,6 +348,50 @@ impl Zfs {
     pub fn stream_error(cmd: &Cmd, target: &str, out: Output) -> ZfsError {
         ZfsError::classify(cmd, || target.to_owned(), out)
     }
+
+    // ---- box side (`box prune`, `box check`) ----
+
+    /// Every snapshot below `root` with its box receive stamp
+    /// (`zoffsite:received`), for box retention and box check.
+    pub fn list_box_snapshots(&self, root: &Dataset) -> Result<Vec<zoffsite_core::boxside::BoxSnapshot>, ZfsError> {
+        let cmd = self
+            .cmd()
+            .args(["list", "-H", "-p", "-r", "-t", "snapshot", "-o", zoffsite_core::boxside::BOX_SNAPSHOT_COLUMNS])
+            .arg(root.as_str());
+        let out = self.run_ok(&cmd, || format!("dataset {root}"))?;
+        Self::parsed(&cmd, &out, zoffsite_core::boxside::parse_box_snapshots)
+    }
+
+    /// `zpool list -H -o health POOL`: `ONLINE`, `DEGRADED`, ...
+    pub fn pool_health(&self, pool: &str) -> Result<String, ZfsError> {
+        let zpool = Path::new(&self.bin).with_file_name("zpool");
+        let program = if zpool.is_file() { zpool.into_os_string() } else { process::find_program("zpool") };
+        let cmd = Cmd::new(program).args(["list", "-H", "-o", "health", pool]);
+        let out = self.run_ok(&cmd, || format!("pool {pool}"))?;
+        let v = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if v.is_empty() || v.len() > 32 || !v.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ZfsError::Failed { cmd: cmd.to_string(), stderr: format!("unexpected health {v:?}") });
+        }
+        Ok(v)
+    }
+
+    /// `zfs destroy DS@a,b,c` for box retention: only snapshots of a
+    /// dataset at or below `root`; anything else is refused before zfs
+    /// runs.
+    pub fn destroy_received_snapshots(&self, root: &Dataset, ds: &Dataset, names: &[SnapName]) -> Result<(), ZfsError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        if !ds.is_within(root) {
+            return Err(ZfsError::Failed {
+                cmd: "zfs destroy".into(),
+                stderr: format!("refusing to destroy snapshots of {ds}: it is not under the box root {root}"),
+            });
+        }
+        let list = names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",");
+        let cmd = self.cmd().arg("destroy").arg(format!("{ds}@{list}"));
+        self.run_ok(&cmd, || format!("a snapshot of {ds}")).map(drop)
+    }
 }
 
 #[cfg(test)]
