@@ -204,6 +204,9 @@ impl Running {
     /// Starts `cmd` with its stdout piped to the caller (e.g. `zfs send`).
     pub fn with_stdout(cmd: &Cmd) -> Result<Self, ExecError> {
         let mut child = spawn(cmd, Stdio::null(), Stdio::piped())?;
+        if let Some(p) = &child.stdout {
+            widen_pipe(p);
+        }
         let stderr = StderrCollector::start(child.stderr.take());
         Ok(Self { child, cmd: cmd.clone(), stderr })
     }
@@ -215,6 +218,9 @@ impl Running {
     /// resumable state; it ends when its input does.
     pub fn with_stdin(cmd: &Cmd) -> Result<Self, ExecError> {
         let mut child = spawn_with(cmd, Stdio::piped(), Stdio::null(), true)?;
+        if let Some(p) = &child.stdin {
+            widen_pipe(p);
+        }
         let stderr = StderrCollector::start(child.stderr.take());
         Ok(Self { child, cmd: cmd.clone(), stderr })
     }
@@ -234,6 +240,19 @@ impl Running {
     pub fn kill(mut self) -> Result<Output, ExecError> {
         let _ = self.child.kill();
         self.finish()
+    }
+}
+
+/// Pipe capacity for stream data: the default 64 KiB makes the sender and
+/// the receiver take turns every 64 KiB; 1 MiB lets each side move a whole
+/// chunk per wake-up (context switches are what the data path costs).
+pub const STREAM_PIPE_SIZE: usize = 1 << 20;
+
+/// Asks for a [`STREAM_PIPE_SIZE`] pipe; a refusal (the system's
+/// `pipe-max-size` is lower) only costs speed.
+pub fn widen_pipe(fd: &impl std::os::fd::AsFd) {
+    if let Err(e) = rustix::pipe::fcntl_setpipe_size(fd, STREAM_PIPE_SIZE) {
+        tracing::debug!("cannot widen a pipe to {STREAM_PIPE_SIZE} bytes: {e}");
     }
 }
 

@@ -35,7 +35,7 @@ const WRITE_STALL: Duration = Duration::from_secs(300);
 /// How long `close` waits for ssh to exit after saying goodbye.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
 /// Stream chunk size: big enough that framing costs nothing measurable.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = protocol::MAX_DATA_LEN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -89,6 +89,9 @@ impl Session {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| RemoteError::Ssh(format!("cannot run ssh: {e}")))?;
+        if let Some(p) = &child.stdin {
+            crate::process::widen_pipe(p);
+        }
         let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(CHUNK + 64, s));
         let mut stdout = child.stdout.take().expect("piped");
         let stderr = StderrCollector::start(child.stderr.take());

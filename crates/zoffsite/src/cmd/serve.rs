@@ -34,6 +34,9 @@ pub fn run(args: ServeArgs) -> Exit {
         // The client may ask for anything; the forced command decides.
         tracing::info!(asked = %protocol::sanitize(&asked, 200), "ignoring the command the client asked for");
     }
+    // The stream arrives on stdin (a pipe from sshd): a wider pipe means
+    // fewer turns between sshd and us.
+    zoffsite_exec::process::widen_pipe(&io::stdin());
     let stdin = io::stdin().lock();
     let stdout = io::stdout().lock();
     let mut server = Server {
