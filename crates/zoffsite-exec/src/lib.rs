@@ -9,4 +9,5 @@ pub mod lock;
 pub mod process;
 pub mod remote;
 pub mod ssh;
+pub mod system;
 pub mod zfs;

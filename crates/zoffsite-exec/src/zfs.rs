@@ -392,6 +392,53 @@ impl Zfs {
         let cmd = self.cmd().arg("destroy").arg(format!("{ds}@{list}"));
         self.run_ok(&cmd, || format!("a snapshot of {ds}")).map(drop)
     }
+
+    // ---- `box init` (run by root on the box) ----
+
+    /// `zfs version`: the tools' and the kernel module's versions, stdout
+    /// and stderr whatever the exit status (the caller says what is missing).
+    pub fn version_text(&self) -> Result<String, ZfsError> {
+        let out = process::run(&self.cmd().arg("version"), 64 * 1024)?;
+        Ok(format!("{}\n{}", String::from_utf8_lossy(&out.stdout), out.stderr))
+    }
+
+    /// `zfs allow DATASET`: the delegations on it and its ancestors, as text.
+    pub fn allow_listing(&self, ds: &Dataset) -> Result<String, ZfsError> {
+        let cmd = self.cmd().arg("allow").arg(ds.as_str());
+        let out = self.run_ok(&cmd, || format!("dataset {ds}"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `zfs create -o canmount=off -o mountpoint=none ROOT`: the box root,
+    /// never mounted, nor anything that inherits its mountpoint.
+    pub fn create_box_root_cmd(&self, root: &Dataset) -> Cmd {
+        self.cmd().args(["create", "-o", "canmount=off", "-o", "mountpoint=none"]).arg(root.as_str())
+    }
+
+    /// `zfs set mountpoint=none ROOT`.
+    pub fn set_mountpoint_none_cmd(&self, root: &Dataset) -> Cmd {
+        self.cmd().args(["set", "mountpoint=none"]).arg(root.as_str())
+    }
+
+    /// `zfs set snapshot_limit=N ROOT`.
+    pub fn set_snapshot_limit_cmd(&self, root: &Dataset, limit: u64) -> Cmd {
+        self.cmd().arg("set").arg(format!("snapshot_limit={limit}")).arg(root.as_str())
+    }
+
+    /// `zfs allow -u USER P1,P2 ROOT` (local and descendent).
+    pub fn allow_user_cmd(&self, user: &str, perms: &[&str], root: &Dataset) -> Cmd {
+        self.cmd().args(["allow", "-u", user]).arg(perms.join(",")).arg(root.as_str())
+    }
+
+    /// `zfs unallow -u USER P1,P2 ROOT` (local and descendent).
+    pub fn unallow_user_cmd(&self, user: &str, perms: &[&str], root: &Dataset) -> Cmd {
+        self.cmd().args(["unallow", "-u", user]).arg(perms.join(",")).arg(root.as_str())
+    }
+
+    /// Runs one of the `box init` commands above.
+    pub fn run_admin(&self, cmd: &Cmd) -> Result<(), ZfsError> {
+        self.run_ok(cmd, || "the parent dataset".into()).map(drop)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,854 @@
+//! The box side's own decisions: `box prune` (retention by the box's
+//! clock) and `box check` (the dead-man's switch), as pure functions.
+//!
+//! The box trusts only itself. Every snapshot `serve` receives is stamped
+//! with the box's own clock in the user property [`RECEIVED_PROPERTY`]
+//! (Unix seconds). Ages here come from that stamp, **never** from a
+//! snapshot's `creation`, which a raw stream carries from the source: a
+//! compromised source could date a flood of snapshots years back, or its
+//! real history years ahead, to make box retention destroy real history.
+//!
+//! # Configuration (`/etc/zoffsite/box.toml`)
+//!
+//! ```toml
+//! root = "offsite/home"
+//! min_age = "7d"      # nothing younger than this (by receive time) is ever destroyed; default 7d
+//! max_age = "48h"     # box check: newest receive per dataset must be younger; default 48h
+//! notify = ["/usr/local/bin/alert-owner"]   # argv (absolute path); gets the message on stdin
+//! [keep]
+//! last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
+//! ```
+//!
+//! Parsed strictly: unknown keys are errors naming the key. `[keep]` is
+//! required by `box prune` only (without it nothing is ever pruned);
+//! `notify` is optional (without it `box check` only prints and exits 6).
+//!
+//! # Box prune
+//!
+//! [`plan_box_prune`] groups the snapshots under the root by dataset and
+//! runs [`retention::plan`] on each, with the receive stamp as the time and
+//! `min_age`. Per dataset:
+//! - the newest snapshot by `createtxg` (the box's own transaction order,
+//!   which the source cannot forge) is protected: it is the next
+//!   incremental's base;
+//! - a snapshot without a (readable) stamp is kept ("no receive time
+//!   recorded"): it was not received by `serve`, or before stamping
+//!   existed, and its age is unknown;
+//! - everything else follows `[keep]`, by box time.
+//!
+//! Why a flood cannot push real history out: a flood of snapshots arrives
+//! within minutes, so by box time it falls into one hour/day/week bucket
+//! and takes one slot of each; `min_age` keeps it all for a while (which is
+//! what `--snapshot-limit` caps), and after that the bucket keeps the
+//! flood's newest only. Real history received on other days keeps its own
+//! daily/weekly/... slots. Only `last = N` can be filled by a flood, which
+//! is why bucket counts, not `last`, should carry the long history.
+//!
+//! # Clock sanity
+//!
+//! Retention by box time is only as good as the box's clock, so before
+//! deciding anything [`check_clock`] refuses (nothing is destroyed) when:
+//! - **the clock went back**: some stamp, or the last sane run recorded in
+//!   [`LASTRUN_PROPERTY`] on the root, is later than `now` +
+//!   [`CLOCK_TOLERANCE`] (10 minutes, for NTP steps). Time cannot run
+//!   backwards, so `now` is wrong (or the stamp was forged on the box);
+//! - **the clock jumped forward**: `now` is more than [`MAX_CLOCK_JUMP`]
+//!   (366 days) past both the newest stamp and the last run. A box that
+//!   prunes from a timer runs daily; a year without any run or receive is
+//!   far likelier a bad RTC than reality. If it is real, a backup (fresh
+//!   stamps) or, once the clock is checked, `zfs set zoffsite:lastrun=$(date
+//!   +%s) ROOT` clears it.
+//!
+//! `box prune` and `box check` write [`LASTRUN_PROPERTY`] after a sane run
+//! with the real clock (not with `--now`, not with `-n`).
+//!
+//! # Box check
+//!
+//! [`check`] returns findings; none means healthy. A dataset under the root
+//! counts as backed up when it holds at least one snapshot (placeholders
+//! and the root itself hold none and are ignored). Findings:
+//! - a backed-up dataset whose newest receive stamp is older than
+//!   `max_age`, or which has no stamp at all;
+//! - nothing at all ever received under the root;
+//! - an abandoned partial receive: a dataset with a `receive_resume_token`
+//!   whose partial state is older than `max_age`. Its age is measured by
+//!   the box's own `creation` of what the interrupted receive created: the
+//!   hidden `DATASET/%recv` clone for an incremental, or the new dataset
+//!   itself for a full receive (both are created by the box when the
+//!   receive starts; only snapshots carry the stream's `creation`);
+//! - the pool's health is not `ONLINE`;
+//! - the clock check fails;
+//! - something could not be checked at all (the caller adds
+//!   [`Finding::Unchecked`] when `zfs` or `zpool` fails).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{parse_duration, ConfigError};
+use crate::names::{Dataset, Guid, Snapshot};
+use crate::parse::{self, ParseError};
+use crate::retention::{self, KeepPolicy, PolicyError};
+
+pub const DEFAULT_PATH: &str = "/etc/zoffsite/box.toml";
+
+/// The user property holding a snapshot's receive time on the box (Unix
+/// seconds, box clock), written by `serve`.
+pub const RECEIVED_PROPERTY: &str = "zoffsite:received";
+
+/// The user property on the root holding the time of the last sane
+/// `box prune` or `box check` (Unix seconds, box clock).
+pub const LASTRUN_PROPERTY: &str = "zoffsite:lastrun";
+
+/// How far a stamp may lie ahead of `now` before the clock counts as gone
+/// back (NTP steps, a receive finishing during the run).
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(10 * 60);
+
+/// How far `now` may lie past the newest stamp and the last run before the
+/// clock counts as jumped forward.
+pub const MAX_CLOCK_JUMP: Duration = Duration::from_secs(366 * 86400);
+
+const DEFAULT_MIN_AGE: Duration = Duration::from_secs(7 * 86400);
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(48 * 3600);
+
+/// The validated box configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoxConfig {
+    pub root: Dataset,
+    pub min_age: Duration,
+    pub max_age: Duration,
+    /// argv; `notify[0]` is an absolute path. Empty: no notification.
+    pub notify: Vec<String>,
+    pub keep: Option<KeepPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBoxConfig {
+    root: String,
+    #[serde(default)]
+    min_age: Option<String>,
+    #[serde(default)]
+    max_age: Option<String>,
+    #[serde(default)]
+    notify: Option<Vec<String>>,
+    #[serde(default)]
+    keep: Option<KeepPolicy>,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+impl BoxConfig {
+    pub fn parse(text: &str) -> Result<BoxConfig, ConfigError> {
+        let raw: RawBoxConfig = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        let root = Dataset::new(raw.root.as_str()).map_err(|e| {
+            invalid("root", format!("{:?} is not a valid dataset name: {e}; write it like \"offsite/home\"", raw.root))
+        })?;
+        if root.depth() < 2 {
+            return Err(invalid(
+                "root",
+                format!("{root} is a whole pool; use a dataset below it, e.g. \"{root}/home\", as `serve --root` does"),
+            ));
+        }
+        let min_age =
+            raw.min_age.as_deref().map(|s| parse_duration("min_age", s)).transpose()?.unwrap_or(DEFAULT_MIN_AGE);
+        let max_age =
+            raw.max_age.as_deref().map(|s| parse_duration("max_age", s)).transpose()?.unwrap_or(DEFAULT_MAX_AGE);
+        if max_age.is_zero() {
+            return Err(invalid("max_age", "must be more than 0s, e.g. \"48h\" (one missed daily backup plus slack)"));
+        }
+        if let Some(n) = &raw.notify {
+            let Some(program) = n.first() else {
+                return Err(invalid("notify", "is empty: give a program and its arguments, e.g. [\"/usr/local/bin/alert-owner\"], or remove the key"));
+            };
+            if !program.starts_with('/') {
+                return Err(invalid(
+                    "notify",
+                    format!("{program:?} must be an absolute path (box check runs from a timer with a minimal PATH)"),
+                ));
+            }
+            if n.iter().any(|a| a.contains('\0')) {
+                return Err(invalid("notify", "arguments must not contain NUL bytes"));
+            }
+        }
+        if let Some(k) = &raw.keep {
+            k.validate().map_err(|e| invalid("keep", e.to_string()))?;
+        }
+        Ok(BoxConfig { root, min_age, max_age, notify: raw.notify.unwrap_or_default(), keep: raw.keep })
+    }
+}
+
+/// A snapshot's receive stamp as read from [`RECEIVED_PROPERTY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Not set (`-`): not received by `serve`, or before stamping existed.
+    Missing,
+    /// Set, but not Unix seconds: kept, never guessed.
+    Unreadable,
+    At(i64),
+}
+
+impl Received {
+    pub fn at(self) -> Option<i64> {
+        match self {
+            Received::At(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// A snapshot on the box, listed with [`BOX_SNAPSHOT_COLUMNS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoxSnapshot {
+    pub snapshot: Snapshot,
+    pub guid: Guid,
+    /// The box's transaction group: the box's own order of receipt.
+    pub createtxg: u64,
+    /// From the stream: the source's clock. Shown, never used for age.
+    pub creation: i64,
+    pub received: Received,
+}
+
+pub const BOX_SNAPSHOT_COLUMNS: &str = "name,guid,createtxg,creation,zoffsite:received";
+
+/// Parses `zfs list -H -p -t snapshot -o` [`BOX_SNAPSHOT_COLUMNS`]: the
+/// first four columns as strictly as [`parse::snapshots`]; a receive stamp
+/// that is not plain Unix seconds is [`Received::Unreadable`], not an error
+/// (one odd property must not stop retention of everything else, and the
+/// snapshot it is on is then kept).
+pub fn parse_box_snapshots(text: &str) -> Result<Vec<BoxSnapshot>, ParseError> {
+    let rows = parse::rows(text, 5)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, c) in rows.iter().enumerate() {
+        let line = i + 1;
+        let fixed = format!("{}\t{}\t{}\t{}", c[0], c[1], c[2], c[3]);
+        let row = parse::snapshots(&fixed).map_err(|e| renumber(e, line))?.remove(0);
+        let received = match c[4] {
+            "-" => Received::Missing,
+            v if !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()) => {
+                v.parse().map_or(Received::Unreadable, Received::At)
+            }
+            _ => Received::Unreadable,
+        };
+        out.push(BoxSnapshot {
+            snapshot: row.snapshot,
+            guid: row.guid,
+            createtxg: row.createtxg,
+            creation: row.creation,
+            received,
+        });
+    }
+    Ok(out)
+}
+
+fn renumber(e: ParseError, line: usize) -> ParseError {
+    match e {
+        ParseError::Columns { expected, found, .. } => ParseError::Columns { line, expected, found },
+        ParseError::Nul { .. } => ParseError::Nul { line },
+        ParseError::LineTooLong { .. } => ParseError::LineTooLong { line },
+        ParseError::Name { what, source, .. } => ParseError::Name { line, what, source },
+        ParseError::Number { what, value, .. } => ParseError::Number { line, what, value },
+        ParseError::Value { what, value, .. } => ParseError::Value { line, what, value },
+        e @ ParseError::RowCount(_) => e,
+    }
+}
+
+/// Why the box clock is not trusted for this run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ClockError {
+    #[error("the box clock went back: it says {}, but {what} is dated {} ({} later); ages by box time cannot be trusted, so nothing is destroyed. Set the clock right (NTP) and run again", fmt_ts(*now), fmt_ts(*at), fmt_secs(at - now))]
+    WentBack { now: i64, what: String, at: i64 },
+    #[error("the box clock jumped forward: it says {}, more than {} days after the newest receive ({}) and the last run ({}); nothing is destroyed. If the clock is right (the box was off that long), run a backup first or record it with `zfs set {LASTRUN_PROPERTY}=$(date +%s) {root}`", fmt_ts(*now), MAX_CLOCK_JUMP.as_secs() / 86400, fmt_opt(*newest), fmt_opt(*lastrun))]
+    JumpedForward { now: i64, newest: Option<i64>, lastrun: Option<i64>, root: String },
+}
+
+fn fmt_ts(t: i64) -> String {
+    Timestamp::from_second(t).map_or_else(|_| format!("{t} (Unix seconds)"), |t| t.to_string())
+}
+
+fn fmt_opt(t: Option<i64>) -> String {
+    t.map_or_else(|| "never".into(), fmt_ts)
+}
+
+/// `3d 4h`, `5h 12m`, `42s`: an age for people.
+pub fn fmt_secs(s: i64) -> String {
+    let s = s.max(0);
+    let (d, h, m) = (s / 86400, s % 86400 / 3600, s % 3600 / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {}s", s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The clock rules of the module docs. `lastrun` is [`LASTRUN_PROPERTY`].
+pub fn check_clock(
+    root: &Dataset,
+    snaps: &[BoxSnapshot],
+    lastrun: Option<i64>,
+    now: Timestamp,
+) -> Result<(), ClockError> {
+    let now_s = now.as_second();
+    let tol = CLOCK_TOLERANCE.as_secs() as i64;
+    let newest = snaps.iter().filter_map(|s| s.received.at().map(|t| (t, s))).max_by_key(|&(t, s)| (t, s.createtxg));
+    if let Some((t, s)) = newest {
+        if t > now_s.saturating_add(tol) {
+            return Err(ClockError::WentBack { now: now_s, what: format!("the receive of {}", s.snapshot), at: t });
+        }
+    }
+    if let Some(l) = lastrun {
+        if l > now_s.saturating_add(tol) {
+            return Err(ClockError::WentBack {
+                now: now_s,
+                what: format!("the last run ({LASTRUN_PROPERTY} on {root})"),
+                at: l,
+            });
+        }
+    }
+    let newest = newest.map(|(t, _)| t);
+    if let Some(reference) = newest.max(lastrun) {
+        if now_s > reference.saturating_add(MAX_CLOCK_JUMP.as_secs() as i64) {
+            return Err(ClockError::JumpedForward { now: now_s, newest, lastrun, root: root.to_string() });
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BoxError {
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+    #[error("keep: {0}")]
+    Policy(#[from] PolicyError),
+}
+
+/// One snapshot's fate in a box prune.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BoxDecision {
+    pub snapshot: String,
+    /// Receive time, Unix seconds, box clock; `null` when unknown.
+    pub received: Option<i64>,
+    /// The stream's creation (source clock), for reference only.
+    pub creation: i64,
+    pub destroy: bool,
+    /// `keep (daily 2026-11-25, protected: ...)` or `destroy`.
+    pub verdict: String,
+}
+
+/// Decides keep/destroy for every snapshot in `snaps` (the caller lists
+/// only what is under the root); see the module docs. Output: by dataset,
+/// then by the box's `createtxg`.
+pub fn plan_box_prune(
+    root: &Dataset,
+    policy: &KeepPolicy,
+    min_age: Duration,
+    snaps: &[BoxSnapshot],
+    lastrun: Option<i64>,
+    now: Timestamp,
+) -> Result<Vec<BoxDecision>, BoxError> {
+    policy.validate()?;
+    check_clock(root, snaps, lastrun, now)?;
+    let mut by_ds: BTreeMap<&Dataset, Vec<&BoxSnapshot>> = BTreeMap::new();
+    for s in snaps {
+        by_ds.entry(&s.snapshot.dataset).or_default().push(s);
+    }
+    let mut out = Vec::with_capacity(snaps.len());
+    for (_, mut list) in by_ds {
+        list.sort_by_key(|s| s.createtxg);
+        let newest = list.last().map(|s| &s.snapshot);
+        let mut items = Vec::new();
+        for s in &list {
+            // A stamp that does not fit a Timestamp is treated as missing.
+            if let Some(time) = s.received.at().and_then(|t| Timestamp::from_second(t).ok()) {
+                items.push(retention::Item { key: &s.snapshot, time });
+            }
+        }
+        let protected: Vec<(&Snapshot, String)> =
+            newest.map(|n| (n, "newest snapshot, the next incremental's base".to_owned())).into_iter().collect();
+        let mut verdicts: BTreeMap<&Snapshot, retention::Decision<&Snapshot>> = BTreeMap::new();
+        for d in retention::plan(policy, &items, &protected, now, Some(min_age))? {
+            verdicts.insert(d.key, d);
+        }
+        for s in list {
+            let (destroy, verdict) = match verdicts.get(&s.snapshot) {
+                Some(d) => (!d.is_kept(), d.verdict.to_string()),
+                None => {
+                    let why = match s.received {
+                        Received::Unreadable => "receive time unreadable",
+                        _ => "no receive time recorded",
+                    };
+                    let newest = if Some(&s.snapshot) == newest { ", protected: newest snapshot" } else { "" };
+                    (false, format!("keep ({why}{newest})"))
+                }
+            };
+            out.push(BoxDecision {
+                snapshot: s.snapshot.to_string(),
+                received: s.received.at(),
+                creation: s.creation,
+                destroy,
+                verdict,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A dataset under the root with partial-receive state, and when the box
+/// created that state (Unix seconds, box clock; `None` if unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    pub dataset: Dataset,
+    pub since: Option<i64>,
+}
+
+/// One problem `box check` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Finding {
+    /// A backed-up dataset's newest receive is older than `max_age`
+    /// (`received` is `None` when none of its snapshots is stamped).
+    Stale { dataset: Dataset, newest: String, received: Option<i64>, age: Option<i64>, max_age: u64 },
+    /// Nothing was ever received under the root.
+    Empty { root: Dataset },
+    /// Partial-receive state older than `max_age` (or of unknown age).
+    AbandonedPartial { dataset: Dataset, since: Option<i64>, age: Option<i64>, max_age: u64 },
+    /// The pool's health is not ONLINE.
+    Pool { pool: String, health: String },
+    /// The clock check failed.
+    Clock { error: ClockError },
+    /// Something could not be checked (the caller's `zfs`/`zpool` failed):
+    /// not knowing is itself worth a notification.
+    Unchecked { what: String, error: String },
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let max = |m: &u64| fmt_secs(*m as i64);
+        match self {
+            Finding::Stale { dataset, newest, received: Some(r), age, max_age } => write!(
+                f,
+                "{dataset}: nothing received for {} (newest {newest} received {}; max_age {}): is the source down, its backups failing, or the network?",
+                fmt_secs(age.unwrap_or(0)),
+                fmt_ts(*r),
+                max(max_age)
+            ),
+            Finding::Stale { dataset, newest, received: None, .. } => {
+                write!(f, "{dataset}: no snapshot has a receive time recorded (newest {newest}), so nothing is known to have arrived")
+            }
+            Finding::Empty { root } => {
+                write!(f, "{root}: nothing has ever been received; has the source run its first backup?")
+            }
+            Finding::AbandonedPartial { dataset, since: Some(s), age, max_age } => write!(
+                f,
+                "{dataset}: a partial receive started {} ({} ago, max_age {}) was never finished; the next backup resumes it, or clear it with `zfs receive -A {dataset}`",
+                fmt_ts(*s),
+                fmt_secs(age.unwrap_or(0)),
+                max(max_age)
+            ),
+            Finding::AbandonedPartial { dataset, since: None, .. } => write!(
+                f,
+                "{dataset}: holds a partial receive of unknown age; the next backup resumes it, or clear it with `zfs receive -A {dataset}`"
+            ),
+            Finding::Pool { pool, health } => {
+                write!(f, "pool {pool} is {health}, not ONLINE: see `zpool status -v {pool}`")
+            }
+            Finding::Clock { error } => error.fmt(f),
+            Finding::Unchecked { what, error } => write!(f, "cannot check {what}: {error}"),
+        }
+    }
+}
+
+/// What `box check` sees.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckInput<'a> {
+    pub root: &'a Dataset,
+    pub max_age: Duration,
+    /// Every snapshot under the root; `None` when they could not be listed
+    /// (the caller reports that; the dataset and clock checks are skipped).
+    pub snaps: Option<&'a [BoxSnapshot]>,
+    /// Every dataset under the root with partial-receive state.
+    pub partials: &'a [Partial],
+    /// `zpool list -H -o health` of the root's pool; `None` when unknown
+    /// (the caller reports that).
+    pub pool_health: Option<&'a str>,
+    pub lastrun: Option<i64>,
+    pub now: Timestamp,
+}
+
+/// The findings of the module docs, in a stable order: clock, pool,
+/// nothing ever received, stale datasets, abandoned partial receives.
+pub fn check(input: &CheckInput<'_>) -> Vec<Finding> {
+    let now = input.now.as_second();
+    let max_age = input.max_age.as_secs();
+    let too_old = |age: i64| age > i64::try_from(max_age).unwrap_or(i64::MAX);
+    let mut out = Vec::new();
+    if let Some(snaps) = input.snaps {
+        if let Err(error) = check_clock(input.root, snaps, input.lastrun, input.now) {
+            out.push(Finding::Clock { error });
+        }
+    }
+    if let Some(health) = input.pool_health.filter(|h| *h != "ONLINE") {
+        out.push(Finding::Pool { pool: input.root.pool().to_owned(), health: health.to_owned() });
+    }
+    let mut by_ds: BTreeMap<&Dataset, Vec<&BoxSnapshot>> = BTreeMap::new();
+    for s in input.snaps.unwrap_or_default().iter().filter(|s| s.snapshot.dataset.is_within(input.root)) {
+        by_ds.entry(&s.snapshot.dataset).or_default().push(s);
+    }
+    if input.snaps.is_some() && by_ds.is_empty() && input.partials.is_empty() {
+        out.push(Finding::Empty { root: input.root.clone() });
+    }
+    for (ds, list) in by_ds {
+        let stamped =
+            list.iter().filter_map(|s| s.received.at().map(|t| (t, s.createtxg, s))).max_by_key(|&(t, g, _)| (t, g));
+        let newest_txg =
+            list.iter().max_by_key(|s| s.createtxg).map(|s| s.snapshot.name.to_string()).unwrap_or_default();
+        match stamped {
+            Some((t, _, s)) if too_old(now - t) => out.push(Finding::Stale {
+                dataset: ds.clone(),
+                newest: s.snapshot.name.to_string(),
+                received: Some(t),
+                age: Some(now - t),
+                max_age,
+            }),
+            Some(_) => {}
+            None => {
+                out.push(Finding::Stale { dataset: ds.clone(), newest: newest_txg, received: None, age: None, max_age })
+            }
+        }
+    }
+    for p in input.partials {
+        let age = p.since.map(|s| now - s);
+        if age.is_none_or(too_old) {
+            out.push(Finding::AbandonedPartial { dataset: p.dataset.clone(), since: p.since, age, max_age });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+root = "offsite/home"
+min_age = "7d"      # nothing younger than this is ever destroyed
+max_age = "48h"     # for `box check`
+notify = ["/usr/local/bin/alert-owner"]   # argv; gets the message on stdin
+[keep]
+last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
+"#;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn secs(s: &str) -> i64 {
+        ts(s).as_second()
+    }
+
+    fn root() -> Dataset {
+        Dataset::new("offsite/home").unwrap()
+    }
+
+    /// A snapshot of `offsite/home/tank/DS` received at `rcv` (None: no
+    /// stamp), txg = order given.
+    fn snap(ds: &str, name: &str, txg: u64, rcv: Option<&str>) -> BoxSnapshot {
+        BoxSnapshot {
+            snapshot: Snapshot::new(&format!("offsite/home/tank/{ds}@{name}")).unwrap(),
+            guid: Guid::new(1000 + txg).unwrap(),
+            createtxg: txg,
+            creation: 0,
+            received: rcv.map_or(Received::Missing, |r| Received::At(secs(r))),
+        }
+    }
+
+    fn verdicts(ds: &[BoxDecision]) -> Vec<(String, bool, String)> {
+        ds.iter().map(|d| (d.snapshot.rsplit('@').next().unwrap().to_owned(), d.destroy, d.verdict.clone())).collect()
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = BoxConfig::parse(EXAMPLE).unwrap();
+        assert_eq!(c.root, root());
+        assert_eq!(c.min_age, Duration::from_secs(7 * 86400));
+        assert_eq!(c.max_age, Duration::from_secs(48 * 3600));
+        assert_eq!(c.notify, ["/usr/local/bin/alert-owner"]);
+        assert_eq!(c.keep.unwrap().last, 7);
+        let minimal = BoxConfig::parse("root = \"offsite/home\"\n").unwrap();
+        assert_eq!((minimal.min_age, minimal.max_age), (DEFAULT_MIN_AGE, DEFAULT_MAX_AGE));
+        assert!(minimal.notify.is_empty() && minimal.keep.is_none());
+    }
+
+    #[test]
+    fn bad_configs_name_the_key_and_the_fix() {
+        let cases = [
+            (EXAMPLE.replace("min_age", "minage"), "minage"),
+            (EXAMPLE.replace("last = 7", "lsat = 7"), "lsat"),
+            (EXAMPLE.replace("last = 7", "last = 0"), "keep: keeps nothing"),
+            (EXAMPLE.replace("\"offsite/home\"", "\"offsite/../x\""), "root"),
+            (EXAMPLE.replace("\"offsite/home\"", "\"offsite\""), "whole pool"),
+            (EXAMPLE.replace("\"7d\"", "\"a week\""), "min_age"),
+            (EXAMPLE.replace("\"48h\"", "\"0s\""), "max_age: must be more than 0s"),
+            (EXAMPLE.replace("\"/usr/local/bin/alert-owner\"", "\"alert-owner\""), "absolute path"),
+            (EXAMPLE.replace("[\"/usr/local/bin/alert-owner\"]", "[]"), "notify: is empty"),
+            (EXAMPLE.replace("root = \"offsite/home\"", ""), "root"),
+        ];
+        for (text, want) in cases {
+            let e = BoxConfig::parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn listing_is_parsed_strictly_but_odd_stamps_are_kept_not_fatal() {
+        let text = "offsite/home/tank/a@zoffsite-1\t11\t5\t1700000000\t1800000000\n\
+                    offsite/home/tank/a@manual\t12\t6\t1700000001\t-\n\
+                    offsite/home/tank/a@odd\t13\t7\t1700000002\tyesterday\n";
+        let rows = parse_box_snapshots(text).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.received).collect::<Vec<_>>(),
+            [Received::At(1_800_000_000), Received::Missing, Received::Unreadable]
+        );
+        assert_eq!(rows[1].createtxg, 6);
+        let e = parse_box_snapshots("a@b\t1\t2\t3\t4\nbad name@x\tz\t1\t1\t1\n").unwrap_err();
+        assert!(e.to_string().starts_with("line 2:"), "{e}");
+        assert!(parse_box_snapshots("a@b\t1\t2\t3\n").is_err());
+        assert!(parse_box_snapshots("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn ages_come_from_receive_stamps_never_creation() {
+        let p = KeepPolicy { last: 1, ..Default::default() };
+        let now = ts("2026-11-25T12:00:00Z");
+        // Creation says "ancient" for the newest and "just now" for the
+        // oldest: the forged times change nothing.
+        let mut s = vec![
+            snap("a", "s1", 1, Some("2026-11-01T00:00:00Z")),
+            snap("a", "s2", 2, Some("2026-11-02T00:00:00Z")),
+            snap("a", "s3", 3, Some("2026-11-20T00:00:00Z")),
+        ];
+        s[0].creation = now.as_second();
+        s[2].creation = 0;
+        let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, None, now).unwrap();
+        assert_eq!(
+            verdicts(&d),
+            [
+                ("s1".into(), true, "destroy".into()),
+                ("s2".into(), true, "destroy".into()),
+                (
+                    "s3".into(),
+                    false,
+                    "keep (last 1 of 1, protected: newest snapshot, the next incremental's base, younger than min_age)"
+                        .into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn newest_by_txg_is_protected_and_unstamped_are_kept() {
+        let p = KeepPolicy { last: 1, ..Default::default() };
+        let now = ts("2026-11-25T12:00:00Z");
+        // b's newest by txg has an older stamp than its predecessor (a
+        // receive that was re-stamped by hand, say): still protected.
+        let s = vec![
+            snap("b", "x1", 1, Some("2026-11-10T00:00:00Z")),
+            snap("b", "x2", 2, Some("2026-11-12T00:00:00Z")),
+            snap("b", "x3", 3, Some("2026-11-11T00:00:00Z")),
+            snap("b", "made-on-box", 4, None),
+            snap("c", "only", 1, None),
+        ];
+        let d = plan_box_prune(&root(), &p, Duration::ZERO, &s, None, now).unwrap();
+        assert_eq!(
+            verdicts(&d),
+            [
+                ("x1".into(), true, "destroy".into()),
+                ("x2".into(), false, "keep (last 1 of 1)".into()),
+                ("x3".into(), true, "destroy".into()),
+                ("made-on-box".into(), false, "keep (no receive time recorded, protected: newest snapshot)".into()),
+                ("only".into(), false, "keep (no receive time recorded, protected: newest snapshot)".into()),
+            ]
+        );
+        // Without the unstamped one, x3 is the newest and protected.
+        let d = plan_box_prune(&root(), &p, Duration::ZERO, &s[..3], None, now).unwrap();
+        assert!(!d[2].destroy && d[2].verdict.contains("protected: newest snapshot"), "{:?}", d[2]);
+    }
+
+    #[test]
+    fn min_age_keeps_young_snapshots() {
+        let p = KeepPolicy { last: 1, ..Default::default() };
+        let now = ts("2026-11-25T12:00:00Z");
+        let s = vec![
+            snap("a", "old", 1, Some("2026-11-10T00:00:00Z")),
+            snap("a", "young1", 2, Some("2026-11-24T00:00:00Z")),
+            snap("a", "young2", 3, Some("2026-11-25T00:00:00Z")),
+        ];
+        let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, None, now).unwrap();
+        assert_eq!(d.iter().map(|d| d.destroy).collect::<Vec<_>>(), [true, false, false]);
+        assert!(d[1].verdict.contains("younger than min_age"));
+    }
+
+    #[test]
+    fn a_flood_cannot_push_real_history_out() {
+        // Real history: one receive a day for 20 days. Then a compromised
+        // source sends 5000 tiny snapshots within minutes.
+        let p = KeepPolicy { last: 3, daily: 14, weekly: 8, ..Default::default() };
+        let start = ts("2026-11-01T03:00:00Z");
+        let day = jiff::SignedDuration::from_hours(24);
+        let mut s = Vec::new();
+        let mut txg = 0;
+        for i in 0..20 {
+            txg += 1;
+            let t = start.checked_add(day * i).unwrap();
+            s.push(BoxSnapshot {
+                snapshot: Snapshot::new(&format!("offsite/home/tank/a@real-{i:02}")).unwrap(),
+                guid: Guid::new(txg).unwrap(),
+                createtxg: txg,
+                creation: 0,
+                received: Received::At(t.as_second()),
+            });
+        }
+        let flood_at = start.checked_add(day * 20).unwrap().as_second();
+        for i in 0..5000 {
+            txg += 1;
+            s.push(BoxSnapshot {
+                snapshot: Snapshot::new(&format!("offsite/home/tank/a@zoffsite-flood-{i:05}")).unwrap(),
+                guid: Guid::new(txg).unwrap(),
+                createtxg: txg,
+                // Forged creation: the source claims they are old.
+                creation: 0,
+                received: Received::At(flood_at + i / 100),
+            });
+        }
+        let real_kept = |d: &[BoxDecision]| d.iter().filter(|d| d.snapshot.contains("@real-") && !d.destroy).count();
+        // Right after the flood: min_age keeps all of it; real history as
+        // before.
+        let now = Timestamp::from_second(flood_at + 3600).unwrap();
+        let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, None, now).unwrap();
+        assert!(d.iter().filter(|d| d.snapshot.contains("flood")).all(|d| !d.destroy));
+        // Daily: the flood's day takes one slot, real-19..real-07 the other
+        // 13; weekly: the flood's week, then W46 and W45 (their newest are
+        // real-14 and real-07, kept daily anyway) and W44 (real-00).
+        assert_eq!(real_kept(&d), 13 + 1);
+        // Ten days later, past min_age: the flood shrinks to its bucket's
+        // newest and `last`, and real history still has its days.
+        let now = Timestamp::from_second(flood_at + 10 * 86400).unwrap();
+        let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, None, now).unwrap();
+        let flood_kept = d.iter().filter(|d| d.snapshot.contains("flood") && !d.destroy).count();
+        assert_eq!(flood_kept, 3, "last 3 (the newest also its day's and week's)");
+        assert!(real_kept(&d) >= 13, "{}", real_kept(&d));
+        let newest_real = d.iter().find(|d| d.snapshot.ends_with("@real-19")).unwrap();
+        assert!(!newest_real.destroy, "{newest_real:?}");
+    }
+
+    #[test]
+    fn clock_that_went_back_refuses() {
+        let p = KeepPolicy { last: 1, ..Default::default() };
+        let s =
+            vec![snap("a", "s1", 1, Some("2026-11-01T00:00:00Z")), snap("a", "s2", 2, Some("2026-11-20T00:00:00Z"))];
+        let e = plan_box_prune(&root(), &p, Duration::ZERO, &s, None, ts("2026-11-19T00:00:00Z")).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("went back") && msg.contains("offsite/home/tank/a@s2") && msg.contains("nothing is destroyed"),
+            "{msg}"
+        );
+        // Within the tolerance is fine.
+        plan_box_prune(&root(), &p, Duration::ZERO, &s, None, ts("2026-11-19T23:55:00Z")).unwrap();
+        // The last run counts too, even with no snapshots at all.
+        let e = check_clock(&root(), &[], Some(secs("2026-12-01T00:00:00Z")), ts("2026-11-19T00:00:00Z")).unwrap_err();
+        assert!(e.to_string().contains("zoffsite:lastrun on offsite/home"), "{e}");
+    }
+
+    #[test]
+    fn clock_that_jumped_forward_refuses() {
+        let s = vec![snap("a", "s1", 1, Some("2026-11-01T00:00:00Z"))];
+        let e = check_clock(&root(), &s, None, ts("2030-01-01T00:00:00Z")).unwrap_err();
+        assert!(matches!(e, ClockError::JumpedForward { .. }), "{e}");
+        assert!(e.to_string().contains("zfs set zoffsite:lastrun=$(date +%s) offsite/home"), "{e}");
+        // A recent last run vouches for the clock.
+        check_clock(&root(), &s, Some(secs("2029-12-30T00:00:00Z")), ts("2030-01-01T00:00:00Z")).unwrap();
+        // Nothing to compare with: nothing to refuse.
+        check_clock(&root(), &[], None, ts("2030-01-01T00:00:00Z")).unwrap();
+        check_clock(&root(), &s, None, ts("2027-11-01T00:00:00Z")).unwrap();
+    }
+
+    fn input<'a>(snaps: &'a [BoxSnapshot], partials: &'a [Partial], health: &'a str, now: &str) -> CheckInput<'a> {
+        static ROOT: std::sync::OnceLock<Dataset> = std::sync::OnceLock::new();
+        CheckInput {
+            root: ROOT.get_or_init(root),
+            max_age: Duration::from_secs(48 * 3600),
+            snaps: Some(snaps),
+            partials,
+            pool_health: Some(health),
+            lastrun: None,
+            now: ts(now),
+        }
+    }
+
+    #[test]
+    fn check_is_quiet_when_all_is_well() {
+        let s =
+            vec![snap("a", "s1", 1, Some("2026-11-24T00:00:00Z")), snap("b", "s1", 2, Some("2026-11-25T00:00:00Z"))];
+        assert_eq!(check(&input(&s, &[], "ONLINE", "2026-11-25T12:00:00Z")), []);
+    }
+
+    #[test]
+    fn check_finds_stale_datasets_pool_and_partials() {
+        let s = vec![
+            snap("a", "s1", 1, Some("2026-11-20T00:00:00Z")),
+            snap("a", "s2", 2, Some("2026-11-22T00:00:00Z")),
+            snap("b", "s1", 3, Some("2026-11-25T00:00:00Z")),
+            snap("c", "legacy", 4, None),
+        ];
+        let partials = [
+            Partial {
+                dataset: Dataset::new("offsite/home/tank/b").unwrap(),
+                since: Some(secs("2026-11-25T06:00:00Z")),
+            },
+            Partial {
+                dataset: Dataset::new("offsite/home/tank/d").unwrap(),
+                since: Some(secs("2026-11-21T00:00:00Z")),
+            },
+            Partial { dataset: Dataset::new("offsite/home/tank/e").unwrap(), since: None },
+        ];
+        let f = check(&input(&s, &partials, "DEGRADED", "2026-11-25T12:00:00Z"));
+        let text: Vec<String> = f.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 5, "{text:#?}");
+        assert!(text[0].starts_with("pool offsite is DEGRADED"), "{text:#?}");
+        assert!(text[1].starts_with("offsite/home/tank/a: nothing received for 3d 12h"), "{text:#?}");
+        assert!(text[2].starts_with("offsite/home/tank/c: no snapshot has a receive time"), "{text:#?}");
+        assert!(
+            text[3].starts_with("offsite/home/tank/d: a partial receive started") && text[3].contains("zfs receive -A"),
+            "{text:#?}"
+        );
+        assert!(text[4].starts_with("offsite/home/tank/e: holds a partial receive of unknown age"), "{text:#?}");
+        let j = serde_json::to_value(&f[1]).unwrap();
+        assert_eq!(j["kind"], "stale");
+        assert_eq!(j["age"], 3 * 86400 + 12 * 3600);
+    }
+
+    #[test]
+    fn check_reports_an_empty_root_and_a_bad_clock() {
+        let f = check(&input(&[], &[], "ONLINE", "2026-11-25T12:00:00Z"));
+        assert_eq!(f, [Finding::Empty { root: root() }]);
+        let s = vec![snap("a", "s1", 1, Some("2026-11-25T00:00:00Z"))];
+        let f = check(&input(&s, &[], "ONLINE", "2026-11-20T00:00:00Z"));
+        assert!(matches!(&f[0], Finding::Clock { error: ClockError::WentBack { .. } }), "{f:?}");
+        assert_eq!(serde_json::to_value(&f[0]).unwrap()["error"]["kind"], "went_back");
+        // What could not be listed is skipped here (the caller reports it).
+        let mut i = input(&s, &[], "ONLINE", "2026-11-20T00:00:00Z");
+        i.snaps = None;
+        i.pool_health = None;
+        assert_eq!(check(&i), []);
+    }
+}
