@@ -551,12 +551,13 @@ impl fmt::Display for Step {
                 f,
                 "set mountpoint=none on {root} (it is {was}): everything received under it inherits it, so nothing there is ever mounted, and `serve` refuses a root without it"
             ),
-            Step::Allow { user, root, missing } => write!(
-                f,
-                "delegate {} on {root} to {user} (missing: {})",
-                PERMISSIONS.join(","),
-                missing.join(",")
-            ),
+            Step::Allow { user, root, missing } => {
+                write!(f, "delegate {} on {root} to {user}", PERMISSIONS.join(","))?;
+                if missing.len() < PERMISSIONS.len() {
+                    write!(f, " (missing: {})", missing.join(","))?;
+                }
+                Ok(())
+            }
             Step::Unallow { user, root, extra } => write!(
                 f,
                 "remove {user}'s other permissions on {root}: {} (only {} keeps the box append-only)",
