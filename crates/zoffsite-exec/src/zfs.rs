@@ -227,12 +227,17 @@ impl Zfs {
         Ok(v)
     }
 
-    /// Sets a user property (`zfs set PROP=VALUE NAME`); `prop` must be a
-    /// user property (`module:name`), which the delegated box user may set.
-    pub fn set_user_property(&self, name: &str, prop: &str, value: &str) -> Result<(), ZfsError> {
+    /// Sets a user property on every name in one call (`zfs set PROP=VALUE
+    /// NAME...`: one zfs invocation for a whole `-I` stream's snapshots);
+    /// `prop` must be a user property (`module:name`), which the delegated
+    /// box user may set.
+    pub fn set_user_property(&self, names: &[String], prop: &str, value: &str) -> Result<(), ZfsError> {
         debug_assert!(prop.contains(':'), "only user properties");
-        let cmd = self.cmd().arg("set").arg(format!("{prop}={value}")).arg(name);
-        self.run_ok(&cmd, || name.to_owned()).map(drop)
+        if names.is_empty() {
+            return Ok(());
+        }
+        let cmd = self.cmd().arg("set").arg(format!("{prop}={value}")).args(names);
+        self.run_ok(&cmd, || names.join(", ")).map(drop)
     }
 
     /// `zfs send -w [-i FROM | -I FROM] SNAPSHOT`: the only way zoffsite

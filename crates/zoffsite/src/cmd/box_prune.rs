@@ -70,7 +70,8 @@ pub fn lastrun(zfs: &Zfs, root: &Dataset) -> Result<Option<i64>, ZfsError> {
 
 /// Records a sane run's time on the root.
 pub fn record_lastrun(zfs: &Zfs, root: &Dataset, now: jiff::Timestamp) {
-    if let Err(e) = zfs.set_user_property(root.as_str(), boxside::LASTRUN_PROPERTY, &now.as_second().to_string()) {
+    if let Err(e) = zfs.set_user_property(&[root.to_string()], boxside::LASTRUN_PROPERTY, &now.as_second().to_string())
+    {
         eprintln!("zoffsite: warning: cannot record this run in {} on {root}: {e}", boxside::LASTRUN_PROPERTY);
     }
 }

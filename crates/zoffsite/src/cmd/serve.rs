@@ -399,10 +399,10 @@ impl<R: Read, W: Write> Server<R, W> {
     /// the sender controls.
     fn stamp_received(&self, target: &Dataset, snaps: &[(zoffsite_core::names::Snapshot, Guid)]) {
         let now = jiff::Timestamp::now().as_second().to_string();
-        for (s, _) in snaps {
-            let name = format!("{target}@{}", s.name);
-            if let Err(e) = self.zfs.set_user_property(&name, RECEIVED_PROPERTY, &now) {
-                tracing::warn!("cannot record the receive time of {name}: {e}");
+        let names: Vec<String> = snaps.iter().map(|(s, _)| format!("{target}@{}", s.name)).collect();
+        for chunk in names.chunks(500) {
+            if let Err(e) = self.zfs.set_user_property(chunk, RECEIVED_PROPERTY, &now) {
+                tracing::warn!("cannot record the receive time of {} snapshots of {target}: {e}", chunk.len());
             }
         }
     }
