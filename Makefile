@@ -6,7 +6,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build test check fmt-check clippy unit e2e demo setup bench clean
+.PHONY: all build test check fmt-check clippy unit fuzz e2e demo setup bench clean
 
 all: build
 
@@ -14,7 +14,7 @@ build:
 	$(CARGO) build --locked
 
 ## Everything CI runs (.ci/run).
-test: fmt-check clippy unit e2e
+test: fmt-check clippy unit fuzz e2e
 
 check: fmt-check clippy unit
 
@@ -26,6 +26,12 @@ clippy:
 
 unit:
 	$(CARGO) test --locked --workspace
+
+## Bounded-time fuzzing of every parser of hostile input and of `serve` (fuzz/README.md):
+## FUZZ_SECONDS in total (default 60), FUZZ_SEED to repeat a run (each run prints its seed).
+fuzz:
+	$(CARGO) build --locked -p zoffsite
+	$(CARGO) run --locked --release --manifest-path fuzz/Cargo.toml -- --zoffsite "$${CARGO_TARGET_DIR:-target}/debug/zoffsite"
 
 ## Installs the VM's kernel, OpenZFS, QEMU and test tools; builds the initramfs (cached).
 setup:

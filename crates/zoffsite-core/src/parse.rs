@@ -223,7 +223,7 @@ pub fn datasets(text: &str) -> Result<Vec<DatasetRow>, ParseError> {
                 {
                     Encryption::On(v.to_owned())
                 }
-                v => return Err(ParseError::Value { line, what: "encryption", value: v.into() }),
+                v => return Err(ParseError::Value { line, what: "encryption", value: v.chars().take(64).collect() }),
             };
             Ok(DatasetRow {
                 dataset: dataset(line, c[0])?,

@@ -150,7 +150,9 @@ pub fn write_end(w: &mut impl Write) -> io::Result<()> {
 
 /// Decodes a message frame's JSON.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
-    serde_json::from_slice(body).map_err(|e| ProtoError::BadMessage(e.to_string()))
+    // serde's messages quote the offending input: cut and defuse it, it
+    // came from the other side and may end up on a terminal.
+    serde_json::from_slice(body).map_err(|e| ProtoError::BadMessage(sanitize(&e.to_string(), 512)))
 }
 
 /// Reads the next frame, which must be a message.

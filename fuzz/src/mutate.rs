@@ -1,0 +1,452 @@
+//! The mutator: byte-level mutations (bit flips, inserts, deletes, repeats,
+//! splices, integer tweaks, dictionary tokens, truncation) plus
+//! structure-aware ones for the two binary formats, so mutants get past the
+//! first check often enough to reach the deep ones:
+//!
+//! - protocol frames (`kind u8, len u32 BE, payload`): a frame's body is
+//!   mutated and its length fixed up, or the length itself is the target
+//!   (off by one, huge, zero); frames are dropped, repeated, swapped, or
+//!   taken from another input; the stream a session carries in its `D`
+//!   frames is reassembled, mutated as a stream and re-chunked;
+//! - send streams (312-byte records, payload lengths per record type):
+//!   header fields get interesting values (lengths, GUIDs of the real
+//!   fixtures, feature bits), records are dropped, repeated, swapped or
+//!   spliced in from another stream.
+
+use crate::rng::Rng;
+
+/// How a target's input is laid out, which decides the mutations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Text (`zfs` output, tokens, names, config).
+    Text,
+    /// One JSON document.
+    Json,
+    /// `prefix` control bytes, then protocol frames.
+    Frames { prefix: usize },
+    /// `prefix` control bytes, then a send stream.
+    Stream { prefix: usize },
+}
+
+/// What a mutation may draw on.
+pub struct Material<'a> {
+    /// Tokens to insert or overwrite with.
+    pub dict: &'a [&'a [u8]],
+    /// Interesting integers (limits, GUIDs of the fixtures).
+    pub ints: &'a [u64],
+    /// Other inputs, for splicing.
+    pub pool: &'a [Vec<u8>],
+    pub max_len: usize,
+}
+
+const INTERESTING_BYTES: &[u8] = b"\x00\x01\x02\x05\x7f\x80\xff\t\n\r \"\\-/@#.:{}[],0179afxz%\x1b";
+
+/// Returns a mutant of `input`: 1 to 8 stacked mutations.
+pub fn mutate(rng: &mut Rng, input: &[u8], shape: Shape, m: &Material<'_>) -> Vec<u8> {
+    let mut out = input.to_vec();
+    let n = rng.small_len(8);
+    for _ in 0..n {
+        match shape {
+            Shape::Frames { prefix } if rng.below(3) != 0 && out.len() > prefix => frames(rng, &mut out, prefix, m),
+            Shape::Stream { prefix } if rng.below(3) != 0 && out.len() > prefix => {
+                let mut s = out.split_off(prefix);
+                stream(rng, &mut s, m);
+                out.extend_from_slice(&s);
+            }
+            _ => bytes(rng, &mut out, m),
+        }
+        if out.len() > m.max_len {
+            out.truncate(m.max_len);
+        }
+    }
+    out
+}
+
+/// One byte-level mutation.
+pub fn bytes(rng: &mut Rng, v: &mut Vec<u8>, m: &Material<'_>) {
+    let len = v.len();
+    match rng.below(16) {
+        0 | 1 if len > 0 => {
+            let i = rng.below(len);
+            v[i] ^= 1 << rng.below(8);
+        }
+        2 if len > 0 => {
+            let i = rng.below(len);
+            v[i] = rng.byte();
+        }
+        3 if len > 0 => {
+            let i = rng.below(len);
+            v[i] = *rng.pick(INTERESTING_BYTES);
+        }
+        4 => {
+            let at = rng.below(len + 1);
+            let n = rng.small_len(16);
+            let new: Vec<u8> = (0..n).map(|_| rng.byte()).collect();
+            v.splice(at..at, new);
+        }
+        5 | 6 if !m.dict.is_empty() => {
+            let at = rng.below(len + 1);
+            let tok = *rng.pick(m.dict);
+            v.splice(at..at, tok.iter().copied());
+        }
+        7 if !m.dict.is_empty() && len > 0 => {
+            let at = rng.below(len);
+            let tok = *rng.pick(m.dict);
+            let end = (at + tok.len()).min(len);
+            v.splice(at..end, tok.iter().copied());
+        }
+        8 if len > 0 => {
+            let at = rng.below(len);
+            let n = rng.small_len(len - at);
+            v.drain(at..at + n);
+        }
+        9 if len > 0 => {
+            // Repeat a chunk, sometimes many times (counts and sizes past
+            // the limits need long inputs).
+            let at = rng.below(len);
+            let n = rng.small_len((len - at).min(4096));
+            let room = m.max_len.saturating_sub(len) / n;
+            if room > 0 {
+                let cap = if rng.one_in(8) { 1 << 16 } else { 16 };
+                let k = rng.small_len(room.min(cap));
+                let chunk = v[at..at + n].to_vec();
+                let rep: Vec<u8> = chunk.iter().copied().cycle().take(n * k).collect();
+                v.splice(at + n..at + n, rep);
+            }
+        }
+        10 if !m.pool.is_empty() => {
+            // Splice: a prefix of this input, a suffix of another.
+            let other = rng.pick(m.pool);
+            let a = rng.below(len + 1);
+            let b = rng.below(other.len() + 1);
+            v.truncate(a);
+            v.extend_from_slice(&other[b..]);
+        }
+        11 if !m.pool.is_empty() => {
+            let other = rng.pick(m.pool);
+            if !other.is_empty() {
+                let b = rng.below(other.len());
+                let n = rng.small_len(other.len() - b);
+                let at = rng.below(len + 1);
+                v.splice(at..at, other[b..b + n].iter().copied());
+            }
+        }
+        12 if len > 0 => v.truncate(rng.below(len)),
+        13 | 14 if len > 0 => {
+            let width = rng_width(rng);
+            int_tweak(rng, v, width, m)
+        }
+        15 if len > 1 => {
+            // Copy a byte from elsewhere in the input.
+            let (i, j) = (rng.below(len), rng.below(len));
+            v[i] = v[j];
+        }
+        _ => {
+            let at = rng.below(len + 1);
+            v.insert(at, *rng.pick(INTERESTING_BYTES));
+        }
+    }
+}
+
+fn rng_width(rng: &mut Rng) -> usize {
+    *rng.pick(&[1, 2, 4, 8])
+}
+
+/// Overwrites an integer of `width` bytes at a random offset: a small
+/// delta, an interesting value, either byte order.
+fn int_tweak(rng: &mut Rng, v: &mut [u8], width: usize, m: &Material<'_>) {
+    if v.len() < width {
+        return;
+    }
+    let at = rng.below(v.len() - width + 1);
+    set_int(rng, v, at, width, m);
+}
+
+fn set_int(rng: &mut Rng, v: &mut [u8], at: usize, width: usize, m: &Material<'_>) {
+    let be = rng.one_in(2);
+    let old = read_int(&v[at..at + width], be);
+    let new = match rng.below(4) {
+        0 => old.wrapping_add(rng.range(1, 16) as u64),
+        1 => old.wrapping_sub(rng.range(1, 16) as u64),
+        _ if !m.ints.is_empty() => *rng.pick(m.ints),
+        _ => rng.next_u64(),
+    };
+    write_int(&mut v[at..at + width], new, be);
+}
+
+fn read_int(b: &[u8], be: bool) -> u64 {
+    let mut x = 0u64;
+    for i in 0..b.len() {
+        let byte = if be { b[i] } else { b[b.len() - 1 - i] };
+        x = (x << 8) | u64::from(byte);
+    }
+    x
+}
+
+fn write_int(b: &mut [u8], x: u64, be: bool) {
+    let n = b.len();
+    for i in 0..n {
+        let byte = (x >> (8 * i)) as u8;
+        if be {
+            b[n - 1 - i] = byte;
+        } else {
+            b[i] = byte;
+        }
+    }
+}
+
+// ---- protocol frames ----
+
+#[derive(Debug, Clone, Copy)]
+struct FrameAt {
+    at: usize,
+    kind: u8,
+    /// Body range, clamped to the input.
+    body: (usize, usize),
+}
+
+fn walk_frames(v: &[u8], start: usize) -> Vec<FrameAt> {
+    let mut out = Vec::new();
+    let mut at = start;
+    while at + 5 <= v.len() {
+        let len = u32::from_be_bytes([v[at + 1], v[at + 2], v[at + 3], v[at + 4]]) as usize;
+        let end = (at + 5).saturating_add(len).min(v.len());
+        out.push(FrameAt { at, kind: v[at], body: (at + 5, end) });
+        at = end;
+    }
+    out
+}
+
+fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(body.len() + 5);
+    f.push(kind);
+    f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+const LENGTHS: &[u64] = &[
+    0,
+    1,
+    2,
+    4,
+    5,
+    311,
+    312,
+    313,
+    0xffff,
+    (1 << 20) - 1,
+    1 << 20,
+    (1 << 20) + 1,
+    64 << 20,
+    (64 << 20) + 1,
+    u32::MAX as u64,
+];
+
+fn frames(rng: &mut Rng, v: &mut Vec<u8>, prefix: usize, m: &Material<'_>) {
+    let fs = walk_frames(v, prefix);
+    if fs.is_empty() {
+        return bytes(rng, v, m);
+    }
+    let f = *rng.pick(&fs);
+    match rng.below(10) {
+        0..=2 if f.kind == b'M' || rng.one_in(4) => {
+            // Mutate a body, keep the framing right.
+            let mut body = v[f.body.0..f.body.1].to_vec();
+            for _ in 0..rng.range(1, 4) {
+                bytes(rng, &mut body, m);
+            }
+            body.truncate(m.max_len / 2);
+            v.splice(f.at..f.body.1, frame(f.kind, &body));
+        }
+        0..=3 => {
+            // The stream between a message and its E frame: reassemble,
+            // mutate as a stream, re-chunk.
+            let i = fs.iter().position(|g| g.at == f.at).unwrap_or(0);
+            let data: Vec<FrameAt> =
+                fs[i..].iter().skip_while(|g| g.kind != b'D').take_while(|g| g.kind == b'D').copied().collect();
+            let (Some(first), Some(last)) = (data.first(), data.last()) else { return bytes(rng, v, m) };
+            let mut s: Vec<u8> = data.iter().flat_map(|g| v[g.body.0..g.body.1].iter().copied()).collect();
+            stream(rng, &mut s, m);
+            let mut new = Vec::new();
+            let mut rest = &s[..];
+            let chunk = if rng.one_in(2) { 1 << 20 } else { rng.small_len(8192) };
+            while !rest.is_empty() {
+                let n = rng.range(1, chunk).min(rest.len());
+                new.extend_from_slice(&frame(b'D', &rest[..n]));
+                rest = &rest[n..];
+            }
+            v.splice(first.at..last.body.1, new);
+        }
+        4 => {
+            let len =
+                if rng.one_in(2) { (f.body.1 - f.body.0) as u64 + rng.range(0, 2) as u64 } else { *rng.pick(LENGTHS) };
+            let len = len.saturating_sub(u64::from(rng.one_in(3))) as u32;
+            v[f.at + 1..f.at + 5].copy_from_slice(&len.to_be_bytes());
+        }
+        5 => v[f.at] = *rng.pick(b"MDEMDEx\0"),
+        6 => {
+            v.drain(f.at..f.body.1);
+        }
+        7 => {
+            let copy = v[f.at..f.body.1].to_vec();
+            let g = *rng.pick(&fs);
+            v.splice(g.at..g.at, copy);
+        }
+        8 if !m.pool.is_empty() => {
+            // A frame (or run of frames) from another input.
+            let other = rng.pick(m.pool);
+            let ofs = walk_frames(other, prefix.min(other.len()));
+            if ofs.is_empty() {
+                return;
+            }
+            let a = rng.below(ofs.len());
+            let n = rng.small_len(4);
+            let b = rng.range(a, (a + n).min(ofs.len() - 1));
+            let piece = other[ofs[a].at..ofs[b].body.1].to_vec();
+            let at = if rng.one_in(2) { f.at } else { f.body.1 };
+            v.splice(at..at, piece);
+        }
+        _ => {
+            let g = *rng.pick(&fs);
+            if g.at > f.at {
+                let second = v[g.at..g.body.1].to_vec();
+                let first = v[f.at..f.body.1].to_vec();
+                v.splice(g.at..g.body.1, first);
+                v.splice(f.at..f.body.1, second);
+            }
+        }
+    }
+}
+
+// ---- send streams ----
+
+const MAGIC: u64 = 0x2F5B_ACBAC;
+const REC: usize = 312;
+
+#[derive(Debug, Clone, Copy)]
+struct RecAt {
+    at: usize,
+    end: usize,
+}
+
+/// Record boundaries by the payload rules of `records.rs`; what cannot be
+/// walked is one last opaque piece.
+fn walk_records(s: &[u8]) -> Vec<RecAt> {
+    let be = s.len() >= 16 && read_int(&s[8..16], false) != MAGIC && read_int(&s[8..16], true) == MAGIC;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < s.len() {
+        if at + REC > s.len() {
+            out.push(RecAt { at, end: s.len() });
+            break;
+        }
+        let h = &s[at..at + REC];
+        let u32at = |o: usize| read_int(&h[o..o + 4], be);
+        let u64at = |o: usize| read_int(&h[o..o + 8], be);
+        let round8 = |n: u64| n.div_ceil(8) * 8;
+        let payload = match u32at(0) {
+            0 => u32at(4),
+            1 if u32at(36) != 0 => u32at(36),
+            1 => round8(u32at(28)),
+            3 if h[50] != 0 => u64at(96),
+            3 => u64at(32),
+            7 if u64at(40) != 0 => u64at(40),
+            7 => u64at(16),
+            8 => round8(u32at(52)),
+            2 | 4 | 5 | 6 | 9 | 10 => 0,
+            _ => {
+                out.push(RecAt { at, end: s.len() });
+                break;
+            }
+        };
+        let end = (at + REC).saturating_add(usize::try_from(payload).unwrap_or(usize::MAX)).min(s.len());
+        out.push(RecAt { at, end });
+        at = end;
+    }
+    out
+}
+
+/// Header fields worth hitting: type, payloadlen, magic, versioninfo,
+/// sizes, GUIDs, compression type, psize, the name.
+const FIELDS: &[usize] = &[0, 4, 8, 16, 20, 24, 28, 32, 36, 40, 48, 50, 52, 56, 96];
+
+fn stream(rng: &mut Rng, s: &mut Vec<u8>, m: &Material<'_>) {
+    let recs = walk_records(s);
+    if recs.is_empty() {
+        return bytes(rng, s, m);
+    }
+    let r = *rng.pick(&recs);
+    let full = r.at + REC <= s.len();
+    match rng.below(10) {
+        0..=3 if full => {
+            let off = if rng.one_in(4) { rng.below(REC / 4) * 4 } else { *rng.pick(FIELDS) };
+            let width = match off {
+                50 => 1,
+                o if o % 8 == 0 && o + 8 <= REC => 8,
+                _ => 4,
+            };
+            let h = &mut s[r.at..r.at + REC];
+            if off == 16 && rng.one_in(2) {
+                // A feature bit or the header type.
+                let be = read_int(&h[8..16], true) == MAGIC;
+                let vi = read_int(&h[16..24], be) ^ (1u64 << rng.below(34));
+                write_int(&mut h[16..24], vi, be);
+            } else if off == 56 && !m.dict.is_empty() {
+                let tok = *rng.pick(m.dict);
+                let at = 56 + rng.below(64);
+                let n = tok.len().min(REC - at);
+                h[at..at + n].copy_from_slice(&tok[..n]);
+                if rng.one_in(2) && at + n < REC {
+                    h[at + n] = 0;
+                }
+            } else if off + width <= REC {
+                set_int(rng, h, off, width, m);
+            }
+        }
+        4 => {
+            s.drain(r.at..r.end);
+        }
+        5 => {
+            let copy = s[r.at..r.end].to_vec();
+            let at = rng.pick(&recs).at;
+            s.splice(at..at, copy);
+        }
+        6 => {
+            let g = *rng.pick(&recs);
+            if g.at >= r.end {
+                let second = s[g.at..g.end].to_vec();
+                let first = s[r.at..r.end].to_vec();
+                s.splice(g.at..g.end, first);
+                s.splice(r.at..r.end, second);
+            }
+        }
+        7 if !m.pool.is_empty() => {
+            // Records from another stream (the pool holds whole inputs:
+            // find a stream in it by its magic).
+            let other = rng.pick(m.pool);
+            let Some(start) = find_stream(other) else { return bytes(rng, s, m) };
+            let ors = walk_records(&other[start..]);
+            let a = rng.below(ors.len());
+            let n = rng.small_len(8);
+            let b = rng.range(a, (a + n).min(ors.len() - 1));
+            let piece = other[start + ors[a].at..start + ors[b].end].to_vec();
+            let at = if rng.one_in(2) { r.at } else { r.end };
+            s.splice(at..at, piece);
+        }
+        8 => s.truncate(if rng.one_in(2) { r.at } else { r.at + rng.below(r.end - r.at + 1) }),
+        _ => {
+            // Inside one record: header or payload bytes.
+            let mut piece = s[r.at..r.end].to_vec();
+            bytes(rng, &mut piece, m);
+            s.splice(r.at..r.end, piece);
+        }
+    }
+}
+
+/// Where a BEGIN record's magic shows a stream starts in `v`.
+fn find_stream(v: &[u8]) -> Option<usize> {
+    let le = MAGIC.to_le_bytes();
+    let be = MAGIC.to_be_bytes();
+    v.windows(8).position(|w| w == le || w == be).and_then(|p| p.checked_sub(8))
+}

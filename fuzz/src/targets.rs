@@ -1,0 +1,764 @@
+//! The in-process targets: one per parser of hostile (or user) input.
+//!
+//! Each target takes raw bytes, runs the crate's parser on them exactly as
+//! zoffsite does (text from `zfs` goes through `from_utf8_lossy`, frames
+//! through `read_frame`...), records every error it returns (the driver
+//! checks that each reads as a clear message), checks a few properties of
+//! what was accepted (round trips, agreement between related parsers, the
+//! same answer for any chunking of a stream), and says whether the input
+//! was accepted.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io::{self, Cursor, Read};
+use std::sync::OnceLock;
+
+use zoffsite_core::config::Config;
+use zoffsite_core::names::{Bookmark, Dataset, Guid, SnapName, Snapshot};
+use zoffsite_core::protocol::{
+    self, check_listing, Frame, ProtoError, Request, Response, MAX_DATA_LEN, MAX_REQUEST_LEN, MAX_RESPONSE_LEN,
+};
+use zoffsite_core::records::{Expect, StreamValidator, MAX_SUBSTREAMS};
+use zoffsite_core::{parse, resume, stream};
+
+use crate::corpus::{self, guid};
+use crate::mutate::Shape;
+use crate::rng::Rng;
+
+/// What one execution found besides its verdict.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    /// The Display of every error the parsers returned.
+    pub errors: Vec<String>,
+    /// Broken properties: each is a finding.
+    pub violations: Vec<String>,
+}
+
+impl Ctx {
+    pub fn refused(&mut self, e: impl fmt::Display) {
+        self.errors.push(e.to_string());
+    }
+
+    pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.violations.push(what());
+        }
+    }
+}
+
+pub type RunFn = Box<dyn FnMut(&mut Ctx, &[u8]) -> bool>;
+
+pub struct Target {
+    pub name: &'static str,
+    pub shape: Shape,
+    pub dict: &'static [&'static [u8]],
+    pub seeds: Vec<Vec<u8>>,
+    pub max_len: usize,
+    /// Most bytes one execution may allocate at its peak:
+    /// `mem_base + mem_per_byte * input length`.
+    pub mem_base: usize,
+    pub mem_per_byte: usize,
+    /// The input comes from the other side: its errors must also be free
+    /// of control characters and of bounded length.
+    pub hostile: bool,
+    /// Share of the time budget.
+    pub weight: u32,
+    /// Runs in a child process: its memory is measured there.
+    pub external: bool,
+    pub run: RunFn,
+}
+
+const MIB: usize = 1 << 20;
+
+fn text_target(
+    name: &'static str,
+    seeds: &[&str],
+    dict: &'static [&'static [u8]],
+    f: fn(&mut Ctx, &str) -> bool,
+) -> Target {
+    Target {
+        name,
+        shape: Shape::Text,
+        dict,
+        seeds: seeds.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        max_len: 64 * 1024,
+        mem_base: MIB,
+        // Linear: `parse::rows` holds every line's columns (a Vec per
+        // line) before it checks anything across lines, about 150 bytes
+        // per byte for newline-only input.
+        mem_per_byte: 256,
+        hostile: true,
+        weight: 1,
+        external: false,
+        // zoffsite reads every zfs output with from_utf8_lossy.
+        run: Box::new(move |ctx, input| f(ctx, &String::from_utf8_lossy(input))),
+    }
+}
+
+/// Lines of `-H` output, as `parse::rows` counts them.
+fn row_count(text: &str) -> usize {
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    if body.is_empty() {
+        0
+    } else {
+        body.split('\n').count()
+    }
+}
+
+fn rows_parsed<T>(ctx: &mut Ctx, text: &str, r: Result<Vec<T>, parse::ParseError>) -> bool {
+    match r {
+        Ok(rows) => {
+            let (got, want) = (rows.len(), row_count(text));
+            ctx.check(got == want, || format!("{got} rows parsed from {want} lines"));
+            true
+        }
+        Err(e) => {
+            ctx.refused(e);
+            false
+        }
+    }
+}
+
+pub fn all() -> Vec<Target> {
+    let mut v = vec![
+        frames_target("frames-request", false),
+        frames_target("frames-response", true),
+        json_target("json-request", false),
+        json_target("json-response", true),
+        text_target("zfs-snapshots", corpus::SNAPSHOT_ROWS, corpus::TEXT_DICT, |ctx, t| {
+            let r = parse::snapshots(t);
+            if let Ok(rows) = &r {
+                for (row, line) in rows.iter().zip(t.split('\n')) {
+                    let name = line.split('\t').next().unwrap_or_default();
+                    ctx.check(row.snapshot.to_string() == name, || format!("snapshot {} from {name:?}", row.snapshot));
+                }
+            }
+            rows_parsed(ctx, t, r)
+        }),
+        text_target("zfs-bookmarks", corpus::BOOKMARK_ROWS, corpus::TEXT_DICT, |ctx, t| {
+            let r = parse::bookmarks(t);
+            rows_parsed(ctx, t, r)
+        }),
+        text_target("zfs-datasets", corpus::DATASET_ROWS, corpus::TEXT_DICT, |ctx, t| {
+            let r = parse::datasets(t);
+            rows_parsed(ctx, t, r)
+        }),
+        text_target("zfs-receiver", corpus::RECEIVER_ROWS, corpus::TEXT_DICT, |ctx, t| {
+            let r = parse::receiver_datasets(t);
+            if let Ok(rows) = &r {
+                for tok in rows.iter().filter_map(|r| r.resume_token.as_deref()) {
+                    ctx.check(tok.len() <= parse::MAX_TOKEN_LEN, || format!("{}-byte token accepted", tok.len()));
+                }
+            }
+            rows_parsed(ctx, t, r)
+        }),
+        text_target("zfs-holds", corpus::HOLD_ROWS, corpus::TEXT_DICT, |ctx, t| {
+            let r = parse::holds(t);
+            rows_parsed(ctx, t, r)
+        }),
+        text_target("zfs-numbers", corpus::NUMBER_ROWS, corpus::TEXT_DICT, |ctx, t| match parse::dataset_numbers(t) {
+            Ok(rows) => {
+                let lines = row_count(t);
+                ctx.check(rows.len() <= lines, || format!("{} values from {lines} lines", rows.len()));
+                true
+            }
+            Err(e) => {
+                ctx.refused(e);
+                false
+            }
+        }),
+        text_target("zfs-send-size", corpus::SEND_SIZES, corpus::TEXT_DICT, |ctx, t| match parse::send_size(t) {
+            Ok(n) => {
+                ctx.check(t.contains("size\t"), || format!("size {n} from no size line"));
+                true
+            }
+            Err(e) => {
+                ctx.refused(e);
+                false
+            }
+        }),
+        text_target("zfs-single-guid", corpus::SINGLE_GUIDS, corpus::TEXT_DICT, |ctx, t| match parse::single_guid(t) {
+            Ok(g) => {
+                // Leading zeros are tolerated; the value must be the text's.
+                let digits = t.trim_end_matches('\n').trim_start_matches('0');
+                ctx.check(digits == g.to_string(), || format!("GUID {g} from {t:?}"));
+                true
+            }
+            Err(e) => {
+                ctx.refused(e);
+                false
+            }
+        }),
+        begin_target(),
+        validator_target(),
+        text_target(
+            "resume-token",
+            &corpus::TOKENS.iter().map(|t| std::str::from_utf8(t).expect("ascii").trim()).collect::<Vec<_>>(),
+            corpus::NVT_DICT,
+            resume_token,
+        ),
+        text_target(
+            "resume-nvt",
+            &corpus::NVT.iter().map(|t| std::str::from_utf8(t).expect("ascii")).collect::<Vec<_>>(),
+            corpus::NVT_DICT,
+            resume_nvt,
+        ),
+        text_target("names", corpus::NAMES, corpus::TEXT_DICT, names),
+    ];
+    let mut config = text_target("config", corpus::CONFIGS, corpus::CONFIG_DICT, |ctx, t| match Config::parse(t) {
+        Ok(c) => {
+            ctx.check(!c.source.datasets.is_empty() && !c.targets.is_empty(), || "empty config accepted".into());
+            true
+        }
+        Err(e) => {
+            ctx.refused(e);
+            false
+        }
+    });
+    // The config is the user's own file, not hostile: its errors quote it.
+    config.hostile = false;
+    config.mem_per_byte = 256;
+    v.push(config);
+    for t in &mut v {
+        if t.name.starts_with("frames") || t.name == "stream-validator" {
+            t.weight = 2;
+        }
+    }
+    v
+}
+
+// ---- frames ----
+
+/// A reader that hands out the input a few bytes at a time, as a pipe does.
+/// (It does not inject `Interrupted`: `read_frame` reads a frame's first
+/// byte with a bare `read`, which would pass EINTR up as an I/O error, but
+/// zoffsite installs no signal handlers, so its pipe reads never see one.)
+struct Trickle<'a> {
+    data: &'a [u8],
+    rng: Rng,
+    max: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.rng.range(1, self.max).min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// What reading a byte stream frame by frame gave.
+#[derive(Debug, PartialEq, Eq)]
+enum Event {
+    Msg(Vec<u8>),
+    Data(usize),
+    End,
+    Closed,
+    Error(String),
+}
+
+fn read_all(r: &mut impl Read, max_msg: usize) -> Vec<Event> {
+    let mut out = Vec::new();
+    loop {
+        match protocol::read_frame(r, max_msg) {
+            Ok(Frame::Msg(b)) => out.push(Event::Msg(b)),
+            Ok(Frame::Data(d)) => out.push(Event::Data(d.len())),
+            Ok(Frame::End) => out.push(Event::End),
+            Err(ProtoError::Closed) => {
+                out.push(Event::Closed);
+                return out;
+            }
+            Err(e) => {
+                out.push(Event::Error(e.to_string()));
+                return out;
+            }
+        }
+    }
+}
+
+fn frames_target(name: &'static str, response: bool) -> Target {
+    let mut seeds = Vec::new();
+    for mode in [0u8, 0x13, 0x42, 0xc7] {
+        if response {
+            seeds.push([&[mode][..], &corpus::response_frames()].concat());
+        } else {
+            for s in corpus::sessions() {
+                seeds.push([&[mode][..], &s].concat());
+            }
+        }
+    }
+    Target {
+        name,
+        shape: Shape::Frames { prefix: 1 },
+        dict: corpus::JSON_DICT,
+        seeds,
+        max_len: 2 * MIB,
+        // A frame is allocated once its length passed the check: up to the
+        // limit, whatever the input's size.
+        mem_base: if response { MAX_RESPONSE_LEN } else { MAX_REQUEST_LEN.max(MAX_DATA_LEN) } + 4 * MIB,
+        mem_per_byte: 64,
+        // What the box says reaches the user's terminal; what the source
+        // says reaches only serve's answers, which the source sanitizes.
+        hostile: response,
+        weight: 2,
+        external: false,
+        run: Box::new(move |ctx, input| frames(ctx, input, response)),
+    }
+}
+
+/// The first byte picks how the bytes arrive; the rest is the wire.
+fn frames(ctx: &mut Ctx, input: &[u8], response: bool) -> bool {
+    let (&mode, wire) = input.split_first().unwrap_or((&0, &[]));
+    let max_msg = if response { MAX_RESPONSE_LEN } else { MAX_REQUEST_LEN };
+    let events = read_all(&mut Cursor::new(wire), max_msg);
+    // However the bytes arrive, the frames are the same.
+    let mut trickle = Trickle { data: wire, rng: Rng::new(u64::from(mode)), max: 1 + usize::from(mode & 0x7f) };
+    let again = read_all(&mut trickle, max_msg);
+    ctx.check(again == events, || {
+        let first = events.iter().zip(&again).position(|(a, b)| a != b).unwrap_or(events.len().min(again.len()));
+        format!(
+            "reading the same bytes in pieces gave {:?} where one read gave {:?} (frame {first})",
+            again.get(first),
+            events.get(first)
+        )
+    });
+    let mut ok = true;
+    let asked = asked_datasets();
+    for e in events {
+        match e {
+            Event::Msg(body) if response => match protocol::decode::<Response>(&body) {
+                Ok(r) => {
+                    round_trip(ctx, &r);
+                    if let Response::Listing { datasets } = r {
+                        ok &= listing(ctx, asked, datasets);
+                    }
+                }
+                Err(e) => {
+                    ctx.refused(e);
+                    ok = false;
+                }
+            },
+            Event::Msg(body) => match protocol::decode::<Request>(&body) {
+                Ok(r) => round_trip(ctx, &r),
+                Err(e) => {
+                    ctx.refused(e);
+                    ok = false;
+                }
+            },
+            Event::Data(_) | Event::End | Event::Closed => {}
+            Event::Error(e) => {
+                ctx.errors.push(e);
+                ok = false;
+            }
+        }
+    }
+    // Feed the data itself (read_all kept only lengths).
+    if !response {
+        ok &= feed_requests(ctx, wire);
+    }
+    ok
+}
+
+/// What the source asks for in its `List` (the corpus's).
+fn asked_datasets() -> &'static [Dataset] {
+    static ASKED: OnceLock<Vec<Dataset>> = OnceLock::new();
+    ASKED.get_or_init(|| {
+        corpus::requests()
+            .into_iter()
+            .find_map(|r| if let Request::List { datasets } = r { Some(datasets) } else { None })
+            .unwrap_or_default()
+    })
+}
+
+/// serve's pipeline over a session: each Receive's D frames into a
+/// validator, refusals recorded.
+fn feed_requests(ctx: &mut Ctx, wire: &[u8]) -> bool {
+    let mut r = Cursor::new(wire);
+    let mut validator: Option<StreamValidator> = None;
+    let mut ok = true;
+    while let Ok(f) = protocol::read_frame(&mut r, MAX_REQUEST_LEN) {
+        match f {
+            Frame::Msg(b) => {
+                if let Ok(Request::Receive { guid, from, resume, .. }) = protocol::decode::<Request>(&b) {
+                    validator = Some(StreamValidator::new(Expect { from, to: guid, resuming: resume }));
+                }
+            }
+            Frame::Data(d) => {
+                if let Some(v) = validator.as_mut() {
+                    if let Err(e) = v.feed(&d) {
+                        ctx.refused(e);
+                        ok = false;
+                        validator = None;
+                    }
+                }
+            }
+            Frame::End => {
+                if let Some(v) = validator.take() {
+                    if let Err(e) = v.finish() {
+                        ctx.refused(e);
+                        ok = false;
+                    }
+                }
+            }
+        }
+    }
+    ok
+}
+
+/// A decoded message encodes and decodes to itself.
+fn round_trip<T>(ctx: &mut Ctx, v: &T)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + fmt::Debug,
+{
+    let again = serde_json::to_vec(v)
+        .map_err(|e| e.to_string())
+        .and_then(|b| protocol::decode::<T>(&b).map_err(|e| e.to_string()));
+    ctx.check(again.as_ref().ok() == Some(v), || format!("{v:?} does not survive a round trip: {again:?}"));
+}
+
+fn listing(ctx: &mut Ctx, asked: &[Dataset], datasets: Vec<protocol::RemoteDataset>) -> bool {
+    let names: Vec<Dataset> = datasets.iter().map(|d| d.name.clone()).collect();
+    let unique: BTreeSet<&Dataset> = names.iter().collect();
+    // Against what the source asked, and against exactly the names listed.
+    let mut ok = true;
+    for asked in [asked, &names[..]] {
+        match check_listing(asked, datasets.clone()) {
+            Ok(m) => {
+                ctx.check(m.len() == datasets.len() && m.keys().all(|k| asked.contains(k)), || {
+                    format!("check_listing kept {} of {} entries", m.len(), datasets.len())
+                });
+                for d in m.values() {
+                    let guids: BTreeSet<Guid> = d.snapshots.iter().map(|s| s.guid).collect();
+                    ctx.check(guids.len() == d.snapshots.len(), || format!("duplicate GUIDs accepted in {}", d.name));
+                    if let Some(t) = &d.resume_token {
+                        ctx.check(!t.is_empty() && t.len() <= parse::MAX_TOKEN_LEN, || "bad token accepted".into());
+                    }
+                }
+            }
+            Err(e) => {
+                ctx.refused(e);
+                ok = false;
+            }
+        }
+    }
+    if unique.len() != names.len() {
+        ctx.check(!ok, || "a listing naming a dataset twice was accepted".into());
+    }
+    ok
+}
+
+fn json_target(name: &'static str, response: bool) -> Target {
+    let seeds = if response {
+        corpus::responses().iter().map(corpus::json).collect()
+    } else {
+        corpus::requests().iter().map(corpus::json).collect()
+    };
+    Target {
+        name,
+        shape: Shape::Json,
+        dict: corpus::JSON_DICT,
+        seeds,
+        max_len: 256 * 1024,
+        mem_base: MIB,
+        mem_per_byte: 64,
+        hostile: response,
+        weight: 1,
+        external: false,
+        run: Box::new(move |ctx, body| {
+            if response {
+                match protocol::decode::<Response>(body) {
+                    Ok(r) => {
+                        round_trip(ctx, &r);
+                        match r {
+                            Response::Listing { datasets } => listing(ctx, asked_datasets(), datasets),
+                            Response::Error { message, .. } => {
+                                let s = protocol::sanitize(&message, protocol::MAX_ERROR_TEXT);
+                                ctx.check(
+                                    s.len() <= protocol::MAX_ERROR_TEXT + '…'.len_utf8()
+                                        && !s.chars().any(|c| c.is_control() && c != '\n'),
+                                    || format!("sanitize left {s:?}"),
+                                );
+                                true
+                            }
+                            _ => true,
+                        }
+                    }
+                    Err(e) => {
+                        ctx.refused(e);
+                        false
+                    }
+                }
+            } else {
+                match protocol::decode::<Request>(body) {
+                    Ok(r) => {
+                        round_trip(ctx, &r);
+                        true
+                    }
+                    Err(e) => {
+                        ctx.refused(e);
+                        false
+                    }
+                }
+            }
+        }),
+    }
+}
+
+// ---- streams ----
+
+fn begin_target() -> Target {
+    let seeds = corpus::streams().into_iter().map(|s| s.bytes[..s.bytes.len().min(4096)].to_vec()).collect();
+    Target {
+        name: "stream-begin",
+        shape: Shape::Stream { prefix: 0 },
+        dict: corpus::TEXT_DICT,
+        seeds,
+        max_len: 8192,
+        mem_base: MIB,
+        mem_per_byte: 4,
+        hostile: true,
+        weight: 1,
+        external: false,
+        run: Box::new(|ctx, input| {
+            let r = stream::parse_begin(input);
+            // Only the first record counts.
+            let head = stream::parse_begin(&input[..input.len().min(stream::BEGIN_RECORD_LEN)]);
+            ctx.check(r == head, || "parse_begin looked past the BEGIN record".into());
+            match r {
+                Ok(b) => {
+                    ctx.check(b.is_raw(), || "a non-raw BEGIN accepted".into());
+                    true
+                }
+                Err(e) => {
+                    ctx.refused(e);
+                    false
+                }
+            }
+        }),
+    }
+}
+
+/// Input: `[expectation, chunking, seed, seed]` then the stream.
+/// Expectations 0..8 are the fixtures'; the others are read from the
+/// stream's own first BEGIN (so mutants of any stream can be valid).
+fn validator_target() -> Target {
+    let seeds = corpus::streams()
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            [[i as u8, 0, 1, 2], [i as u8, 3, 7, 9], [i as u8, 5, 0, 0]].map(|h| [&h[..], &s.bytes].concat())
+        })
+        .collect();
+    Target {
+        name: "stream-validator",
+        shape: Shape::Stream { prefix: 4 },
+        dict: corpus::TEXT_DICT,
+        seeds,
+        max_len: 512 * 1024,
+        // O(1) in the stream: a header buffer and the substream list.
+        mem_base: MIB,
+        mem_per_byte: 0,
+        hostile: true,
+        weight: 2,
+        external: false,
+        run: Box::new(validate),
+    }
+}
+
+fn fixture_expects() -> &'static [Expect] {
+    static EXPECTS: OnceLock<Vec<Expect>> = OnceLock::new();
+    EXPECTS.get_or_init(|| {
+        corpus::streams()
+            .iter()
+            .map(|f| Expect {
+                from: f.from.map(|n| Guid::new(guid(n)).expect("nonzero")),
+                to: Guid::new(guid(f.to)).expect("nonzero"),
+                resuming: f.resuming,
+            })
+            .collect()
+    })
+}
+
+fn expectation(sel: u8, chunking: u8, s: &[u8]) -> Expect {
+    if let Some(e) = fixture_expects().get(usize::from(sel)) {
+        return *e;
+    }
+    // From the stream: the first BEGIN's fromguid, and the toguid of the
+    // first or last BEGIN (little-endian guess; wrong guesses are refusals).
+    let u64at = |o: usize| s.get(o..o + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8")));
+    let compound = s.get(16).is_some_and(|b| b & 3 == 2);
+    let first = if compound { 624 } else { 0 };
+    let to = if compound { u64at(first + 40) } else { u64at(40) };
+    Expect {
+        from: Guid::new(u64at(first + 48)).ok(),
+        to: Guid::new(to).unwrap_or(Guid::new(1).expect("nonzero")),
+        resuming: chunking & 0x80 != 0,
+    }
+}
+
+fn validate(ctx: &mut Ctx, input: &[u8]) -> bool {
+    let (head, s) = input.split_at(input.len().min(4));
+    let [sel, chunking, a, b] = [0, 1, 2, 3].map(|i| head.get(i).copied().unwrap_or(0));
+    let expect = expectation(sel % 12, chunking, s);
+    let mut whole = StreamValidator::new(expect);
+    let fed = whole.feed(s);
+    let complete = whole.is_complete();
+    ctx.check(whole.substreams().len() <= MAX_SUBSTREAMS, || "more substreams than the cap".into());
+    let sticky = whole.feed(&[]);
+    if let Err(e) = &fed {
+        ctx.check(sticky.as_ref().err() == Some(e), || format!("error not sticky: {e} then {sticky:?}"));
+    }
+    let one = whole.finish();
+    if complete {
+        ctx.check(one.is_ok(), || format!("is_complete but finish says {one:?}"));
+    }
+    if let Ok(sum) = &one {
+        ctx.check(sum.bytes == s.len() as u64, || format!("summary says {} bytes of {}", sum.bytes, s.len()));
+    }
+    // The same bytes in other pieces.
+    let max = [1, 7, 311, 312, 313, 4096, 65536, usize::MAX][usize::from(chunking & 7)];
+    let mut rng = Rng::new(u64::from(a) << 8 | u64::from(b));
+    let mut v = StreamValidator::new(expect);
+    let mut rest = s;
+    let mut r = Ok(());
+    while !rest.is_empty() && r.is_ok() {
+        let n = rng.range(1, max.min(rest.len()));
+        r = v.feed(&rest[..n]);
+        rest = &rest[n..];
+    }
+    let chunked = r.and_then(|()| v.finish());
+    ctx.check(chunked == one, || format!("chunks of up to {max} bytes gave {chunked:?}, one feed gave {one:?}"));
+    match one {
+        Ok(_) => true,
+        Err(e) => {
+            ctx.refused(e);
+            false
+        }
+    }
+}
+
+// ---- resume ----
+
+fn resume_token(ctx: &mut Ctx, t: &str) -> bool {
+    match resume::check_token_alphabet(t) {
+        Ok(()) => {
+            // What passes the strict check passes the lenient ones.
+            let row = format!("offsite/home/t\t{t}\n");
+            ctx.check(parse::receiver_datasets(&row).is_ok(), || "token refused by receiver_datasets".into());
+            let d = Dataset::new("t").expect("valid");
+            let rd = protocol::RemoteDataset {
+                name: d.clone(),
+                exists: true,
+                snapshots: vec![],
+                resume_token: Some(t.to_owned()),
+            };
+            ctx.check(check_listing(&[d], vec![rd]).is_ok(), || "token refused by check_listing".into());
+            true
+        }
+        Err(e) => {
+            ctx.refused(e);
+            false
+        }
+    }
+}
+
+fn resume_nvt(ctx: &mut Ctx, t: &str) -> bool {
+    let info = match resume::parse_send_nvt(t) {
+        Ok(i) => i,
+        Err(e) => {
+            ctx.refused(e);
+            return false;
+        }
+    };
+    ctx.check(t.contains(&format!("\ttoname = {}\n", info.toname)), || {
+        format!("toname {} not in the output", info.toname)
+    });
+    // Against itself: refused only for not raw or a base elsewhere.
+    let own = resume::check_against(&info, &info.toname.dataset, info.toguid, info.fromguid);
+    let elsewhere = info.from.as_ref().is_some_and(|f| *f.dataset() != info.toname.dataset);
+    ctx.check(own.is_ok() == (info.rawok && !elsewhere), || format!("check_against itself: {own:?}"));
+    if let Err(e) = own {
+        ctx.refused(e);
+    }
+    // Against the fixtures' plans.
+    for (ds, to, from) in
+        [("t/big", "t/big@b1", None), ("t/big", "t/big@b2", Some("t/big@b1")), ("t/src", "t/src@s3", Some("t/src@s2"))]
+    {
+        let to = Guid::new(guid(to)).expect("nonzero");
+        let from = from.map(|f| Guid::new(guid(f)).expect("nonzero"));
+        if let Err(e) = resume::check_against(&info, &Dataset::new(ds).expect("valid"), to, from) {
+            ctx.refused(e);
+        }
+    }
+    true
+}
+
+// ---- names ----
+
+fn names(ctx: &mut Ctx, s: &str) -> bool {
+    let mut any = false;
+    let root = Dataset::new("offsite/home").expect("valid");
+    match Dataset::new(s) {
+        Ok(d) => {
+            any = true;
+            ctx.check(d.to_string() == s && s.len() <= 255, || format!("dataset {d} from {s:?}"));
+            ctx.check(d.parent().is_some() == (d.depth() > 1), || format!("{d}: parent vs depth"));
+            if let Some(p) = d.parent() {
+                ctx.check(d.is_within(&p) && !p.is_within(&d), || format!("{d} is not within its parent {p}"));
+            }
+            match root.join(&d) {
+                Ok(j) => {
+                    ctx.check(j.strip_root(&root).as_ref() == Some(&d), || format!("{j} does not strip back to {d}"));
+                    ctx.check(j.is_within(&root), || format!("{j} escapes {root}"));
+                    let anc = j.ancestors_below(&root);
+                    ctx.check(anc.len() == d.depth() - 1, || format!("{j}: {} ancestors", anc.len()));
+                    ctx.check(anc.iter().all(|a| a.is_within(&root) && *a != root), || {
+                        format!("{j}: ancestor outside")
+                    });
+                }
+                Err(e) => ctx.refused(e),
+            }
+            let via_json: Result<Dataset, _> = serde_json::from_value(serde_json::Value::String(s.to_owned()));
+            ctx.check(via_json.as_ref().ok() == Some(&d), || format!("serde disagrees on {s:?}"));
+        }
+        Err(e) => {
+            let via_json: Result<Dataset, _> = serde_json::from_value(serde_json::Value::String(s.to_owned()));
+            ctx.check(via_json.is_err(), || format!("serde accepts {s:?}"));
+            ctx.refused(e);
+        }
+    }
+    match SnapName::new(s) {
+        Ok(n) => {
+            any = true;
+            ctx.check(n.to_string() == s, || format!("snapshot name {n} from {s:?}"));
+        }
+        Err(e) => ctx.refused(e),
+    }
+    match Snapshot::new(s) {
+        Ok(n) => {
+            any = true;
+            ctx.check(n.to_string() == s && s.len() <= 255, || format!("snapshot {n} from {s:?}"));
+            match root.join(&n.dataset).and_then(|j| j.snapshot(&n.name)) {
+                Ok(j) => ctx.check(j.to_string().len() <= 255, || format!("{j} is too long")),
+                Err(e) => ctx.refused(e),
+            }
+        }
+        Err(e) => ctx.refused(e),
+    }
+    match Bookmark::new(s) {
+        Ok(b) => {
+            any = true;
+            ctx.check(b.to_string() == s && s.len() <= 255, || format!("bookmark {b} from {s:?}"));
+        }
+        Err(e) => ctx.refused(e),
+    }
+    match s.parse::<Guid>() {
+        Ok(g) => {
+            any = true;
+            ctx.check(g.to_string() == s.trim_start_matches('0'), || format!("GUID {g} from {s:?}"));
+        }
+        Err(e) => ctx.refused(e),
+    }
+    any
+}
