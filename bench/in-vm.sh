@@ -1,0 +1,781 @@
+#!/usr/bin/env bash
+# zoffsite benchmarks against real OpenZFS, OpenSSH and WireGuard, run as root
+# inside the project VM (`scripts/bench` starts it with vm/run), or directly
+# on a Linux host with ZFS loaded.
+#
+#   bench/in-vm.sh                      run every benchmark
+#   bench/in-vm.sh --hwm FILE CMD...    (internal) run CMD, write its peak RSS
+#                                       (VmHWM, KiB) to FILE, exit with its status
+#
+# Environment: ZOFFSITE_BIN (absolute path of a release build, required),
+# ZOFFSITE_VM_OUT (where results.txt and bench.log go; set by vm/run),
+# and for quick trial runs BENCH_REPS (3), BENCH_MIB (256), BENCH_MEM_SMALL_MIB (64),
+# BENCH_NOOP_CHILDREN (100), BENCH_BACKLOG (200), BENCH_RTT_DELAY (25ms),
+# BENCH_SYNCOID_CAP (60 seconds; see syncoid_noop), BENCH_BUDGET (2640 seconds).
+#
+# What it measures, always as zoffsite vs a baseline in the same run (the
+# guest is emulated by QEMU/TCG, so only ratios within one run mean anything):
+#   a. throughput: a raw full send through `zoffsite backup` vs the bare
+#      `zfs send -w | ssh | zfs receive` over the same WireGuard tunnel;
+#   b. no-op: `zoffsite backup` with nothing changed, 100 child datasets,
+#      50 ms RTT (netem), vs syncoid doing the same no-op replication;
+#   c. backlog: 200 pending snapshots of one dataset, zoffsite vs syncoid;
+#   d. memory: peak RSS of the source process and of `serve` on the box, for
+#      a small and a large full send (flat = the transfer path streams).
+# Each timed measurement runs BENCH_REPS times (alternating which side goes
+# first, so neither always gets the warm caches) and the median is kept.
+#
+# Results: `key=value` lines in $ZOFFSITE_VM_OUT/results.txt (times in
+# microseconds, sizes in bytes or KiB as named); everything the commands
+# print goes to $ZOFFSITE_VM_OUT/bench.log; progress lines also go to stdout.
+# A benchmark whose zoffsite feature fails is recorded as `<name>_status=failed`
+# with `<name>_error=<the error line>`, and the others still run: benchmarks
+# report, they do not gate. The exit status is non-zero only when the harness
+# itself cannot work (no ZFS, no topology, ...).
+set -euo pipefail
+export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
+export LC_ALL=C
+
+# ---------------------------------------------------------------------------
+# --hwm: a transparent wrapper that watches one process's peak RSS. Used in
+# front of `zoffsite backup` and as the box's forced command in front of
+# `zoffsite serve`. /usr/bin/time -v reports the largest process of the tree
+# it waited for (zoffsite or one of its children: zfs send, ssh, zfs receive),
+# so this gives zoffsite's own figure. VmHWM is a high-water mark, so sampling
+# it every 0.1 s misses at most a peak reached in the last 0.1 s of the run.
+# The wrapper is not in the data path: CMD inherits stdin and stdout.
+if [[ ${1:-} == --hwm ]]; then
+	(($# >= 3)) || {
+		echo "usage: $0 --hwm FILE CMD..." >&2
+		exit 2
+	}
+	hwm_file=$2
+	shift 2
+	# An asynchronous command's stdin would be /dev/null in a non-interactive
+	# shell; the explicit redirection keeps the real one (serve speaks the
+	# protocol on it).
+	"$@" <&0 &
+	pid=$!
+	# Sleep without forking: a read with a timeout on a pipe nobody writes.
+	exec {nap}<> <(:)
+	hwm=0
+	while kill -0 "$pid" 2>/dev/null; do
+		# Builtins only: no fork per sample to disturb the measurement.
+		while read -r k v _; do
+			[[ $k == VmHWM: ]] && hwm=$v
+		done <"/proc/$pid/status" 2>/dev/null || true
+		read -r -t 0.1 -u "$nap" _ || true
+	done
+	rc=0
+	wait "$pid" || rc=$?
+	echo "$hwm" >"$hwm_file"
+	exit "$rc"
+fi
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SELF="$REPO/bench/in-vm.sh"
+TOPOLOGY="$REPO/e2e/topology.sh"
+: "${ZOFFSITE_BIN:?set ZOFFSITE_BIN to the release zoffsite binary}"
+OUT=${ZOFFSITE_VM_OUT:?set ZOFFSITE_VM_OUT to the directory for results.txt and bench.log}
+REPS=${BENCH_REPS:-3}
+MIB=${BENCH_MIB:-256}
+MEM_SMALL_MIB=${BENCH_MEM_SMALL_MIB:-64}
+NOOP_CHILDREN=${BENCH_NOOP_CHILDREN:-100}
+BACKLOG=${BENCH_BACKLOG:-200}
+# One-way delay on each end of the "internet" link: 25 ms + 25 ms = 50 ms RTT.
+RTT_DELAY=${BENCH_RTT_DELAY:-25ms}
+# Longest a syncoid no-op run may take before it is stopped and extrapolated.
+SYNCOID_CAP=${BENCH_SYNCOID_CAP:-60}
+# Seconds this script may run: scripts/bench gives the VM 3000 s, and on a
+# busy host (other VMs sharing the 2 cores) the full set of repetitions can
+# take longer than that. A repetition that would end past the budget is not
+# started; medians are then over the repetitions done (<name>_reps_done).
+BUDGET=${BENCH_BUDGET:-2640}
+
+RESULTS=$OUT/results.txt
+LOG=$OUT/bench.log
+mkdir -p "$OUT"
+: >"$RESULTS"
+: >"$LOG"
+# fd 3 = the console (vm/run streams it live); everything else goes to the log.
+exec 3>&1 >>"$LOG" 2>&1
+
+say() {
+	local m
+	printf -v m '[%(%H:%M:%S)T] %s' -1 "$*"
+	echo "$m"
+	echo "$m" >&3
+}
+die() {
+	say "FATAL: $*"
+	exit 1
+}
+record() {
+	# One key=value line; values never contain newlines.
+	local v=${2//$'\n'/ }
+	echo "$1=$v" >>"$RESULTS"
+	echo "result: $1=$v"
+}
+
+[[ $(id -u) == 0 ]] || die "must run as root"
+[[ -e /dev/zfs ]] || die "no /dev/zfs: run through vm/run (scripts/bench)"
+[[ -x $ZOFFSITE_BIN ]] || die "ZOFFSITE_BIN is not executable: $ZOFFSITE_BIN"
+for t in zpool zfs ssh ssh-keygen syncoid ip tc /usr/bin/time awk; do
+	command -v "$t" >/dev/null || die "missing tool: $t"
+done
+
+# ---------------------------------------------------------------------------
+# world: two pools on sparse files, one topology, cleaned up on any exit
+
+WORK=$(mktemp -d /tmp/zbench.XXXXXX)
+chmod 0755 "$WORK"
+SRC=zbsrc$$
+BOX=zbbox$$
+STATE=$WORK/net
+POOLS_MADE=()
+TOPO_UP=0
+
+cleanup() {
+	local rc=$?
+	set +e
+	# Stop a scenario still running in the background (interrupted run).
+	jobs -p | xargs -r kill 2>/dev/null
+	if ((TOPO_UP)); then "$TOPOLOGY" down "$STATE" >/dev/null 2>&1; fi
+	local p
+	for p in "${POOLS_MADE[@]}"; do zpool destroy -f "$p"; done
+	rm -rf "$WORK"
+	if ((rc == 0)); then say "done"; else say "harness failed (exit $rc); see $LOG"; fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say "bench: reps=$REPS size=${MIB}MiB noop_children=$NOOP_CHILDREN backlog=$BACKLOG rtt_delay=$RTT_DELAY"
+record reps "$REPS"
+record versions_kernel "$(uname -r)"
+record versions_zfs "$(zfs version 2>/dev/null | tr '\n' ' ' | sed 's/ *$//')"
+record versions_openssh "$(ssh -V 2>&1)"
+record versions_syncoid "$(syncoid --version 2>&1 | head -n 1 | sed 's/^[^ ]* //')"
+record versions_zoffsite "$("$ZOFFSITE_BIN" --version 2>&1 || echo unknown)"
+record guest_cpus "$(nproc)"
+record guest_mem_kib "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+
+# The pool files live in guest RAM (tmpfs /tmp), and so would the ARC:
+# keep the ARC small so that 256 MiB of data on each side, the box's copies
+# and the ARC all fit in the VM's memory. Only in the VM: on a real host this
+# is a machine-wide setting that is not ours to change.
+if [[ ${ZOFFSITE_VM:-} == 1 && -w /sys/module/zfs/parameters/zfs_arc_max ]]; then
+	echo $((512 << 20)) >/sys/module/zfs/parameters/zfs_arc_max || true
+fi
+
+# Sparse 2 GiB vdevs: only what is written takes memory. compression=off so
+# that data sizes (and so MB/s) are what they say.
+for p in "$SRC" "$BOX"; do
+	truncate -s 2G "$WORK/$p.img"
+	zpool create -O compression=off -O mountpoint=none -O atime=off "$p" "$WORK/$p.img"
+	POOLS_MADE+=("$p")
+done
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/key"
+chmod 0600 "$WORK/key"
+
+# Box roots: zoffsite's (the forced command's --root), and separate ones for
+# the baselines so that they never see each other's datasets.
+zfs create -o canmount=off "$BOX/z"
+zfs create -o canmount=off "$BOX/bare"
+zfs create -o canmount=off "$BOX/sync"
+
+say "topology up"
+ZOFFSITE_BIN=$ZOFFSITE_BIN BOX_ROOT=$BOX/z "$TOPOLOGY" up "$STATE" || die "topology up failed"
+TOPO_UP=1
+env_get() { sed -n "s/^$1=//p" "$STATE/env"; }
+HOME_NS=$(env_get HOME_NS)
+FRIEND_NS=$(env_get FRIEND_NS)
+BOX_ADDR=$(env_get BOX_ADDR)
+IDENTITY=$(env_get IDENTITY)
+KNOWN_HOSTS=$(env_get KNOWN_HOSTS)
+AUTHORIZED_KEYS=$(env_get AUTHORIZED_KEYS)
+HOME_WAN_IF=$(env_get HOME_WAN_IF)
+FRIEND_WAN_IF=$(env_get FRIEND_WAN_IF)
+
+# The baselines (bare pipe, syncoid) need a shell on the box, which the
+# forced command rightly refuses. For the benchmark only, a second key
+# without restrictions is appended to the box's authorized_keys.
+BENCH_KEY=$WORK/bench_key
+ssh-keygen -q -t ed25519 -N '' -C zoffsite-bench-baseline -f "$BENCH_KEY"
+FORCED_LINE=$(head -n 1 "$AUTHORIZED_KEYS")
+BENCH_LINE=$(cat "$BENCH_KEY.pub")
+# set_forced_command [CMD]: rewrite authorized_keys with the source key forced
+# to CMD (default: the topology's own `zoffsite serve --root`), plus the bench
+# key. sshd reads the file at every login, so the next session uses it.
+set_forced_command() {
+	local key=${FORCED_LINE#*\" }
+	if (($#)); then
+		printf 'restrict,command="%s" %s\n%s\n' "$1" "$key" "$BENCH_LINE" >"$AUTHORIZED_KEYS"
+	else
+		printf '%s\n%s\n' "$FORCED_LINE" "$BENCH_LINE" >"$AUTHORIZED_KEYS"
+	fi
+}
+set_forced_command
+
+# The ssh argv zoffsite uses (crates/zoffsite-exec/src/ssh.rs), with the bench
+# key: same client options, same (default) ciphers, so the bare pipe differs
+# from zoffsite only by zoffsite itself.
+SSH_BARE=(ssh -F none -T -x -a -e none -o BatchMode=yes -o IdentitiesOnly=yes -i "$BENCH_KEY"
+	-o "UserKnownHostsFile=$KNOWN_HOSTS" -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes
+	-o UpdateHostKeys=no -o CheckHostIP=no -o ClearAllForwardings=yes -o ControlMaster=no -o ControlPath=none
+	-o PasswordAuthentication=no -o KbdInteractiveAuthentication=no -o ConnectTimeout=15
+	-o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o LogLevel=ERROR -p 22 -l root -- "$BOX_ADDR")
+ip netns exec "$HOME_NS" "${SSH_BARE[@]}" true </dev/null || die "the bench key cannot log in to the box"
+
+# syncoid as one would run it against this box: existing snapshots only (it
+# must not add its own, so both tools replicate the same snapshots), raw,
+# received unmounted, no compression (raw streams are ciphertext; lzo would
+# only burn CPU), the same key, pinned host key and batch mode. syncoid
+# itself adds its ControlMaster connection sharing.
+SYNCOID=(syncoid --no-sync-snap --sendoptions=w --recvoptions=u --compress=none
+	"--sshkey=$BENCH_KEY" "--sshoption=UserKnownHostsFile=$KNOWN_HOSTS"
+	--sshoption=GlobalKnownHostsFile=/dev/null --sshoption=StrictHostKeyChecking=yes
+	--sshoption=BatchMode=yes --sshoption=IdentitiesOnly=yes)
+
+# ---------------------------------------------------------------------------
+# helpers
+
+# A config for `zoffsite backup` of the given datasets, to the topology's box.
+write_config() {
+	local file=$1 list='' d
+	shift
+	for d in "$@"; do list+="${list:+, }\"$d\""; done
+	cat >"$file" <<EOF
+[source]
+datasets = [$list]
+exclude = []
+
+[[target]]
+name = "friend"
+host = "$BOX_ADDR"
+user = "root"
+identity_file = "$IDENTITY"
+known_hosts = "$KNOWN_HOSTS"
+EOF
+}
+
+# An encrypted dataset (its own encryption root), mounted under $WORK/mnt.
+create_encrypted() {
+	zfs create -o encryption=aes-256-gcm -o keyformat=hex -o "keylocation=file://$WORK/key" \
+		-o "mountpoint=$WORK/mnt/$1" "$SRC/$1"
+}
+
+# zoffsite's own snapshot name for Unix time $1.
+zname() {
+	local n
+	TZ=UTC printf -v n 'zoffsite-%(%Y%m%dT%H%M%SZ)T' "$1"
+	echo "$n"
+}
+
+# timed VAR CMD...: runs CMD (output to $WORK/last.out, then the log), stores
+# its wall time in microseconds in VAR, returns its exit status.
+timed() {
+	local -n _us=$1
+	shift
+	local t0 t1 rc=0
+	t0=$EPOCHREALTIME
+	"$@" >"$WORK/last.out" 2>&1 || rc=$?
+	t1=$EPOCHREALTIME
+	_us=$((${t1/./} - ${t0/./}))
+	echo "+ $* (exit $rc, $((_us / 1000)) ms)"
+	cat "$WORK/last.out"
+	return "$rc"
+}
+
+# The line that explains a failure: zoffsite's own message if there is one.
+error_line() {
+	{ grep -m1 '^zoffsite:' "$WORK/last.out" || grep -m1 -i 'error\|cannot\|fail' "$WORK/last.out" ||
+		tail -n 1 "$WORK/last.out"; } | cut -c1-400
+}
+
+median() {
+	printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'; }
+
+# next_rep NAME I START: whether repetition I of NAME may start, given that
+# the previous one started at START (SECONDS); records how many were done
+# when the answer is no. The first always runs unless the budget is spent.
+next_rep() {
+	local name=$1 i=$2 start=$3 need=0
+	((i > 0)) && need=$((SECONDS - start))
+	((i < REPS && SECONDS + need <= BUDGET)) && return 0
+	record "${name}_reps_done" "$i"
+	((i == REPS)) || say "$name: stopping after $i of $REPS repetitions (time budget BENCH_BUDGET=$BUDGET s)"
+	return 1
+}
+
+zoffsite_backup() { # CONFIG [ARGS...]
+	local cfg=$1
+	shift
+	ip netns exec "$HOME_NS" "$ZOFFSITE_BIN" backup -c "$cfg" "$@"
+}
+
+syncoid_run() { ip netns exec "$HOME_NS" "${SYNCOID[@]}" "$@"; }
+
+# Wait until the box pool has freed what a destroy released (async destroy),
+# so that the next run does not compete with background frees.
+settle_box() {
+	zpool sync "$BOX"
+	local i
+	for ((i = 0; i < 300; i++)); do
+		[[ $(zpool get -Hp -o value freeing "$BOX") == 0 ]] && return 0
+		sleep 0.2
+	done
+}
+
+netem() { # on|off: exactly the qdisc e2e/topology.sh installs for NETEM, on both ends
+	local dev ns
+	for ns in "$HOME_NS:$HOME_WAN_IF" "$FRIEND_NS:$FRIEND_WAN_IF"; do
+		dev=${ns#*:}
+		ns=${ns%%:*}
+		if [[ $1 == on ]]; then
+			ip netns exec "$ns" tc qdisc replace dev "$dev" root netem delay "$RTT_DELAY"
+		else
+			ip netns exec "$ns" tc qdisc del dev "$dev" root 2>/dev/null || true
+		fi
+	done
+}
+
+# Each scenario runs in a background subshell and is waited for: `set -e`
+# then still applies inside it (it would not in `scenario || ...`), a failure
+# ends only that scenario, and the next one starts from a clean state.
+run_scenario() {
+	local name=$1 t0 rc=0
+	say "== $name"
+	t0=$SECONDS
+	("$name") &
+	wait $! || rc=$?
+	record "${name}_wall_s" $((SECONDS - t0))
+	if ((rc != 0)); then
+		say "$name: harness error (exit $rc); see bench.log"
+		record "${name}_harness" "error (exit $rc)"
+	fi
+}
+
+# ---------------------------------------------------------------------------
+# calibration: what one process start and one SSH login cost in this VM right
+# now, so that absolute times can be read (a no-op run is a handful of each).
+
+calibration() {
+	local i us zl=() sl=()
+	for ((i = 0; i < REPS; i++)); do
+		timed us zfs list -H -o name "$SRC"
+		zl+=("$us")
+		timed us ip netns exec "$HOME_NS" "${SSH_BARE[@]}" true
+		sl+=("$us")
+	done
+	record calib_zfs_list_us "$(median "${zl[@]}")"
+	record calib_ssh_login_us "$(median "${sl[@]}")"
+}
+
+# ---------------------------------------------------------------------------
+# a. throughput and d. memory
+
+# zoffsite_measured TAG CONFIG [ARGS...]: `zoffsite backup` with both ends
+# watched for memory (d): the client under /usr/bin/time -v and the --hwm
+# wrapper, the box's forced command likewise for this one session. The
+# wrappers only wait and sample /proc; zoffsite's stdin/stdout are not
+# copied through them. Leaves $WORK/{client,serve}-TAG.{time,hwm}.
+zoffsite_measured() {
+	local tag=$1 cfg=$2
+	shift 2
+	set_forced_command "/usr/bin/time -v -o $WORK/serve-$tag.time $SELF --hwm $WORK/serve-$tag.hwm $ZOFFSITE_BIN serve --root $BOX/z"
+	local rc=0
+	ip netns exec "$HOME_NS" /usr/bin/time -v -o "$WORK/client-$tag.time" \
+		"$SELF" --hwm "$WORK/client-$tag.hwm" "$ZOFFSITE_BIN" backup -c "$cfg" "$@" || rc=$?
+	set_forced_command
+	return "$rc"
+}
+
+# mem_of TAG client|serve hwm|tree: one figure (KiB) of a zoffsite_measured run.
+mem_of() {
+	local f=$WORK/$2-$1
+	# The forced command's files appear once its session has ended.
+	local i
+	for ((i = 0; i < 50; i++)); do [[ -s $f.time ]] && break; sleep 0.2; done
+	if [[ $3 == hwm ]]; then
+		cat "$f.hwm" 2>/dev/null || echo 0
+	else
+		awk -F': ' '/Maximum resident set size/ {print $2}' "$f.time" 2>/dev/null || echo 0
+	fi
+}
+
+max_of() { printf '%s\n' "$@" | sort -n | tail -n 1; }
+
+throughput() {
+	create_encrypted tp
+	say "writing $MIB MiB of random data"
+	head -c $((MIB << 20)) /dev/urandom >"$WORK/mnt/tp/random.bin"
+	# Take the snapshot up front with zoffsite's naming scheme: every run
+	# then sends this same snapshot (nothing changed, so zoffsite takes none),
+	# and no timed run pays for a `zfs snapshot`.
+	local snap
+	snap=$(zname "$(date +%s)")
+	zfs snapshot "$SRC/tp@$snap"
+	local bytes
+	bytes=$(zfs send -nP -w "$SRC/tp@$snap" | awk '$1 == "size" {print $2}')
+	record throughput_stream_bytes "$bytes"
+	local cfg=$WORK/tp.toml
+	write_config "$cfg" "$SRC/tp"
+
+	local i us z_times=() b_times=() z_failed='' ch=() ct=() sh=() st=()
+	local rep_t0=$SECONDS
+	for ((i = 0; ; i++)); do
+		next_rep throughput "$i" "$rep_t0" || break
+		rep_t0=$SECONDS
+		local order=(z b)
+		((i % 2)) && order=(b z)
+		local who
+		for who in "${order[@]}"; do
+			if [[ $who == z ]]; then
+				[[ -z $z_failed ]] || continue
+				# Also the large case of (d): peak memory of both ends.
+				if timed us zoffsite_measured "tp$i" "$cfg"; then
+					z_times+=("$us")
+					ch+=("$(mem_of "tp$i" client hwm)")
+					ct+=("$(mem_of "tp$i" client tree)")
+					sh+=("$(mem_of "tp$i" serve hwm)")
+					st+=("$(mem_of "tp$i" serve tree)")
+					# Once: what a run costs that finds the box up to date
+					# (connect, list, plan, verify, holds): the fixed part
+					# of the times above, for reading a missed ratio.
+					if ((i == 0)) && timed us zoffsite_backup "$cfg"; then
+						record throughput_zoffsite_fixed_us "$us"
+					fi
+				else
+					z_failed=$(error_line)
+				fi
+				zfs destroy -r "$BOX/z/$SRC/tp" 2>/dev/null || true
+			else
+				# shellcheck disable=SC2016 # expanded by the inner bash, from its argv
+				if timed us bash -c 'set -o pipefail; zfs send -w "$1" | ip netns exec "$2" "${@:4}" zfs receive -u "$3"' \
+					_ "$SRC/tp@$snap" "$HOME_NS" "$BOX/bare/tp" "${SSH_BARE[@]}"; then
+					b_times+=("$us")
+				else
+					record throughput_bare_error "$(error_line)"
+				fi
+				zfs destroy -r "$BOX/bare/tp" 2>/dev/null || true
+			fi
+			settle_box
+		done
+	done
+	record throughput_bare_runs_us "${b_times[*]:-none}"
+	record throughput_zoffsite_runs_us "${z_times[*]:-none}"
+	local b=''
+	if ((${#b_times[@]})); then
+		b=$(median "${b_times[@]}")
+		record throughput_bare_us "$b"
+		record throughput_bare_mbps "$(awk -v n="$bytes" -v t="$b" 'BEGIN { printf "%.2f", n / t }')"
+	fi
+	if ((${#ch[@]})); then
+		# The worst of the runs: a peak is a peak.
+		record memory_large_mib "$MIB"
+		record memory_large_stream_bytes "$bytes"
+		record memory_large_client_hwm_kib "$(max_of "${ch[@]}")"
+		record memory_large_client_tree_maxrss_kib "$(max_of "${ct[@]}")"
+		record memory_large_serve_hwm_kib "$(max_of "${sh[@]}")"
+		record memory_large_serve_tree_maxrss_kib "$(max_of "${st[@]}")"
+	fi
+	if [[ -n $z_failed ]]; then
+		record throughput_status failed
+		record throughput_error "$z_failed"
+	elif ((${#z_times[@]})) && [[ -n $b ]]; then
+		local z
+		z=$(median "${z_times[@]}")
+		record throughput_zoffsite_us "$z"
+		record throughput_zoffsite_mbps "$(awk -v n="$bytes" -v t="$z" 'BEGIN { printf "%.2f", n / t }')"
+		# zoffsite's speed relative to bare = bare time / zoffsite time.
+		record throughput_ratio "$(ratio "$b" "$z")"
+		record throughput_status ok
+	elif ((${#z_times[@]} == 0 && ${#b_times[@]} == 0)); then
+		record throughput_status skipped
+		record throughput_error "no repetition fitted in the time budget"
+	else
+		record throughput_status failed
+		record throughput_error "no baseline measurement"
+	fi
+}
+
+# d., the small case (the large one is measured by the throughput runs).
+memory() {
+	create_encrypted m
+	head -c $((MEM_SMALL_MIB << 20)) /dev/urandom >"$WORK/mnt/m/random.bin"
+	local snap
+	snap=$(zname "$(date +%s)")
+	zfs snapshot "$SRC/m@$snap"
+	write_config "$WORK/mem.toml" "$SRC/m"
+	local us
+	if timed us zoffsite_measured small "$WORK/mem.toml"; then
+		record memory_small_mib "$MEM_SMALL_MIB"
+		record memory_small_stream_bytes "$(zfs send -nP -w "$SRC/m@$snap" | awk '$1 == "size" {print $2}')"
+		record memory_small_client_hwm_kib "$(mem_of small client hwm)"
+		record memory_small_client_tree_maxrss_kib "$(mem_of small client tree)"
+		record memory_small_serve_hwm_kib "$(mem_of small serve hwm)"
+		record memory_small_serve_tree_maxrss_kib "$(mem_of small serve tree)"
+		record memory_status ok
+	else
+		record memory_status failed
+		record memory_error "$(error_line)"
+	fi
+	zfs destroy -r "$BOX/z/$SRC/m" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------------------
+# b. no-op run, 50 ms RTT
+
+# syncoid_noop REP: one syncoid no-op over the whole tree, stopped after
+# SYNCOID_CAP seconds. syncoid handles datasets one after the other with
+# several SSH commands each (about 6 per dataset for a no-op), so under
+# emulation a full pass over 100 datasets takes far longer than this
+# benchmark may. Its --debug lines, timestamped here, mark where each dataset
+# starts; a stopped run is extrapolated linearly:
+#   startup (until the first dataset) + N x mean time per finished dataset.
+# Prints "total_us per_dataset_us datasets_finished extrapolated(0|1)".
+syncoid_noop() {
+	local log=$WORK/syncoid-noop$1.log t0 t1 rc=0 n
+	n=$(zfs list -H -o name -r "$SRC/noop" | wc -l)
+	t0=$EPOCHREALTIME
+	timeout --kill-after=10 "$SYNCOID_CAP" ip netns exec "$HOME_NS" "${SYNCOID[@]}" --debug -r \
+		"$SRC/noop" "root@$BOX_ADDR:$BOX/sync/noop" </dev/null 2>&1 |
+		while IFS= read -r l; do printf '%s %s\n' "$EPOCHREALTIME" "$l"; done >"$log" || rc=$?
+	t1=$EPOCHREALTIME
+	echo "+ syncoid no-op run $1 (exit $rc, $(((${t1/./} - ${t0/./}) / 1000)) ms)" >&2
+	cat "$log" >&2
+	cp "$log" "$WORK/last.out"
+	case $rc in
+	0)
+		awk -v t0="$t0" -v t1="$t1" '/DEBUG: syncing source / { k++ }
+			END { printf "%d %d %d 0\n", (t1 - t0) * 1e6, k ? (t1 - t0) * 1e6 / k : 0, k }' "$log"
+		;;
+	124 | 137)
+		awk -v t0="$t0" -v n="$n" '/DEBUG: syncing source / { s[++k] = $1 }
+			END {
+				if (k < 2) exit 1
+				per = (s[k] - s[1]) / (k - 1)
+				printf "%d %d %d 1\n", ((s[1] - t0) + n * per) * 1e6, per * 1e6, k - 1
+			}' "$log" || {
+			echo "syncoid finished none of the $n datasets within the ${SYNCOID_CAP} s cap: nothing to extrapolate from (raise BENCH_SYNCOID_CAP)" >"$WORK/last.out"
+			return 1
+		}
+		;;
+	*) return "$rc" ;;
+	esac
+}
+
+noop() {
+	create_encrypted noop
+	say "creating $NOOP_CHILDREN child datasets"
+	# Creates in parallel share transaction groups (one at a time, each would
+	# wait for its own txg sync: minutes under emulation). Children inherit
+	# the parent's encryption; unmounted, as nothing is written to them.
+	seq -f "$SRC/noop/c%03g" 1 "$NOOP_CHILDREN" | xargs -P 8 -n 1 zfs create -o canmount=off
+	local cfg=$WORK/noop.toml
+	write_config "$cfg" "$SRC/noop"
+	record noop_datasets "$(zfs list -H -o name -r "$SRC/noop" | wc -l)"
+
+	# Both boxes start from the same state, made locally (no SSH, no netem):
+	# every dataset holding the same zoffsite snapshot with the source's
+	# GUIDs, as after a first backup. (zoffsite's own first backup of 101
+	# datasets took ~10 min under emulation on a busy host, syncoid's ~30 s
+	# per dataset; only the no-op runs are measured.)
+	local snap
+	snap="$SRC/noop@$(zname "$(date +%s)")"
+	zfs snapshot -r "$snap"
+	zfs list "$BOX/z/$SRC" >/dev/null 2>&1 || zfs create -o canmount=off "$BOX/z/$SRC"
+	zfs send -R -w "$snap" | zfs receive -u "$BOX/z/$SRC/noop"
+	zfs send -R -w "$snap" | zfs receive -u "$BOX/sync/noop"
+	# One untimed zoffsite run: it finds everything up to date and anchors
+	# its chain (a bookmark and the target's hold per dataset), which leaves
+	# the source as after any real run.
+	say "first (untimed) zoffsite run over $NOOP_CHILDREN children"
+	local us
+	if ! timed us zoffsite_backup "$cfg" --json; then
+		record noop_status failed
+		record noop_error "first run: $(error_line)"
+		return 0
+	fi
+	record noop_first_zoffsite_us "$us"
+	record noop_first_zoffsite_up_to_date "$(grep -c '"kind": "up_to_date"' "$WORK/last.out" || true)"
+	local snaps_before
+	snaps_before=$(zfs list -H -t snapshot -o name -r "$SRC" | wc -l)
+
+	netem on
+	record noop_netem_delay "$RTT_DELAY"
+	# Measure the RTT through the tunnel (box -> source: the direction the
+	# box firewall lets ping through).
+	local rtt
+	rtt=$(ip netns exec "$FRIEND_NS" ping -n -q -c 5 -i 0.2 -I wg-friend 10.77.0.1 | awk -F/ '/^rtt/ {print $5}') || rtt=''
+	record noop_rtt_ms "${rtt:-unknown}"
+
+	local i z_times=() s_tot=() s_per=() z_failed='' s_ok=1 s_line
+	local rep_t0=$SECONDS
+	for ((i = 0; ; i++)); do
+		next_rep noop "$i" "$rep_t0" || break
+		rep_t0=$SECONDS
+		local order=(z s)
+		((i % 2)) && order=(s z)
+		local who
+		for who in "${order[@]}"; do
+			if [[ $who == z ]]; then
+				[[ -z $z_failed ]] || continue
+				if timed us zoffsite_backup "$cfg" --json; then
+					z_times+=("$us")
+					# A no-op must send nothing: every dataset up to date.
+					record "noop_zoffsite_run${i}_up_to_date" "$(grep -c '"kind": "up_to_date"' "$WORK/last.out" || true)"
+				else
+					z_failed=$(error_line)
+				fi
+			elif ((s_ok)); then
+				if s_line=$(syncoid_noop "$i"); then
+					local tot per k ex
+					read -r tot per k ex <<<"$s_line"
+					record "noop_syncoid_run${i}" "total_us=$tot per_dataset_us=$per datasets_timed=$k extrapolated=$ex"
+					s_tot+=("$tot")
+					s_per+=("$per")
+				else
+					s_ok=0
+					record noop_syncoid_error "$(error_line)"
+				fi
+			fi
+		done
+	done
+	netem off
+	local snaps_after
+	snaps_after=$(zfs list -H -t snapshot -o name -r "$SRC" | wc -l)
+	record noop_new_snapshots $((snaps_after - snaps_before))
+	local z='' s=''
+	if ((${#s_tot[@]})); then
+		s=$(median "${s_tot[@]}")
+		record noop_syncoid_us "$s"
+		record noop_syncoid_per_dataset_us "$(median "${s_per[@]}")"
+	fi
+	if [[ -n $z_failed ]]; then
+		record noop_status failed
+		record noop_error "$z_failed"
+		return 0
+	fi
+	if ((${#z_times[@]} == 0)); then
+		record noop_status skipped
+		record noop_error "no repetition fitted in the time budget"
+		return 0
+	fi
+	record noop_zoffsite_runs_us "${z_times[*]}"
+	z=$(median "${z_times[@]}")
+	record noop_zoffsite_us "$z"
+	# How many times longer syncoid takes than zoffsite.
+	[[ -z $s ]] || record noop_syncoid_over_zoffsite "$(ratio "$s" "$z")"
+	record noop_status ok
+}
+
+# ---------------------------------------------------------------------------
+# c. backlog: BACKLOG pending snapshots of one dataset
+
+backlog() {
+	create_encrypted bl
+	echo start >"$WORK/mnt/bl/log.txt"
+	local cfg=$WORK/bl.toml
+	write_config "$cfg" "$SRC/bl"
+	local us
+	if ! timed us zoffsite_backup "$cfg"; then
+		record backlog_status failed
+		record backlog_error "initial backup: $(error_line)"
+		return 0
+	fi
+	local base
+	base=$(zfs list -H -o name -t snapshot -s createtxg "$SRC/bl" | tail -n 1)
+	base=${base#*@}
+	local s_ok=1
+	if ! timed us syncoid_run "$SRC/bl" "root@$BOX_ADDR:$BOX/sync/bl"; then
+		s_ok=0
+		record backlog_syncoid_error "initial sync: $(error_line)"
+	fi
+
+	# The box was away: BACKLOG snapshots, each after a small change, named
+	# the way zoffsite names its own (so it sends them, as one -I stream),
+	# one second apart, after the initial one.
+	say "taking $BACKLOG snapshots"
+	local t0 i
+	t0=$(($(date +%s) + 3600))
+	for ((i = 1; i <= BACKLOG; i++)); do
+		echo "change $i" >>"$WORK/mnt/bl/log.txt"
+		zfs snapshot "$SRC/bl@$(zname $((t0 + i)))"
+	done
+	record backlog_snapshots "$BACKLOG"
+	local newest
+	newest=$(zfs list -H -o name -t snapshot -s createtxg "$SRC/bl" | tail -n 1)
+	record backlog_stream_bytes "$(zfs send -nP -w -I "@$base" "$newest" | awk '$1 == "size" {print $2}')"
+
+	local z_times=() s_times=() z_failed=''
+	local rep_t0=$SECONDS
+	for ((i = 0; ; i++)); do
+		next_rep backlog "$i" "$rep_t0" || break
+		rep_t0=$SECONDS
+		local order=(z s)
+		((i % 2)) && order=(s z)
+		local who
+		for who in "${order[@]}"; do
+			if [[ $who == z ]]; then
+				[[ -z $z_failed ]] || continue
+				if timed us zoffsite_backup "$cfg" --json; then
+					z_times+=("$us")
+					local held
+					held=$(zfs list -H -t snapshot -o name "$BOX/z/$SRC/bl" | wc -l)
+					record "backlog_zoffsite_run${i}_box_snapshots" "$held"
+				else
+					z_failed=$(error_line)
+				fi
+				# Back to the starting state: the box holds only the base.
+				zfs rollback -r "$BOX/z/$SRC/bl@$base" || true
+			elif ((s_ok)); then
+				if timed us syncoid_run "$SRC/bl" "root@$BOX_ADDR:$BOX/sync/bl"; then
+					s_times+=("$us")
+				else
+					s_ok=0
+					record backlog_syncoid_error "$(error_line)"
+				fi
+				zfs rollback -r "$BOX/sync/bl@$base" || true
+			fi
+			settle_box
+		done
+	done
+	local s=''
+	if ((${#s_times[@]})); then
+		s=$(median "${s_times[@]}")
+		record backlog_syncoid_us "$s"
+	fi
+	if [[ -n $z_failed ]]; then
+		record backlog_status failed
+		record backlog_error "$z_failed"
+		return 0
+	fi
+	if ((${#z_times[@]} == 0)); then
+		record backlog_status skipped
+		record backlog_error "no repetition fitted in the time budget"
+		return 0
+	fi
+	record backlog_zoffsite_runs_us "${z_times[*]}"
+	record backlog_syncoid_runs_us "${s_times[*]:-none}"
+	local z
+	z=$(median "${z_times[@]}")
+	record backlog_zoffsite_us "$z"
+	[[ -z $s ]] || record backlog_syncoid_over_zoffsite "$(ratio "$s" "$z")"
+	record backlog_status ok
+}
+
+# ---------------------------------------------------------------------------
+
+run_scenario calibration
+run_scenario throughput
+run_scenario memory
+run_scenario noop
+# Last: the longest (200 snapshots received twice per repetition), so that a
+# busy host's time budget cuts its repetitions rather than the others'.
+run_scenario backlog
