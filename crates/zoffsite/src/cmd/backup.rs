@@ -88,14 +88,9 @@ pub fn run(args: BackupArgs) -> Exit {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // A dry run changes nothing, so it may look while a real run works.
-    let _lock = if args.dry_run {
-        None
-    } else {
-        match common::lock(&args.config) {
-            Ok(l) => Some(l),
-            Err(code) => return code,
-        }
+    let _lock = match common::lock_unless_dry_run(&args.config, args.dry_run) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     let mut report = Report { dry_run: args.dry_run, ..Report::default() };
     let exit = backup(&cfg, &args, &Zfs::new(), jiff::Timestamp::now(), &mut report);

@@ -71,6 +71,19 @@ pub fn parse_now(s: &str) -> Result<jiff::Timestamp, String> {
     s.parse().map_err(|e| format!("--now {s:?} is not a time ({e}); write it like 2026-11-26T07:30:00Z"))
 }
 
+/// The run lock for a run that changes things; none for a dry run, which
+/// changes nothing and may look while a real run works.
+pub fn lock_unless_dry_run(
+    config: &Path,
+    dry_run: bool,
+) -> Result<Option<zoffsite_exec::lock::RunLock>, crate::exit::Exit> {
+    if dry_run {
+        Ok(None)
+    } else {
+        lock(config).map(Some)
+    }
+}
+
 /// Takes this config's run lock, or says who holds it.
 pub fn lock(config: &Path) -> Result<zoffsite_exec::lock::RunLock, crate::exit::Exit> {
     use zoffsite_exec::lock;

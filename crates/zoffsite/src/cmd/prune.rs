@@ -39,13 +39,9 @@ pub fn run(args: PruneArgs) -> Exit {
         },
         None => jiff::Timestamp::now(),
     };
-    let _lock = if args.dry_run {
-        None
-    } else {
-        match common::lock(&args.config) {
-            Ok(l) => Some(l),
-            Err(code) => return code,
-        }
+    let _lock = match common::lock_unless_dry_run(&args.config, args.dry_run) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     let zfs = Zfs::new();
     let (sel, missing) = match common::list_selection(&cfg, &zfs, &args.config) {
