@@ -65,7 +65,7 @@ pub fn mutate(rng: &mut Rng, input: &[u8], shape: Shape, m: &Material<'_>) -> Ve
 /// One byte-level mutation.
 pub fn bytes(rng: &mut Rng, v: &mut Vec<u8>, m: &Material<'_>) {
     let len = v.len();
-    match rng.below(16) {
+    match rng.below(19) {
         0 | 1 if len > 0 => {
             let i = rng.below(len);
             v[i] ^= 1 << rng.below(8);
@@ -141,11 +141,72 @@ pub fn bytes(rng: &mut Rng, v: &mut Vec<u8>, m: &Material<'_>) {
             let (i, j) = (rng.below(len), rng.below(len));
             v[i] = v[j];
         }
+        16 | 17 => number(rng, v, m),
+        18 => quoted(rng, v, m),
         _ => {
             let at = rng.below(len + 1);
             v.insert(at, *rng.pick(INTERESTING_BYTES));
         }
     }
+}
+
+/// Replaces a whole number written in text (a run of digits, hex after
+/// `0x`) with an interesting one: limits, off-by-ones, the fixtures' GUIDs.
+fn number(rng: &mut Rng, v: &mut Vec<u8>, m: &Material<'_>) {
+    let runs: Vec<(usize, usize)> = runs(v, |b| b.is_ascii_digit());
+    if runs.is_empty() {
+        return;
+    }
+    let (a, b) = *rng.pick(&runs);
+    let hex = a >= 2 && &v[a - 2..a] == b"0x";
+    let (a, b) = if hex { (a, a + v[a..].iter().take_while(|c| c.is_ascii_hexdigit()).count()) } else { (a, b) };
+    let x = match rng.below(5) {
+        0 => *rng.pick(&[0, 1, u64::MAX, i64::MAX as u64, (i64::MAX as u64) + 1, u32::MAX as u64, 1 << 53]),
+        1 => std::str::from_utf8(&v[a..b]).ok().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0).wrapping_add(rng.range(0, 2) as u64).wrapping_sub(1),
+        _ if !m.ints.is_empty() => *rng.pick(m.ints),
+        _ => rng.next_u64(),
+    };
+    let text = match (hex, rng.below(8)) {
+        (true, _) => format!("{x:x}"),
+        (false, 0) => format!("{x}0"), // past u64
+        (false, 1) => format!("-{x}"),
+        (false, 2) => format!("0{x}"),
+        _ => x.to_string(),
+    };
+    v.splice(a..b, text.into_bytes());
+}
+
+/// Replaces what is between a pair of double quotes with a token.
+fn quoted(rng: &mut Rng, v: &mut Vec<u8>, m: &Material<'_>) {
+    let quotes: Vec<usize> = v.iter().enumerate().filter(|&(_, &c)| c == b'"').map(|(i, _)| i).collect();
+    if quotes.len() < 2 || m.dict.is_empty() {
+        return;
+    }
+    let i = rng.below(quotes.len() - 1);
+    let (a, b) = (quotes[i] + 1, quotes[i + 1]);
+    let tok = *rng.pick(m.dict);
+    let tok = tok.strip_prefix(b"\"").and_then(|t| t.strip_suffix(b"\"")).unwrap_or(tok);
+    v.splice(a..b, tok.iter().copied());
+}
+
+/// Maximal runs of bytes matching `f`.
+fn runs(v: &[u8], f: impl Fn(u8) -> bool) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, &b) in v.iter().enumerate() {
+        match (f(b), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                out.push((s, i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, v.len()));
+    }
+    out
 }
 
 fn rng_width(rng: &mut Rng) -> usize {
@@ -376,7 +437,11 @@ fn stream(rng: &mut Rng, s: &mut Vec<u8>, m: &Material<'_>) {
     if recs.is_empty() {
         return bytes(rng, s, m);
     }
-    let r = *rng.pick(&recs);
+    // BEGIN and END records carry the structure: pick them half the time.
+    let be = s.len() >= 16 && read_int(&s[8..16], true) == MAGIC;
+    let rtype = |r: &RecAt| (r.at + REC <= s.len()).then(|| read_int(&s[r.at..r.at + 4], be));
+    let marks: Vec<RecAt> = recs.iter().filter(|r| matches!(rtype(r), Some(0 | 5))).copied().collect();
+    let r = if !marks.is_empty() && rng.one_in(2) { *rng.pick(&marks) } else { *rng.pick(&recs) };
     let full = r.at + REC <= s.len();
     match rng.below(10) {
         0..=3 if full => {
@@ -400,6 +465,11 @@ fn stream(rng: &mut Rng, s: &mut Vec<u8>, m: &Material<'_>) {
                 if rng.one_in(2) && at + n < REC {
                     h[at + n] = 0;
                 }
+            } else if (off == 40 || off == 48) && rng.one_in(2) {
+                // A GUID this stream already uses, or none.
+                let guids: Vec<u64> = marks.iter().flat_map(|g| [read_int(&s[g.at + 40..g.at + 48], be), read_int(&s[g.at + 48..g.at + 56], be)]).collect();
+                let x = if rng.one_in(3) || guids.is_empty() { 0 } else { *rng.pick(&guids) };
+                write_int(&mut s[r.at + off..r.at + off + 8], x, be);
             } else if off + width <= REC {
                 set_int(rng, h, off, width, m);
             }

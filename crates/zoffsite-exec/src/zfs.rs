@@ -9,7 +9,12 @@
 //!   the only receive builder;
 //! - listings are scoped (`-d 1` or `-r` under a given root) and ask only for
 //!   the columns their parser expects;
-//! - nothing here destroys, rolls back or renames.
+//! - nothing here rolls back or renames; the only destroys are retention's,
+//!   each fenced: [`Zfs::destroy_own_snapshots`] (source: `zoffsite-*`
+//!   snapshots only), [`Zfs::destroy_received_snapshots`] (box, root's
+//!   `box prune`: under the box root only) and [`Zfs::abort_receive`]
+//!   (partial receive state only; refused by the kernel to the delegated
+//!   box user).
 //!
 //! Failures are classified from stderr into [`ZfsError`] variants that carry
 //! what to do about them.
