@@ -84,7 +84,6 @@ pub fn ints() -> Vec<u64> {
         0x2F5B_ACBAC,
         FEATURE_RAW << 2 | 1,
         (FEATURE_RAW | FEATURE_RESUMING) << 2 | 1,
-        2,
         i64::MAX as u64,
         u64::MAX,
     ]);

@@ -365,18 +365,26 @@ fn artifact_dir() -> PathBuf {
 /// The input in hex (all of it up to 8 KiB), as text if it is text-like,
 /// and saved under `fuzz/artifacts/` for `replay`.
 fn show_input(input: &[u8], target: &str, tag: &str) -> String {
+    show(input, target, tag, 8192)
+}
+
+/// [`show_input`] with at most `max_hex` bytes in hex.
+fn show(input: &[u8], target: &str, tag: &str, max_hex: usize) -> String {
     let mut s = String::new();
     let dir = artifact_dir();
     let path = dir.join(format!("{target}-{:016x}.bin", hash(input)));
     let saved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, input));
     let _ = writeln!(s, "  input ({} bytes, {tag}):", input.len());
-    if input.len() <= 8192 {
+    if input.len() <= max_hex {
         let _ = writeln!(s, "{}", hex(input));
+    } else if max_hex == 0 {
+        let _ = writeln!(s, "    (in the file below)");
     } else {
-        let _ = writeln!(s, "{}\n    ... ({} more bytes in the file below)", hex(&input[..1024]), input.len() - 1024);
+        let shown = max_hex.min(1024);
+        let _ = writeln!(s, "{}\n    ... ({} more bytes in the file below)", hex(&input[..shown]), input.len() - shown);
     }
     let text = String::from_utf8_lossy(input);
-    if input.len() <= 4096
+    if input.len() <= max_hex.min(4096)
         && text.chars().filter(|c| c.is_control() && *c != '\n' && *c != '\t').count() * 4 < input.len()
     {
         let _ = writeln!(s, "  as text: {}", escape(&text, 8192));
@@ -542,7 +550,8 @@ fn fuzz_one(t: &mut Target, seed: u64, budget: Duration, iterations: Option<u64>
             let n = rng.small_len(4096);
             (0..n).map(|_| rng.byte()).collect()
         } else {
-            let base = rng.below(pool.len());
+            // A quarter of the time a seed: mutants of valid inputs go deep.
+            let base = if rng.one_in(4) { rng.below(nseeds) } else { rng.below(pool.len()) };
             let m = Material { dict: t.dict, ints, pool: &pool, max_len: t.max_len };
             mutate::mutate(&mut rng, &pool[base], t.shape, &m)
         };
@@ -595,8 +604,11 @@ fn report(t: &mut Target, seed: u64, iteration: u64, input: &[u8], f: &Finding) 
     let _ = writeln!(s, "{}", f.detail.lines().take(60).map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"));
     if small.len() < input.len() {
         let _ = write!(s, "{}", show_input(&small, t.name, &format!("minimized from {} bytes", input.len())));
+        // The original too, as a file only.
+        let _ = write!(s, "{}", show(input, t.name, "as found", 0));
+    } else {
+        let _ = write!(s, "{}", show_input(input, t.name, "as found"));
     }
-    let _ = write!(s, "{}", show_input(input, t.name, "as found"));
     eprint!("{s}");
 }
 

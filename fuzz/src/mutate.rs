@@ -153,7 +153,17 @@ pub fn bytes(rng: &mut Rng, v: &mut Vec<u8>, m: &Material<'_>) {
 /// Replaces a whole number written in text (a run of digits, hex after
 /// `0x`) with an interesting one: limits, off-by-ones, the fixtures' GUIDs.
 fn number(rng: &mut Rng, v: &mut Vec<u8>, m: &Material<'_>) {
-    let runs: Vec<(usize, usize)> = runs(v, |b| b.is_ascii_digit());
+    let all = runs(v, |b| b.is_ascii_digit());
+    // Whole numbers first: not part of a word or a hex string (but after 0x).
+    let whole: Vec<(usize, usize)> = all
+        .iter()
+        .copied()
+        .filter(|&(a, b)| {
+            let word = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+            (a >= 2 && &v[a - 2..a] == b"0x") || !(a > 0 && word(v.get(a - 1)) || word(v.get(b)))
+        })
+        .collect();
+    let runs = if whole.is_empty() || rng.one_in(4) { all } else { whole };
     if runs.is_empty() {
         return;
     }
@@ -162,7 +172,12 @@ fn number(rng: &mut Rng, v: &mut Vec<u8>, m: &Material<'_>) {
     let (a, b) = if hex { (a, a + v[a..].iter().take_while(|c| c.is_ascii_hexdigit()).count()) } else { (a, b) };
     let x = match rng.below(5) {
         0 => *rng.pick(&[0, 1, u64::MAX, i64::MAX as u64, (i64::MAX as u64) + 1, u32::MAX as u64, 1 << 53]),
-        1 => std::str::from_utf8(&v[a..b]).ok().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0).wrapping_add(rng.range(0, 2) as u64).wrapping_sub(1),
+        1 => std::str::from_utf8(&v[a..b])
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(0)
+            .wrapping_add(rng.range(0, 2) as u64)
+            .wrapping_sub(1),
         _ if !m.ints.is_empty() => *rng.pick(m.ints),
         _ => rng.next_u64(),
     };
@@ -467,7 +482,10 @@ fn stream(rng: &mut Rng, s: &mut Vec<u8>, m: &Material<'_>) {
                 }
             } else if (off == 40 || off == 48) && rng.one_in(2) {
                 // A GUID this stream already uses, or none.
-                let guids: Vec<u64> = marks.iter().flat_map(|g| [read_int(&s[g.at + 40..g.at + 48], be), read_int(&s[g.at + 48..g.at + 56], be)]).collect();
+                let guids: Vec<u64> = marks
+                    .iter()
+                    .flat_map(|g| [read_int(&s[g.at + 40..g.at + 48], be), read_int(&s[g.at + 48..g.at + 56], be)])
+                    .collect();
                 let x = if rng.one_in(3) || guids.is_empty() { 0 } else { *rng.pick(&guids) };
                 write_int(&mut s[r.at + off..r.at + off + 8], x, be);
             } else if off + width <= REC {
