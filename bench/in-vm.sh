@@ -11,7 +11,7 @@
 # ZOFFSITE_VM_OUT (where results.txt and bench.log go; set by vm/run),
 # and for quick trial runs BENCH_REPS (3), BENCH_MIB (256), BENCH_MEM_SMALL_MIB (64),
 # BENCH_NOOP_CHILDREN (100), BENCH_BACKLOG (200), BENCH_RTT_DELAY (25ms),
-# BENCH_SYNCOID_CAP (60 seconds; see syncoid_noop), BENCH_BUDGET (2640 seconds).
+# BENCH_SYNCOID_CAP (90 seconds; see syncoid_noop), BENCH_BUDGET (2640 seconds).
 #
 # What it measures, always as zoffsite vs a baseline in the same run (the
 # guest is emulated by QEMU/TCG, so only ratios within one run mean anything):
@@ -85,7 +85,7 @@ BACKLOG=${BENCH_BACKLOG:-200}
 # One-way delay on each end of the "internet" link: 25 ms + 25 ms = 50 ms RTT.
 RTT_DELAY=${BENCH_RTT_DELAY:-25ms}
 # Longest a syncoid no-op run may take before it is stopped and extrapolated.
-SYNCOID_CAP=${BENCH_SYNCOID_CAP:-60}
+SYNCOID_CAP=${BENCH_SYNCOID_CAP:-90}
 # Seconds this script may run: scripts/bench gives the VM 3000 s, and on a
 # busy host (other VMs sharing the 2 cores) the full set of repetitions can
 # take longer than that. A repetition that would end past the budget is not
@@ -153,6 +153,7 @@ trap 'exit 143' TERM
 
 say "bench: reps=$REPS size=${MIB}MiB noop_children=$NOOP_CHILDREN backlog=$BACKLOG rtt_delay=$RTT_DELAY"
 record reps "$REPS"
+record budget_s "$BUDGET"
 record versions_kernel "$(uname -r)"
 record versions_zfs "$(zfs version 2>/dev/null | tr '\n' ' ' | sed 's/ *$//')"
 record versions_openssh "$(ssh -V 2>&1)"
@@ -609,6 +610,7 @@ noop() {
 
 	netem on
 	record noop_netem_delay "$RTT_DELAY"
+	record noop_syncoid_cap_s "$SYNCOID_CAP"
 	# Measure the RTT through the tunnel (box -> source: the direction the
 	# box firewall lets ping through).
 	local rtt

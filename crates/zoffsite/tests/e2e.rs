@@ -690,22 +690,24 @@ fn killed_transfer_resumes() {
     let data = format!("{}/data", w.tank);
     w.create_encrypted(&data);
     let mut blob = Vec::new();
-    while blob.len() < 6 << 20 {
+    while blob.len() < 8 << 20 {
         blob.extend_from_slice(random_hex(4096).as_bytes());
     }
     w.write(&data, "blob", &blob);
-    let cfg = w.config_with(&[&data], &[], "bandwidth_limit = \"512KiB/s\"\n");
+    // Slow enough (~32 s) that the cut lands mid-stream even on a loaded
+    // machine.
+    let cfg = w.config_with(&[&data], &[], "bandwidth_limit = \"256KiB/s\"\n");
     let first = w.spawn_backup(&cfg, &["--json"]);
     // Wait until the box is receiving, let a few MiB through, then cut SSH
     // (only this world's: its key path is unique).
     let box_ds = format!("{}/{data}", w.root);
     for _ in 0..300 {
-        if w.datasets(&w.offsite).contains(&box_ds) {
+        if run(&["zfs", "list", "-H", "-o", "name", &box_ds]).status.success() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    std::thread::sleep(std::time::Duration::from_secs(3));
     ok(&["pkill", "-KILL", "-f", &format!("ssh .*-i {}", w.env("IDENTITY"))]);
     let first = first.wait_with_output().unwrap();
     assert_eq!(first.status.code(), Some(4), "{}", text(&first));
@@ -866,19 +868,20 @@ fn snapshot_destroyed_mid_run() {
     w.create_encrypted(&a);
     w.create_encrypted(&b);
     let mut blob = Vec::new();
-    while blob.len() < 2 << 20 {
+    while blob.len() < 4 << 20 {
         blob.extend_from_slice(random_hex(4096).as_bytes());
     }
     w.write(&a, "blob", &blob);
-    // a is sent first and slowly; b's new snapshot vanishes meanwhile.
-    let cfg = w.config_with(&[&a, &b], &[], "bandwidth_limit = \"256KiB/s\"\n");
+    // a is sent first and slowly (~32 s, ample even on a loaded machine);
+    // b's new snapshot vanishes meanwhile.
+    let cfg = w.config_with(&[&a, &b], &[], "bandwidth_limit = \"128KiB/s\"\n");
     let run = w.spawn_backup(&cfg, &["--json"]);
     // Once a's transfer is under way (the box has started receiving it),
     // b's plan is made but its send has not started.
     let mut gone = None;
     for _ in 0..150 {
         std::thread::sleep(std::time::Duration::from_millis(200));
-        if !w.datasets(&w.offsite).contains(&format!("{}/{a}", w.root)) {
+        if !run(&["zfs", "list", "-H", "-o", "name", &format!("{}/{a}", w.root)]).status.success() {
             continue;
         }
         if let Some(s) = w.snapshots(&w.tank).keys().find(|k| k.starts_with(&format!("{b}@zoffsite-"))) {
