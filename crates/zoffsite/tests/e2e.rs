@@ -875,7 +875,7 @@ fn snapshot_destroyed_mid_run() {
     // a is sent first and slowly (~32 s, ample even on a loaded machine);
     // b's new snapshot vanishes meanwhile.
     let cfg = w.config_with(&[&a, &b], &[], "bandwidth_limit = \"128KiB/s\"\n");
-    let run = w.spawn_backup(&cfg, &["--json"]);
+    let backup = w.spawn_backup(&cfg, &["--json"]);
     // Once a's transfer is under way (the box has started receiving it),
     // b's plan is made but its send has not started.
     let mut gone = None;
@@ -891,7 +891,7 @@ fn snapshot_destroyed_mid_run() {
         }
     }
     assert!(gone.is_some(), "the run took its snapshot");
-    let out = run.wait_with_output().unwrap();
+    let out = backup.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let r = json(&out);
     let ds = r["targets"][0]["datasets"].as_array().unwrap();
