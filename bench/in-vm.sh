@@ -554,14 +554,15 @@ syncoid_noop() {
 	case $rc in
 	0)
 		awk -v t0="$t0" -v t1="$t1" '/DEBUG: syncing source / { k++ }
-			END { printf "%d %d %d 0\n", (t1 - t0) * 1e6, k ? (t1 - t0) * 1e6 / k : 0, k }' "$log"
+			END { printf "%.0f %.0f %d 0\n", (t1 - t0) * 1e6, k ? (t1 - t0) * 1e6 / k : 0, k }' "$log"
 		;;
 	124 | 137)
 		awk -v t0="$t0" -v n="$n" '/DEBUG: syncing source / { s[++k] = $1 }
 			END {
 				if (k < 2) exit 1
 				per = (s[k] - s[1]) / (k - 1)
-				printf "%d %d %d 1\n", ((s[1] - t0) + n * per) * 1e6, per * 1e6, k - 1
+				# %.0f, not %d: mawk'"'"'s %d clamps at 2^31-1 (36 minutes in µs).
+				printf "%.0f %.0f %d 1\n", ((s[1] - t0) + n * per) * 1e6, per * 1e6, k - 1
 			}' "$log" || {
 			echo "syncoid finished none of the $n datasets within the ${SYNCOID_CAP} s cap: nothing to extrapolate from (raise BENCH_SYNCOID_CAP)" >"$WORK/last.out"
 			return 1
