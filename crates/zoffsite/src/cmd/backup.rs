@@ -190,9 +190,7 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     let before = match zfs.list_snapshots(&included) {
         Ok(s) => s,
         Err(e) => {
-            report.errors.push(format!("cannot list snapshots: {e}"));
-            eprintln!("zoffsite: cannot list snapshots: {e}");
-            return Exit::Error;
+            return fail(report, format!("cannot list snapshots: {e}"));
         }
     };
     let unchanged: Vec<Option<&SnapshotRow>> =
@@ -217,9 +215,7 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     let bookmarks = match zfs.list_bookmarks(&included) {
         Ok(b) => b,
         Err(e) => {
-            report.errors.push(format!("cannot list bookmarks: {e}"));
-            eprintln!("zoffsite: cannot list bookmarks: {e}");
-            return Exit::Error;
+            return fail(report, format!("cannot list bookmarks: {e}"));
         }
     };
     let ctx_datasets = included.clone();
@@ -260,6 +256,13 @@ struct Sends<'a> {
     source_snaps: &'a SourceSnaps,
     bookmarks: &'a [BookmarkRow],
     say: &'a dyn Fn(String),
+}
+
+/// Records an error that stops the run, prints it, and gives its exit code.
+fn fail(report: &mut Report, msg: String) -> Exit {
+    eprintln!("zoffsite: {msg}");
+    report.errors.push(msg);
+    Exit::Error
 }
 
 /// Each dataset's snapshots on the source.
