@@ -83,35 +83,62 @@ pub enum Frame {
     End,
 }
 
-/// Reads one frame. `max_msg` bounds a message frame; data frames are
-/// bounded by [`MAX_DATA_LEN`]. A clean end of input before a frame starts
-/// is [`ProtoError::Closed`].
-pub fn read_frame(r: &mut impl Read, max_msg: usize) -> Result<Frame, ProtoError> {
+/// A frame's header: its kind and the length of what follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameHead {
+    Msg(usize),
+    Data(usize),
+    End,
+}
+
+/// Reads one frame's header and checks its length against the limits:
+/// `max_msg` for a message, [`MAX_DATA_LEN`] for data. The body is the
+/// caller's to read (exactly that many bytes). A clean end of input before a
+/// frame starts is [`ProtoError::Closed`].
+pub fn read_frame_head(r: &mut impl Read, max_msg: usize) -> Result<FrameHead, ProtoError> {
     let mut hdr = [0u8; 5];
-    match r.read(&mut hdr[..1])? {
-        0 => return Err(ProtoError::Closed),
-        _ => r.read_exact(&mut hdr[1..]).map_err(eof_is_closed)?,
+    loop {
+        match r.read(&mut hdr[..1]) {
+            Ok(0) => return Err(ProtoError::Closed),
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
+    r.read_exact(&mut hdr[1..]).map_err(eof_is_closed)?;
     let len = u32::from_be_bytes(hdr[1..5].try_into().expect("4 bytes")) as usize;
-    let max = match hdr[0] {
-        KIND_MSG => max_msg,
-        KIND_DATA => MAX_DATA_LEN,
-        KIND_END => 0,
+    let (max, head) = match hdr[0] {
+        KIND_MSG => (max_msg, FrameHead::Msg(len)),
+        KIND_DATA => (MAX_DATA_LEN, FrameHead::Data(len)),
+        KIND_END => (0, FrameHead::End),
         k => return Err(ProtoError::BadKind(k)),
     };
     if len > max {
         return Err(ProtoError::TooLarge { len, max });
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).map_err(eof_is_closed)?;
-    Ok(match hdr[0] {
-        KIND_MSG => Frame::Msg(buf),
-        KIND_DATA => Frame::Data(buf),
-        _ => Frame::End,
+    Ok(head)
+}
+
+/// Reads one frame, body included. `max_msg` bounds a message frame; data
+/// frames are bounded by [`MAX_DATA_LEN`]. A clean end of input before a
+/// frame starts is [`ProtoError::Closed`].
+pub fn read_frame(r: &mut impl Read, max_msg: usize) -> Result<Frame, ProtoError> {
+    let head = read_frame_head(r, max_msg)?;
+    let body = |r: &mut dyn Read, len: usize| -> Result<Vec<u8>, ProtoError> {
+        let mut buf = vec![0u8; len];
+        r.read_exact(&mut buf).map_err(eof_is_closed)?;
+        Ok(buf)
+    };
+    Ok(match head {
+        FrameHead::Msg(len) => Frame::Msg(body(r, len)?),
+        FrameHead::Data(len) => Frame::Data(body(r, len)?),
+        FrameHead::End => Frame::End,
     })
 }
 
-fn eof_is_closed(e: io::Error) -> ProtoError {
+/// Maps the end of input inside a frame to [`ProtoError::Closed`]: the
+/// peer went away mid-frame.
+pub fn eof_is_closed(e: io::Error) -> ProtoError {
     if e.kind() == io::ErrorKind::UnexpectedEof {
         ProtoError::Closed
     } else {
@@ -119,13 +146,27 @@ fn eof_is_closed(e: io::Error) -> ProtoError {
     }
 }
 
-fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("frame too large"))?;
+fn write_head(w: &mut impl Write, kind: u8, len: usize) -> io::Result<()> {
+    let len = u32::try_from(len).map_err(|_| io::Error::other("frame too large"))?;
     let mut hdr = [0u8; 5];
     hdr[0] = kind;
     hdr[1..].copy_from_slice(&len.to_be_bytes());
-    w.write_all(&hdr)?;
+    w.write_all(&hdr)
+}
+
+fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
+    write_head(w, kind, payload.len())?;
     w.write_all(payload)
+}
+
+/// Writes the header of a data frame of `len` bytes, for a caller that
+/// moves the body itself (the source splices it): exactly `len` bytes
+/// must follow. At most [`MAX_DATA_LEN`].
+pub fn write_data_head(w: &mut impl Write, len: usize) -> io::Result<()> {
+    if len > MAX_DATA_LEN {
+        return Err(io::Error::other(format!("data frame of {len} bytes; the limit is {MAX_DATA_LEN}")));
+    }
+    write_head(w, KIND_DATA, len)
 }
 
 /// Writes a message frame (not flushed).

@@ -252,6 +252,8 @@ pub enum StreamError {
     Unsupported { offset: u64, rtype: RecordType },
     #[error("byte {offset}: {rtype} record is for snapshot GUID {found}, inside the stream part for {expected}")]
     ForeignRecord { offset: u64, rtype: RecordType, found: u64, expected: u64 },
+    #[error("byte {offset}: internal error: stream bytes from here were passed on without being checked")]
+    Unchecked { offset: u64 },
     #[error("byte {offset}: BEGIN record with snapshot GUID 0")]
     ZeroGuid { offset: u64 },
     #[error("byte {offset}: snapshot name in a BEGIN record is not valid: {source}")]
@@ -547,6 +549,42 @@ impl StreamValidator {
         self.offset
     }
 
+    /// Payload bytes the validator would skip unread before the next record
+    /// header. A caller may move them by other means (`serve` splices large
+    /// payloads from its input straight into `zfs receive`) and account for
+    /// them with [`skip_payload`](Self::skip_payload). 0 after an error.
+    pub fn payload_pending(&self) -> u64 {
+        if self.error.is_some() {
+            0
+        } else {
+            self.skip
+        }
+    }
+
+    /// Bytes to feed, from here, to complete the next record header (after
+    /// the pending payload): reading exactly this much lets a caller see
+    /// each header checked before it passes it on.
+    pub fn until_next_header(&self) -> u64 {
+        self.payload_pending() + (RECORD_LEN - self.filled) as u64
+    }
+
+    /// Accounts for `n` payload bytes that were passed on without being fed.
+    /// More than [`payload_pending`](Self::payload_pending) would mean a
+    /// record header went by unchecked, so that is an error (and a bug in
+    /// the caller).
+    pub fn skip_payload(&mut self, n: u64) -> Result<(), StreamError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if n > self.skip {
+            let offset = self.offset + self.skip;
+            return self.fail(StreamError::Unchecked { offset });
+        }
+        self.skip -= n;
+        self.offset += n;
+        Ok(())
+    }
+
     fn fail(&mut self, e: StreamError) -> Result<(), StreamError> {
         self.error = Some(e.clone());
         Err(e)
@@ -836,6 +874,61 @@ mod tests {
 
     fn named(names: &[&str]) -> Vec<(String, Guid)> {
         names.iter().map(|n| (n.to_string(), guid(n))).collect()
+    }
+
+    /// Feeds only what completes each header and skips every payload by
+    /// count, as `serve` does when it splices payloads past the validator.
+    fn check_skipping(stream: &[u8], e: Expect, max_feed: usize) -> Result<Summary, StreamError> {
+        let mut v = StreamValidator::new(e);
+        let mut at = 0;
+        while at < stream.len() {
+            let pending = v.payload_pending() as usize;
+            if pending > 0 {
+                let n = pending.min(stream.len() - at);
+                v.skip_payload(n as u64)?;
+                at += n;
+                continue;
+            }
+            let n = (v.until_next_header() as usize).min(max_feed).min(stream.len() - at);
+            v.feed(&stream[at..at + n])?;
+            at += n;
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn skipping_payloads_by_count_checks_the_same_as_feeding_them() {
+        let cases: [(&[u8], Expect); 3] = [
+            (RAW_FULL, expect(None, "t/src@s1")),
+            (RAW_I, expect(Some("t/src@s1"), "t/src@s4")),
+            (RESUMED_INCR, Expect { resuming: true, ..expect(Some("t/big@b1"), "t/big@b2") }),
+        ];
+        for (stream, e) in cases {
+            let fed = check(stream, e).unwrap();
+            for max_feed in [1, 7, 312, 4096] {
+                let skipped = check_skipping(stream, e, max_feed).unwrap();
+                assert_eq!(snaps(&skipped), snaps(&fed));
+                assert_eq!((skipped.bytes, skipped.records), (fed.bytes, fed.records));
+            }
+        }
+        // The refusals are the same too: a non-raw stream, a -R stream.
+        let plain = check_skipping(PLAIN_INCR, expect(Some("t/plain@p1"), "t/plain@p2"), 4096);
+        assert!(matches!(plain, Err(StreamError::NotRaw { .. })), "{plain:?}");
+        let r = check_skipping(&raw_r(), expect(None, "t/src@s2"), 4096);
+        assert!(matches!(r, Err(StreamError::Replication { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn skipping_past_a_payload_is_refused_and_sticks() {
+        let mut v = StreamValidator::new(expect(None, "t/src@s1"));
+        v.feed(&RAW_FULL[..RECORD_LEN]).unwrap();
+        let pending = v.payload_pending();
+        assert!(pending > 0, "the BEGIN record of a raw send has a payload");
+        assert_eq!(v.until_next_header(), pending + RECORD_LEN as u64);
+        let err = v.skip_payload(pending + 1).unwrap_err();
+        assert!(matches!(err, StreamError::Unchecked { .. }), "{err}");
+        assert_eq!(v.payload_pending(), 0);
+        assert!(v.skip_payload(0).is_err() && v.feed(&[0]).is_err(), "the error sticks");
     }
 
     #[test]

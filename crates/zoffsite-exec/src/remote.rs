@@ -253,7 +253,10 @@ impl Session {
         }
         let send_cmd = send.cmd.clone();
         let mut out = send.child.stdout.take().expect("zfs send stdout is piped");
-        let mut buf = vec![0u8; CHUNK];
+        // Zero-copy where the kernel allows it (zfs send's stdout and ssh's
+        // stdin are pipes); copying through `buf` otherwise.
+        let mut relay = crate::splice::Relay::new(CHUNK).ok();
+        let mut buf = Vec::new();
         let mut sent = 0u64;
         let started = std::time::Instant::now();
         let limit = self.target.bandwidth_limit;
@@ -269,16 +272,39 @@ impl Session {
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {}
             }
-            let n = match out.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
+            let chunk = match &relay {
+                Some(r) => match r.fill(&out) {
+                    Ok(n) => Ok(Chunk::Relayed(n)),
+                    Err(e) if crate::splice::unsupported(&e) && sent == 0 => {
+                        tracing::debug!("splice unsupported here ({e}): copying the stream");
+                        relay = None;
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+                None => {
+                    buf.resize(CHUNK, 0);
+                    out.read(&mut buf).map(Chunk::Copied)
+                }
+            };
+            let (n, written) = match chunk {
+                Ok(Chunk::Relayed(0) | Chunk::Copied(0)) => break,
+                Ok(Chunk::Relayed(n)) => (
+                    n,
+                    self.write(|w| {
+                        protocol::write_data_head(w, n)?;
+                        w.flush()?;
+                        relay.as_ref().expect("relaying").drain(w.get_ref(), n)
+                    }),
+                ),
+                Ok(Chunk::Copied(n)) => (n, self.write(|w| protocol::write_data(w, &buf[..n]))),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     read_err = Some(e);
                     break;
                 }
             };
-            if let Err(e) = self.write(|w| protocol::write_data(w, &buf[..n])) {
+            if let Err(e) = written {
                 drop(out);
                 let _ = send.kill();
                 return Err(e);
@@ -347,6 +373,14 @@ impl Drop for Session {
             let _ = self.child.wait();
         }
     }
+}
+
+/// One chunk of the send stream, by how it travels.
+enum Chunk {
+    /// In the splice relay, this many bytes.
+    Relayed(usize),
+    /// In the copy buffer, this many bytes.
+    Copied(usize),
 }
 
 /// Kills process `pid` (ssh) when a write has been under way for longer

@@ -15,11 +15,13 @@
 //!   inherit stdout.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::process::ChildStdin;
 
 use zoffsite_core::names::{Dataset, Guid, SnapName};
 use zoffsite_core::protocol::{
-    self, ErrorCode, Frame, ProtoError, RemoteDataset, RemoteSnapshot, Request, Response, MAX_LIST_DATASETS,
+    self, ErrorCode, Frame, FrameHead, ProtoError, RemoteDataset, RemoteSnapshot, Request, Response, MAX_LIST_DATASETS,
     MAX_REQUEST_LEN, PROTOCOL_NAME, PROTOCOL_VERSION,
 };
 use zoffsite_core::records::{Expect, StreamError, StreamValidator};
@@ -37,14 +39,17 @@ pub fn run(args: ServeArgs) -> Exit {
     // The stream arrives on stdin (a pipe from sshd): a wider pipe means
     // fewer turns between sshd and us.
     zoffsite_exec::process::widen_pipe(&io::stdin());
-    let stdin = io::stdin().lock();
-    let stdout = io::stdout().lock();
-    let mut server = Server {
-        zfs: Zfs::new(),
-        root: args.root,
-        input: BufReader::with_capacity(protocol::MAX_DATA_LEN + 16, stdin),
-        output: BufWriter::new(stdout),
+    // Unbuffered, by its own descriptor: stream payloads are spliced from
+    // it, so no byte may wait in a buffer in front of it (see `Input`).
+    let input = match io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) => {
+            eprintln!("zoffsite serve: cannot use stdin: {e}");
+            return Exit::Error;
+        }
     };
+    let stdout = io::stdout().lock();
+    let mut server = Server { zfs: Zfs::new(), root: args.root, input, output: BufWriter::new(stdout) };
     match server.serve() {
         Ok(()) => Exit::Ok,
         Err(e) => {
@@ -88,14 +93,32 @@ impl From<ZfsError> for Reject {
     }
 }
 
-pub(crate) struct Server<R: Read, W: Write> {
+/// Where `serve` reads the source's frames from. Unbuffered on purpose:
+/// stream payloads are spliced from the descriptor when there is one, so no
+/// byte may sit in a user-space buffer in front of it.
+pub(crate) trait Input: Read {
+    /// The descriptor to splice from, if any.
+    fn splice_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+
+impl Input for std::fs::File {
+    fn splice_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
+}
+
+impl Input for io::Cursor<Vec<u8>> {}
+
+pub(crate) struct Server<R: Input, W: Write> {
     pub(crate) zfs: Zfs,
     pub(crate) root: Dataset,
     pub(crate) input: R,
     pub(crate) output: W,
 }
 
-impl<R: Read, W: Write> Server<R, W> {
+impl<R: Input, W: Write> Server<R, W> {
     fn reply(&mut self, r: &Response) -> io::Result<()> {
         protocol::write_msg(&mut self.output, r)?;
         self.output.flush()
@@ -325,34 +348,40 @@ impl<R: Read, W: Write> Server<R, W> {
             Ok(c) => c,
             Err(e) => return self.reject_and_drain(Reject::new(ErrorCode::Zfs, e.to_string())),
         };
-        let mut sink = child.child.stdin.take();
-        let mut broken = write_to(&mut sink, &head).is_err();
+        let mut sink = Sink::new(child.child.stdin.take());
+        sink.write(&head);
+        let mut scratch = Vec::new();
         let mut invalid = None;
-        while !ended && !broken {
-            match protocol::read_frame(&mut self.input, 0) {
-                // Each chunk is checked before zfs receive sees it.
-                Ok(Frame::Data(d)) => match validator.feed(&d) {
-                    Ok(()) => broken = write_to(&mut sink, &d).is_err(),
-                    Err(e) => {
+        while !ended && !sink.broken {
+            let lost = match protocol::read_frame_head(&mut self.input, 0) {
+                // Every record header is checked before zfs receive sees it.
+                Ok(FrameHead::Data(len)) => match pump(&mut self.input, len, &mut validator, &mut sink, &mut scratch) {
+                    Ok(()) => None,
+                    Err(PumpError::Invalid(e)) => {
                         invalid = Some(e);
                         break;
                     }
+                    Err(PumpError::Input(e)) => Some(e),
                 },
-                Ok(Frame::End) => ended = true,
-                Ok(Frame::Msg(_)) => {
+                Ok(FrameHead::End) => {
+                    ended = true;
+                    None
+                }
+                Ok(FrameHead::Msg(_)) => {
                     let _ = child.kill();
                     return Err(ProtoError::Violation("message inside a stream".into()).into());
                 }
-                Err(e) => {
-                    // The connection dropped mid-stream. Let `zfs receive`
-                    // see the end of its input and save its resumable state
-                    // (-s) before this process goes: the next run continues
-                    // from there instead of starting over.
-                    drop(sink);
-                    let out = child.finish();
-                    tracing::warn!(dataset = %target, "connection lost mid-stream; partial state kept for resume: {out:?}");
-                    return Err(e.into());
-                }
+                Err(e) => Some(e),
+            };
+            if let Some(e) = lost {
+                // The connection dropped mid-stream. Let `zfs receive` see
+                // the end of its input and save its resumable state (-s)
+                // before this process goes: the next run continues from
+                // there instead of starting over.
+                sink.close();
+                let out = child.finish();
+                tracing::warn!(dataset = %target, "connection lost mid-stream; partial state kept for resume: {out:?}");
+                return Err(e.into());
             }
         }
         if let Some(e) = invalid {
@@ -361,7 +390,7 @@ impl<R: Read, W: Write> Server<R, W> {
             let _ = child.kill();
             return self.reject_and_drain(refused(&target, e));
         }
-        drop(sink);
+        let broken = sink.close();
         let out = child.finish().map_err(|e| Fatal::Refused(e.to_string()))?;
         if out.success() {
             match validator.finish() {
@@ -448,11 +477,126 @@ fn refused(target: &Dataset, e: StreamError) -> Reject {
     Reject::new(ErrorCode::Refused, format!("refused stream for {target}: {e}"))
 }
 
-fn write_to(sink: &mut Option<std::process::ChildStdin>, data: &[u8]) -> io::Result<()> {
-    match sink {
-        Some(s) => s.write_all(data),
-        None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+/// Payloads at least this long are spliced into `zfs receive` rather than
+/// copied (raw WRITE records are the dataset's compressed blocks, up to its
+/// recordsize: 128 KiB by default).
+const SPLICE_MIN: u64 = 32 << 10;
+/// Least bytes read at once while splicing: small records (object headers,
+/// small files) then come several per read, and a large payload loses at
+/// most this much to copying before the rest of it is spliced.
+const MIN_READ: usize = 8 << 10;
+/// Most bytes read at once (and the copy buffer's size).
+const SCRATCH: usize = 256 << 10;
+
+/// `zfs receive`'s stdin. Headers and small payloads are batched in a
+/// buffer; large payloads are spliced in after it is flushed, so the order
+/// holds. The first failed write (zfs receive gave up) sets `broken`.
+struct Sink {
+    w: Option<BufWriter<ChildStdin>>,
+    broken: bool,
+    /// False once splice turned out not to work here: copy from then on.
+    splicing: bool,
+}
+
+impl Sink {
+    fn new(stdin: Option<ChildStdin>) -> Self {
+        let broken = stdin.is_none();
+        Self { w: stdin.map(|s| BufWriter::with_capacity(64 << 10, s)), broken, splicing: true }
     }
+
+    fn write(&mut self, data: &[u8]) {
+        if let (false, Some(w)) = (self.broken, self.w.as_mut()) {
+            self.broken = w.write_all(data).is_err();
+        }
+    }
+
+    /// Flushes and closes; true if any write failed.
+    fn close(&mut self) -> bool {
+        if let (false, Some(w)) = (self.broken, self.w.as_mut()) {
+            self.broken = w.flush().is_err();
+        }
+        self.w = None;
+        self.broken
+    }
+}
+
+enum PumpError {
+    /// A record failed the check; the frame was consumed.
+    Invalid(StreamError),
+    /// The source's side of the connection failed or ended.
+    Input(ProtoError),
+}
+
+/// Passes one data frame's `len` bytes from `input` to `sink`. Record
+/// headers (and small payloads) are read and fed to `v`, and reach the sink
+/// only once checked; payloads `v` skips by count anyway are spliced when
+/// they are at least [`SPLICE_MIN`] long and both ends allow it. The whole
+/// frame is always consumed, even once the sink broke or a record failed,
+/// so the next frame header is read where it starts.
+fn pump(
+    input: &mut impl Input,
+    len: usize,
+    v: &mut StreamValidator,
+    sink: &mut Sink,
+    scratch: &mut Vec<u8>,
+) -> Result<(), PumpError> {
+    let mut rem = len;
+    let mut invalid = None;
+    while rem > 0 {
+        let pending = v.payload_pending();
+        if invalid.is_none() && !sink.broken && sink.splicing && pending >= SPLICE_MIN {
+            if let (Some(from), Some(to)) = (input.splice_fd(), sink.w.as_mut()) {
+                let n = rem.min(usize::try_from(pending).unwrap_or(usize::MAX));
+                let moved = match to.flush() {
+                    Ok(()) => zoffsite_exec::splice::splice_some(from, to.get_ref(), n),
+                    Err(e) => Err(e),
+                };
+                match moved {
+                    Ok(0) => return Err(PumpError::Input(ProtoError::Closed)),
+                    Ok(m) => {
+                        rem -= m;
+                        if let Err(e) = v.skip_payload(m as u64) {
+                            invalid = Some(e);
+                        }
+                        continue;
+                    }
+                    Err(e) if zoffsite_exec::splice::unsupported(&e) => {
+                        tracing::debug!("splice unsupported here ({e}): copying the stream");
+                        sink.splicing = false;
+                    }
+                    // zfs receive is gone: read the rest, to drop it.
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => sink.broken = true,
+                    Err(e) => return Err(PumpError::Input(ProtoError::Io(e))),
+                }
+            }
+        }
+        // Read through the next record header (and at least MIN_READ), so
+        // that the payload after it can be spliced; a plain copy reads big.
+        let want = if sink.splicing && !sink.broken && invalid.is_none() {
+            usize::try_from(v.until_next_header()).unwrap_or(usize::MAX).max(MIN_READ)
+        } else {
+            SCRATCH
+        };
+        let want = want.min(rem).min(SCRATCH);
+        if scratch.len() < want {
+            scratch.resize(SCRATCH, 0);
+        }
+        let n = match input.read(&mut scratch[..want]) {
+            Ok(0) => return Err(PumpError::Input(ProtoError::Closed)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(PumpError::Input(ProtoError::Io(e))),
+        };
+        rem -= n;
+        if invalid.is_some() || sink.broken {
+            continue;
+        }
+        match v.feed(&scratch[..n]) {
+            Ok(()) => sink.write(&scratch[..n]),
+            Err(e) => invalid = Some(e),
+        }
+    }
+    invalid.map_or(Ok(()), |e| Err(PumpError::Invalid(e)))
 }
 
 #[cfg(test)]
@@ -481,7 +625,7 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().to_owned();
             let script = format!(
-                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) exit 0;;\n receive) cat > '{data}'; exit 0;;\n get) case \"$*\" in *mountpoint*) echo {mountpoint};; *) echo 10546291128629098134;; esac; exit 0;;\n create) exit 0;;\n set) exit 0;;\nesac\nexit 1\n",
+                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) exit 0;;\n receive) cat >> '{data}'; exit 0;;\n get) case \"$*\" in *mountpoint*) echo {mountpoint};; *) echo 10546291128629098134;; esac; exit 0;;\n create) exit 0;;\n set) exit 0;;\nesac\nexit 1\n",
                 log = dir.join("log").display(),
                 data = dir.join("received").display(),
             );
@@ -495,10 +639,27 @@ mod tests {
         }
 
         fn serve(&self, input: Vec<u8>) -> (Result<(), Fatal>, Vec<Response>) {
+            self.serve_from(Cursor::new(input))
+        }
+
+        /// Through a real pipe, as sshd gives it: the stream's payloads
+        /// are then spliced.
+        fn serve_piped(&self, input: Vec<u8>) -> (Result<(), Fatal>, Vec<Response>) {
+            let (r, mut w) = std::io::pipe().unwrap();
+            let writer = std::thread::spawn(move || {
+                // serve may stop reading early (a refused session).
+                let _ = w.write_all(&input);
+            });
+            let out = self.serve_from(std::fs::File::from(std::os::fd::OwnedFd::from(r)));
+            writer.join().unwrap();
+            out
+        }
+
+        fn serve_from(&self, input: impl Input) -> (Result<(), Fatal>, Vec<Response>) {
             let mut s = Server {
                 zfs: Zfs::with_binary(self.dir.join("zfs")),
                 root: Dataset::new("offsite/home").unwrap(),
-                input: Cursor::new(input),
+                input,
                 output: Vec::new(),
             };
             let r = s.serve();
@@ -549,6 +710,78 @@ mod tests {
     }
 
     const RAW: u64 = (1 << 16) | (1 << 22) | FEATURE_RAW;
+
+    /// RAW_FULL's BEGIN record (and its wrapped-key payload), then `writes`
+    /// 128 KiB WRITE records, each payload distinct, then an END: a stream
+    /// whose payloads are large enough to be spliced. `foreign_at` puts a
+    /// WRITE for another snapshot GUID at that position.
+    fn big_stream(writes: usize, foreign_at: Option<usize>) -> (Vec<u8>, usize) {
+        let begin = 312 + u32::from_le_bytes(RAW_FULL[4..8].try_into().unwrap()) as usize;
+        let mut s = RAW_FULL[..begin].to_vec();
+        let mut foreign_offset = 0;
+        for i in 0..writes {
+            let mut r = [0u8; 312];
+            r[0] = 3; // WRITE
+            let toguid = if foreign_at == Some(i) { S1 + 1 } else { S1 };
+            r[32..40].copy_from_slice(&(128u64 << 10).to_le_bytes()); // logical size
+            r[40..48].copy_from_slice(&toguid.to_le_bytes());
+            r[50] = 15; // compressed (zstd): the payload is the compressed size
+            r[96..104].copy_from_slice(&(128u64 << 10).to_le_bytes());
+            if foreign_at == Some(i) {
+                foreign_offset = s.len();
+            }
+            s.extend_from_slice(&r);
+            s.extend((0..128usize << 10).map(|j| (i * 31 + j / 7) as u8));
+        }
+        let mut end = [0u8; 312];
+        end[0] = 5;
+        end[40..48].copy_from_slice(&S1.to_le_bytes());
+        s.extend_from_slice(&end);
+        (s, foreign_offset)
+    }
+
+    #[test]
+    fn large_payloads_reach_zfs_receive_byte_for_byte_spliced_or_copied() {
+        let (stream, _) = big_stream(40, None);
+        for piped in [true, false] {
+            let f = Fake::new();
+            let input = session(&[(request("s1", S1, None, false), &stream)]);
+            let (r, msgs) = if piped { f.serve_piped(input) } else { f.serve(input) };
+            assert!(r.is_ok(), "{r:?}");
+            assert!(matches!(&msgs[..], [Response::Hello { .. }, Response::Received { .. }]), "{msgs:?}");
+            let got = std::fs::read(f.dir.join("received")).unwrap();
+            assert!(got == stream, "piped={piped}: {} bytes received of {}", got.len(), stream.len());
+        }
+    }
+
+    #[test]
+    fn a_bad_header_after_spliced_payloads_never_reaches_zfs_receive() {
+        let (stream, foreign) = big_stream(40, Some(25));
+        for piped in [true, false] {
+            let f = Fake::new();
+            let (good, _) = big_stream(3, None);
+            // The refused stream, then a good one in the same session: the
+            // frames stay in step after the refusal.
+            let input = session(&[(request("s1", S1, None, false), &stream), (request("s1", S1, None, false), &good)]);
+            let (r, msgs) = if piped { f.serve_piped(input) } else { f.serve(input) };
+            assert!(r.is_ok(), "{r:?}");
+            match &msgs[..] {
+                [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }, Response::Received { .. }] =>
+                {
+                    assert!(message.contains("is for snapshot GUID"), "{message}")
+                }
+                other => panic!("piped={piped}: {other:?}"),
+            }
+            // The fake's receives append to one file: what the first one
+            // got is a prefix of the stream that stops before the foreign
+            // header, then comes the whole good stream.
+            let got = std::fs::read(f.dir.join("received")).unwrap();
+            let (first, second) = got.split_at(got.len() - good.len());
+            assert!(second == good, "piped={piped}");
+            assert!(first.len() <= foreign && first == &stream[..first.len()], "piped={piped}: {} bytes", first.len());
+            assert!(first.len() > 20 * (128 << 10), "the records before it went through");
+        }
+    }
 
     #[test]
     fn a_shell_command_on_stdin_runs_nothing() {
