@@ -109,6 +109,19 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     };
     let mut exit = Exit::Ok;
 
+    // Log in to every target now, in the background: an SSH login is the
+    // slowest fixed step of a run (key exchange, the box starting `serve`),
+    // and it needs nothing from the local steps below. Nothing is asked of
+    // a box before the selection is known.
+    let logins: Vec<(&Target, std::thread::JoinHandle<Result<Session, RemoteError>>)> = cfg
+        .targets
+        .iter()
+        .map(|t| {
+            let target = t.clone();
+            (t, std::thread::spawn(move || Session::connect(&target)))
+        })
+        .collect();
+
     // `written` (what decides whether anything changed) counts synced data
     // only: sync first, or a file written a moment ago would look
     // unchanged. If that fails, every dataset counts as changed.
@@ -173,8 +186,9 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     // and the box gets it with the next run that reaches it (one `-I`
     // stream for everything pending).
     let mut connected = Vec::new();
-    for target in &cfg.targets {
-        match connect(target, &included) {
+    for (target, login) in logins {
+        let login = login.join().unwrap_or_else(|_| Err(RemoteError::Ssh("internal error: the login thread panicked".into())));
+        match login.and_then(|s| list(s, &included)) {
             Ok((session, remote)) => connected.push((target, session, remote)),
             Err(e) => {
                 let msg = format!("target {}: {e}", target.name);
@@ -239,9 +253,8 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     exit
 }
 
-/// Opens a session and asks what the box holds of `datasets`.
-fn connect(target: &Target, datasets: &[Dataset]) -> Result<(Session, BTreeMap<Dataset, RemoteDataset>), RemoteError> {
-    let mut session = Session::connect(target)?;
+/// Asks the box what it holds of `datasets`.
+fn list(mut session: Session, datasets: &[Dataset]) -> Result<(Session, BTreeMap<Dataset, RemoteDataset>), RemoteError> {
     let remote = session.list(datasets)?;
     Ok((session, remote))
 }
