@@ -96,6 +96,12 @@ pub const RAW: u64 = (1 << 2) | (1 << 17) | (1 << 22) | FEATURE_RAW;
 /// byte order (the fixtures are all little-endian).
 pub fn tiny_stream(features: u64, to: u64, from: u64, name: &str, big_endian: bool) -> Vec<u8> {
     let mut s = encode_begin(features, 1, to, from, name, big_endian);
+    if features & FEATURE_RAW != 0 {
+        // A raw substream carries its wrapped key: RAW_FULL's key data.
+        let len = u32::from_le_bytes(RAW_FULL[4..8].try_into().expect("4"));
+        s[4..8].copy_from_slice(&if big_endian { len.to_be_bytes() } else { len.to_le_bytes() });
+        s.extend_from_slice(&RAW_FULL[312..312 + len as usize]);
+    }
     let mut end = vec![0u8; 312];
     let put = |b: &mut [u8], v: u64| {
         b.copy_from_slice(&if big_endian { v.to_be_bytes() } else { v.to_le_bytes() });
@@ -400,6 +406,22 @@ bandwidth_limit = "1.5 KiB/s"
 ];
 
 // ---- dictionaries ----
+
+/// Pieces of native-encoded nvlists: pair sizes, types (uint64 8, nvlist
+/// 19, nvlist array 20, uint8 array 26), the end marker, key field names.
+pub const NVLIST_DICT: &[&[u8]] = &[
+    &[0, 0, 0, 0],
+    &[8, 0, 0, 0],
+    &[19, 0, 0, 0],
+    &[20, 0, 0, 0],
+    &[26, 0, 0, 0],
+    &[0xff, 0xff, 0xff, 0x7f],
+    &[0, 0x80],
+    b"crypt_keydata\0",
+    b"DSL_CRYPTO_IV\0",
+    b"DSL_CRYPTO_MAC\0",
+    b"DSL_CRYPTO_MASTER_KEY_1\0",
+];
 
 pub const TEXT_DICT: &[&[u8]] = &[
     b"\t",

@@ -19,7 +19,7 @@ use zoffsite_core::protocol::{
     self, check_listing, Frame, ProtoError, Request, Response, MAX_DATA_LEN, MAX_REQUEST_LEN, MAX_RESPONSE_LEN,
 };
 use zoffsite_core::records::{Expect, StreamValidator, MAX_SUBSTREAMS};
-use zoffsite_core::{parse, resume, stream};
+use zoffsite_core::{nvlist, parse, resume, stream};
 
 use crate::corpus::{self, guid};
 use crate::mutate::Shape;
@@ -190,6 +190,7 @@ pub fn all() -> Vec<Target> {
             }
         }),
         begin_target(),
+        nvlist_target(),
         validator_target(),
         text_target(
             "resume-token",
@@ -381,7 +382,7 @@ fn feed_requests(ctx: &mut Ctx, wire: &[u8]) -> bool {
         match f {
             Frame::Msg(b) => {
                 if let Ok(Request::Receive { guid, from, resume, .. }) = protocol::decode::<Request>(&b) {
-                    validator = Some(StreamValidator::new(Expect { from, to: guid, resuming: resume }));
+                    validator = Some(StreamValidator::new(Expect { from, to: guid, resuming: resume, key: None }));
                 }
             }
             Frame::Data(d) => {
@@ -539,6 +540,44 @@ fn begin_target() -> Target {
     }
 }
 
+/// A substream BEGIN's key data (a packed nvlist), as `serve` reads it.
+fn nvlist_target() -> Target {
+    let seeds = corpus::streams()
+        .into_iter()
+        .filter_map(|s| {
+            let len = u32::from_le_bytes(s.bytes.get(4..8)?.try_into().ok()?) as usize;
+            s.bytes.get(312..312 + len).filter(|p| !p.is_empty()).map(<[u8]>::to_vec)
+        })
+        .collect();
+    Target {
+        name: "nvlist",
+        shape: Shape::Stream { prefix: 0 },
+        dict: corpus::NVLIST_DICT,
+        seeds,
+        max_len: 4096,
+        mem_base: MIB,
+        mem_per_byte: 64,
+        hostile: true,
+        weight: 1,
+        external: false,
+        run: Box::new(|ctx, input| {
+            let list = nvlist::unpack(input);
+            let key = nvlist::KeyWrap::from_begin_payload(input);
+            ctx.check(key.is_err() || list.is_ok(), || "a key read from a list that does not decode".into());
+            match (list, key) {
+                (Ok(l), _) => {
+                    ctx.check(l.pairs.len() <= nvlist::MAX_PAIRS, || format!("{} pairs", l.pairs.len()));
+                    true
+                }
+                (Err(e), _) => {
+                    ctx.refused(e);
+                    false
+                }
+            }
+        }),
+    }
+}
+
 /// Input: `[expectation, chunking, seed, seed]` then the stream.
 /// Expectations 0..8 are the fixtures'; the others are read from the
 /// stream's own first BEGIN (so mutants of any stream can be valid).
@@ -575,6 +614,7 @@ fn fixture_expects() -> &'static [Expect] {
                 from: f.from.map(|n| Guid::new(guid(n)).expect("nonzero")),
                 to: Guid::new(guid(f.to)).expect("nonzero"),
                 resuming: f.resuming,
+                key: None,
             })
             .collect()
     })
@@ -594,6 +634,7 @@ fn expectation(sel: u8, chunking: u8, s: &[u8]) -> Expect {
         from: Guid::new(u64at(first + 48)).ok(),
         to: Guid::new(to).unwrap_or(Guid::new(1).expect("nonzero")),
         resuming: chunking & 0x80 != 0,
+        key: None,
     }
 }
 

@@ -22,6 +22,7 @@ pub mod boxinit;
 pub mod boxside;
 pub mod config;
 pub mod names;
+pub mod nvlist;
 pub mod parse;
 pub mod plan;
 pub mod protocol;

@@ -91,6 +91,7 @@
 use std::fmt;
 
 use crate::names::{Dataset, Guid, NameError, Snapshot};
+use crate::nvlist::{KeyWrap, NvError};
 use crate::stream::{DMU_BACKUP_MAGIC, FEATURE_RAW, FEATURE_RESUMING};
 
 /// Size of one `dmu_replay_record_t` header.
@@ -252,6 +253,12 @@ pub enum StreamError {
     Unsupported { offset: u64, rtype: RecordType },
     #[error("byte {offset}: {rtype} record is for snapshot GUID {found}, inside the stream part for {expected}")]
     ForeignRecord { offset: u64, rtype: RecordType, found: u64, expected: u64 },
+    #[error("byte {offset}: the key data of the substream for {name} cannot be read: {error}")]
+    KeyData { offset: u64, name: Snapshot, error: NvError },
+    #[error(
+        "byte {offset}: the substream for {name} carries a different encryption key ({found}) from the one the box's copy was first received with ({pinned}): the source's key was changed (`zfs change-key`), and receiving this would re-wrap every snapshot the box holds of this dataset, the oldest included, with the new key"
+    )]
+    KeyChanged { offset: u64, name: Snapshot, pinned: KeyWrap, found: KeyWrap },
     #[error("byte {offset}: internal error: stream bytes from here were passed on without being checked")]
     Unchecked { offset: u64 },
     #[error("byte {offset}: BEGIN record with snapshot GUID 0")]
@@ -316,6 +323,12 @@ pub struct Expect {
     pub to: Guid,
     /// The stream must resume an interrupted receive (`zfs send -t`).
     pub resuming: bool,
+    /// The fingerprint of the wrapped key the box's copy holds, pinned at
+    /// its first receive: every substream must carry exactly this key, or
+    /// receiving it would re-wrap the box's whole history with another key
+    /// ([`crate::nvlist`]). `None`: nothing pinned yet (a first receive);
+    /// all substreams must still agree with each other.
+    pub key: Option<KeyWrap>,
 }
 
 /// What a complete, valid stream carried.
@@ -329,6 +342,8 @@ pub struct Summary {
     pub records: u64,
     /// Whether it was a compound (`-I`) stream.
     pub compound: bool,
+    /// The wrapped key's fingerprint every substream carried.
+    pub key: Option<KeyWrap>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,7 +439,7 @@ fn body_layout(rtype: RecordType, h: Header<'_>) -> (u64, usize) {
 /// ```
 /// use zoffsite_core::names::Guid;
 /// use zoffsite_core::records::{Expect, StreamValidator};
-/// let mut v = StreamValidator::new(Expect { from: None, to: Guid::new(7).unwrap(), resuming: false });
+/// let mut v = StreamValidator::new(Expect { from: None, to: Guid::new(7).unwrap(), resuming: false, key: None });
 /// assert!(v.feed(b"not a stream, and too short to tell").is_ok());
 /// assert!(v.finish().is_err());
 /// ```
@@ -436,6 +451,13 @@ pub struct StreamValidator {
     filled: usize,
     /// Payload bytes still to skip before the next header.
     skip: u64,
+    /// A substream BEGIN's payload (its key data), gathered to be read;
+    /// bounded by [`MAX_BEGIN_PAYLOAD`].
+    kept: Vec<u8>,
+    /// Bytes of that payload still to gather.
+    keep: u64,
+    /// The key fingerprint of the substreams so far.
+    key: Option<KeyWrap>,
     /// Bytes consumed so far.
     offset: u64,
     records: u64,
@@ -446,6 +468,8 @@ pub struct StreamValidator {
     current: u64,
     /// A substream for `expect.to` has begun: nothing may follow it.
     reached_target: bool,
+    /// Offset of the BEGIN record whose payload is being kept.
+    key_at: u64,
     snapshots: Vec<(Snapshot, Guid)>,
     error: Option<StreamError>,
 }
@@ -457,6 +481,9 @@ impl StreamValidator {
             header: [0; RECORD_LEN],
             filled: 0,
             skip: 0,
+            kept: Vec::new(),
+            keep: 0,
+            key: None,
             offset: 0,
             records: 0,
             state: State::Start,
@@ -464,6 +491,7 @@ impl StreamValidator {
             compound: None,
             current: 0,
             reached_target: false,
+            key_at: 0,
             snapshots: Vec::new(),
             error: None,
         }
@@ -477,6 +505,19 @@ impl StreamValidator {
             return Err(e.clone());
         }
         while !chunk.is_empty() {
+            if self.keep > 0 {
+                let n = usize::try_from(self.keep).map_or(chunk.len(), |k| k.min(chunk.len()));
+                self.kept.extend_from_slice(&chunk[..n]);
+                self.keep -= n as u64;
+                self.offset += n as u64;
+                chunk = &chunk[n..];
+                if self.keep == 0 {
+                    if let Err(e) = self.check_key() {
+                        return self.fail(e);
+                    }
+                }
+                continue;
+            }
             if self.skip > 0 {
                 // Payloads are skipped by count, never stored.
                 let n = usize::try_from(self.skip).map_or(chunk.len(), |s| s.min(chunk.len()));
@@ -512,7 +553,7 @@ impl StreamValidator {
         if self.filled != 0 {
             return Err(StreamError::Truncated { offset, what: "inside a record header" });
         }
-        if self.skip != 0 {
+        if self.skip != 0 || self.keep != 0 {
             return Err(StreamError::Truncated { offset, what: "inside a record's payload" });
         }
         match self.state {
@@ -521,6 +562,7 @@ impl StreamValidator {
                 bytes: self.offset,
                 records: self.records,
                 compound: self.compound.is_some(),
+                key: self.key,
             }),
             State::Start => Err(StreamError::Empty),
             _ => Err(StreamError::Truncated { offset, what: "before its final END record" }),
@@ -529,7 +571,7 @@ impl StreamValidator {
 
     /// True once the final END has been read: a valid stream ends here.
     pub fn is_complete(&self) -> bool {
-        self.error.is_none() && self.state == State::Done && self.skip == 0
+        self.error.is_none() && self.state == State::Done && self.skip == 0 && self.keep == 0
     }
 
     /// The substreams begun so far (snapshot, GUID), each already checked:
@@ -537,6 +579,13 @@ impl StreamValidator {
     /// until this is non-empty.
     pub fn substreams(&self) -> &[(Snapshot, Guid)] {
         &self.snapshots
+    }
+
+    /// The key fingerprint of the substreams checked so far: `Some` once
+    /// the first substream's key data has been read and accepted.
+    /// `serve` holds the stream back from `zfs receive` until then.
+    pub fn key(&self) -> Option<KeyWrap> {
+        self.key
     }
 
     /// Whether the stream began with a compound (`-I`) header.
@@ -565,7 +614,10 @@ impl StreamValidator {
     /// the pending payload): reading exactly this much lets a caller see
     /// each header checked before it passes it on.
     pub fn until_next_header(&self) -> u64 {
-        self.payload_pending() + (RECORD_LEN - self.filled) as u64
+        if self.error.is_some() {
+            return 0;
+        }
+        self.skip + self.keep + (RECORD_LEN - self.filled) as u64
     }
 
     /// Accounts for `n` payload bytes that were passed on without being fed.
@@ -683,7 +735,43 @@ impl StreamValidator {
             }
             (State::Done, _) => return Err(StreamError::TrailingData { offset }),
         }
-        self.skip = payload;
+        if hdrtype == DMU_SUBSTREAM {
+            // A raw substream carries its dataset's wrapped key here: read
+            // it before anything after it is let through.
+            if payload == 0 {
+                let name = h.toname(offset)?;
+                return Err(StreamError::KeyData { offset, name, error: NvError::Missing("crypt_keydata") });
+            }
+            self.keep = payload;
+            self.kept.clear();
+            self.kept.reserve_exact(usize::try_from(payload).unwrap_or(0));
+            self.key_at = offset;
+        } else {
+            self.skip = payload;
+        }
+        Ok(())
+    }
+
+    /// The substream BEGIN's payload is complete: its wrapped key must be
+    /// the pinned one, and the same as the earlier substreams'.
+    fn check_key(&mut self) -> Result<(), StreamError> {
+        let offset = self.key_at;
+        let name = match self.snapshots.last() {
+            Some((s, _)) => s.clone(),
+            None => return Err(StreamError::Unchecked { offset }),
+        };
+        let found = KeyWrap::from_begin_payload(&self.kept).map_err(|error| StreamError::KeyData {
+            offset,
+            name: name.clone(),
+            error,
+        })?;
+        self.kept.clear();
+        if let Some(pinned) = self.expect.key.or(self.key) {
+            if found != pinned {
+                return Err(StreamError::KeyChanged { offset, name, pinned, found });
+            }
+        }
+        self.key = Some(found);
         Ok(())
     }
 
@@ -800,7 +888,7 @@ mod tests {
     }
 
     fn expect(from: Option<&str>, to: &str) -> Expect {
-        Expect { from: from.map(guid), to: guid(to), resuming: false }
+        Expect { from: from.map(guid), to: guid(to), resuming: false, key: None }
     }
 
     fn check(stream: &[u8], e: Expect) -> Result<Summary, StreamError> {
@@ -920,10 +1008,20 @@ mod tests {
 
     #[test]
     fn skipping_past_a_payload_is_refused_and_sticks() {
-        let mut v = StreamValidator::new(expect(None, "t/src@s1"));
-        v.feed(&RAW_FULL[..RECORD_LEN]).unwrap();
+        let mut s = Synth::new(false);
+        s.sub(7, 0, "p/d@s7");
+        let mut v = StreamValidator::new(exp(0, 7));
+        v.feed(&s.out[..RECORD_LEN]).unwrap();
+        // A substream BEGIN's payload is its key data: read, never skipped.
+        assert_eq!(v.payload_pending(), 0);
+        assert_eq!(v.until_next_header(), (KEY_PAYLOAD.len() + RECORD_LEN) as u64);
+        assert!(matches!(v.clone().skip_payload(1), Err(StreamError::Unchecked { .. })));
+        v.feed(&s.out[RECORD_LEN..]).unwrap();
+        let mut w = Synth::new(false);
+        w.write(7, 1 << 17, 0, 0, 0); // the header alone
+        v.feed(&w.out).unwrap();
         let pending = v.payload_pending();
-        assert!(pending > 0, "the BEGIN record of a raw send has a payload");
+        assert_eq!(pending, 1 << 17);
         assert_eq!(v.until_next_header(), pending + RECORD_LEN as u64);
         let err = v.skip_payload(pending + 1).unwrap_err();
         assert!(matches!(err, StreamError::Unchecked { .. }), "{err}");
@@ -997,6 +1095,55 @@ mod tests {
 
         let resumed = Expect { resuming: true, ..expect(Some("t/big@b1"), "t/big@b2") };
         assert_eq!(snaps(&check(RESUMED_INCR, resumed).unwrap()), named(&["t/big@b2"]));
+    }
+
+    /// KEY_PAYLOAD as if `zfs change-key` had re-wrapped the key: a new IV.
+    fn rewrapped_key() -> Vec<u8> {
+        let mut k = KEY_PAYLOAD.to_vec();
+        let at = k.windows(13).position(|w| w == b"DSL_CRYPTO_IV").unwrap() + 16;
+        k[at] ^= 0xff;
+        k
+    }
+
+    #[test]
+    fn a_pinned_key_must_match_every_substream() {
+        let pinned = KeyWrap::from_begin_payload(KEY_PAYLOAD).unwrap();
+        let with = |e: Expect| Expect { key: Some(pinned), ..e };
+        // t/src's streams carry the key its first receive pinned.
+        let full = check(RAW_FULL, with(expect(None, "t/src@s1"))).unwrap();
+        assert_eq!(full.key, Some(pinned));
+        check(RAW_I, with(expect(Some("t/src@s1"), "t/src@s4"))).unwrap();
+        // t/big's key is another: refused, named, at its BEGIN record.
+        let other = check(RESUMED_INCR, Expect { resuming: true, ..with(expect(Some("t/big@b1"), "t/big@b2")) });
+        match other {
+            Err(e @ StreamError::KeyChanged { offset: 0, .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("zfs change-key") && text.contains("t/big@b2"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A re-wrapped key, in a stream of its own or as the 2nd of an -I
+        // stream whose first substream still had the old one.
+        let mut one = Synth::new(false);
+        one.sub_with_key(7, 0, "p/d@s7", &rewrapped_key()).end(7);
+        let r = check(&one.out, with(exp(0, 7)));
+        assert!(matches!(r, Err(StreamError::KeyChanged { offset: 0, .. })), "{r:?}");
+        for pin in [Some(pinned), None] {
+            let mut multi = Synth::new(false);
+            multi.begin(DMU_COMPOUNDSTREAM, 0, 0, 0, "p/d@s8", 0).end(0);
+            multi.sub(7, 5, "p/d@s7").end(7).sub_with_key(8, 7, "p/d@s8", &rewrapped_key()).end(8).end(0);
+            let r = check(&multi.out, Expect { key: pin, ..exp(5, 8) });
+            assert!(matches!(&r, Err(StreamError::KeyChanged { name, .. }) if name.name.as_str() == "s8"), "{r:?}");
+        }
+        // No key data at all, and key data that is not an nvlist.
+        let mut none = Synth::new(false);
+        none.begin(DMU_SUBSTREAM, RAW_FEATURES, 7, 0, "p/d@s7", 0).end(7);
+        let r = check(&none.out, exp(0, 7));
+        assert!(matches!(r, Err(StreamError::KeyData { error: NvError::Missing(_), .. })), "{r:?}");
+        let mut junk = Synth::new(false);
+        junk.sub_with_key(7, 0, "p/d@s7", &[0xA5; 64]).end(7);
+        let r = check(&junk.out, exp(0, 7));
+        assert!(matches!(r, Err(StreamError::KeyData { .. })), "{r:?}");
     }
 
     #[test]
@@ -1176,6 +1323,12 @@ mod tests {
     }
 
     /// Builds synthetic streams in either byte order.
+    /// The BEGIN payload (wrapped-key nvlist) of RAW_FULL.
+    const KEY_PAYLOAD: &[u8] = {
+        let (_, rest) = RAW_FULL.split_at(RECORD_LEN);
+        rest.split_at(1028).0
+    };
+
     struct Synth {
         big: bool,
         out: Vec<u8>,
@@ -1214,12 +1367,28 @@ mod tests {
             self.put64(&mut r, 40, to);
             self.put64(&mut r, 48, from);
             r[56..56 + name.len()].copy_from_slice(name.as_bytes());
+            if hdrtype == DMU_SUBSTREAM && payload as usize == KEY_PAYLOAD.len() {
+                // A real raw substream's key data (RAW_FULL's).
+                self.out.extend_from_slice(&r);
+                self.out.extend_from_slice(KEY_PAYLOAD);
+                return self;
+            }
             // Huge claims are for the cap's tests, which stop at the header.
             self.push(r, (payload as usize).min(1 << 16))
         }
 
         fn sub(&mut self, to: u64, from: u64, name: &str) -> &mut Self {
             self.begin(DMU_SUBSTREAM, RAW_FEATURES, to, from, name, 1028)
+        }
+
+        /// A raw substream BEGIN carrying `key` as its key data.
+        fn sub_with_key(&mut self, to: u64, from: u64, name: &str, key: &[u8]) -> &mut Self {
+            self.begin(DMU_SUBSTREAM, RAW_FEATURES, to, from, name, 0);
+            let at = self.out.len() - RECORD_LEN;
+            let len = u32::try_from(key.len()).unwrap();
+            self.out[at + 4..at + 8].copy_from_slice(&if self.big { len.to_be_bytes() } else { len.to_le_bytes() });
+            self.out.extend_from_slice(key);
+            self
         }
 
         /// A record with a `toguid` at `at` and no payload.
@@ -1286,7 +1455,7 @@ mod tests {
     const RAW_FEATURES: u64 = FEATURE_SA_SPILL | FEATURE_LZ4 | FEATURE_COMPRESSED | FEATURE_RAW;
 
     fn exp(from: u64, to: u64) -> Expect {
-        Expect { from: Guid::new(from).ok(), to: Guid::new(to).unwrap(), resuming: false }
+        Expect { from: Guid::new(from).ok(), to: Guid::new(to).unwrap(), resuming: false, key: None }
     }
 
     fn compound(big: bool, from: u64, chain: &[u64]) -> Synth {
@@ -1489,6 +1658,10 @@ mod tests {
         }
     }
 
+    /// Heap bytes a substream may cost the validator (allocated, most of
+    /// it freed again at once).
+    const PER_SUBSTREAM: usize = 8 << 10;
+
     #[test]
     fn memory_does_not_grow_with_the_stream() {
         // A 16 MiB payload claimed, then fed: nothing is allocated for it.
@@ -1501,9 +1674,11 @@ mod tests {
         for _ in 0..(MAX_PAYLOAD as usize / zeros.len()) {
             v.feed(&zeros).unwrap();
         }
-        // The snapshot's name for the summary (its strings and the list).
+        // The snapshot's name for the summary (its strings and the list),
+        // and its key data (a ~1 KiB nvlist, read once): a few KiB per
+        // substream, whatever its payloads.
         let used = counting::allocated() - before;
-        assert!(used < 256, "{used} bytes allocated");
+        assert!(used < PER_SUBSTREAM, "{used} bytes allocated");
         // And a real 3-snapshot stream fed in 1 KiB chunks: a few small
         // allocations per substream, for the summary.
         let mut v = StreamValidator::new(expect(Some("t/src@s1"), "t/src@s4"));
@@ -1512,7 +1687,7 @@ mod tests {
             v.feed(chunk).unwrap();
         }
         let used = counting::allocated() - before;
-        assert!(used < 1024, "{used} bytes allocated for {} bytes of stream", RAW_I.len());
+        assert!(used < 3 * PER_SUBSTREAM, "{used} bytes allocated for {} bytes of stream", RAW_I.len());
         v.finish().unwrap();
     }
 
@@ -1611,7 +1786,7 @@ mod tests {
         if let Ok(path) = std::env::var("ZOFFSITE_BENCH_STREAM") {
             let stream = std::fs::read(&path).unwrap();
             let b = crate::stream::parse_begin(&stream).unwrap();
-            let e = Expect { from: b.from_guid(), to: b.to_guid().unwrap(), resuming: b.is_resuming() };
+            let e = Expect { from: b.from_guid(), to: b.to_guid().unwrap(), resuming: b.is_resuming(), key: None };
             for chunk_len in [1 << 12, 1 << 17] {
                 let t = Instant::now();
                 let mut total = 0;

@@ -232,6 +232,19 @@ impl Zfs {
         Ok(v)
     }
 
+    /// The value of `prop` set locally on `name` (not inherited, not a
+    /// default), or `None`. A user property is inherited by children, so a
+    /// value that must belong to one dataset is read this way.
+    pub fn get_local(&self, name: &str, prop: &str) -> Result<Option<String>, ZfsError> {
+        let cmd = self.cmd().args(["get", "-H", "-p", "-s", "local", "-o", "value", prop, name]);
+        let out = self.run_ok(&cmd, || name.to_owned())?;
+        let v = String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_owned();
+        if v.contains(['\n', '\t', '\0']) {
+            return Err(ZfsError::Failed { cmd: cmd.to_string(), stderr: "unexpected multi-line value".into() });
+        }
+        Ok((!v.is_empty()).then_some(v))
+    }
+
     /// Sets a user property on every name in one call (`zfs set PROP=VALUE
     /// NAME...`: one zfs invocation for a whole `-I` stream's snapshots);
     /// `prop` must be a user property (`module:name`), which the delegated

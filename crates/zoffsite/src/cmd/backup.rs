@@ -187,7 +187,8 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     // stream for everything pending).
     let mut connected = Vec::new();
     for (target, login) in logins {
-        let login = login.join().unwrap_or_else(|_| Err(RemoteError::Ssh("internal error: the login thread panicked".into())));
+        let login =
+            login.join().unwrap_or_else(|_| Err(RemoteError::Ssh("internal error: the login thread panicked".into())));
         match login.and_then(|s| list(s, &included)) {
             Ok((session, remote)) => connected.push((target, session, remote)),
             Err(e) => {
@@ -254,7 +255,10 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
 }
 
 /// Asks the box what it holds of `datasets`.
-fn list(mut session: Session, datasets: &[Dataset]) -> Result<(Session, BTreeMap<Dataset, RemoteDataset>), RemoteError> {
+fn list(
+    mut session: Session,
+    datasets: &[Dataset],
+) -> Result<(Session, BTreeMap<Dataset, RemoteDataset>), RemoteError> {
     let remote = session.list(datasets)?;
     Ok((session, remote))
 }

@@ -20,6 +20,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::process::ChildStdin;
 
 use zoffsite_core::names::{Dataset, Guid, SnapName};
+use zoffsite_core::nvlist::KeyWrap;
 use zoffsite_core::protocol::{
     self, ErrorCode, Frame, FrameHead, ProtoError, RemoteDataset, RemoteSnapshot, Request, Response, MAX_LIST_DATASETS,
     MAX_REQUEST_LEN, PROTOCOL_NAME, PROTOCOL_VERSION,
@@ -297,13 +298,24 @@ impl<R: Input, W: Write> Server<R, W> {
                 ))
             }
         };
-        // Hold the stream back until its first substream's BEGIN record has
-        // been checked (raw, the requested base, this dataset): `zfs
-        // receive` sees no byte of a stream that fails that.
-        let mut validator = StreamValidator::new(Expect { from, to: guid, resuming: resume });
+        // The wrapped key the box's copy was first received with, if any:
+        // a stream with another one would re-wrap the whole history.
+        let pinned = if from.is_some() || resume {
+            match self.pinned_key(&target) {
+                Ok(k) => k,
+                Err(rej) => return self.reject_and_drain(rej),
+            }
+        } else {
+            None
+        };
+        // Hold the stream back until its first substream's BEGIN record and
+        // key data have been checked (raw, the requested base, this dataset,
+        // the pinned key): `zfs receive` sees no byte of a stream that
+        // fails that.
+        let mut validator = StreamValidator::new(Expect { from, to: guid, resuming: resume, key: pinned });
         let mut head = Vec::new();
         let mut ended = false;
-        while validator.substreams().is_empty() {
+        while validator.key().is_none() {
             match protocol::read_frame(&mut self.input, 0)? {
                 Frame::Data(d) => {
                     if let Err(e) = validator.feed(&d) {
@@ -394,7 +406,12 @@ impl<R: Input, W: Write> Server<R, W> {
         let out = child.finish().map_err(|e| Fatal::Refused(e.to_string()))?;
         if out.success() {
             match validator.finish() {
-                Ok(summary) => self.stamp_received(&target, &summary.snapshots),
+                Ok(summary) => {
+                    self.stamp_received(&target, &summary.snapshots);
+                    if let (None, Some(key)) = (pinned, summary.key) {
+                        self.pin_key(&target, key);
+                    }
+                }
                 Err(e) => {
                     // zfs receive accepted what the validator did not:
                     // report it, never confirm it.
@@ -421,6 +438,32 @@ impl<R: Input, W: Write> Server<R, W> {
             }
         }
         Ok(())
+    }
+
+    /// The key fingerprint pinned on `target` (set locally: a child must
+    /// not inherit its parent's), or `None` before its first receive.
+    fn pinned_key(&self, target: &Dataset) -> Result<Option<KeyWrap>, Reject> {
+        match self.zfs.get_local(target.as_str(), KEYWRAP_PROPERTY)? {
+            None => Ok(None),
+            Some(v) => KeyWrap::parse(&v).map(Some).ok_or_else(|| {
+                Reject::new(
+                    ErrorCode::Refused,
+                    format!(
+                        "{target} has {KEYWRAP_PROPERTY}={:?}, which is not a key fingerprint zoffsite wrote, so the stream's key cannot be checked and nothing was received. The box owner can clear it, as root on the box: zfs inherit {KEYWRAP_PROPERTY} {target}",
+                        protocol::sanitize(&v, 100)
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// Pins the key `target` was first received with: from now on only
+    /// streams with this wrapped key are received into it.
+    fn pin_key(&self, target: &Dataset, key: KeyWrap) {
+        tracing::info!(dataset = %target, %key, "pinning the dataset's wrapped key");
+        if let Err(e) = self.zfs.set_user_property(&[target.to_string()], KEYWRAP_PROPERTY, &key.to_string()) {
+            tracing::warn!("cannot pin the wrapped key of {target} (the next receive will try again): {e}");
+        }
     }
 
     /// Records the box's own clock on each snapshot just received. Box
@@ -468,13 +511,24 @@ impl<R: Input, W: Write> Server<R, W> {
 /// seconds, box clock).
 pub const RECEIVED_PROPERTY: &str = "zoffsite:received";
 
+/// The user property, set locally on each received dataset, holding the
+/// fingerprint of the wrapped key it was first received with
+/// ([`KeyWrap`]). Only the box owner clears it, to accept a key change.
+pub const KEYWRAP_PROPERTY: &str = "zoffsite:keywrap";
+
 /// Most bytes held back from `zfs receive` while waiting for the first
 /// substream's BEGIN record (a `-I` stream's compound header before it is
 /// 624 bytes; a substream BEGIN's payload, the wrapped key, about 1 KiB).
 const MAX_HEAD: usize = 1 << 20;
 
 fn refused(target: &Dataset, e: StreamError) -> Reject {
-    Reject::new(ErrorCode::Refused, format!("refused stream for {target}: {e}"))
+    let fix = match e {
+        StreamError::KeyChanged { .. } => format!(
+            ". Nothing was received, and the box keeps every snapshot as it was. If you changed the key yourself, have the box owner accept the new key, as root on the box: zfs inherit -r {KEYWRAP_PROPERTY} {target} (the next backup then re-wraps the box's copy with it). If you did not, the source may be compromised: leave the box as it is"
+        ),
+        _ => String::new(),
+    };
+    Reject::new(ErrorCode::Refused, format!("refused stream for {target}: {e}{fix}"))
 }
 
 /// Payloads at least this long are spliced into `zfs receive` rather than
@@ -625,9 +679,10 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().to_owned();
             let script = format!(
-                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) exit 0;;\n receive) cat >> '{data}'; exit 0;;\n get) case \"$*\" in *mountpoint*) echo {mountpoint};; *) echo 10546291128629098134;; esac; exit 0;;\n create) exit 0;;\n set) exit 0;;\nesac\nexit 1\n",
+                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) exit 0;;\n receive) cat >> '{data}'; exit 0;;\n get) case \"$*\" in *mountpoint*) echo {mountpoint};; *keywrap*) cat '{keywrap}' 2>/dev/null;; *) echo 10546291128629098134;; esac; exit 0;;\n create) exit 0;;\n set) exit 0;;\nesac\nexit 1\n",
                 log = dir.join("log").display(),
                 data = dir.join("received").display(),
+                keywrap = dir.join("keywrap").display(),
             );
             std::fs::write(dir.join("zfs"), script).unwrap();
             std::fs::set_permissions(dir.join("zfs"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -781,6 +836,60 @@ mod tests {
             assert!(first.len() <= foreign && first == &stream[..first.len()], "piped={piped}: {} bytes", first.len());
             assert!(first.len() > 20 * (128 << 10), "the records before it went through");
         }
+    }
+
+    /// `zfs send -w -I @s1 t/src@s4`, a compound stream of 3 substreams.
+    const RAW_I: &[u8] = include_bytes!("../../../zoffsite-core/testdata/raw-I.zstream");
+    const S4: u64 = 3450180799739347870;
+    /// `zfs send -w -t` of another dataset (t/big), with another key.
+    const RESUMED_INCR: &[u8] = include_bytes!("../../../zoffsite-core/testdata/raw-resumed-incr.zstream");
+
+    fn key_of(stream: &[u8]) -> KeyWrap {
+        let len = u32::from_le_bytes(stream[4..8].try_into().unwrap()) as usize;
+        KeyWrap::from_begin_payload(&stream[312..312 + len]).unwrap()
+    }
+
+    #[test]
+    fn the_first_receive_pins_the_key_and_a_pinned_key_is_not_pinned_again() {
+        let f = Fake::new();
+        let (r, msgs) = f.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
+        assert!(r.is_ok() && matches!(msgs[1], Response::Received { .. }), "{msgs:?}");
+        let pin = format!("set zoffsite:keywrap={} offsite/home/tank/data", key_of(RAW_FULL));
+        assert!(f.log().contains(&pin), "{}", f.log());
+
+        let f = Fake::new();
+        std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+        let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
+        assert!(r.is_ok() && matches!(msgs[1], Response::Received { .. }), "{msgs:?}");
+        assert!(f.log().contains("get -H -p -s local -o value zoffsite:keywrap offsite/home/tank/data"), "{}", f.log());
+        assert!(!f.log().contains("set zoffsite:keywrap"), "{}", f.log());
+    }
+
+    #[test]
+    fn a_re_keyed_stream_is_refused_before_zfs_receive_sees_it() {
+        let f = Fake::new();
+        // The box's copy was first received with t/big's key: t/src's
+        // streams now carry another (as after `zfs change-key`).
+        std::fs::write(f.dir.join("keywrap"), key_of(RESUMED_INCR).to_string()).unwrap();
+        let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
+        assert!(r.is_ok(), "{r:?}");
+        match &msgs[..] {
+            [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
+                assert!(message.contains("different encryption key"), "{message}");
+                assert!(message.contains("zfs inherit -r zoffsite:keywrap offsite/home/tank/data"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!f.log().contains("receive"), "{}", f.log());
+        // A value the owner (or anyone) wrote by hand is not trusted either.
+        let f = Fake::new();
+        std::fs::write(f.dir.join("keywrap"), "whatever").unwrap();
+        let (_, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
+        assert!(
+            matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("zfs inherit zoffsite:keywrap")),
+            "{msgs:?}"
+        );
+        assert!(!f.log().contains("receive"), "{}", f.log());
     }
 
     #[test]
