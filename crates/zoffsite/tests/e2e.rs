@@ -239,6 +239,33 @@ impl World {
         zfs(&["list", "-H", "-r", "-o", "name", pool]).lines().map(str::to_owned).collect()
     }
 
+    /// Replaces the box's forced command for the source's key (sshd reads
+    /// authorized_keys at each login).
+    fn set_forced_command(&self, command: &str) {
+        let key = std::fs::read_to_string(format!("{}.pub", self.env("IDENTITY"))).unwrap();
+        let line = format!("restrict,command=\"{command}\" {}\n", key.trim());
+        std::fs::write(self.env("AUTHORIZED_KEYS"), line).unwrap();
+    }
+
+    /// Everything on the source pool: name -> GUID, snapshots, bookmarks
+    /// and datasets alike, with each snapshot's holds.
+    fn source_state(&self) -> BTreeMap<String, String> {
+        let mut all: BTreeMap<String, String> =
+            zfs(&["list", "-H", "-p", "-r", "-t", "all", "-o", "name,guid", &self.tank])
+                .lines()
+                .map(|l| {
+                    let (n, g) = l.split_once('\t').unwrap();
+                    (n.to_owned(), g.to_owned())
+                })
+                .collect();
+        let snaps: Vec<String> = all.keys().filter(|n| n.contains('@')).cloned().collect();
+        for s in snaps {
+            let holds = zfs(&["holds", "-H", &s]);
+            all.insert(format!("{s} holds"), holds);
+        }
+        all
+    }
+
     fn prop(&self, ds: &str, prop: &str) -> String {
         zfs(&["get", "-H", "-p", "-o", "value", prop, ds]).trim().to_owned()
     }
@@ -1435,11 +1462,277 @@ fn abort_under_delegation_is_refused_clearly() {
     eprintln!("backup with an abort refused under delegation:\n{}", text(&out));
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    // Today the source reports the kernel's refusal as is (exit 3, the
-    // dataset failed), and does so on every run until the box's owner
-    // discards the partial receive as root.
-    assert!(err.contains("the box refused") && err.contains("cannot destroy"), "{}", text(&out));
-    assert!(err.contains("permission denied"), "{}", text(&out));
+    // The source reports the kernel's refusal with the fix (exit 3, the
+    // dataset failed), on every run until the box's owner discards the
+    // partial receive as root.
+    assert!(err.contains("the box refused") && err.contains("permission denied"), "{}", text(&out));
+    assert!(err.contains(&format!("as root on the box: zfs receive -A {box_ds}")), "{}", text(&out));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert_ne!(w.prop(&box_ds, "receive_resume_token"), "-", "the partial state stays");
+}
+
+/// The re-keying attack of the threat model: `zfs change-key` on the
+/// source, then a raw incremental, would re-wrap every snapshot the box
+/// holds with the new key. `serve` refuses it; the box owner accepts a real
+/// key change by clearing the pinned fingerprint.
+#[test]
+#[ignore = "needs root and ZFS (scripts/e2e)"]
+fn a_source_key_change_cannot_re_key_the_history() {
+    let w = World::new();
+    let data = format!("{}/data", w.tank);
+    let docs = format!("{data}/docs");
+    w.create_encrypted(&data);
+    w.create_child(&docs);
+    w.write(&docs, "a.txt", b"one");
+    let cfg = w.config(&[&data], &[]);
+    let first = w.backup(&cfg, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let (box_data, box_docs) = (format!("{}/{data}", w.root), format!("{}/{docs}", w.root));
+    let pinned = |ds: &str| zfs(&["get", "-H", "-p", "-s", "local", "-o", "value", "zoffsite:keywrap", ds]);
+    let pins: Vec<String> = [&box_data, &box_docs].map(|d| pinned(d)).to_vec();
+    for (ds, pin) in [&box_data, &box_docs].iter().zip(&pins) {
+        assert!(pin.starts_with("sha256:"), "{ds} pinned locally after its first receive: {pin:?}");
+    }
+    assert_ne!(pins[0], pins[1], "each dataset has a master key of its own");
+    w.write(&docs, "b.txt", b"two");
+    let same_key = w.backup(&cfg, &[]);
+    assert_eq!(same_key.status.code(), Some(0), "the same key passes: {}", text(&same_key));
+    assert_eq!([&box_data, &box_docs].map(|d| pinned(d)).to_vec(), pins, "a pin is never rewritten");
+
+    // Someone with root on the source changes the key and backs up.
+    let old_key = w.dir.join("key");
+    let new_key = w.dir.join("key2");
+    std::fs::write(&new_key, random_hex(32)).unwrap();
+    zfs(&["change-key", "-o", "keyformat=hex", "-o", &format!("keylocation=file://{}", new_key.display()), &data]);
+    w.write(&docs, "c.txt", b"three");
+    let before = w.snapshots(&w.offsite);
+    let refused = w.backup(&cfg, &[]);
+    let out = text(&refused);
+    assert_ne!(refused.status.code(), Some(0), "{out}");
+    assert!(out.contains("different encryption key") && out.contains("zfs change-key"), "{out}");
+    assert!(out.contains(&format!("zfs inherit -r zoffsite:keywrap {box_data}")), "{out}");
+    assert_eq!(w.snapshots(&w.offsite), before, "nothing received");
+    // The box's copy still opens with the owner's key, and not the new one
+    // (`load-key -n` checks a key without loading it).
+    let try_key = |key: &Path, ds: &str| {
+        run(&["zfs", "load-key", "-n", "-L", &format!("file://{}", key.display()), ds]).status.success()
+    };
+    assert!(try_key(&old_key, &box_data) && try_key(&old_key, &box_docs));
+    assert!(!try_key(&new_key, &box_data));
+
+    // The owner changed the key on purpose: the box owner accepts it.
+    zfs(&["inherit", "-r", "zoffsite:keywrap", &box_data]);
+    let accepted = w.backup(&cfg, &[]);
+    assert_eq!(accepted.status.code(), Some(0), "{}", text(&accepted));
+    assert!(try_key(&new_key, &box_data) && try_key(&new_key, &box_docs), "re-wrapped with the new key");
+    let repinned = [&box_data, &box_docs].map(|d| pinned(d)).to_vec();
+    assert!(repinned.iter().all(|p| p.starts_with("sha256:")) && repinned != pins, "{repinned:?}");
+    let src = w.snapshots(&w.tank);
+    let boxed = w.snapshots(&w.offsite);
+    for (name, guid) in src.iter().filter(|(n, _)| n.starts_with(&data)) {
+        assert_eq!(boxed.get(&format!("{}/{name}", w.root)), Some(guid), "{name} on the box");
+    }
+}
+
+/// A box that lies or babbles (e2e/hostile-box.py in place of `serve`):
+/// every run ends non-zero within a bounded time, never panics, changes
+/// nothing on the source but its own new snapshot, and lets out only raw
+/// stream bytes.
+#[test]
+#[ignore = "needs root and ZFS (scripts/e2e)"]
+fn a_hostile_box_cannot_hang_crash_or_fool_the_source() {
+    let w = World::new();
+    let data = format!("{}/data", w.tank);
+    w.create_encrypted(&data);
+    w.write(&data, "a.txt", b"my data");
+    let cfg = w.config(&[&data], &[]);
+    let script = repo_root().join("e2e/hostile-box.py");
+    let cases: [(&str, &str); 9] = [
+        ("garbage", "broke the protocol"),
+        ("endless", "sent stream data"),
+        ("huge-message", "broke the protocol"),
+        ("foreign-name", "which was not asked for"),
+        ("bad-name", "malformed message"),
+        ("dup-guid", "twice"),
+        ("fake-token", "resume token"),
+        ("long-token", "malformed resume token"),
+        ("wrong-guid", "guid"),
+    ];
+    for (mode, says) in cases {
+        let log = w.dir.join(format!("hostile-{mode}.log"));
+        w.set_forced_command(&format!("/usr/bin/python3 {} {mode} {}", script.display(), log.display()));
+        let before = w.source_state();
+        let started = std::time::Instant::now();
+        let out = w.backup(&cfg, &["--force-snapshot"]);
+        let took = started.elapsed();
+        let all = text(&out);
+        assert!(took < std::time::Duration::from_secs(150), "{mode}: took {took:?}");
+        assert!(!all.contains("panicked"), "{mode}: {all}");
+        assert!(matches!(out.status.code(), Some(1..=6)), "{mode}: exit {:?}: {all}", out.status.code());
+        assert!(all.to_lowercase().contains(&says.to_lowercase()), "{mode}: expected {says:?} in: {all}");
+        // The source: what was there is there, unchanged; the only new
+        // things are this run's own snapshot (no holds, no bookmarks).
+        let after = w.source_state();
+        for (k, v) in &before {
+            assert_eq!(after.get(k), Some(v), "{mode}: {k} changed");
+        }
+        let new: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+        assert!(
+            new.iter().all(|k| k.contains("@zoffsite-") && (!k.ends_with(" holds") || after[*k].trim().is_empty())),
+            "{mode}: {new:?}"
+        );
+        // Whatever reached the box is a raw stream.
+        let stream = std::fs::read(format!("{}.stream", log.display())).unwrap_or_default();
+        if mode == "wrong-guid" {
+            let begin = zoffsite_core::stream::parse_begin(&stream).expect("a full stream was sent");
+            assert!(begin.is_raw(), "{mode}: {begin:?}");
+        } else {
+            assert!(stream.is_empty(), "{mode}: {} stream bytes sent to a box that lied", stream.len());
+        }
+    }
+}
+
+/// Speaks the protocol to the box's forced command as `user`, with the
+/// source's key: `input` is the whole session (hello included); returns
+/// what `serve` answered.
+fn raw_session(w: &World, user: &str, input: Vec<u8>) -> Vec<zoffsite_core::protocol::Response> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", w.env("HOME_NS"), "timeout", "120", "ssh", "-F", "none", "-i", w.env("IDENTITY")])
+        .args(["-o", "IdentitiesOnly=yes", "-o", &format!("UserKnownHostsFile={}", w.env("KNOWN_HOSTS"))])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-T"])
+        .arg(format!("{user}@{}", w.env("BOX_ADDR")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let mut r = std::io::Cursor::new(out.stdout);
+    let mut msgs = Vec::new();
+    while let Ok(m) = zoffsite_core::protocol::read_msg(&mut r, usize::MAX) {
+        msgs.push(m);
+    }
+    msgs
+}
+
+/// What `serve` must refuse even though each request is well-formed
+/// protocol, with `serve` running as the unprivileged box user: a forced
+/// receive, an incremental from an older base, a full stream onto an
+/// existing dataset, names outside the root. The box's datasets and
+/// snapshots stay exactly as they were.
+#[test]
+#[ignore = "needs root and ZFS (scripts/e2e)"]
+fn serve_refuses_everything_but_appending_under_delegation() {
+    use zoffsite_core::names::{Dataset, Guid, SnapName};
+    use zoffsite_core::protocol::{self, ErrorCode, Request, Response};
+    let w = World::new();
+    let (user, [_, first, _]) = box_init(&w);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let data = format!("{}/data", w.tank);
+    w.create_encrypted(&data);
+    w.write(&data, "a", b"first");
+    let cfg = w.config(&[&data], &[]);
+    let text_cfg =
+        std::fs::read_to_string(&cfg).unwrap().replace("user = \"root\"", &format!("user = \"{}\"", user.name));
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let mut snaps = Vec::new();
+    for content in [b"one".as_slice(), b"two"] {
+        w.write(&data, "a", content);
+        let out = w.backup(&cfg, &["--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        snaps.push(json(&out)["snapshot"].as_str().unwrap().to_owned());
+    }
+    ok(&["zfs", "snapshot", &format!("{data}@s3")]);
+    let guid =
+        |s: &str| Guid::new(zfs(&["get", "-H", "-p", "-o", "value", "guid", s]).trim().parse().unwrap()).unwrap();
+    let send = |args: &[&str]| {
+        let out = Command::new("zfs").args(["send", "-w"]).args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "zfs send {args:?}: {}", text(&out));
+        out.stdout
+    };
+    let (s1, s3) = (format!("{data}@{}", snaps[0]), format!("{data}@s3"));
+    let older_base = send(&["-i", &s1, &s3]);
+    let full = send(&[&s3]);
+    let ds = |s: &str| Dataset::new(s).unwrap();
+    let receive = |dataset: &str, from: Option<Guid>| Request::Receive {
+        dataset: ds(dataset),
+        snapshot: SnapName::new("s3").unwrap(),
+        guid: guid(&s3),
+        from,
+        resume: false,
+    };
+    let mut input = Vec::new();
+    let hello = Request::Hello { protocol: "zoffsite".into(), version: 1, client: "e2e".into() };
+    protocol::write_msg(&mut input, &hello).unwrap();
+    for (req, stream) in [
+        // From s1, though the box holds s2: only `receive -F` could take it.
+        (receive(&data, Some(guid(&s1))), &older_base),
+        // A full stream onto the existing dataset.
+        (receive(&data, None), &full),
+        // Another pool's name: it can only ever land under the root.
+        (receive(&format!("{}/elsewhere", w.offsite), None), &full),
+    ] {
+        protocol::write_msg(&mut input, &req).unwrap();
+        protocol::write_data(&mut input, stream).unwrap();
+        protocol::write_end(&mut input).unwrap();
+    }
+    // A request with a "force" flag the protocol does not have ends the
+    // session before anything is done.
+    let forced = format!(
+        r#"{{"type":"receive","dataset":"{data}","snapshot":"s3","guid":{},"from":null,"force":true}}"#,
+        guid(&s3)
+    );
+    input.push(b'M');
+    input.extend_from_slice(&(forced.len() as u32).to_be_bytes());
+    input.extend_from_slice(forced.as_bytes());
+    let before = (w.datasets(&w.offsite), w.snapshots(&w.offsite));
+    let msgs = raw_session(&w, &user.name, input);
+    eprintln!("{msgs:#?}");
+    assert!(matches!(msgs.first(), Some(Response::Hello { .. })), "{msgs:?}");
+    let errors: Vec<&String> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            Response::Error { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(msgs.len(), 5, "hello, 2 refusals, 1 receive, the refused force: {msgs:?}");
+    assert_eq!(errors.len(), 3, "{msgs:?}");
+    assert!(errors[0].contains("must destroy them"), "older base: {}", errors[0]);
+    assert!(errors[1].contains("exists"), "full onto existing: {}", errors[1]);
+    assert!(matches!(&msgs[3], Response::Received { .. }), "a new dataset under the root is appending: {msgs:?}");
+    assert!(
+        matches!(&msgs[4], Response::Error { code: ErrorCode::Protocol, message } if message.contains("force")),
+        "{msgs:?}"
+    );
+    // The "elsewhere" stream landed under the root, never beside it.
+    let (datasets, snapshots) = (w.datasets(&w.offsite), w.snapshots(&w.offsite));
+    assert!(!datasets.contains(&format!("{}/elsewhere", w.offsite)), "{datasets:?}");
+    let landed = format!("{}/{}/elsewhere", user.root, w.offsite);
+    assert!(datasets.contains(&landed), "{datasets:?}");
+    let added: Vec<&String> = datasets.iter().filter(|d| !before.0.contains(d)).collect();
+    assert!(added.iter().all(|d| landed.starts_with(d.as_str())), "only {landed} and its parents: {added:?}");
+    for (s, g) in &before.1 {
+        assert_eq!(snapshots.get(s), Some(g), "{s} changed");
+    }
+    // Names that leave the root do not even parse.
+    for bad in ["../etc", "/etc", "offsite/../x", ""] {
+        let mut input = Vec::new();
+        protocol::write_msg(&mut input, &hello).unwrap();
+        let req = format!(r#"{{"type":"list","datasets":["{bad}"]}}"#);
+        input.push(b'M');
+        input.extend_from_slice(&(req.len() as u32).to_be_bytes());
+        input.extend_from_slice(req.as_bytes());
+        let msgs = raw_session(&w, &user.name, input);
+        assert!(
+            matches!(&msgs[..], [Response::Hello { .. }, Response::Error { code: ErrorCode::Protocol, .. }]),
+            "{bad}: {msgs:?}"
+        );
+    }
 }

@@ -181,24 +181,6 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     }
     let included: Vec<Dataset> = sel.datasets();
 
-    // Reach every target first (one session each, kept open). A target that
-    // cannot be reached does not stop the run: the snapshot is still taken,
-    // and the box gets it with the next run that reaches it (one `-I`
-    // stream for everything pending).
-    let mut connected = Vec::new();
-    for (target, login) in logins {
-        let login =
-            login.join().unwrap_or_else(|_| Err(RemoteError::Ssh("internal error: the login thread panicked".into())));
-        match login.and_then(|s| list(s, &included)) {
-            Ok((session, remote)) => connected.push((target, session, remote)),
-            Err(e) => {
-                let msg = format!("target {}: {e}", target.name);
-                eprintln!("zoffsite: {msg}");
-                report.targets.push(TargetReport { name: target.name.clone(), error: Some(msg), datasets: Vec::new() });
-                exit = exit.max(Exit::Target);
-            }
-        }
-    }
     // 3. One snapshot name for the whole run, one `zfs snapshot` per pool;
     // none at all when nothing changed since the last run's snapshot (the
     // targets may still need to catch up to it).
@@ -233,6 +215,25 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
             return fail(report, format!("cannot list bookmarks: {e}"));
         }
     };
+    // The logins started at the top (one session per target, kept open),
+    // each now asked what its box holds. A target that cannot be reached
+    // does not stop the run: the snapshot is taken anyway, and the box gets
+    // it with the next run that reaches it (one `-I` stream for everything
+    // pending).
+    let mut connected = Vec::new();
+    for (target, login) in logins {
+        let login =
+            login.join().unwrap_or_else(|_| Err(RemoteError::Ssh("internal error: the login thread panicked".into())));
+        match login.and_then(|s| list(s, &included)) {
+            Ok((session, remote)) => connected.push((target, session, remote)),
+            Err(e) => {
+                let msg = format!("target {}: {e}", target.name);
+                eprintln!("zoffsite: {msg}");
+                report.targets.push(TargetReport { name: target.name.clone(), error: Some(msg), datasets: Vec::new() });
+                exit = exit.max(Exit::Target);
+            }
+        }
+    }
     let ctx_datasets = included.clone();
     let ctx = Sends { zfs, args, new_snaps: &new_snaps, source_snaps: &source_snaps, bookmarks: &bookmarks, say: &say };
     for (target, session, remote) in connected {

@@ -277,8 +277,19 @@ impl<R: Input, W: Write> Server<R, W> {
             return Err(Reject::new(ErrorCode::Conflict, format!("{target} has no partial receive to abort")));
         }
         tracing::warn!(dataset = %target, "aborting partial receive at the source's request");
-        self.zfs.abort_receive(&target)?;
-        Ok(())
+        match self.zfs.abort_receive(&target) {
+            Ok(()) => Ok(()),
+            // Under `box init`'s delegation the kernel refuses this: for an
+            // interrupted *full* receive it is a destroy. Only the box's
+            // owner may discard it; say exactly how.
+            Err(ZfsError::PermissionDenied { stderr }) => Err(Reject::new(
+                ErrorCode::Refused,
+                format!(
+                    "the box user may not discard the partial receive of {target} (the kernel counts it as a destroy: {stderr}). The box owner discards it, as root on the box: zfs receive -A {target}"
+                ),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn receive(
