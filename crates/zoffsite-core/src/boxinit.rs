@@ -30,6 +30,11 @@ use crate::names::Dataset;
 
 /// What `receive:append` needs, for both the tools and the kernel module.
 pub const MIN_VERSION: Version = Version(2, 3, 2);
+/// The first 2.3 release reported safe for raw replication: 2.3.2 and
+/// older receive raw streams with bugs fixed in 2.3.3 (openzfs#12014, PR
+/// #17340). Older than this is worth a warning, not a refusal: 2.3.2 is
+/// what Debian 12's backports ship.
+pub const SAFE_VERSION: Version = Version(2, 3, 3);
 
 /// Exactly what the box user is granted on the root (sorted as `zfs allow`
 /// prints them).
@@ -594,7 +599,15 @@ pub fn plan(inp: &Inputs, facts: &Facts) -> Plan {
 
     // OpenZFS version.
     match check_version(&facts.zfs_version) {
-        Ok(ok) => p.ok.push(ok),
+        Ok(ok) => {
+            p.ok.push(ok);
+            let v = parse_zfs_version(&facts.zfs_version);
+            if let Some(old) = [v.userland, v.kmod].into_iter().flatten().filter(|v| *v < SAFE_VERSION).min() {
+                p.warnings.push(format!(
+                    "OpenZFS {old} works, but raw receives have bugs fixed in {SAFE_VERSION} (openzfs#12014, PR #17340): upgrade the zfs tools and module when your distribution offers it"
+                ));
+            }
+        }
         Err(problem) => p.problems.push(problem),
     }
 
@@ -824,7 +837,7 @@ mod tests {
     fn ready() -> Facts {
         let inp = inputs();
         Facts {
-            zfs_version: "zfs-2.3.2-2~bpo12+2\nzfs-kmod-2.3.2-2~bpo12+2\n".into(),
+            zfs_version: "zfs-2.3.3-1\nzfs-kmod-2.3.3-1\n".into(),
             user: Some(Passwd {
                 name: "zoffsite".into(),
                 uid: 999,
@@ -927,6 +940,11 @@ mod tests {
         f.zfs_version = "zfs-2.2.7-1\nzfs-kmod-2.3.2-1\n".into();
         let p = plan(&inputs(), &f);
         assert!(p.problems[0].contains("2.3.2 or newer") && p.problems[0].contains("tools 2.2.7"), "{p:?}");
+        // 2.3.2 (Debian 12's backports) works, with a warning to upgrade.
+        f.zfs_version = "zfs-2.3.3-1\nzfs-kmod-2.3.2-2~bpo12+2\n".into();
+        let p = plan(&inputs(), &f);
+        assert!(p.problems.is_empty(), "{p:?}");
+        assert!(matches!(&p.warnings[..], [w] if w.contains("OpenZFS 2.3.2 works") && w.contains("2.3.3")), "{p:?}");
         f.zfs_version = "Unable to open /dev/zfs: No such device.\nzfs-2.3.2-1\n".into();
         let p = plan(&inputs(), &f);
         assert!(p.problems[0].contains("module unknown") && p.problems[0].contains("modprobe zfs"), "{p:?}");

@@ -535,7 +535,7 @@ const MAX_HEAD: usize = 1 << 20;
 fn refused(target: &Dataset, e: StreamError) -> Reject {
     let fix = match e {
         StreamError::KeyChanged { .. } => format!(
-            ". Nothing was received, and the box keeps every snapshot as it was. If you changed the key yourself, have the box owner accept the new key, as root on the box: zfs inherit -r {KEYWRAP_PROPERTY} {target} (the next backup then re-wraps the box's copy with it). If you did not, the source may be compromised: leave the box as it is"
+            ". That part was not received, and no snapshot on the box changed its key. If you changed the key yourself, have the box owner accept the new key, as root on the box: zfs inherit -r {KEYWRAP_PROPERTY} {target} (the next backup then re-wraps the box's copy with it). If you did not, the source may be compromised: leave the box as it is"
         ),
         _ => String::new(),
     };
