@@ -334,6 +334,9 @@ pub const RECEIVER_ROWS: &[&str] = &[
     "off/h/tank\t-\noff/h/tank/d\t1-e0a3c8d21-f0-789c63\n",
     "offsite/home\t-\noffsite/home/t\t-\noffsite/home/t/big\t1-c1796e07f-f0-789c636064000310a500c4ec\n",
 ];
+pub const BOX_ROWS: &[&str] = &[
+    "off/h\t123\t5\t1764140000\t-\noff/h/tank/d\t789\t12\t1764140002\t1-e0a3c8d21-f0-789c63\noff/h/tank/d@zoffsite-1\t10546291128629098134\t13\t1764140003\t-\n",
+];
 pub const HOLD_ROWS: &[&str] = &[
     "tank/a@zoffsite-1\tzoffsite-friend\t1764142200\n",
     "tank/data@zoffsite-20261126T073000Z\tzoffsite-friend\t1764142200\ntank/data@zoffsite-20261126T073000Z\tzoffsite-mum\t1764142201\n",

@@ -152,6 +152,17 @@ pub fn all() -> Vec<Target> {
             }
             rows_parsed(ctx, t, r)
         }),
+        text_target("zfs-box-inventory", corpus::BOX_ROWS, corpus::TEXT_DICT, |ctx, t| match parse::box_inventory(t) {
+            Ok((datasets, snaps)) => {
+                let (got, want) = (datasets.len() + snaps.len(), row_count(t));
+                ctx.check(got == want, || format!("{got} rows parsed from {want} lines"));
+                true
+            }
+            Err(e) => {
+                ctx.refused(e);
+                false
+            }
+        }),
         text_target("zfs-holds", corpus::HOLD_ROWS, corpus::TEXT_DICT, |ctx, t| {
             let r = parse::holds(t);
             rows_parsed(ctx, t, r)

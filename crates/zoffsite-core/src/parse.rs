@@ -257,6 +257,43 @@ pub fn receiver_datasets(text: &str) -> Result<Vec<ReceiverRow>, ParseError> {
         .collect()
 }
 
+/// Columns of the box's whole inventory in one listing: filesystems and
+/// volumes with their partial-receive token, and snapshots, in a single
+/// traversal of the root (each dataset visited once costs what two
+/// listings cost twice: on a box of many datasets the listing is most of a
+/// no-op run).
+pub const BOX_COLUMNS: &str = "name,guid,createtxg,creation,receive_resume_token";
+
+/// Rows of [`BOX_COLUMNS`] from `zfs list -r -t filesystem,volume,snapshot`:
+/// the datasets (with tokens) and the snapshots. A snapshot row must have no
+/// token (`-`).
+pub fn box_inventory(text: &str) -> Result<(Vec<ReceiverRow>, Vec<SnapshotRow>), ParseError> {
+    let (mut datasets, mut snaps) = (Vec::new(), Vec::new());
+    for (i, c) in rows(text, 5)?.into_iter().enumerate() {
+        let line = i + 1;
+        if c[0].contains('@') {
+            let snapshot =
+                Snapshot::new(c[0]).map_err(|source| ParseError::Name { line, what: "snapshot name", source })?;
+            if c[4] != "-" {
+                return Err(ParseError::Value {
+                    line,
+                    what: "a snapshot's receive_resume_token",
+                    value: c[4].chars().take(64).collect(),
+                });
+            }
+            snaps.push(SnapshotRow {
+                snapshot,
+                guid: guid(line, c[1])?,
+                createtxg: num(line, "createtxg", c[2])?,
+                creation: time(line, c[3])?,
+            });
+        } else {
+            datasets.push(ReceiverRow { dataset: dataset(line, c[0])?, resume_token: resume_token(line, c[4])? });
+        }
+    }
+    Ok((datasets, snaps))
+}
+
 /// `-` means "no partial receive". A token is `VERSION-HEX-HEX-HEX`; we
 /// only check its alphabet and size here: a token is hostile input whose
 /// meaning the source checks by decoding it with ZFS before use.
@@ -374,6 +411,28 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_box_inventory_in_one_listing() {
+        // `zfs list -H -p -r -t filesystem,volume,snapshot -o BOX_COLUMNS`,
+        // as OpenZFS 2.3.2 prints it: parents first, each one's snapshots
+        // after it.
+        let text = "off/h\t123\t5\t1764140000\t-\noff/h/tank\t456\t9\t1764140001\t-\n\
+                    off/h/tank/d\t789\t12\t1764140002\t1-e0a3c8d21-f0-789c63\n\
+                    off/h/tank/d@zoffsite-1\t10546291128629098134\t13\t1764140003\t-\n";
+        let (datasets, snaps) = box_inventory(text).unwrap();
+        assert_eq!(datasets.len(), 3);
+        assert_eq!(datasets[2].resume_token.as_deref(), Some("1-e0a3c8d21-f0-789c63"));
+        assert_eq!(snaps.len(), 1);
+        assert_eq!(snaps[0].snapshot.to_string(), "off/h/tank/d@zoffsite-1");
+        assert_eq!((snaps[0].guid.get(), snaps[0].createtxg), (10546291128629098134, 13));
+        // A token on a snapshot, a bad GUID, a bad name: refused.
+        assert!(box_inventory("off/h@a\t1\t1\t1\t1-ab-cd\n").is_err());
+        assert!(box_inventory("off/h@a\t0\t1\t1\t-\n").is_err());
+        assert!(box_inventory("off/../h\t1\t1\t1\t-\n").is_err());
+        assert!(box_inventory("off/h\t1\t1\t1\n").is_err());
+        assert_eq!(box_inventory("").unwrap(), (vec![], vec![]));
+    }
+
+    #[test]
     fn parses_bookmarks_and_holds() {
         let b = bookmarks("tank/a#zoffsite-1\t77\t12\t1795678200\n").unwrap();
         assert_eq!((b[0].bookmark.to_string(), b[0].guid.get(), b[0].createtxg), ("tank/a#zoffsite-1".into(), 77, 12));
@@ -414,6 +473,7 @@ mod tests {
             let _ = snapshots(&s);
             let _ = datasets(&s);
             let _ = receiver_datasets(&s);
+            let _ = box_inventory(&s);
             let _ = single_guid(&s);
             let _ = bookmarks(&s);
             let _ = holds(&s);

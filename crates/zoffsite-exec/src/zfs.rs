@@ -149,14 +149,15 @@ impl Zfs {
         Self::parsed(&cmd, &out, parse::snapshots)
     }
 
-    /// Every snapshot below `root` (the box lists its whole root at once).
-    pub fn list_snapshots_under(&self, root: &Dataset) -> Result<Vec<SnapshotRow>, ZfsError> {
+    /// The box's view in one traversal: every filesystem and volume below
+    /// `root` with its partial-receive token, and every snapshot.
+    pub fn list_box(&self, root: &Dataset) -> Result<(Vec<ReceiverRow>, Vec<SnapshotRow>), ZfsError> {
         let cmd = self
             .cmd()
-            .args(["list", "-H", "-p", "-r", "-t", "snapshot", "-o", parse::SNAPSHOT_COLUMNS])
+            .args(["list", "-H", "-p", "-r", "-t", "filesystem,volume,snapshot", "-o", parse::BOX_COLUMNS])
             .arg(root.as_str());
         let out = self.run_ok(&cmd, || format!("dataset {root}"))?;
-        Self::parsed(&cmd, &out, parse::snapshots)
+        Self::parsed(&cmd, &out, parse::box_inventory)
     }
 
     /// Every filesystem and volume below `root` with its partial-receive

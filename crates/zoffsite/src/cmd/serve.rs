@@ -234,10 +234,11 @@ impl<R: Input, W: Write> Server<R, W> {
         if asked.len() > MAX_LIST_DATASETS {
             return Err(Reject::new(ErrorCode::Protocol, format!("at most {MAX_LIST_DATASETS} datasets per list")));
         }
+        let (datasets, snapshots) = self.zfs.list_box(&self.root)?;
         let tokens: BTreeMap<Dataset, Option<String>> =
-            self.zfs.list_receiver(&self.root)?.into_iter().map(|r| (r.dataset, r.resume_token)).collect();
+            datasets.into_iter().map(|r| (r.dataset, r.resume_token)).collect();
         let mut snaps: BTreeMap<Dataset, Vec<RemoteSnapshot>> = BTreeMap::new();
-        for s in self.zfs.list_snapshots_under(&self.root)? {
+        for s in snapshots {
             snaps.entry(s.snapshot.dataset).or_default().push(RemoteSnapshot {
                 name: s.snapshot.name,
                 guid: s.guid,
