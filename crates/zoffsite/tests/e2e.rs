@@ -1738,3 +1738,57 @@ fn serve_refuses_everything_but_appending_under_delegation() {
         );
     }
 }
+
+/// `box init --snapshot-limit N`: the kernel caps how many snapshots the
+/// delegated user can add under the root, so a flooding source runs into a
+/// wall (and the source says so) instead of filling the pool's metadata.
+#[test]
+#[ignore = "needs root and ZFS (scripts/e2e)"]
+fn snapshot_limit_caps_what_a_source_can_add() {
+    let w = World::new();
+    let (user, [_, first, _]) = box_init(&w);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let state = w.dir.join("net");
+    let (key, ak) = (state.join("id_ed25519.pub"), state.join("authorized_keys"));
+    let limited = {
+        let _g = BOX_INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        run(&[
+            BIN,
+            "box",
+            "init",
+            "--root",
+            &user.root,
+            "--user",
+            &user.name,
+            "--source-key",
+            key.to_str().unwrap(),
+            "--from",
+            "10.77.0.1",
+            "--authorized-keys",
+            ak.to_str().unwrap(),
+            "--snapshot-limit",
+            "2",
+        ])
+    };
+    assert_eq!(limited.status.code(), Some(0), "{}", text(&limited));
+    assert!(text(&limited).contains("snapshot_limit=2"), "{}", text(&limited));
+    assert_eq!(w.prop(&user.root, "snapshot_limit"), "2");
+    let data = format!("{}/data", w.tank);
+    w.create_encrypted(&data);
+    let cfg = w.config(&[&data], &[]);
+    let text_cfg =
+        std::fs::read_to_string(&cfg).unwrap().replace("user = \"root\"", &format!("user = \"{}\"", user.name));
+    std::fs::write(&cfg, text_cfg).unwrap();
+    for i in 0..2 {
+        w.write(&data, "f", format!("version {i}").as_bytes());
+        let out = w.backup(&cfg, &[]);
+        assert_eq!(out.status.code(), Some(0), "backup {i}: {}", text(&out));
+    }
+    w.write(&data, "f", b"one too many");
+    let over = w.backup(&cfg, &[]);
+    eprintln!("over the limit:\n{}", text(&over));
+    assert_eq!(over.status.code(), Some(3), "{}", text(&over));
+    assert!(text(&over).contains("snapshot_limit"), "names the limit: {}", text(&over));
+    let under_root = w.snapshots(&w.offsite).keys().filter(|s| s.starts_with(&user.root)).count();
+    assert_eq!(under_root, 2, "the kernel kept the box at its limit");
+}
