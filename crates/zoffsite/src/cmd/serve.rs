@@ -439,7 +439,13 @@ impl<R: Input, W: Write> Server<R, W> {
                 .and_then(|s| self.zfs.snapshot_guid(&s).map_err(Reject::from))
                 .map(|g| Response::Received { dataset: dataset.clone(), snapshot: snapshot.clone(), guid: g })
         } else {
-            Err(Reject::from(Zfs::stream_error(&cmd, target.as_str(), out)))
+            let rej = Reject::from(Zfs::stream_error(&cmd, target.as_str(), out));
+            Err(match (rej.code, self.snapshot_limit_reached()) {
+                // ZFS reports a reached snapshot_limit as a space quota
+                // (EDQUOT): say which it is.
+                (ErrorCode::NoSpace, Some(why)) => Reject::new(ErrorCode::NoSpace, format!("{why} ({})", rej.message)),
+                _ => rej,
+            })
         };
         match answer {
             Ok(r) => self.reply(&r)?,
@@ -450,6 +456,20 @@ impl<R: Input, W: Write> Server<R, W> {
             }
         }
         Ok(())
+    }
+
+    /// When the root's `snapshot_limit` (`box init --snapshot-limit`) is
+    /// reached: what to tell the source.
+    fn snapshot_limit_reached(&self) -> Option<String> {
+        let num = |prop: &str| self.zfs.get_value(self.root.as_str(), prop).ok()?.parse::<u64>().ok();
+        let limit = num("snapshot_limit").filter(|l| *l != u64::MAX)?;
+        let count = num("snapshot_count")?;
+        (count >= limit).then(|| {
+            format!(
+                "the box's snapshot_limit={limit} on {root} is reached ({count} snapshots): the box owner can let `zoffsite box prune` make room or raise it (zfs set snapshot_limit=N {root})",
+                root = self.root
+            )
+        })
     }
 
     /// The key fingerprint pinned on `target` (set locally: a child must
