@@ -14,7 +14,7 @@
 //!   `UsePAM no` sshd refuses accounts locked with `!`);
 //! - the root, a filesystem with `mountpoint=none` (so nothing under it is
 //!   ever mounted: placeholders and received datasets inherit it);
-//! - exactly `create,mount,receive:append,userprop` delegated to the user on
+//! - exactly `create,mount,receive:append,send,userprop` delegated to the user on
 //!   the root and its descendants, nothing else reaching the user there
 //!   (no other permissions, no create-time permissions, no `everyone`);
 //! - optionally `snapshot_limit` on the root (enforced for the delegated
@@ -38,7 +38,7 @@ pub const SAFE_VERSION: Version = Version(2, 3, 3);
 
 /// Exactly what the box user is granted on the root (sorted as `zfs allow`
 /// prints them).
-pub const PERMISSIONS: [&str; 4] = ["create", "mount", "receive:append", "userprop"];
+pub const PERMISSIONS: [&str; 5] = ["create", "mount", "receive:append", "send", "userprop"];
 
 /// Key types accepted for the source's key.
 pub const KEY_TYPES: &[&str] = &[
@@ -832,7 +832,7 @@ mod tests {
         }
     }
 
-    const ALLOW_OK: &str = "---- Permissions on offsite/home ------------------------------------------\nLocal+Descendent permissions:\n\tuser zoffsite create,mount,receive:append,userprop\n";
+    const ALLOW_OK: &str = "---- Permissions on offsite/home ------------------------------------------\nLocal+Descendent permissions:\n\tuser zoffsite create,mount,receive:append,send,userprop\n";
 
     fn ready() -> Facts {
         let inp = inputs();
@@ -1046,7 +1046,7 @@ mod tests {
             p.steps.contains(&Step::Allow {
                 user: inp.user.clone(),
                 root: inp.root.clone(),
-                missing: vec!["userprop".into()]
+                missing: vec!["send".into(), "userprop".into()]
             }),
             "{p:?}"
         );
@@ -1059,7 +1059,7 @@ mod tests {
             "{p:?}"
         );
         // Grants elsewhere that reach the user on the root block.
-        f.allow = parse_allow("---- Permissions on pp/home -----\nCreate time permissions:\n\tdestroy\nLocal+Descendent permissions:\n\tuser zo1 create,mount,receive:append,userprop\n\teveryone release\n---- Permissions on pp -----\nLocal permissions:\n\tuser zo1 destroy\nDescendent permissions:\n\tuser zo1 rollback\n").unwrap();
+        f.allow = parse_allow("---- Permissions on pp/home -----\nCreate time permissions:\n\tdestroy\nLocal+Descendent permissions:\n\tuser zo1 create,mount,receive:append,send,userprop\n\teveryone release\n---- Permissions on pp -----\nLocal permissions:\n\tuser zo1 destroy\nDescendent permissions:\n\tuser zo1 rollback\n").unwrap();
         let p = plan(&inp, &f);
         assert_eq!(p.problems.len(), 3, "{p:?}");
         assert!(p.problems[0].contains("create-time") && p.problems[0].contains("zfs unallow -c destroy pp/home"));

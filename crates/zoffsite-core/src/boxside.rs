@@ -535,6 +535,36 @@ pub fn check(input: &CheckInput<'_>) -> Vec<Finding> {
     out
 }
 
+/// The box's answer to `ListTree{asked}` from its inventory (the rows of
+/// one `zfs list -r` of the root): `asked` and every dataset below it, named
+/// as on the source, each with its snapshots (oldest first by `createtxg`)
+/// and any partial-receive token. Empty when the box does not hold `asked`.
+pub fn tree_listing(
+    root: &Dataset,
+    asked: &Dataset,
+    datasets: Vec<crate::parse::ReceiverRow>,
+    snapshots: Vec<crate::parse::SnapshotRow>,
+) -> Vec<crate::protocol::RemoteDataset> {
+    use crate::protocol::{RemoteDataset, RemoteSnapshot};
+    let Ok(top) = root.join(asked) else { return Vec::new() };
+    let mut out: std::collections::BTreeMap<Dataset, RemoteDataset> = datasets
+        .into_iter()
+        .filter(|r| r.dataset.is_within(&top))
+        .filter_map(|r| {
+            let name = r.dataset.strip_root(root)?;
+            Some((r.dataset, RemoteDataset { name, exists: true, snapshots: Vec::new(), resume_token: r.resume_token }))
+        })
+        .collect();
+    let mut snapshots = snapshots;
+    snapshots.sort_by_key(|s| s.createtxg);
+    for s in snapshots {
+        if let Some(d) = out.get_mut(&s.snapshot.dataset) {
+            d.snapshots.push(RemoteSnapshot { name: s.snapshot.name, guid: s.guid, createtxg: s.createtxg });
+        }
+    }
+    out.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -850,5 +880,33 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         i.snaps = None;
         i.pool_health = None;
         assert_eq!(check(&i), []);
+    }
+
+    #[test]
+    fn the_tree_listing_names_datasets_as_on_the_source() {
+        use crate::parse::{ReceiverRow, SnapshotRow};
+        let root = Dataset::new("off/home").unwrap();
+        let ds = |s: &str| Dataset::new(s).unwrap();
+        let rows =
+            ["off/home", "off/home/tank", "off/home/tank/data", "off/home/tank/data/docs", "off/home/tank/database"]
+                .map(|d| ReceiverRow { dataset: ds(d), resume_token: None })
+                .to_vec();
+        let snap = |s: &str, txg: u64| SnapshotRow {
+            snapshot: Snapshot::new(s).unwrap(),
+            guid: Guid::new(txg).unwrap(),
+            createtxg: txg,
+            creation: 0,
+        };
+        let snaps = vec![
+            snap("off/home/tank/data@b", 20),
+            snap("off/home/tank/data@a", 10),
+            snap("off/home/tank/database@x", 5),
+        ];
+        let l = tree_listing(&root, &ds("tank/data"), rows.clone(), snaps);
+        let names: Vec<&str> = l.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["tank/data", "tank/data/docs"], "tank/database only shares a prefix");
+        let got: Vec<&str> = l[0].snapshots.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(got, ["a", "b"], "oldest first");
+        assert!(tree_listing(&root, &ds("tank/nope"), rows, vec![]).is_empty());
     }
 }

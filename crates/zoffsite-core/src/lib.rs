@@ -27,6 +27,7 @@ pub mod parse;
 pub mod plan;
 pub mod protocol;
 pub mod records;
+pub mod restore;
 pub mod resume;
 pub mod retention;
 pub mod status;

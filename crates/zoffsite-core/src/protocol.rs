@@ -27,7 +27,12 @@
 //!    once and discards frames until `E`, so the source can stop sending.
 //!    With `resume: true` the stream is a `zfs send -t` continuation.
 //! 4. `Abort{dataset}` → `Aborted`: discards a partial receive (only that).
-//! 5. `Bye`, or end of input.
+//! 5. For restores (read-only): `ListTree{dataset}` → `Listing` of that
+//!    dataset and everything the box holds below it; `Send{dataset,
+//!    snapshot}` → `Sending{guid}`, then the raw stream (`zfs send -w` of
+//!    that one snapshot) as `D` frames and one `E`, then `Sent{bytes}` (or
+//!    `Error` in place of `Sending`, or after `E` if the send failed).
+//! 6. `Bye`, or end of input.
 //!
 //! Both sides treat the other's messages as hostile: sizes are bounded
 //! before allocation, names are parsed into validated types by serde, and
@@ -231,17 +236,52 @@ pub enum Request {
     Abort {
         dataset: Dataset,
     },
+    /// What the box holds of `dataset` and every dataset below it.
+    ListTree {
+        dataset: Dataset,
+    },
+    /// Sends one snapshot back, raw (`zfs send -w`): restores only.
+    Send {
+        dataset: Dataset,
+        snapshot: SnapName,
+    },
     Bye,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Response {
-    Hello { protocol: String, version: u32, server: String, root: Dataset },
-    Listing { datasets: Vec<RemoteDataset> },
-    Received { dataset: Dataset, snapshot: SnapName, guid: Guid },
-    Aborted { dataset: Dataset },
-    Error { code: ErrorCode, message: String },
+    Hello {
+        protocol: String,
+        version: u32,
+        server: String,
+        root: Dataset,
+    },
+    Listing {
+        datasets: Vec<RemoteDataset>,
+    },
+    Received {
+        dataset: Dataset,
+        snapshot: SnapName,
+        guid: Guid,
+    },
+    Aborted {
+        dataset: Dataset,
+    },
+    /// The stream of a `Send` follows (`D` frames, then `E`).
+    Sending {
+        dataset: Dataset,
+        snapshot: SnapName,
+        guid: Guid,
+    },
+    /// After the `E` of a `Send`: how many stream bytes were sent.
+    Sent {
+        bytes: u64,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// What the box holds of one source dataset (named as on the source).
@@ -295,6 +335,19 @@ pub fn sanitize(s: &str, max: usize) -> String {
         out.push(if c.is_control() && c != '\n' { '?' } else { c });
     }
     out
+}
+
+/// Checks a `Listing` that answers `ListTree{dataset}`: every name is
+/// `asked` or below it, and each passes [`check_listing`]'s checks.
+pub fn check_tree_listing(
+    asked: &Dataset,
+    listing: Vec<RemoteDataset>,
+) -> Result<BTreeMap<Dataset, RemoteDataset>, ProtoError> {
+    let names: Vec<Dataset> = listing.iter().map(|d| d.name.clone()).collect();
+    if let Some(stray) = names.iter().find(|n| !n.is_within(asked)) {
+        return Err(ProtoError::Violation(format!("box listed {stray}, which is not {asked} or below it")));
+    }
+    check_listing(&names, listing)
 }
 
 /// Checks a `Listing` against the `List` that asked for it: only asked

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zoffsite_core::config::Target;
-use zoffsite_core::names::{Dataset, Guid};
+use zoffsite_core::names::{Dataset, Guid, SnapName};
 use zoffsite_core::protocol::{
     self, ErrorCode, ProtoError, RemoteDataset, Request, Response, MAX_ERROR_TEXT, MAX_LIST_DATASETS, MAX_RESPONSE_LEN,
     PROTOCOL_NAME, PROTOCOL_VERSION,
@@ -57,6 +57,15 @@ pub enum RemoteError {
     Refused { code: ErrorCode, message: String },
     #[error("local zfs send failed: {0}")]
     Send(ZfsError),
+    #[error("{0}")]
+    Local(String),
+}
+
+/// What the box's side of the session delivers.
+enum Incoming {
+    Msg(Response),
+    Data(Vec<u8>),
+    End,
 }
 
 /// An open session with a box.
@@ -68,7 +77,7 @@ pub struct Session {
     epoch: Instant,
     watchdog_stop: Arc<AtomicBool>,
     stdin: Option<BufWriter<ChildStdin>>,
-    rx: Receiver<Result<Response, ProtoError>>,
+    rx: Receiver<Result<Incoming, ProtoError>>,
     stderr: StderrCollector,
     target: Target,
     /// The box's root dataset, as it announced it.
@@ -97,9 +106,13 @@ impl Session {
         let stderr = StderrCollector::start(child.stderr.take());
         let (tx, rx) = mpsc::sync_channel(4);
         std::thread::spawn(move || loop {
+            // Stream data comes only in answer to a `Send`; the session
+            // decides whether it is expected (bounded channel: at most a few
+            // MiB wait here).
             let msg = match protocol::read_frame(&mut stdout, MAX_RESPONSE_LEN) {
-                Ok(protocol::Frame::Msg(b)) => protocol::decode::<Response>(&b),
-                Ok(_) => Err(ProtoError::Violation("the box sent stream data".into())),
+                Ok(protocol::Frame::Msg(b)) => protocol::decode::<Response>(&b).map(Incoming::Msg),
+                Ok(protocol::Frame::Data(d)) => Ok(Incoming::Data(d)),
+                Ok(protocol::Frame::End) => Ok(Incoming::End),
                 Err(e) => Err(e),
             };
             let stop = msg.is_err();
@@ -163,8 +176,16 @@ impl Session {
     /// Waits for the next message, mapping a closed connection to the SSH
     /// failure that caused it.
     fn recv(&mut self, wait: Duration) -> Result<Response, RemoteError> {
+        match self.recv_any(wait)? {
+            Incoming::Msg(r) => Ok(r),
+            Incoming::Data(_) | Incoming::End => Err(self.violation("the box sent stream data unasked".into())),
+        }
+    }
+
+    /// The next frame, message or stream data.
+    fn recv_any(&mut self, wait: Duration) -> Result<Incoming, RemoteError> {
         match self.rx.recv_timeout(wait) {
-            Ok(Ok(Response::Error { code, message })) => {
+            Ok(Ok(Incoming::Msg(Response::Error { code, message }))) => {
                 Err(RemoteError::Refused { code, message: protocol::sanitize(&message, MAX_ERROR_TEXT) })
             }
             Ok(Ok(r)) => Ok(r),
@@ -223,6 +244,53 @@ impl Session {
         Ok(all)
     }
 
+    /// What the box holds of `dataset` and everything below it (restores).
+    pub fn list_tree(&mut self, dataset: &Dataset) -> Result<BTreeMap<Dataset, RemoteDataset>, RemoteError> {
+        self.send(&Request::ListTree { dataset: dataset.clone() })?;
+        match self.recv(REPLY_TIMEOUT)? {
+            Response::Listing { datasets } => protocol::check_tree_listing(dataset, datasets)
+                .map_err(|error| RemoteError::Protocol { error, stderr: String::new() }),
+            other => Err(self.violation(format!("expected a listing, got {:?}", short(&other)))),
+        }
+    }
+
+    /// Has the box send `dataset@snapshot` back (raw) and hands each chunk
+    /// of the stream to `sink` as it arrives; returns the GUID the box
+    /// announced and the bytes received. A failing `sink` ends the session
+    /// (the stream cannot be skipped in step).
+    pub fn fetch(
+        &mut self,
+        dataset: &Dataset,
+        snapshot: &SnapName,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<(Guid, u64), RemoteError> {
+        self.send(&Request::Send { dataset: dataset.clone(), snapshot: snapshot.clone() })?;
+        let guid = match self.recv(REPLY_TIMEOUT)? {
+            Response::Sending { dataset: d, snapshot: s, guid } if d == *dataset && s == *snapshot => guid,
+            other => return Err(self.violation(format!("expected a stream, got {:?}", short(&other)))),
+        };
+        let mut bytes = 0u64;
+        loop {
+            match self.recv_any(REPLY_TIMEOUT)? {
+                Incoming::Data(d) => {
+                    bytes += d.len() as u64;
+                    if let Err(e) = sink(&d) {
+                        let _ = self.child.kill();
+                        return Err(RemoteError::Local(e.to_string()));
+                    }
+                }
+                Incoming::End => break,
+                Incoming::Msg(other) => {
+                    return Err(self.violation(format!("a message inside a stream: {:?}", short(&other))))
+                }
+            }
+        }
+        match self.recv(RECEIVE_TIMEOUT)? {
+            Response::Sent { bytes: b } if b == bytes => Ok((guid, bytes)),
+            other => Err(self.violation(format!("unexpected end of a stream ({bytes} bytes): {:?}", short(&other)))),
+        }
+    }
+
     /// Discards the box's partial receive of `dataset`.
     pub fn abort(&mut self, dataset: &Dataset) -> Result<(), RemoteError> {
         self.send(&Request::Abort { dataset: dataset.clone() })?;
@@ -266,7 +334,10 @@ impl Session {
             // The box answers before the end only to refuse: stop sending.
             match self.rx.try_recv() {
                 Ok(m) => {
-                    early = Some(m);
+                    early = Some(m.and_then(|i| match i {
+                        Incoming::Msg(r) => Ok(r),
+                        _ => Err(ProtoError::Violation("the box sent stream data during a receive".into())),
+                    }));
                     break;
                 }
                 Err(TryRecvError::Disconnected) => break,

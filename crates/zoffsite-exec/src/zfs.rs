@@ -329,6 +329,42 @@ impl Zfs {
         self.cmd().args(["receive", "-u", "-s"]).arg(target.as_str())
     }
 
+    /// `zfs receive -u DEST` of a full stream into a new dataset, for a
+    /// restore on the trusted side: never `-F` (an existing dataset makes
+    /// it fail), not mounted until the keys are in place.
+    pub fn receive_new(&self, dest: &Dataset) -> Cmd {
+        self.cmd().args(["receive", "-u"]).arg(dest.as_str())
+    }
+
+    /// `zfs set keylocation=URI DS` (a restored encryption root's key).
+    pub fn set_keylocation(&self, ds: &Dataset, uri: &str) -> Result<(), ZfsError> {
+        let cmd = self.cmd().arg("set").arg(format!("keylocation={uri}")).arg(ds.as_str());
+        self.run_ok(&cmd, || ds.to_string()).map(drop)
+    }
+
+    /// `zfs load-key [-L URI] DS`.
+    pub fn load_key(&self, ds: &Dataset, uri: Option<&str>) -> Result<(), ZfsError> {
+        let mut cmd = self.cmd().arg("load-key");
+        if let Some(u) = uri {
+            cmd = cmd.arg("-L").arg(u);
+        }
+        let cmd = cmd.arg(ds.as_str());
+        self.run_ok(&cmd, || ds.to_string()).map(drop)
+    }
+
+    /// `zfs change-key -i DS`: `DS` inherits its parent's key again (a
+    /// restored child, received as its own encryption root).
+    pub fn change_key_inherit(&self, ds: &Dataset) -> Result<(), ZfsError> {
+        let cmd = self.cmd().args(["change-key", "-i"]).arg(ds.as_str());
+        self.run_ok(&cmd, || ds.to_string()).map(drop)
+    }
+
+    /// `zfs mount DS`.
+    pub fn mount(&self, ds: &Dataset) -> Result<(), ZfsError> {
+        let cmd = self.cmd().arg("mount").arg(ds.as_str());
+        self.run_ok(&cmd, || ds.to_string()).map(drop)
+    }
+
     /// `zfs destroy DS@a,b,c`: the only destroy in zoffsite, for source
     /// retention. It refuses any name without zoffsite's prefix, so it can
     /// never take a snapshot of the user's.

@@ -24,6 +24,10 @@ pub enum Command {
     /// For every target and dataset: newest snapshot on the source and on the
     /// box, its age, bytes behind. Exits 6 when any is older than max_age.
     Status(StatusArgs),
+    /// Bring a dataset (and its children) back from a box, raw, without
+    /// ever giving the box a key: over the network (--target) or from the
+    /// box's pool imported here (--from-pool).
+    Restore(RestoreArgs),
     /// Box-side administration, run by root on the box.
     #[command(subcommand)]
     Box(BoxCommand),
@@ -47,6 +51,40 @@ pub struct BackupArgs {
     /// last zoffsite snapshot.
     #[arg(long)]
     pub force_snapshot: bool,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// Configuration file (for --target).
+    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Restore over the network from this target of the config.
+    #[arg(long, value_name = "NAME", conflicts_with = "from_pool")]
+    pub target: Option<String>,
+    /// Restore from the box's pool imported on this machine: its root
+    /// dataset as imported (e.g. offsite2/home).
+    #[arg(long, value_name = "POOL/ROOT")]
+    pub from_pool: Option<Dataset>,
+    /// The dataset to restore, named as on the source (e.g. tank/data).
+    #[arg(long, value_name = "SRC")]
+    pub dataset: Dataset,
+    /// The snapshot to restore (default: the newest on the box).
+    #[arg(long, value_name = "SNAP")]
+    pub snapshot: Option<zoffsite_core::names::SnapName>,
+    /// Where to restore it (default: in place, as SRC). Never overwritten:
+    /// it must not exist.
+    #[arg(long, value_name = "DEST")]
+    pub to: Option<Dataset>,
+    /// Set this keylocation on the restored tree, load the key, re-parent
+    /// the children under it, and mount (default: leave it locked and say how).
+    #[arg(long, value_name = "URI")]
+    pub keylocation: Option<String>,
+    /// Restore only SRC, not the datasets below it.
+    #[arg(long)]
+    pub no_children: bool,
+    /// Show what would be restored where; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args)]

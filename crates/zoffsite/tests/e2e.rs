@@ -1238,7 +1238,7 @@ fn source_ssh(w: &World, user: &str, extra: &[&str], command: Option<&str>) -> O
 
 /// `box init` prepares the box idempotently (dry run changes nothing, a
 /// second run changes nothing); `serve` then runs as the unprivileged user
-/// with exactly create,mount,receive:append,userprop, and full and
+/// with exactly create,mount,receive:append,send,userprop, and full and
 /// incremental backups work. As that user the kernel refuses destroy,
 /// rollback, `receive -F`, release (and snapshot, rename, mountpoint); with
 /// the source's key no shell, pty, forwarding or sftp. The box's names and
@@ -1261,13 +1261,13 @@ fn box_init_makes_an_append_only_box() {
     let again = String::from_utf8_lossy(&second.stdout);
     assert!(again.contains("nothing to change") && !again.contains("to do:"), "{again}");
 
-    // Exactly the four permissions, on the root only; never mounted.
+    // Exactly the five permissions, on the root only; never mounted.
     let allow = zfs(&["allow", &home2]);
     let lines: Vec<&str> = allow.lines().collect();
     assert_eq!(lines.len(), 3, "{allow}");
     assert!(lines[0].starts_with(&format!("---- Permissions on {home2} ")), "{allow}");
     assert_eq!(lines[1], "Local+Descendent permissions:");
-    assert_eq!(lines[2], format!("\tuser {} create,mount,receive:append,userprop", user.name));
+    assert_eq!(lines[2], format!("\tuser {} create,mount,receive:append,send,userprop", user.name));
     assert_eq!(w.prop(&home2, "mountpoint"), "none");
     assert_eq!(w.prop(&home2, "canmount"), "off");
     // One line for the key: the forced command, from the source only.
@@ -1791,4 +1791,164 @@ fn snapshot_limit_caps_what_a_source_can_add() {
     assert!(text(&over).contains("snapshot_limit"), "names the limit: {}", text(&over));
     let under_root = w.snapshots(&w.offsite).keys().filter(|s| s.starts_with(&user.root)).count();
     assert_eq!(under_root, 2, "the kernel kept the box at its limit");
+}
+
+/// sha256 of every file under `dir`, by path relative to it.
+fn tree_hashes(dir: &Path) -> BTreeMap<String, String> {
+    let out = run(&[
+        "bash",
+        "-c",
+        "cd \"$1\" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum",
+        "_",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (h, p) = l.split_once("  ").unwrap();
+            (p.to_owned(), h.to_owned())
+        })
+        .collect()
+}
+
+/// The disaster: the source tree is destroyed and restored in place from
+/// the box, every file comes back, one key unlocks all of it, and backups
+/// go on incrementally. Then an older snapshot to a new name, and a restore
+/// from the box's pool imported under another name (the seed's "move the
+/// disk" path).
+#[test]
+#[ignore = "needs root and ZFS (scripts/e2e)"]
+fn restore_after_a_disaster_and_from_the_boxs_disk() {
+    let w = World::new();
+    let data = format!("{}/data", w.tank);
+    let (docs, photos) = (format!("{data}/docs"), format!("{data}/photos"));
+    w.create_encrypted(&data);
+    w.create_child(&docs);
+    w.create_child(&photos);
+    w.write(&docs, "taxes.txt", b"first version");
+    w.write(&photos, "cat.jpg", &random_hex(200_000).into_bytes());
+    let cfg = w.config(&[&data], &[]);
+    let first = w.backup(&cfg, &["--json"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let s1 = json(&first)["snapshot"].as_str().unwrap().to_owned();
+    let at_s1 = tree_hashes(&w.mountpoint(&data));
+    w.write(&docs, "taxes.txt", b"second version");
+    w.write(&data, "top.txt", b"at the top");
+    let second = w.backup(&cfg, &["--json"]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let s2 = json(&second)["snapshot"].as_str().unwrap().to_owned();
+    let at_s2 = tree_hashes(&w.mountpoint(&data));
+    assert_ne!(at_s1, at_s2);
+    let mnt = w.mountpoint(&data);
+    let key = format!("file://{}", w.dir.join("key").display());
+
+    // An existing dataset is never overwritten.
+    let refused = w.at_home(&[BIN, "restore", "-c", cfg.to_str().unwrap(), "--target", "friend", "--dataset", &data]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(text(&refused).contains("never overwrites") && text(&refused).contains("--to"), "{}", text(&refused));
+
+    // Disaster, then restore in place.
+    zfs(&["release", "-r", "zoffsite-friend", &format!("{data}@{s2}")]);
+    zfs(&["destroy", "-r", &data]);
+    let restored = w.at_home(&[
+        BIN,
+        "restore",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--target",
+        "friend",
+        "--dataset",
+        &data,
+        "--keylocation",
+        &key,
+    ]);
+    eprintln!("restore:\n{}", text(&restored));
+    assert_eq!(restored.status.code(), Some(0), "{}", text(&restored));
+    // Properties are not restored yet: the pool's mountpoint=none is
+    // inherited, so restore said how to mount; with a mountpoint set, the
+    // unlocked tree mounts at once.
+    assert!(text(&restored).contains(&format!("zfs set mountpoint=/PATH {data}")), "{}", text(&restored));
+    zfs(&["set", &format!("mountpoint={}", mnt.display()), &data]);
+    assert_eq!(tree_hashes(&mnt), at_s2, "every file as backed up");
+    for d in [&data, &docs, &photos] {
+        assert_eq!(w.prop(d, "encryptionroot"), data, "{d}: one key unlocks the tree");
+        assert_eq!(w.prop(d, "keystatus"), "available");
+    }
+    assert_eq!(
+        w.snapshots(&w.tank).get(&format!("{data}@{s2}")),
+        w.snapshots(&w.offsite).get(&format!("{}/{data}@{s2}", w.root))
+    );
+    let out = text(&restored);
+    assert!(out.contains(&format!("zfs inherit -r zoffsite:keywrap ROOT/{data}")), "{out}");
+
+    // Backups go on incrementally, once the box owner accepted the
+    // children's re-wrapped keys (the parent's key is the one it pinned).
+    w.write(&docs, "after.txt", b"life goes on");
+    let before_accept = w.backup(&cfg, &["--json"]);
+    assert_eq!(before_accept.status.code(), Some(3), "children refused, parent sent: {}", text(&before_accept));
+    zfs(&["inherit", "-r", "zoffsite:keywrap", &format!("{}/{data}/docs", w.root)]);
+    zfs(&["inherit", "-r", "zoffsite:keywrap", &format!("{}/{data}/photos", w.root)]);
+    let after = w.backup(&cfg, &["--json"]);
+    assert_eq!(after.status.code(), Some(0), "{}", text(&after));
+    for d in json(&after)["targets"][0]["datasets"].as_array().unwrap() {
+        assert!(matches!(d["send"]["kind"].as_str(), Some("incremental" | "up_to_date")), "no full resend: {d}");
+    }
+
+    // An older snapshot, to a new name (its children come along).
+    let old = format!("{}/old", w.tank);
+    let out = w.at_home(&[
+        BIN,
+        "restore",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--target",
+        "friend",
+        "--dataset",
+        &data,
+        "--snapshot",
+        &s1,
+        "--to",
+        &old,
+        "--keylocation",
+        &key,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let old_mnt = w.dir.join("mnt-old");
+    zfs(&["set", &format!("mountpoint={}", old_mnt.display()), &old]);
+    assert_eq!(tree_hashes(&old_mnt), at_s1, "the older snapshot's content");
+
+    // The box's disk, moved to this machine: its pool imported under
+    // another name; no network, same result.
+    let vdev = w.vdev(&w.offsite);
+    zfs_pool(&["export", &w.offsite]);
+    let moved = format!("moved{}", &w.offsite["offsite".len()..]);
+    zfs_pool(&["import", "-d", vdev.parent().unwrap().to_str().unwrap(), &w.offsite, &moved]);
+    let disk = format!("{}/fromdisk", w.tank);
+    let out = run(&[
+        BIN,
+        "restore",
+        "--from-pool",
+        &format!("{moved}/home"),
+        "--dataset",
+        &data,
+        "--snapshot",
+        &s2,
+        "--to",
+        &disk,
+        "--keylocation",
+        &key,
+    ]);
+    zfs_pool(&["export", &moved]);
+    zfs_pool(&["import", "-d", vdev.parent().unwrap().to_str().unwrap(), &moved, &w.offsite]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let disk_mnt = w.dir.join("mnt-disk");
+    zfs(&["set", &format!("mountpoint={}", disk_mnt.display()), &disk]);
+    assert_eq!(tree_hashes(&disk_mnt), at_s2, "from the disk, as backed up");
+}
+
+fn zfs_pool(args: &[&str]) {
+    let mut argv = vec!["zpool"];
+    argv.extend_from_slice(args);
+    ok(&argv);
 }

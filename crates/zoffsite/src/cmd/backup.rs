@@ -551,14 +551,17 @@ fn to_target(
             }
         }
     }
-    session.close();
-    if !args.dry_run {
-        if let Err(e) = anchor_chain(zfs, &target.name, &confirmed, source_snaps, bookmarks) {
-            let msg = format!("target {}: could not protect the next incremental's base: {e}", target.name);
-            eprintln!("zoffsite: {msg}");
-            tr.error.get_or_insert(msg);
-            exit = exit.max(Exit::Partial);
-        }
+    // Saying goodbye (the box finishes its bookkeeping and ssh exits) and
+    // anchoring the chain here are independent: do both at once.
+    let anchored = std::thread::scope(|scope| {
+        scope.spawn(move || session.close());
+        (!args.dry_run).then(|| anchor_chain(zfs, &target.name, &confirmed, source_snaps, bookmarks))
+    });
+    if let Some(Err(e)) = anchored {
+        let msg = format!("target {}: could not protect the next incremental's base: {e}", target.name);
+        eprintln!("zoffsite: {msg}");
+        tr.error.get_or_insert(msg);
+        exit = exit.max(Exit::Partial);
     }
     (tr, exit)
 }

@@ -4,5 +4,6 @@ pub mod box_init;
 pub mod box_prune;
 pub mod common;
 pub mod prune;
+pub mod restore;
 pub mod serve;
 pub mod status;

@@ -168,9 +168,74 @@ impl<R: Input, W: Write> Server<R, W> {
                     };
                     r?;
                 }
+                Request::ListTree { dataset } => {
+                    let r = match self.list_tree(&dataset) {
+                        Ok(l) => self.reply(&Response::Listing { datasets: l }),
+                        Err(rej) => self.reject(rej),
+                    };
+                    r?;
+                }
+                Request::Send { dataset, snapshot } => self.send(&dataset, &snapshot)?,
                 Request::Bye => return Ok(()),
             }
         }
+    }
+
+    fn list_tree(&mut self, asked: &Dataset) -> Result<Vec<RemoteDataset>, Reject> {
+        let (datasets, snapshots) = self.zfs.list_box(&self.root)?;
+        Ok(zoffsite_core::boxside::tree_listing(&self.root, asked, datasets, snapshots))
+    }
+
+    /// Sends one snapshot under the root back to the source, raw: the only
+    /// way anything leaves the box, and it is ciphertext (`zfs send -w`;
+    /// the box never has a key, so nothing else could be sent).
+    fn send(&mut self, dataset: &Dataset, snapshot: &SnapName) -> Result<(), Fatal> {
+        let snap = match self.root.join(dataset).and_then(|t| t.snapshot(snapshot)) {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(self.reject(Reject::new(
+                    ErrorCode::Refused,
+                    format!("{dataset}@{snapshot} under {}: {e}", self.root),
+                ))?)
+            }
+        };
+        let guid = match self.zfs.snapshot_guid(&snap) {
+            Ok(g) => g,
+            Err(e) => return Ok(self.reject(Reject::from(e))?),
+        };
+        let cmd = self.zfs.send_raw(&snap, None);
+        let mut running = match Running::with_stdout(&cmd) {
+            Ok(r) => r,
+            Err(e) => return Ok(self.reject(Reject::new(ErrorCode::Zfs, e.to_string()))?),
+        };
+        tracing::info!(snapshot = %snap, "sending back for a restore");
+        self.reply(&Response::Sending { dataset: dataset.clone(), snapshot: snapshot.clone(), guid })?;
+        let mut out = running.child.stdout.take().expect("piped");
+        let mut buf = vec![0u8; protocol::MAX_DATA_LEN];
+        let mut bytes = 0u64;
+        let read_failed = loop {
+            match out.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(n) => {
+                    if let Err(e) = protocol::write_data(&mut self.output, &buf[..n]) {
+                        let _ = running.kill();
+                        return Err(e.into());
+                    }
+                    bytes += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break true,
+            }
+        };
+        drop(out);
+        protocol::write_end(&mut self.output)?;
+        let done = if read_failed { running.kill() } else { running.finish() };
+        match done {
+            Ok(o) if o.success() && !read_failed => self.reply(&Response::Sent { bytes })?,
+            Ok(o) => self.reject(Reject::from(Zfs::stream_error(&cmd, snap.dataset.as_str(), o)))?,
+            Err(e) => self.reject(Reject::new(ErrorCode::Zfs, e.to_string()))?,
+        }
+        Ok(())
     }
 
     fn handshake(&mut self) -> Result<(), Fatal> {
@@ -416,14 +481,10 @@ impl<R: Input, W: Write> Server<R, W> {
         }
         let broken = sink.close();
         let out = child.finish().map_err(|e| Fatal::Refused(e.to_string()))?;
+        let mut received = None;
         if out.success() {
             match validator.finish() {
-                Ok(summary) => {
-                    self.stamp_received(&target, &summary.snapshots);
-                    if let (None, Some(key)) = (pinned, summary.key) {
-                        self.pin_key(&target, key);
-                    }
-                }
+                Ok(summary) => received = Some(summary),
                 Err(e) => {
                     // zfs receive accepted what the validator did not:
                     // report it, never confirm it.
@@ -448,7 +509,20 @@ impl<R: Input, W: Write> Server<R, W> {
             })
         };
         match answer {
-            Ok(r) => self.reply(&r)?,
+            Ok(r) => {
+                // Bookkeeping after the answer, so that it overlaps with the
+                // source's own (holds, bookmarks). Should this process die
+                // in between, a snapshot without a stamp is one `box prune`
+                // never destroys, and a missing pin is set at the next
+                // receive.
+                self.reply(&r)?;
+                if let Some(summary) = received {
+                    self.stamp_received(&target, &summary.snapshots);
+                    if let (None, Some(key)) = (pinned, summary.key) {
+                        self.pin_key(&target, key);
+                    }
+                }
+            }
             Err(rej) => {
                 // zfs receive gave up before the stream ended: answer now so
                 // the source stops sending, then discard the rest.

@@ -1,0 +1,299 @@
+//! `zoffsite restore`: bring a dataset tree back from a box, over the
+//! network (`--target`, through `serve`) or from the box's pool imported on
+//! this machine (`--from-pool POOL/ROOT`).
+//!
+//! Invariants:
+//! - The box only ever hands over raw streams, and keys stay here: the
+//!   restored datasets are encrypted exactly as they were sent.
+//! - The stream comes from the box, so it is hostile input: every record
+//!   header is checked (raw, one snapshot, the GUID the box listed) before
+//!   the chunk that carries it reaches `zfs receive`.
+//! - Nothing local is overwritten or destroyed: destinations must not
+//!   exist, receives never use `-F`.
+//! - Each received dataset is its own encryption root (per-dataset raw
+//!   sends); with `--keylocation` the children are re-parented (`zfs
+//!   change-key -i`) so that one key unlocks the tree as before.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use zoffsite_core::boxside;
+use zoffsite_core::names::{Dataset, Guid, SnapName};
+use zoffsite_core::protocol::RemoteDataset;
+use zoffsite_core::records::{Expect, StreamValidator};
+use zoffsite_core::restore::{self, Plan, Request, Step};
+use zoffsite_exec::process::Running;
+use zoffsite_exec::remote::Session;
+use zoffsite_exec::zfs::Zfs;
+
+use crate::cli::RestoreArgs;
+use crate::exit::Exit;
+
+/// Where the streams come from.
+enum Origin {
+    Box(Box<Session>),
+    Pool(Dataset),
+}
+
+pub fn run(args: RestoreArgs) -> Exit {
+    let zfs = Zfs::new();
+    let mut origin = match (&args.target, &args.from_pool) {
+        (Some(name), None) => {
+            let cfg = match super::common::config_or_exit(&args.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let Some(target) = cfg.targets.iter().find(|t| t.name == *name) else {
+                let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
+                eprintln!(
+                    "zoffsite: no target {name:?} in {}; its targets: {}",
+                    args.config.display(),
+                    names.join(", ")
+                );
+                return Exit::Usage;
+            };
+            match Session::connect(target) {
+                Ok(s) => Origin::Box(Box::new(s)),
+                Err(e) => {
+                    eprintln!("zoffsite: target {name}: {e}");
+                    return Exit::Target;
+                }
+            }
+        }
+        (None, Some(root)) => Origin::Pool(root.clone()),
+        _ => {
+            eprintln!("zoffsite: restore from either --target NAME (over the network) or --from-pool POOL/ROOT (the box's disk, imported here)");
+            return Exit::Usage;
+        }
+    };
+    let listing = match list(&zfs, &mut origin, &args.dataset) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("zoffsite: cannot list what the box holds of {}: {e}", args.dataset);
+            return Exit::Target;
+        }
+    };
+    let req = Request {
+        dataset: args.dataset.clone(),
+        snapshot: args.snapshot.clone(),
+        to: args.to.clone(),
+        children: !args.no_children,
+    };
+    let mut exists_failure = None;
+    let plan = restore::plan(&req, &listing, |d| match zfs.exists(d) {
+        Ok(e) => e,
+        Err(e) => {
+            exists_failure = Some(e.to_string());
+            true
+        }
+    });
+    if let Some(e) = exists_failure {
+        eprintln!("zoffsite: cannot check the local datasets: {e}");
+        return Exit::Error;
+    }
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("zoffsite: {e}");
+            return Exit::Error;
+        }
+    };
+    for (d, why) in &plan.skipped {
+        eprintln!("zoffsite: left out {d}: {why}");
+    }
+    if args.dry_run {
+        for s in &plan.steps {
+            println!("would restore {}@{} (guid {}) as {}", s.source, s.snapshot, s.guid, s.dest);
+        }
+        return partial_if(&plan, Exit::Ok);
+    }
+    for step in &plan.steps {
+        match receive(&zfs, &mut origin, step) {
+            Ok(bytes) => println!(
+                "restored {}@{} as {} ({} bytes, guid {})",
+                step.source, step.snapshot, step.dest, bytes, step.guid
+            ),
+            Err(e) => {
+                eprintln!("zoffsite: {}@{}: {e}", step.source, step.snapshot);
+                if let Origin::Box(s) = origin {
+                    s.close();
+                }
+                return Exit::Error;
+            }
+        }
+    }
+    if let Origin::Box(s) = origin {
+        s.close();
+    }
+    let exit = keys(&zfs, &args, &plan);
+    partial_if(&plan, exit)
+}
+
+fn partial_if(plan: &Plan, exit: Exit) -> Exit {
+    if plan.skipped.is_empty() {
+        exit
+    } else {
+        exit.max(Exit::Partial)
+    }
+}
+
+/// What the box (or the imported pool) holds of `dataset` and below.
+fn list(zfs: &Zfs, origin: &mut Origin, dataset: &Dataset) -> anyhow::Result<BTreeMap<Dataset, RemoteDataset>> {
+    Ok(match origin {
+        Origin::Box(s) => s.list_tree(dataset)?,
+        Origin::Pool(root) => {
+            let (datasets, snapshots) = zfs.list_box(root)?;
+            boxside::tree_listing(root, dataset, datasets, snapshots).into_iter().map(|d| (d.name.clone(), d)).collect()
+        }
+    })
+}
+
+/// Receives one step's stream into a new local dataset, checking every
+/// record header first; confirms the GUID. Returns the stream's size.
+fn receive(zfs: &Zfs, origin: &mut Origin, step: &Step) -> anyhow::Result<u64> {
+    let cmd = zfs.receive_new(&step.dest);
+    let mut child = Running::with_stdin(&cmd)?;
+    let mut stdin = child.child.stdin.take().expect("piped");
+    let mut v = StreamValidator::new(Expect { from: None, to: step.guid, resuming: false, key: None });
+    let mut sink = |chunk: &[u8]| -> std::io::Result<()> {
+        v.feed(chunk).map_err(|e| std::io::Error::other(format!("refused the box's stream: {e}")))?;
+        stdin.write_all(chunk)
+    };
+    let streamed = match origin {
+        Origin::Box(s) => s.fetch(&step.source, &step.snapshot, &mut sink).map_err(anyhow::Error::from),
+        Origin::Pool(root) => send_local(zfs, root, &step.source, &step.snapshot, &mut sink),
+    };
+    // The sink borrowed stdin: closing it ends zfs receive's input.
+    drop(stdin);
+    let streamed = match streamed {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = child.kill();
+            return Err(e);
+        }
+    };
+    if let Err(e) = v.finish() {
+        let _ = child.kill();
+        anyhow::bail!("refused the box's stream: {e}");
+    }
+    let out = child.finish()?;
+    if !out.success() {
+        return Err(Zfs::stream_error(&cmd, step.dest.as_str(), out).into());
+    }
+    let got = zfs.snapshot_guid(&step.dest.snapshot(&step.snapshot)?)?;
+    anyhow::ensure!(
+        got == step.guid,
+        "restored {}@{} has GUID {got}, not the box's {}",
+        step.dest,
+        step.snapshot,
+        step.guid
+    );
+    Ok(streamed.1)
+}
+
+/// `zfs send -w ROOT/DATASET@SNAPSHOT` from the imported pool into `sink`.
+fn send_local(
+    zfs: &Zfs,
+    root: &Dataset,
+    dataset: &Dataset,
+    snapshot: &SnapName,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> anyhow::Result<(Guid, u64)> {
+    let snap = root.join(dataset)?.snapshot(snapshot)?;
+    let guid = zfs.snapshot_guid(&snap)?;
+    let cmd = zfs.send_raw(&snap, None);
+    let mut running = Running::with_stdout(&cmd)?;
+    let mut out = running.child.stdout.take().expect("piped");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = running.kill();
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = sink(&buf[..n]) {
+            drop(out);
+            let _ = running.kill();
+            return Err(e.into());
+        }
+        bytes += n as u64;
+    }
+    drop(out);
+    let o = running.finish()?;
+    if !o.success() {
+        return Err(Zfs::stream_error(&cmd, snap.dataset.as_str(), o).into());
+    }
+    Ok((guid, bytes))
+}
+
+/// Puts the key in place: with `--keylocation`, sets it on the restored
+/// top, loads it, re-parents the children so that one key unlocks the tree
+/// again, and mounts; without, says exactly how.
+fn keys(zfs: &Zfs, args: &RestoreArgs, plan: &Plan) -> Exit {
+    let top = &plan.steps[0].dest;
+    let children: Vec<&Dataset> = plan.steps[1..].iter().map(|s| &s.dest).collect();
+    let Some(uri) = &args.keylocation else {
+        println!("restored, not mounted: the key is not loaded. To unlock and mount it:");
+        println!("  zfs set keylocation=file:///PATH/TO/KEY {top}    # or keep prompt");
+        println!("  zfs load-key {top}");
+        for c in &children {
+            println!("  zfs load-key -L file:///PATH/TO/KEY {c} && zfs change-key -i {c}");
+        }
+        println!("  zfs mount {top}{}", children.iter().map(|c| format!(" && zfs mount {c}")).collect::<String>());
+        note_pins(args, &children);
+        return Exit::Ok;
+    };
+    let step = |what: String, r: Result<(), zoffsite_exec::zfs::ZfsError>| match r {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("zoffsite: {what}: {e}");
+            false
+        }
+    };
+    let mut ok = step(format!("set keylocation on {top}"), zfs.set_keylocation(top, uri))
+        && step(format!("load the key of {top}"), zfs.load_key(top, None));
+    for c in &children {
+        ok = ok
+            && step(format!("load the key of {c}"), zfs.load_key(c, Some(uri)))
+            && step(format!("re-parent {c} under {top}'s key"), zfs.change_key_inherit(c));
+    }
+    if !ok {
+        return Exit::Error;
+    }
+    // Properties (the mountpoint among them) are not restored yet: the tree
+    // inherits where it now sits. Mount only where that is a path.
+    let mountpoint = zfs.get_value(top.as_str(), "mountpoint").unwrap_or_default();
+    if !mountpoint.starts_with('/') {
+        println!("{top} is unlocked with {uri} (one key for the whole tree), not mounted: it inherits mountpoint={mountpoint} here. Give it one, and it mounts: zfs set mountpoint=/PATH {top}");
+        note_pins(args, &children);
+        return Exit::Ok;
+    }
+    for d in std::iter::once(&top).chain(children.iter()) {
+        ok = ok && step(format!("mount {d}"), zfs.mount(d));
+    }
+    if !ok {
+        return Exit::Error;
+    }
+    println!("{top} is unlocked with {uri} (one key for the whole tree) and mounted at {mountpoint}");
+    note_pins(args, &children);
+    Exit::Ok
+}
+
+/// Re-parenting re-wraps each child's key, which the box refuses from then
+/// on (it cannot tell that from a compromised source re-keying its
+/// history): a restore in place that backups continue from needs the box
+/// owner to accept the children's new wrapping once.
+fn note_pins(args: &RestoreArgs, children: &[&Dataset]) {
+    if children.is_empty() || args.target.is_none() {
+        return;
+    }
+    println!(
+        "note: once re-parented, each child's key is re-wrapped, and the box refuses it until its owner accepts, as root on the box: zfs inherit -r zoffsite:keywrap ROOT/{}",
+        args.dataset
+    );
+}
