@@ -32,3 +32,4 @@ pub mod resume;
 pub mod retention;
 pub mod status;
 pub mod stream;
+pub mod verify;

@@ -294,6 +294,23 @@ pub fn box_inventory(text: &str) -> Result<(Vec<ReceiverRow>, Vec<SnapshotRow>),
     Ok((datasets, snaps))
 }
 
+/// When `pool`'s last scrub finished (Unix seconds), from `zpool status -j
+/// --json-int POOL` (OpenZFS 2.3+): `scan_stats` with function `SCRUB` and
+/// state `FINISHED`; `None` when no scrub has finished (never run, running,
+/// canceled, or the last scan was a resilver).
+pub fn last_scrub(json: &str, pool: &str) -> Result<Option<i64>, ParseError> {
+    let bad = |what: &'static str| ParseError::Value { line: 1, what, value: json.chars().take(64).collect() };
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|_| bad("zpool status -j output"))?;
+    let p = v.get("pools").and_then(|p| p.get(pool)).ok_or_else(|| bad("zpool status -j without the pool"))?;
+    let Some(scan) = p.get("scan_stats") else { return Ok(None) };
+    let field = |k: &str| scan.get(k).and_then(serde_json::Value::as_str);
+    if field("function") != Some("SCRUB") || field("state") != Some("FINISHED") {
+        return Ok(None);
+    }
+    let end = scan.get("end_time").and_then(serde_json::Value::as_i64).ok_or_else(|| bad("scan_stats.end_time"))?;
+    Ok(Some(end))
+}
+
 /// `-` means "no partial receive". A token is `VERSION-HEX-HEX-HEX`; we
 /// only check its alphabet and size here: a token is hostile input whose
 /// meaning the source checks by decoding it with ZFS before use.
@@ -430,6 +447,21 @@ mod tests {
         assert!(box_inventory("off/../h\t1\t1\t1\t-\n").is_err());
         assert!(box_inventory("off/h\t1\t1\t1\n").is_err());
         assert_eq!(box_inventory("").unwrap(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn reads_the_last_scrub_from_zpool_status_json() {
+        // OpenZFS 2.3.2, `zpool status -j --json-int zzp`, shortened.
+        let done = r#"{"output_version":{"command":"zpool status","vers_major":0,"vers_minor":1},"pools":{"zzp":{"name":"zzp","state":"ONLINE","scan_stats":{"function":"SCRUB","state":"FINISHED","start_time":1795698112,"end_time":1795698112,"errors":0}}}}"#;
+        assert_eq!(last_scrub(done, "zzp").unwrap(), Some(1795698112));
+        let never = r#"{"pools":{"zzp":{"name":"zzp","state":"ONLINE","vdevs":{}}}}"#;
+        assert_eq!(last_scrub(never, "zzp").unwrap(), None);
+        let resilver = done.replace("\"SCRUB\"", "\"RESILVER\"");
+        assert_eq!(last_scrub(&resilver, "zzp").unwrap(), None);
+        let running = done.replace("FINISHED", "SCANNING");
+        assert_eq!(last_scrub(&running, "zzp").unwrap(), None);
+        assert!(last_scrub(done, "other").is_err());
+        assert!(last_scrub("not json", "zzp").is_err());
     }
 
     #[test]

@@ -32,7 +32,8 @@
 //!    snapshot}` → `Sending{guid}`, then the raw stream (`zfs send -w` of
 //!    that one snapshot) as `D` frames and one `E`, then `Sent{bytes}` (or
 //!    `Error` in place of `Sending`, or after `E` if the send failed).
-//! 6. `Bye`, or end of input.
+//! 6. `Health` → `Health{pool,health,last_scrub}` (for `verify`).
+//! 7. `Bye`, or end of input.
 //!
 //! Both sides treat the other's messages as hostile: sizes are bounded
 //! before allocation, names are parsed into validated types by serde, and
@@ -240,6 +241,8 @@ pub enum Request {
     ListTree {
         dataset: Dataset,
     },
+    /// The health of the box's pool and its last scrub (`verify`).
+    Health,
     /// Sends one snapshot back, raw (`zfs send -w`): restores only.
     Send {
         dataset: Dataset,
@@ -273,6 +276,13 @@ pub enum Response {
         dataset: Dataset,
         snapshot: SnapName,
         guid: Guid,
+    },
+    /// The box's pool: `zpool` health (`ONLINE`, ...) and when its last
+    /// scrub finished (Unix seconds, box clock).
+    Health {
+        pool: String,
+        health: String,
+        last_scrub: Option<i64>,
     },
     /// After the `E` of a `Send`: how many stream bytes were sent.
     Sent {

@@ -244,6 +244,17 @@ impl Session {
         Ok(all)
     }
 
+    /// The box's pool health and last scrub (sanitized: box text).
+    pub fn health(&mut self) -> Result<(String, String, Option<i64>), RemoteError> {
+        self.send(&Request::Health)?;
+        match self.recv(REPLY_TIMEOUT)? {
+            Response::Health { pool, health, last_scrub } => {
+                Ok((protocol::sanitize(&pool, 256), protocol::sanitize(&health, 32), last_scrub))
+            }
+            other => Err(self.violation(format!("expected a health report, got {:?}", short(&other)))),
+        }
+    }
+
     /// What the box holds of `dataset` and everything below it (restores).
     pub fn list_tree(&mut self, dataset: &Dataset) -> Result<BTreeMap<Dataset, RemoteDataset>, RemoteError> {
         self.send(&Request::ListTree { dataset: dataset.clone() })?;

@@ -422,6 +422,16 @@ impl Zfs {
         Self::parsed(&cmd, &out, zoffsite_core::boxside::parse_box_snapshots)
     }
 
+    /// When `pool`'s last scrub finished (`zpool status -j --json-int`).
+    pub fn last_scrub(&self, pool: &str) -> Result<Option<i64>, ZfsError> {
+        let zpool = Path::new(&self.bin).with_file_name("zpool");
+        let program = if zpool.is_file() { zpool.into_os_string() } else { process::find_program("zpool") };
+        let cmd = Cmd::new(program).args(["status", "-j", "--json-int", pool]);
+        let out = self.run_ok(&cmd, || format!("pool {pool}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse::last_scrub(&text, pool).map_err(|source| ZfsError::Parse { cmd: cmd.to_string(), source })
+    }
+
     /// `zpool list -H -o health POOL`: `ONLINE`, `DEGRADED`, ...
     pub fn pool_health(&self, pool: &str) -> Result<String, ZfsError> {
         let zpool = Path::new(&self.bin).with_file_name("zpool");

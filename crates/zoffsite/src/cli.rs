@@ -28,6 +28,9 @@ pub enum Command {
     /// ever giving the box a key: over the network (--target) or from the
     /// box's pool imported here (--from-pool).
     Restore(RestoreArgs),
+    /// Without any key: check that every target holds what it confirmed,
+    /// with the source's GUIDs, on a healthy, scrubbed pool.
+    Verify(VerifyArgs),
     /// Box-side administration, run by root on the box.
     #[command(subcommand)]
     Box(BoxCommand),
@@ -51,6 +54,19 @@ pub struct BackupArgs {
     /// last zoffsite snapshot.
     #[arg(long)]
     pub force_snapshot: bool,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Only this target (default: all).
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -7,3 +7,4 @@ pub mod prune;
 pub mod restore;
 pub mod serve;
 pub mod status;
+pub mod verify;

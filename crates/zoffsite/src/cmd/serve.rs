@@ -176,6 +176,14 @@ impl<R: Input, W: Write> Server<R, W> {
                     r?;
                 }
                 Request::Send { dataset, snapshot } => self.send(&dataset, &snapshot)?,
+                Request::Health => {
+                    let pool = self.root.pool().to_owned();
+                    let r = match self.zfs.pool_health(&pool).and_then(|h| Ok((h, self.zfs.last_scrub(&pool)?))) {
+                        Ok((health, last_scrub)) => self.reply(&Response::Health { pool, health, last_scrub }),
+                        Err(e) => self.reject(Reject::from(e)),
+                    };
+                    r?;
+                }
                 Request::Bye => return Ok(()),
             }
         }

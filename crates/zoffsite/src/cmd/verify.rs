@@ -1,0 +1,129 @@
+//! `zoffsite verify`: without any key, checks that every target holds the
+//! snapshot it last confirmed for each selected dataset, that whatever it
+//! holds matches the source by GUID, and that its pool is healthy and
+//! scrubbed. Read-only on both sides.
+
+use serde::Serialize;
+use zoffsite_core::names::Snapshot;
+use zoffsite_core::verify::{self, DatasetCheck, PoolCheck};
+use zoffsite_exec::remote::Session;
+use zoffsite_exec::zfs::Zfs;
+
+use crate::cli::VerifyArgs;
+use crate::cmd::{backup::hold_tag, common};
+use crate::exit::Exit;
+
+#[derive(Debug, Serialize)]
+struct TargetVerify {
+    name: String,
+    error: Option<String>,
+    pool: Option<PoolCheck>,
+    datasets: Vec<DatasetCheck>,
+}
+
+pub fn run(args: VerifyArgs) -> Exit {
+    let cfg = match common::config_or_exit(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(t) = &args.target {
+        if !cfg.targets.iter().any(|x| x.name == *t) {
+            eprintln!("zoffsite: no target {t:?} in {}", args.config.display());
+            return Exit::Usage;
+        }
+    }
+    let zfs = Zfs::new();
+    let mut exit = Exit::Ok;
+    let (sel, missing) = match common::list_selection(&cfg, &zfs, &args.config) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("zoffsite: cannot list the configured datasets: {e}");
+            return Exit::Error;
+        }
+    };
+    for m in missing {
+        eprintln!("zoffsite: {m}");
+        exit = exit.max(Exit::Partial);
+    }
+    let datasets = sel.datasets();
+    let snaps = match zfs.list_snapshots(&datasets) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("zoffsite: cannot list snapshots: {e}");
+            return Exit::Error;
+        }
+    };
+    let ours: Vec<Snapshot> = snaps
+        .iter()
+        .filter(|s| s.snapshot.name.as_str().starts_with(zoffsite_core::plan::SNAPSHOT_PREFIX))
+        .map(|s| s.snapshot.clone())
+        .collect();
+    let mut holds = Vec::new();
+    for chunk in ours.chunks(500) {
+        match zfs.holds(chunk) {
+            Ok(h) => holds.extend(h),
+            Err(e) => {
+                eprintln!("zoffsite: cannot list holds: {e}");
+                return Exit::Error;
+            }
+        }
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let mut out = Vec::new();
+    for t in cfg.targets.iter().filter(|t| args.target.as_ref().is_none_or(|n| *n == t.name)) {
+        let mut tv = TargetVerify { name: t.name.clone(), error: None, pool: None, datasets: Vec::new() };
+        let answers = Session::connect(t).and_then(|mut s| {
+            let listing = s.list(&datasets)?;
+            let health = s.health()?;
+            s.close();
+            Ok((listing, health))
+        });
+        let (listing, (pool, health, last_scrub)) = match answers {
+            Ok(a) => a,
+            Err(e) => {
+                let msg = format!("target {}: {e}", t.name);
+                eprintln!("zoffsite: {msg}");
+                tv.error = Some(msg);
+                exit = exit.max(Exit::Target);
+                out.push(tv);
+                continue;
+            }
+        };
+        let pc = verify::check_pool(&pool, &health, last_scrub, now);
+        for p in &pc.problems {
+            eprintln!("zoffsite: target {}: {p}", t.name);
+            exit = exit.max(Exit::Partial);
+        }
+        for w in &pc.warnings {
+            eprintln!("zoffsite: warning: target {}: {w}", t.name);
+        }
+        let tag = hold_tag(&t.name);
+        for ds in &datasets {
+            let source: Vec<_> = snaps.iter().filter(|s| s.snapshot.dataset == *ds).cloned().collect();
+            let confirmed = holds.iter().find(|h| h.tag == tag && h.snapshot.dataset == *ds).map(|h| &h.snapshot);
+            let c = verify::check_dataset(ds, &source, confirmed, listing.get(ds));
+            if !args.json {
+                let state = if c.problems.is_empty() { "ok" } else { "MISMATCH" };
+                println!("{}: {ds}: {state}, {} snapshot(s) match the source by GUID", t.name, c.matched);
+            }
+            for p in &c.problems {
+                eprintln!("zoffsite: target {}: {ds}: {p}", t.name);
+                exit = exit.max(Exit::Partial);
+            }
+            tv.datasets.push(c);
+        }
+        if !args.json {
+            let scrub = last_scrub.map_or("never".to_owned(), |s| {
+                jiff::Timestamp::from_second(s).map_or_else(|_| s.to_string(), |t| t.to_string())
+            });
+            println!("{}: pool {pool}: {health}, last scrub finished {scrub}", t.name);
+        }
+        tv.pool = Some(pc);
+        out.push(tv);
+    }
+    if args.json {
+        let doc = serde_json::json!({ "targets": out, "exit_code": exit.code() });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
+    }
+    exit
+}
