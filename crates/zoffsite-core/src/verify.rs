@@ -95,6 +95,68 @@ pub fn check_pool(pool: &str, health: &str, last_scrub: Option<i64>, now: i64) -
     c
 }
 
+/// One entry of a file tree, as a drill compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Dir,
+    File {
+        size: u64,
+        sha256: [u8; 32],
+    },
+    Link(String),
+    /// Sockets, fifos, devices: compared by kind only.
+    Other,
+}
+
+/// What a drill found comparing the restored tree with the source's
+/// snapshot of it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct TreeDiff {
+    pub files: u64,
+    pub bytes: u64,
+    /// Paths that differ (content, kind or link target), are missing from
+    /// the restored tree, or are only in it; at most [`MAX_LISTED`].
+    pub differences: Vec<String>,
+    pub different: u64,
+}
+
+/// Most differing paths listed (all are counted).
+pub const MAX_LISTED: usize = 50;
+
+/// Compares the source's tree (`want`) with the restored one (`got`), both
+/// keyed by path relative to their roots.
+pub fn compare_trees(
+    want: &std::collections::BTreeMap<String, Entry>,
+    got: &std::collections::BTreeMap<String, Entry>,
+) -> TreeDiff {
+    let mut d = TreeDiff::default();
+    let note = |d: &mut TreeDiff, what: String| {
+        d.different += 1;
+        if d.differences.len() < MAX_LISTED {
+            d.differences.push(what);
+        }
+    };
+    for (path, w) in want {
+        match (w, got.get(path)) {
+            (_, None) => note(&mut d, format!("{path}: missing from the restore")),
+            (Entry::File { size, sha256 }, Some(Entry::File { size: s2, sha256: h2 })) => {
+                if size == s2 && sha256 == h2 {
+                    d.files += 1;
+                    d.bytes += size;
+                } else {
+                    note(&mut d, format!("{path}: content differs"));
+                }
+            }
+            (a, Some(b)) if a == b => {}
+            (_, Some(_)) => note(&mut d, format!("{path}: differs (kind or link target)")),
+        }
+    }
+    for path in got.keys().filter(|p| !want.contains_key(*p)) {
+        note(&mut d, format!("{path}: only in the restore"));
+    }
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +216,37 @@ mod tests {
         assert_eq!(c.problems.len(), 1);
         // Never backed up: nothing the box should hold yet.
         assert!(check_dataset(&ds, &s, None, None).problems.is_empty());
+    }
+
+    #[test]
+    fn trees_compare_by_content_kind_and_presence() {
+        use std::collections::BTreeMap;
+        let f = |n: u8, size| Entry::File { size, sha256: [n; 32] };
+        let want: BTreeMap<String, Entry> = [
+            ("a".to_owned(), f(1, 10)),
+            ("d".to_owned(), Entry::Dir),
+            ("d/b".to_owned(), f(2, 20)),
+            ("l".to_owned(), Entry::Link("a".into())),
+        ]
+        .into();
+        let same = compare_trees(&want, &want.clone());
+        assert_eq!((same.files, same.bytes, same.different), (2, 30, 0));
+        let mut got = want.clone();
+        got.insert("d/b".into(), f(3, 20));
+        got.insert("l".into(), Entry::Link("elsewhere".into()));
+        got.remove("a");
+        got.insert("new".into(), f(4, 1));
+        let d = compare_trees(&want, &got);
+        assert_eq!((d.files, d.different), (0, 4), "{d:?}");
+        assert_eq!(
+            d.differences,
+            [
+                "a: missing from the restore",
+                "d/b: content differs",
+                "l: differs (kind or link target)",
+                "new: only in the restore"
+            ]
+        );
     }
 
     #[test]

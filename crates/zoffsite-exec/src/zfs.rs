@@ -64,6 +64,9 @@ impl ZfsError {
     }
 }
 
+/// Name prefix of a restore drill's scratch dataset (`POOL/zoffsite-drill-*`).
+pub const DRILL_PREFIX: &str = "zoffsite-drill-";
+
 /// What an incremental send starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendFrom {
@@ -356,6 +359,28 @@ impl Zfs {
     /// restored child, received as its own encryption root).
     pub fn change_key_inherit(&self, ds: &Dataset) -> Result<(), ZfsError> {
         let cmd = self.cmd().args(["change-key", "-i"]).arg(ds.as_str());
+        self.run_ok(&cmd, || ds.to_string()).map(drop)
+    }
+
+    /// `zfs set PROP=VALUE DS` for the native properties a restore or a
+    /// drill sets on what it received (`readonly`, `mountpoint`).
+    pub fn set_property(&self, ds: &Dataset, prop: &str, value: &str) -> Result<(), ZfsError> {
+        debug_assert!(matches!(prop, "readonly" | "mountpoint" | "canmount"), "{prop}");
+        let cmd = self.cmd().arg("set").arg(format!("{prop}={value}")).arg(ds.as_str());
+        self.run_ok(&cmd, || ds.to_string()).map(drop)
+    }
+
+    /// `zfs destroy -r POOL/zoffsite-drill-...`: the scratch of a restore
+    /// drill, and nothing else: any other name is refused before zfs runs.
+    pub fn destroy_drill_scratch(&self, ds: &Dataset) -> Result<(), ZfsError> {
+        let ok = ds.depth() == 2 && ds.as_str().rsplit('/').next().is_some_and(|n| n.starts_with(DRILL_PREFIX));
+        if !ok {
+            return Err(ZfsError::Failed {
+                cmd: format!("zfs destroy -r {ds}"),
+                stderr: "refused: not a drill scratch dataset".into(),
+            });
+        }
+        let cmd = self.cmd().args(["destroy", "-r"]).arg(ds.as_str());
         self.run_ok(&cmd, || ds.to_string()).map(drop)
     }
 

@@ -61,12 +61,24 @@ pub struct VerifyArgs {
     /// Configuration file.
     #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
     pub config: PathBuf,
-    /// Only this target (default: all).
+    /// Only this target (default: all; with --drill, the first).
     #[arg(long, value_name = "NAME")]
     pub target: Option<String>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// A restore drill: pull a snapshot back into a scratch dataset, load
+    /// the key, compare every file with the source's snapshot, destroy the
+    /// scratch.
+    #[arg(long)]
+    pub drill: bool,
+    /// With --drill: the dataset (default: the first selected).
+    #[arg(long, value_name = "DATASET", requires = "drill")]
+    pub dataset: Option<Dataset>,
+    /// With --drill: a random snapshot the box holds (default: the newest
+    /// it confirmed).
+    #[arg(long, requires = "drill")]
+    pub random: bool,
 }
 
 #[derive(Args)]

@@ -1973,12 +1973,10 @@ fn verify_passes_then_fails_when_the_box_loses_a_snapshot() {
     w.create_encrypted(&data);
     w.create_child(&format!("{data}/docs"));
     let cfg = w.config(&[&data], &[]);
-    let mut last = String::new();
     for i in 0..2 {
         w.write(&data, "f", format!("version {i}").as_bytes());
         let out = w.backup(&cfg, &["--json"]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-        last = json(&out)["snapshot"].as_str().unwrap().to_owned();
     }
     let v = w.at_home(&[BIN, "verify", "-c", cfg.to_str().unwrap(), "--json"]);
     assert_eq!(v.status.code(), Some(0), "{}", text(&v));
@@ -1995,6 +1993,32 @@ fn verify_passes_then_fails_when_the_box_loses_a_snapshot() {
     let v = w.at_home(&[BIN, "verify", "-c", cfg.to_str().unwrap()]);
     assert_eq!(v.status.code(), Some(0), "{}", text(&v));
     assert!(!text(&v).contains("never finished") && text(&v).contains("last scrub finished 20"), "{}", text(&v));
+
+    // A restore drill: the newest confirmed snapshot, and a random one,
+    // come back file for file; no scratch is left behind.
+    w.write(&data, "big.bin", &random_hex(300_000).into_bytes());
+    let out = w.backup(&cfg, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let last = json(&out)["snapshot"].as_str().unwrap().to_owned();
+    let d = w.at_home(&[BIN, "verify", "-c", cfg.to_str().unwrap(), "--drill"]);
+    eprintln!("drill:\n{}", text(&d));
+    assert_eq!(d.status.code(), Some(0), "{}", text(&d));
+    assert!(text(&d).contains(&format!("drill {data}@{last}")) && text(&d).contains(" 0 differences"), "{}", text(&d));
+    assert!(text(&d).contains("2 files, 600006 bytes compared"), "f and big.bin: {}", text(&d));
+    let d = w.at_home(&[
+        BIN,
+        "verify",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--drill",
+        "--random",
+        "--dataset",
+        &format!("{data}/docs"),
+        "--json",
+    ]);
+    assert_eq!(d.status.code(), Some(0), "{}", text(&d));
+    assert_eq!(json(&d)["diff"]["different"], 0);
+    assert!(!w.datasets(&w.tank).iter().any(|n| n.contains("zoffsite-drill-")), "{:?}", w.datasets(&w.tank));
 
     // Someone with root on the box destroys the newest snapshot.
     zfs(&["destroy", &format!("{}/{data}/docs@{last}", w.root)]);

@@ -30,7 +30,7 @@ use crate::cli::RestoreArgs;
 use crate::exit::Exit;
 
 /// Where the streams come from.
-enum Origin {
+pub(crate) enum Origin {
     Box(Box<Session>),
     Pool(Dataset),
 }
@@ -150,7 +150,7 @@ fn list(zfs: &Zfs, origin: &mut Origin, dataset: &Dataset) -> anyhow::Result<BTr
 
 /// Receives one step's stream into a new local dataset, checking every
 /// record header first; confirms the GUID. Returns the stream's size.
-fn receive(zfs: &Zfs, origin: &mut Origin, step: &Step) -> anyhow::Result<u64> {
+pub(crate) fn receive(zfs: &Zfs, origin: &mut Origin, step: &Step) -> anyhow::Result<u64> {
     let cmd = zfs.receive_new(&step.dest);
     let mut child = Running::with_stdin(&cmd)?;
     let mut stdin = child.child.stdin.take().expect("piped");

@@ -69,6 +69,60 @@ pub fn run(args: VerifyArgs) -> Exit {
         }
     }
     let now = jiff::Timestamp::now().as_second();
+    if args.drill {
+        let Some(t) = cfg.targets.iter().find(|t| args.target.as_ref().is_none_or(|n| *n == t.name)) else {
+            eprintln!("zoffsite: no target to drill with");
+            return Exit::Usage;
+        };
+        let ds = match &args.dataset {
+            Some(d) if datasets.contains(d) => d.clone(),
+            Some(d) => {
+                eprintln!("zoffsite: {d} is not among the selected datasets of {}", args.config.display());
+                return Exit::Usage;
+            }
+            None => match datasets.first() {
+                Some(d) => d.clone(),
+                None => return exit.max(Exit::Partial),
+            },
+        };
+        let tag = hold_tag(&t.name);
+        let pick = if args.random {
+            let ours = snaps.iter().filter(|s| s.snapshot.dataset == ds).cloned().collect();
+            super::drill::Pick::RandomOf(ours)
+        } else {
+            match holds.iter().find(|h| h.tag == tag && h.snapshot.dataset == ds) {
+                Some(h) => super::drill::Pick::Named(h.snapshot.name.clone()),
+                None => {
+                    eprintln!("zoffsite: target {} has confirmed no snapshot of {ds} yet: back it up first", t.name);
+                    return Exit::Partial;
+                }
+            }
+        };
+        return match super::drill::drill(&zfs, t, &ds, pick) {
+            Ok(d) => {
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&d).expect("serializes"));
+                } else {
+                    println!(
+                        "drill {ds}@{} from {}: {} files, {} bytes compared, {} differences; scratch {} destroyed",
+                        d.snapshot, t.name, d.diff.files, d.diff.bytes, d.diff.different, d.scratch
+                    );
+                }
+                for p in &d.diff.differences {
+                    eprintln!("zoffsite: drill: {p}");
+                }
+                if d.diff.different > 0 {
+                    exit.max(Exit::Partial)
+                } else {
+                    exit
+                }
+            }
+            Err(e) => {
+                eprintln!("zoffsite: drill of {ds} from {}: {e:#}", t.name);
+                Exit::Error
+            }
+        };
+    }
     let mut out = Vec::new();
     for t in cfg.targets.iter().filter(|t| args.target.as_ref().is_none_or(|n| *n == t.name)) {
         let mut tv = TargetVerify { name: t.name.clone(), error: None, pool: None, datasets: Vec::new() };

@@ -1,0 +1,148 @@
+//! `zoffsite verify --drill`: proves a backup comes back. Pulls one
+//! snapshot from a target into a scratch dataset here, loads the key (the
+//! source dataset's own key file), mounts it read-only, compares every file
+//! with the same snapshot on the source (`.zfs/snapshot/NAME`), and destroys
+//! the scratch. Nothing else is written anywhere; the box only sends.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use zoffsite_core::config::Target;
+use zoffsite_core::names::{Dataset, SnapName};
+use zoffsite_core::restore::Step;
+use zoffsite_core::verify::{self, Entry, TreeDiff};
+use zoffsite_exec::remote::Session;
+use zoffsite_exec::zfs::{Zfs, DRILL_PREFIX};
+
+use super::restore::{receive, Origin};
+
+/// The outcome, for the report.
+#[derive(Debug, serde::Serialize)]
+pub struct Drill {
+    pub dataset: Dataset,
+    pub snapshot: SnapName,
+    pub scratch: Dataset,
+    pub diff: TreeDiff,
+}
+
+/// Runs a drill of `ds@snap` from `target`. The scratch is destroyed
+/// whatever happens after it was created.
+/// Which snapshot: a named one, or any the box holds with the source's GUID
+/// among these source snapshots.
+pub enum Pick {
+    Named(SnapName),
+    RandomOf(Vec<zoffsite_core::parse::SnapshotRow>),
+}
+
+pub fn drill(zfs: &Zfs, target: &Target, ds: &Dataset, pick: Pick) -> anyhow::Result<Drill> {
+    let key = key_file(zfs, ds)?;
+    let source_mnt = zfs.get_value(ds.as_str(), "mountpoint")?;
+    anyhow::ensure!(
+        source_mnt.starts_with('/') && zfs.get_value(ds.as_str(), "mounted")? == "yes",
+        "{ds} is not mounted here, so its snapshot cannot be read for the comparison"
+    );
+    let now = jiff::Timestamp::now().as_second();
+    let scratch = Dataset::new(format!("{}/{DRILL_PREFIX}{now}-{}", ds.pool(), std::process::id()))?;
+    anyhow::ensure!(!zfs.exists(&scratch)?, "{scratch} exists already");
+    let mut session = Session::connect(target)?;
+    let listing = session.list(std::slice::from_ref(ds))?;
+    let on_box = listing.get(ds).map(|r| r.snapshots.as_slice()).unwrap_or_default();
+    let (snap, guid) = match pick {
+        Pick::Named(n) => {
+            let g = on_box.iter().find(|x| x.name == n).map(|x| x.guid);
+            (n.clone(), g.ok_or_else(|| anyhow::anyhow!("target {} holds no {ds}@{n}", target.name))?)
+        }
+        Pick::RandomOf(source) => {
+            let both: Vec<_> = on_box
+                .iter()
+                .filter(|r| source.iter().any(|s| s.snapshot.name == r.name && s.guid == r.guid))
+                .collect();
+            anyhow::ensure!(
+                !both.is_empty(),
+                "target {} holds no snapshot of {ds} that the source still has",
+                target.name
+            );
+            // Any will do; the clock's nanoseconds vary the choice enough.
+            let i = usize::try_from(jiff::Timestamp::now().subsec_nanosecond()).unwrap_or(0) % both.len();
+            (both[i].name.clone(), both[i].guid)
+        }
+    };
+    let snap = &snap;
+    let want_root = Path::new(&source_mnt).join(".zfs/snapshot").join(snap.as_str());
+    let mut origin = Origin::Box(Box::new(session));
+    let step = Step { source: ds.clone(), dest: scratch.clone(), snapshot: snap.clone(), guid };
+    let received = receive(zfs, &mut origin, &step);
+    if let Origin::Box(s) = origin {
+        s.close();
+    }
+    let result = received.and_then(|_| {
+        let mnt = std::env::temp_dir().join(scratch.as_str().replace('/', "_"));
+        zfs.load_key(&scratch, Some(&key))?;
+        zfs.set_property(&scratch, "readonly", "on")?;
+        zfs.set_property(&scratch, "mountpoint", &mnt.to_string_lossy())?;
+        if zfs.get_value(scratch.as_str(), "mounted")? != "yes" {
+            zfs.mount(&scratch)?;
+        }
+        let want = walk(&want_root)?;
+        let got = walk(&mnt)?;
+        Ok(verify::compare_trees(&want, &got))
+    });
+    // The scratch goes, whatever happened (if it was created at all).
+    if zfs.exists(&scratch).unwrap_or(true) {
+        if let Err(e) = zfs.destroy_drill_scratch(&scratch) {
+            eprintln!("zoffsite: could not destroy the drill's scratch {scratch}: {e}; destroy it by hand");
+        }
+    }
+    Ok(Drill { dataset: ds.clone(), snapshot: snap.clone(), scratch, diff: result? })
+}
+
+/// The key file of `ds`'s encryption root: a drill runs unattended.
+fn key_file(zfs: &Zfs, ds: &Dataset) -> anyhow::Result<String> {
+    let root = zfs.get_value(ds.as_str(), "encryptionroot")?;
+    let loc = zfs.get_value(&root, "keylocation")?;
+    anyhow::ensure!(
+        loc.starts_with("file://"),
+        "{ds}'s key is keylocation={loc} (on {root}): a drill loads the key unattended, so it needs a key file (file://...)"
+    );
+    Ok(loc)
+}
+
+/// Every entry under `root`, by path relative to it; symlinks are not
+/// followed; files are hashed in 1 MiB reads.
+fn walk(root: &Path) -> anyhow::Result<BTreeMap<String, Entry>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    let mut buf = vec![0u8; 1 << 20];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))? {
+            let e = e?;
+            let path = e.path();
+            let rel = path.strip_prefix(root).expect("below root").to_string_lossy().into_owned();
+            let ft = e.file_type()?;
+            let entry = if ft.is_dir() {
+                stack.push(path.clone());
+                Entry::Dir
+            } else if ft.is_symlink() {
+                Entry::Link(std::fs::read_link(&path)?.to_string_lossy().into_owned())
+            } else if ft.is_file() {
+                let mut f = std::fs::File::open(&path)?;
+                let (mut h, mut size) = (Sha256::new(), 0u64);
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                    size += n as u64;
+                }
+                Entry::File { size, sha256: h.finalize().into() }
+            } else {
+                Entry::Other
+            };
+            out.insert(rel, entry);
+        }
+    }
+    Ok(out)
+}
