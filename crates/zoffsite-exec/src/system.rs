@@ -56,6 +56,19 @@ pub fn run(cmd: &Cmd) -> Result<(), SystemError> {
     }
 }
 
+/// `mount -t zfs -o ro SNAPSHOT DIR`: a snapshot, read-only, where a drill
+/// can read it (the `.zfs/snapshot` automount needs a usermode helper that
+/// not every system, nor the test VM, has).
+pub fn mount_snapshot(snap: &str, dir: &std::path::Path) -> Result<(), SystemError> {
+    let cmd = Cmd::new(process::find_program("mount")).args(["-t", "zfs", "-o", "ro", "--"]).arg(snap).arg(dir);
+    run(&cmd)
+}
+
+/// `umount DIR`.
+pub fn unmount(dir: &std::path::Path) -> Result<(), SystemError> {
+    run(&Cmd::new(process::find_program("umount")).arg(dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

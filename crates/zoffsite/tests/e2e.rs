@@ -1840,7 +1840,6 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     let s2 = json(&second)["snapshot"].as_str().unwrap().to_owned();
     let at_s2 = tree_hashes(&w.mountpoint(&data));
     assert_ne!(at_s1, at_s2);
-    let mnt = w.mountpoint(&data);
     let key = format!("file://{}", w.dir.join("key").display());
 
     // An existing dataset is never overwritten.
@@ -1848,19 +1847,13 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     assert!(text(&refused).contains("never overwrites") && text(&refused).contains("--to"), "{}", text(&refused));
 
-    // Disaster, then restore in place.
-    zfs(&["release", "-r", "zoffsite-friend", &format!("{data}@{s2}")]);
-    // Right after a run the datasets can be briefly busy (seen once under
-    // load): a disaster does not care, so try again for a while.
-    let mut destroyed = run(&["zfs", "destroy", "-r", "-f", &data]);
-    for _ in 0..20 {
-        if destroyed.status.success() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        destroyed = run(&["zfs", "destroy", "-r", "-f", &data]);
-    }
-    assert!(destroyed.status.success(), "{}", text(&destroyed));
+    // Disaster: the source tree is gone. (Renamed away rather than
+    // destroyed: under the test topology its mounts can stay referenced
+    // from a network namespace's copy of the mount table, which makes a
+    // destroy "busy". What matters here is that the name is free and
+    // nothing of it is used: the restore comes from the box.)
+    let lost = format!("{}/lost", w.tank);
+    zfs(&["rename", "-u", &data, &lost]);
     let restored = w.at_home(&[
         BIN,
         "restore",
@@ -1879,6 +1872,7 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     // inherited, so restore said how to mount; with a mountpoint set, the
     // unlocked tree mounts at once.
     assert!(text(&restored).contains(&format!("zfs set mountpoint=/PATH {data}")), "{}", text(&restored));
+    let mnt = w.dir.join("mnt-restored");
     zfs(&["set", &format!("mountpoint={}", mnt.display()), &data]);
     assert_eq!(tree_hashes(&mnt), at_s2, "every file as backed up");
     for d in [&data, &docs, &photos] {
@@ -2004,7 +1998,7 @@ fn verify_passes_then_fails_when_the_box_loses_a_snapshot() {
     eprintln!("drill:\n{}", text(&d));
     assert_eq!(d.status.code(), Some(0), "{}", text(&d));
     assert!(text(&d).contains(&format!("drill {data}@{last}")) && text(&d).contains(" 0 differences"), "{}", text(&d));
-    assert!(text(&d).contains("2 files, 600006 bytes compared"), "f and big.bin: {}", text(&d));
+    assert!(text(&d).contains("2 files, 600009 bytes compared"), "f and big.bin: {}", text(&d));
     let d = w.at_home(&[
         BIN,
         "verify",

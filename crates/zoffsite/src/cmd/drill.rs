@@ -1,8 +1,8 @@
 //! `zoffsite verify --drill`: proves a backup comes back. Pulls one
 //! snapshot from a target into a scratch dataset here, loads the key (the
 //! source dataset's own key file), mounts it read-only, compares every file
-//! with the same snapshot on the source (`.zfs/snapshot/NAME`), and destroys
-//! the scratch. Nothing else is written anywhere; the box only sends.
+//! with the same snapshot on the source (mounted read-only beside it, as
+//! `.zfs/snapshot/NAME` would show it), and destroys the scratch. Nothing else is written anywhere; the box only sends.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -38,11 +38,6 @@ pub enum Pick {
 
 pub fn drill(zfs: &Zfs, target: &Target, ds: &Dataset, pick: Pick) -> anyhow::Result<Drill> {
     let key = key_file(zfs, ds)?;
-    let source_mnt = zfs.get_value(ds.as_str(), "mountpoint")?;
-    anyhow::ensure!(
-        source_mnt.starts_with('/') && zfs.get_value(ds.as_str(), "mounted")? == "yes",
-        "{ds} is not mounted here, so its snapshot cannot be read for the comparison"
-    );
     let now = jiff::Timestamp::now().as_second();
     let scratch = Dataset::new(format!("{}/{DRILL_PREFIX}{now}-{}", ds.pool(), std::process::id()))?;
     anyhow::ensure!(!zfs.exists(&scratch)?, "{scratch} exists already");
@@ -70,7 +65,7 @@ pub fn drill(zfs: &Zfs, target: &Target, ds: &Dataset, pick: Pick) -> anyhow::Re
         }
     };
     let snap = &snap;
-    let want_root = Path::new(&source_mnt).join(".zfs/snapshot").join(snap.as_str());
+    let source_snap = ds.snapshot(snap)?;
     let mut origin = Origin::Box(Box::new(session));
     let step = Step { source: ds.clone(), dest: scratch.clone(), snapshot: snap.clone(), guid };
     let received = receive(zfs, &mut origin, &step);
@@ -85,9 +80,15 @@ pub fn drill(zfs: &Zfs, target: &Target, ds: &Dataset, pick: Pick) -> anyhow::Re
         if zfs.get_value(scratch.as_str(), "mounted")? != "yes" {
             zfs.mount(&scratch)?;
         }
-        let want = walk(&want_root)?;
         let got = walk(&mnt)?;
-        Ok(verify::compare_trees(&want, &got))
+        // The source's side: the same snapshot, mounted read-only beside.
+        let want_dir = std::env::temp_dir().join(format!("{}-source", scratch.as_str().replace('/', "_")));
+        std::fs::create_dir_all(&want_dir)?;
+        zoffsite_exec::system::mount_snapshot(&source_snap.to_string(), &want_dir)?;
+        let want = walk(&want_dir);
+        let _ = zoffsite_exec::system::unmount(&want_dir);
+        let _ = std::fs::remove_dir(&want_dir);
+        Ok(verify::compare_trees(&want?, &got))
     });
     // The scratch goes, whatever happened (if it was created at all).
     if zfs.exists(&scratch).unwrap_or(true) {
