@@ -104,9 +104,10 @@ pub const MAX_PAYLOAD: u64 = 1 << 24;
 
 /// Largest BEGIN payload: a raw substream's is its wrapped key (about 1 KiB
 /// on 2.3.2, 1.1 KiB when resuming); the big nvlists (`-R`, redaction
-/// lists) are refused anyway. The cap is far above the first and keeps
-/// `zfs receive`, which reads this payload into memory, safe.
-pub const MAX_BEGIN_PAYLOAD: u64 = 1 << 20;
+/// lists) are refused anyway. The validator reads a substream's payload
+/// into memory (the key data), so the cap bounds that, far above the real
+/// size; it also keeps `zfs receive`, which does the same, safe.
+pub const MAX_BEGIN_PAYLOAD: u64 = 64 << 10;
 
 /// Most substreams one stream may hold. zoffsite snapshots once per run, so
 /// this is decades of missed runs; it bounds the [`Summary`]'s memory.
@@ -743,8 +744,9 @@ impl StreamValidator {
                 return Err(StreamError::KeyData { offset, name, error: NvError::Missing("crypt_keydata") });
             }
             self.keep = payload;
+            // Grown as the bytes arrive, never reserved from the claim: a
+            // header alone must not cost what its payload would.
             self.kept.clear();
-            self.kept.reserve_exact(usize::try_from(payload).unwrap_or(0));
             self.key_at = offset;
         } else {
             self.skip = payload;
