@@ -362,6 +362,31 @@ impl Zfs {
         self.run_ok(&cmd, || ds.to_string()).map(drop)
     }
 
+    /// Every property set locally on `datasets` (`zfs get -s local all`),
+    /// for the properties manifest.
+    pub fn local_properties(&self, datasets: &[Dataset]) -> Result<Vec<(Dataset, String, String)>, ZfsError> {
+        if datasets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = self
+            .cmd()
+            .args(["get", "-H", "-p", "-s", "local", "-o", "name,property,value", "all"])
+            .args(datasets.iter().map(|d| d.as_str()));
+        let out = self.run_ok(&cmd, || "the selected datasets".into())?;
+        zoffsite_core::manifest::parse_local_properties(&String::from_utf8_lossy(&out.stdout))
+            .map_err(|e| ZfsError::Failed { cmd: cmd.to_string(), stderr: e.to_string() })
+    }
+
+    /// `zfs set P1=V1 P2=V2 ... DS`: the properties a restore brings back
+    /// from the manifest (names checked when it was read).
+    pub fn set_properties(&self, ds: &Dataset, props: &[(String, String)]) -> Result<(), ZfsError> {
+        if props.is_empty() {
+            return Ok(());
+        }
+        let cmd = self.cmd().arg("set").args(props.iter().map(|(k, v)| format!("{k}={v}"))).arg(ds.as_str());
+        self.run_ok(&cmd, || ds.to_string()).map(drop)
+    }
+
     /// `zfs set PROP=VALUE DS` for the native properties a restore or a
     /// drill sets on what it received (`readonly`, `mountpoint`).
     pub fn set_property(&self, ds: &Dataset, prop: &str, value: &str) -> Result<(), ZfsError> {

@@ -1830,6 +1830,10 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     w.create_encrypted(&data);
     w.create_child(&docs);
     w.create_child(&photos);
+    // Properties set by hand, which must come back (the mountpoint too:
+    // create_encrypted sets one).
+    zfs(&["set", "compression=lz4", &data]);
+    zfs(&["set", "recordsize=65536", "user:note=kept", &docs]);
     w.write(&docs, "taxes.txt", b"first version");
     w.write(&photos, "cat.jpg", &random_hex(200_000).into_bytes());
     let cfg = w.config(&[&data], &[]);
@@ -1856,8 +1860,19 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     // from a network namespace's copy of the mount table, which makes a
     // destroy "busy". What matters here is that the name is free and
     // nothing of it is used: the restore comes from the box.)
+    let mnt = w.mountpoint(&data);
     let lost = format!("{}/lost", w.tank);
     zfs(&["rename", "-u", &data, &lost]);
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let mut stale: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.starts_with(&format!("{lost} ")) || l.starts_with(&format!("{lost}/")))
+        .filter_map(|l| l.split(' ').nth(1))
+        .collect();
+    stale.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in stale {
+        ok(&["umount", "-l", m]);
+    }
     let restored = w.at_home(&[
         BIN,
         "restore",
@@ -1872,12 +1887,17 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     ]);
     eprintln!("restore:\n{}", text(&restored));
     assert_eq!(restored.status.code(), Some(0), "{}", text(&restored));
-    // Properties are not restored yet: the pool's mountpoint=none is
-    // inherited, so restore said how to mount; with a mountpoint set, the
-    // unlocked tree mounts at once.
-    assert!(text(&restored).contains(&format!("zfs set mountpoint=/PATH {data}")), "{}", text(&restored));
-    let mnt = w.dir.join("mnt-restored");
-    zfs(&["set", &format!("mountpoint={}", mnt.display()), &data]);
+    // The recorded properties are set again, the mountpoint among them,
+    // so the unlocked tree is mounted where it was.
+    let said = text(&restored);
+    assert!(
+        said.contains("recorded properties again") && said.contains(&format!("mounted at {}", mnt.display())),
+        "{said}"
+    );
+    assert_eq!(w.prop(&data, "compression"), "lz4");
+    assert_eq!(w.prop(&docs, "recordsize"), "65536");
+    assert_eq!(w.prop(&docs, "user:note"), "kept");
+    assert_eq!(w.mountpoint(&data), mnt);
     assert_eq!(tree_hashes(&mnt), at_s2, "every file as backed up");
     for d in [&data, &docs, &photos] {
         assert_eq!(w.prop(d, "encryptionroot"), data, "{d}: one key unlocks the tree");
@@ -1922,6 +1942,9 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
         &key,
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Beside the live data: everything but the mountpoint comes back.
+    assert_eq!(w.prop(&old, "compression"), "lz4");
+    assert_ne!(w.mountpoint(&old), mnt);
     let old_mnt = w.dir.join("mnt-old");
     zfs(&["set", &format!("mountpoint={}", old_mnt.display()), &old]);
     assert_eq!(tree_hashes(&old_mnt), at_s1, "the older snapshot's content");
@@ -2002,7 +2025,7 @@ fn verify_passes_then_fails_when_the_box_loses_a_snapshot() {
     eprintln!("drill:\n{}", text(&d));
     assert_eq!(d.status.code(), Some(0), "{}", text(&d));
     assert!(text(&d).contains(&format!("drill {data}@{last}")) && text(&d).contains(" 0 differences"), "{}", text(&d));
-    assert!(text(&d).contains("2 files, 600009 bytes compared"), "f and big.bin: {}", text(&d));
+    assert!(text(&d).contains(" 3 files, "), "f, big.bin and the properties manifest: {}", text(&d));
     let d = w.at_home(&[
         BIN,
         "verify",

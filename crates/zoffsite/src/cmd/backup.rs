@@ -180,6 +180,10 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         return exit.max(Exit::Partial);
     }
     let included: Vec<Dataset> = sel.datasets();
+    // The properties you set travel inside your encrypted data (never as
+    // properties, which would reach the box in the clear). A changed
+    // manifest must be in this run's snapshot, so it forces one.
+    let manifest_changed = record_properties(cfg, zfs, &included, args.dry_run, &say);
 
     // 3. One snapshot name for the whole run, one `zfs snapshot` per pool;
     // none at all when nothing changed since the last run's snapshot (the
@@ -194,7 +198,7 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         sel.included.iter().map(|i| if synced { plan::unchanged_since_ours(&i.row, &before) } else { None }).collect();
     let new_snaps: Vec<SnapshotRow>;
     let source_snaps: SourceSnaps;
-    if !args.force_snapshot && unchanged.iter().all(Option::is_some) {
+    if !args.force_snapshot && !manifest_changed && unchanged.iter().all(Option::is_some) {
         say("no selected dataset changed since its last zoffsite snapshot: no new snapshot".into());
         new_snaps = unchanged.into_iter().flatten().cloned().collect();
         source_snaps = by_dataset(before);
@@ -253,6 +257,48 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         exit = exit.max(pexit);
     }
     exit
+}
+
+/// Writes each configured root's properties manifest
+/// (`zoffsite_core::manifest`) at the top of its mounted filesystem, when
+/// it changed. Returns whether any did. Not being able to write one is a
+/// warning: the data is still backed up, only its properties would not
+/// come back by themselves.
+fn record_properties(cfg: &Config, zfs: &Zfs, included: &[Dataset], dry_run: bool, say: &dyn Fn(String)) -> bool {
+    let mut changed = false;
+    for root in cfg.source.datasets.iter().filter(|r| included.contains(r)) {
+        let under: Vec<Dataset> = included.iter().filter(|d| d.is_within(root)).cloned().collect();
+        let attempt = || -> anyhow::Result<bool> {
+            let rows = zfs.local_properties(&under)?;
+            let text = zoffsite_core::manifest::build(root, &rows).render();
+            let mountpoint = zfs.get_value(root.as_str(), "mountpoint")?;
+            if !mountpoint.starts_with('/') || zfs.get_value(root.as_str(), "mounted")? != "yes" {
+                anyhow::bail!("it is not mounted here (mountpoint={mountpoint}), so there is nowhere to keep them");
+            }
+            let path = std::path::Path::new(&mountpoint).join(zoffsite_core::manifest::MANIFEST_PATH);
+            if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+                return Ok(false);
+            }
+            if dry_run {
+                say(format!("would record the properties of {root} in {}", path.display()));
+                return Ok(true);
+            }
+            let dir = path.parent().expect("has a parent");
+            std::fs::create_dir_all(dir)?;
+            let tmp = dir.join(".properties.json.tmp");
+            std::fs::write(&tmp, &text)?;
+            std::fs::rename(&tmp, &path)?;
+            tracing::info!(root = %root, path = %path.display(), "recorded the properties manifest");
+            Ok(true)
+        };
+        match attempt() {
+            Ok(c) => changed |= c,
+            Err(e) => eprintln!(
+                "zoffsite: warning: the properties of {root} are not recorded for restores: {e:#}. The data is backed up; only properties like mountpoint and compression would have to be set again by hand after a restore"
+            ),
+        }
+    }
+    changed
 }
 
 /// Asks the box what it holds of `datasets`.

@@ -265,11 +265,20 @@ fn keys(zfs: &Zfs, args: &RestoreArgs, plan: &Plan) -> Exit {
     if !ok {
         return Exit::Error;
     }
-    // Properties (the mountpoint among them) are not restored yet: the tree
-    // inherits where it now sits. Mount only where that is a path.
+    let mut exit = Exit::Ok;
+    match restore_properties(zfs, plan) {
+        Ok(0) => {}
+        Ok(n) => println!("set {n} recorded propert{} again", if n == 1 { "y" } else { "ies" }),
+        Err(e) => {
+            eprintln!("zoffsite: the recorded properties were not all set again: {e:#}");
+            exit = Exit::Partial;
+        }
+    }
+    // Mount only where the tree now has a mountpoint path (recorded, or
+    // inherited from where it sits).
     let mountpoint = zfs.get_value(top.as_str(), "mountpoint").unwrap_or_default();
     if !mountpoint.starts_with('/') {
-        println!("{top} is unlocked with {uri} (one key for the whole tree), not mounted: it inherits mountpoint={mountpoint} here. Give it one, and it mounts: zfs set mountpoint=/PATH {top}");
+        println!("{top} is unlocked with {uri} (one key for the whole tree), not mounted: it has mountpoint={mountpoint} here. Give it one, and it mounts: zfs set mountpoint=/PATH {top}");
         note_pins(args, &children);
         return Exit::Ok;
     }
@@ -281,7 +290,48 @@ fn keys(zfs: &Zfs, args: &RestoreArgs, plan: &Plan) -> Exit {
     }
     println!("{top} is unlocked with {uri} (one key for the whole tree) and mounted at {mountpoint}");
     note_pins(args, &children);
-    Exit::Ok
+    exit
+}
+
+/// Reads the properties manifest from the restored snapshot of the top
+/// (mounted read-only aside for a moment: the key is loaded by now) and
+/// sets what it recorded on each restored dataset. Returns how many
+/// properties were set; 0 when the snapshot has no manifest.
+fn restore_properties(zfs: &Zfs, plan: &Plan) -> anyhow::Result<usize> {
+    use zoffsite_core::manifest::{Manifest, MANIFEST_PATH, MAX_MANIFEST_LEN};
+    let top = &plan.steps[0];
+    let snap = top.dest.snapshot(&top.snapshot)?;
+    let dir = std::env::temp_dir().join(format!("zoffsite-restore-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    zoffsite_exec::system::mount_snapshot(&snap.to_string(), &dir)?;
+    let text = std::fs::File::open(dir.join(MANIFEST_PATH)).and_then(|f| {
+        let mut s = String::new();
+        f.take(MAX_MANIFEST_LEN as u64 + 1).read_to_string(&mut s).map(|_| s)
+    });
+    let _ = zoffsite_exec::system::unmount(&dir);
+    let _ = std::fs::remove_dir(&dir);
+    let text = match text {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("{} has no properties manifest ({MANIFEST_PATH}): its properties are as inherited here", top.dest);
+            return Ok(0);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    anyhow::ensure!(text.len() <= MAX_MANIFEST_LEN, "the manifest is larger than {MAX_MANIFEST_LEN} bytes");
+    let manifest = Manifest::parse(&text)?;
+    let restored: Vec<(String, Dataset)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.source.strip_root(&top.source).map_or_else(String::new, |d| d.to_string()), s.dest.clone()))
+        .collect();
+    let in_place = top.dest == top.source;
+    let mut n = 0;
+    for (ds, props) in manifest.to_set(&restored, in_place) {
+        zfs.set_properties(&ds, &props)?;
+        n += props.len();
+    }
+    Ok(n)
 }
 
 /// Re-parenting re-wraps each child's key, which the box refuses from then
