@@ -1898,6 +1898,11 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     assert_eq!(w.prop(&docs, "recordsize"), "65536");
     assert_eq!(w.prop(&docs, "user:note"), "kept");
     assert_eq!(w.mountpoint(&data), mnt);
+    // restore ran inside the source's network namespace (to reach the
+    // box), whose mount table is its own: mount here too, to look.
+    for d in [&data, &docs, &photos] {
+        let _ = run(&["zfs", "mount", d]);
+    }
     assert_eq!(tree_hashes(&mnt), at_s2, "every file as backed up");
     for d in [&data, &docs, &photos] {
         assert_eq!(w.prop(d, "encryptionroot"), data, "{d}: one key unlocks the tree");

@@ -283,7 +283,9 @@ fn keys(zfs: &Zfs, args: &RestoreArgs, plan: &Plan) -> Exit {
         return Exit::Ok;
     }
     for d in std::iter::once(&top).chain(children.iter()) {
-        ok = ok && step(format!("mount {d}"), zfs.mount(d));
+        // Setting a recorded mountpoint on an unlocked dataset mounts it.
+        let mounted = zfs.get_value(d.as_str(), "mounted").is_ok_and(|m| m == "yes");
+        ok = ok && (mounted || step(format!("mount {d}"), zfs.mount(d)));
     }
     if !ok {
         return Exit::Error;
