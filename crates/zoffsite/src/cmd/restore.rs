@@ -245,6 +245,10 @@ fn keys(zfs: &Zfs, args: &RestoreArgs, plan: &Plan) -> Exit {
             println!("  zfs load-key -L file:///PATH/TO/KEY {c} && zfs change-key -i {c}");
         }
         println!("  zfs mount {top}{}", children.iter().map(|c| format!(" && zfs mount {c}")).collect::<String>());
+        println!(
+            "The properties you had set are recorded inside it, in {}: set them again from there (with --keylocation, restore does that itself).",
+            zoffsite_core::manifest::MANIFEST_PATH
+        );
         note_pins(args, &children);
         return Exit::Ok;
     };
