@@ -180,10 +180,6 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         return exit.max(Exit::Partial);
     }
     let included: Vec<Dataset> = sel.datasets();
-    // The properties you set travel inside your encrypted data (never as
-    // properties, which would reach the box in the clear). A changed
-    // manifest must be in this run's snapshot, so it forces one.
-    let manifest_changed = record_properties(cfg, zfs, &included, args.dry_run, &say);
 
     // 3. One snapshot name for the whole run, one `zfs snapshot` per pool;
     // none at all when nothing changed since the last run's snapshot (the
@@ -198,11 +194,17 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         sel.included.iter().map(|i| if synced { plan::unchanged_since_ours(&i.row, &before) } else { None }).collect();
     let new_snaps: Vec<SnapshotRow>;
     let source_snaps: SourceSnaps;
-    if !args.force_snapshot && !manifest_changed && unchanged.iter().all(Option::is_some) {
+    if !args.force_snapshot && unchanged.iter().all(Option::is_some) {
         say("no selected dataset changed since its last zoffsite snapshot: no new snapshot".into());
         new_snaps = unchanged.into_iter().flatten().cloned().collect();
         source_snaps = by_dataset(before);
     } else {
+        // The properties you set travel inside your encrypted data (never
+        // as properties, which would reach the box in the clear), recorded
+        // just before a snapshot is taken: reading every property of every
+        // dataset is too slow to do on runs that change nothing, so a
+        // property-only change is recorded with the next data change.
+        record_properties(cfg, zfs, &included, args.dry_run, &say);
         let taken: BTreeSet<&SnapName> = before.iter().map(|s| &s.snapshot.name).collect();
         let name = plan::snapshot_name(now, |n| taken.contains(n));
         report.snapshot = Some(name.clone());
