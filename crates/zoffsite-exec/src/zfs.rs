@@ -307,13 +307,16 @@ impl Zfs {
     }
 
     /// The user holds on these snapshots.
+    /// The holds on `snaps`, listed 500 snapshots per `zfs holds` call (a
+    /// bound on argv length, however many there are).
     pub fn holds(&self, snaps: &[Snapshot]) -> Result<Vec<HoldRow>, ZfsError> {
-        if snaps.is_empty() {
-            return Ok(Vec::new());
+        let mut all = Vec::new();
+        for chunk in snaps.chunks(500) {
+            let cmd = self.cmd().args(["holds", "-H", "-p"]).args(chunk.iter().map(|s| s.to_string()));
+            let out = self.run_ok(&cmd, || "a snapshot".into())?;
+            all.extend(Self::parsed(&cmd, &out, parse::holds)?);
         }
-        let cmd = self.cmd().args(["holds", "-H", "-p"]).args(snaps.iter().map(|s| s.to_string()));
-        let out = self.run_ok(&cmd, || "a snapshot".into())?;
-        Self::parsed(&cmd, &out, parse::holds)
+        Ok(all)
     }
 
     pub fn hold(&self, tag: &str, snaps: &[Snapshot]) -> Result<(), ZfsError> {

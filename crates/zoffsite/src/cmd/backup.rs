@@ -643,10 +643,7 @@ fn anchor_chain(
         .filter(|s| s.snapshot.name.as_str().starts_with(plan::SNAPSHOT_PREFIX))
         .map(|s| s.snapshot.clone())
         .collect();
-    let mut held = Vec::new();
-    for chunk in ours.chunks(500) {
-        held.extend(zfs.holds(chunk)?.into_iter().filter(|h| h.tag == tag).map(|h| h.snapshot));
-    }
+    let held: Vec<Snapshot> = zfs.holds(&ours)?.into_iter().filter(|h| h.tag == tag).map(|h| h.snapshot).collect();
     let keep: BTreeSet<&Snapshot> = confirmed.iter().map(|c| &c.snapshot).collect();
     let to_hold: Vec<Snapshot> = keep.iter().filter(|s| !held.contains(s)).map(|s| (*s).clone()).collect();
     let to_release: Vec<Snapshot> = held.into_iter().filter(|s| !keep.contains(s)).collect();

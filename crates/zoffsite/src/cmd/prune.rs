@@ -92,17 +92,14 @@ pub fn prune(
         .filter(|s| s.snapshot.name.as_str().starts_with(plan::SNAPSHOT_PREFIX))
         .map(|s| s.snapshot.clone())
         .collect();
-    let mut holds = Vec::new();
-    for chunk in ours.chunks(500) {
-        match zfs.holds(chunk) {
-            Ok(h) => holds.extend(h),
-            Err(e) => {
-                // Without the holds the bases are unknown: prune nothing.
-                eprintln!("zoffsite: prune: cannot list holds, so nothing is pruned: {e}");
-                return (Vec::new(), Exit::Error);
-            }
+    let holds = match zfs.holds(&ours) {
+        Ok(h) => h,
+        Err(e) => {
+            // Without the holds the bases are unknown: prune nothing.
+            eprintln!("zoffsite: prune: cannot list holds, so nothing is pruned: {e}");
+            return (Vec::new(), Exit::Error);
         }
-    }
+    };
     let decisions = match plan::prune_source(policy, &snaps, &holds, now) {
         Ok(d) => d,
         Err(e) => {

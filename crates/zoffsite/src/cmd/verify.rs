@@ -58,16 +58,13 @@ pub fn run(args: VerifyArgs) -> Exit {
         .filter(|s| s.snapshot.name.as_str().starts_with(zoffsite_core::plan::SNAPSHOT_PREFIX))
         .map(|s| s.snapshot.clone())
         .collect();
-    let mut holds = Vec::new();
-    for chunk in ours.chunks(500) {
-        match zfs.holds(chunk) {
-            Ok(h) => holds.extend(h),
-            Err(e) => {
-                eprintln!("zoffsite: cannot list holds: {e}");
-                return Exit::Error;
-            }
+    let holds = match zfs.holds(&ours) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("zoffsite: cannot list holds: {e}");
+            return Exit::Error;
         }
-    }
+    };
     let now = jiff::Timestamp::now().as_second();
     if args.drill {
         let Some(t) = cfg.targets.iter().find(|t| args.target.as_ref().is_none_or(|n| *n == t.name)) else {
