@@ -78,6 +78,11 @@ TOPOLOGY="$REPO/e2e/topology.sh"
 : "${ZOFFSITE_BIN:?set ZOFFSITE_BIN to the release zoffsite binary}"
 OUT=${ZOFFSITE_VM_OUT:?set ZOFFSITE_VM_OUT to the directory for results.txt and bench.log}
 REPS=${BENCH_REPS:-3}
+# The throughput ratio is a small difference between two long runs, each
+# swayed by whatever else the host does: it gets more repetitions.
+TP_REPS=${BENCH_TP_REPS:-$((REPS > 5 ? REPS : 5))}
+# Which scenarios run (all by default; e.g. "noop" to look at one).
+SCENARIOS=${BENCH_SCENARIOS:-calibration throughput memory noop backlog}
 MIB=${BENCH_MIB:-256}
 MEM_SMALL_MIB=${BENCH_MEM_SMALL_MIB:-64}
 NOOP_CHILDREN=${BENCH_NOOP_CHILDREN:-100}
@@ -151,8 +156,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-say "bench: reps=$REPS size=${MIB}MiB noop_children=$NOOP_CHILDREN backlog=$BACKLOG rtt_delay=$RTT_DELAY"
+say "bench: scenarios=[$SCENARIOS] reps=$REPS throughput_reps=$TP_REPS size=${MIB}MiB noop_children=$NOOP_CHILDREN backlog=$BACKLOG rtt_delay=$RTT_DELAY"
 record reps "$REPS"
+record throughput_reps "$TP_REPS"
+record scenarios "$SCENARIOS"
 record budget_s "$BUDGET"
 record versions_kernel "$(uname -r)"
 record versions_zfs "$(zfs version 2>/dev/null | tr '\n' ' ' | sed 's/ *$//')"
@@ -301,15 +308,16 @@ median() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'; }
 
-# next_rep NAME I START: whether repetition I of NAME may start, given that
-# the previous one started at START (SECONDS); records how many were done
-# when the answer is no. The first always runs unless the budget is spent.
+# next_rep NAME I START [MAX]: whether repetition I of NAME may start, given
+# that the previous one started at START (SECONDS); MAX repetitions at most
+# (default REPS). Records how many were done when the answer is no. The
+# first always runs unless the budget is spent.
 next_rep() {
-	local name=$1 i=$2 start=$3 need=0
+	local name=$1 i=$2 start=$3 max=${4:-$REPS} need=0
 	((i > 0)) && need=$((SECONDS - start))
-	((i < REPS && SECONDS + need <= BUDGET)) && return 0
+	((i < max && SECONDS + need <= BUDGET)) && return 0
 	record "${name}_reps_done" "$i"
-	((i == REPS)) || say "$name: stopping after $i of $REPS repetitions (time budget BENCH_BUDGET=$BUDGET s)"
+	((i == max)) || say "$name: stopping after $i of $max repetitions (time budget BENCH_BUDGET=$BUDGET s)"
 	return 1
 }
 
@@ -434,10 +442,10 @@ throughput() {
 	local cfg=$WORK/tp.toml
 	write_config "$cfg" "$SRC/tp"
 
-	local i us z_times=() b_times=() z_failed='' ch=() ct=() sh=() st=()
+	local i us z_times=() b_times=() z_failed=''
 	local rep_t0=$SECONDS
 	for ((i = 0; ; i++)); do
-		next_rep throughput "$i" "$rep_t0" || break
+		next_rep throughput "$i" "$rep_t0" "$TP_REPS" || break
 		rep_t0=$SECONDS
 		local order=(z b)
 		((i % 2)) && order=(b z)
@@ -445,13 +453,11 @@ throughput() {
 		for who in "${order[@]}"; do
 			if [[ $who == z ]]; then
 				[[ -z $z_failed ]] || continue
-				# Also the large case of (d): peak memory of both ends.
-				if timed us zoffsite_measured "tp$i" "$cfg"; then
+				# Timed exactly like the bare pipe: nothing else runs beside
+				# it (memory is watched in a run of its own below; a sampler
+				# here would take CPU from the transfer under emulation).
+				if timed us zoffsite_backup "$cfg"; then
 					z_times+=("$us")
-					ch+=("$(mem_of "tp$i" client hwm)")
-					ct+=("$(mem_of "tp$i" client tree)")
-					sh+=("$(mem_of "tp$i" serve hwm)")
-					st+=("$(mem_of "tp$i" serve tree)")
 					# Once: what a run costs that finds the box up to date
 					# (connect, list, plan, verify, holds): the fixed part
 					# of the times above, for reading a missed ratio.
@@ -475,22 +481,36 @@ throughput() {
 			settle_box
 		done
 	done
+	# (d), the large case: the same send once more, untimed, with both ends
+	# watched for peak memory.
+	if [[ -z $z_failed ]] && ((${#z_times[@]})); then
+		if timed us zoffsite_measured large "$cfg"; then
+			record memory_large_mib "$MIB"
+			record memory_large_stream_bytes "$bytes"
+			record memory_large_client_hwm_kib "$(mem_of large client hwm)"
+			record memory_large_client_tree_maxrss_kib "$(mem_of large client tree)"
+			record memory_large_serve_hwm_kib "$(mem_of large serve hwm)"
+			record memory_large_serve_tree_maxrss_kib "$(mem_of large serve tree)"
+		else
+			record memory_large_error "$(error_line)"
+		fi
+		zfs destroy -r "$BOX/z/$SRC/tp" 2>/dev/null || true
+		settle_box
+	fi
 	record throughput_bare_runs_us "${b_times[*]:-none}"
 	record throughput_zoffsite_runs_us "${z_times[*]:-none}"
+	# Each repetition's own ratio (its two runs were back to back): how far
+	# the host's noise moves the figure.
+	local pairs=() k
+	for ((k = 0; k < ${#z_times[@]} && k < ${#b_times[@]}; k++)); do
+		pairs+=("$(ratio "${b_times[k]}" "${z_times[k]}")")
+	done
+	record throughput_pair_ratios "${pairs[*]:-none}"
 	local b=''
 	if ((${#b_times[@]})); then
 		b=$(median "${b_times[@]}")
 		record throughput_bare_us "$b"
 		record throughput_bare_mbps "$(awk -v n="$bytes" -v t="$b" 'BEGIN { printf "%.2f", n / t }')"
-	fi
-	if ((${#ch[@]})); then
-		# The worst of the runs: a peak is a peak.
-		record memory_large_mib "$MIB"
-		record memory_large_stream_bytes "$bytes"
-		record memory_large_client_hwm_kib "$(max_of "${ch[@]}")"
-		record memory_large_client_tree_maxrss_kib "$(max_of "${ct[@]}")"
-		record memory_large_serve_hwm_kib "$(max_of "${sh[@]}")"
-		record memory_large_serve_tree_maxrss_kib "$(max_of "${st[@]}")"
 	fi
 	if [[ -n $z_failed ]]; then
 		record throughput_status failed
@@ -782,10 +802,9 @@ backlog() {
 
 # ---------------------------------------------------------------------------
 
-run_scenario calibration
-run_scenario throughput
-run_scenario memory
-run_scenario noop
-# Last: the longest (200 snapshots received twice per repetition), so that a
-# busy host's time budget cuts its repetitions rather than the others'.
-run_scenario backlog
+# In this order whatever BENCH_SCENARIOS says: backlog is last, the longest
+# (200 snapshots received twice per repetition), so that a busy host's time
+# budget cuts its repetitions rather than the others'.
+for s in calibration throughput memory noop backlog; do
+	if [[ " $SCENARIOS " == *" $s "* ]]; then run_scenario "$s"; fi
+done

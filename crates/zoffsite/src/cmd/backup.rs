@@ -184,10 +184,12 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     // 3. One snapshot name for the whole run, one `zfs snapshot` per pool;
     // none at all when nothing changed since the last run's snapshot (the
     // targets may still need to catch up to it).
-    let before = match zfs.list_snapshots(&included) {
+    // Bookmarks come from the same traversal: taking a snapshot adds none,
+    // and only this run (under its lock) makes zoffsite's.
+    let (before, bookmarks) = match zfs.list_snapshots_and_bookmarks(&included) {
         Ok(s) => s,
         Err(e) => {
-            return fail(report, format!("cannot list snapshots: {e}"));
+            return fail(report, format!("cannot list snapshots and bookmarks: {e}"));
         }
     };
     let unchanged: Vec<Option<&SnapshotRow>> =
@@ -215,12 +217,6 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     }
 
     // 4. Each target on its own: one failing does not stop the others.
-    let bookmarks = match zfs.list_bookmarks(&included) {
-        Ok(b) => b,
-        Err(e) => {
-            return fail(report, format!("cannot list bookmarks: {e}"));
-        }
-    };
     // The logins started at the top (one session per target, kept open),
     // each now asked what its box holds. A target that cannot be reached
     // does not stop the run: the snapshot is taken anyway, and the box gets

@@ -44,10 +44,10 @@ pub fn run(args: StatusArgs) -> Exit {
         exit = exit.max(Exit::Partial);
     }
     let datasets = sel.datasets();
-    let (snaps, bookmarks) = match zfs.list_snapshots(&datasets).and_then(|s| Ok((s, zfs.list_bookmarks(&datasets)?))) {
+    let (snaps, bookmarks) = match zfs.list_snapshots_and_bookmarks(&datasets) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("zoffsite: cannot list snapshots: {e}");
+            eprintln!("zoffsite: cannot list snapshots and bookmarks: {e}");
             return Exit::Error;
         }
     };
