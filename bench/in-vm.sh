@@ -645,7 +645,7 @@ noop() {
 	rtt=$(ip netns exec "$FRIEND_NS" ping -n -q -c 5 -i 0.2 -I wg-friend 10.77.0.1 | awk -F/ '/^rtt/ {print $5}') || rtt=''
 	record noop_rtt_ms "${rtt:-unknown}"
 
-	local i z_times=() s_tot=() s_per=() z_failed='' s_ok=1 s_line
+	local i z_times=() f_times=() s_tot=() s_per=() z_failed='' s_ok=1 s_line
 	local rep_t0=$SECONDS
 	for ((i = 0; ; i++)); do
 		next_rep noop "$i" "$rep_t0" || break
@@ -662,6 +662,13 @@ noop() {
 					record "noop_zoffsite_run${i}_up_to_date" "$(grep -c '"kind": "up_to_date"' "$WORK/last.out" || true)"
 				else
 					z_failed=$(error_line)
+				fi
+				# The floor: the least any tool must do to confirm a no-op
+				# (log in once, list what the box holds) over the same
+				# tunnel and netem, with the same listing serve makes.
+				if timed us ip netns exec "$HOME_NS" "${SSH_BARE[@]}" zfs list -H -p -r \
+					-t filesystem,volume,snapshot -o name,guid,createtxg,creation,receive_resume_token "$BOX/z/$SRC/noop"; then
+					f_times+=("$us")
 				fi
 			elif ((s_ok)); then
 				if s_line=$(syncoid_noop "$i"); then
@@ -700,6 +707,14 @@ noop() {
 	record noop_zoffsite_runs_us "${z_times[*]}"
 	z=$(median "${z_times[@]}")
 	record noop_zoffsite_us "$z"
+	if ((${#f_times[@]})); then
+		local f
+		f=$(median "${f_times[@]}")
+		record noop_floor_runs_us "${f_times[*]}"
+		record noop_floor_us "$f"
+		# How many times the floor zoffsite's no-op takes.
+		record noop_zoffsite_over_floor "$(ratio "$z" "$f")"
+	fi
 	# How many times longer syncoid takes than zoffsite.
 	[[ -z $s ]] || record noop_syncoid_over_zoffsite "$(ratio "$s" "$z")"
 	record noop_status ok
