@@ -322,12 +322,12 @@ pub const SNAPSHOT_ROWS: &[&str] = &[
     "t/src@s1\t10546291128629098134\t12\t1764142200\nt/src@s2\t16838371782063219762\t13\t1764142260\n",
     "",
 ];
-pub const BOOKMARK_ROWS: &[&str] = &[
-    "tank/a#zoffsite-1\t77\t12\t1795678200\n",
-    "tank/data#zoffsite-20261126T073000Z\t7265012223453401451\t57\t1795678200\ntank/data/x#b\t5\t58\t1795678201\n",
-    "tank/data@zoffsite-20261126T073000Z\t7265012223453401451\t57\t1795678200\n\
-     tank/data#zoffsite-20261126T073000Z\t7265012223453401451\t57\t1795678200\n\
-     tank/data/my docs:x@a b\t1\t60\t1795678201\n",
+pub const SOURCE_ROWS: &[&str] = &[
+    "tank/a#zoffsite-1\t77\t12\t1795678200\t-\n",
+    "tank/data#zoffsite-20261126T073000Z\t7265012223453401451\t57\t1795678200\t-\ntank/data/x#b\t5\t58\t1795678201\t-\n",
+    "tank/data@zoffsite-20261126T073000Z\t7265012223453401451\t57\t1795678200\t2\n\
+     tank/data#zoffsite-20261126T073000Z\t7265012223453401451\t57\t1795678200\t-\n\
+     tank/data/my docs:x@a b\t1\t60\t1795678201\t0\n",
 ];
 pub const DATASET_ROWS: &[&str] = &[
     "tank/data\t42\taes-256-gcm\t0\t-\ntank/plain\t43\toff\t8192\toff\n",

@@ -135,18 +135,22 @@ pub fn all() -> Vec<Target> {
             }
             rows_parsed(ctx, t, r)
         }),
-        text_target("zfs-snapshots-bookmarks", corpus::BOOKMARK_ROWS, corpus::TEXT_DICT, |ctx, t| {
-            // Every line lands on exactly one side, as the kind its name says.
-            let r = parse::snapshots_and_bookmarks(t).map(|(s, b)| {
-                for (row, line) in s.iter().zip(t.split('\n').filter(|l| !l.contains('#'))) {
+        text_target("zfs-source-listing", corpus::SOURCE_ROWS, corpus::TEXT_DICT, |ctx, t| {
+            // Every line lands on exactly one side, as the kind its name
+            // says; only snapshots can be held.
+            let r = parse::source_listing(t).map(|l| {
+                for (row, line) in l.snapshots.iter().zip(t.split('\n').filter(|l| !l.contains('#'))) {
                     let name = line.split('\t').next().unwrap_or_default();
                     ctx.check(row.snapshot.to_string() == name, || format!("snapshot {} from {name:?}", row.snapshot));
                 }
-                for (row, line) in b.iter().zip(t.split('\n').filter(|l| l.contains('#'))) {
+                for (row, line) in l.bookmarks.iter().zip(t.split('\n').filter(|l| l.contains('#'))) {
                     let name = line.split('\t').next().unwrap_or_default();
                     ctx.check(row.bookmark.to_string() == name, || format!("bookmark {} from {name:?}", row.bookmark));
                 }
-                s.into_iter().map(|_| ()).chain(b.into_iter().map(|_| ())).collect::<Vec<()>>()
+                for h in &l.held {
+                    ctx.check(l.snapshots.iter().any(|s| s.snapshot == *h), || format!("{h} held but not listed"));
+                }
+                vec![(); l.snapshots.len() + l.bookmarks.len()]
             });
             rows_parsed(ctx, t, r)
         }),

@@ -9,6 +9,8 @@
 //! plain decimal. Each query's column list lives next to its parser (the
 //! `*_COLUMNS` constants) so the argv and the parser cannot drift apart.
 
+use std::collections::BTreeSet;
+
 use crate::names::{Bookmark, Dataset, Guid, NameError, Snapshot};
 
 /// Longest line we accept from `zfs list`. Names are at most 255 bytes and
@@ -139,27 +141,51 @@ pub struct BookmarkRow {
     pub creation: i64,
 }
 
-/// Rows of [`SNAPSHOT_COLUMNS`] from one `zfs list -t snapshot,bookmark`:
-/// one traversal of the datasets instead of two (each dataset visited is
-/// what a listing costs). A name with `#` is a bookmark, with `@` a
-/// snapshot; each is checked as strictly as on its own.
-pub fn snapshots_and_bookmarks(text: &str) -> Result<(Vec<SnapshotRow>, Vec<BookmarkRow>), ParseError> {
-    let mut snaps = Vec::new();
-    let mut marks = Vec::new();
-    for (i, c) in rows(text, 4)?.into_iter().enumerate() {
+/// Columns of the source's own snapshot (and bookmark) listings:
+/// [`SNAPSHOT_COLUMNS`] and `userrefs`, the number of user holds on a
+/// snapshot (`-` for a bookmark). It comes with the listing at no extra
+/// cost, and tells which few snapshots `zfs holds` needs to be asked about.
+pub const SOURCE_COLUMNS: &str = "name,guid,createtxg,creation,userrefs";
+
+/// One listing of the source's snapshots and bookmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceListing {
+    pub snapshots: Vec<SnapshotRow>,
+    pub bookmarks: Vec<BookmarkRow>,
+    /// The snapshots that carried at least one user hold when listed.
+    pub held: BTreeSet<Snapshot>,
+}
+
+/// Rows of [`SOURCE_COLUMNS`], from `zfs list -t snapshot` or, in one
+/// traversal of the datasets instead of two (visiting a dataset is what a
+/// listing costs), `-t snapshot,bookmark`. A name with `#` is a bookmark,
+/// with `@` a snapshot; each is checked as strictly as on its own.
+pub fn source_listing(text: &str) -> Result<SourceListing, ParseError> {
+    let mut out = SourceListing::default();
+    for (i, c) in rows(text, 5)?.into_iter().enumerate() {
         let line = i + 1;
         let (g, txg, creation) = (guid(line, c[1])?, num(line, "createtxg", c[2])?, time(line, c[3])?);
         if c[0].contains('#') {
             let bookmark =
                 Bookmark::new(c[0]).map_err(|source| ParseError::Name { line, what: "bookmark name", source })?;
-            marks.push(BookmarkRow { bookmark, guid: g, createtxg: txg, creation });
+            if c[4] != "-" {
+                return Err(ParseError::Value {
+                    line,
+                    what: "a bookmark's userrefs",
+                    value: c[4].chars().take(64).collect(),
+                });
+            }
+            out.bookmarks.push(BookmarkRow { bookmark, guid: g, createtxg: txg, creation });
         } else {
             let snapshot =
                 Snapshot::new(c[0]).map_err(|source| ParseError::Name { line, what: "snapshot name", source })?;
-            snaps.push(SnapshotRow { snapshot, guid: g, createtxg: txg, creation });
+            if num(line, "userrefs", c[4])? > 0 {
+                out.held.insert(snapshot.clone());
+            }
+            out.snapshots.push(SnapshotRow { snapshot, guid: g, createtxg: txg, creation });
         }
     }
-    Ok((snaps, marks))
+    Ok(out)
 }
 
 /// A user hold as listed by `zfs holds -H -p`: snapshot, tag, time.
@@ -479,17 +505,29 @@ mod tests {
     }
 
     #[test]
-    fn one_listing_gives_snapshots_and_bookmarks_apart() {
-        let text = "tank/a@zoffsite-1\t77\t12\t1795678200\ntank/a#zoffsite-1\t77\t12\t1795678200\ntank/a/b c@x\t78\t13\t1795678201\n";
-        let (s, b) = snapshots_and_bookmarks(text).unwrap();
-        let names: Vec<String> = s.iter().map(|r| r.snapshot.to_string()).collect();
+    fn one_listing_gives_snapshots_bookmarks_and_which_are_held() {
+        let text = "tank/a@zoffsite-1\t77\t12\t1795678200\t1\ntank/a#zoffsite-1\t77\t12\t1795678200\t-\ntank/a/b c@x\t78\t13\t1795678201\t0\n";
+        let l = source_listing(text).unwrap();
+        let names: Vec<String> = l.snapshots.iter().map(|r| r.snapshot.to_string()).collect();
         assert_eq!(names, ["tank/a@zoffsite-1", "tank/a/b c@x"]);
+        let b = &l.bookmarks;
         assert_eq!((b[0].bookmark.to_string(), b[0].guid.get(), b[0].createtxg), ("tank/a#zoffsite-1".into(), 77, 12));
         assert_eq!(b.len(), 1);
-        assert_eq!(snapshots_and_bookmarks("").unwrap(), (vec![], vec![]));
-        // Neither kind, both kinds, or a bad field: refused, not guessed.
-        for bad in ["tank/a\t77\t12\t1\n", "tank/a@x#y\t77\t12\t1\n", "tank/a#x\t0\t12\t1\n", "tank/a@x\t77\t-\t1\n"] {
-            assert!(snapshots_and_bookmarks(bad).is_err(), "{bad:?}");
+        let held: Vec<String> = l.held.iter().map(ToString::to_string).collect();
+        assert_eq!(held, ["tank/a@zoffsite-1"]);
+        assert_eq!(source_listing("").unwrap(), SourceListing::default());
+        // Neither kind, both kinds, a bad field, a held bookmark, a snapshot
+        // without a count, the old four columns: refused, not guessed.
+        for bad in [
+            "tank/a\t77\t12\t1\t0\n",
+            "tank/a@x#y\t77\t12\t1\t0\n",
+            "tank/a#x\t0\t12\t1\t-\n",
+            "tank/a@x\t77\t-\t1\t0\n",
+            "tank/a#x\t77\t12\t1\t1\n",
+            "tank/a@x\t77\t12\t1\t-\n",
+            "tank/a@x\t77\t12\t1\n",
+        ] {
+            assert!(source_listing(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -511,7 +549,7 @@ mod tests {
             let _ = receiver_datasets(&s);
             let _ = box_inventory(&s);
             let _ = single_guid(&s);
-            let _ = snapshots_and_bookmarks(&s);
+            let _ = source_listing(&s);
             let _ = holds(&s);
         }
 

@@ -23,7 +23,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
-use zoffsite_core::parse::{self, BookmarkRow, DatasetRow, HoldRow, ParseError, ReceiverRow, SnapshotRow};
+use zoffsite_core::parse::{self, DatasetRow, HoldRow, ParseError, ReceiverRow, SnapshotRow, SourceListing};
 
 use crate::process::{self, Cmd, ExecError, Output};
 
@@ -139,17 +139,10 @@ impl Zfs {
         Self::parsed(&cmd, &out, parse::datasets)
     }
 
-    /// The snapshots of exactly these datasets (`-d 1`: not their children's).
-    pub fn list_snapshots(&self, datasets: &[Dataset]) -> Result<Vec<SnapshotRow>, ZfsError> {
-        if datasets.is_empty() {
-            return Ok(Vec::new());
-        }
-        let cmd = self
-            .cmd()
-            .args(["list", "-H", "-p", "-d", "1", "-t", "snapshot", "-o", parse::SNAPSHOT_COLUMNS])
-            .args(datasets.iter().map(|d| d.as_str()));
-        let out = self.run_ok(&cmd, || "a selected dataset".into())?;
-        Self::parsed(&cmd, &out, parse::snapshots)
+    /// The snapshots of exactly these datasets (`-d 1`: not their
+    /// children's), and which of them carry a user hold.
+    pub fn list_snapshots(&self, datasets: &[Dataset]) -> Result<SourceListing, ZfsError> {
+        self.list_source(datasets, "snapshot")
     }
 
     /// The box's view in one traversal: every filesystem and volume below
@@ -287,23 +280,23 @@ impl Zfs {
         parse::send_size(&text).map_err(|source| ZfsError::Parse { cmd: cmd.to_string(), source })
     }
 
-    /// The snapshots and bookmarks of exactly these datasets, in one
-    /// traversal (`-d 1 -t snapshot,bookmark`): about a third less than
-    /// listing each on its own, since visiting a dataset is what a listing
-    /// costs.
-    pub fn list_snapshots_and_bookmarks(
-        &self,
-        datasets: &[Dataset],
-    ) -> Result<(Vec<SnapshotRow>, Vec<BookmarkRow>), ZfsError> {
+    /// [`Zfs::list_snapshots`] and the datasets' bookmarks, in one
+    /// traversal (`-t snapshot,bookmark`): about a third less than listing
+    /// each on its own, since visiting a dataset is what a listing costs.
+    pub fn list_snapshots_and_bookmarks(&self, datasets: &[Dataset]) -> Result<SourceListing, ZfsError> {
+        self.list_source(datasets, "snapshot,bookmark")
+    }
+
+    fn list_source(&self, datasets: &[Dataset], types: &str) -> Result<SourceListing, ZfsError> {
         if datasets.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(SourceListing::default());
         }
         let cmd = self
             .cmd()
-            .args(["list", "-H", "-p", "-d", "1", "-t", "snapshot,bookmark", "-o", parse::SNAPSHOT_COLUMNS])
+            .args(["list", "-H", "-p", "-d", "1", "-t", types, "-o", parse::SOURCE_COLUMNS])
             .args(datasets.iter().map(|d| d.as_str()));
         let out = self.run_ok(&cmd, || "a selected dataset".into())?;
-        Self::parsed(&cmd, &out, parse::snapshots_and_bookmarks)
+        Self::parsed(&cmd, &out, parse::source_listing)
     }
 
     /// `zfs bookmark DS@NAME DS#NAME`.
@@ -637,11 +630,13 @@ mod tests {
 
     #[test]
     fn hostile_output_is_a_parse_error_not_a_panic() {
-        let (_d, z) = fake("tank@a\tnotaguid\t1\t1\n", "", 0);
+        let (_d, z) = fake("tank@a\tnotaguid\t1\t1\t0\n", "", 0);
         let e = z.list_snapshots(&[ds("tank")]).unwrap_err();
         assert!(matches!(e, ZfsError::Parse { .. }), "{e}");
         // Exit 0 decides success even with noise on stderr.
-        let (_d, z) = fake("tank@a\t7\t1\t1\n", "warning: noise", 0);
-        assert_eq!(z.list_snapshots(&[ds("tank")]).unwrap()[0].guid.get(), 7);
+        let (_d, z) = fake("tank@a\t7\t1\t1\t2\n", "warning: noise", 0);
+        let l = z.list_snapshots(&[ds("tank")]).unwrap();
+        assert_eq!(l.snapshots[0].guid.get(), 7);
+        assert!(l.held.contains(&l.snapshots[0].snapshot));
     }
 }

@@ -186,8 +186,8 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
     // targets may still need to catch up to it).
     // Bookmarks come from the same traversal: taking a snapshot adds none,
     // and only this run (under its lock) makes zoffsite's.
-    let (before, bookmarks) = match zfs.list_snapshots_and_bookmarks(&included) {
-        Ok(s) => s,
+    let (before, bookmarks, mut held) = match zfs.list_snapshots_and_bookmarks(&included) {
+        Ok(l) => (l.snapshots, l.bookmarks, l.held),
         Err(e) => {
             return fail(report, format!("cannot list snapshots and bookmarks: {e}"));
         }
@@ -196,10 +196,14 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         sel.included.iter().map(|i| if synced { plan::unchanged_since_ours(&i.row, &before) } else { None }).collect();
     let new_snaps: Vec<SnapshotRow>;
     let source_snaps: SourceSnaps;
+    // Whether `source_snaps` lists every selected dataset (so retention can
+    // use it instead of listing again).
+    let listed_all: bool;
     if !args.force_snapshot && unchanged.iter().all(Option::is_some) {
         say("no selected dataset changed since its last zoffsite snapshot: no new snapshot".into());
         new_snaps = unchanged.into_iter().flatten().cloned().collect();
         source_snaps = by_dataset(before);
+        listed_all = true;
     } else {
         // The properties you set travel inside your encrypted data (never
         // as properties, which would reach the box in the clear), recorded
@@ -210,8 +214,8 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         let taken: BTreeSet<&SnapName> = before.iter().map(|s| &s.snapshot.name).collect();
         let name = plan::snapshot_name(now, |n| taken.contains(n));
         report.snapshot = Some(name.clone());
-        match take_snapshots(zfs, &included, &name, before, args, &say, report, &mut exit) {
-            Some((n, s)) => (new_snaps, source_snaps) = (n, s),
+        match take_snapshots(zfs, &included, &name, (before, held), args, &say, report, &mut exit) {
+            Some((n, s, h, all)) => (new_snaps, source_snaps, held, listed_all) = (n, s, h, all),
             None => return Exit::Error,
         }
     }
@@ -237,7 +241,15 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         }
     }
     let ctx_datasets = included.clone();
-    let ctx = Sends { zfs, args, new_snaps: &new_snaps, source_snaps: &source_snaps, bookmarks: &bookmarks, say: &say };
+    let ctx = Sends {
+        zfs,
+        args,
+        new_snaps: &new_snaps,
+        source_snaps: &source_snaps,
+        bookmarks: &bookmarks,
+        held: &held,
+        say: &say,
+    };
     for (target, session, remote) in connected {
         let (tr, texit) = to_target(&ctx, target, session, remote);
         exit = exit.max(texit);
@@ -250,7 +262,19 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         // not look "dated in the future" to retention (which would keep it
         // out of the `last` count and keep one more old snapshot).
         let prune_now = if args.dry_run { now } else { jiff::Timestamp::now().max(now) };
-        let (decisions, pexit) = crate::cmd::prune::prune(zfs, &ctx_datasets, policy, prune_now, args.dry_run, &say);
+        // The run's own listing, taken after its snapshot, is what retention
+        // needs (sends and anchoring add no snapshot; the holds, which did
+        // move, are read afresh): one traversal fewer.
+        let (decisions, pexit) = if listed_all {
+            let rows: Vec<SnapshotRow> = source_snaps.values().flatten().cloned().collect();
+            // Every snapshot a target confirmed in this run is one of
+            // `new_snaps`: with those, `held` covers every hold placed since.
+            let held: BTreeSet<Snapshot> =
+                held.iter().cloned().chain(new_snaps.iter().map(|n| n.snapshot.clone())).collect();
+            crate::cmd::prune::prune_listed(zfs, &rows, &held, policy, prune_now, args.dry_run, &say)
+        } else {
+            crate::cmd::prune::prune(zfs, &ctx_datasets, policy, prune_now, args.dry_run, &say)
+        };
         report.pruned = decisions.into_iter().filter(|d| d.destroy).map(|d| d.snapshot).collect();
         exit = exit.max(pexit);
     }
@@ -317,6 +341,8 @@ struct Sends<'a> {
     /// All of the source's snapshots of those datasets.
     source_snaps: &'a SourceSnaps,
     bookmarks: &'a [BookmarkRow],
+    /// The source's snapshots that carried a user hold when listed.
+    held: &'a BTreeSet<Snapshot>,
     say: &'a dyn Fn(String),
 }
 
@@ -343,19 +369,20 @@ fn by_dataset(rows: Vec<SnapshotRow>) -> SourceSnaps {
 }
 
 /// Takes `name` on every dataset (one call per pool) and returns each
-/// dataset's new snapshot and all its snapshots. `None` when the source
-/// cannot even be listed.
+/// dataset's new snapshot, all its snapshots, those of them that carry a
+/// hold, and whether they cover every one of `included`. `None` when the
+/// source cannot even be listed.
 #[allow(clippy::too_many_arguments)]
 fn take_snapshots(
     zfs: &Zfs,
     included: &[Dataset],
     name: &SnapName,
-    before: Vec<SnapshotRow>,
+    (before, held_before): (Vec<SnapshotRow>, BTreeSet<Snapshot>),
     args: &BackupArgs,
     say: &dyn Fn(String),
     report: &mut Report,
     exit: &mut Exit,
-) -> Option<(Vec<SnapshotRow>, SourceSnaps)> {
+) -> Option<(Vec<SnapshotRow>, SourceSnaps, BTreeSet<Snapshot>, bool)> {
     let mut ready: Vec<Dataset> = Vec::new();
     for ds in included {
         if ds.snapshot(name).is_err() {
@@ -383,9 +410,14 @@ fn take_snapshots(
         }
     }
     ready.retain(|d| !failed.contains(d));
-    let rows = if args.dry_run { Ok(before) } else { zfs.list_snapshots(&ready) };
-    let source_snaps = match rows {
-        Ok(rows) => by_dataset(rows),
+    let listed_all = args.dry_run || ready.len() == included.len();
+    let rows = if args.dry_run {
+        Ok((before, held_before))
+    } else {
+        zfs.list_snapshots(&ready).map(|l| (l.snapshots, l.held))
+    };
+    let (source_snaps, held) = match rows {
+        Ok((rows, held)) => (by_dataset(rows), held),
         Err(e) => {
             report.errors.push(format!("cannot list snapshots: {e}"));
             eprintln!("zoffsite: cannot list snapshots: {e}");
@@ -413,7 +445,7 @@ fn take_snapshots(
             }
         }
     }
-    Some((new_snaps, source_snaps))
+    Some((new_snaps, source_snaps, held, listed_all))
 }
 
 fn to_target(
@@ -422,7 +454,7 @@ fn to_target(
     mut session: Session,
     remote: BTreeMap<Dataset, RemoteDataset>,
 ) -> (TargetReport, Exit) {
-    let Sends { zfs, args, new_snaps, source_snaps, bookmarks, say } = *ctx;
+    let Sends { zfs, args, new_snaps, source_snaps, bookmarks, held, say } = *ctx;
     let mut tr = TargetReport { name: target.name.clone(), error: None, datasets: Vec::new() };
     let mut exit = Exit::Ok;
     let mut failed: BTreeSet<Dataset> = BTreeSet::new();
@@ -599,7 +631,7 @@ fn to_target(
     // anchoring the chain here are independent: do both at once.
     let anchored = std::thread::scope(|scope| {
         scope.spawn(move || session.close());
-        (!args.dry_run).then(|| anchor_chain(zfs, &target.name, &confirmed, source_snaps, bookmarks))
+        (!args.dry_run).then(|| anchor_chain(zfs, &target.name, &confirmed, source_snaps, bookmarks, held))
     });
     if let Some(Err(e)) = anchored {
         let msg = format!("target {}: could not protect the next incremental's base: {e}", target.name);
@@ -626,6 +658,7 @@ fn anchor_chain(
     confirmed: &[&SnapshotRow],
     source_snaps: &SourceSnaps,
     bookmarks: &[BookmarkRow],
+    held: &BTreeSet<Snapshot>,
 ) -> Result<(), ZfsError> {
     for s in confirmed {
         if !bookmarks.iter().any(|b| b.guid == s.guid && b.bookmark.dataset == s.snapshot.dataset) {
@@ -636,7 +669,9 @@ fn anchor_chain(
     let ours: Vec<Snapshot> = confirmed
         .iter()
         .flat_map(|c| source_snaps.get(&c.snapshot.dataset).into_iter().flatten())
-        .filter(|s| s.snapshot.name.as_str().starts_with(plan::SNAPSHOT_PREFIX))
+        // This target's tag can only be on a snapshot that carried a hold
+        // when listed: only zoffsite places it, and under the run lock.
+        .filter(|s| s.snapshot.name.as_str().starts_with(plan::SNAPSHOT_PREFIX) && held.contains(&s.snapshot))
         .map(|s| s.snapshot.clone())
         .collect();
     let held: Vec<Snapshot> = zfs.holds(&ours)?.into_iter().filter(|h| h.tag == tag).map(|h| h.snapshot).collect();

@@ -45,7 +45,7 @@ pub fn run(args: StatusArgs) -> Exit {
     }
     let datasets = sel.datasets();
     let (snaps, bookmarks) = match zfs.list_snapshots_and_bookmarks(&datasets) {
-        Ok(x) => x,
+        Ok(l) => (l.snapshots, l.bookmarks),
         Err(e) => {
             eprintln!("zoffsite: cannot list snapshots and bookmarks: {e}");
             return Exit::Error;

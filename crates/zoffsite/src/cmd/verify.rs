@@ -46,16 +46,18 @@ pub fn run(args: VerifyArgs) -> Exit {
         exit = exit.max(Exit::Partial);
     }
     let datasets = sel.datasets();
-    let snaps = match zfs.list_snapshots(&datasets) {
-        Ok(s) => s,
+    let (snaps, held) = match zfs.list_snapshots(&datasets) {
+        Ok(l) => (l.snapshots, l.held),
         Err(e) => {
             eprintln!("zoffsite: cannot list snapshots: {e}");
             return Exit::Error;
         }
     };
+    // Only a held snapshot can be a target's confirmed base.
     let ours: Vec<Snapshot> = snaps
         .iter()
         .filter(|s| s.snapshot.name.as_str().starts_with(zoffsite_core::plan::SNAPSHOT_PREFIX))
+        .filter(|s| held.contains(&s.snapshot))
         .map(|s| s.snapshot.clone())
         .collect();
     let holds = match zfs.holds(&ours) {
