@@ -127,6 +127,16 @@ fn timed_rows<N, R>(
         .collect()
 }
 
+/// A column that does not apply to the row's kind: ZFS prints `-` there,
+/// and anything else means the row is not what it claims to be.
+fn dash(line: usize, what: &'static str, v: &str) -> Result<(), ParseError> {
+    if v == "-" {
+        Ok(())
+    } else {
+        Err(ParseError::Value { line, what, value: v.chars().take(64).collect() })
+    }
+}
+
 fn time(line: usize, v: &str) -> Result<i64, ParseError> {
     let n = num(line, "creation", v)?;
     i64::try_from(n).map_err(|_| ParseError::Number { line, what: "creation", value: v.into() })
@@ -168,13 +178,7 @@ pub fn source_listing(text: &str) -> Result<SourceListing, ParseError> {
         if c[0].contains('#') {
             let bookmark =
                 Bookmark::new(c[0]).map_err(|source| ParseError::Name { line, what: "bookmark name", source })?;
-            if c[4] != "-" {
-                return Err(ParseError::Value {
-                    line,
-                    what: "a bookmark's userrefs",
-                    value: c[4].chars().take(64).collect(),
-                });
-            }
+            dash(line, "a bookmark's userrefs", c[4])?;
             out.bookmarks.push(BookmarkRow { bookmark, guid: g, createtxg: txg, creation });
         } else {
             let snapshot =
@@ -314,13 +318,7 @@ pub fn box_inventory(text: &str) -> Result<(Vec<ReceiverRow>, Vec<SnapshotRow>),
         if c[0].contains('@') {
             let snapshot =
                 Snapshot::new(c[0]).map_err(|source| ParseError::Name { line, what: "snapshot name", source })?;
-            if c[4] != "-" {
-                return Err(ParseError::Value {
-                    line,
-                    what: "a snapshot's receive_resume_token",
-                    value: c[4].chars().take(64).collect(),
-                });
-            }
+            dash(line, "a snapshot's receive_resume_token", c[4])?;
             snaps.push(SnapshotRow {
                 snapshot,
                 guid: guid(line, c[1])?,
