@@ -96,33 +96,25 @@ pub struct SnapshotRow {
     pub creation: i64,
 }
 
-/// Columns for snapshots and bookmarks alike.
+/// A snapshot's own columns; the box's snapshot listing
+/// (`boxside::BOX_SNAPSHOT_COLUMNS`) adds one of its own after them.
 pub const SNAPSHOT_COLUMNS: &str = "name,guid,createtxg,creation";
 
+/// Rows of [`SNAPSHOT_COLUMNS`].
 pub fn snapshots(text: &str) -> Result<Vec<SnapshotRow>, ParseError> {
-    timed_rows(text, "snapshot name", Snapshot::new, |snapshot, guid, createtxg, creation| SnapshotRow {
-        snapshot,
-        guid,
-        createtxg,
-        creation,
-    })
-}
-
-/// Rows of [`SNAPSHOT_COLUMNS`]: a name parsed by `name`, then GUID,
-/// createtxg and creation, assembled by `row`.
-fn timed_rows<N, R>(
-    text: &str,
-    what: &'static str,
-    name: impl Fn(&str) -> Result<N, NameError>,
-    row: impl Fn(N, Guid, u64, i64) -> R,
-) -> Result<Vec<R>, ParseError> {
     rows(text, 4)?
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
             let line = i + 1;
-            let n = name(c[0]).map_err(|source| ParseError::Name { line, what, source })?;
-            Ok(row(n, guid(line, c[1])?, num(line, "createtxg", c[2])?, time(line, c[3])?))
+            let snapshot =
+                Snapshot::new(c[0]).map_err(|source| ParseError::Name { line, what: "snapshot name", source })?;
+            Ok(SnapshotRow {
+                snapshot,
+                guid: guid(line, c[1])?,
+                createtxg: num(line, "createtxg", c[2])?,
+                creation: time(line, c[3])?,
+            })
         })
         .collect()
 }
@@ -142,7 +134,7 @@ fn time(line: usize, v: &str) -> Result<i64, ParseError> {
     i64::try_from(n).map_err(|_| ParseError::Number { line, what: "creation", value: v.into() })
 }
 
-/// A bookmark as listed with [`SNAPSHOT_COLUMNS`] and `-t bookmark` (or, mixed with snapshots, `-t snapshot,bookmark`).
+/// A bookmark, as listed in a [`SourceListing`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookmarkRow {
     pub bookmark: Bookmark,
