@@ -9,7 +9,9 @@
 #
 # Environment: ZOFFSITE_BIN (absolute path of a release build, required),
 # ZOFFSITE_VM_OUT (where results.txt and bench.log go; set by vm/run),
-# and for quick trial runs BENCH_REPS (3), BENCH_MIB (256), BENCH_MEM_SMALL_MIB (64),
+# and for quick trial runs BENCH_REPS (3), BENCH_TP_REPS (5, throughput's own),
+# BENCH_SCENARIOS (all: "calibration throughput memory noop backlog"),
+# BENCH_MIB (256), BENCH_MEM_SMALL_MIB (64),
 # BENCH_NOOP_CHILDREN (100), BENCH_BACKLOG (200), BENCH_RTT_DELAY (25ms),
 # BENCH_SYNCOID_CAP (90 seconds; see syncoid_noop), BENCH_BUDGET (2640 seconds).
 #
@@ -18,12 +20,15 @@
 #   a. throughput: a raw full send through `zoffsite backup` vs the bare
 #      `zfs send -w | ssh | zfs receive` over the same WireGuard tunnel;
 #   b. no-op: `zoffsite backup` with nothing changed, 100 child datasets,
-#      50 ms RTT (netem), vs syncoid doing the same no-op replication;
+#      50 ms RTT (netem), vs syncoid doing the same no-op replication, and vs
+#      the floor (one SSH login running the box's one listing);
 #   c. backlog: 200 pending snapshots of one dataset, zoffsite vs syncoid;
 #   d. memory: peak RSS of the source process and of `serve` on the box, for
-#      a small and a large full send (flat = the transfer path streams).
-# Each timed measurement runs BENCH_REPS times (alternating which side goes
-# first, so neither always gets the warm caches) and the median is kept.
+#      a small and a large full send (flat = the transfer path streams), in
+#      runs of their own: no sampler runs beside a timed run.
+# Each timed measurement runs BENCH_REPS times (throughput BENCH_TP_REPS),
+# alternating which side goes first, so neither always gets the warm caches,
+# and the median is kept.
 #
 # Results: `key=value` lines in $ZOFFSITE_VM_OUT/results.txt (times in
 # microseconds, sizes in bytes or KiB as named); everything the commands
