@@ -305,7 +305,6 @@ impl Zfs {
         self.run_ok(&cmd, || format!("snapshot {snap}")).map(drop)
     }
 
-    /// The user holds on these snapshots.
     /// The holds on `snaps`, listed 500 snapshots per `zfs holds` call (a
     /// bound on argv length, however many there are).
     pub fn holds(&self, snaps: &[Snapshot]) -> Result<Vec<HoldRow>, ZfsError> {

@@ -608,6 +608,79 @@ fn holds_and_bookmarks_keep_the_chain() {
     assert!(boxed.contains_key(&format!("{}/{s2}", w.root)), "the box keeps what the source destroyed");
 }
 
+/// Two targets each move their own hold, and retention keeps exactly what
+/// some target still needs: a target away for a run keeps its old base,
+/// which goes once that target has moved on. The second target is a second
+/// root on the same box, reached with a second key whose forced command
+/// serves that root: two boxes as far as the source can tell.
+#[test]
+#[ignore = "needs root and real OpenZFS: run `make e2e`"]
+fn two_targets_each_move_their_own_hold() {
+    let w = World::new();
+    let data = format!("{}/data", w.tank);
+    w.create_encrypted(&data);
+    let root2 = format!("{}/second", w.offsite);
+    zfs(&["create", "-o", "canmount=off", "-o", "mountpoint=none", &root2]);
+    let key2 = w.dir.join("id_second");
+    ok(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key2.to_str().unwrap()]);
+    let pub2 = std::fs::read_to_string(key2.with_extension("pub")).unwrap();
+    use std::io::Write as _;
+    let mut ak = std::fs::OpenOptions::new().append(true).open(w.env("AUTHORIZED_KEYS")).unwrap();
+    writeln!(ak, "restrict,command=\"{BIN} serve --root {root2}\" {}", pub2.trim()).unwrap();
+    drop(ak);
+    let second = |host: &str| {
+        format!(
+            "\n[[target]]\nname = \"friend2\"\nhost = \"{host}\"\nuser = \"root\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\nconnect_timeout = \"2s\"\n\n[source.keep]\nlast = 1\n",
+            key2.display(),
+            w.env("KNOWN_HOSTS")
+        )
+    };
+    let cfg = w.config(&[&data], &[]);
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let with_second = |host: &str| std::fs::write(&cfg, format!("{base}{}", second(host))).unwrap();
+    let tags = |snap: &str| -> Vec<String> {
+        let mut t: Vec<String> =
+            zfs(&["holds", "-H", snap]).lines().filter_map(|l| l.split('\t').nth(1)).map(str::to_owned).collect();
+        t.sort();
+        t
+    };
+    let exists = |snap: &str| run(&["zfs", "list", "-H", "-o", "name", snap]).status.success();
+    let backup = |expect: i32| {
+        let out = w.backup(&cfg, &["--json"]);
+        assert_eq!(out.status.code(), Some(expect), "{}", text(&out));
+        json(&out)["snapshot"].as_str().map(|n| format!("{data}@{n}"))
+    };
+
+    with_second(w.env("BOX_ADDR"));
+    let s1 = backup(0).expect("a first snapshot");
+    assert_eq!(tags(&s1), ["zoffsite-friend", "zoffsite-friend2"]);
+
+    // Both move to the new snapshot; the old one, held by nobody, is pruned.
+    w.write(&data, "f", b"1");
+    let s2 = backup(0).expect("a second snapshot");
+    assert_eq!(tags(&s2), ["zoffsite-friend", "zoffsite-friend2"]);
+    assert!(!exists(&s1), "{s1} is no one's base any more and last = 1");
+
+    // friend2 is away: friend moves on, friend2's base stays held and kept.
+    with_second("10.77.0.9");
+    w.write(&data, "g", b"2");
+    let s3 = backup(4).expect("a third snapshot");
+    assert_eq!(tags(&s3), ["zoffsite-friend"]);
+    assert_eq!(tags(&s2), ["zoffsite-friend2"]);
+    assert!(exists(&s2), "friend2's base must survive retention");
+
+    // friend2 is back (nothing changed: no new snapshot): it finds @s3 on
+    // its box, takes its hold there, and its old base goes.
+    with_second(w.env("BOX_ADDR"));
+    assert_eq!(backup(0), None);
+    assert_eq!(tags(&s3), ["zoffsite-friend", "zoffsite-friend2"]);
+    assert!(!exists(&s2), "{s2} is no one's base any more");
+    let (boxed, here) = (w.snapshots(&w.offsite), w.snapshots(&w.tank));
+    for root in [&w.root, &root2] {
+        assert_eq!(boxed.get(&format!("{root}/{s3}")), here.get(&s3), "{root}");
+    }
+}
+
 /// `status` reads both sides and works as a monitoring check.
 #[test]
 #[ignore = "needs root and real OpenZFS: run `make e2e`"]

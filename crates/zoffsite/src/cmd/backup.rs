@@ -16,12 +16,13 @@
 //! With `-n`, steps 3-4 only plan: no snapshot is taken, nothing is sent;
 //! the box is only asked what it holds.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal as _;
 
 use serde::Serialize;
 use zoffsite_core::config::{Config, Target};
-use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
+use zoffsite_core::names::{Bookmark, Dataset, Guid, SnapName, Snapshot};
 use zoffsite_core::parse::{BookmarkRow, SnapshotRow};
 use zoffsite_core::plan::{self, BaseKind, Send, Skip};
 use zoffsite_core::protocol::{RemoteDataset, Request};
@@ -246,7 +247,7 @@ fn backup(cfg: &Config, args: &BackupArgs, zfs: &Zfs, now: jiff::Timestamp, repo
         args,
         new_snaps: &new_snaps,
         source_snaps: &source_snaps,
-        bookmarks: &bookmarks,
+        bookmarks: &RefCell::new(bookmarks),
         held: &held,
         say: &say,
     };
@@ -340,7 +341,10 @@ struct Sends<'a> {
     new_snaps: &'a [SnapshotRow],
     /// All of the source's snapshots of those datasets.
     source_snaps: &'a SourceSnaps,
-    bookmarks: &'a [BookmarkRow],
+    /// The source's bookmarks of those datasets, with those this run made
+    /// added as it makes them: every target that confirms the same new
+    /// snapshot needs its bookmark, and only the first makes it.
+    bookmarks: &'a RefCell<Vec<BookmarkRow>>,
     /// The source's snapshots that carried a user hold when listed.
     held: &'a BTreeSet<Snapshot>,
     say: &'a dyn Fn(String),
@@ -470,7 +474,7 @@ fn to_target(
         }
         let box_ds = session.root.join(ds).unwrap_or_else(|_| session.root.clone());
         let snaps = source_snaps.get(ds).map(Vec::as_slice).unwrap_or_default();
-        let bms: Vec<BookmarkRow> = bookmarks.iter().filter(|b| b.bookmark.dataset == *ds).cloned().collect();
+        let bms: Vec<BookmarkRow> = bookmarks.borrow().iter().filter(|b| b.bookmark.dataset == *ds).cloned().collect();
         // An interrupted transfer is finished first (or discarded when the
         // source can no longer continue it); the box's view is updated so
         // the plan below starts from what the box now holds.
@@ -657,12 +661,19 @@ fn anchor_chain(
     target: &str,
     confirmed: &[&SnapshotRow],
     source_snaps: &SourceSnaps,
-    bookmarks: &[BookmarkRow],
+    bookmarks: &RefCell<Vec<BookmarkRow>>,
     held: &BTreeSet<Snapshot>,
 ) -> Result<(), ZfsError> {
     for s in confirmed {
-        if !bookmarks.iter().any(|b| b.guid == s.guid && b.bookmark.dataset == s.snapshot.dataset) {
+        let known = bookmarks.borrow().iter().any(|b| b.guid == s.guid && b.bookmark.dataset == s.snapshot.dataset);
+        if !known {
             zfs.bookmark(&s.snapshot)?;
+            bookmarks.borrow_mut().push(BookmarkRow {
+                bookmark: Bookmark { dataset: s.snapshot.dataset.clone(), name: s.snapshot.name.clone() },
+                guid: s.guid,
+                createtxg: s.createtxg,
+                creation: s.creation,
+            });
         }
     }
     let tag = hold_tag(target);
