@@ -685,10 +685,10 @@ fn anchor_chain(
         .filter(|s| s.snapshot.name.as_str().starts_with(plan::SNAPSHOT_PREFIX) && held.contains(&s.snapshot))
         .map(|s| s.snapshot.clone())
         .collect();
-    let held: Vec<Snapshot> = zfs.holds(&ours)?.into_iter().filter(|h| h.tag == tag).map(|h| h.snapshot).collect();
+    let tagged: Vec<Snapshot> = zfs.holds(&ours)?.into_iter().filter(|h| h.tag == tag).map(|h| h.snapshot).collect();
     let keep: BTreeSet<&Snapshot> = confirmed.iter().map(|c| &c.snapshot).collect();
-    let to_hold: Vec<Snapshot> = keep.iter().filter(|s| !held.contains(s)).map(|s| (*s).clone()).collect();
-    let to_release: Vec<Snapshot> = held.into_iter().filter(|s| !keep.contains(s)).collect();
+    let to_hold: Vec<Snapshot> = keep.iter().filter(|s| !tagged.contains(s)).map(|s| (*s).clone()).collect();
+    let to_release: Vec<Snapshot> = tagged.into_iter().filter(|s| !keep.contains(s)).collect();
     for chunk in to_hold.chunks(500) {
         zfs.hold(&tag, chunk)?;
     }
