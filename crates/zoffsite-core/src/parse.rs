@@ -522,10 +522,32 @@ mod tests {
     }
 
     #[test]
-    fn parses_holds_and_single_guids() {
+    fn parses_holds() {
         let h = holds("tank/a@zoffsite-1\tzoffsite-friend\t1764142200\n").unwrap();
         assert_eq!((h[0].snapshot.to_string(), h[0].tag.as_str()), ("tank/a@zoffsite-1".into(), "zoffsite-friend"));
         assert!(holds("tank/a@s\t\t1\n").is_err());
+        assert!(holds("tank/a@s\tt\x1b[2J\t1\n").is_err());
+    }
+
+    #[test]
+    fn dataset_numbers_skip_dashes() {
+        let r = dataset_numbers("tank/a\t4096\ntank/b\t-\n").unwrap();
+        assert_eq!(r, vec![(Dataset::new("tank/a").unwrap(), 4096)]);
+        assert!(dataset_numbers("tank/a\tlots\n").is_err());
+    }
+
+    #[test]
+    fn send_sizes() {
+        // As printed by OpenZFS 2.3 for `zfs send -n -v -P -w -i a b`.
+        let out = "incremental\ttank/a@z1\ttank/a@z2\t57344\nsize\t57344\n";
+        assert_eq!(send_size(out).unwrap(), 57344);
+        assert_eq!(send_size("full\ttank/a@z1\t1024\nsize\t1024\n").unwrap(), 1024);
+        assert!(send_size("nothing useful\n").is_err());
+        assert!(send_size("size\tmany\n").is_err());
+    }
+
+    #[test]
+    fn single_guid_wants_one_row() {
         assert_eq!(single_guid("123\n").unwrap().get(), 123);
         assert_eq!(single_guid("1\n2\n"), Err(ParseError::RowCount(2)));
         assert_eq!(single_guid(""), Err(ParseError::RowCount(0)));
