@@ -408,7 +408,14 @@ fn feed_requests(ctx: &mut Ctx, wire: &[u8]) -> bool {
         match f {
             Frame::Msg(b) => {
                 if let Ok(Request::Receive { guid, from, resume, .. }) = protocol::decode::<Request>(&b) {
-                    validator = Some(StreamValidator::new(Expect { from, to: guid, resuming: resume, key: None }));
+                    validator = Some(StreamValidator::new(Expect {
+                        from,
+                        to: guid,
+                        resuming: resume,
+                        key: None,
+                        name: None,
+                        held: Default::default(),
+                    }));
                 }
             }
             Frame::Data(d) => {
@@ -641,6 +648,8 @@ fn fixture_expects() -> &'static [Expect] {
                 to: Guid::new(guid(f.to)).expect("nonzero"),
                 resuming: f.resuming,
                 key: None,
+                name: None,
+                held: Default::default(),
             })
             .collect()
     })
@@ -648,7 +657,7 @@ fn fixture_expects() -> &'static [Expect] {
 
 fn expectation(sel: u8, chunking: u8, s: &[u8]) -> Expect {
     if let Some(e) = fixture_expects().get(usize::from(sel)) {
-        return *e;
+        return e.clone();
     }
     // From the stream: the first BEGIN's fromguid, and the toguid of the
     // first or last BEGIN (little-endian guess; wrong guesses are refusals).
@@ -661,6 +670,8 @@ fn expectation(sel: u8, chunking: u8, s: &[u8]) -> Expect {
         to: Guid::new(to).unwrap_or(Guid::new(1).expect("nonzero")),
         resuming: chunking & 0x80 != 0,
         key: None,
+        name: None,
+        held: Default::default(),
     }
 }
 

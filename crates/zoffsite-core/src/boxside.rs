@@ -81,7 +81,7 @@
 //! - something could not be checked at all (the caller adds
 //!   [`Finding::Unchecked`] when `zfs` or `zpool` fails).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -90,7 +90,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_duration, ConfigError};
 use crate::names::{Dataset, Guid, Snapshot};
-use crate::parse::{self, ParseError};
+use crate::parse::{self, ParseError, SnapshotRow};
 use crate::retention::{self, KeepPolicy, PolicyError};
 
 pub const DEFAULT_PATH: &str = "/etc/zoffsite/box.toml";
@@ -256,6 +256,25 @@ fn renumber(e: ParseError, line: usize) -> ParseError {
         ParseError::Value { what, value, .. } => ParseError::Value { line, what, value },
         e @ ParseError::RowCount(_) => e,
     }
+}
+
+/// The snapshots of one dataset that a receive created, from its listing
+/// before (`before`) and after (`after`) and the substreams the stream
+/// carried (`streamed`): those in `after` whose GUID the stream carried,
+/// that `before` did not hold, and whose `createtxg` is above every one in
+/// `before`. `createtxg` is assigned by the box's own pool, so no sender
+/// can make an old snapshot pass for one this receive made; only these are
+/// stamped with the receive time, so nothing a source sends can make old
+/// history look newly received.
+pub fn created_by_receive<'a>(
+    before: &[SnapshotRow],
+    after: &'a [SnapshotRow],
+    streamed: &[(Snapshot, Guid)],
+) -> Vec<&'a SnapshotRow> {
+    let floor = before.iter().map(|s| s.createtxg).max().unwrap_or(0);
+    let held: BTreeSet<Guid> = before.iter().map(|s| s.guid).collect();
+    let sent: BTreeSet<Guid> = streamed.iter().map(|(_, g)| *g).collect();
+    after.iter().filter(|s| s.createtxg > floor && !held.contains(&s.guid) && sent.contains(&s.guid)).collect()
 }
 
 /// Why the box clock is not trusted for this run.
@@ -592,6 +611,29 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
 
     /// A snapshot of `offsite/home/tank/DS` received at `rcv` (None: no
     /// stamp), txg = order given.
+    #[test]
+    fn a_receive_created_only_new_snapshots_above_what_the_box_held() {
+        let row = |name: &str, guid: u64, txg: u64| SnapshotRow {
+            snapshot: Snapshot::new(&format!("offsite/home/tank/a@{name}")).unwrap(),
+            guid: Guid::new(guid).unwrap(),
+            createtxg: txg,
+            creation: 0,
+        };
+        let before = [row("a", 1, 10), row("b", 2, 20)];
+        let after = [row("a", 1, 10), row("b", 2, 20), row("old", 3, 15), row("c", 4, 30), row("x", 5, 31)];
+        let sent = |g: &[u64]| -> Vec<(Snapshot, Guid)> {
+            g.iter().map(|&g| (Snapshot::new("t/a@n").unwrap(), Guid::new(g).unwrap())).collect()
+        };
+        // The stream named b (held), old (below the box's newest txg: not
+        // made by this receive), c; x is new but not in the stream.
+        let got: Vec<&str> =
+            created_by_receive(&before, &after, &sent(&[2, 3, 4])).iter().map(|s| s.snapshot.name.as_str()).collect();
+        assert_eq!(got, ["c"]);
+        // A first receive: everything the stream carried.
+        let got = created_by_receive(&[], &after, &sent(&[1, 4]));
+        assert_eq!(got.len(), 2);
+    }
+
     fn snap(ds: &str, name: &str, txg: u64, rcv: Option<&str>) -> BoxSnapshot {
         BoxSnapshot {
             snapshot: Snapshot::new(&format!("offsite/home/tank/{ds}@{name}")).unwrap(),

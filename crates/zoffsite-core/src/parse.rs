@@ -366,6 +366,27 @@ pub fn dataset_numbers(text: &str) -> Result<Vec<(Dataset, u64)>, ParseError> {
     Ok(out)
 }
 
+/// `zfs get -H -p -o name,value PROP NAME...`: each name once, with its
+/// value as text (a value is one line of at most [`MAX_TOKEN_LEN`] bytes,
+/// which [`rows`] checks). Names are not interpreted beyond that: the caller
+/// asked for them, and matches them against what it asked.
+pub fn name_values(text: &str) -> Result<Vec<(String, String)>, ParseError> {
+    let rows = rows(text, 2)?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, c) in rows.into_iter().enumerate() {
+        if !seen.insert(c[0]) {
+            return Err(ParseError::Value {
+                line: i + 1,
+                what: "name listed twice",
+                value: c[0].chars().take(64).collect(),
+            });
+        }
+        out.push((c[0].to_owned(), c[1].to_owned()));
+    }
+    Ok(out)
+}
+
 /// The estimated stream size from `zfs send -n -v -P` (its `size` line).
 pub fn send_size(text: &str) -> Result<u64, ParseError> {
     let mut found = None;

@@ -90,7 +90,9 @@
 
 use std::fmt;
 
-use crate::names::{Dataset, Guid, NameError, Snapshot};
+use std::collections::BTreeSet;
+
+use crate::names::{Dataset, Guid, NameError, SnapName, Snapshot};
 use crate::nvlist::{KeyWrap, NvError};
 use crate::stream::{DMU_BACKUP_MAGIC, FEATURE_RAW, FEATURE_RESUMING};
 
@@ -278,6 +280,12 @@ pub enum StreamError {
          substream; multi-dataset streams are refused"
     )]
     OtherDataset { offset: u64, name: Snapshot, first: Dataset },
+    #[error(
+        "byte {offset}: the stream carries {name} (GUID {guid}), which the box already holds: a stream may only add new snapshots (zfs receive would skip it and report success)"
+    )]
+    AlreadyHeld { offset: u64, name: Snapshot, guid: Guid },
+    #[error("byte {offset}: the stream's snapshot with the requested GUID is @{found}, not the requested @{expected}")]
+    WrongName { offset: u64, expected: SnapName, found: SnapName },
     #[error("byte {offset}: stream goes on with {name} after the expected snapshot")]
     PastTarget { offset: u64, name: Snapshot },
     #[error("byte {offset}: stream ends at snapshot GUID {found}, but GUID {expected} was expected")]
@@ -314,8 +322,28 @@ fn feature_names(flags: u64) -> &'static str {
     }
 }
 
+/// What the target dataset already holds before the receive: a stream may
+/// only add snapshots, never carry one of these again.
+///
+/// Why: `zfs receive` skips a substream whose snapshot already exists on the
+/// target ("snap ... already exists; ignoring", `recv_skip` in OpenZFS
+/// 2.3.2's libzfs_sendrecv.c) and still exits 0. A source could so replay
+/// the box's whole history (`zfs send -w -I @oldest @newest`) and have every
+/// old snapshot counted, and stamped, as received today.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    pub names: BTreeSet<SnapName>,
+    pub guids: BTreeSet<Guid>,
+}
+
+impl Held {
+    fn holds(&self, name: &SnapName, guid: Guid) -> bool {
+        self.names.contains(name) || self.guids.contains(&guid)
+    }
+}
+
 /// What the stream must be, from the request it answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expect {
     /// GUID of the incremental base (snapshot or bookmark); `None` for a
     /// full stream.
@@ -330,6 +358,23 @@ pub struct Expect {
     /// ([`crate::nvlist`]). `None`: nothing pinned yet (a first receive);
     /// all substreams must still agree with each other.
     pub key: Option<KeyWrap>,
+    /// The requested snapshot's name: the substream that reaches [`to`]
+    /// must carry it (a compound stream's last substream included), or the
+    /// source would get one name confirmed and the box hold another.
+    /// `None`: any name (the restore side, which asks by GUID).
+    ///
+    /// [`to`]: Expect::to
+    pub name: Option<SnapName>,
+    /// Snapshots the target already holds: no substream may carry one.
+    pub held: Held,
+}
+
+impl Expect {
+    /// A stream from `from` (`None`: full) to `to`, nothing pinned, no
+    /// name required, nothing held: the fields a caller leaves at that.
+    pub fn new(from: Option<Guid>, to: Guid) -> Expect {
+        Expect { from, to, resuming: false, key: None, name: None, held: Held::default() }
+    }
 }
 
 /// What a complete, valid stream carried.
@@ -440,7 +485,7 @@ fn body_layout(rtype: RecordType, h: Header<'_>) -> (u64, usize) {
 /// ```
 /// use zoffsite_core::names::Guid;
 /// use zoffsite_core::records::{Expect, StreamValidator};
-/// let mut v = StreamValidator::new(Expect { from: None, to: Guid::new(7).unwrap(), resuming: false, key: None });
+/// let mut v = StreamValidator::new(Expect { from: None, to: Guid::new(7).unwrap(), resuming: false, key: None, name: None, held: Default::default() });
 /// assert!(v.feed(b"not a stream, and too short to tell").is_ok());
 /// assert!(v.finish().is_err());
 /// ```
@@ -790,7 +835,14 @@ impl StreamValidator {
                 what: "is a compound (-I) stream, and zfs send -t sends one substream",
             });
         }
-        self.compound = Some(h.toname(offset)?);
+        let header = h.toname(offset)?;
+        // The header names the stream's last snapshot: refuse a wrong one
+        // before any substream reaches zfs receive (the last substream's
+        // own BEGIN is checked too, and must match the header).
+        if let Some(expected) = self.expect.name.as_ref().filter(|n| **n != header.name) {
+            return Err(StreamError::WrongName { offset, expected: expected.clone(), found: header.name });
+        }
+        self.compound = Some(header);
         self.state = State::CompoundHeader;
         Ok(())
     }
@@ -836,6 +888,14 @@ impl StreamValidator {
                 return Err(StreamError::ChainBroken { offset, name, expected: prev.get(), found: from });
             }
             Some(_) => {}
+        }
+        if self.expect.held.holds(&name.name, guid) {
+            return Err(StreamError::AlreadyHeld { offset, name, guid });
+        }
+        if to == self.expect.to.get() {
+            if let Some(expected) = self.expect.name.as_ref().filter(|n| **n != name.name) {
+                return Err(StreamError::WrongName { offset, expected: expected.clone(), found: name.name });
+            }
         }
         self.current = to;
         self.reached_target = to == self.expect.to.get();
@@ -890,17 +950,17 @@ mod tests {
     }
 
     fn expect(from: Option<&str>, to: &str) -> Expect {
-        Expect { from: from.map(guid), to: guid(to), resuming: false, key: None }
+        Expect { from: from.map(guid), to: guid(to), resuming: false, key: None, name: None, held: Default::default() }
     }
 
     fn check(stream: &[u8], e: Expect) -> Result<Summary, StreamError> {
-        let mut v = StreamValidator::new(e);
+        let mut v = StreamValidator::new(e.clone());
         v.feed(stream)?;
         v.finish()
     }
 
     fn check_chunked(stream: &[u8], e: Expect, sizes: &[usize]) -> Result<Summary, StreamError> {
-        let mut v = StreamValidator::new(e);
+        let mut v = StreamValidator::new(e.clone());
         let mut rest = stream;
         for &n in sizes.iter().cycle() {
             if rest.is_empty() {
@@ -969,7 +1029,7 @@ mod tests {
     /// Feeds only what completes each header and skips every payload by
     /// count, as `serve` does when it splices payloads past the validator.
     fn check_skipping(stream: &[u8], e: Expect, max_feed: usize) -> Result<Summary, StreamError> {
-        let mut v = StreamValidator::new(e);
+        let mut v = StreamValidator::new(e.clone());
         let mut at = 0;
         while at < stream.len() {
             let pending = v.payload_pending() as usize;
@@ -994,9 +1054,9 @@ mod tests {
             (RESUMED_INCR, Expect { resuming: true, ..expect(Some("t/big@b1"), "t/big@b2") }),
         ];
         for (stream, e) in cases {
-            let fed = check(stream, e).unwrap();
+            let fed = check(stream, e.clone()).unwrap();
             for max_feed in [1, 7, 312, 4096] {
-                let skipped = check_skipping(stream, e, max_feed).unwrap();
+                let skipped = check_skipping(stream, e.clone(), max_feed).unwrap();
                 assert_eq!(snaps(&skipped), snaps(&fed));
                 assert_eq!((skipped.bytes, skipped.records), (fed.bytes, fed.records));
             }
@@ -1108,6 +1168,40 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_the_target_holds_is_refused_at_its_begin() {
+        // raw-I carries s2, s3, s4 from s1: a box that holds s3 (by name,
+        // or only its GUID under another name) must refuse at s3's BEGIN.
+        let s3 = guid("t/src@s3");
+        for held in [
+            Held { names: [SnapName::new("s3").unwrap()].into(), guids: BTreeSet::new() },
+            Held { names: BTreeSet::new(), guids: [s3].into() },
+        ] {
+            let e = Expect { held, ..expect(Some("t/src@s1"), "t/src@s4") };
+            let r = check(RAW_I, e);
+            assert!(
+                matches!(&r, Err(StreamError::AlreadyHeld { name, guid, .. }) if name.name.as_str() == "s3" && *guid == s3),
+                "{r:?}"
+            );
+        }
+        // The base itself is held, of course: that is fine.
+        let base = Held { names: [SnapName::new("s1").unwrap()].into(), guids: [guid("t/src@s1")].into() };
+        assert!(check(RAW_I, Expect { held: base, ..expect(Some("t/src@s1"), "t/src@s4") }).is_ok());
+    }
+
+    #[test]
+    fn the_snapshot_that_reaches_the_target_must_carry_the_requested_name() {
+        let named = |n: &str| Expect { name: Some(SnapName::new(n).unwrap()), ..expect(Some("t/src@s1"), "t/src@s4") };
+        assert!(check(RAW_I, named("s4")).is_ok());
+        // Compound: refused at the header (byte 0), before any substream.
+        let r = check(RAW_I, named("s9"));
+        assert!(matches!(&r, Err(StreamError::WrongName { offset: 0, .. })), "{r:?}");
+        // Plain: refused at the substream's BEGIN.
+        let full = Expect { name: Some(SnapName::new("other").unwrap()), ..expect(None, "t/src@s1") };
+        let r = check(RAW_FULL, full);
+        assert!(matches!(&r, Err(StreamError::WrongName { offset: 0, found, .. }) if found.as_str() == "s1"), "{r:?}");
+    }
+
+    #[test]
     fn a_pinned_key_must_match_every_substream() {
         let pinned = KeyWrap::from_begin_payload(KEY_PAYLOAD).unwrap();
         let with = |e: Expect| Expect { key: Some(pinned), ..e };
@@ -1215,7 +1309,7 @@ mod tests {
     #[test]
     fn one_byte_at_a_time_gives_the_same_answer() {
         for (stream, e) in fixtures() {
-            assert_eq!(check_chunked(&stream, e, &[1]), check(&stream, e));
+            assert_eq!(check_chunked(&stream, e.clone(), &[1]), check(&stream, e.clone()));
         }
     }
 
@@ -1223,7 +1317,7 @@ mod tests {
     fn every_truncation_is_refused() {
         for (stream, e) in fixtures().into_iter().take(4) {
             for len in 0..stream.len() {
-                let mut v = StreamValidator::new(e);
+                let mut v = StreamValidator::new(e.clone());
                 // A prefix of a valid stream never fails while it flows...
                 v.feed(&stream[..len]).unwrap();
                 // ...but it is not a stream.
@@ -1250,7 +1344,7 @@ mod tests {
         ];
         let mut realigned = 0;
         for (stream, e) in cases {
-            let good = check(stream, e).unwrap();
+            let good = check(stream, e.clone()).unwrap();
             let (recs, _) = walk(stream);
             let starts: Vec<usize> = recs.iter().map(|r| r.at).collect();
             let mut buf = stream.to_vec();
@@ -1301,7 +1395,7 @@ mod tests {
                         continue;
                     }
                     buf[r.at..r.at + RECORD_LEN].copy_from_slice(&flipped);
-                    let got = check(&buf, e);
+                    let got = check(&buf, e.clone());
                     match expectation {
                         "same" => assert_eq!(got.as_ref(), Ok(&good), "record at {} byte {i} bit {b}", r.at),
                         "error" => assert!(got.is_err(), "record at {} byte {i} bit {b}", r.at),
@@ -1457,7 +1551,14 @@ mod tests {
     const RAW_FEATURES: u64 = FEATURE_SA_SPILL | FEATURE_LZ4 | FEATURE_COMPRESSED | FEATURE_RAW;
 
     fn exp(from: u64, to: u64) -> Expect {
-        Expect { from: Guid::new(from).ok(), to: Guid::new(to).unwrap(), resuming: false, key: None }
+        Expect {
+            from: Guid::new(from).ok(),
+            to: Guid::new(to).unwrap(),
+            resuming: false,
+            key: None,
+            name: None,
+            held: Default::default(),
+        }
     }
 
     fn compound(big: bool, from: u64, chain: &[u64]) -> Synth {
@@ -1550,47 +1651,51 @@ mod tests {
             s.begin(DMU_COMPOUNDSTREAM, 0, 0, 0, "p/d@s8", 0).end(0).sub(7, 0, "p/d@s7").end(7)
         }
         let mut cases: Vec<(Vec<u8>, Expect, &str)> = vec![
-            (syn(|s| s.end(7)), e, "NotBegin"),
-            (syn(|s| s.plain(0, 24, 7)), e, "BadMagic"),
-            (syn(|s| s.sub(7, 0, "p/d@s7").plain(11, 24, 7)), e, "UnknownRecord"),
-            (syn(|s| s.sub(7, 0, "p/d@s7").plain(u32::MAX, 24, 7)), e, "UnknownRecord"),
-            (syn(|s| s.sub(7, 0, "p/d@s7").plain(6, 32, 7)), e, "Unsupported"), // WRITE_BYREF
-            (syn(|s| s.sub(7, 0, "p/d@s7").plain(10, 32, 7)), e, "Unsupported"), // REDACT
-            (syn(|s| s.sub(7, 0, "p/d@s7").plain(4, 32, 8).end(7)), e, "ForeignRecord"),
-            (syn(|s| s.sub(7, 0, "p/d@s7").end(8)), e, "ForeignRecord"),
-            (syn(|s| s.sub(7, 0, "p/d@s7").sub(7, 0, "p/d@s7")), e, "UnexpectedBegin"),
-            (syn(|s| s.begin(0, RAW_FEATURES, 7, 0, "p/d@s7", 0)), e, "BadHeaderType"),
-            (syn(|s| s.begin(3, RAW_FEATURES, 7, 0, "p/d@s7", 0)), e, "BadHeaderType"),
-            (syn(|s| s.begin(1, RAW_FEATURES, 0, 0, "p/d@s7", 0)), e, "ZeroGuid"),
-            (syn(|s| s.begin(1, RAW_FEATURES, 7, 0, "p/d", 0)), e, "BadName"),
-            (syn(|s| s.begin(1, RAW_FEATURES, 7, 0, "p/../d@s", 0)), e, "BadName"),
-            (syn(|s| s.begin(1, RAW_FEATURES, 7, 0, "p/d@s\x07", 0)), e, "BadName"),
-            (syn(|s| s.begin(1, RAW_FEATURES & !FEATURE_RAW, 7, 0, "p/d@s7", 0)), e, "NotRaw"),
-            (syn(|s| s.begin(1, RAW_FEATURES | FEATURE_RESUMING, 7, 0, "p/d@s7", 0)), e, "UnexpectedResume"),
+            (syn(|s| s.end(7)), e.clone(), "NotBegin"),
+            (syn(|s| s.plain(0, 24, 7)), e.clone(), "BadMagic"),
+            (syn(|s| s.sub(7, 0, "p/d@s7").plain(11, 24, 7)), e.clone(), "UnknownRecord"),
+            (syn(|s| s.sub(7, 0, "p/d@s7").plain(u32::MAX, 24, 7)), e.clone(), "UnknownRecord"),
+            (syn(|s| s.sub(7, 0, "p/d@s7").plain(6, 32, 7)), e.clone(), "Unsupported"), // WRITE_BYREF
+            (syn(|s| s.sub(7, 0, "p/d@s7").plain(10, 32, 7)), e.clone(), "Unsupported"), // REDACT
+            (syn(|s| s.sub(7, 0, "p/d@s7").plain(4, 32, 8).end(7)), e.clone(), "ForeignRecord"),
+            (syn(|s| s.sub(7, 0, "p/d@s7").end(8)), e.clone(), "ForeignRecord"),
+            (syn(|s| s.sub(7, 0, "p/d@s7").sub(7, 0, "p/d@s7")), e.clone(), "UnexpectedBegin"),
+            (syn(|s| s.begin(0, RAW_FEATURES, 7, 0, "p/d@s7", 0)), e.clone(), "BadHeaderType"),
+            (syn(|s| s.begin(3, RAW_FEATURES, 7, 0, "p/d@s7", 0)), e.clone(), "BadHeaderType"),
+            (syn(|s| s.begin(1, RAW_FEATURES, 0, 0, "p/d@s7", 0)), e.clone(), "ZeroGuid"),
+            (syn(|s| s.begin(1, RAW_FEATURES, 7, 0, "p/d", 0)), e.clone(), "BadName"),
+            (syn(|s| s.begin(1, RAW_FEATURES, 7, 0, "p/../d@s", 0)), e.clone(), "BadName"),
+            (syn(|s| s.begin(1, RAW_FEATURES, 7, 0, "p/d@s\x07", 0)), e.clone(), "BadName"),
+            (syn(|s| s.begin(1, RAW_FEATURES & !FEATURE_RAW, 7, 0, "p/d@s7", 0)), e.clone(), "NotRaw"),
+            (syn(|s| s.begin(1, RAW_FEATURES | FEATURE_RESUMING, 7, 0, "p/d@s7", 0)), e.clone(), "UnexpectedResume"),
             (syn(|s| s.sub(7, 0, "p/d@s7").end(7)), exp(0, 8), "WrongTarget"),
             (syn(|s| s.sub(7, 0, "p/d@s7").end(7)), exp(6, 7), "WrongBase"),
             // Compound streams.
-            (syn(|s| s.begin(2, 0, 0, 0, "p/d@s7", 736)), e, "Replication"),
-            (syn(|s| s.begin(2, FEATURE_HOLDS, 0, 0, "p/d@s7", 0)), e, "CompoundHeader"),
-            (syn(|s| s.begin(2, 0, 7, 0, "p/d@s7", 0)), e, "CompoundHeader"),
-            (syn(|s| s.begin(2, 0, 0, 0, "p/d@s7", 0).begin(2, 0, 0, 0, "p/d@s7", 0)), e, "UnexpectedBegin"),
-            (syn(|s| s.begin(2, 0, 0, 0, "p/d@s7", 0).plain(4, 32, 0)), e, "OutsideSubstream"),
-            (syn(|s| s.begin(2, 0, 0, 0, "p/d@s7", 0).end(7)), e, "ForeignRecord"),
-            (syn(|s| s.begin(2, 0, 0, 0, "p/d@s7", 0).end(0).end(0)), e, "EmptyCompound"),
-            (syn(|s| s.begin(2, 0, 0, 0, "p/d@s7", 0).end(0).begin(2, 0, 0, 0, "p/d@s7", 0)), e, "BadHeaderType"),
-            (syn(|s| c(s).plain(4, 32, 7)), e, "OutsideSubstream"),
-            (syn(|s| c(s).end(0)), e, "CompoundName"),
+            (syn(|s| s.begin(2, 0, 0, 0, "p/d@s7", 736)), e.clone(), "Replication"),
+            (syn(|s| s.begin(2, FEATURE_HOLDS, 0, 0, "p/d@s7", 0)), e.clone(), "CompoundHeader"),
+            (syn(|s| s.begin(2, 0, 7, 0, "p/d@s7", 0)), e.clone(), "CompoundHeader"),
+            (syn(|s| s.begin(2, 0, 0, 0, "p/d@s7", 0).begin(2, 0, 0, 0, "p/d@s7", 0)), e.clone(), "UnexpectedBegin"),
+            (syn(|s| s.begin(2, 0, 0, 0, "p/d@s7", 0).plain(4, 32, 0)), e.clone(), "OutsideSubstream"),
+            (syn(|s| s.begin(2, 0, 0, 0, "p/d@s7", 0).end(7)), e.clone(), "ForeignRecord"),
+            (syn(|s| s.begin(2, 0, 0, 0, "p/d@s7", 0).end(0).end(0)), e.clone(), "EmptyCompound"),
+            (
+                syn(|s| s.begin(2, 0, 0, 0, "p/d@s7", 0).end(0).begin(2, 0, 0, 0, "p/d@s7", 0)),
+                e.clone(),
+                "BadHeaderType",
+            ),
+            (syn(|s| c(s).plain(4, 32, 7)), e.clone(), "OutsideSubstream"),
+            (syn(|s| c(s).end(0)), e.clone(), "CompoundName"),
             (syn(|s| c(s).sub(8, 7, "q/d@s8")), exp(0, 8), "OtherDataset"),
             (syn(|s| c(s).sub(8, 6, "p/d@s8")), exp(0, 8), "ChainBroken"),
-            (syn(|s| c(s).sub(8, 7, "p/d@s8")), e, "PastTarget"),
+            (syn(|s| c(s).sub(8, 7, "p/d@s8")), e.clone(), "PastTarget"),
             (syn(|s| c(s).sub(8, 7, "p/d@s8").end(8).end(0).end(0)), exp(0, 8), "TrailingData"),
         ];
         let refused = [FEATURE_DEDUP, FEATURE_DEDUPPROPS, 1 << 3, 1 << 15, 1 << 18, FEATURE_REDACTED, FEATURE_HOLDS];
         for bad in refused.into_iter().chain([1 << 28, 1 << 29]) {
-            cases.push((syn(|s| s.begin(1, RAW_FEATURES | bad, 7, 0, "p/d@s7", 0)), e, "Features"));
+            cases.push((syn(|s| s.begin(1, RAW_FEATURES | bad, 7, 0, "p/d@s7", 0)), e.clone(), "Features"));
         }
         for (stream, e, want) in cases {
-            let got = check(&stream, e);
+            let got = check(&stream, e.clone());
             let name = format!("{got:?}");
             assert!(name.starts_with(&format!("Err({want}")), "want {want}, got {name}");
             // Every refusal reads as a sentence.
@@ -1700,7 +1805,7 @@ mod tests {
             sizes in proptest::collection::vec(1usize..4000, 1..40),
         ) {
             let (stream, e) = fixtures().swap_remove(which);
-            prop_assert_eq!(check_chunked(&stream, e, &sizes), check(&stream, e));
+            prop_assert_eq!(check_chunked(&stream, e.clone(), &sizes), check(&stream, e.clone()));
         }
 
         #[test]
@@ -1729,7 +1834,7 @@ mod tests {
                 let i = i.index(stream.len());
                 stream[i] = v;
             }
-            let _ = check(&stream, e);
+            let _ = check(&stream, e.clone());
         }
     }
 
@@ -1788,12 +1893,19 @@ mod tests {
         if let Ok(path) = std::env::var("ZOFFSITE_BENCH_STREAM") {
             let stream = std::fs::read(&path).unwrap();
             let b = crate::stream::parse_begin(&stream).unwrap();
-            let e = Expect { from: b.from_guid(), to: b.to_guid().unwrap(), resuming: b.is_resuming(), key: None };
+            let e = Expect {
+                from: b.from_guid(),
+                to: b.to_guid().unwrap(),
+                resuming: b.is_resuming(),
+                key: None,
+                name: None,
+                held: Default::default(),
+            };
             for chunk_len in [1 << 12, 1 << 17] {
                 let t = Instant::now();
                 let mut total = 0;
                 for _ in 0..20 {
-                    let mut v = StreamValidator::new(e);
+                    let mut v = StreamValidator::new(e.clone());
                     for chunk in stream.chunks(chunk_len) {
                         v.feed(chunk).unwrap();
                     }

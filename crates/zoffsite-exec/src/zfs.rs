@@ -19,6 +19,7 @@
 //! Failures are classified from stderr into [`ZfsError`] variants that carry
 //! what to do about them.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -26,6 +27,10 @@ use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
 use zoffsite_core::parse::{self, DatasetRow, HoldRow, ParseError, ReceiverRow, SnapshotRow, SourceListing};
 
 use crate::process::{self, Cmd, ExecError, Output};
+
+/// Most names one `zfs` call is given (keeps argv well under the kernel's
+/// limit, however many snapshots a caller has).
+pub const ARGV_CHUNK: usize = 500;
 
 /// Most output accepted from one listing (about 500k snapshot rows).
 const LIST_LIMIT: usize = 64 << 20;
@@ -167,6 +172,33 @@ impl Zfs {
         Self::parsed(&cmd, &out, parse::receiver_datasets)
     }
 
+    /// The snapshots of one dataset (`-d 1`), or none when it does not
+    /// exist yet (a first receive).
+    pub fn dataset_snapshots(&self, ds: &Dataset) -> Result<Vec<SnapshotRow>, ZfsError> {
+        let cmd = self
+            .cmd()
+            .args(["list", "-H", "-p", "-d", "1", "-t", "snapshot", "-o", parse::SNAPSHOT_COLUMNS])
+            .arg(ds.as_str());
+        match self.run_ok(&cmd, || format!("dataset {ds}")) {
+            Ok(out) => Self::parsed(&cmd, &out, parse::snapshots),
+            Err(ZfsError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Which of `names` have `prop` set locally, and to what (`zfs get -s
+    /// local`: an inherited value is not the name's own, and a user property
+    /// is inherited by snapshots from their dataset).
+    pub fn local_values(&self, names: &[String], prop: &str) -> Result<BTreeMap<String, String>, ZfsError> {
+        let mut out = BTreeMap::new();
+        for chunk in names.chunks(ARGV_CHUNK) {
+            let cmd = self.cmd().args(["get", "-H", "-p", "-s", "local", "-o", "name,value", prop]).args(chunk);
+            let text = self.run_ok(&cmd, || chunk.join(", "))?;
+            out.extend(Self::parsed(&cmd, &text, parse::name_values)?);
+        }
+        Ok(out)
+    }
+
     /// Whether a filesystem or volume exists.
     pub fn exists(&self, ds: &Dataset) -> Result<bool, ZfsError> {
         let cmd = self.cmd().args(["list", "-H", "-o", "name", "-t", "filesystem,volume"]).arg(ds.as_str());
@@ -242,17 +274,17 @@ impl Zfs {
         Ok((!v.is_empty()).then_some(v))
     }
 
-    /// Sets a user property on every name in one call (`zfs set PROP=VALUE
-    /// NAME...`: one zfs invocation for a whole `-I` stream's snapshots);
-    /// `prop` must be a user property (`module:name`), which the delegated
-    /// box user may set.
+    /// Sets a user property on every name, [`ARGV_CHUNK`] names per call
+    /// (`zfs set PROP=VALUE NAME...`: one zfs invocation for a whole `-I`
+    /// stream's snapshots); `prop` must be a user property (`module:name`),
+    /// which the delegated box user may set.
     pub fn set_user_property(&self, names: &[String], prop: &str, value: &str) -> Result<(), ZfsError> {
         debug_assert!(prop.contains(':'), "only user properties");
-        if names.is_empty() {
-            return Ok(());
+        for chunk in names.chunks(ARGV_CHUNK) {
+            let cmd = self.cmd().arg("set").arg(format!("{prop}={value}")).args(chunk);
+            self.run_ok(&cmd, || chunk.join(", "))?;
         }
-        let cmd = self.cmd().arg("set").arg(format!("{prop}={value}")).args(names);
-        self.run_ok(&cmd, || names.join(", ")).map(drop)
+        Ok(())
     }
 
     /// `zfs send -w [-i FROM | -I FROM] SNAPSHOT`: the only way zoffsite
@@ -305,11 +337,11 @@ impl Zfs {
         self.run_ok(&cmd, || format!("snapshot {snap}")).map(drop)
     }
 
-    /// The holds on `snaps`, listed 500 snapshots per `zfs holds` call (a
-    /// bound on argv length, however many there are).
+    /// The holds on `snaps`, listed [`ARGV_CHUNK`] snapshots per `zfs
+    /// holds` call (a bound on argv length, however many there are).
     pub fn holds(&self, snaps: &[Snapshot]) -> Result<Vec<HoldRow>, ZfsError> {
         let mut all = Vec::new();
-        for chunk in snaps.chunks(500) {
+        for chunk in snaps.chunks(ARGV_CHUNK) {
             let cmd = self.cmd().args(["holds", "-H", "-p"]).args(chunk.iter().map(|s| s.to_string()));
             let out = self.run_ok(&cmd, || "a snapshot".into())?;
             all.extend(Self::parsed(&cmd, &out, parse::holds)?);

@@ -154,7 +154,14 @@ pub(crate) fn receive(zfs: &Zfs, origin: &mut Origin, step: &Step) -> anyhow::Re
     let cmd = zfs.receive_new(&step.dest);
     let mut child = Running::with_stdin(&cmd)?;
     let mut stdin = child.child.stdin.take().expect("piped");
-    let mut v = StreamValidator::new(Expect { from: None, to: step.guid, resuming: false, key: None });
+    let mut v = StreamValidator::new(Expect {
+        from: None,
+        to: step.guid,
+        resuming: false,
+        key: None,
+        name: None,
+        held: Default::default(),
+    });
     let mut sink = |chunk: &[u8]| -> std::io::Result<()> {
         v.feed(chunk).map_err(|e| std::io::Error::other(format!("refused the box's stream: {e}")))?;
         stdin.write_all(chunk)

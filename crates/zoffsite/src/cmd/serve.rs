@@ -17,15 +17,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixListener;
 use std::process::ChildStdin;
 
-use zoffsite_core::names::{Dataset, Guid, SnapName};
+use zoffsite_core::boxside::{self, RECEIVED_PROPERTY};
+use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
 use zoffsite_core::nvlist::KeyWrap;
+use zoffsite_core::parse::SnapshotRow;
 use zoffsite_core::protocol::{
     self, ErrorCode, Frame, FrameHead, ProtoError, RemoteDataset, RemoteSnapshot, Request, Response, MAX_LIST_DATASETS,
     MAX_REQUEST_LEN, PROTOCOL_NAME, PROTOCOL_VERSION,
 };
-use zoffsite_core::records::{Expect, StreamError, StreamValidator};
+use zoffsite_core::records::{Expect, Held, StreamError, StreamValidator, Summary};
 use zoffsite_exec::process::Running;
 use zoffsite_exec::zfs::{Zfs, ZfsError};
 
@@ -50,7 +53,8 @@ pub fn run(args: ServeArgs) -> Exit {
         }
     };
     let stdout = io::stdout().lock();
-    let mut server = Server { zfs: Zfs::new(), root: args.root, input, output: BufWriter::new(stdout) };
+    let mut server =
+        Server { zfs: Zfs::new(), root: args.root, lock_scope: String::new(), input, output: BufWriter::new(stdout) };
     match server.serve() {
         Ok(()) => Exit::Ok,
         Err(e) => {
@@ -115,6 +119,9 @@ impl Input for io::Cursor<Vec<u8>> {}
 pub(crate) struct Server<R: Input, W: Write> {
     pub(crate) zfs: Zfs,
     pub(crate) root: Dataset,
+    /// Part of every dataset lock's name: empty in production; tests that
+    /// run servers side by side give each its own.
+    pub(crate) lock_scope: String,
     pub(crate) input: R,
     pub(crate) output: W,
 }
@@ -345,6 +352,7 @@ impl<R: Input, W: Write> Server<R, W> {
     /// only if it has some: this cannot touch received snapshots.
     fn abort(&mut self, dataset: &Dataset) -> Result<(), Reject> {
         let target = self.root.join(dataset).map_err(|e| Reject::new(ErrorCode::Refused, e.to_string()))?;
+        let _lock = self.lock_dataset(&target)?;
         let partial =
             self.zfs.list_receiver(&self.root)?.into_iter().any(|r| r.dataset == target && r.resume_token.is_some());
         if !partial {
@@ -383,6 +391,25 @@ impl<R: Input, W: Write> Server<R, W> {
                 ))
             }
         };
+        if dataset.depth() > MAX_NESTING {
+            return self.reject_and_drain(Reject::new(
+                ErrorCode::Refused,
+                format!("{dataset} is nested {} levels deep; the box takes at most {MAX_NESTING}", dataset.depth()),
+            ));
+        }
+        // From here to the answer, no other session touches this dataset:
+        // the pin read below must still hold when the stream is checked
+        // against it, and the listing must still be what the box holds.
+        let _lock = match self.lock_dataset(&target) {
+            Ok(l) => l,
+            Err(rej) => return self.reject_and_drain(rej),
+        };
+        // What the box holds of it: a stream may only add to this, and only
+        // snapshots above it (by the box's createtxg) get a receive stamp.
+        let before = match self.zfs.dataset_snapshots(&target) {
+            Ok(b) => b,
+            Err(e) => return self.reject_and_drain(e.into()),
+        };
         // The wrapped key the box's copy was first received with, if any:
         // a stream with another one would re-wrap the whole history.
         let pinned = if from.is_some() || resume {
@@ -395,9 +422,19 @@ impl<R: Input, W: Write> Server<R, W> {
         };
         // Hold the stream back until its first substream's BEGIN record and
         // key data have been checked (raw, the requested base, this dataset,
-        // the pinned key): `zfs receive` sees no byte of a stream that
-        // fails that.
-        let mut validator = StreamValidator::new(Expect { from, to: guid, resuming: resume, key: pinned });
+        // the pinned key, nothing the box holds already): `zfs receive`
+        // sees no byte of a stream that fails that.
+        let mut validator = StreamValidator::new(Expect {
+            from,
+            to: guid,
+            resuming: resume,
+            key: pinned,
+            name: Some(snapshot.clone()),
+            held: Held {
+                names: before.iter().map(|s| s.snapshot.name.clone()).collect(),
+                guids: before.iter().map(|s| s.guid).collect(),
+            },
+        });
         let mut head = Vec::new();
         let mut ended = false;
         while validator.key().is_none() {
@@ -423,11 +460,7 @@ impl<R: Input, W: Write> Server<R, W> {
         }
         let check = match validator.substreams().first() {
             None => Err("the stream ended before its first snapshot".to_owned()),
-            // The requested snapshot must match by name as well as GUID.
-            Some((s, g)) if *g == guid && s.name != *snapshot => {
-                Err(format!("stream is for @{}, not the requested @{snapshot}", s.name))
-            }
-            // A single-snapshot stream must be exactly the requested one.
+            // (The validator checked its name against the request.) A single-snapshot stream must be exactly the requested one.
             Some((s, g)) if !validator.is_compound() && *g != guid => {
                 Err(format!("stream is for @{} (guid {g}), not the requested @{snapshot} (guid {guid})", s.name))
             }
@@ -478,6 +511,7 @@ impl<R: Input, W: Write> Server<R, W> {
                 sink.close();
                 let out = child.finish();
                 tracing::warn!(dataset = %target, "connection lost mid-stream; partial state kept for resume: {out:?}");
+                self.stamp_what_landed(&target, &before, validator.substreams());
                 return Err(e.into());
             }
         }
@@ -485,10 +519,12 @@ impl<R: Input, W: Write> Server<R, W> {
             // Stop zfs receive before it commits anything more.
             drop(sink);
             let _ = child.kill();
+            self.stamp_what_landed(&target, &before, validator.substreams());
             return self.reject_and_drain(refused(&target, e));
         }
         let broken = sink.close();
         let out = child.finish().map_err(|e| Fatal::Refused(e.to_string()))?;
+        let streamed = validator.substreams().to_vec();
         let mut received = None;
         if out.success() {
             match validator.finish() {
@@ -496,18 +532,20 @@ impl<R: Input, W: Write> Server<R, W> {
                 Err(e) => {
                     // zfs receive accepted what the validator did not:
                     // report it, never confirm it.
+                    self.stamp_what_landed(&target, &before, &streamed);
                     let rej = refused(&target, e);
                     return Ok(self.reject(rej)?);
                 }
             }
         }
-        let answer = if out.success() && !broken {
-            target
-                .snapshot(snapshot)
-                .map_err(|e| Reject::new(ErrorCode::Internal, e.to_string()))
-                .and_then(|s| self.zfs.snapshot_guid(&s).map_err(Reject::from))
-                .map(|g| Response::Received { dataset: dataset.clone(), snapshot: snapshot.clone(), guid: g })
+        let answer = if let (Some(summary), false) = (received, broken) {
+            self.record_receive(&target, snapshot, &before, &summary, pinned).map(|g| Response::Received {
+                dataset: dataset.clone(),
+                snapshot: snapshot.clone(),
+                guid: g,
+            })
         } else {
+            self.stamp_what_landed(&target, &before, &streamed);
             let rej = Reject::from(Zfs::stream_error(&cmd, target.as_str(), out));
             Err(match (rej.code, self.snapshot_limit_reached()) {
                 // ZFS reports a reached snapshot_limit as a space quota
@@ -517,20 +555,7 @@ impl<R: Input, W: Write> Server<R, W> {
             })
         };
         match answer {
-            Ok(r) => {
-                // Bookkeeping after the answer, so that it overlaps with the
-                // source's own (holds, bookmarks). Should this process die
-                // in between, a snapshot without a stamp is one `box prune`
-                // never destroys, and a missing pin is set at the next
-                // receive.
-                self.reply(&r)?;
-                if let Some(summary) = received {
-                    self.stamp_received(&target, &summary.snapshots);
-                    if let (None, Some(key)) = (pinned, summary.key) {
-                        self.pin_key(&target, key);
-                    }
-                }
-            }
+            Ok(r) => self.reply(&r)?,
             Err(rej) => {
                 // zfs receive gave up before the stream ended: answer now so
                 // the source stops sending, then discard the rest.
@@ -571,26 +596,98 @@ impl<R: Input, W: Write> Server<R, W> {
         }
     }
 
-    /// Pins the key `target` was first received with: from now on only
-    /// streams with this wrapped key are received into it.
-    fn pin_key(&self, target: &Dataset, key: KeyWrap) {
-        tracing::info!(dataset = %target, %key, "pinning the dataset's wrapped key");
-        if let Err(e) = self.zfs.set_user_property(&[target.to_string()], KEYWRAP_PROPERTY, &key.to_string()) {
-            tracing::warn!("cannot pin the wrapped key of {target} (the next receive will try again): {e}");
+    /// After `zfs receive` accepted a stream, and before the source is
+    /// answered (so that a source hanging up on the answer cannot leave
+    /// the work undone): stamps the snapshots this receive created, pins
+    /// the key at a first receive, and returns the requested snapshot's
+    /// GUID as the box now holds it.
+    fn record_receive(
+        &self,
+        target: &Dataset,
+        snapshot: &SnapName,
+        before: &[SnapshotRow],
+        summary: &Summary,
+        pinned: Option<KeyWrap>,
+    ) -> Result<Guid, Reject> {
+        let after = self.zfs.dataset_snapshots(target)?;
+        let created = boxside::created_by_receive(before, &after, &summary.snapshots);
+        self.stamp_received(target, &created);
+        if let (None, Some(key)) = (pinned, summary.key) {
+            self.pin_key(target, key)?;
+        }
+        after.iter().find(|s| s.snapshot.name == *snapshot).map(|s| s.guid).ok_or_else(|| {
+            Reject::new(ErrorCode::Zfs, format!("zfs receive succeeded, but {target}@{snapshot} is not on the box"))
+        })
+    }
+
+    /// After a receive that did not complete: the earlier substreams of a
+    /// compound stream may have landed all the same. They are stamped like
+    /// any other new snapshot (best effort: this is already a failure).
+    fn stamp_what_landed(&self, target: &Dataset, before: &[SnapshotRow], streamed: &[(Snapshot, Guid)]) {
+        if streamed.is_empty() {
+            return;
+        }
+        match self.zfs.dataset_snapshots(target) {
+            Ok(after) => self.stamp_received(target, &boxside::created_by_receive(before, &after, streamed)),
+            Err(e) => tracing::warn!("cannot list {target} to stamp what an incomplete receive left: {e}"),
         }
     }
 
-    /// Records the box's own clock on each snapshot just received. Box
-    /// retention ages snapshots by this, never by their `creation`, which
-    /// the sender controls.
-    fn stamp_received(&self, target: &Dataset, snaps: &[(zoffsite_core::names::Snapshot, Guid)]) {
-        let now = jiff::Timestamp::now().as_second().to_string();
-        let names: Vec<String> = snaps.iter().map(|(s, _)| format!("{target}@{}", s.name)).collect();
-        for chunk in names.chunks(500) {
-            if let Err(e) = self.zfs.set_user_property(chunk, RECEIVED_PROPERTY, &now) {
-                tracing::warn!("cannot record the receive time of {} snapshots of {target}: {e}", chunk.len());
+    /// Pins the key `target` was first received with: from now on only
+    /// streams with this wrapped key are received into it. A failure is
+    /// the answer: the snapshot is on the box, but the source must hear
+    /// that its key is not pinned (the next receive would take any key).
+    fn pin_key(&self, target: &Dataset, key: KeyWrap) -> Result<(), Reject> {
+        tracing::info!(dataset = %target, %key, "pinning the dataset's wrapped key");
+        self.zfs.set_user_property(&[target.to_string()], KEYWRAP_PROPERTY, &key.to_string()).map_err(|e| {
+            Reject::new(
+                ErrorCode::Zfs,
+                format!("{target} was received, but its wrapped key could not be pinned (the next receive tries again): {e}"),
+            )
+        })
+    }
+
+    /// Records the box's own clock on each snapshot this receive created.
+    /// Box retention ages snapshots by this, never by their `creation`,
+    /// which the sender controls. Write-once: a snapshot that already has
+    /// a stamp of its own keeps it. A failure leaves a snapshot unstamped,
+    /// which box retention then ages by its txg journal (`boxside`).
+    fn stamp_received(&self, target: &Dataset, created: &[&SnapshotRow]) {
+        let names: Vec<String> = created.iter().map(|s| s.snapshot.to_string()).collect();
+        let stamped = match self.zfs.local_values(&names, RECEIVED_PROPERTY) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("cannot read the receive stamps of {target}'s new snapshots, so none is written: {e}");
+                return;
             }
+        };
+        let todo: Vec<String> = names.into_iter().filter(|n| !stamped.contains_key(n)).collect();
+        let now = jiff::Timestamp::now().as_second().to_string();
+        if let Err(e) = self.zfs.set_user_property(&todo, RECEIVED_PROPERTY, &now) {
+            tracing::warn!("cannot record the receive time of {} snapshots of {target}: {e}", todo.len());
         }
+    }
+
+    /// One session at a time per dataset: taken for the whole of a receive
+    /// or an abort, released when the value is dropped (or the process
+    /// dies). An abstract Unix socket is the lock: it needs no directory
+    /// the box user could be tricked into, and the kernel frees it with
+    /// its holder. Its name is per network namespace, which all of sshd's
+    /// sessions share.
+    fn lock_dataset(&self, target: &Dataset) -> Result<UnixListener, Reject> {
+        use sha2::Digest;
+        use std::os::linux::net::SocketAddrExt;
+        let digest = sha2::Sha256::digest(format!("{}\0{target}", self.lock_scope));
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(format!("zoffsite-serve/{hex}"))
+            .map_err(|e| Reject::new(ErrorCode::Internal, e.to_string()))?;
+        UnixListener::bind_addr(&addr).map_err(|e| match e.kind() {
+            io::ErrorKind::AddrInUse => Reject::new(
+                ErrorCode::Conflict,
+                format!("another session is receiving into {target} right now; the next backup tries again"),
+            ),
+            _ => Reject::new(ErrorCode::Internal, format!("cannot take the receive lock of {target}: {e}")),
+        })
     }
 
     fn reject_and_drain(&mut self, rej: Reject) -> Result<(), Fatal> {
@@ -606,13 +703,11 @@ impl<R: Input, W: Write> Server<R, W> {
 
     /// Creates the missing ancestors of `target` below the root, unmounted.
     fn ensure_parents(&mut self, target: &Dataset) -> Result<(), Reject> {
-        let ancestors = target.ancestors_below(&self.root);
-        if ancestors.is_empty() {
-            return Ok(());
-        }
-        let existing: BTreeSet<Dataset> = self.zfs.list_receiver(&self.root)?.into_iter().map(|r| r.dataset).collect();
-        for a in ancestors {
-            if !existing.contains(&a) {
+        // Only the ancestors are looked at (at most MAX_NESTING), never the
+        // whole root: a source must not make each receive cost a listing
+        // of everything it ever created.
+        for a in target.ancestors_below(&self.root) {
+            if !self.zfs.exists(&a)? {
                 tracing::info!(dataset = %a, "creating placeholder parent");
                 self.zfs.create_placeholder(&a)?;
             }
@@ -621,9 +716,10 @@ impl<R: Input, W: Write> Server<R, W> {
     }
 }
 
-/// The user property holding a snapshot's receive time on the box (Unix
-/// seconds, box clock).
-pub const RECEIVED_PROPERTY: &str = "zoffsite:received";
+/// How deep a source's dataset name may be (components, pool included):
+/// each level may be a placeholder `serve` creates, and a 255-byte name
+/// could otherwise nest over a hundred. Real trees are a few levels deep.
+const MAX_NESTING: usize = 16;
 
 /// The user property, set locally on each received dataset, holding the
 /// fingerprint of the wrapped key it was first received with
@@ -638,7 +734,7 @@ const MAX_HEAD: usize = 1 << 20;
 fn refused(target: &Dataset, e: StreamError) -> Reject {
     let fix = match e {
         StreamError::KeyChanged { .. } => format!(
-            ". That part was not received, and no snapshot on the box changed its key. If you changed the key yourself, have the box owner accept the new key, as root on the box: zfs inherit -r {KEYWRAP_PROPERTY} {target} (the next backup then re-wraps the box's copy with it). If you did not, the source may be compromised: leave the box as it is"
+            ". That part was not received, and no snapshot on the box changed its key. If you changed the key yourself, have the box owner accept the new key, as root on the box: zfs inherit {KEYWRAP_PROPERTY} {target} (that dataset only; add -r only if you changed the key of every dataset below it too, since -r clears all their pins). The next backup then re-wraps the box's copy with it. If you did not change the key, the source may be compromised: leave the box as it is"
         ),
         _ => String::new(),
     };
@@ -793,11 +889,19 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().to_owned();
             let script = format!(
-                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) exit 0;;\n receive) cat >> '{data}'; exit 0;;\n get) case \"$*\" in *mountpoint*) echo {mountpoint};; *keywrap*) cat '{keywrap}' 2>/dev/null;; *) echo 10546291128629098134;; esac; exit 0;;\n create) exit 0;;\n set) exit 0;;\nesac\nexit 1\n",
+                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) case \"$*\" in *'-t snapshot '*) if [ -e '{d}/done' ]; then cat '{d}/after'; else cat '{d}/before' 2>/dev/null; fi;; *'-o name -t filesystem,volume offsite/home/'*) echo \"cannot open '$7': dataset does not exist\" >&2; exit 1;; esac; exit 0;;\n receive) cat >> '{data}' && touch '{d}/done'; exit 0;;\n get) case \"$*\" in *mountpoint*) echo {mountpoint};; *keywrap*) cat '{keywrap}' 2>/dev/null;; *zoffsite:received*) cat '{d}/stamps' 2>/dev/null;; *) echo 10546291128629098134;; esac; exit 0;;\n create) exit 0;;\n set) exit 0;;\nesac\nexit 1\n",
                 log = dir.join("log").display(),
                 data = dir.join("received").display(),
                 keywrap = dir.join("keywrap").display(),
+                d = dir.display(),
             );
+            // What the box's copy holds once a receive ran: the snapshots of
+            // the test streams (before it: nothing, unless a test says so).
+            std::fs::write(
+                dir.join("after"),
+                format!("{T}@s1\t{S1}\t10\t1\n{T}@s2\t{S2}\t11\t1\n{T}@s3\t{S3}\t12\t1\n{T}@s4\t{S4}\t13\t1\n"),
+            )
+            .unwrap();
             std::fs::write(dir.join("zfs"), script).unwrap();
             std::fs::set_permissions(dir.join("zfs"), std::fs::Permissions::from_mode(0o755)).unwrap();
             Fake { _tmp: tmp, dir }
@@ -828,6 +932,7 @@ mod tests {
             let mut s = Server {
                 zfs: Zfs::with_binary(self.dir.join("zfs")),
                 root: Dataset::new("offsite/home").unwrap(),
+                lock_scope: self.dir.display().to_string(),
                 input,
                 output: Vec::new(),
             };
@@ -955,6 +1060,11 @@ mod tests {
     /// `zfs send -w -I @s1 t/src@s4`, a compound stream of 3 substreams.
     const RAW_I: &[u8] = include_bytes!("../../../zoffsite-core/testdata/raw-I.zstream");
     const S4: u64 = 3450180799739347870;
+    /// RAW_I's other two substreams (testdata/capture.log).
+    const S2: u64 = 16838371782063219762;
+    const S3: u64 = 6057413346056771907;
+    /// The box's copy of tank/data under the test root.
+    const T: &str = "offsite/home/tank/data";
     /// `zfs send -w -t` of another dataset (t/big), with another key.
     const RESUMED_INCR: &[u8] = include_bytes!("../../../zoffsite-core/testdata/raw-resumed-incr.zstream");
 
@@ -990,7 +1100,10 @@ mod tests {
         match &msgs[..] {
             [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
                 assert!(message.contains("different encryption key"), "{message}");
-                assert!(message.contains("zfs inherit -r zoffsite:keywrap offsite/home/tank/data"), "{message}");
+                assert!(
+                    message.contains("zfs inherit zoffsite:keywrap offsite/home/tank/data (that dataset only"),
+                    "{message}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -1004,6 +1117,161 @@ mod tests {
             "{msgs:?}"
         );
         assert!(!f.log().contains("receive"), "{}", f.log());
+    }
+
+    #[test]
+    fn a_replay_of_snapshots_the_box_holds_is_refused_before_zfs_receive_sees_it() {
+        // The whole history again as one -I stream (s2..s4 from s1), onto a
+        // box that already holds s2: zfs receive would skip it, exit 0, and
+        // the old snapshots would be stamped as received now.
+        let f = Fake::new();
+        std::fs::write(f.dir.join("before"), format!("{T}@s1\t{S1}\t5\t1\n{T}@s2\t{S2}\t6\t1\n")).unwrap();
+        std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+        let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
+        assert!(r.is_ok(), "{r:?}");
+        match &msgs[..] {
+            [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
+                assert!(message.contains("t/src@s2") && message.contains("already holds"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A full stream of a snapshot it holds, by name alone or by GUID alone.
+        for before in [format!("{T}@s1\t42\t5\t1\n"), format!("{T}@other\t{S1}\t5\t1\n")] {
+            let g = Fake::new();
+            std::fs::write(g.dir.join("before"), before).unwrap();
+            let (_, msgs) = g.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
+            assert!(
+                matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("already holds")),
+                "{msgs:?}"
+            );
+            assert!(!g.log().contains("receive") && !g.log().contains("set "), "{}", g.log());
+        }
+        assert!(!f.log().contains("receive") && !f.log().contains("set "), "{}", f.log());
+    }
+
+    #[test]
+    fn only_snapshots_this_receive_created_are_stamped_and_never_twice() {
+        let f = Fake::new();
+        std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+        std::fs::write(f.dir.join("before"), format!("{T}@s1\t{S1}\t10\t1\n")).unwrap();
+        // After: s2 at a txg below what the box held (so not this receive's,
+        // whatever the stream says), s3 new, s4 new but already stamped.
+        std::fs::write(
+            f.dir.join("after"),
+            format!("{T}@s1\t{S1}\t10\t1\n{T}@s2\t{S2}\t9\t1\n{T}@s3\t{S3}\t20\t1\n{T}@s4\t{S4}\t21\t1\n"),
+        )
+        .unwrap();
+        std::fs::write(f.dir.join("stamps"), format!("{T}@s4\t1700000000\n")).unwrap();
+        let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
+        assert!(r.is_ok(), "{r:?}");
+        assert!(matches!(&msgs[1], Response::Received { guid, .. } if guid.get() == S4), "{msgs:?}");
+        let log = f.log();
+        let sets: Vec<&str> = log.lines().filter(|l| l.starts_with("set zoffsite:received=")).collect();
+        assert_eq!(sets.len(), 1, "{log}");
+        assert!(sets[0].ends_with(&format!(" {T}@s3")), "only s3 is stamped: {}", sets[0]);
+    }
+
+    /// Accepts `n` bytes, then fails: a source that hangs up right after
+    /// its stream, before the answer.
+    struct HangUp(usize);
+
+    impl Write for HangUp {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if b.len() > self.0 {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            self.0 -= b.len();
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn stamps_and_pin_are_written_before_the_answer() {
+        let f = Fake::new();
+        let mut hello_len = Vec::new();
+        protocol::write_msg(
+            &mut hello_len,
+            &Response::Hello {
+                protocol: PROTOCOL_NAME.into(),
+                version: PROTOCOL_VERSION,
+                server: format!("zoffsite {}", env!("CARGO_PKG_VERSION")),
+                root: Dataset::new("offsite/home").unwrap(),
+            },
+        )
+        .unwrap();
+        let mut s = Server {
+            zfs: Zfs::with_binary(f.dir.join("zfs")),
+            root: Dataset::new("offsite/home").unwrap(),
+            lock_scope: f.dir.display().to_string(),
+            input: Cursor::new(session(&[(request("s1", S1, None, false), RAW_FULL)])),
+            output: HangUp(hello_len.len()),
+        };
+        assert!(matches!(s.serve(), Err(Fatal::Io(_))), "the answer could not be written");
+        let log = f.log();
+        assert!(log.contains("set zoffsite:received=") && log.contains(&format!(" {T}@s1\n")), "{log}");
+        assert!(log.contains(&format!("set zoffsite:keywrap={} {T}\n", key_of(RAW_FULL))), "{log}");
+    }
+
+    #[test]
+    fn one_session_at_a_time_receives_into_a_dataset() {
+        let f = Fake::new();
+        let s = Server {
+            zfs: Zfs::with_binary(f.dir.join("zfs")),
+            root: Dataset::new("offsite/home").unwrap(),
+            lock_scope: f.dir.display().to_string(),
+            input: Cursor::new(Vec::new()),
+            output: Vec::new(),
+        };
+        let target = Dataset::new(T).unwrap();
+        let held = s.lock_dataset(&target).ok().expect("free");
+        let (r, msgs) = f.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
+        assert!(r.is_ok(), "{r:?}");
+        assert!(
+            matches!(&msgs[1], Response::Error { code: ErrorCode::Conflict, message } if message.contains("another session")),
+            "{msgs:?}"
+        );
+        assert!(!f.log().contains("receive"), "{}", f.log());
+        // Another dataset is not held up, and the lock goes with its holder.
+        assert!(s.lock_dataset(&Dataset::new("offsite/home/tank/other").unwrap()).is_ok());
+        drop(held);
+        let (_, msgs) = f.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
+        assert!(matches!(&msgs[1], Response::Received { .. }), "{msgs:?}");
+    }
+
+    #[test]
+    fn a_stream_named_otherwise_than_the_request_is_refused_up_front() {
+        // The compound header names s4; the request says s5 with s4's GUID.
+        let f = Fake::new();
+        std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+        let (_, msgs) = f.serve(session(&[(request("s5", S4, Some(S1), false), RAW_I)]));
+        assert!(
+            matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("byte 0") && message.contains("not the requested @s5")),
+            "{msgs:?}"
+        );
+        assert!(!f.log().contains("receive"), "{}", f.log());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_any_placeholder() {
+        let f = Fake::new();
+        let deep = (0..=MAX_NESTING).map(|i| format!("d{i}")).collect::<Vec<_>>().join("/");
+        let req = Request::Receive {
+            dataset: Dataset::new(&deep).unwrap(),
+            snapshot: SnapName::new("s1").unwrap(),
+            guid: Guid::new(S1).unwrap(),
+            from: None,
+            resume: false,
+        };
+        let (_, msgs) = f.serve(session(&[(req, RAW_FULL)]));
+        assert!(
+            matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("at most 16")),
+            "{msgs:?}"
+        );
+        assert!(!f.log().contains("create") && !f.log().contains("receive"), "{}", f.log());
     }
 
     #[test]
