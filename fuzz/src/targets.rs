@@ -679,7 +679,7 @@ fn validate(ctx: &mut Ctx, input: &[u8]) -> bool {
     let (head, s) = input.split_at(input.len().min(4));
     let [sel, chunking, a, b] = [0, 1, 2, 3].map(|i| head.get(i).copied().unwrap_or(0));
     let expect = expectation(sel % 12, chunking, s);
-    let mut whole = StreamValidator::new(expect);
+    let mut whole = StreamValidator::new(expect.clone());
     let fed = whole.feed(s);
     let complete = whole.is_complete();
     ctx.check(whole.substreams().len() <= MAX_SUBSTREAMS, || "more substreams than the cap".into());
