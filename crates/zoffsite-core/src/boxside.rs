@@ -83,14 +83,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_duration, ConfigError};
+use crate::journal::Journal;
 use crate::names::{Dataset, Guid, Snapshot};
-use crate::parse::{self, ParseError, SnapshotRow};
+use crate::parse::SnapshotRow;
 use crate::retention::{self, KeepPolicy, PolicyError};
 
 pub const DEFAULT_PATH: &str = "/etc/zoffsite/box.toml";
@@ -123,6 +125,8 @@ pub struct BoxConfig {
     /// argv; `notify[0]` is an absolute path. Empty: no notification.
     pub notify: Vec<String>,
     pub keep: Option<KeepPolicy>,
+    /// The txg journal ([`crate::journal`]): an absolute path.
+    pub journal: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +141,8 @@ struct RawBoxConfig {
     notify: Option<Vec<String>>,
     #[serde(default)]
     keep: Option<KeepPolicy>,
+    #[serde(default)]
+    journal: Option<String>,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -179,7 +185,14 @@ impl BoxConfig {
         if let Some(k) = &raw.keep {
             k.validate().map_err(|e| invalid("keep", e.to_string()))?;
         }
-        Ok(BoxConfig { root, min_age, max_age, notify: raw.notify.unwrap_or_default(), keep: raw.keep })
+        let journal = PathBuf::from(raw.journal.as_deref().unwrap_or(crate::journal::DEFAULT_PATH));
+        if !journal.is_absolute() || journal.file_name().is_none() {
+            return Err(invalid(
+                "journal",
+                format!("{:?} must be an absolute path to a file, e.g. {:?}", journal, crate::journal::DEFAULT_PATH),
+            ));
+        }
+        Ok(BoxConfig { root, min_age, max_age, notify: raw.notify.unwrap_or_default(), keep: raw.keep, journal })
     }
 }
 
@@ -202,7 +215,7 @@ impl Received {
     }
 }
 
-/// A snapshot on the box, listed with [`BOX_SNAPSHOT_COLUMNS`].
+/// A snapshot on the box, as [`box_snapshots`] joins it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoxSnapshot {
     pub snapshot: Snapshot,
@@ -214,48 +227,29 @@ pub struct BoxSnapshot {
     pub received: Received,
 }
 
-pub const BOX_SNAPSHOT_COLUMNS: &str = "name,guid,createtxg,creation,zoffsite:received";
-
-/// Parses `zfs list -H -p -t snapshot -o` [`BOX_SNAPSHOT_COLUMNS`]: the
-/// first four columns as strictly as [`parse::snapshots`]; a receive stamp
-/// that is not plain Unix seconds is [`Received::Unreadable`], not an error
+/// A receive stamp's text: plain Unix seconds, or [`Received::Unreadable`]
 /// (one odd property must not stop retention of everything else, and the
-/// snapshot it is on is then kept).
-pub fn parse_box_snapshots(text: &str) -> Result<Vec<BoxSnapshot>, ParseError> {
-    let rows = parse::rows(text, 5)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (i, c) in rows.iter().enumerate() {
-        let line = i + 1;
-        let fixed = format!("{}\t{}\t{}\t{}", c[0], c[1], c[2], c[3]);
-        let row = parse::snapshots(&fixed).map_err(|e| renumber(e, line))?.remove(0);
-        let received = match c[4] {
-            "-" => Received::Missing,
-            v if !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()) => {
-                v.parse().map_or(Received::Unreadable, Received::At)
-            }
-            _ => Received::Unreadable,
-        };
-        out.push(BoxSnapshot {
-            snapshot: row.snapshot,
-            guid: row.guid,
-            createtxg: row.createtxg,
-            creation: row.creation,
-            received,
-        });
+/// snapshot it is on is then kept, or aged by the journal).
+pub fn parse_stamp(v: &str) -> Received {
+    if !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()) {
+        v.parse().map_or(Received::Unreadable, Received::At)
+    } else {
+        Received::Unreadable
     }
-    Ok(out)
 }
 
-fn renumber(e: ParseError, line: usize) -> ParseError {
-    match e {
-        ParseError::Columns { expected, found, .. } => ParseError::Columns { line, expected, found },
-        ParseError::Nul { .. } => ParseError::Nul { line },
-        ParseError::LineTooLong { .. } => ParseError::LineTooLong { line },
-        ParseError::Name { what, source, .. } => ParseError::Name { line, what, source },
-        ParseError::Number { what, value, .. } => ParseError::Number { line, what, value },
-        ParseError::Value { what, value, .. } => ParseError::Value { line, what, value },
-        e @ ParseError::RowCount(_) => e,
-    }
+/// Joins the box's snapshot listing ([`crate::parse::SNAPSHOT_COLUMNS`]) with the
+/// receive stamps set *locally* on them (`zfs get -s local`, by full
+/// snapshot name). A user property set on a dataset is inherited by its
+/// snapshots and `zfs list -o` would show it as theirs: only a stamp of a
+/// snapshot's own counts.
+pub fn box_snapshots(rows: Vec<SnapshotRow>, stamps: &BTreeMap<String, String>) -> Vec<BoxSnapshot> {
+    rows.into_iter()
+        .map(|r| {
+            let received = stamps.get(&r.snapshot.to_string()).map_or(Received::Missing, |v| parse_stamp(v));
+            BoxSnapshot { snapshot: r.snapshot, guid: r.guid, createtxg: r.createtxg, creation: r.creation, received }
+        })
+        .collect()
 }
 
 /// The snapshots of one dataset that a receive created, from its listing
@@ -355,8 +349,12 @@ pub enum BoxError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BoxDecision {
     pub snapshot: String,
-    /// Receive time, Unix seconds, box clock; `null` when unknown.
+    /// The receive stamp, Unix seconds, box clock; `null` when unset.
     pub received: Option<i64>,
+    /// The receive time retention aged it by: the stamp clamped into what
+    /// the txg journal knows ([`Journal::received`]); `null` when unknown
+    /// (then it is kept).
+    pub aged_from: Option<i64>,
     /// The stream's creation (source clock), for reference only.
     pub creation: i64,
     pub destroy: bool,
@@ -372,6 +370,7 @@ pub fn plan_box_prune(
     policy: &KeepPolicy,
     min_age: Duration,
     snaps: &[BoxSnapshot],
+    journal: &Journal,
     lastrun: Option<i64>,
     now: Timestamp,
 ) -> Result<Vec<BoxDecision>, BoxError> {
@@ -385,10 +384,12 @@ pub fn plan_box_prune(
     for (_, mut list) in by_ds {
         list.sort_by_key(|s| s.createtxg);
         let newest = list.last().map(|s| &s.snapshot);
+        let aged: BTreeMap<&Snapshot, i64> =
+            list.iter().filter_map(|s| Some((&s.snapshot, journal.received(s.createtxg, s.received.at())?))).collect();
         let mut items = Vec::new();
         for s in &list {
-            // A stamp that does not fit a Timestamp is treated as missing.
-            if let Some(time) = s.received.at().and_then(|t| Timestamp::from_second(t).ok()) {
+            // A time that does not fit a Timestamp is treated as unknown.
+            if let Some(time) = aged.get(&s.snapshot).and_then(|t| Timestamp::from_second(*t).ok()) {
                 items.push(retention::Item { key: &s.snapshot, time });
             }
         }
@@ -413,6 +414,7 @@ pub fn plan_box_prune(
             out.push(BoxDecision {
                 snapshot: s.snapshot.to_string(),
                 received: s.received.at(),
+                aged_from: aged.get(&s.snapshot).copied(),
                 creation: s.creation,
                 destroy,
                 verdict,
@@ -501,6 +503,8 @@ pub struct CheckInput<'a> {
     /// (the caller reports that).
     pub pool_health: Option<&'a str>,
     pub lastrun: Option<i64>,
+    /// The txg journal of the root's pool (empty when there is none yet).
+    pub journal: &'a Journal,
     pub now: Timestamp,
 }
 
@@ -527,22 +531,21 @@ pub fn check(input: &CheckInput<'_>) -> Vec<Finding> {
         out.push(Finding::Empty { root: input.root.clone() });
     }
     for (ds, list) in by_ds {
-        let stamped =
-            list.iter().filter_map(|s| s.received.at().map(|t| (t, s.createtxg, s))).max_by_key(|&(t, g, _)| (t, g));
-        let newest_txg =
-            list.iter().max_by_key(|s| s.createtxg).map(|s| s.snapshot.name.to_string()).unwrap_or_default();
-        match stamped {
-            Some((t, _, s)) if too_old(now - t) => out.push(Finding::Stale {
+        // What arrived last is the snapshot the box's own pool made last
+        // (createtxg), not the one with the freshest stamp: a stamp can be
+        // rewritten, and restamped old snapshots are not new data.
+        let Some(newest) = list.iter().max_by_key(|s| s.createtxg) else { continue };
+        let name = newest.snapshot.name.to_string();
+        match input.journal.received(newest.createtxg, newest.received.at()) {
+            Some(t) if too_old(now - t) => out.push(Finding::Stale {
                 dataset: ds.clone(),
-                newest: s.snapshot.name.to_string(),
+                newest: name,
                 received: Some(t),
                 age: Some(now - t),
                 max_age,
             }),
             Some(_) => {}
-            None => {
-                out.push(Finding::Stale { dataset: ds.clone(), newest: newest_txg, received: None, age: None, max_age })
-            }
+            None => out.push(Finding::Stale { dataset: ds.clone(), newest: name, received: None, age: None, max_age }),
         }
     }
     for p in input.partials {
@@ -587,6 +590,8 @@ pub fn tree_listing(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse;
+    use std::path::Path;
 
     const EXAMPLE: &str = r#"
 root = "offsite/home"
@@ -648,6 +653,89 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         ds.iter().map(|d| (d.snapshot.rsplit('@').next().unwrap().to_owned(), d.destroy, d.verdict.clone())).collect()
     }
 
+    /// A journal with a run at the end of each of these days (txg = day).
+    fn daily_journal(days: std::ops::RangeInclusive<i64>) -> Journal {
+        let mut j = nojournal();
+        for d in days {
+            let t = secs("2026-01-01T00:00:00Z") + d * 86400 + 86399;
+            assert!(j.record(crate::journal::Entry { txg: d as u64 * 10 + 9, start: t - 60, end: t }));
+        }
+        j
+    }
+
+    #[test]
+    fn restamped_history_is_aged_by_the_journal_not_the_stamps() {
+        // One snapshot a day for 60 days (txg 10*day), then all of them
+        // restamped as received on day 61 (a replay, a bug, root on the
+        // box). Without the journal, daily=14 after min_age would keep one
+        // slot for all of them; with it, each keeps its own day.
+        let p = KeepPolicy { daily: 14, ..Default::default() };
+        let now = ts("2026-03-15T00:00:00Z"); // day 73
+        let restamp = secs("2026-03-03T00:00:00Z");
+        let s: Vec<BoxSnapshot> = (0..60)
+            .map(|d| BoxSnapshot { received: Received::At(restamp), ..snap("a", &format!("d{d}"), d * 10 + 1, None) })
+            .collect();
+        let kept = |j: &Journal| {
+            plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, j, None, now)
+                .unwrap()
+                .iter()
+                .filter(|d| !d.destroy)
+                .count()
+        };
+        // By the stamps alone: one daily slot, plus the newest (protected).
+        assert_eq!(kept(&nojournal()), 2, "what the stamps alone would do");
+        let j = daily_journal(0..=72);
+        assert_eq!(kept(&j), 14, "daily=14 over 60 real days");
+        let d = plan_box_prune(&root(), &p, Duration::ZERO, &s, &j, None, now).unwrap();
+        assert_eq!(d[0].received, Some(restamp));
+        assert_eq!(d[0].aged_from, Some(secs("2026-01-01T23:59:59Z")), "{:?}", d[0]);
+    }
+
+    #[test]
+    fn unstamped_snapshots_age_by_the_journal_and_are_pruned_in_time() {
+        // A flood whose receive never got stamped: no longer kept forever.
+        let p = KeepPolicy { last: 1, ..Default::default() };
+        let s: Vec<BoxSnapshot> = (0..20).map(|i| snap("a", &format!("f{i}"), 11 + i, None)).collect();
+        let now = ts("2026-01-30T00:00:00Z");
+        let d =
+            plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, &daily_journal(0..=20), None, now).unwrap();
+        assert_eq!(d.iter().filter(|d| d.destroy).count(), 19, "{:?}", verdicts(&d));
+        // txg 11..=19 was there by the end of day 1, 20..=29 by day 2, ...
+        assert_eq!(d[0].aged_from, Some(secs("2026-01-02T23:59:59Z")));
+        assert_eq!(d[19].aged_from, Some(secs("2026-01-04T23:59:59Z")));
+        assert!(d.iter().all(|d| d.received.is_none()));
+    }
+
+    #[test]
+    fn box_check_counts_only_new_snapshots_as_received() {
+        let now = "2026-01-20T12:00:00Z";
+        // Nothing new since day 10, but old snapshots restamped just now.
+        let mut s: Vec<BoxSnapshot> = (0..10).map(|d| snap("a", &format!("d{d}"), d * 10 + 1, Some(now))).collect();
+        // By the stamps alone (no journal) the newest by txg looks fresh;
+        // the journal says it was there by the end of day 9.
+        let j = daily_journal(0..=18);
+        let with = |j: &'static Journal, s: &[BoxSnapshot]| {
+            let mut i = input(s, &[], "ONLINE", now);
+            i.journal = j;
+            check(&i)
+        };
+        let j: &'static Journal = Box::leak(Box::new(j));
+        let f = with(j, &s);
+        assert!(
+            matches!(&f[..], [Finding::Stale { newest, received: Some(r), .. }] if newest == "d9" && *r == secs("2026-01-10T23:59:59Z")),
+            "{f:?}"
+        );
+        // A restamped old snapshot is not the newest; a new one is.
+        s[3].received = Received::At(secs(now));
+        s.push(snap("a", "new", 500, Some("2026-01-20T11:00:00Z")));
+        assert_eq!(with(j, &s), []);
+        // Before this change the freshest stamp counted, whichever it was on:
+        // an old snapshot with a fresh stamp is not enough.
+        s.pop();
+        s[9].received = Received::At(secs("2026-01-01T00:00:00Z"));
+        assert!(matches!(&with(j, &s)[..], [Finding::Stale { newest, .. }] if newest == "d9"));
+    }
+
     #[test]
     fn the_documented_example_parses() {
         let c = BoxConfig::parse(EXAMPLE).unwrap();
@@ -659,6 +747,9 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         let minimal = BoxConfig::parse("root = \"offsite/home\"\n").unwrap();
         assert_eq!((minimal.min_age, minimal.max_age), (DEFAULT_MIN_AGE, DEFAULT_MAX_AGE));
         assert!(minimal.notify.is_empty() && minimal.keep.is_none());
+        assert_eq!(minimal.journal, Path::new(crate::journal::DEFAULT_PATH));
+        let other = BoxConfig::parse("root = \"offsite/home\"\njournal = \"/srv/j\"\n").unwrap();
+        assert_eq!(other.journal, Path::new("/srv/j"));
     }
 
     #[test]
@@ -674,6 +765,7 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
             (EXAMPLE.replace("\"/usr/local/bin/alert-owner\"", "\"alert-owner\""), "absolute path"),
             (EXAMPLE.replace("[\"/usr/local/bin/alert-owner\"]", "[]"), "notify: is empty"),
             (EXAMPLE.replace("root = \"offsite/home\"", ""), "root"),
+            (format!("{EXAMPLE}\njournal = \"txg-journal\"\n").replace("[keep]\nlast = 7", ""), "journal"),
         ];
         for (text, want) in cases {
             let e = BoxConfig::parse(&text).unwrap_err().to_string();
@@ -683,19 +775,31 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
 
     #[test]
     fn listing_is_parsed_strictly_but_odd_stamps_are_kept_not_fatal() {
-        let text = "offsite/home/tank/a@zoffsite-1\t11\t5\t1700000000\t1800000000\n\
-                    offsite/home/tank/a@manual\t12\t6\t1700000001\t-\n\
-                    offsite/home/tank/a@odd\t13\t7\t1700000002\tyesterday\n";
-        let rows = parse_box_snapshots(text).unwrap();
+        let rows = parse::snapshots(
+            "offsite/home/tank/a@zoffsite-1\t11\t5\t1700000000\n\
+             offsite/home/tank/a@manual\t12\t6\t1700000001\n\
+             offsite/home/tank/a@odd\t13\t7\t1700000002\n",
+        )
+        .unwrap();
+        // As `zfs get -s local` lists them: the dataset's own value (which
+        // the snapshots would inherit) is not a stamp of any snapshot.
+        let stamps: BTreeMap<String, String> = [
+            ("offsite/home/tank/a@zoffsite-1", "1800000000"),
+            ("offsite/home/tank/a@odd", "yesterday"),
+            ("offsite/home/tank/a", "1900000000"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        let rows = box_snapshots(rows, &stamps);
         assert_eq!(
             rows.iter().map(|r| r.received).collect::<Vec<_>>(),
             [Received::At(1_800_000_000), Received::Missing, Received::Unreadable]
         );
         assert_eq!(rows[1].createtxg, 6);
-        let e = parse_box_snapshots("a@b\t1\t2\t3\t4\nbad name@x\tz\t1\t1\t1\n").unwrap_err();
-        assert!(e.to_string().starts_with("line 2:"), "{e}");
-        assert!(parse_box_snapshots("a@b\t1\t2\t3\n").is_err());
-        assert!(parse_box_snapshots("").unwrap().is_empty());
+        for bad in ["", "-5", "1e9", "12345678901234567890", " 5"] {
+            assert_eq!(parse_stamp(bad), Received::Unreadable, "{bad:?}");
+        }
     }
 
     #[test]
@@ -711,7 +815,7 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         ];
         s[0].creation = now.as_second();
         s[2].creation = 0;
-        let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, None, now).unwrap();
+        let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, &nojournal(), None, now).unwrap();
         assert_eq!(
             verdicts(&d),
             [
@@ -740,7 +844,7 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
             snap("b", "made-on-box", 4, None),
             snap("c", "only", 1, None),
         ];
-        let d = plan_box_prune(&root(), &p, Duration::ZERO, &s, None, now).unwrap();
+        let d = plan_box_prune(&root(), &p, Duration::ZERO, &s, &nojournal(), None, now).unwrap();
         assert_eq!(
             verdicts(&d),
             [
@@ -752,7 +856,7 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
             ]
         );
         // Without the unstamped one, x3 is the newest and protected.
-        let d = plan_box_prune(&root(), &p, Duration::ZERO, &s[..3], None, now).unwrap();
+        let d = plan_box_prune(&root(), &p, Duration::ZERO, &s[..3], &nojournal(), None, now).unwrap();
         assert!(!d[2].destroy && d[2].verdict.contains("protected: newest snapshot"), "{:?}", d[2]);
     }
 
@@ -765,7 +869,7 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
             snap("a", "young1", 2, Some("2026-11-24T00:00:00Z")),
             snap("a", "young2", 3, Some("2026-11-25T00:00:00Z")),
         ];
-        let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, None, now).unwrap();
+        let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, &nojournal(), None, now).unwrap();
         assert_eq!(d.iter().map(|d| d.destroy).collect::<Vec<_>>(), [true, false, false]);
         assert!(d[1].verdict.contains("younger than min_age"));
     }
@@ -806,7 +910,7 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         // Right after the flood: min_age keeps all of it; real history as
         // before.
         let now = Timestamp::from_second(flood_at + 3600).unwrap();
-        let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, None, now).unwrap();
+        let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, &nojournal(), None, now).unwrap();
         assert!(d.iter().filter(|d| d.snapshot.contains("flood")).all(|d| !d.destroy));
         // Daily: the flood's day takes one slot, real-19..real-07 the other
         // 13; weekly: the flood's week, then W46 and W45 (their newest are
@@ -815,7 +919,7 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         // Ten days later, past min_age: the flood shrinks to its bucket's
         // newest and `last`, and real history still has its days.
         let now = Timestamp::from_second(flood_at + 10 * 86400).unwrap();
-        let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, None, now).unwrap();
+        let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, &nojournal(), None, now).unwrap();
         let flood_kept = d.iter().filter(|d| d.snapshot.contains("flood") && !d.destroy).count();
         assert_eq!(flood_kept, 3, "last 3 (the newest also its day's and week's)");
         assert!(real_kept(&d) >= 13, "{}", real_kept(&d));
@@ -828,14 +932,15 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         let p = KeepPolicy { last: 1, ..Default::default() };
         let s =
             vec![snap("a", "s1", 1, Some("2026-11-01T00:00:00Z")), snap("a", "s2", 2, Some("2026-11-20T00:00:00Z"))];
-        let e = plan_box_prune(&root(), &p, Duration::ZERO, &s, None, ts("2026-11-19T00:00:00Z")).unwrap_err();
+        let e = plan_box_prune(&root(), &p, Duration::ZERO, &s, &nojournal(), None, ts("2026-11-19T00:00:00Z"))
+            .unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("went back") && msg.contains("offsite/home/tank/a@s2") && msg.contains("nothing is destroyed"),
             "{msg}"
         );
         // Within the tolerance is fine.
-        plan_box_prune(&root(), &p, Duration::ZERO, &s, None, ts("2026-11-19T23:55:00Z")).unwrap();
+        plan_box_prune(&root(), &p, Duration::ZERO, &s, &nojournal(), None, ts("2026-11-19T23:55:00Z")).unwrap();
         // The last run counts too, even with no snapshots at all.
         let e = check_clock(&root(), &[], Some(secs("2026-12-01T00:00:00Z")), ts("2026-11-19T00:00:00Z")).unwrap_err();
         assert!(e.to_string().contains("zoffsite:lastrun on offsite/home"), "{e}");
@@ -863,8 +968,15 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
             partials,
             pool_health: Some(health),
             lastrun: None,
+            journal: NOJOURNAL.get_or_init(nojournal),
             now: ts(now),
         }
+    }
+
+    static NOJOURNAL: std::sync::OnceLock<Journal> = std::sync::OnceLock::new();
+
+    fn nojournal() -> Journal {
+        Journal::new(1, root())
     }
 
     #[test]

@@ -96,8 +96,7 @@ pub struct SnapshotRow {
     pub creation: i64,
 }
 
-/// A snapshot's own columns; the box's snapshot listing
-/// (`boxside::BOX_SNAPSHOT_COLUMNS`) adds one of its own after them.
+/// A snapshot's own columns.
 pub const SNAPSHOT_COLUMNS: &str = "name,guid,createtxg,creation";
 
 /// Rows of [`SNAPSHOT_COLUMNS`].

@@ -5,6 +5,7 @@
 //! protocol to a box over it. Decisions are made in `zoffsite-core`; this
 //! crate gathers facts and carries plans out.
 
+pub mod journal;
 pub mod lock;
 pub mod process;
 pub mod remote;

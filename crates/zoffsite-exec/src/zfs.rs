@@ -495,21 +495,51 @@ impl Zfs {
     // ---- box side (`box prune`, `box check`) ----
 
     /// Every snapshot below `root` with its box receive stamp
-    /// (`zoffsite:received`), for box retention and box check.
+    /// (`zoffsite:received`), for box retention and box check: one listing,
+    /// and the stamps as set on each snapshot itself (`-s local`), never a
+    /// value a snapshot inherits from its dataset.
     pub fn list_box_snapshots(&self, root: &Dataset) -> Result<Vec<zoffsite_core::boxside::BoxSnapshot>, ZfsError> {
         let cmd = self
             .cmd()
-            .args(["list", "-H", "-p", "-r", "-t", "snapshot", "-o", zoffsite_core::boxside::BOX_SNAPSHOT_COLUMNS])
+            .args(["list", "-H", "-p", "-r", "-t", "snapshot", "-o", parse::SNAPSHOT_COLUMNS])
             .arg(root.as_str());
         let out = self.run_ok(&cmd, || format!("dataset {root}"))?;
-        Self::parsed(&cmd, &out, zoffsite_core::boxside::parse_box_snapshots)
+        let rows = Self::parsed(&cmd, &out, parse::snapshots)?;
+        let cmd = self
+            .cmd()
+            .args(["get", "-H", "-p", "-r", "-t", "snapshot", "-s", "local", "-o", "name,value"])
+            .arg(zoffsite_core::boxside::RECEIVED_PROPERTY)
+            .arg(root.as_str());
+        let out = self.run_ok(&cmd, || format!("dataset {root}"))?;
+        let stamps: BTreeMap<String, String> = Self::parsed(&cmd, &out, parse::name_values)?.into_iter().collect();
+        Ok(zoffsite_core::boxside::box_snapshots(rows, &stamps))
+    }
+
+    /// The pool's GUID (`zpool get -H -p -o value guid POOL`): what the
+    /// box's txg journal is kept for.
+    pub fn pool_guid(&self, pool: &str) -> Result<u64, ZfsError> {
+        let cmd = Cmd::new(self.zpool()).args(["get", "-H", "-p", "-o", "value", "guid", pool]);
+        let out = self.run_ok(&cmd, || format!("pool {pool}"))?;
+        let v = String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_owned();
+        v.parse::<u64>()
+            .ok()
+            .filter(|g| *g != 0 && v.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| ZfsError::Failed { cmd: cmd.to_string(), stderr: format!("unexpected pool GUID {v:?}") })
+    }
+
+    /// `zpool` beside this `zfs` (a test's fake), or the one on the path.
+    fn zpool(&self) -> OsString {
+        let zpool = Path::new(&self.bin).with_file_name("zpool");
+        if zpool.is_file() {
+            zpool.into_os_string()
+        } else {
+            process::find_program("zpool")
+        }
     }
 
     /// When `pool`'s last scrub finished (`zpool status -j --json-int`).
     pub fn last_scrub(&self, pool: &str) -> Result<Option<i64>, ZfsError> {
-        let zpool = Path::new(&self.bin).with_file_name("zpool");
-        let program = if zpool.is_file() { zpool.into_os_string() } else { process::find_program("zpool") };
-        let cmd = Cmd::new(program).args(["status", "-j", "--json-int", pool]);
+        let cmd = Cmd::new(self.zpool()).args(["status", "-j", "--json-int", pool]);
         let out = self.run_ok(&cmd, || format!("pool {pool}"))?;
         let text = String::from_utf8_lossy(&out.stdout);
         parse::last_scrub(&text, pool).map_err(|source| ZfsError::Parse { cmd: cmd.to_string(), source })
@@ -517,9 +547,7 @@ impl Zfs {
 
     /// `zpool list -H -o health POOL`: `ONLINE`, `DEGRADED`, ...
     pub fn pool_health(&self, pool: &str) -> Result<String, ZfsError> {
-        let zpool = Path::new(&self.bin).with_file_name("zpool");
-        let program = if zpool.is_file() { zpool.into_os_string() } else { process::find_program("zpool") };
-        let cmd = Cmd::new(program).args(["list", "-H", "-o", "health", pool]);
+        let cmd = Cmd::new(self.zpool()).args(["list", "-H", "-o", "health", pool]);
         let out = self.run_ok(&cmd, || format!("pool {pool}"))?;
         let v = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if v.is_empty() || v.len() > 32 || !v.bytes().all(|b| b.is_ascii_uppercase()) {

