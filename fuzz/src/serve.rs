@@ -38,6 +38,9 @@ printf '%s\037' "$@" >> "$d/log"; echo >> "$d/log"
 case "$1" in
 list)
   case "$*" in
+    # A dataset's own snapshots before a receive: none, so that mutated
+    # streams reach `zfs receive` (the refusal of held ones is unit-tested).
+    *"-d 1 -t snapshot"*) ;;
     *receive_resume_token*) printf 'offsite/home\t-\noffsite/home/tank\t-\noffsite/home/tank/data\t1-c1796e07f-f0-789c63\noffsite/home/t\t-\noffsite/home/t/src\t-\n' ;;
     *createtxg*) printf 'offsite/home/tank/data@zoffsite-20261126T073000Z\t10546291128629098134\t57\t1795678200\noffsite/home/t/src@s1\t10546291128629098134\t12\t1764142200\n' ;;
   esac
@@ -48,7 +51,7 @@ receive)
   # One process, like the real zfs receive (serve kills only its child, not
   # the child's children: a sh waiting on cat would hold stderr open).
   exec cat > "$d/recv.$$" ;;
-get) case "$*" in *mountpoint*) echo none ;; *) echo 10546291128629098134 ;; esac; exit 0 ;;
+get) case "$*" in *mountpoint*) echo none ;; *"-s local -o name,value"*) ;; *) echo 10546291128629098134 ;; esac; exit 0 ;;
 create|set) exit 0 ;;
 esac
 exit 1
