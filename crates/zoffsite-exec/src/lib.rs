@@ -6,6 +6,7 @@
 //! crate gathers facts and carries plans out.
 
 pub mod lock;
+pub mod manifest_file;
 pub mod process;
 pub mod remote;
 pub mod splice;
