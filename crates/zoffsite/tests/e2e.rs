@@ -1916,6 +1916,15 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     let first = w.backup(&cfg, &["--json"]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     let s1 = json(&first)["snapshot"].as_str().unwrap().to_owned();
+    // The manifest lists the tree of this point, in a directory only root
+    // may write.
+    let kept = w.mountpoint(&data).join(".zoffsite");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(kept.join("properties.json")).unwrap()).unwrap();
+    assert_eq!(manifest["tree"], serde_json::json!(["", "docs", "photos"]), "{manifest}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&kept).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755));
     let at_s1 = tree_hashes(&w.mountpoint(&data));
     w.write(&docs, "taxes.txt", b"second version");
     w.write(&data, "top.txt", b"at the top");
