@@ -10,9 +10,23 @@
 //! then in the snapshot, encrypted like every other file; `restore` reads
 //! it from the restored snapshot and sets the properties again.
 //!
+//! Version 2 also lists every dataset of the tree that run backed up
+//! (`tree`). The list is written inside the root's data before the
+//! snapshot is taken, so no later compromise can change what a snapshot's
+//! own manifest says: `restore` brings back only the children it lists
+//! (a compromised source can still create a child on the box under an old
+//! run's snapshot name, but not make an old manifest list it).
+//! A version 1 manifest has no list; `restore` then treats the children as
+//! unverified (docs/restore.md).
+//!
+//! The manifest is trusted only as far as it can be: a restore sets the
+//! data properties of [`DATA_PROPERTIES`] and user properties by default,
+//! and the rest (mountpoint, sharing, setuid, quotas...) only when asked
+//! (`restore --apply-properties all`).
+//!
 //! Pure: building, rendering, parsing and deciding what to set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +34,73 @@ use crate::names::Dataset;
 
 /// Where the manifest lives, relative to the root dataset's mountpoint.
 pub const MANIFEST_PATH: &str = ".zoffsite/properties.json";
+/// Its directory and file name (`MANIFEST_PATH` split, for `openat`).
+pub const MANIFEST_DIR: &str = ".zoffsite";
+pub const MANIFEST_FILE: &str = "properties.json";
 /// Largest manifest read back.
 pub const MAX_MANIFEST_LEN: usize = 4 << 20;
+/// The version `build` writes. `parse` reads this one and 1.
+pub const VERSION: u32 = 2;
+
+/// Properties that only shape how the data is stored and accessed, set
+/// again by every restore. Anything else a manifest lists (mountpoint,
+/// canmount, sharenfs, sharesmb, setuid, exec, devices, readonly, quotas and
+/// reservations, dedup, copies, snapdir, zoned, SELinux contexts, ...)
+/// decides where the data appears, who may reach it, or what it costs the
+/// pool: a manifest written by a compromised source must not get those by
+/// default. One list, here: restore and its docs follow it.
+pub const DATA_PROPERTIES: &[&str] = &[
+    "aclinherit",
+    "aclmode",
+    "acltype",
+    "atime",
+    "checksum",
+    "compression",
+    "dnodesize",
+    "logbias",
+    "primarycache",
+    "recordsize",
+    "redundant_metadata",
+    "relatime",
+    "secondarycache",
+    "special_small_blocks",
+    "sync",
+    "xattr",
+];
+
+/// User-property namespaces that other tools act on at boot or mount time
+/// (systemd's mount generator, boot menus): not data, so not set by
+/// default even though they are user properties.
+const ACTIVE_USER_NAMESPACES: &[&str] = &["org.openzfs.systemd:", "org.zfsbootmenu:", "com.ubuntu.zsys:"];
+
+/// Whether a restore sets `prop` without `--apply-properties all`: a data
+/// property, or a user property (`module:name`) outside the namespaces
+/// other tools act on.
+pub fn is_data_property(prop: &str) -> bool {
+    if prop.contains(':') {
+        return !ACTIVE_USER_NAMESPACES.iter().any(|ns| prop.starts_with(ns));
+    }
+    DATA_PROPERTIES.contains(&prop)
+}
+
+/// Which recorded properties a restore sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    /// [`is_data_property`] ones; the rest are reported, not set.
+    Data,
+    /// Everything recorded (still never the mountpoint beside live data).
+    All,
+}
+
+/// What a restore does with the recorded properties.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ToSet {
+    /// Set on each dataset.
+    pub set: Vec<(Dataset, Vec<(String, String)>)>,
+    /// Recorded, but not data properties: left unset (named to the user,
+    /// with `--apply-properties all`).
+    pub held_back: Vec<(Dataset, Vec<(String, String)>)>,
+}
 
 /// Properties that are not set again: the key's (a restore sets the key
 /// itself), and zoffsite's own bookkeeping on the box.
@@ -32,6 +111,11 @@ const NOT_RESTORED: &[&str] =
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub version: u32,
+    /// Version 2: every dataset of the tree the run backed up, relative to
+    /// the root (`""` the root itself), sorted, each once. `None` only in
+    /// a version 1 manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<Vec<String>>,
     /// By dataset path relative to the root (`""` for the root itself),
     /// the locally set properties.
     pub datasets: BTreeMap<String, BTreeMap<String, String>>,
@@ -43,10 +127,15 @@ pub enum ManifestError {
     Invalid(String),
 }
 
-/// Builds the manifest of `root` from `(dataset, property, value)` rows of
-/// locally set properties (rows outside `root` are ignored).
-pub fn build(root: &Dataset, rows: &[(Dataset, String, String)]) -> Manifest {
-    let mut m = Manifest { version: 1, datasets: BTreeMap::new() };
+/// Builds the manifest of `root` from the datasets of its tree this run
+/// backs up (`tree`; those outside `root` are ignored, `root` is always
+/// in) and `(dataset, property, value)` rows of locally set properties
+/// (rows outside `root` are ignored).
+pub fn build(root: &Dataset, tree: &[Dataset], rows: &[(Dataset, String, String)]) -> Manifest {
+    let rel = |ds: &Dataset| ds.strip_root(root).map_or_else(String::new, |d| d.to_string());
+    let listed: BTreeSet<String> =
+        std::iter::once(String::new()).chain(tree.iter().filter(|d| d.is_within(root)).map(rel)).collect();
+    let mut m = Manifest { version: VERSION, tree: Some(listed.into_iter().collect()), datasets: BTreeMap::new() };
     for (ds, prop, value) in rows {
         if !ds.is_within(root) || NOT_RESTORED.contains(&prop.as_str()) {
             continue;
@@ -68,11 +157,30 @@ impl Manifest {
 
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         let m: Manifest = serde_json::from_str(text).map_err(|e| ManifestError::Invalid(e.to_string()))?;
-        if m.version != 1 {
-            return Err(ManifestError::Invalid(format!("version {} (this zoffsite reads 1)", m.version)));
+        let rel_ok = |rel: &str| rel.is_empty() || Dataset::new(rel).is_ok();
+        match (m.version, &m.tree) {
+            (1, None) => {}
+            (1, Some(_)) => return Err(ManifestError::Invalid("a version 1 manifest with a tree".into())),
+            (2, None) => return Err(ManifestError::Invalid("a version 2 manifest without its tree".into())),
+            (2, Some(tree)) => {
+                // Sorted and each once: what `build` writes, and no
+                // duplicate that one reader could count and another not.
+                if tree.first().map(String::as_str) != Some("") || tree.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(ManifestError::Invalid("its tree is not sorted, unique and rooted at \"\"".into()));
+                }
+                if let Some(bad) = tree.iter().find(|r| !rel_ok(r)) {
+                    return Err(ManifestError::Invalid(format!("dataset path {bad:?} in its tree")));
+                }
+                if let Some(rel) = m.datasets.keys().find(|k| tree.binary_search(k).is_err()) {
+                    return Err(ManifestError::Invalid(format!("properties of {rel:?}, which its tree does not list")));
+                }
+            }
+            (v, _) => {
+                return Err(ManifestError::Invalid(format!("version {v} (this zoffsite reads 1 and {VERSION})")));
+            }
         }
         for (rel, props) in &m.datasets {
-            if !rel.is_empty() && Dataset::new(rel.as_str()).is_err() {
+            if !rel_ok(rel) {
                 return Err(ManifestError::Invalid(format!("dataset path {rel:?}")));
             }
             for (k, v) in props {
@@ -87,24 +195,41 @@ impl Manifest {
         Ok(m)
     }
 
+    /// The datasets of the tree when the manifest was written, relative to
+    /// the root (`""` the root); `None` for a version 1 manifest.
+    pub fn tree(&self) -> Option<BTreeSet<String>> {
+        self.tree.as_ref().map(|t| t.iter().cloned().collect())
+    }
+
     /// What to set on each restored dataset: `restored` maps each path
     /// relative to the restored root to where it now is. `mountpoint` is
     /// set only when the tree is restored in place (elsewhere it would
-    /// mount over the live data it was copied from).
-    pub fn to_set(&self, restored: &[(String, Dataset)], in_place: bool) -> Vec<(Dataset, Vec<(String, String)>)> {
-        restored
-            .iter()
-            .filter_map(|(rel, dest)| {
-                let props: Vec<(String, String)> = self
-                    .datasets
-                    .get(rel)?
-                    .iter()
-                    .filter(|(k, _)| in_place || k.as_str() != "mountpoint")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                (!props.is_empty()).then(|| (dest.clone(), props))
-            })
-            .collect()
+    /// mount over the live data it was copied from). With [`Apply::Data`],
+    /// only [`is_data_property`] ones are set; the others are `held_back`.
+    pub fn to_set(&self, restored: &[(String, Dataset)], in_place: bool, apply: Apply) -> ToSet {
+        let mut out = ToSet::default();
+        for (rel, dest) in restored {
+            let Some(props) = self.datasets.get(rel) else { continue };
+            let (mut set, mut held) = (Vec::new(), Vec::new());
+            for (k, v) in props {
+                if !in_place && k == "mountpoint" {
+                    continue;
+                }
+                let pair = (k.clone(), v.clone());
+                if apply == Apply::All || is_data_property(k) {
+                    set.push(pair);
+                } else {
+                    held.push(pair);
+                }
+            }
+            if !set.is_empty() {
+                out.set.push((dest.clone(), set));
+            }
+            if !held.is_empty() {
+                out.held_back.push((dest.clone(), held));
+            }
+        }
+        out
     }
 }
 
@@ -144,38 +269,118 @@ mod tests {
                     tank/data/docs\trecordsize\t65536\ntank/data/docs\tzoffsite:backup\ton\ntank/other\tquota\t1\n\
                     tank/data\tuser:note\ta\tb\n";
         let rows = parse_local_properties(text).unwrap();
-        let m = build(&ds("tank/data"), &rows);
+        let tree = [ds("tank/data"), ds("tank/data/docs"), ds("tank/data/docs/old"), ds("tank/other")];
+        let m = build(&ds("tank/data"), &tree, &rows);
+        assert_eq!(m.version, 2);
         assert_eq!(m.datasets[""].get("mountpoint").map(String::as_str), Some("/srv/data"));
         assert_eq!(m.datasets[""].get("user:note").map(String::as_str), Some("a\tb"), "tabs in values survive");
         assert!(!m.datasets[""].contains_key("keylocation"));
         assert_eq!(m.datasets["docs"].len(), 2);
         assert!(!m.datasets.contains_key("../other") && m.datasets.len() == 2);
+        // Every dataset of the tree, with or without properties of its own.
+        assert_eq!(m.tree.as_deref(), Some(&["".to_owned(), "docs".into(), "docs/old".into()][..]));
         let again = Manifest::parse(&m.render()).unwrap();
         assert_eq!(again, m);
         assert_eq!(again.render(), m.render(), "stable text: an unchanged manifest rewrites nothing");
+        // The root is listed even when the tree given is empty.
+        assert_eq!(build(&ds("tank/data"), &[], &[]).tree, Some(vec![String::new()]));
     }
 
     #[test]
     fn what_is_set_where_and_mountpoint_only_in_place() {
         let rows = parse_local_properties("tank/data\tmountpoint\t/srv/data\ntank/data\tcompression\tzstd\n").unwrap();
-        let m = build(&ds("tank/data"), &rows);
+        let m = build(&ds("tank/data"), &[], &rows);
         let restored = vec![("".to_owned(), ds("tank/data")), ("docs".to_owned(), ds("tank/data/docs"))];
-        let in_place = m.to_set(&restored, true);
-        assert_eq!(in_place.len(), 1);
-        assert_eq!(in_place[0].1.len(), 2);
-        let beside = m.to_set(&[("".to_owned(), ds("tank/old"))], false);
-        assert_eq!(beside, vec![(ds("tank/old"), vec![("compression".to_owned(), "zstd".to_owned())])]);
+        let in_place = m.to_set(&restored, true, Apply::All);
+        assert_eq!(in_place.set.len(), 1);
+        assert_eq!(in_place.set[0].1.len(), 2);
+        assert!(in_place.held_back.is_empty());
+        let beside = m.to_set(&[("".to_owned(), ds("tank/old"))], false, Apply::All);
+        assert_eq!(beside.set, vec![(ds("tank/old"), vec![("compression".to_owned(), "zstd".to_owned())])]);
+    }
+
+    #[test]
+    fn by_default_only_data_properties_are_set_and_the_rest_is_named() {
+        let rows = parse_local_properties(
+            "tank/data\tmountpoint\t/etc/cron.d\ntank/data\tcompression\tzstd\ntank/data\tsharenfs\trw=*\n\
+             tank/data\tsetuid\ton\ntank/data\tuser:note\tkept\ntank/data\torg.zfsbootmenu:commandline\tinit=/bin/sh\n\
+             tank/data/docs\tquota\t1\ntank/data/docs\trecordsize\t65536\n",
+        )
+        .unwrap();
+        let m = build(&ds("tank/data"), &[ds("tank/data/docs")], &rows);
+        let restored = vec![("".to_owned(), ds("tank/data")), ("docs".to_owned(), ds("tank/data/docs"))];
+        let got = m.to_set(&restored, true, Apply::Data);
+        let names = |v: &[(Dataset, Vec<(String, String)>)]| -> Vec<(String, Vec<String>)> {
+            v.iter().map(|(d, p)| (d.to_string(), p.iter().map(|(k, _)| k.clone()).collect())).collect()
+        };
+        assert_eq!(
+            names(&got.set),
+            [
+                ("tank/data".to_owned(), vec!["compression".to_owned(), "user:note".into()]),
+                ("tank/data/docs".to_owned(), vec!["recordsize".to_owned()]),
+            ]
+        );
+        assert_eq!(
+            names(&got.held_back),
+            [
+                (
+                    "tank/data".to_owned(),
+                    vec![
+                        "mountpoint".to_owned(),
+                        "org.zfsbootmenu:commandline".into(),
+                        "setuid".into(),
+                        "sharenfs".into()
+                    ]
+                ),
+                ("tank/data/docs".to_owned(), vec!["quota".to_owned()]),
+            ]
+        );
+        let all = m.to_set(&restored, true, Apply::All);
+        assert!(all.held_back.is_empty() && all.set[0].1.len() == 6, "{all:?}");
+        for p in ["compression", "recordsize", "atime", "xattr", "acltype", "user:x", "com.sun:auto-snapshot"] {
+            assert!(is_data_property(p), "{p}");
+        }
+        for p in ["mountpoint", "canmount", "sharenfs", "sharesmb", "setuid", "exec", "devices", "quota", "dedup"] {
+            assert!(!is_data_property(p), "{p}");
+        }
+        assert!(!is_data_property("org.openzfs.systemd:wanted-by"));
+    }
+
+    #[test]
+    fn the_path_is_its_parts() {
+        assert_eq!(MANIFEST_PATH, format!("{MANIFEST_DIR}/{MANIFEST_FILE}"));
+    }
+
+    #[test]
+    fn a_version_1_manifest_is_read_without_a_tree() {
+        let m = Manifest::parse(r#"{"version":1,"datasets":{"":{"compression":"zstd"},"docs":{}}}"#).unwrap();
+        assert_eq!(m.tree(), None);
+        let m = Manifest::parse(r#"{"version":2,"tree":["","docs"],"datasets":{"docs":{}}}"#).unwrap();
+        assert_eq!(m.tree(), Some(["".to_owned(), "docs".to_owned()].into_iter().collect()));
     }
 
     #[test]
     fn a_malformed_manifest_is_refused() {
         for bad in [
             "{}",
-            r#"{"version":2,"datasets":{}}"#,
+            r#"{"version":3,"tree":[""],"datasets":{}}"#,
+            r#"{"version":0,"datasets":{}}"#,
             r#"{"version":1,"datasets":{"../x":{}}}"#,
             r#"{"version":1,"datasets":{"":{"Bad Name":"x"}}}"#,
             r#"{"version":1,"datasets":{"":{"a":"x\ny"}}}"#,
             r#"{"version":1,"datasets":{},"extra":1}"#,
+            // Version 1 has no tree; version 2 must have one, sorted,
+            // unique, rooted, with valid names, covering every dataset
+            // with properties.
+            r#"{"version":1,"tree":[""],"datasets":{}}"#,
+            r#"{"version":2,"datasets":{}}"#,
+            r#"{"version":2,"tree":[],"datasets":{}}"#,
+            r#"{"version":2,"tree":["docs"],"datasets":{}}"#,
+            r#"{"version":2,"tree":["","docs","docs"],"datasets":{}}"#,
+            r#"{"version":2,"tree":["","photos","docs"],"datasets":{}}"#,
+            r#"{"version":2,"tree":["","../x"],"datasets":{}}"#,
+            r#"{"version":2,"tree":[""],"datasets":{"docs":{}}}"#,
+            r#"{"version":2,"tree":[""],"tree":[""],"datasets":{}}"#,
         ] {
             assert!(Manifest::parse(bad).is_err(), "{bad}");
         }

@@ -11,6 +11,16 @@
 //!   selected dataset under one name per run), so the restored tree is one
 //!   point in time. A child without that snapshot is left out, said why,
 //!   and so are the datasets below it.
+//! - Children are matched by name, and a compromised source can create a
+//!   child on the box under an old run's snapshot name. So a child comes
+//!   back only when the restored point's own properties manifest lists it
+//!   ([`vet_children`]): that list was written inside the encrypted root
+//!   before its snapshot was taken, and nobody can change it since. Without
+//!   a list (no manifest, an older one), children come back only when the
+//!   user says so (`--children-unverified`).
+//! - A box's pool imported here must be imported read-only, under an
+//!   altroot, with nothing mounted ([`check_imported_pool`]): otherwise it
+//!   is the box that decides what is mounted where on this machine.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -58,8 +68,168 @@ pub enum RestoreError {
     DestExists { dest: Dataset },
     #[error("{parent} does not exist here, so {dest} cannot be created under it: create it first (zfs create -p {parent}) or choose another --to")]
     NoParent { dest: Dataset, parent: Dataset },
+    #[error("the box's pool {pool} is imported in a way that lets the box decide what this machine mounts ({problems}). Import it with nothing mounted, read-only, under an altroot: zpool export {pool} && zpool import -N -o readonly=on -R {altroot} {pool}", altroot = BOX_POOL_ALTROOT)]
+    PoolNotSafe { pool: String, problems: String },
     #[error("{0}")]
     Name(#[from] NameError),
+}
+
+/// The altroot the guide and the errors name for a box's pool imported
+/// here (`zpool import -R`): nothing of the box's lands in this machine's
+/// tree even if something were mounted later, and the pool is not written
+/// to the cache file (not imported again at boot).
+pub const BOX_POOL_ALTROOT: &str = "/run/zoffsite/box-pool";
+
+/// How the box's pool is imported here: `zpool get readonly,altroot` and
+/// each filesystem's `mounted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedPool {
+    pub readonly: bool,
+    /// `None`: imported without `-R`.
+    pub altroot: Option<String>,
+    /// The filesystems of the pool that are mounted.
+    pub mounted: Vec<Dataset>,
+}
+
+/// Columns of `zfs list -H -o name,mounted -t filesystem -r POOL`.
+pub const MOUNTED_COLUMNS: &str = "name,mounted";
+
+impl ImportedPool {
+    /// Reads `zpool get -H -p -o property,value readonly,altroot POOL` and
+    /// `zfs list -H -o name,mounted -t filesystem -r POOL`, strictly: each
+    /// property once, known values only.
+    pub fn parse(props: &str, mounted: &str) -> Result<ImportedPool, crate::parse::ParseError> {
+        use crate::parse::{rows, ParseError};
+        let (mut readonly, mut altroot) = (None, None);
+        for (i, c) in rows(props, 2)?.into_iter().enumerate() {
+            let bad = |what| ParseError::Value { line: i + 1, what, value: c.join("\t") };
+            match (c[0], c[1]) {
+                ("readonly", v) if readonly.is_none() => {
+                    readonly = Some(match v {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad("readonly")),
+                    })
+                }
+                ("altroot", v) if altroot.is_none() => {
+                    altroot = Some(match v {
+                        "-" => None,
+                        p if p.starts_with('/') => Some(p.to_owned()),
+                        _ => return Err(bad("altroot")),
+                    })
+                }
+                _ => return Err(bad("pool property")),
+            }
+        }
+        let (Some(readonly), Some(altroot)) = (readonly, altroot) else {
+            return Err(ParseError::Value {
+                line: 0,
+                what: "readonly and altroot",
+                value: props.chars().take(64).collect(),
+            });
+        };
+        let mut out = ImportedPool { readonly, altroot, mounted: Vec::new() };
+        for (i, c) in rows(mounted, 2)?.into_iter().enumerate() {
+            let line = i + 1;
+            let ds = Dataset::new(c[0]).map_err(|source| ParseError::Name { line, what: "dataset", source })?;
+            match c[1] {
+                "yes" => out.mounted.push(ds),
+                "no" => {}
+                v => return Err(ParseError::Value { line, what: "mounted", value: v.to_owned() }),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Refuses a box's pool that is writable, has no altroot, or has anything
+/// mounted: each of those lets what the box stored act on this machine
+/// (a dataset mounted as root at a mountpoint the box chose, such as
+/// `/etc/cron.d`). The error carries the exact import command.
+pub fn check_imported_pool(pool: &str, state: &ImportedPool) -> Result<(), RestoreError> {
+    let mut problems = Vec::new();
+    if !state.mounted.is_empty() {
+        let names: Vec<&str> = state.mounted.iter().take(5).map(Dataset::as_str).collect();
+        let more = state.mounted.len().saturating_sub(names.len());
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        problems.push(format!("mounted: {}{more}", names.join(", ")));
+    }
+    if !state.readonly {
+        problems.push("not read-only".into());
+    }
+    if state.altroot.is_none() {
+        problems.push("no altroot".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RestoreError::PoolNotSafe { pool: pool.to_owned(), problems: problems.join("; ") })
+    }
+}
+
+/// What the restored point says about its own tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Witness {
+    /// Its manifest lists these datasets, relative to the top (`""`).
+    Listed(BTreeSet<String>),
+    /// No list to check the children against, and why (no manifest, a
+    /// manifest from before the list, one that could not be read or
+    /// trusted).
+    Missing(String),
+}
+
+/// The children of a plan, checked against the restored point's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Vetted {
+    /// The children to receive, parents first.
+    pub steps: Vec<Step>,
+    /// Children left out, with why (the box holds them under the restored
+    /// snapshot's name, but nothing says they were part of it).
+    pub left_out: Vec<(Dataset, String)>,
+    /// Children brought back without a list to check them against
+    /// (`accept_unverified`).
+    pub unverified: Vec<Dataset>,
+}
+
+/// Decides which of the plan's children come back: those `witness` lists;
+/// with no list, all of them only if `accept_unverified`. A child below
+/// one left out is left out too (it has nowhere to go).
+pub fn vet_children(plan: &Plan, witness: &Witness, accept_unverified: bool) -> Vetted {
+    let mut out = Vetted::default();
+    let Some(top) = plan.steps.first() else { return out };
+    for step in &plan.steps[1..] {
+        if let Some((p, _)) = out.left_out.iter().find(|(p, _)| step.source.is_within(p)) {
+            let why = format!("its parent {p} was left out");
+            out.left_out.push((step.source.clone(), why));
+            continue;
+        }
+        let rel = step.source.strip_root(&top.source).map_or_else(String::new, |d| d.to_string());
+        match witness {
+            Witness::Listed(tree) if tree.contains(&rel) => out.steps.push(step.clone()),
+            Witness::Listed(_) => out.left_out.push((
+                step.source.clone(),
+                format!(
+                    "the box holds it as @{snap}, but the manifest of {top}@{snap} does not list it: it was not part of the tree when that snapshot was taken, so it was created on the box later (as a compromised source could). If you know it to be yours, restore it on its own: --dataset {child} --snapshot {snap} --no-children",
+                    snap = step.snapshot,
+                    top = top.source,
+                    child = step.source,
+                ),
+            )),
+            Witness::Missing(_) if accept_unverified => {
+                out.steps.push(step.clone());
+                out.unverified.push(step.source.clone());
+            }
+            Witness::Missing(why) => out.left_out.push((
+                step.source.clone(),
+                format!(
+                    "{why}, so nothing says it was part of the tree at @{snap} rather than created on the box later: restore it on its own (--dataset {child} --snapshot {snap}), or restore the tree again elsewhere (--to) with --children-unverified",
+                    snap = step.snapshot,
+                    child = step.source,
+                ),
+            )),
+        }
+    }
+    out
 }
 
 /// Decides the receives. `exists` tells whether a local dataset exists.
@@ -217,6 +387,97 @@ mod tests {
         let dests: Vec<&str> = p.steps.iter().map(|s| s.dest.as_str()).collect();
         assert_eq!(dests, ["tank/old", "tank/old/docs", "tank/old/docs/old", "tank/old/docs/old/deeper"]);
         assert_eq!(p.skipped.len(), 1, "photos has no @s1: {:?}", p.skipped);
+    }
+
+    fn names(v: &[(Dataset, String)]) -> Vec<&str> {
+        v.iter().map(|(d, _)| d.as_str()).collect()
+    }
+
+    #[test]
+    fn only_the_children_the_restored_points_manifest_lists_come_back() {
+        // A compromised source added `planted` (and a child of it) on the
+        // box under the old run's name s1, after s1's manifest was written.
+        let mut items = TREE.to_vec();
+        items.push(("tank/data/planted", &[("s1", 30)]));
+        items.push(("tank/data/planted/inner", &[("s1", 31)]));
+        let l = listing(&items);
+        let r = Request { snapshot: Some(SnapName::new("s1").unwrap()), to: Some(ds("tank/old")), ..req("tank/data") };
+        let p = plan(&r, &l, |d| d.as_str() == "tank").unwrap();
+        assert!(p.steps.iter().any(|s| s.source.as_str() == "tank/data/planted"), "matched by name alone");
+        let tree: BTreeSet<String> =
+            ["", "docs", "docs/old", "docs/old/deeper"].iter().map(|s| s.to_string()).collect();
+        let v = vet_children(&p, &Witness::Listed(tree), false);
+        let kept: Vec<&str> = v.steps.iter().map(|s| s.source.as_str()).collect();
+        assert_eq!(kept, ["tank/data/docs", "tank/data/docs/old", "tank/data/docs/old/deeper"]);
+        assert_eq!(names(&v.left_out), ["tank/data/planted", "tank/data/planted/inner"]);
+        assert!(v.left_out[0].1.contains("does not list it"), "{}", v.left_out[0].1);
+        assert!(v.left_out[1].1.contains("parent tank/data/planted"), "{}", v.left_out[1].1);
+        assert!(v.unverified.is_empty());
+        // `--no-children`: nothing to vet.
+        let p1 = plan(&Request { children: false, ..r.clone() }, &l, |d| d.as_str() == "tank").unwrap();
+        assert_eq!(vet_children(&p1, &Witness::Listed(BTreeSet::new()), false), Vetted::default());
+    }
+
+    #[test]
+    fn without_a_list_children_come_back_only_when_asked() {
+        let l = listing(TREE);
+        let p = plan(&req("tank/data"), &l, |d| d.as_str() == "tank").unwrap();
+        let w = Witness::Missing("the manifest has no list of its datasets (written before zoffsite kept one)".into());
+        let v = vet_children(&p, &w, false);
+        assert!(v.steps.is_empty());
+        assert_eq!(names(&v.left_out), ["tank/data/docs", "tank/data/photos"]);
+        assert!(v.left_out[0].1.contains("written before") && v.left_out[0].1.contains("--children-unverified"));
+        let v = vet_children(&p, &w, true);
+        assert_eq!(v.steps.len(), 2);
+        assert!(v.left_out.is_empty());
+        assert_eq!(v.unverified, [ds("tank/data/docs"), ds("tank/data/photos")]);
+    }
+
+    #[test]
+    fn how_the_box_pool_is_imported_is_read_strictly() {
+        let p = ImportedPool::parse(
+            "readonly\ton\naltroot\t/run/zoffsite/box-pool\n",
+            "moved\tno\nmoved/home\tno\nmoved/evil\tyes\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            ImportedPool {
+                readonly: true,
+                altroot: Some("/run/zoffsite/box-pool".into()),
+                mounted: vec![ds("moved/evil")]
+            }
+        );
+        assert_eq!(ImportedPool::parse("altroot\t-\nreadonly\toff\n", "").unwrap().altroot, None);
+        for (props, mounted) in [
+            ("readonly\ton\n", ""),
+            ("readonly\ton\nreadonly\toff\naltroot\t-\n", ""),
+            ("readonly\tmaybe\naltroot\t-\n", ""),
+            ("readonly\ton\naltroot\trelative\n", ""),
+            ("readonly\ton\naltroot\t-\nfailmode\twait\n", ""),
+            ("readonly\ton\naltroot\t-\n", "moved\t-\n"),
+            ("readonly\ton\naltroot\t-\n", "moved\n"),
+        ] {
+            assert!(ImportedPool::parse(props, mounted).is_err(), "{props:?} {mounted:?}");
+        }
+    }
+
+    #[test]
+    fn a_box_pool_must_be_imported_read_only_under_an_altroot_with_nothing_mounted() {
+        let safe = ImportedPool { readonly: true, altroot: Some(BOX_POOL_ALTROOT.into()), mounted: vec![] };
+        assert_eq!(check_imported_pool("moved", &safe), Ok(()));
+        let e = check_imported_pool("moved", &ImportedPool { mounted: vec![ds("moved/evil")], ..safe.clone() })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mounted: moved/evil"), "{e}");
+        assert!(
+            e.contains("zpool export moved && zpool import -N -o readonly=on -R /run/zoffsite/box-pool moved"),
+            "{e}"
+        );
+        let e = check_imported_pool("moved", &ImportedPool { readonly: false, altroot: None, mounted: vec![] })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not read-only") && e.contains("no altroot"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod journal;
 pub mod lock;
+pub mod manifest_file;
 pub mod process;
 pub mod remote;
 pub mod splice;

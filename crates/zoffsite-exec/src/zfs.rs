@@ -545,6 +545,30 @@ impl Zfs {
         parse::last_scrub(&text, pool).map_err(|source| ZfsError::Parse { cmd: cmd.to_string(), source })
     }
 
+    /// How a box's pool is imported here, for `restore --from-pool`:
+    /// `zpool get readonly,altroot` and every filesystem's `mounted`.
+    pub fn imported_pool(&self, pool: &str) -> Result<zoffsite_core::restore::ImportedPool, ZfsError> {
+        let zpool = Path::new(&self.bin).with_file_name("zpool");
+        let program = if zpool.is_file() { zpool.into_os_string() } else { process::find_program("zpool") };
+        let get = Cmd::new(program).args(["get", "-H", "-p", "-o", "property,value", "readonly,altroot", pool]);
+        let props = self.run_ok(&get, || format!("pool {pool}"))?;
+        let list = self.cmd().args([
+            "list",
+            "-H",
+            "-p",
+            "-r",
+            "-t",
+            "filesystem",
+            "-o",
+            zoffsite_core::restore::MOUNTED_COLUMNS,
+            pool,
+        ]);
+        let mounted = self.run_ok(&list, || format!("pool {pool}"))?;
+        let (props, mounted) = (String::from_utf8_lossy(&props.stdout), String::from_utf8_lossy(&mounted.stdout));
+        zoffsite_core::restore::ImportedPool::parse(&props, &mounted)
+            .map_err(|source| ZfsError::Parse { cmd: format!("{get}; {list}"), source })
+    }
+
     /// `zpool list -H -o health POOL`: `ONLINE`, `DEGRADED`, ...
     pub fn pool_health(&self, pool: &str) -> Result<String, ZfsError> {
         let cmd = Cmd::new(self.zpool()).args(["list", "-H", "-o", "health", pool]);

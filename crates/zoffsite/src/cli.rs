@@ -81,6 +81,12 @@ pub struct VerifyArgs {
     pub random: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApplyProperties {
+    Data,
+    All,
+}
+
 #[derive(Args)]
 pub struct RestoreArgs {
     /// Configuration file (for --target).
@@ -110,6 +116,18 @@ pub struct RestoreArgs {
     /// Restore only SRC, not the datasets below it.
     #[arg(long)]
     pub no_children: bool,
+    /// Bring back the children the box holds under the snapshot's name even
+    /// when the restored point's manifest cannot say which were part of it
+    /// (no --keylocation, or a snapshot from before the manifest listed
+    /// its datasets). By default only the children it lists come back.
+    #[arg(long, conflicts_with = "no_children")]
+    pub children_unverified: bool,
+    /// Which recorded properties to set again: `data` (compression,
+    /// recordsize, atime, xattr, acltype, ..., user properties) or `all`
+    /// (also mountpoint, sharenfs, setuid, quotas, ...: only for a point you
+    /// trust, since the manifest was written by the source).
+    #[arg(long, value_enum, value_name = "WHICH", default_value = "data")]
+    pub apply_properties: ApplyProperties,
     /// Show what would be restored where; change nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,

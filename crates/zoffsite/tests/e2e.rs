@@ -2048,12 +2048,24 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     // create_encrypted sets one).
     zfs(&["set", "compression=lz4", &data]);
     zfs(&["set", "recordsize=65536", "user:note=kept", &docs]);
+    // Not a data property: set again only when asked (the manifest is
+    // written by the source, which may have been compromised since).
+    zfs(&["set", "setuid=off", &data]);
     w.write(&docs, "taxes.txt", b"first version");
     w.write(&photos, "cat.jpg", &random_hex(200_000).into_bytes());
     let cfg = w.config(&[&data], &[]);
     let first = w.backup(&cfg, &["--json"]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     let s1 = json(&first)["snapshot"].as_str().unwrap().to_owned();
+    // The manifest lists the tree of this point, in a directory only root
+    // may write.
+    let kept = w.mountpoint(&data).join(".zoffsite");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(kept.join("properties.json")).unwrap()).unwrap();
+    assert_eq!(manifest["tree"], serde_json::json!(["", "docs", "photos"]), "{manifest}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&kept).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755));
     let at_s1 = tree_hashes(&w.mountpoint(&data));
     w.write(&docs, "taxes.txt", b"second version");
     w.write(&data, "top.txt", b"at the top");
@@ -2098,6 +2110,8 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
         &data,
         "--keylocation",
         &key,
+        "--apply-properties",
+        "all",
     ]);
     eprintln!("restore:\n{}", text(&restored));
     assert_eq!(restored.status.code(), Some(0), "{}", text(&restored));
@@ -2111,6 +2125,7 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     assert_eq!(w.prop(&data, "compression"), "lz4");
     assert_eq!(w.prop(&docs, "recordsize"), "65536");
     assert_eq!(w.prop(&docs, "user:note"), "kept");
+    assert_eq!(w.prop(&data, "setuid"), "off", "--apply-properties all");
     assert_eq!(w.mountpoint(&data), mnt);
     // restore ran inside the source's network namespace (to reach the
     // box), whose mount table is its own: mount here too, to look.
@@ -2142,56 +2157,123 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
         assert!(matches!(d["send"]["kind"].as_str(), Some("incremental" | "up_to_date")), "no full resend: {d}");
     }
 
-    // An older snapshot, to a new name (its children come along).
-    let old = format!("{}/old", w.tank);
-    let out = w.at_home(&[
-        BIN,
-        "restore",
+    // A compromised source adds a child on the box under the old run's
+    // name s1 (here straight into the box's pool: through `serve` the
+    // delegated user may create and receive a new dataset just the same).
+    let evil = format!("{data}/evil");
+    w.create_child(&evil);
+    w.write(&evil, "payload", b"planted after s1");
+    zfs(&["snapshot", &format!("{evil}@{s1}")]);
+    ok(&[
+        "sh",
         "-c",
-        cfg.to_str().unwrap(),
-        "--target",
-        "friend",
-        "--dataset",
-        &data,
-        "--snapshot",
-        &s1,
-        "--to",
-        &old,
-        "--keylocation",
-        &key,
+        "zfs send -w \"$0\" | zfs receive -u \"$1\"",
+        &format!("{evil}@{s1}"),
+        &format!("{}/{evil}", w.root),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    // Beside the live data: everything but the mountpoint comes back.
+
+    // An older snapshot, to a new name: its children come along, those
+    // its own manifest lists; the planted one is left out, and named.
+    // Without --apply-properties all, only data properties are set.
+    let old = format!("{}/old", w.tank);
+    let restore_s1 = |to: &str, extra: &[&str]| {
+        let mut argv = vec![
+            BIN,
+            "restore",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--target",
+            "friend",
+            "--dataset",
+            &data,
+            "--snapshot",
+            &s1,
+            "--to",
+            to,
+        ];
+        argv.extend_from_slice(extra);
+        w.at_home(&argv)
+    };
+    let out = restore_s1(&old, &["--keylocation", &key]);
+    eprintln!("restore at s1:\n{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains(&format!("left out {evil}: ")) && said.contains("does not list it"), "{said}");
+    let restored: Vec<String> = w.datasets(&w.tank).into_iter().filter(|d| d.starts_with(&old)).collect();
+    assert_eq!(restored, [old.clone(), format!("{old}/docs"), format!("{old}/photos")], "not the planted child");
     assert_eq!(w.prop(&old, "compression"), "lz4");
+    assert_eq!(w.prop(&old, "setuid"), "on", "not a data property: left unset");
+    assert!(said.contains("setuid=\"off\"") && said.contains("--apply-properties all"), "{said}");
+    // Beside the live data: the mountpoint is never set.
     assert_ne!(w.mountpoint(&old), mnt);
     let old_mnt = w.dir.join("mnt-old");
     zfs(&["set", &format!("mountpoint={}", old_mnt.display()), &old]);
     assert_eq!(tree_hashes(&old_mnt), at_s1, "the older snapshot's content");
+    // Without the key, the children cannot be checked: refused up front.
+    let old2 = format!("{}/old2", w.tank);
+    let out = restore_s1(&old2, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("needs the key") && text(&out).contains("--children-unverified"), "{}", text(&out));
+    assert!(!w.datasets(&w.tank).contains(&old2), "nothing received");
+    zfs(&["destroy", "-r", &format!("{}/{evil}", w.root)]);
 
     // The box's disk, moved to this machine: its pool imported under
-    // another name; no network, same result.
+    // another name as the guide says (nothing mounted, read-only, under an
+    // altroot); no network, same result. The box put an unencrypted
+    // dataset with a mountpoint of its choosing on it.
+    let hostile = w.dir.join("hostile-mountpoint");
+    zfs(&[
+        "create",
+        "-o",
+        "encryption=off",
+        "-o",
+        &format!("mountpoint={}", hostile.display()),
+        &format!("{}/evil", w.offsite),
+    ]);
+    std::fs::write(hostile.join("cron-job"), b"* * * * * root planted").unwrap();
     let vdev = w.vdev(&w.offsite);
+    let vdir = vdev.parent().unwrap().to_str().unwrap().to_owned();
     zfs_pool(&["export", &w.offsite]);
     let moved = format!("moved{}", &w.offsite["offsite".len()..]);
-    zfs_pool(&["import", "-d", vdev.parent().unwrap().to_str().unwrap(), &w.offsite, &moved]);
+    let altroot = w.dir.join("box-pool");
+    let altroot = altroot.to_str().unwrap();
+    zfs_pool(&["import", "-d", &vdir, "-N", "-o", "readonly=on", "-R", altroot, &w.offsite, &moved]);
+    let mounted = zfs(&["list", "-H", "-o", "name,mounted", "-r", "-t", "filesystem", &moved]);
+    assert!(mounted.lines().all(|l| l.ends_with("\tno")), "nothing of the box's is mounted: {mounted}");
+    assert!(!hostile.join("cron-job").exists());
     let disk = format!("{}/fromdisk", w.tank);
-    let out = run(&[
-        BIN,
-        "restore",
-        "--from-pool",
-        &format!("{moved}/home"),
-        "--dataset",
-        &data,
-        "--snapshot",
-        &s2,
-        "--to",
-        &disk,
-        "--keylocation",
-        &key,
-    ]);
-    zfs_pool(&["export", &moved]);
-    zfs_pool(&["import", "-d", vdev.parent().unwrap().to_str().unwrap(), &moved, &w.offsite]);
+    let from_pool = |to: &str| {
+        run(&[
+            BIN,
+            "restore",
+            "--from-pool",
+            &format!("{moved}/home"),
+            "--dataset",
+            &data,
+            "--snapshot",
+            &s2,
+            "--to",
+            to,
+            "--keylocation",
+            &key,
+        ])
+    };
+    let out = from_pool(&disk);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Imported the way the guide used to say (everything mounted, at the
+    // box's mountpoints): refused before anything is read from it.
+    zfs_pool(&["export", &moved]);
+    zfs_pool(&["import", "-d", &vdir, &w.offsite, &moved]);
+    assert!(hostile.join("cron-job").exists(), "control: a plain import mounts what the box chose");
+    let disk2 = format!("{}/fromdisk2", w.tank);
+    let refused = from_pool(&disk2);
+    zfs_pool(&["export", &moved]);
+    zfs_pool(&["import", "-d", &vdir, &moved, &w.offsite]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let said = text(&refused);
+    assert!(said.contains(&format!("mounted: {moved}/evil")), "{said}");
+    assert!(said.contains(&format!("zpool import -N -o readonly=on -R /run/zoffsite/box-pool {moved}")), "{said}");
+    assert!(!w.datasets(&w.tank).contains(&disk2));
     let disk_mnt = w.dir.join("mnt-disk");
     zfs(&["set", &format!("mountpoint={}", disk_mnt.display()), &disk]);
     assert_eq!(tree_hashes(&disk_mnt), at_s2, "from the disk, as backed up");

@@ -293,24 +293,23 @@ fn record_properties(cfg: &Config, zfs: &Zfs, included: &[Dataset], dry_run: boo
         let under: Vec<Dataset> = included.iter().filter(|d| d.is_within(root)).cloned().collect();
         let attempt = || -> anyhow::Result<bool> {
             let rows = zfs.local_properties(&under)?;
-            let text = zoffsite_core::manifest::build(root, &rows).render();
+            // Every dataset of the tree this run backs up, so that a restore
+            // of this point can tell its children from ones added later.
+            let text = zoffsite_core::manifest::build(root, &under, &rows).render();
             let mountpoint = zfs.get_value(root.as_str(), "mountpoint")?;
             if !mountpoint.starts_with('/') || zfs.get_value(root.as_str(), "mounted")? != "yes" {
                 anyhow::bail!("it is not mounted here (mountpoint={mountpoint}), so there is nowhere to keep them");
             }
             let path = std::path::Path::new(&mountpoint).join(zoffsite_core::manifest::MANIFEST_PATH);
-            if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+            // No symlink followed, in a directory only root may write.
+            let changed = zoffsite_exec::manifest_file::write(std::path::Path::new(&mountpoint), &text, dry_run)?;
+            if !changed {
                 return Ok(false);
             }
             if dry_run {
                 say(format!("would record the properties of {root} in {}", path.display()));
                 return Ok(true);
             }
-            let dir = path.parent().expect("has a parent");
-            std::fs::create_dir_all(dir)?;
-            let tmp = dir.join(".properties.json.tmp");
-            std::fs::write(&tmp, &text)?;
-            std::fs::rename(&tmp, &path)?;
             tracing::info!(root = %root, path = %path.display(), "recorded the properties manifest");
             Ok(true)
         };

@@ -13,20 +13,32 @@
 //! - Each received dataset is its own encryption root (per-dataset raw
 //!   sends); with `--keylocation` the children are re-parented (`zfs
 //!   change-key -i`) so that one key unlocks the tree as before.
+//! - Children are matched by name on the box, which a compromised source
+//!   can add to. So the top comes first, its key is loaded, and its
+//!   snapshot's own properties manifest (encrypted, written before that
+//!   snapshot) says which children belong to that point; only those are
+//!   received (`restore::vet_children`). Without that list, children come
+//!   back only with `--children-unverified`.
+//! - The manifest's properties are applied only as far as they are data
+//!   properties (`manifest::is_data_property`), unless `--apply-properties
+//!   all`; the rest is named.
+//! - `--from-pool` refuses a box pool that is writable, has no altroot, or
+//!   has anything mounted: the box must not decide what this machine mounts.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use zoffsite_core::boxside;
+use zoffsite_core::manifest::{Apply, Manifest};
 use zoffsite_core::names::{Dataset, Guid, SnapName};
 use zoffsite_core::protocol::RemoteDataset;
 use zoffsite_core::records::{Expect, StreamValidator};
-use zoffsite_core::restore::{self, Plan, Request, Step};
+use zoffsite_core::restore::{self, Plan, Request, Step, Witness};
 use zoffsite_exec::process::Running;
 use zoffsite_exec::remote::Session;
 use zoffsite_exec::zfs::Zfs;
 
-use crate::cli::RestoreArgs;
+use crate::cli::{ApplyProperties, RestoreArgs};
 use crate::exit::Exit;
 
 /// Where the streams come from.
@@ -66,6 +78,18 @@ pub fn run(args: RestoreArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    if let Origin::Pool(root) = &origin {
+        // Before anything is read from it: what the box stored must not
+        // already be mounted here, nor be mountable later.
+        let checked = zfs
+            .imported_pool(root.pool())
+            .map_err(|e| e.to_string())
+            .and_then(|state| restore::check_imported_pool(root.pool(), &state).map_err(|e| e.to_string()));
+        if let Err(e) = checked {
+            eprintln!("zoffsite: refusing --from-pool {root}: {e}");
+            return Exit::Error;
+        }
+    }
     let listing = match list(&zfs, &mut origin, &args.dataset) {
         Ok(l) => l,
         Err(e) => {
@@ -101,36 +125,141 @@ pub fn run(args: RestoreArgs) -> Exit {
     for (d, why) in &plan.skipped {
         eprintln!("zoffsite: left out {d}: {why}");
     }
+    let top = plan.steps[0].clone();
+    let candidates = plan.steps.len() - 1;
+    // Which children belong to the restored point is recorded inside its
+    // encrypted data: without the key, nothing can check them.
+    let unchecked = candidates > 0 && args.keylocation.is_none() && !args.children_unverified;
+    let refusal = format!(
+        "the box holds {candidates} dataset(s) below {} under @{}, and which of them were part of the tree at that point is recorded inside the encrypted data, so restore needs the key to check them (the box, or a compromised source, can add children under an old snapshot's name): give --keylocation URI, or --no-children, or --children-unverified to bring back whatever the box holds under that name",
+        top.source, top.snapshot
+    );
     if args.dry_run {
-        for s in &plan.steps {
-            println!("would restore {}@{} (guid {}) as {}", s.source, s.snapshot, s.guid, s.dest);
+        for (i, s) in plan.steps.iter().enumerate() {
+            let note = match (i, args.keylocation.is_some()) {
+                (0, _) => "",
+                (_, true) => " if the manifest of that point lists it",
+                (_, false) => " unchecked (--children-unverified)",
+            };
+            println!("would restore {}@{} (guid {}) as {}{note}", s.source, s.snapshot, s.guid, s.dest);
         }
-        return partial_if(&plan, Exit::Ok);
+        if unchecked {
+            eprintln!("zoffsite: without -n this would be refused: {refusal}");
+            return Exit::Usage;
+        }
+        return partial_if(&plan, &[], Exit::Ok);
     }
-    for step in &plan.steps {
-        match receive(&zfs, &mut origin, step) {
-            Ok(bytes) => println!(
-                "restored {}@{} as {} ({} bytes, guid {})",
-                step.source, step.snapshot, step.dest, bytes, step.guid
-            ),
-            Err(e) => {
-                eprintln!("zoffsite: {}@{}: {e}", step.source, step.snapshot);
-                if let Origin::Box(s) = origin {
-                    s.close();
-                }
+    if unchecked {
+        eprintln!("zoffsite: {refusal}");
+        return Exit::Usage;
+    }
+    let close = |origin: Origin| {
+        if let Origin::Box(s) = origin {
+            s.close();
+        }
+    };
+    if let Err(exit) = receive_step(&zfs, &mut origin, &top) {
+        close(origin);
+        return exit;
+    }
+    // The top's key, then its snapshot's manifest: which children belong
+    // to this point, and the properties to set again.
+    let mut exit = Exit::Ok;
+    let (manifest, witness) = match &args.keylocation {
+        Some(uri) => {
+            if let Err(e) = unlock(&zfs, &top.dest, uri) {
+                eprintln!("zoffsite: {e}; nothing below {} was restored", top.dest);
+                close(origin);
                 return Exit::Error;
             }
+            match read_manifest(&top) {
+                Ok(Some(m)) => {
+                    let w = match m.tree() {
+                        Some(t) => Witness::Listed(t),
+                        None => Witness::Missing(format!(
+                            "the manifest of {}@{} has no list of its datasets (written by a zoffsite from before it kept one)",
+                            top.source, top.snapshot
+                        )),
+                    };
+                    (Some(m), w)
+                }
+                Ok(None) => {
+                    println!(
+                        "{} has no properties manifest ({}): its properties are as inherited here",
+                        top.dest,
+                        zoffsite_core::manifest::MANIFEST_PATH
+                    );
+                    (None, Witness::Missing(format!("{}@{} has no properties manifest", top.source, top.snapshot)))
+                }
+                Err(e) => {
+                    eprintln!(
+                        "zoffsite: the properties manifest of {}@{} is not used: {e:#}",
+                        top.source, top.snapshot
+                    );
+                    exit = Exit::Partial;
+                    (
+                        None,
+                        Witness::Missing(format!("the manifest of {}@{} could not be used", top.source, top.snapshot)),
+                    )
+                }
+            }
+        }
+        None => (None, Witness::Missing("restored without --keylocation".into())),
+    };
+    let vetted = restore::vet_children(&plan, &witness, args.children_unverified);
+    for (d, why) in &vetted.left_out {
+        eprintln!("zoffsite: left out {d}: {why}");
+    }
+    if !vetted.unverified.is_empty() {
+        let why = match &witness {
+            Witness::Missing(why) => why.as_str(),
+            Witness::Listed(_) => "",
+        };
+        eprintln!(
+            "zoffsite: warning: {} child(ren) brought back unchecked (--children-unverified; {why}): {}. Any of them may have been added on the box after that snapshot: look before you trust them",
+            vetted.unverified.len(),
+            vetted.unverified.iter().map(Dataset::as_str).collect::<Vec<_>>().join(", ")
+        );
+    }
+    for step in &vetted.steps {
+        if let Err(exit) = receive_step(&zfs, &mut origin, step) {
+            close(origin);
+            return exit;
         }
     }
-    if let Origin::Box(s) = origin {
-        s.close();
-    }
-    let exit = keys(&zfs, &args, &plan);
-    partial_if(&plan, exit)
+    close(origin);
+    let children: Vec<&Dataset> = vetted.steps.iter().map(|s| &s.dest).collect();
+    let mut restored = vec![top.clone()];
+    restored.extend(vetted.steps.iter().cloned());
+    let keyed = keys(&zfs, &args, &top.dest, &children, manifest.as_ref(), &restored);
+    partial_if(&plan, &vetted.left_out, exit.max(keyed))
 }
 
-fn partial_if(plan: &Plan, exit: Exit) -> Exit {
-    if plan.skipped.is_empty() {
+/// Receives one step and says so; on failure says what failed.
+fn receive_step(zfs: &Zfs, origin: &mut Origin, step: &Step) -> Result<(), Exit> {
+    match receive(zfs, origin, step) {
+        Ok(bytes) => {
+            println!(
+                "restored {}@{} as {} ({} bytes, guid {})",
+                step.source, step.snapshot, step.dest, bytes, step.guid
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("zoffsite: {}@{}: {e}", step.source, step.snapshot);
+            Err(Exit::Error)
+        }
+    }
+}
+
+/// Sets `uri` as the restored top's keylocation and loads its key.
+fn unlock(zfs: &Zfs, top: &Dataset, uri: &str) -> Result<(), String> {
+    zfs.set_keylocation(top, uri).map_err(|e| format!("set keylocation on {top}: {e}"))?;
+    zfs.load_key(top, None).map_err(|e| format!("load the key of {top}: {e}"))
+}
+
+fn partial_if(plan: &Plan, left_out: &[(Dataset, String)], exit: Exit) -> Exit {
+    if plan.skipped.is_empty() && left_out.is_empty() {
         exit
     } else {
         exit.max(Exit::Partial)
@@ -238,25 +367,30 @@ fn send_local(
     Ok((guid, bytes))
 }
 
-/// Puts the key in place: with `--keylocation`, sets it on the restored
-/// top, loads it, re-parents the children so that one key unlocks the tree
-/// again, and mounts; without, says exactly how.
-fn keys(zfs: &Zfs, args: &RestoreArgs, plan: &Plan) -> Exit {
-    let top = &plan.steps[0].dest;
-    let children: Vec<&Dataset> = plan.steps[1..].iter().map(|s| &s.dest).collect();
+/// Puts the key in place: with `--keylocation` (the top is unlocked by
+/// now), re-parents the children so that one key unlocks the tree again,
+/// sets the recorded properties, and mounts; without, says exactly how.
+fn keys(
+    zfs: &Zfs,
+    args: &RestoreArgs,
+    top: &Dataset,
+    children: &[&Dataset],
+    manifest: Option<&Manifest>,
+    restored: &[Step],
+) -> Exit {
     let Some(uri) = &args.keylocation else {
         println!("restored, not mounted: the key is not loaded. To unlock and mount it:");
         println!("  zfs set keylocation=file:///PATH/TO/KEY {top}    # or keep prompt");
         println!("  zfs load-key {top}");
-        for c in &children {
+        for c in children {
             println!("  zfs load-key -L file:///PATH/TO/KEY {c} && zfs change-key -i {c}");
         }
         println!("  zfs mount {top}{}", children.iter().map(|c| format!(" && zfs mount {c}")).collect::<String>());
         println!(
-            "The properties you had set are recorded inside it, in {}: set them again from there (with --keylocation, restore does that itself).",
+            "The properties you had set are recorded inside it, in {}: set them again from there (with --keylocation, restore sets its data properties itself).",
             zoffsite_core::manifest::MANIFEST_PATH
         );
-        note_pins(args, &children);
+        note_pins(args, children);
         return Exit::Ok;
     };
     let step = |what: String, r: Result<(), zoffsite_exec::zfs::ZfsError>| match r {
@@ -266,9 +400,8 @@ fn keys(zfs: &Zfs, args: &RestoreArgs, plan: &Plan) -> Exit {
             false
         }
     };
-    let mut ok = step(format!("set keylocation on {top}"), zfs.set_keylocation(top, uri))
-        && step(format!("load the key of {top}"), zfs.load_key(top, None));
-    for c in &children {
+    let mut ok = true;
+    for c in children {
         ok = ok
             && step(format!("load the key of {c}"), zfs.load_key(c, Some(uri)))
             && step(format!("re-parent {c} under {top}'s key"), zfs.change_key_inherit(c));
@@ -277,12 +410,18 @@ fn keys(zfs: &Zfs, args: &RestoreArgs, plan: &Plan) -> Exit {
         return Exit::Error;
     }
     let mut exit = Exit::Ok;
-    match restore_properties(zfs, plan) {
-        Ok(0) => {}
-        Ok(n) => println!("set {n} recorded propert{} again", if n == 1 { "y" } else { "ies" }),
-        Err(e) => {
-            eprintln!("zoffsite: the recorded properties were not all set again: {e:#}");
-            exit = Exit::Partial;
+    if let Some(m) = manifest {
+        let apply = match args.apply_properties {
+            ApplyProperties::Data => Apply::Data,
+            ApplyProperties::All => Apply::All,
+        };
+        match restore_properties(zfs, m, restored, apply) {
+            Ok(0) => {}
+            Ok(n) => println!("set {n} recorded propert{} again", if n == 1 { "y" } else { "ies" }),
+            Err(e) => {
+                eprintln!("zoffsite: the recorded properties were not all set again: {e:#}");
+                exit = Exit::Partial;
+            }
         }
     }
     // Mount only where the tree now has a mountpoint path (recorded, or
@@ -290,8 +429,8 @@ fn keys(zfs: &Zfs, args: &RestoreArgs, plan: &Plan) -> Exit {
     let mountpoint = zfs.get_value(top.as_str(), "mountpoint").unwrap_or_default();
     if !mountpoint.starts_with('/') {
         println!("{top} is unlocked with {uri} (one key for the whole tree), not mounted: it has mountpoint={mountpoint} here. Give it one, and it mounts: zfs set mountpoint=/PATH {top}");
-        note_pins(args, &children);
-        return Exit::Ok;
+        note_pins(args, children);
+        return exit;
     }
     for d in std::iter::once(&top).chain(children.iter()) {
         // Setting a recorded mountpoint on an unlocked dataset mounts it.
@@ -302,46 +441,52 @@ fn keys(zfs: &Zfs, args: &RestoreArgs, plan: &Plan) -> Exit {
         return Exit::Error;
     }
     println!("{top} is unlocked with {uri} (one key for the whole tree) and mounted at {mountpoint}");
-    note_pins(args, &children);
+    note_pins(args, children);
     exit
 }
 
 /// Reads the properties manifest from the restored snapshot of the top
-/// (mounted read-only aside for a moment: the key is loaded by now) and
-/// sets what it recorded on each restored dataset. Returns how many
-/// properties were set; 0 when the snapshot has no manifest.
-fn restore_properties(zfs: &Zfs, plan: &Plan) -> anyhow::Result<usize> {
-    use zoffsite_core::manifest::{Manifest, MANIFEST_PATH, MAX_MANIFEST_LEN};
-    let top = &plan.steps[0];
+/// (mounted read-only aside for a moment: its key is loaded by now).
+/// `None` when the snapshot has none.
+fn read_manifest(top: &Step) -> anyhow::Result<Option<Manifest>> {
     let snap = top.dest.snapshot(&top.snapshot)?;
     let dir = std::env::temp_dir().join(format!("zoffsite-restore-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     zoffsite_exec::system::mount_snapshot(&snap.to_string(), &dir)?;
-    let text = std::fs::File::open(dir.join(MANIFEST_PATH)).and_then(|f| {
-        let mut s = String::new();
-        f.take(MAX_MANIFEST_LEN as u64 + 1).read_to_string(&mut s).map(|_| s)
-    });
+    // No symlink followed; only a manifest root wrote is believed.
+    let text = zoffsite_exec::manifest_file::read(&dir);
     let _ = zoffsite_exec::system::unmount(&dir);
     let _ = std::fs::remove_dir(&dir);
-    let text = match text {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("{} has no properties manifest ({MANIFEST_PATH}): its properties are as inherited here", top.dest);
-            return Ok(0);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    anyhow::ensure!(text.len() <= MAX_MANIFEST_LEN, "the manifest is larger than {MAX_MANIFEST_LEN} bytes");
-    let manifest = Manifest::parse(&text)?;
-    let restored: Vec<(String, Dataset)> = plan
-        .steps
+    match text? {
+        Some(t) => Ok(Some(Manifest::parse(&t)?)),
+        None => Ok(None),
+    }
+}
+
+/// Sets what `manifest` recorded on each restored dataset, as far as
+/// `apply` allows, and names what it left unset. Returns how many
+/// properties were set.
+fn restore_properties(zfs: &Zfs, manifest: &Manifest, restored: &[Step], apply: Apply) -> anyhow::Result<usize> {
+    let top = &restored[0];
+    let restored: Vec<(String, Dataset)> = restored
         .iter()
         .map(|s| (s.source.strip_root(&top.source).map_or_else(String::new, |d| d.to_string()), s.dest.clone()))
         .collect();
     let in_place = top.dest == top.source;
+    let plan = manifest.to_set(&restored, in_place, apply);
+    if !plan.held_back.is_empty() {
+        println!(
+            "left unset, as they are not data properties and the manifest was written by the source (set them by hand, or restore with --apply-properties all if you trust this point):"
+        );
+        for (ds, props) in &plan.held_back {
+            // Debug-quoted: a value from the manifest reaches the terminal.
+            let list: Vec<String> = props.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            println!("  {ds}: {}", list.join(" "));
+        }
+    }
     let mut n = 0;
-    for (ds, props) in manifest.to_set(&restored, in_place) {
-        zfs.set_properties(&ds, &props)?;
+    for (ds, props) in &plan.set {
+        zfs.set_properties(ds, props)?;
         n += props.len();
     }
     Ok(n)
