@@ -11,7 +11,12 @@
 //! - send streams (312-byte records, payload lengths per record type):
 //!   header fields get interesting values (lengths, GUIDs of the real
 //!   fixtures, feature bits), records are dropped, repeated, swapped or
-//!   spliced in from another stream.
+//!   spliced in from another stream; a substream BEGIN's key data gets a
+//!   duplicate name planted in it (with `drr_payloadlen` fixed up);
+//! - packed nvlists (a BEGIN payload): decoded, then a copy of a pair is
+//!   planted in the same list (top level or inside `crypt_keydata`, its
+//!   value kept or changed, before or after the original), pairs dropped
+//!   or swapped, and re-packed; or `nvl_version`/`nvl_nvflag` set.
 
 use crate::rng::Rng;
 
@@ -26,6 +31,8 @@ pub enum Shape {
     Frames { prefix: usize },
     /// `prefix` control bytes, then a send stream.
     Stream { prefix: usize },
+    /// A packed native nvlist (a substream BEGIN's payload).
+    NvList,
 }
 
 /// What a mutation may draw on.
@@ -53,6 +60,7 @@ pub fn mutate(rng: &mut Rng, input: &[u8], shape: Shape, m: &Material<'_>) -> Ve
                 stream(rng, &mut s, m);
                 out.extend_from_slice(&s);
             }
+            Shape::NvList if rng.below(3) != 0 => nvlist(rng, &mut out, m),
             _ => bytes(rng, &mut out, m),
         }
         if out.len() > m.max_len {
@@ -458,7 +466,20 @@ fn stream(rng: &mut Rng, s: &mut Vec<u8>, m: &Material<'_>) {
     let marks: Vec<RecAt> = recs.iter().filter(|r| matches!(rtype(r), Some(0 | 5))).copied().collect();
     let r = if !marks.is_empty() && rng.one_in(2) { *rng.pick(&marks) } else { *rng.pick(&recs) };
     let full = r.at + REC <= s.len();
-    match rng.below(10) {
+    match rng.below(11) {
+        10 => {
+            // A duplicate name in a substream BEGIN's key data.
+            let Some(b) = recs.iter().find(|r| rtype(r) == Some(0) && r.end - r.at > REC) else {
+                return bytes(rng, s, m);
+            };
+            let mut payload = s[b.at + REC..b.end].to_vec();
+            if !plant_duplicate(rng, &mut payload) {
+                return bytes(rng, s, m);
+            }
+            let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+            write_int(&mut s[b.at + 4..b.at + 8], u64::from(len), be);
+            s.splice(b.at + REC..b.end, payload);
+        }
         0..=3 if full => {
             let off = if rng.one_in(4) { rng.below(REC / 4) * 4 } else { *rng.pick(FIELDS) };
             let width = match off {
@@ -537,4 +558,125 @@ fn find_stream(v: &[u8]) -> Option<usize> {
     let le = MAGIC.to_le_bytes();
     let be = MAGIC.to_be_bytes();
     v.windows(8).position(|w| w == le || w == be).and_then(|p| p.checked_sub(8))
+}
+
+/// Structure-aware nvlist mutations; byte ones when the input does not
+/// decode.
+fn nvlist(rng: &mut Rng, v: &mut Vec<u8>, m: &Material<'_>) {
+    match rng.below(4) {
+        0 | 1 => {
+            if !plant_duplicate(rng, v) {
+                bytes(rng, v, m)
+            }
+        }
+        2 => {
+            // nvl_version or nvl_nvflag of the top list, or of an embedded
+            // list's image (found by its canonical bytes 0, 1).
+            let be = v.get(1) == Some(&0);
+            let value = *rng.pick(&[0u64, 1, 2, 3, 0xffff_ffff, 0x8000_0001]);
+            let images: Vec<usize> = (12..v.len().saturating_sub(24))
+                .filter(|&i| {
+                    let w = if be { [0, 0, 0, 0, 0, 0, 0, 1] } else { [0, 0, 0, 0, 1, 0, 0, 0] };
+                    i % 8 == 4 && v[i..i + 8] == w && v[i + 8..i + 24].iter().all(|&b| b == 0)
+                })
+                .collect();
+            let at = match (rng.below(3), images.is_empty()) {
+                (0, false) => *rng.pick(&images) + 4 * rng.below(2),
+                (1, _) if v.len() >= 8 => 4,
+                _ if v.len() >= 12 => 8,
+                _ => return bytes(rng, v, m),
+            };
+            write_int(&mut v[at..at + 4], value, be);
+        }
+        _ => {
+            let Ok(mut list) = zoffsite_core::nvlist::unpack(v) else { return bytes(rng, v, m) };
+            let be = v.get(1) == Some(&0);
+            let target = pick_list(rng, &mut list);
+            if target.pairs.len() >= 2 {
+                let (i, j) = (rng.below(target.pairs.len()), rng.below(target.pairs.len()));
+                if rng.one_in(2) {
+                    target.pairs.swap(i, j);
+                } else {
+                    target.pairs.remove(i);
+                }
+            }
+            *v = zoffsite_core::nvlist::pack(&list, be);
+        }
+    }
+}
+
+/// A list of `list` to mutate: itself, or (more often) a nested one such
+/// as `crypt_keydata`.
+fn pick_list<'l>(rng: &mut Rng, list: &'l mut zoffsite_core::nvlist::NvList) -> &'l mut zoffsite_core::nvlist::NvList {
+    use zoffsite_core::nvlist::Value;
+    let nested: Vec<usize> =
+        list.pairs.iter().enumerate().filter(|(_, (_, v))| matches!(v, Value::List(_))).map(|(i, _)| i).collect();
+    if nested.is_empty() || rng.one_in(3) {
+        return list;
+    }
+    let i = *rng.pick(&nested);
+    match &mut list.pairs[i].1 {
+        Value::List(inner) => inner,
+        _ => unreachable!("picked a nested list"),
+    }
+}
+
+/// Decodes `v` and plants a copy of one of its pairs in the same list (at
+/// the top or inside a nested list), its value kept or changed, anywhere
+/// in that list; re-packs. False when `v` does not decode or has no pair.
+fn plant_duplicate(rng: &mut Rng, v: &mut Vec<u8>) -> bool {
+    use zoffsite_core::nvlist::{self, Value};
+    let Ok(mut list) = nvlist::unpack(v) else { return false };
+    let be = v.get(1) == Some(&0);
+    let target = pick_list(rng, &mut list);
+    if target.pairs.is_empty() {
+        return false;
+    }
+    let (name, mut value) = target.pairs[rng.below(target.pairs.len())].clone();
+    match (&mut value, rng.below(4)) {
+        (Value::U64(x), 0) => *x ^= 1 << rng.below(64),
+        (Value::Bytes(b), 0) if !b.is_empty() => {
+            let i = rng.below(b.len());
+            b[i] ^= 1 << rng.below(8);
+        }
+        (_, 1) => value = Value::U64(rng.below(1 << 16) as u64),
+        _ => {}
+    }
+    let at = rng.below(target.pairs.len() + 1);
+    target.pairs.insert(at, (name, value));
+    *v = nvlist::pack(&list, be);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zoffsite_core::nvlist::{self, NvError};
+
+    /// The planting mutation always yields a list the reader refuses as a
+    /// duplicate, at the top and inside crypt_keydata alike.
+    #[test]
+    fn planted_duplicates_are_what_the_reader_refuses() {
+        let payloads: Vec<Vec<u8>> = crate::corpus::streams()
+            .into_iter()
+            .flat_map(|s| zoffsite_core::records::craft::begin_payloads(&s.bytes))
+            .filter(|p| nvlist::unpack(p).is_ok())
+            .collect();
+        assert!(payloads.len() >= 3, "{}", payloads.len());
+        let mut rng = Rng::new(7);
+        let (mut inner, mut top) = (0, 0);
+        for i in 0..2000 {
+            let mut v = payloads[i % payloads.len()].clone();
+            assert!(plant_duplicate(&mut rng, &mut v));
+            match nvlist::unpack(&v) {
+                Err(NvError::Duplicate { name, .. }) if name == "crypt_keydata" => top += 1,
+                Err(NvError::Duplicate { name, .. }) if name.starts_with("DSL_") || name.starts_with("mdn_") => {
+                    inner += 1
+                }
+                Err(NvError::Duplicate { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(inner > 100 && top > 100, "inner {inner}, top {top}");
+    }
 }

@@ -584,7 +584,7 @@ fn nvlist_target() -> Target {
         .collect();
     Target {
         name: "nvlist",
-        shape: Shape::Stream { prefix: 0 },
+        shape: Shape::NvList,
         dict: corpus::NVLIST_DICT,
         seeds,
         max_len: 4096,
@@ -600,6 +600,12 @@ fn nvlist_target() -> Target {
             match (list, key) {
                 (Ok(l), _) => {
                     ctx.check(l.pairs.len() <= nvlist::MAX_PAIRS, || format!("{} pairs", l.pairs.len()));
+                    // One reading only: no name twice in a list (libnvpair
+                    // would read the last), and the canonical bytes.
+                    ctx.check(unique_names(&l), || "a list with a name twice was accepted".into());
+                    ctx.check(nvlist::pack(&l, input[1] == 0) == input, || {
+                        "accepted bytes that do not pack back to themselves".into()
+                    });
                     true
                 }
                 (Err(e), _) => {
@@ -707,6 +713,13 @@ fn validate(ctx: &mut Ctx, input: &[u8]) -> bool {
     }
     let chunked = r.and_then(|()| v.finish());
     ctx.check(chunked == one, || format!("chunks of up to {max} bytes gave {chunked:?}, one feed gave {one:?}"));
+    if one.is_ok() {
+        // Every substream's key data in an accepted stream has one reading.
+        for p in zoffsite_core::records::craft::begin_payloads(s) {
+            let l = nvlist::unpack(&p);
+            ctx.check(l.as_ref().is_ok_and(unique_names), || format!("accepted key data that reads {l:?}"));
+        }
+    }
     match one {
         Ok(_) => true,
         Err(e) => {
@@ -714,6 +727,18 @@ fn validate(ctx: &mut Ctx, input: &[u8]) -> bool {
             false
         }
     }
+}
+
+/// No name twice in any list, checked here independently of the reader.
+fn unique_names(l: &nvlist::NvList) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    l.pairs.iter().all(|(n, v)| {
+        seen.insert(n.as_str())
+            && match v {
+                nvlist::Value::List(inner) => unique_names(inner),
+                _ => true,
+            }
+    })
 }
 
 // ---- resume ----

@@ -20,14 +20,51 @@
 //! Each pair is the in-memory `nvpair_t`: `nvp_size` i32 (the whole pair,
 //! 8-aligned), `nvp_name_sz` i16 (with the NUL), `nvp_reserve` i16,
 //! `nvp_value_elem` i32, `nvp_type` i32, the name padded to 8, the value.
-//! An `NVLIST` value is a 24-byte `nvlist_t` image, and the embedded list's
+//! An `NVLIST` value is a 24-byte `nvlist_t` image (`nvl_version`,
+//! `nvl_nvflag`, `nvl_priv`, `nvl_flag`, `nvl_pad`), and the embedded list's
 //! pairs and its end marker follow the pair.
+//!
+//! What OpenZFS 2.3.2 writes and what its kernel reads (module/nvpair/
+//! nvpair.c, fnvpair.c; module/zfs/dmu_send.c, dsl_crypt.c, dmu_recv.c):
+//! - `dmu_send_impl` builds the payload with `fnvlist_alloc()`, which is
+//!   `nvlist_alloc(NV_UNIQUE_NAME)`; `crypt_keydata` comes from
+//!   `dsl_crypto_populate_key_nvlist`, also `fnvlist_alloc()`, and is added
+//!   with `fnvlist_add_nvlist` (its copy keeps the flag). `fnvlist_pack`
+//!   packs it `NV_ENCODE_NATIVE`. So every list, top and embedded, carries
+//!   `nvl_version` 0 (`NV_VERSION`) and `nvl_nvflag` 1 (`NV_UNIQUE_NAME`);
+//!   the header is `00 01 00 00` on a little-endian sender. The three real
+//!   payloads in `testdata/` have exactly that (`00 01 00 00`, version 0,
+//!   flag 1, embedded image `0, 1, 0, 0, 0`).
+//! - The kernel unpacks it in `dmu_recv_begin` with `nvlist_unpack`
+//!   (`nvlist_xunpack` -> `nvs_native` -> `nvs_operation`): the top list's
+//!   version and flag are copied from the stream unchecked
+//!   (`nvs_native_nvlist`); an embedded list must have version 0
+//!   (`nvs_embedded`, else `ENOTSUP`) and keeps its image's flag.
+//! - Duplicate names are NOT refused on unpack. `nvs_decode_pairs` calls
+//!   `nvt_add_nvpair` for each pair, which, for a list with a unique-name
+//!   flag, unlinks the earlier pair of that name from the lookup hash table
+//!   (`nvt_remove_nvpair`) and inserts the new one at the head of its
+//!   bucket; `nvp_buf_link` still appends both to the ordered list. Every
+//!   `nvlist_lookup_*` (`nvlist_lookup_common` -> `nvt_lookup_name_type`)
+//!   therefore finds the LAST pair of a name, while a walk in order sees
+//!   the first one first. `dmu_recv_stream` looks up `crypt_keydata` that
+//!   way, and `dsl_crypto_recv_raw_key_check`/`_sync` its fields.
+//! - A list whose flag is 0 refuses every lookup (`ENOTSUP`), so such a
+//!   payload never re-keys anything; a flag of `NV_UNIQUE_NAME_TYPE` keys the
+//!   table by name and type.
 //!
 //! Invariants: every length is checked against what is left before it is
 //! used; at most [`MAX_PAIRS`] pairs and [`MAX_DEPTH`] levels; no panic on any
-//! input. Types other than uint64, uint8 array and nvlist are kept as
-//! opaque bytes (never interpreted); nvlist arrays are refused (no raw send
-//! payload has one).
+//! input. Only the canonical encoding OpenZFS writes is accepted: native
+//! encoding, reserved bytes 0, `nvl_version` 0 and `nvl_nvflag`
+//! `NV_UNIQUE_NAME` at every level (embedded images otherwise all zero),
+//! exact pair sizes and zero padding, and no name twice in one list — the
+//! kernel would read the last of two pairs, and a reader that reads the
+//! first (this one did) would pin one key while the kernel installs
+//! another. So an accepted payload has exactly one reading, the kernel's,
+//! and packs back to the same bytes. Types other than uint64, uint8 array
+//! and nvlist are kept as opaque bytes (never interpreted); nvlist arrays
+//! are refused (no raw send payload has one).
 
 use std::fmt;
 
@@ -37,6 +74,11 @@ use sha2::{Digest, Sha256};
 pub const MAX_PAIRS: usize = 1024;
 /// Deepest nesting (real payloads have 2 levels).
 pub const MAX_DEPTH: usize = 4;
+
+/// `NV_VERSION`: the only `nvl_version` there is.
+pub const NV_VERSION: i32 = 0;
+/// `NV_UNIQUE_NAME`: the `nvl_nvflag` of every list `fnvlist_alloc()` makes.
+pub const NV_UNIQUE_NAME: u32 = 1;
 
 const TYPE_UINT64: i32 = 8;
 const TYPE_NVLIST: i32 = 19;
@@ -52,6 +94,13 @@ pub enum NvError {
     Malformed { at: usize, what: String },
     #[error("nvlist encoding {0} is not the native encoding raw sends use")]
     Encoding(u8),
+    #[error("nvlist byte {at}: {what}, which OpenZFS never writes in a send stream")]
+    NotCanonical { at: usize, what: String },
+    #[error(
+        "nvlist byte {at}: the name \"{name}\" appears twice in one list: zfs receive would use the last one, \
+         not the first; refusing a list that can be read two ways"
+    )]
+    Duplicate { at: usize, name: String },
     #[error("nvlist has more than {MAX_PAIRS} pairs or {MAX_DEPTH} levels")]
     TooBig,
     #[error("the stream's key data lacks {0}")]
@@ -64,19 +113,31 @@ pub enum Value {
     U64(u64),
     Bytes(Vec<u8>),
     List(NvList),
-    /// Any other type: its number and raw value bytes, not interpreted.
-    Other(i32, Vec<u8>),
+    /// Any other type: its number, element count and raw value bytes (the
+    /// whole 8-aligned value area), not interpreted.
+    Other {
+        vtype: i32,
+        nelem: i32,
+        bytes: Vec<u8>,
+    },
 }
 
-/// A decoded nvlist: its pairs in order.
+/// A decoded nvlist: its pairs in order. [`unpack`] never returns two pairs
+/// of one name in one list (at any level).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NvList {
     pub pairs: Vec<(String, Value)>,
 }
 
 impl NvList {
+    /// The value of the pair called `name`; `None` if there is none, or
+    /// (only in a list built by hand: [`unpack`] refuses them) more than one.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        let mut found = self.pairs.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+        match (found.next(), found.next()) {
+            (Some(v), None) => Some(v),
+            _ => None,
+        }
     }
 
     fn u64(&self, name: &'static str) -> Result<u64, NvError> {
@@ -146,12 +207,30 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// `nvl_version` and `nvl_nvflag` at the start of `s` (the top list's
+    /// 8 bytes, or an embedded list's image) must be what OpenZFS writes.
+    fn version_and_flag(&self, at: usize, s: &[u8]) -> Result<(), NvError> {
+        let version = self.i32_at(s);
+        if version != NV_VERSION {
+            return Err(NvError::NotCanonical { at, what: format!("nvl_version {version}") });
+        }
+        let flag = self.i32_at(&s[4..]) as u32;
+        if flag != NV_UNIQUE_NAME {
+            return Err(NvError::NotCanonical {
+                at: at + 4,
+                what: format!("nvl_nvflag {flag:#x} (send streams' lists are NV_UNIQUE_NAME, 0x1)"),
+            });
+        }
+        Ok(())
+    }
+
     /// The pairs of one list, up to and including its end marker.
     fn pairs(&mut self, depth: usize) -> Result<NvList, NvError> {
         if depth > MAX_DEPTH {
             return Err(NvError::TooBig);
         }
         let mut list = NvList::default();
+        let mut names = std::collections::HashSet::new();
         loop {
             let start = self.at;
             let size = self.take(4, "a pair's size")?;
@@ -170,19 +249,27 @@ impl<'a> Reader<'a> {
             self.at = start;
             let pair = self.take(size, "a pair")?;
             let name_sz = self.i16_at(&pair[4..]);
+            let reserve = self.i16_at(&pair[6..]);
             let nelem = self.i32_at(&pair[8..]);
             let vtype = self.i32_at(&pair[12..]);
             let name_sz = usize::try_from(name_sz)
                 .ok()
                 .filter(|&n| n >= 1 && PAIR_HEADER + n.next_multiple_of(8) <= size)
                 .ok_or_else(|| self.bad(start, format!("name size {name_sz} in a {size}-byte pair")))?;
-            let name = &pair[PAIR_HEADER..PAIR_HEADER + name_sz];
-            let name = match name.split_last() {
+            let name_area = &pair[PAIR_HEADER..PAIR_HEADER + name_sz.next_multiple_of(8)];
+            let name = match name_area[..name_sz].split_last() {
                 Some((0, n)) if !n.contains(&0) => {
                     std::str::from_utf8(n).map_err(|_| self.bad(start, "a name that is not UTF-8"))?.to_owned()
                 }
                 _ => return Err(self.bad(start, "a name without its terminating NUL")),
             };
+            let not_canonical = |what: String| NvError::NotCanonical { at: start, what };
+            if reserve != 0 {
+                return Err(not_canonical(format!("{}: nvp_reserve {reserve}", shown(&name))));
+            }
+            if name_area[name_sz..].iter().any(|&b| b != 0) {
+                return Err(not_canonical(format!("{}: bytes after the name's NUL", shown(&name))));
+            }
             let value = &pair[PAIR_HEADER + name_sz.next_multiple_of(8)..];
             let value = match vtype {
                 TYPE_UINT64 if nelem == 1 && value.len() == 8 => Value::U64(self.u64_at(value)),
@@ -190,18 +277,39 @@ impl<'a> Reader<'a> {
                     return Err(self.bad(start, format!("{}: a uint64 of {} bytes", shown(&name), value.len())))
                 }
                 TYPE_UINT8_ARRAY => {
-                    let n = usize::try_from(nelem).ok().filter(|&n| n <= value.len()).ok_or_else(|| {
-                        self.bad(start, format!("{}: {nelem} bytes in a {}-byte value", shown(&name), value.len()))
-                    })?;
+                    let n = usize::try_from(nelem).ok().filter(|&n| n.next_multiple_of(8) == value.len()).ok_or_else(
+                        || self.bad(start, format!("{}: {nelem} bytes in a {}-byte value", shown(&name), value.len())),
+                    )?;
+                    if value[n..].iter().any(|&b| b != 0) {
+                        return Err(not_canonical(format!("{}: bytes after a byte array's end", shown(&name))));
+                    }
                     Value::Bytes(value[..n].to_vec())
                 }
-                TYPE_NVLIST if nelem == 1 && value.len() == NVLIST_IMAGE => Value::List(self.pairs(depth + 1)?),
+                TYPE_NVLIST if nelem == 1 && value.len() == NVLIST_IMAGE => {
+                    let image_at = start + size - NVLIST_IMAGE;
+                    self.version_and_flag(image_at, value)?;
+                    if value[8..].iter().any(|&b| b != 0) {
+                        return Err(NvError::NotCanonical {
+                            at: image_at + 8,
+                            what: format!(
+                                "{}: an embedded list image with nvl_priv, nvl_flag or nvl_pad set",
+                                shown(&name)
+                            ),
+                        });
+                    }
+                    Value::List(self.pairs(depth + 1)?)
+                }
                 TYPE_NVLIST => return Err(self.bad(start, format!("{}: an nvlist pair of {size} bytes", shown(&name)))),
                 TYPE_NVLIST_ARRAY => {
                     return Err(self.bad(start, format!("{}: nvlist arrays are not expected here", shown(&name))))
                 }
-                t => Value::Other(t, value.to_vec()),
+                t => Value::Other { vtype: t, nelem, bytes: value.to_vec() },
             };
+            // libnvpair keeps both and looks up the last: refuse, whatever
+            // the types (NV_UNIQUE_NAME makes a name unique across types).
+            if !names.insert(name.clone()) {
+                return Err(NvError::Duplicate { at: start, name: shown(&name) });
+            }
             list.pairs.push((name, value));
         }
     }
@@ -218,6 +326,8 @@ fn shown(name: &str) -> String {
 }
 
 /// Decodes a packed native-encoded nvlist; the whole buffer must be used.
+/// Refuses anything but the canonical encoding OpenZFS writes (see the
+/// module docs), duplicate names included.
 pub fn unpack(b: &[u8]) -> Result<NvList, NvError> {
     if b.len() < 12 {
         return Err(NvError::Malformed { at: 0, what: format!("{} bytes is too short for an nvlist", b.len()) });
@@ -230,12 +340,69 @@ pub fn unpack(b: &[u8]) -> Result<NvList, NvError> {
         0 => true,
         e => return Err(NvError::Malformed { at: 1, what: format!("endianness byte {e}") }),
     };
+    if b[2] != 0 || b[3] != 0 {
+        return Err(NvError::NotCanonical { at: 2, what: format!("reserved header bytes {:02x} {:02x}", b[2], b[3]) });
+    }
     let mut r = Reader { b, at: 12, big_endian, pairs: 0 };
+    r.version_and_flag(4, &b[4..12])?;
     let list = r.pairs(0)?;
     if r.at != b.len() {
         return Err(r.bad(r.at, format!("{} bytes after the end of the list", b.len() - r.at)));
     }
     Ok(list)
+}
+
+/// Packs `list` the way `fnvlist_pack` does (native encoding, version 0,
+/// `NV_UNIQUE_NAME` at every level), pairs in the order given, duplicates
+/// included: for tests and the fuzzer, which craft hostile payloads. For
+/// every `b` that [`unpack`] accepts, `pack(&unpack(b)?, b[1] == 0) == b`.
+#[cfg(any(test, feature = "test-util"))]
+pub fn pack(list: &NvList, big_endian: bool) -> Vec<u8> {
+    let i32b = |v: i32| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+    let mut out = vec![0, u8::from(!big_endian), 0, 0];
+    out.extend_from_slice(&i32b(NV_VERSION));
+    out.extend_from_slice(&i32b(NV_UNIQUE_NAME as i32));
+    fn pairs(out: &mut Vec<u8>, list: &NvList, i32b: &dyn Fn(i32) -> [u8; 4], big_endian: bool) {
+        for (name, value) in &list.pairs {
+            let padded = |b: &[u8]| {
+                let mut v = b.to_vec();
+                v.resize(b.len().next_multiple_of(8), 0);
+                v
+            };
+            let (vtype, nelem, bytes) = match value {
+                Value::U64(v) => {
+                    (TYPE_UINT64, 1, (if big_endian { v.to_be_bytes() } else { v.to_le_bytes() }).to_vec())
+                }
+                Value::Bytes(b) => (TYPE_UINT8_ARRAY, b.len() as i32, padded(b)),
+                Value::List(_) => {
+                    let mut image = vec![0u8; NVLIST_IMAGE];
+                    image[..4].copy_from_slice(&i32b(NV_VERSION));
+                    image[4..8].copy_from_slice(&i32b(NV_UNIQUE_NAME as i32));
+                    (TYPE_NVLIST, 1, image)
+                }
+                Value::Other { vtype, nelem, bytes } => (*vtype, *nelem, bytes.clone()),
+            };
+            let mut name_area = name.as_bytes().to_vec();
+            name_area.push(0);
+            let name_sz = name_area.len();
+            let name_area = padded(&name_area);
+            let size = PAIR_HEADER + name_area.len() + bytes.len();
+            out.extend_from_slice(&i32b(size as i32));
+            let i16b = |v: i16| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+            out.extend_from_slice(&i16b(name_sz as i16));
+            out.extend_from_slice(&i16b(0));
+            out.extend_from_slice(&i32b(nelem));
+            out.extend_from_slice(&i32b(vtype));
+            out.extend_from_slice(&name_area);
+            out.extend_from_slice(&bytes);
+            if let Value::List(inner) = value {
+                pairs(out, inner, i32b, big_endian);
+            }
+        }
+        out.extend_from_slice(&i32b(0));
+    }
+    pairs(&mut out, list, &i32b, big_endian);
+    out
 }
 
 /// The fingerprint of a dataset's wrapped master key as a raw send carries
@@ -391,36 +558,152 @@ mod tests {
     #[test]
     fn nesting_and_pair_counts_are_bounded() {
         // A list nested MAX_DEPTH + 2 deep: each level is one nvlist pair.
-        let mut b = vec![0u8, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
-        let pair = |b: &mut Vec<u8>| {
-            b.extend_from_slice(&48i32.to_le_bytes()); // 16 + 8 (name "n\0" padded) + 24
-            b.extend_from_slice(&2i16.to_le_bytes());
-            b.extend_from_slice(&0i16.to_le_bytes());
-            b.extend_from_slice(&1i32.to_le_bytes());
-            b.extend_from_slice(&TYPE_NVLIST.to_le_bytes());
-            b.extend_from_slice(b"n\0\0\0\0\0\0\0");
-            b.extend_from_slice(&[0; NVLIST_IMAGE]);
-        };
+        let mut deep = NvList::default();
         for _ in 0..MAX_DEPTH + 2 {
-            pair(&mut b);
+            deep = NvList { pairs: vec![("n".into(), Value::List(deep))] };
         }
-        for _ in 0..MAX_DEPTH + 3 {
-            b.extend_from_slice(&[0; 4]);
+        assert_eq!(unpack(&pack(&deep, false)), Err(NvError::TooBig));
+        // MAX_DEPTH + 1 levels (the top and MAX_DEPTH nested) are fine.
+        let mut ok = NvList::default();
+        for _ in 0..MAX_DEPTH {
+            ok = NvList { pairs: vec![("n".into(), Value::List(ok))] };
         }
-        assert_eq!(unpack(&b), Err(NvError::TooBig));
+        assert_eq!(unpack(&pack(&ok, false)), Ok(ok));
         // MAX_PAIRS + 1 uint64 pairs in one list.
-        let mut b = vec![0u8, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
-        for _ in 0..=MAX_PAIRS {
-            b.extend_from_slice(&32i32.to_le_bytes());
-            b.extend_from_slice(&2i16.to_le_bytes());
-            b.extend_from_slice(&0i16.to_le_bytes());
-            b.extend_from_slice(&1i32.to_le_bytes());
-            b.extend_from_slice(&TYPE_UINT64.to_le_bytes());
-            b.extend_from_slice(b"n\0\0\0\0\0\0\0");
-            b.extend_from_slice(&7u64.to_le_bytes());
+        let many = NvList { pairs: (0..=MAX_PAIRS).map(|i| (format!("n{i}"), Value::U64(7))).collect() };
+        assert_eq!(unpack(&pack(&many, false)), Err(NvError::TooBig));
+        let mut fewer = many.clone();
+        fewer.pairs.pop();
+        assert_eq!(unpack(&pack(&fewer, false)), Ok(fewer));
+    }
+
+    /// Every list OpenZFS 2.3.2 wrote into the real streams: header
+    /// `00 01 00 00`, `nvl_version` 0, `nvl_nvflag` NV_UNIQUE_NAME, and the
+    /// embedded crypt_keydata image version 0, flag 1, the rest zero.
+    #[test]
+    fn real_payloads_carry_version_0_and_nv_unique_name_and_pack_back_to_themselves() {
+        let payloads = [payload(RAW_FULL, 0), payload(RESUMED_INCR, 0), payload(RAW_I, 624)];
+        for p in payloads {
+            assert_eq!(&p[..12], &[0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+            let at = p.windows(14).position(|w| w == b"crypt_keydata\0").unwrap();
+            assert_eq!(&p[at + 16..at + 40], &[0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            let list = unpack(p).unwrap();
+            assert_eq!(pack(&list, false), p, "the reader accepts the canonical form only");
+            // The same list from a big-endian sender reads the same.
+            let be = pack(&list, true);
+            assert_eq!(&be[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            assert_eq!(unpack(&be), Ok(list.clone()));
+            assert_eq!(KeyWrap::from_begin_payload(&be), KeyWrap::from_begin_payload(p));
         }
-        b.extend_from_slice(&[0; 4]);
-        assert_eq!(unpack(&b), Err(NvError::TooBig));
+    }
+
+    fn key_data(p: &[u8]) -> NvList {
+        match unpack(p).unwrap().get("crypt_keydata") {
+            Some(Value::List(k)) => k.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The payload of the finding: the pinned crypt_keydata first, another
+    /// after it. libnvpair's lookup (what zfs receive uses) returns the
+    /// last; this reader must not return the first.
+    #[test]
+    fn a_second_crypt_keydata_after_the_pinned_one_is_refused() {
+        let pinned_payload = payload(RAW_FULL, 0);
+        let pinned = KeyWrap::from_begin_payload(pinned_payload).unwrap();
+        let other = key_data(payload(RESUMED_INCR, 0));
+        let mut top = unpack(pinned_payload).unwrap();
+        top.pairs.push(("crypt_keydata".into(), Value::List(other.clone())));
+        let crafted = pack(&top, false);
+        let r = KeyWrap::from_begin_payload(&crafted);
+        assert!(matches!(&r, Err(NvError::Duplicate { name, .. }) if name == "crypt_keydata"), "{r:?}");
+        assert_ne!(r, Ok(pinned));
+        let text = r.unwrap_err().to_string();
+        assert!(text.contains("twice") && text.contains("crypt_keydata") && text.contains("last"), "{text}");
+        // The other order, and a hand-built list's lookup.
+        top.pairs.swap(0, 1);
+        assert!(matches!(unpack(&pack(&top, false)), Err(NvError::Duplicate { .. })));
+        assert_eq!(top.get("crypt_keydata"), None, "get never picks one of two");
+    }
+
+    /// The same inside crypt_keydata: each field the fingerprint reads, and
+    /// one it does not, planted twice, the pinned value first.
+    #[test]
+    fn a_duplicate_field_inside_the_key_data_is_refused() {
+        let p = payload(RAW_FULL, 0);
+        let mut top = unpack(p).unwrap();
+        let other = key_data(payload(RESUMED_INCR, 0));
+        let Some((_, Value::List(k))) = top.pairs.iter().find(|(n, _)| n == "crypt_keydata").cloned() else {
+            unreachable!()
+        };
+        for (field, _) in &k.pairs {
+            let theirs = other.get(field).cloned().unwrap();
+            for second in [theirs, Value::U64(1), Value::Bytes(vec![1; 8])] {
+                let mut k2 = k.clone();
+                k2.pairs.push((field.clone(), second));
+                let mut t2 = top.clone();
+                t2.pairs[0].1 = Value::List(k2);
+                let r = KeyWrap::from_begin_payload(&pack(&t2, false));
+                assert!(matches!(&r, Err(NvError::Duplicate { name, .. }) if name == field), "{field}: {r:?}");
+            }
+        }
+        // A duplicate at the top level that is not the key data.
+        top.pairs.push(("resume_object".into(), Value::U64(1)));
+        top.pairs.push(("resume_object".into(), Value::U64(2)));
+        assert!(matches!(unpack(&pack(&top, false)), Err(NvError::Duplicate { .. })));
+    }
+
+    /// `nvl_version`, `nvl_nvflag` (top and embedded), the reserved header
+    /// bytes, the image's other fields, `nvp_reserve` and every padding:
+    /// anything OpenZFS would not have written is refused.
+    #[test]
+    fn anything_but_the_canonical_encoding_is_refused() {
+        let p = payload(RAW_FULL, 0);
+        let image = p.windows(14).position(|w| w == b"crypt_keydata\0").unwrap() + 16;
+        let canon = |q: &[u8]| matches!(unpack(q), Err(NvError::NotCanonical { .. }));
+        let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut set = |what: &str, at: usize, v: &[u8]| {
+            let mut q = p.to_vec();
+            q[at..at + v.len()].copy_from_slice(v);
+            cases.push((what.into(), q));
+        };
+        for (i, v) in [1i32, -1].iter().enumerate() {
+            set(&format!("top version {i}"), 4, &v.to_le_bytes());
+            set(&format!("embedded version {i}"), image, &v.to_le_bytes());
+        }
+        for flag in [0u32, 2, 3, 0x8000_0001] {
+            set(&format!("top flag {flag}"), 8, &flag.to_le_bytes());
+            set(&format!("embedded flag {flag}"), image + 4, &flag.to_le_bytes());
+        }
+        set("reserved byte 2", 2, &[1]);
+        set("reserved byte 3", 3, &[0x80]);
+        for off in [8, 16, 20] {
+            set(&format!("image byte {off}"), image + off, &[1]);
+        }
+        // crypt_keydata's pair: nvp_reserve, then the NUL padding after
+        // "crypt_keydata\0" (14 bytes padded to 16).
+        set("nvp_reserve", image - 16 - 16 + 6, &[1]);
+        set("name padding", image - 1, b"x");
+        // DSL_CRYPTO_IV is 12 bytes padded to 16.
+        let iv = p.windows(14).position(|w| w == b"DSL_CRYPTO_IV\0").unwrap() + 16 + 12;
+        set("array padding", iv, &[1]);
+        for (what, q) in &cases {
+            assert!(canon(q), "{what}: {:?}", unpack(q));
+            assert!(KeyWrap::from_begin_payload(q).is_err(), "{what}");
+        }
+        // A byte array whose pair is 8 bytes longer than its elements need.
+        let mut top = unpack(p).unwrap();
+        top.pairs.push(("x".into(), Value::Bytes(vec![9; 3])));
+        let mut q = pack(&top, false);
+        let at = q.len() - 4 - 8 - 8 - 16;
+        assert_eq!(&q[at + 16..at + 18], b"x\0");
+        q[at..at + 4].copy_from_slice(&40i32.to_le_bytes());
+        q.splice(q.len() - 4..q.len() - 4, [0u8; 8]);
+        assert!(matches!(unpack(&q), Err(NvError::Malformed { .. })), "{:?}", unpack(&q));
+        // The message names what is wrong and says why it is refused.
+        let flag0 = &cases.iter().find(|(what, _)| what == "top flag 0").unwrap().1;
+        let text = unpack(flag0).unwrap_err().to_string();
+        assert!(text.contains("nvl_nvflag 0x0") && text.contains("OpenZFS never writes"), "{text}");
     }
 
     proptest! {
@@ -433,6 +716,67 @@ mod tests {
                     q[i] ^= x;
                 }
                 let _ = KeyWrap::from_begin_payload(&q);
+            }
+        }
+
+        /// A copy of any pair planted anywhere in the same list, at the
+        /// top or inside crypt_keydata, its value kept or changed: refused
+        /// as a duplicate, and no fingerprint is read.
+        #[test]
+        fn a_planted_duplicate_is_always_refused(
+            inner in any::<bool>(),
+            pick in any::<usize>(),
+            place in any::<usize>(),
+            change in proptest::option::of(any::<u64>()),
+            resumed in any::<bool>(),
+        ) {
+            let p = if resumed { payload(RESUMED_INCR, 0) } else { payload(RAW_FULL, 0) };
+            let mut top = unpack(p).unwrap();
+            let k = top.pairs.iter().position(|(n, _)| n == "crypt_keydata").unwrap();
+            let mut keys = key_data(p);
+            let list = if inner { &mut keys } else { &mut top };
+            let (name, mut value) = list.pairs[pick % list.pairs.len()].clone();
+            if let Some(x) = change {
+                value = match value {
+                    Value::U64(v) => Value::U64(v ^ x.max(1)),
+                    Value::Bytes(mut b) => { b[0] ^= (x as u8).max(1); Value::Bytes(b) }
+                    _ => Value::U64(x),
+                };
+            }
+            let at = place % (list.pairs.len() + 1);
+            list.pairs.insert(at, (name.clone(), value));
+            if inner {
+                top.pairs[k].1 = Value::List(keys);
+            }
+            let crafted = pack(&top, false);
+            let r = unpack(&crafted);
+            prop_assert!(matches!(&r, Err(NvError::Duplicate { name: n, .. }) if *n == name), "{:?}", r);
+            prop_assert!(KeyWrap::from_begin_payload(&crafted).is_err());
+        }
+
+        /// Lists of unique names pack and unpack to themselves, in both
+        /// byte orders; once a name repeats, they no longer unpack.
+        #[test]
+        fn unique_lists_round_trip_and_duplicates_do_not(
+            names in proptest::collection::vec("[a-z_]{0,12}", 0..12),
+            vals in proptest::collection::vec(any::<u64>(), 12),
+            be in any::<bool>(),
+        ) {
+            let pairs: Vec<(String, Value)> = names.iter().enumerate().map(|(i, n)| {
+                let v = match vals[i] % 3 {
+                    0 => Value::U64(vals[i]),
+                    1 => Value::Bytes(vals[i].to_le_bytes()[..(vals[i] % 9) as usize].to_vec()),
+                    _ => Value::List(NvList { pairs: vec![(n.clone(), Value::U64(vals[i]))] }),
+                };
+                (n.clone(), v)
+            }).collect();
+            let list = NvList { pairs };
+            let unique = names.iter().collect::<std::collections::HashSet<_>>().len() == names.len();
+            let r = unpack(&pack(&list, be));
+            if unique {
+                prop_assert_eq!(r, Ok(list));
+            } else {
+                prop_assert!(matches!(r, Err(NvError::Duplicate { .. })), "{:?}", r);
             }
         }
 

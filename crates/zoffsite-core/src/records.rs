@@ -919,6 +919,159 @@ impl StreamValidator {
     }
 }
 
+/// Stream surgery for tests, e2e tests and the fuzzer, which craft hostile
+/// streams from real ones: replace substream BEGIN payloads and recompute
+/// the fletcher-4 checksums, so that real `zfs receive` (which verifies them)
+/// sees the crafted stream as a sender would have made it.
+///
+/// The checksums as OpenZFS 2.3.2 writes them (module/zfs/dmu_send.c,
+/// `dump_record`; `dmu_send_impl` for the END's): a running fletcher-4 over
+/// the substream from its BEGIN, in the sender's byte order; each record's
+/// header up to its last 32 bytes is added, then those 32 bytes are set to
+/// the sum so far (left zero in a BEGIN) and added, then the payload. An
+/// END also carries the sum before it in `drr_end.drr_checksum` (bytes
+/// 8..40). `dmu_recv.c` checks each header's sum
+/// (`receive_read_payload_and_next_header`, skipped when it is zero).
+#[cfg(any(test, feature = "test-util"))]
+pub mod craft {
+    use super::{body_layout, byte_order, Header, RecordType, RECORD_LEN};
+
+    /// Fletcher-4 of `b` (a multiple of 4 bytes) added to `zc`.
+    pub fn fletcher4(zc: &mut [u64; 4], b: &[u8], big_endian: bool) {
+        for w in b.chunks_exact(4) {
+            let w: [u8; 4] = w.try_into().expect("4 bytes");
+            let w = u64::from(if big_endian { u32::from_be_bytes(w) } else { u32::from_le_bytes(w) });
+            zc[0] = zc[0].wrapping_add(w);
+            zc[1] = zc[1].wrapping_add(zc[0]);
+            zc[2] = zc[2].wrapping_add(zc[1]);
+            zc[3] = zc[3].wrapping_add(zc[2]);
+        }
+    }
+
+    /// One record: where it starts, its type, its payload length.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Rec {
+        pub at: usize,
+        pub rtype: RecordType,
+        pub payload: usize,
+    }
+
+    /// The records of a stream by the validator's payload rules, and the
+    /// stream's byte order; stops at the first record it cannot walk.
+    pub fn records(stream: &[u8]) -> (Vec<Rec>, bool) {
+        let first: Option<&[u8; RECORD_LEN]> = stream.get(..RECORD_LEN).and_then(|b| b.try_into().ok());
+        let big_endian = first.and_then(byte_order).unwrap_or(false);
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some(b) = stream.get(at..at + RECORD_LEN) {
+            let b: &[u8; RECORD_LEN] = b.try_into().expect("a record");
+            let h = Header { b, big_endian };
+            let Some(rtype) = RecordType::from_u32(h.u32(0)) else { break };
+            let payload = match rtype {
+                RecordType::Begin => u64::from(h.u32(4)),
+                t => body_layout(t, h).0,
+            };
+            let Some(end) = usize::try_from(payload).ok().and_then(|p| (at + RECORD_LEN).checked_add(p)) else { break };
+            if end > stream.len() {
+                break;
+            }
+            out.push(Rec { at, rtype, payload: end - at - RECORD_LEN });
+            at = end;
+        }
+        (out, big_endian)
+    }
+
+    /// Whether the BEGIN at `at` opens a substream (not a compound header).
+    fn is_substream(stream: &[u8], at: usize, big_endian: bool) -> bool {
+        let b: &[u8; RECORD_LEN] = stream[at..at + RECORD_LEN].try_into().expect("a record");
+        Header { b, big_endian }.u64(16) & 0b11 == super::DMU_SUBSTREAM
+    }
+
+    /// The payloads of the substream BEGIN records, in order.
+    pub fn begin_payloads(stream: &[u8]) -> Vec<Vec<u8>> {
+        let (recs, be) = records(stream);
+        recs.iter()
+            .filter(|r| r.rtype == RecordType::Begin && is_substream(stream, r.at, be))
+            .map(|r| stream[r.at + RECORD_LEN..r.at + RECORD_LEN + r.payload].to_vec())
+            .collect()
+    }
+
+    /// The stream with the payload of its `i`-th substream BEGIN replaced by
+    /// `f(i, payload)` (its `drr_payloadlen` set to match) and every checksum
+    /// recomputed. What cannot be walked at the end is kept as it is.
+    pub fn with_begin_payloads(stream: &[u8], mut f: impl FnMut(usize, &[u8]) -> Vec<u8>) -> Vec<u8> {
+        let (recs, be) = records(stream);
+        let mut out = Vec::with_capacity(stream.len());
+        let mut i = 0;
+        let mut walked = 0;
+        for r in &recs {
+            let mut head = stream[r.at..r.at + RECORD_LEN].to_vec();
+            let mut payload = &stream[r.at + RECORD_LEN..r.at + RECORD_LEN + r.payload];
+            let replaced;
+            if r.rtype == RecordType::Begin && is_substream(stream, r.at, be) {
+                replaced = f(i, payload);
+                i += 1;
+                payload = &replaced;
+                let len = u32::try_from(payload.len()).expect("a payload under 4 GiB");
+                head[4..8].copy_from_slice(&if be { len.to_be_bytes() } else { len.to_le_bytes() });
+            }
+            out.extend_from_slice(&head);
+            out.extend_from_slice(payload);
+            walked = r.at + RECORD_LEN + r.payload;
+        }
+        out.extend_from_slice(&stream[walked..]);
+        fix_checksums(&mut out);
+        out
+    }
+
+    /// Recomputes every record's checksum (see the module docs), as the
+    /// sender writes them. The ENDs of a compound stream's own header and of
+    /// the whole compound stream come from libzfs (`send_conclusion_record`
+    /// in lib/libzfs/libzfs_sendrecv.c), which writes them without a header
+    /// checksum: the first carries the sum of the compound BEGIN in
+    /// `drr_end.drr_checksum`, the last nothing.
+    pub fn fix_checksums(stream: &mut [u8]) {
+        let (recs, be) = records(stream);
+        let put = |zc: &[u64; 4]| -> Vec<u8> {
+            zc.iter().flat_map(|w| if be { w.to_be_bytes() } else { w.to_le_bytes() }).collect()
+        };
+        let mut zc = [0u64; 4];
+        let mut in_substream = false;
+        let mut after_compound_begin = false;
+        for r in &recs {
+            let h = r.at;
+            match r.rtype {
+                RecordType::Begin => {
+                    zc = [0; 4];
+                    in_substream = is_substream(stream, h, be);
+                    after_compound_begin = !in_substream;
+                }
+                RecordType::End if !in_substream => {
+                    if after_compound_begin {
+                        let sum = put(&zc);
+                        stream[h + 8..h + 40].copy_from_slice(&sum);
+                    }
+                    after_compound_begin = false;
+                    continue;
+                }
+                RecordType::End => {
+                    let sum = put(&zc);
+                    stream[h + 8..h + 40].copy_from_slice(&sum);
+                    in_substream = false;
+                }
+                _ => {}
+            }
+            fletcher4(&mut zc, &stream[h..h + RECORD_LEN - 32], be);
+            if r.rtype != RecordType::Begin {
+                let sum = put(&zc);
+                stream[h + RECORD_LEN - 32..h + RECORD_LEN].copy_from_slice(&sum);
+            }
+            fletcher4(&mut zc, &stream[h + RECORD_LEN - 32..h + RECORD_LEN], be);
+            fletcher4(&mut zc, &stream[h + RECORD_LEN..h + RECORD_LEN + r.payload], be);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1240,6 +1393,83 @@ mod tests {
         junk.sub_with_key(7, 0, "p/d@s7", &[0xA5; 64]).end(7);
         let r = check(&junk.out, exp(0, 7));
         assert!(matches!(r, Err(StreamError::KeyData { .. })), "{r:?}");
+    }
+
+    /// The checksum fixer of `craft` writes what OpenZFS 2.3.2 wrote, byte
+    /// for byte, on every real stream (plain, compound, resumed, -R head).
+    #[test]
+    fn craft_recomputes_the_checksums_openzfs_wrote() {
+        for (what, real) in [
+            ("raw-full", RAW_FULL.to_vec()),
+            ("raw-I", RAW_I.to_vec()),
+            ("resumed", RESUMED_INCR.to_vec()),
+            ("plain-incr", PLAIN_INCR.to_vec()),
+            ("-R", raw_r()),
+        ] {
+            let (recs, _) = craft::records(&real);
+            assert_eq!(recs.last().map(|r| r.at + RECORD_LEN + r.payload), Some(real.len()), "{what}: walked");
+            let mut zeroed = real.clone();
+            for r in &recs {
+                zeroed[r.at + RECORD_LEN - 32..r.at + RECORD_LEN].fill(0);
+                if r.rtype == RecordType::End {
+                    zeroed[r.at + 8..r.at + 40].fill(0);
+                }
+            }
+            assert_ne!(zeroed, real, "{what}: has checksums");
+            craft::fix_checksums(&mut zeroed);
+            assert!(zeroed == real, "{what}: recomputed checksums differ");
+            assert!(craft::with_begin_payloads(&real, |_, p| p.to_vec()) == real, "{what}: identity rewrite");
+        }
+    }
+
+    /// The finding: a substream BEGIN whose key data has crypt_keydata
+    /// twice, the pinned one first and a re-wrapped one after it (which
+    /// `zfs receive` would install: libnvpair's lookup finds the last). The
+    /// validator must refuse it, whatever is pinned.
+    #[test]
+    fn a_duplicate_crypt_keydata_cannot_slip_a_new_key_past_the_pin() {
+        use crate::nvlist::{pack, unpack, Value};
+        let pinned = KeyWrap::from_begin_payload(KEY_PAYLOAD).unwrap();
+        let rewrapped = rewrapped_key();
+        assert_ne!(KeyWrap::from_begin_payload(&rewrapped).unwrap(), pinned);
+        let key_list = |p: &[u8]| unpack(p).unwrap().pairs.into_iter().find(|(n, _)| n == "crypt_keydata").unwrap();
+        let mut top = unpack(KEY_PAYLOAD).unwrap();
+        top.pairs.push(key_list(&rewrapped));
+        let crafted = craft::with_begin_payloads(RAW_FULL, |_, _| pack(&top, false));
+        assert_eq!(craft::begin_payloads(&crafted), vec![pack(&top, false)]);
+        for key in [Some(pinned), None] {
+            let r = check(&crafted, Expect { key, ..expect(None, "t/src@s1") });
+            match &r {
+                Err(e @ StreamError::KeyData { offset: 0, error: NvError::Duplicate { name, .. }, .. }) => {
+                    assert_eq!(name, "crypt_keydata");
+                    let text = e.to_string();
+                    assert!(text.contains("t/src@s1") && text.contains("twice"), "{text}");
+                }
+                other => panic!("{key:?}: {other:?}"),
+            }
+        }
+        // The same with each field the fingerprint reads planted twice
+        // inside crypt_keydata, in the 2nd substream of the -I stream.
+        let Value::List(new_keys) = key_list(&rewrapped).1 else { unreachable!() };
+        for field in ["DSL_CRYPTO_MASTER_KEY_1", "DSL_CRYPTO_IV", "DSL_CRYPTO_MAC", "DSL_CRYPTO_GUID"] {
+            let crafted = craft::with_begin_payloads(RAW_I, |i, p| {
+                if i != 1 {
+                    return p.to_vec();
+                }
+                let mut top = unpack(p).unwrap();
+                let Some((_, Value::List(k))) = top.pairs.iter_mut().find(|(n, _)| n == "crypt_keydata") else {
+                    unreachable!()
+                };
+                k.pairs.push((field.into(), new_keys.get(field).unwrap().clone()));
+                pack(&top, false)
+            });
+            let r = check(&crafted, Expect { key: Some(pinned), ..expect(Some("t/src@s1"), "t/src@s4") });
+            assert!(
+                matches!(&r, Err(StreamError::KeyData { name: s, error: NvError::Duplicate { name, .. }, .. })
+                    if name == field && s.name.as_str() == "s3"),
+                "{field}: {r:?}"
+            );
+        }
     }
 
     #[test]

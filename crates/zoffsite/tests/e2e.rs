@@ -1752,6 +1752,116 @@ fn replayed_history_is_refused_and_restamps_cannot_age_it() {
     assert_eq!(doc["findings"][0]["received"], now - 10 * 86400, "{doc}");
 }
 
+/// The duplicate-key attack: after `zfs change-key` on the source, a raw
+/// incremental whose BEGIN payload carries crypt_keydata twice, the pinned
+/// (old) one first and the new one after it, sent through a raw protocol
+/// session. libnvpair's lookup in the kernel returns the last pair of a
+/// name, so `zfs receive` would install the new key; `serve` must refuse
+/// the stream because the name appears twice. The positive control feeds
+/// the same crafted bytes to `zfs receive` directly, as root, bypassing
+/// `serve`: OpenZFS 2.3.2 takes it and re-wraps the box's copy, so the
+/// attack is real and the refusal is what stops it.
+#[test]
+#[ignore = "needs root and ZFS (scripts/e2e)"]
+fn a_duplicate_crypt_keydata_cannot_re_key_the_history() {
+    use zoffsite_core::names::{Dataset, Guid, SnapName};
+    use zoffsite_core::nvlist::{self, KeyWrap};
+    use zoffsite_core::protocol::{self, Request, Response};
+    use zoffsite_core::records::craft;
+    let w = World::new();
+    let data = format!("{}/data", w.tank);
+    w.create_encrypted(&data);
+    w.write(&data, "a.txt", b"one");
+    let cfg = w.config(&[&data], &[]);
+    let first = w.backup(&cfg, &["--json"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let base = format!("{data}@{}", json(&first)["snapshot"].as_str().unwrap());
+    let box_data = format!("{}/{data}", w.root);
+    let pin = zfs(&["get", "-H", "-p", "-s", "local", "-o", "value", "zoffsite:keywrap", &box_data]).trim().to_owned();
+    assert!(pin.starts_with("sha256:"), "pinned at the first receive: {pin:?}");
+    let send = |args: &[&str]| {
+        let out = Command::new("zfs").args(["send", "-w"]).args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "zfs send {args:?}: {}", text(&out));
+        out.stdout
+    };
+    // The pinned key data, as any stream of the dataset carries it before
+    // the key change.
+    let old_payload = craft::begin_payloads(&send(&[&base])).remove(0);
+    assert_eq!(KeyWrap::from_begin_payload(&old_payload).unwrap().to_string(), pin);
+
+    // Root on the source changes the key and makes the next incremental.
+    let old_key = w.dir.join("key");
+    let new_key = w.dir.join("key2");
+    std::fs::write(&new_key, random_hex(32)).unwrap();
+    zfs(&["change-key", "-o", "keyformat=hex", "-o", &format!("keylocation=file://{}", new_key.display()), &data]);
+    w.write(&data, "b.txt", b"two");
+    let next = format!("{data}@evil");
+    zfs(&["snapshot", &next]);
+    let incr = send(&["-i", &base, &next]);
+    let crafted = craft::with_begin_payloads(&incr, |_, p| {
+        let mut top = nvlist::unpack(p).unwrap();
+        let old = nvlist::unpack(&old_payload).unwrap();
+        let old_keys = old.pairs.into_iter().find(|(n, _)| n == "crypt_keydata").unwrap();
+        let at = top.pairs.iter().position(|(n, _)| n == "crypt_keydata").unwrap();
+        top.pairs.insert(at, old_keys);
+        nvlist::pack(&top, false)
+    });
+    assert_ne!(crafted, incr);
+
+    let guid =
+        |s: &str| Guid::new(zfs(&["get", "-H", "-p", "-o", "value", "guid", s]).trim().parse().unwrap()).unwrap();
+    let mut input = Vec::new();
+    let hello = Request::Hello { protocol: "zoffsite".into(), version: 1, client: "e2e".into() };
+    protocol::write_msg(&mut input, &hello).unwrap();
+    let req = Request::Receive {
+        dataset: Dataset::new(&data).unwrap(),
+        snapshot: SnapName::new("evil").unwrap(),
+        guid: guid(&next),
+        from: Some(guid(&base)),
+        resume: false,
+    };
+    protocol::write_msg(&mut input, &req).unwrap();
+    protocol::write_data(&mut input, &crafted).unwrap();
+    protocol::write_end(&mut input).unwrap();
+    let before = w.snapshots(&w.offsite);
+    let msgs = raw_session(&w, "root", input);
+    eprintln!("{msgs:#?}");
+    match &msgs[..] {
+        [Response::Hello { .. }, Response::Error { message, .. }] => {
+            assert!(message.contains("crypt_keydata") && message.contains("twice"), "{message}");
+            assert!(message.contains(&box_data) || message.contains(&data), "{message}");
+        }
+        other => panic!("expected a refusal: {other:?}"),
+    }
+    assert_eq!(w.snapshots(&w.offsite), before, "nothing received");
+    assert_eq!(w.prop(&box_data, "receive_resume_token"), "-", "no partial receive left");
+    let try_key = |key: &Path| {
+        run(&["zfs", "load-key", "-n", "-L", &format!("file://{}", key.display()), &box_data]).status.success()
+    };
+    assert!(try_key(&old_key), "the owner's key still opens the box's copy");
+    assert!(!try_key(&new_key));
+
+    // Positive control, bypassing serve: real ZFS receives the crafted
+    // stream (its checksums were recomputed) and installs the LAST key.
+    let mut child = Command::new("zfs")
+        .args(["receive", "-u", &box_data])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&crafted).unwrap();
+    }
+    let direct = child.wait_with_output().unwrap();
+    eprintln!("zfs receive of the crafted stream, bypassing serve: {}", text(&direct));
+    assert!(direct.status.success(), "OpenZFS 2.3.2 takes the crafted stream: {}", text(&direct));
+    assert!(w.snapshots(&w.offsite).contains_key(&format!("{}/{next}", w.root)));
+    assert!(try_key(&new_key), "the kernel used the second crypt_keydata");
+    assert!(!try_key(&old_key), "the history no longer opens with the owner's key");
+}
+
 /// A box that lies or babbles (e2e/hostile-box.py in place of `serve`):
 /// every run ends non-zero within a bounded time, never panics, changes
 /// nothing on the source but its own new snapshot, and lets out only raw

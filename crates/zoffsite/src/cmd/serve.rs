@@ -22,7 +22,7 @@ use std::process::ChildStdin;
 
 use zoffsite_core::boxside::{self, RECEIVED_PROPERTY};
 use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
-use zoffsite_core::nvlist::KeyWrap;
+use zoffsite_core::nvlist::{KeyWrap, NvError};
 use zoffsite_core::parse::SnapshotRow;
 use zoffsite_core::protocol::{
     self, ErrorCode, Frame, FrameHead, ProtoError, RemoteDataset, RemoteSnapshot, Request, Response, MAX_LIST_DATASETS,
@@ -736,6 +736,11 @@ fn refused(target: &Dataset, e: StreamError) -> Reject {
         StreamError::KeyChanged { .. } => format!(
             ". That part was not received, and no snapshot on the box changed its key. If you changed the key yourself, have the box owner accept the new key, as root on the box: zfs inherit {KEYWRAP_PROPERTY} {target} (that dataset only; add -r only if you changed the key of every dataset below it too, since -r clears all their pins). The next backup then re-wraps the box's copy with it. If you did not change the key, the source may be compromised: leave the box as it is"
         ),
+        StreamError::KeyData { error: NvError::Duplicate { .. } | NvError::NotCanonical { .. }, .. } => {
+            ". OpenZFS never writes key data like that: the stream was crafted, so the source may be compromised. That part \
+             was not received"
+                .to_owned()
+        }
         _ => String::new(),
     };
     Reject::new(ErrorCode::Refused, format!("refused stream for {target}: {e}{fix}"))
@@ -1117,6 +1122,49 @@ mod tests {
             "{msgs:?}"
         );
         assert!(!f.log().contains("receive"), "{}", f.log());
+    }
+
+    /// RAW_I with crypt_keydata twice in its 2nd substream's key data: the
+    /// pinned one first, t/big's after it (which zfs receive, reading the
+    /// last, would install), checksums recomputed.
+    fn with_second_key_data() -> Vec<u8> {
+        use zoffsite_core::nvlist::{pack, unpack};
+        use zoffsite_core::records::craft;
+        let len = u32::from_le_bytes(RESUMED_INCR[4..8].try_into().unwrap()) as usize;
+        let theirs = unpack(&RESUMED_INCR[312..312 + len]).unwrap();
+        let theirs = theirs.pairs.into_iter().find(|(n, _)| n == "crypt_keydata").unwrap();
+        craft::with_begin_payloads(RAW_I, |i, p| {
+            let mut top = unpack(p).unwrap();
+            if i == 1 {
+                top.pairs.push(theirs.clone());
+            }
+            pack(&top, false)
+        })
+    }
+
+    #[test]
+    fn a_second_crypt_keydata_is_refused_before_zfs_receive_sees_it_pinned_or_not() {
+        let crafted = with_second_key_data();
+        for pinned in [true, false] {
+            let f = Fake::new();
+            if pinned {
+                std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+            }
+            let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), &crafted)]));
+            assert!(r.is_ok(), "{r:?}");
+            match &msgs[..] {
+                [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
+                    assert!(message.contains("\"crypt_keydata\" appears twice"), "{message}");
+                    assert!(message.contains("t/src@s3") && message.contains("never writes"), "{message}");
+                }
+                other => panic!("pinned={pinned}: {other:?}"),
+            }
+            // Refused at the 2nd substream's BEGIN: zfs receive may have
+            // taken the first substream, never a byte of the crafted one.
+            let got = std::fs::read(f.dir.join("received")).unwrap_or_default();
+            assert!(got.len() < 19652 && crafted.starts_with(&got), "pinned={pinned}: {} bytes", got.len());
+            assert!(!f.log().contains("set zoffsite:keywrap"), "nothing pinned: {}", f.log());
+        }
     }
 
     #[test]
