@@ -8,6 +8,7 @@
 pub mod lock;
 pub mod process;
 pub mod remote;
+pub mod rundir;
 pub mod splice;
 pub mod ssh;
 pub mod system;
