@@ -79,6 +79,18 @@ pub struct VerifyArgs {
     /// it confirmed).
     #[arg(long, requires = "drill")]
     pub random: bool,
+    /// With --drill: give up (and destroy the scratch) after this long, e.g.
+    /// "2h" (default: 30 min plus the stream's size at 256 KiB/s).
+    #[arg(long, value_name = "DURATION", requires = "drill", value_parser = parse_duration)]
+    pub max_time: Option<std::time::Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    zoffsite_core::config::parse_duration("--max-time", s).map_err(|e| e.to_string())
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    zoffsite_core::limits::parse_bytes(s)
 }
 
 #[derive(Args)]
@@ -113,6 +125,15 @@ pub struct RestoreArgs {
     /// Show what would be restored where; change nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Accept at most this many stream bytes from the box in all, e.g. 2T
+    /// (default: what the destination pool has available, less a
+    /// twentieth, so a lying box cannot fill it).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub max_bytes: Option<u64>,
+    /// Give up after this long, e.g. "3d" (default: 30 min plus the byte
+    /// limit at 256 KiB/s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_time: Option<std::time::Duration>,
 }
 
 #[derive(Args)]

@@ -13,21 +13,65 @@
 //! - Each received dataset is its own encryption root (per-dataset raw
 //!   sends); with `--keylocation` the children are re-parented (`zfs
 //!   change-key -i`) so that one key unlocks the tree as before.
+//! - Bounded ([`zoffsite_core::limits`]): the box's bytes count against a
+//!   limit before they reach the checks or `zfs receive`, the whole restore
+//!   against a time limit, and every child process has a deadline
+//!   ([`bounded_zfs`]): a box cannot fill the pool, nor hang the restore
+//!   (e.g. with a huge `pbkdf2iters` that `zfs load-key` would grind on).
+//! - Decrypted data is only looked at in a private directory
+//!   (`/run/zoffsite/...`, 0700), mounted `nosuid,nodev,noexec`, and read
+//!   without following symlinks.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
 use zoffsite_core::boxside;
+use zoffsite_core::limits::{self, ByteBudget};
 use zoffsite_core::names::{Dataset, Guid, SnapName};
 use zoffsite_core::protocol::RemoteDataset;
 use zoffsite_core::records::{Expect, StreamValidator};
 use zoffsite_core::restore::{self, Plan, Request, Step};
-use zoffsite_exec::process::Running;
+use zoffsite_exec::process::{ExecError, Running};
 use zoffsite_exec::remote::Session;
 use zoffsite_exec::zfs::Zfs;
 
 use crate::cli::RestoreArgs;
 use crate::exit::Exit;
+
+/// How long each zfs command of a restore or drill may run: listing a
+/// large imported box pool is the slowest, and takes minutes at worst.
+pub(crate) const CHILD_DEADLINE: Duration = Duration::from_secs(10 * 60);
+/// How long `zfs load-key` may run. It derives the wrapping key in userland
+/// with the dataset's `pbkdf2iters`, which the received stream sets: the
+/// default (350,000) takes well under a second, a hundred times that under
+/// a minute; a box that raised it to billions is stopped here.
+pub(crate) const LOAD_KEY_DEADLINE: Duration = Duration::from_secs(2 * 60);
+
+/// `zfs` with the deadlines of a restore or drill.
+pub(crate) fn bounded_zfs(zfs: Zfs) -> Zfs {
+    zfs.with_deadlines(CHILD_DEADLINE, LOAD_KEY_DEADLINE)
+}
+
+/// What a restore or drill accepts from the box ([`zoffsite_core::limits`]).
+pub(crate) struct Limits {
+    pub bytes: ByteBudget,
+    /// When the whole restore or drill must be done.
+    pub deadline: Instant,
+    pub max_time: Duration,
+    /// Where the time limit comes from, for the error.
+    pub time_why: String,
+}
+
+impl Limits {
+    pub fn new(bytes: ByteBudget, max_time: Duration, time_why: impl Into<String>) -> Self {
+        Self { bytes, deadline: Instant::now() + max_time, max_time, time_why: time_why.into() }
+    }
+
+    fn out_of_time(&self) -> String {
+        format!("did not finish within {:?} ({}): stopped", self.max_time, self.time_why)
+    }
+}
 
 /// Where the streams come from.
 pub(crate) enum Origin {
@@ -36,7 +80,7 @@ pub(crate) enum Origin {
 }
 
 pub fn run(args: RestoreArgs) -> Exit {
-    let zfs = Zfs::new();
+    let zfs = bounded_zfs(Zfs::new());
     let mut origin = match (&args.target, &args.from_pool) {
         (Some(name), None) => {
             let cfg = match super::common::config_or_exit(&args.config) {
@@ -101,6 +145,20 @@ pub fn run(args: RestoreArgs) -> Exit {
     for (d, why) in &plan.skipped {
         eprintln!("zoffsite: left out {d}: {why}");
     }
+    let mut limits = match restore_limits(&zfs, &args, &plan) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("zoffsite: {e:#}");
+            return Exit::Error;
+        }
+    };
+    println!(
+        "accepting at most {} bytes from the box ({}), for at most {:?} ({})",
+        limits.bytes.limit(),
+        if args.max_bytes.is_some() { "--max-bytes" } else { "the default" },
+        limits.max_time,
+        limits.time_why
+    );
     if args.dry_run {
         for s in &plan.steps {
             println!("would restore {}@{} (guid {}) as {}", s.source, s.snapshot, s.guid, s.dest);
@@ -108,7 +166,7 @@ pub fn run(args: RestoreArgs) -> Exit {
         return partial_if(&plan, Exit::Ok);
     }
     for step in &plan.steps {
-        match receive(&zfs, &mut origin, step) {
+        match receive(&zfs, &mut origin, step, &mut limits) {
             Ok(bytes) => println!(
                 "restored {}@{} as {} ({} bytes, guid {})",
                 step.source, step.snapshot, step.dest, bytes, step.guid
@@ -127,6 +185,39 @@ pub fn run(args: RestoreArgs) -> Exit {
     }
     let exit = keys(&zfs, &args, &plan);
     partial_if(&plan, exit)
+}
+
+/// `--max-bytes` and `--max-time`, or their defaults: what the
+/// destination pool has available less a twentieth, and 30 min plus that at
+/// 256 KiB/s ([`zoffsite_core::limits`]).
+fn restore_limits(zfs: &Zfs, args: &RestoreArgs, plan: &Plan) -> anyhow::Result<Limits> {
+    let bytes = match args.max_bytes {
+        Some(n) => ByteBudget::new(n, "--max-bytes"),
+        None => {
+            let pool = plan.steps.first().map(|s| s.dest.pool().to_owned()).unwrap_or_default();
+            let available = zfs
+                .get_value(&pool, "available")
+                .map_err(anyhow::Error::from)
+                .and_then(|v| v.parse::<u64>().map_err(|e| anyhow::anyhow!("available={v:?}: {e}")))
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot tell how much space {pool} has ({e}); give the most the box may send with --max-bytes"
+                    )
+                })?;
+            let n = limits::restore_default_bytes(available);
+            ByteBudget::new(
+                n,
+                format!("the default: {pool}'s available {available} bytes less a twentieth; a larger restore needs --max-bytes"),
+            )
+        }
+    };
+    let (max_time, why) = match args.max_time {
+        Some(t) => (t, "--max-time".to_owned()),
+        None => {
+            (limits::default_time(bytes.limit()), "the default for that many bytes; more needs --max-time".to_owned())
+        }
+    };
+    Ok(Limits::new(bytes, max_time, why))
 }
 
 fn partial_if(plan: &Plan, exit: Exit) -> Exit {
@@ -150,26 +241,40 @@ fn list(zfs: &Zfs, origin: &mut Origin, dataset: &Dataset) -> anyhow::Result<BTr
 
 /// Receives one step's stream into a new local dataset, checking every
 /// record header first; confirms the GUID. Returns the stream's size.
-pub(crate) fn receive(zfs: &Zfs, origin: &mut Origin, step: &Step) -> anyhow::Result<u64> {
+/// Every chunk counts against `limits` before it is checked or received;
+/// past either limit, the stream is cut and `zfs receive` killed (without
+/// `-s`, it leaves nothing behind).
+pub(crate) fn receive(zfs: &Zfs, origin: &mut Origin, step: &Step, limits: &mut Limits) -> anyhow::Result<u64> {
+    if Instant::now() >= limits.deadline {
+        anyhow::bail!("{}", limits.out_of_time());
+    }
     let cmd = zfs.receive_new(&step.dest);
-    let mut child = Running::with_stdin(&cmd)?;
+    let deadline = limits.deadline;
+    let mut child = Running::with_stdin(&cmd)?.deadline(deadline);
     let mut stdin = child.child.stdin.take().expect("piped");
     let mut v = StreamValidator::new(Expect { from: None, to: step.guid, resuming: false, key: None });
     let mut sink = |chunk: &[u8]| -> std::io::Result<()> {
+        limits.bytes.take(chunk.len() as u64).map_err(std::io::Error::other)?;
+        if Instant::now() >= limits.deadline {
+            return Err(std::io::Error::other(limits.out_of_time()));
+        }
         v.feed(chunk).map_err(|e| std::io::Error::other(format!("refused the box's stream: {e}")))?;
         stdin.write_all(chunk)
     };
     let streamed = match origin {
         Origin::Box(s) => s.fetch(&step.source, &step.snapshot, &mut sink).map_err(anyhow::Error::from),
-        Origin::Pool(root) => send_local(zfs, root, &step.source, &step.snapshot, &mut sink),
+        Origin::Pool(root) => send_local(zfs, root, &step.source, &step.snapshot, deadline, &mut sink),
     };
     // The sink borrowed stdin: closing it ends zfs receive's input.
     drop(stdin);
     let streamed = match streamed {
         Ok(s) => s,
         Err(e) => {
-            let _ = child.kill();
-            return Err(e);
+            // zfs receive killed at the deadline explains a broken pipe.
+            return Err(match child.kill() {
+                Err(d @ ExecError::Deadline { .. }) => d.into(),
+                _ => e,
+            });
         }
     };
     if let Err(e) = v.finish() {
@@ -197,12 +302,13 @@ fn send_local(
     root: &Dataset,
     dataset: &Dataset,
     snapshot: &SnapName,
+    deadline: Instant,
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> anyhow::Result<(Guid, u64)> {
     let snap = root.join(dataset)?.snapshot(snapshot)?;
     let guid = zfs.snapshot_guid(&snap)?;
     let cmd = zfs.send_raw(&snap, None);
-    let mut running = Running::with_stdout(&cmd)?;
+    let mut running = Running::with_stdout(&cmd)?.deadline(deadline);
     let mut out = running.child.stdout.take().expect("piped");
     let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;
@@ -307,15 +413,20 @@ fn restore_properties(zfs: &Zfs, plan: &Plan) -> anyhow::Result<usize> {
     use zoffsite_core::manifest::{Manifest, MANIFEST_PATH, MAX_MANIFEST_LEN};
     let top = &plan.steps[0];
     let snap = top.dest.snapshot(&top.snapshot)?;
-    let dir = std::env::temp_dir().join(format!("zoffsite-restore-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    // Decrypted: looked at only in a private directory (0700, a name no
+    // one else could predict or plant), nosuid,nodev,noexec, read without
+    // following symlinks.
+    let private = zoffsite_exec::rundir::RunDir::open_default()?.private_dir("restore-")?;
+    let dir = private.subdir("snapshot")?;
     zoffsite_exec::system::mount_snapshot(&snap.to_string(), &dir)?;
-    let text = std::fs::File::open(dir.join(MANIFEST_PATH)).and_then(|f| {
+    let text = zoffsite_exec::rundir::open_beneath(&dir, std::path::Path::new(MANIFEST_PATH)).and_then(|f| {
         let mut s = String::new();
         f.take(MAX_MANIFEST_LEN as u64 + 1).read_to_string(&mut s).map(|_| s)
     });
-    let _ = zoffsite_exec::system::unmount(&dir);
-    let _ = std::fs::remove_dir(&dir);
+    if let Err(e) = zoffsite_exec::system::unmount(&dir) {
+        eprintln!("zoffsite: could not unmount {} ({e}); unmount it by hand", dir.display());
+    }
+    drop(private);
     let text = match text {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
