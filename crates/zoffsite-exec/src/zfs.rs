@@ -572,9 +572,12 @@ impl Zfs {
         self.cmd().args(["set", "mountpoint=none"]).arg(root.as_str())
     }
 
-    /// `zfs set snapshot_limit=N ROOT`.
-    pub fn set_snapshot_limit_cmd(&self, root: &Dataset, limit: u64) -> Cmd {
-        self.cmd().arg("set").arg(format!("snapshot_limit={limit}")).arg(root.as_str())
+    /// `zfs set PROP=N ROOT` (`none` for `None`), for the root's
+    /// `snapshot_limit`, `filesystem_limit` and `quota`.
+    pub fn set_limit_cmd(&self, root: &Dataset, prop: &str, value: Option<u64>) -> Cmd {
+        debug_assert!(matches!(prop, "snapshot_limit" | "filesystem_limit" | "quota"), "{prop}");
+        let v = value.map_or("none".to_owned(), |n| n.to_string());
+        self.cmd().arg("set").arg(format!("{prop}={v}")).arg(root.as_str())
     }
 
     /// `zfs allow -u USER P1,P2 ROOT` (local and descendent).

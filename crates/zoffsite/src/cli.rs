@@ -89,6 +89,16 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     zoffsite_core::config::parse_duration("--max-time", s).map_err(|e| e.to_string())
 }
 
+fn parse_count_limit(s: &str) -> Result<zoffsite_core::boxinit::Limit, String> {
+    zoffsite_core::boxinit::Limit::parse(s, |n| {
+        n.parse::<u64>().map_err(|_| format!("{n:?} is not a count; give a number or none"))
+    })
+}
+
+fn parse_quota(s: &str) -> Result<zoffsite_core::boxinit::Limit, String> {
+    zoffsite_core::boxinit::Limit::parse(s, zoffsite_core::limits::parse_bytes)
+}
+
 fn parse_bytes(s: &str) -> Result<u64, String> {
     zoffsite_core::limits::parse_bytes(s)
 }
@@ -199,9 +209,19 @@ pub struct BoxInitArgs {
     /// Write the forced-command line here instead of the user's ~/.ssh/authorized_keys.
     #[arg(long, value_name = "FILE")]
     pub authorized_keys: Option<PathBuf>,
-    /// Cap the number of snapshots under the root (ZFS snapshot_limit).
-    #[arg(long, value_name = "N")]
-    pub snapshot_limit: Option<u64>,
+    /// Cap the number of snapshots under the root (ZFS snapshot_limit), or
+    /// `none` (default: 100000 where the root has no limit yet).
+    #[arg(long, value_name = "N|none", value_parser = parse_count_limit)]
+    pub snapshot_limit: Option<zoffsite_core::boxinit::Limit>,
+    /// Cap the number of datasets under the root, placeholders included (ZFS
+    /// filesystem_limit), or `none` (default: 1000 where the root has no
+    /// limit yet).
+    #[arg(long, value_name = "N|none", value_parser = parse_count_limit)]
+    pub filesystem_limit: Option<zoffsite_core::boxinit::Limit>,
+    /// Cap the space the source can take from the box's pool (ZFS quota on
+    /// the root), e.g. 2T, or `none` (default: leave the quota as it is).
+    #[arg(long, value_name = "SIZE|none", value_parser = parse_quota)]
+    pub quota: Option<zoffsite_core::boxinit::Limit>,
     /// Print what would be done; change nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
