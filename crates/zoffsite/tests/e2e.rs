@@ -2272,8 +2272,8 @@ fn a_lying_box_cannot_fill_the_pool_and_drills_mount_privately() {
         assert_eq!(l, format!("rundir 700 0 {rundir}"));
     }
 
-    // A restore that would take more than --max-bytes is cut, and leaves
-    // nothing.
+    // A restore that would take more than --max-bytes (the stream is about
+    // 23 KB) is cut, and leaves nothing.
     let r1 = format!("{}/r1", w.tank);
     let cut = w.at_home(&[
         BIN,
@@ -2287,11 +2287,11 @@ fn a_lying_box_cannot_fill_the_pool_and_drills_mount_privately() {
         "--to",
         &r1,
         "--max-bytes",
-        "64K",
+        "4K",
     ]);
     eprintln!("restore over --max-bytes:\n{}", text(&cut));
     assert_eq!(cut.status.code(), Some(1), "{}", text(&cut));
-    assert!(text(&cut).contains("more than 65536 bytes") && text(&cut).contains("--max-bytes"), "{}", text(&cut));
+    assert!(text(&cut).contains("more than 4096 bytes") && text(&cut).contains("--max-bytes"), "{}", text(&cut));
     assert!(!w.datasets(&w.tank).contains(&r1), "{:?}", w.datasets(&w.tank));
 
     // The box swaps in another, much larger snapshot under the same name
