@@ -17,8 +17,14 @@
 //! - exactly `create,mount,receive:append,send,userprop` delegated to the user on
 //!   the root and its descendants, nothing else reaching the user there
 //!   (no other permissions, no create-time permissions, no `everyone`);
-//! - optionally `snapshot_limit` on the root (enforced for the delegated
-//!   user, not for root);
+//! - `snapshot_limit` and `filesystem_limit` on the root, by default
+//!   [`DEFAULT_SNAPSHOT_LIMIT`] and [`DEFAULT_FILESYSTEM_LIMIT`] (enforced
+//!   by the kernel for the delegated user, not for root): a compromised
+//!   source cannot flood the box with snapshots or datasets (every
+//!   placeholder `serve` creates counts); an existing limit is kept unless
+//!   asked otherwise, `none` lifts one;
+//! - optionally a `quota` on the root (`--quota`): the space a source can
+//!   take from the box's pool, which the box owner may share;
 //! - one authorized_keys line for the source's key:
 //!   `restrict,from="...",command="/abs/zoffsite serve --root ROOT" KEY`,
 //!   replacing any other line with the same key, keeping all other lines.
@@ -54,6 +60,75 @@ pub const KEY_TYPES: &[&str] = &[
 /// Home directory of a user that `box init` creates.
 pub fn default_home(user: &UserName) -> String {
     format!("/var/lib/{user}")
+}
+
+/// `snapshot_limit` set on the root unless asked otherwise: room for, say,
+/// 200 datasets with 500 snapshots each, while a flood stops well before
+/// listings get slow (a listing of tens of thousands of snapshots takes
+/// seconds to minutes).
+pub const DEFAULT_SNAPSHOT_LIMIT: u64 = 100_000;
+/// `filesystem_limit` set on the root unless asked otherwise: far more
+/// datasets than a personal machine backs up; each placeholder counts.
+pub const DEFAULT_FILESYSTEM_LIMIT: u64 = 1_000;
+
+/// What was asked for one of the root's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Not given: the default where the root has none, else keep it.
+    Default,
+    Exactly(u64),
+    /// `none`: lift it.
+    Unlimited,
+}
+
+impl Limit {
+    /// `none` or a number, with `number` parsing the number.
+    pub fn parse(s: &str, number: impl Fn(&str) -> Result<u64, String>) -> Result<Limit, String> {
+        match s {
+            "none" => Ok(Limit::Unlimited),
+            "0" => Err("0 would allow nothing; give a positive number, or none".into()),
+            _ => number(s).map(Limit::Exactly),
+        }
+    }
+}
+
+/// A limit property of the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitProp {
+    SnapshotLimit,
+    FilesystemLimit,
+    Quota,
+}
+
+impl LimitProp {
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitProp::SnapshotLimit => "snapshot_limit",
+            LimitProp::FilesystemLimit => "filesystem_limit",
+            LimitProp::Quota => "quota",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            LimitProp::SnapshotLimit => "--snapshot-limit",
+            LimitProp::FilesystemLimit => "--filesystem-limit",
+            LimitProp::Quota => "--quota",
+        }
+    }
+
+    fn default(self) -> Option<u64> {
+        match self {
+            LimitProp::SnapshotLimit => Some(DEFAULT_SNAPSHOT_LIMIT),
+            LimitProp::FilesystemLimit => Some(DEFAULT_FILESYSTEM_LIMIT),
+            LimitProp::Quota => None,
+        }
+    }
+
+    /// Whether `zfs get -p` text means "no limit" (`none`; a quota of 0).
+    fn is_none(self, value: &str) -> bool {
+        value == "none" || (self == LimitProp::Quota && value == "0")
+    }
 }
 
 /// The shell a created user gets, and that a nologin shell is replaced by.
@@ -260,7 +335,10 @@ pub struct Inputs {
     pub exe: String,
     /// `--authorized-keys`; `None`: `~USER/.ssh/authorized_keys`.
     pub authorized_keys: Option<String>,
-    pub snapshot_limit: Option<u64>,
+    pub snapshot_limit: Limit,
+    pub filesystem_limit: Limit,
+    /// `Default`: leave the root's quota as it is.
+    pub quota: Limit,
 }
 
 impl Inputs {
@@ -466,6 +544,10 @@ pub struct RootFacts {
     pub mountpoint: String,
     /// `snapshot_limit` (`none` or a number).
     pub snapshot_limit: String,
+    /// `filesystem_limit` (`none` or a number).
+    pub filesystem_limit: String,
+    /// `quota` as `zfs get -p` prints it (`0`: none).
+    pub quota: String,
 }
 
 /// A file or directory as it is (not followed if a symlink).
@@ -525,9 +607,11 @@ pub enum Step {
         root: Dataset,
         extra: Vec<String>,
     },
-    SetSnapshotLimit {
+    /// `zfs set PROP=VALUE ROOT`; `value` `None`: `none`.
+    SetLimit {
         root: Dataset,
-        limit: u64,
+        prop: LimitProp,
+        value: Option<u64>,
         was: String,
     },
     /// Write `content` to `path` (atomically; 0600, owned by the user);
@@ -569,8 +653,14 @@ impl fmt::Display for Step {
                 extra.join(","),
                 PERMISSIONS.join(",")
             ),
-            Step::SetSnapshotLimit { root, limit, was } => {
-                write!(f, "set snapshot_limit={limit} on {root} (it is {was}; enforced for the delegated user)")
+            Step::SetLimit { root, prop, value, was } => {
+                let v = value.map_or("none".to_owned(), |n| n.to_string());
+                let why = match prop {
+                    LimitProp::Quota => "the most space the source can take from the pool",
+                    LimitProp::SnapshotLimit => "enforced for the delegated user: a source cannot flood the box with snapshots",
+                    LimitProp::FilesystemLimit => "enforced for the delegated user: a source cannot flood the box with datasets",
+                };
+                write!(f, "set {}={v} on {root} (it is {was}; {why})", prop.name())
             }
             Step::WriteAuthorizedKeys { path, why, .. } => {
                 write!(f, "write the source key's forced-command line to {path} ({why})")
@@ -653,18 +743,52 @@ pub fn plan(inp: &Inputs, facts: &Facts) -> Plan {
     // The delegation.
     delegation(inp, facts, &mut p);
 
-    // snapshot_limit.
-    if let Some(limit) = inp.snapshot_limit {
-        let was = facts.root.as_ref().map_or("none".to_owned(), |r| r.snapshot_limit.clone());
-        if was == limit.to_string() {
-            p.ok.push(format!("snapshot_limit={limit} on {root}"));
-        } else {
-            p.steps.push(Step::SetSnapshotLimit { root: root.clone(), limit, was });
-        }
+    // The limits.
+    for (prop, want) in [
+        (LimitProp::SnapshotLimit, inp.snapshot_limit),
+        (LimitProp::FilesystemLimit, inp.filesystem_limit),
+        (LimitProp::Quota, inp.quota),
+    ] {
+        let was = facts.root.as_ref().map_or("none".to_owned(), |r| match prop {
+            LimitProp::SnapshotLimit => r.snapshot_limit.clone(),
+            LimitProp::FilesystemLimit => r.filesystem_limit.clone(),
+            LimitProp::Quota => r.quota.clone(),
+        });
+        limit(&mut p, root, prop, want, was);
     }
 
     authorized_keys(inp, facts, &mut p);
     p
+}
+
+/// Plans one of the root's limits.
+fn limit(p: &mut Plan, root: &Dataset, prop: LimitProp, want: Limit, was: String) {
+    let (name, flag) = (prop.name(), prop.flag());
+    let was_none = prop.is_none(&was);
+    let value = match want {
+        Limit::Exactly(n) => Some(n),
+        Limit::Unlimited => None,
+        Limit::Default if was_none => match prop.default() {
+            Some(n) => Some(n),
+            None => {
+                p.ok.push(format!("no {name} on {root} ({flag} SIZE caps the space a source can take)"));
+                return;
+            }
+        },
+        Limit::Default => {
+            p.ok.push(format!("{name}={was} on {root} (kept; {flag} changes it)"));
+            return;
+        }
+    };
+    let already = match value {
+        Some(n) => was == n.to_string(),
+        None => was_none,
+    };
+    if already {
+        p.ok.push(format!("{name}={} on {root}", value.map_or("none".to_owned(), |n| n.to_string())));
+    } else {
+        p.steps.push(Step::SetLimit { root: root.clone(), prop, value, was });
+    }
 }
 
 fn delegation(inp: &Inputs, facts: &Facts, p: &mut Plan) {
@@ -828,7 +952,9 @@ mod tests {
             from: Some(FromList::new("10.77.0.1").unwrap()),
             exe: "/usr/local/bin/zoffsite".into(),
             authorized_keys: None,
-            snapshot_limit: None,
+            snapshot_limit: Limit::Default,
+            filesystem_limit: Limit::Default,
+            quota: Limit::Default,
         }
     }
 
@@ -849,7 +975,9 @@ mod tests {
             root: Some(RootFacts {
                 kind: "filesystem".into(),
                 mountpoint: "none".into(),
-                snapshot_limit: "none".into(),
+                snapshot_limit: DEFAULT_SNAPSHOT_LIMIT.to_string(),
+                filesystem_limit: DEFAULT_FILESYSTEM_LIMIT.to_string(),
+                quota: "0".into(),
             }),
             allow: parse_allow(ALLOW_OK).unwrap(),
             authorized_keys: Some(FileFacts {
@@ -969,13 +1097,27 @@ mod tests {
             ..Facts::default()
         };
         let mut inp = inputs();
-        inp.snapshot_limit = Some(10000);
+        inp.snapshot_limit = Limit::Exactly(10000);
         let p = plan(&inp, &f);
         assert!(p.problems.is_empty(), "{p:?}");
         let kinds: Vec<String> =
             p.steps.iter().map(|s| format!("{s:?}").split([' ', '{']).next().unwrap().to_owned()).collect();
-        assert_eq!(kinds, ["CreateUser", "CreateRoot", "Allow", "SetSnapshotLimit", "WriteAuthorizedKeys"]);
-        match &p.steps[4] {
+        assert_eq!(kinds, ["CreateUser", "CreateRoot", "Allow", "SetLimit", "SetLimit", "WriteAuthorizedKeys"]);
+        // Both limits, the filesystem_limit by default; no quota unless asked.
+        assert!(p.steps.contains(&Step::SetLimit {
+            root: inp.root.clone(),
+            prop: LimitProp::SnapshotLimit,
+            value: Some(10000),
+            was: "none".into()
+        }));
+        assert!(p.steps.contains(&Step::SetLimit {
+            root: inp.root.clone(),
+            prop: LimitProp::FilesystemLimit,
+            value: Some(DEFAULT_FILESYSTEM_LIMIT),
+            was: "none".into()
+        }));
+        assert!(p.ok.iter().any(|o| o.contains("no quota") && o.contains("--quota")), "{p:?}");
+        match &p.steps[5] {
             Step::WriteAuthorizedKeys { path, ssh_dir, content, .. } => {
                 assert_eq!(path, "/var/lib/zoffsite/.ssh/authorized_keys");
                 assert_eq!(ssh_dir.as_deref(), Some("/var/lib/zoffsite/.ssh"));
@@ -993,19 +1135,88 @@ mod tests {
         f.user.as_mut().unwrap().shell = "/usr/sbin/nologin".into();
         f.password_field = Some("!".into());
         let mut inp = inputs();
-        inp.snapshot_limit = Some(5);
+        inp.snapshot_limit = Limit::Exactly(5);
         let p = plan(&inp, &f);
         assert!(p.steps.contains(&Step::SetMountpointNone { root: inp.root.clone(), was: "/offsite/home".into() }));
         assert!(p.steps.contains(&Step::SetShell { user: inp.user.clone(), was: "/usr/sbin/nologin".into() }));
-        assert!(p.steps.contains(&Step::SetSnapshotLimit { root: inp.root.clone(), limit: 5, was: "none".into() }));
+        assert!(p.steps.contains(&Step::SetLimit {
+            root: inp.root.clone(),
+            prop: LimitProp::SnapshotLimit,
+            value: Some(5),
+            was: DEFAULT_SNAPSHOT_LIMIT.to_string()
+        }));
         assert!(p.warnings[0].contains("usermod -p '*'"), "{p:?}");
         f.root.as_mut().unwrap().snapshot_limit = "5".into();
         f.root.as_mut().unwrap().kind = "volume".into();
         let p = plan(&inp, &f);
-        assert!(!p.steps.iter().any(|s| matches!(s, Step::SetSnapshotLimit { .. })));
+        assert!(!p.steps.iter().any(|s| matches!(s, Step::SetLimit { .. })));
         assert!(p.problems[0].contains("volume"), "{p:?}");
         f.user.as_mut().unwrap().uid = 0;
         assert!(plan(&inp, &f).problems.iter().any(|p| p.contains("uid 0")));
+    }
+
+    #[test]
+    fn limits_default_on_an_unlimited_root_are_kept_otherwise_and_can_be_lifted() {
+        let inp = inputs();
+        let steps = |inp: &Inputs, f: &Facts| -> Vec<(LimitProp, Option<u64>)> {
+            plan(inp, f)
+                .steps
+                .into_iter()
+                .filter_map(|s| match s {
+                    Step::SetLimit { prop, value, .. } => Some((prop, value)),
+                    _ => None,
+                })
+                .collect()
+        };
+        // An existing root without limits gets the defaults.
+        let mut f = ready();
+        let r = f.root.as_mut().unwrap();
+        r.snapshot_limit = "none".into();
+        r.filesystem_limit = "none".into();
+        assert_eq!(
+            steps(&inp, &f),
+            [
+                (LimitProp::SnapshotLimit, Some(DEFAULT_SNAPSHOT_LIMIT)),
+                (LimitProp::FilesystemLimit, Some(DEFAULT_FILESYSTEM_LIMIT))
+            ]
+        );
+        // A limit the owner chose is kept, and said so.
+        let r = f.root.as_mut().unwrap();
+        r.snapshot_limit = "250000".into();
+        r.filesystem_limit = "20".into();
+        let p = plan(&inp, &f);
+        assert!(steps(&inp, &f).is_empty(), "{p:?}");
+        assert!(p.ok.iter().any(|o| o.contains("filesystem_limit=20") && o.contains("kept")), "{p:?}");
+        // Asked for: set exactly; none lifts; a quota only when asked.
+        let mut i2 = inputs();
+        i2.filesystem_limit = Limit::Exactly(50);
+        i2.snapshot_limit = Limit::Unlimited;
+        i2.quota = Limit::Exactly(500 << 30);
+        assert_eq!(
+            steps(&i2, &f),
+            [
+                (LimitProp::SnapshotLimit, None),
+                (LimitProp::FilesystemLimit, Some(50)),
+                (LimitProp::Quota, Some(500 << 30))
+            ]
+        );
+        let shown: Vec<String> = plan(&i2, &f).steps.iter().map(ToString::to_string).collect();
+        assert!(
+            shown.iter().any(|s| s.starts_with("set snapshot_limit=none on offsite/home (it is 250000")),
+            "{shown:?}"
+        );
+        assert!(shown.iter().any(|s| s.starts_with(&format!("set quota={} on offsite/home (it is 0;", 500u64 << 30))));
+        // Once set, a second run plans nothing (a quota of 0 is none).
+        let r = f.root.as_mut().unwrap();
+        r.snapshot_limit = "none".into();
+        r.filesystem_limit = "50".into();
+        r.quota = (500u64 << 30).to_string();
+        assert!(steps(&i2, &f).is_empty());
+        i2.quota = Limit::Unlimited;
+        assert_eq!(steps(&i2, &f), [(LimitProp::Quota, None)]);
+        assert_eq!(Limit::parse("none", |_| Err(String::new())), Ok(Limit::Unlimited));
+        assert_eq!(Limit::parse("7", |s| s.parse().map_err(|_| String::new())), Ok(Limit::Exactly(7)));
+        assert!(Limit::parse("0", |s| s.parse().map_err(|_| String::new())).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod boxinit;
 pub mod boxside;
 pub mod config;
 pub mod journal;
+pub mod limits;
 pub mod manifest;
 pub mod names;
 pub mod nvlist;

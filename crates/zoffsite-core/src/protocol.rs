@@ -333,18 +333,67 @@ pub enum ErrorCode {
     Internal,
 }
 
-/// Makes text from the other side safe to print: control characters
-/// (terminal escapes included) become `?`, and it is cut to `max` bytes.
+/// Makes text from the other side safe to print on one line of a terminal
+/// or a log: every character that could move the cursor, start a new line
+/// or reorder what is shown is escaped, visibly, and the text is cut to
+/// `max` bytes. Escaped: control characters (C0, DEL, C1: terminal escapes,
+/// `\n`, `\r`), the line and paragraph separators U+2028/U+2029, and the
+/// format characters (general category Cf), among them the bidi overrides
+/// and isolates U+202A-U+202E, U+2066-U+2069 that make a terminal show text
+/// in another order than it is written ("Trojan Source"), and the
+/// zero-width U+200B-U+200F. A backslash is escaped too, so `\n` in the
+/// output always means the box sent a newline, never two characters
+/// pretending to be one.
 pub fn sanitize(s: &str, max: usize) -> String {
     let mut out = String::new();
     for c in s.chars() {
-        if out.len() + c.len_utf8() > max {
+        let escaped = match c {
+            '\\' => "\\\\".to_owned(),
+            '\n' => "\\n".to_owned(),
+            '\r' => "\\r".to_owned(),
+            '\t' => "\\t".to_owned(),
+            c if must_escape(c) => format!("\\u{{{:x}}}", u32::from(c)),
+            c => c.to_string(),
+        };
+        if out.len() + escaped.len() > max {
             out.push('…');
             break;
         }
-        out.push(if c.is_control() && c != '\n' { '?' } else { c });
+        out.push_str(&escaped);
     }
     out
+}
+
+/// Unicode's format characters (general category Cf, Unicode 15.1), by
+/// range: std has no category lookup, and the list is short and stable.
+const FORMAT_CHARS: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+/// Whether [`sanitize`] escapes `c` (besides `\\`).
+pub fn must_escape(c: char) -> bool {
+    let u = u32::from(c);
+    c.is_control() || matches!(u, 0x2028 | 0x2029) || FORMAT_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&u))
 }
 
 /// Checks a `Listing` that answers `ListTree{dataset}`: every name is
@@ -484,12 +533,42 @@ mod tests {
     }
 
     #[test]
-    fn sanitize_strips_terminal_escapes() {
-        assert_eq!(sanitize("ok\x1b[2Jgone\r", 100), "ok?[2Jgone?");
+    fn sanitize_escapes_terminal_controls_newlines_and_bidi() {
+        assert_eq!(sanitize("ok\x1b[2Jgone\r", 100), r"ok\u{1b}[2Jgone\r");
         assert_eq!(sanitize("abcdef", 3), "abc…");
+        // A box cannot forge a second line of the source's output or log.
+        assert_eq!(sanitize("no space\nzoffsite: restored tank/a", 100), r"no space\nzoffsite: restored tank/a");
+        // Nor reorder what the terminal shows (Trojan Source), nor hide
+        // text in zero-width characters.
+        assert_eq!(
+            sanitize("a\u{202e}b\u{2066}c\u{2069}\u{200b}\u{feff}", 100),
+            r"a\u{202e}b\u{2066}c\u{2069}\u{200b}\u{feff}"
+        );
+        assert_eq!(sanitize("a\u{2028}b\u{85}c", 100), r"a\u{2028}b\u{85}c");
+        // A literal backslash-n stays distinguishable from a newline.
+        assert_eq!(sanitize(r"a\nb", 100), r"a\\nb");
+        // Ordinary text, accents and other scripts are kept as they are.
+        assert_eq!(sanitize("Grüße, 東京 ✓", 100), "Grüße, 東京 ✓");
+        // Escapes are never cut in half.
+        assert_eq!(sanitize("ab\u{202e}", 5), "ab…");
     }
 
     proptest! {
+        #[test]
+        fn sanitized_text_has_no_line_breaks_controls_or_format_characters(
+            s in any::<String>(),
+            hostile in proptest::collection::vec(
+                prop_oneof![any::<char>(), proptest::sample::select(vec!['\n', '\r', '\x1b', '\\', '\u{85}', '\u{202e}', '\u{2066}', '\u{2069}', '\u{200b}', '\u{200f}', '\u{2028}', '\u{feff}', '\u{e0041}', 'a'])],
+                0..64,
+            ),
+            max in 0usize..300,
+        ) {
+            let s = format!("{s}{}", hostile.into_iter().collect::<String>());
+            let out = sanitize(&s, max);
+            prop_assert!(!out.chars().any(must_escape), "{out:?}");
+            prop_assert!(out.len() <= max + '…'.len_utf8());
+        }
+
         #[test]
         fn reading_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let mut r = Cursor::new(bytes);

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod manifest_file;
 pub mod process;
 pub mod remote;
+pub mod rundir;
 pub mod splice;
 pub mod ssh;
 pub mod system;

@@ -5,10 +5,19 @@
 //! `flock` on a file named after the config's canonical path, so it is
 //! released by the kernel however the holder dies; the holder's pid is
 //! written into it so the loser can say who is running.
+//!
+//! The file lives in zoffsite's private runtime directory
+//! ([`crate::rundir`], `/run/zoffsite`, 0700), not in a world-writable one
+//! such as `/run/lock`: there another user could plant a symlink under the
+//! predictable name and have root truncate whatever it points to, or hold
+//! the lock to stop backups. It is opened relative to the checked directory
+//! and with `O_NOFOLLOW`.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+
+use crate::rundir::RunDir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -16,6 +25,8 @@ pub enum LockError {
     Busy { pid: String, config: String, lock: String },
     #[error("cannot take the run lock {lock}: {source}")]
     Io { lock: String, source: std::io::Error },
+    #[error(transparent)]
+    RunDir(#[from] crate::rundir::RunDirError),
 }
 
 /// Held for as long as the value lives.
@@ -31,35 +42,24 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// The lock file for `config`, in `dir`.
-pub fn lock_path(dir: &Path, config: &Path) -> PathBuf {
+/// The lock file's name for `config`.
+pub fn lock_name(config: &Path) -> String {
     let canonical = config.canonicalize().unwrap_or_else(|_| config.to_owned());
-    dir.join(format!("zoffsite-{:016x}.lock", fnv1a(canonical.as_os_str().as_encoded_bytes())))
+    format!("zoffsite-{:016x}.lock", fnv1a(canonical.as_os_str().as_encoded_bytes()))
 }
 
-/// Where lock files live: `/run/lock` when usable, else the temp dir.
-pub fn default_dir() -> PathBuf {
-    let run_lock = Path::new("/run/lock");
-    if run_lock.is_dir() && can_create_in(run_lock) {
-        run_lock.to_owned()
-    } else {
-        std::env::temp_dir()
-    }
-}
-
-fn can_create_in(p: &Path) -> bool {
-    // A probe file is the portable way to ask "can I create files here".
-    let probe = p.join(format!(".zoffsite-probe-{}", std::process::id()));
-    let ok = File::create(&probe).is_ok();
-    let _ = std::fs::remove_file(&probe);
-    ok
+/// Takes the lock for `config` without waiting, in the runtime directory
+/// ([`RunDir::open_default`]).
+pub fn acquire_default(config: &Path) -> Result<RunLock, LockError> {
+    acquire(&RunDir::open_default()?, config)
 }
 
 /// Takes the lock for `config` without waiting.
-pub fn acquire(dir: &Path, config: &Path) -> Result<RunLock, LockError> {
-    let path = lock_path(dir, config);
+pub fn acquire(dir: &RunDir, config: &Path) -> Result<RunLock, LockError> {
+    let name = lock_name(config);
+    let path = dir.path().join(&name);
     let io = |source| LockError::Io { lock: path.display().to_string(), source };
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    let mut file = dir.open_file(&name).map_err(io)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
@@ -86,27 +86,52 @@ mod tests {
 
     #[test]
     fn a_second_run_is_refused_with_the_holders_pid() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("zoffsite.toml");
+        let t = tempfile::tempdir().unwrap();
+        let dir = &RunDir::open(&t.path().join("run")).unwrap();
+        let cfg = t.path().join("zoffsite.toml");
         std::fs::write(&cfg, "").unwrap();
-        let held = acquire(dir.path(), &cfg).unwrap();
-        let e = acquire(dir.path(), &cfg).unwrap_err();
+        let held = acquire(dir, &cfg).unwrap();
+        let e = acquire(dir, &cfg).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains(&format!("pid {}", std::process::id())) && msg.contains("zoffsite.toml"), "{msg}");
         // Another config is independent.
-        let other = dir.path().join("other.toml");
+        let other = t.path().join("other.toml");
         std::fs::write(&other, "").unwrap();
-        let _o = acquire(dir.path(), &other).unwrap();
+        let _o = acquire(dir, &other).unwrap();
         drop(held);
         // Another test thread's fork may share the descriptor for the
         // moment before its exec closes it (O_CLOEXEC): allow for that.
         let released = (0..100).any(|_| {
-            acquire(dir.path(), &cfg).is_ok() || {
+            acquire(dir, &cfg).is_ok() || {
                 std::thread::sleep(std::time::Duration::from_millis(10));
                 false
             }
         });
         assert!(released, "released on drop");
+    }
+
+    #[test]
+    fn a_planted_symlink_is_not_followed_and_the_lock_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let t = tempfile::tempdir().unwrap();
+        let run = t.path().join("run");
+        let dir = RunDir::open(&run).unwrap();
+        let cfg = t.path().join("zoffsite.toml");
+        std::fs::write(&cfg, "").unwrap();
+        // What another user would have done in /run/lock: a symlink under
+        // the lock's predictable name, to a file root must not truncate.
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, run.join(lock_name(&cfg))).unwrap();
+        let e = acquire(&dir, &cfg).unwrap_err();
+        assert!(matches!(e, LockError::Io { .. }), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        std::fs::remove_file(run.join(lock_name(&cfg))).unwrap();
+        let l = acquire(&dir, &cfg).unwrap();
+        assert!(l.path.starts_with(&run));
+        assert_eq!(std::fs::metadata(&l.path).unwrap().permissions().mode() & 0o777, 0o600);
+        // The runtime directory, as root uses it, is not /run/lock.
+        assert_eq!(crate::rundir::SYSTEM_DIR, "/run/zoffsite");
     }
 
     #[test]

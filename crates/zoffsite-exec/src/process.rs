@@ -7,13 +7,20 @@
 //!   classification and for the user.
 //! - Children never inherit our stdout: in `serve`, stdout is the protocol
 //!   channel, and one stray line from a child would corrupt it.
+//! - A child can be given a deadline ([`run_by`], [`Running::deadline`]):
+//!   a watchdog kills it when the deadline passes, and the caller gets
+//!   [`ExecError::Deadline`], which names the command. The child is never
+//!   reaped while its watchdog may still fire (`waitid(WNOWAIT)` first), so
+//!   a kill can never reach a recycled pid.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Most stderr we keep from one child.
 pub const STDERR_LIMIT: usize = 64 * 1024;
@@ -88,6 +95,8 @@ pub enum ExecError {
     TooMuchOutput { program: String, limit: usize },
     #[error("I/O with {program}: {source}")]
     Io { program: String, source: io::Error },
+    #[error("`{cmd}` did not finish within {after:?} and was killed")]
+    Deadline { cmd: String, after: Duration },
 }
 
 /// A finished command.
@@ -177,14 +186,88 @@ fn spawn_with(cmd: &Cmd, stdin: Stdio, stdout: Stdio, own_group: bool) -> Result
     }
 }
 
+/// Kills a child when its deadline passes, unless stopped first.
+struct Watchdog {
+    stop: mpsc::Sender<()>,
+    fired: JoinHandle<bool>,
+    after: Duration,
+}
+
+impl Watchdog {
+    fn start(child: &Child, after: Duration) -> Self {
+        let pid = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw);
+        let (stop, rx) = mpsc::channel::<()>();
+        let fired = std::thread::spawn(move || match rx.recv_timeout(after) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(p) = pid {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+                true
+            }
+            _ => false,
+        });
+        Self { stop, fired, after }
+    }
+
+    /// Disarms it; whether it killed the child. Called before the child is
+    /// reaped, so the pid it kills is still the child's.
+    fn stop(self) -> (bool, Duration) {
+        let _ = self.stop.send(());
+        (self.fired.join().unwrap_or(false), self.after)
+    }
+}
+
+/// Waits until `child` has exited, without reaping it (its pid stays
+/// reserved until [`Child::wait`]).
+fn wait_exited(child: &Child) -> io::Result<()> {
+    use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
+    let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) else {
+        return Ok(());
+    };
+    loop {
+        match waitid(WaitId::Pid(pid), WaitIdOptions::EXITED | WaitIdOptions::NOWAIT) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            // Already reaped (ECHILD): nothing to wait for.
+            Err(rustix::io::Errno::CHILD) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reaps `child`; with a watchdog, disarms it first (after the child has
+/// exited) and turns a kill by it into [`ExecError::Deadline`].
+fn reap(child: &mut Child, cmd: &Cmd, watchdog: Option<Watchdog>) -> Result<ExitStatus, ExecError> {
+    let io = |source| ExecError::Io { program: cmd.program.to_string_lossy().into_owned(), source };
+    let fired = match watchdog {
+        Some(w) => {
+            wait_exited(child).map_err(io)?;
+            Some(w.stop())
+        }
+        None => None,
+    };
+    let status = child.wait().map_err(io)?;
+    match fired {
+        Some((true, after)) if !status.success() => Err(ExecError::Deadline { cmd: cmd.to_string(), after }),
+        _ => Ok(status),
+    }
+}
+
 /// Runs `cmd` to completion with no input, capturing at most `stdout_limit`
 /// bytes of stdout (more is an error: a listing that large is not trusted).
 pub fn run(cmd: &Cmd, stdout_limit: usize) -> Result<Output, ExecError> {
+    run_by(cmd, stdout_limit, None)
+}
+
+/// [`run`], killing the command if it has not finished within `deadline`
+/// ([`ExecError::Deadline`]).
+pub fn run_by(cmd: &Cmd, stdout_limit: usize, deadline: Option<Duration>) -> Result<Output, ExecError> {
     let mut child = spawn(cmd, Stdio::null(), Stdio::piped())?;
+    let watchdog = deadline.map(|d| Watchdog::start(&child, d));
     let mut err = StderrCollector::start(child.stderr.take());
     let program = || cmd.program.to_string_lossy().into_owned();
     let out = child.stdout.take().map(|o| read_bounded(o, stdout_limit)).transpose();
-    let status = child.wait().map_err(|source| ExecError::Io { program: program(), source })?;
+    let status = reap(&mut child, cmd, watchdog)?;
     let stderr = err.finish();
     let (stdout, dropped) = out.map_err(|source| ExecError::Io { program: program(), source })?.unwrap_or_default();
     if dropped > 0 {
@@ -198,6 +281,7 @@ pub struct Running {
     pub child: Child,
     pub cmd: Cmd,
     stderr: StderrCollector,
+    watchdog: Option<Watchdog>,
 }
 
 impl Running {
@@ -208,7 +292,7 @@ impl Running {
             widen_pipe(p);
         }
         let stderr = StderrCollector::start(child.stderr.take());
-        Ok(Self { child, cmd: cmd.clone(), stderr })
+        Ok(Self { child, cmd: cmd.clone(), stderr, watchdog: None })
     }
 
     /// Starts `cmd` with its stdin piped from the caller (e.g. `zfs
@@ -222,17 +306,27 @@ impl Running {
             widen_pipe(p);
         }
         let stderr = StderrCollector::start(child.stderr.take());
-        Ok(Self { child, cmd: cmd.clone(), stderr })
+        Ok(Self { child, cmd: cmd.clone(), stderr, watchdog: None })
+    }
+
+    /// Kills the child at `at` if it is still running then: its input or
+    /// output ends, and [`finish`](Self::finish) or [`kill`](Self::kill)
+    /// return [`ExecError::Deadline`].
+    pub fn deadline(mut self, at: Instant) -> Self {
+        if self.watchdog.is_none() {
+            // Whole milliseconds: the error message says how long it had.
+            let ms = at.saturating_duration_since(Instant::now()).as_nanos().div_ceil(1_000_000);
+            self.watchdog =
+                Some(Watchdog::start(&self.child, Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))));
+        }
+        self
     }
 
     /// Closes our ends of the pipes, waits, and returns status and stderr.
     pub fn finish(mut self) -> Result<Output, ExecError> {
         drop(self.child.stdin.take());
         drop(self.child.stdout.take());
-        let status = self
-            .child
-            .wait()
-            .map_err(|source| ExecError::Io { program: self.cmd.program.to_string_lossy().into_owned(), source })?;
+        let status = reap(&mut self.child, &self.cmd, self.watchdog.take())?;
         Ok(Output { status, stdout: Vec::new(), stderr: self.stderr.finish() })
     }
 
@@ -311,6 +405,33 @@ mod tests {
     fn arguments_are_not_interpreted() {
         let out = run(&Cmd::new("printf").args(["%s|", "$(touch /tmp/never)", "a;b", "*"]), 100).unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "$(touch /tmp/never)|a;b|*|");
+    }
+
+    #[test]
+    fn a_deadline_kills_a_hung_command_and_names_it() {
+        let started = Instant::now();
+        let e = run_by(&Cmd::new("sleep").arg("30"), 10, Some(Duration::from_millis(300))).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10), "killed, not waited for");
+        assert!(matches!(e, ExecError::Deadline { .. }), "{e}");
+        assert!(e.to_string().contains("`sleep 30` did not finish within 300ms and was killed"), "{e}");
+        // A command that finishes in time is untouched.
+        let out = run_by(&Cmd::new("printf").arg("ok"), 10, Some(Duration::from_secs(30))).unwrap();
+        assert!(out.success() && out.stdout == b"ok");
+    }
+
+    #[test]
+    fn a_streaming_child_past_its_deadline_is_killed() {
+        // Like a `zfs receive` whose input stalls: nobody writes, it waits.
+        let r = Running::with_stdin(&Cmd::new("sh").args(["-c", "cat >/dev/null; sleep 30"]))
+            .unwrap()
+            .deadline(Instant::now() + Duration::from_millis(300));
+        let started = Instant::now();
+        let e = r.finish().unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(matches!(e, ExecError::Deadline { .. }), "{e}");
+        // In time: the status is the child's.
+        let r = Running::with_stdin(&Cmd::new("true")).unwrap().deadline(Instant::now() + Duration::from_secs(30));
+        assert!(r.finish().unwrap().success());
     }
 
     #[test]

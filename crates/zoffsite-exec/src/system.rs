@@ -56,17 +56,39 @@ pub fn run(cmd: &Cmd) -> Result<(), SystemError> {
     }
 }
 
-/// `mount -t zfs -o ro SNAPSHOT DIR`: a snapshot, read-only, where a drill
-/// can read it (the `.zfs/snapshot` automount needs a usermode helper that
-/// not every system, nor the test VM, has).
-pub fn mount_snapshot(snap: &str, dir: &std::path::Path) -> Result<(), SystemError> {
-    let cmd = Cmd::new(process::find_program("mount")).args(["-t", "zfs", "-o", "ro", "--"]).arg(snap).arg(dir);
-    run(&cmd)
+/// How long `mount` or `umount` of a snapshot may take.
+pub const MOUNT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Mount options for data zoffsite only reads (a drill's or a restore's
+/// look inside a snapshot, which came from the box): read-only, and no
+/// setuid program, device node or executable in it takes effect.
+pub const READ_ONLY_MOUNT: &str = "ro,nosuid,nodev,noexec";
+
+/// `mount -t zfs -o ro,nosuid,nodev,noexec SNAPSHOT DIR`: a snapshot,
+/// read-only, where a drill or a restore can read it (the `.zfs/snapshot`
+/// automount needs a usermode helper that not every system, nor the test
+/// VM, has).
+pub fn mount_snapshot_cmd(snap: &str, dir: &std::path::Path) -> Cmd {
+    Cmd::new(process::find_program("mount")).args(["-t", "zfs", "-o", READ_ONLY_MOUNT, "--"]).arg(snap).arg(dir)
 }
 
-/// `umount DIR`.
+/// Runs [`mount_snapshot_cmd`], within [`MOUNT_DEADLINE`].
+pub fn mount_snapshot(snap: &str, dir: &std::path::Path) -> Result<(), SystemError> {
+    run_by(&mount_snapshot_cmd(snap, dir), Some(MOUNT_DEADLINE))
+}
+
+/// `umount DIR`, within [`MOUNT_DEADLINE`].
 pub fn unmount(dir: &std::path::Path) -> Result<(), SystemError> {
-    run(&Cmd::new(process::find_program("umount")).arg(dir))
+    run_by(&Cmd::new(process::find_program("umount")).arg(dir), Some(MOUNT_DEADLINE))
+}
+
+fn run_by(cmd: &Cmd, deadline: Option<std::time::Duration>) -> Result<(), SystemError> {
+    let out = process::run_by(cmd, 64 * 1024, deadline)?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(SystemError::Failed { cmd: cmd.to_string(), stderr: out.stderr.trim().to_owned() })
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +118,11 @@ mod tests {
             ]
         );
         assert_eq!(&set_shell_cmd("zo", "/bin/sh").argv()[1..], ["--shell", "/bin/sh", "--", "zo"]);
+        let m = mount_snapshot_cmd("tank/a@s", std::path::Path::new("/run/zoffsite/drill-1/source")).argv();
+        assert_eq!(
+            &m[1..],
+            ["-t", "zfs", "-o", "ro,nosuid,nodev,noexec", "--", "tank/a@s", "/run/zoffsite/drill-1/source"]
+        );
     }
 
     #[test]

@@ -87,6 +87,13 @@ pub enum SendFrom {
 #[derive(Debug, Clone)]
 pub struct Zfs {
     bin: OsString,
+    /// How long one command may run ([`Zfs::with_deadlines`]); `None`: as
+    /// long as it takes.
+    deadline: Option<std::time::Duration>,
+    /// How long `zfs load-key` may run: the wrapping key is derived in
+    /// userland with the dataset's `pbkdf2iters`, which a received stream
+    /// sets.
+    load_key_deadline: Option<std::time::Duration>,
 }
 
 impl Default for Zfs {
@@ -98,12 +105,27 @@ impl Default for Zfs {
 impl Zfs {
     /// Uses `zfs` from PATH or the usual sbin directories.
     pub fn new() -> Self {
-        Self { bin: process::find_program("zfs") }
+        Self { bin: process::find_program("zfs"), deadline: None, load_key_deadline: None }
     }
 
     /// Uses a given binary (tests use a fake one for error paths).
     pub fn with_binary(bin: impl Into<OsString>) -> Self {
-        Self { bin: bin.into() }
+        Self { bin: bin.into(), deadline: None, load_key_deadline: None }
+    }
+
+    /// Kills any command that runs longer than `each` (and `zfs load-key`
+    /// longer than `load_key`) with [`ExecError::Deadline`]: for restores
+    /// and drills, whose input comes from the box.
+    pub fn with_deadlines(mut self, each: std::time::Duration, load_key: std::time::Duration) -> Self {
+        self.deadline = Some(each);
+        self.load_key_deadline = Some(load_key);
+        self
+    }
+
+    /// The per-command deadline, if any (for the stream children the
+    /// caller starts itself).
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        self.deadline
     }
 
     fn cmd(&self) -> Cmd {
@@ -111,7 +133,16 @@ impl Zfs {
     }
 
     fn run_ok(&self, cmd: &Cmd, what: impl FnOnce() -> String) -> Result<Output, ZfsError> {
-        let out = process::run(cmd, LIST_LIMIT)?;
+        self.run_ok_by(cmd, self.deadline, what)
+    }
+
+    fn run_ok_by(
+        &self,
+        cmd: &Cmd,
+        deadline: Option<std::time::Duration>,
+        what: impl FnOnce() -> String,
+    ) -> Result<Output, ZfsError> {
+        let out = process::run_by(cmd, LIST_LIMIT, deadline)?;
         if out.success() {
             Ok(out)
         } else {
@@ -385,7 +416,7 @@ impl Zfs {
             cmd = cmd.arg("-L").arg(u);
         }
         let cmd = cmd.arg(ds.as_str());
-        self.run_ok(&cmd, || ds.to_string()).map(drop)
+        self.run_ok_by(&cmd, self.load_key_deadline, || ds.to_string()).map(drop)
     }
 
     /// `zfs change-key -i DS`: `DS` inherits its parent's key again (a
@@ -625,9 +656,12 @@ impl Zfs {
         self.cmd().args(["set", "mountpoint=none"]).arg(root.as_str())
     }
 
-    /// `zfs set snapshot_limit=N ROOT`.
-    pub fn set_snapshot_limit_cmd(&self, root: &Dataset, limit: u64) -> Cmd {
-        self.cmd().arg("set").arg(format!("snapshot_limit={limit}")).arg(root.as_str())
+    /// `zfs set PROP=N ROOT` (`none` for `None`), for the root's
+    /// `snapshot_limit`, `filesystem_limit` and `quota`.
+    pub fn set_limit_cmd(&self, root: &Dataset, prop: &str, value: Option<u64>) -> Cmd {
+        debug_assert!(matches!(prop, "snapshot_limit" | "filesystem_limit" | "quota"), "{prop}");
+        let v = value.map_or("none".to_owned(), |n| n.to_string());
+        self.cmd().arg("set").arg(format!("{prop}={v}")).arg(root.as_str())
     }
 
     /// `zfs allow -u USER P1,P2 ROOT` (local and descendent).
@@ -709,6 +743,25 @@ mod tests {
         let (_d, z) = fake("", "something odd", 2);
         let e = z.snapshot(&[Snapshot::new("t@s").unwrap()]).unwrap_err();
         assert!(e.to_string().contains("something odd") && e.to_string().contains("snapshot t@s"), "{e}");
+    }
+
+    #[test]
+    fn a_hung_load_key_is_killed_and_named() {
+        // Like a received key wrapped with a huge pbkdf2iters.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("zfs");
+        std::fs::write(&p, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let z = Zfs::with_binary(&p)
+            .with_deadlines(std::time::Duration::from_secs(60), std::time::Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let e = z.load_key(&ds("pool/zoffsite-drill-1"), Some("file:///k")).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "killed at its deadline");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("load-key") && msg.contains("pool/zoffsite-drill-1") && msg.contains("was killed"),
+            "{msg}"
+        );
     }
 
     #[test]

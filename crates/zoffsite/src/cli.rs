@@ -79,6 +79,28 @@ pub struct VerifyArgs {
     /// it confirmed).
     #[arg(long, requires = "drill")]
     pub random: bool,
+    /// With --drill: give up (and destroy the scratch) after this long, e.g.
+    /// "2h" (default: 30 min plus the stream's size at 256 KiB/s).
+    #[arg(long, value_name = "DURATION", requires = "drill", value_parser = parse_duration)]
+    pub max_time: Option<std::time::Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    zoffsite_core::config::parse_duration("--max-time", s).map_err(|e| e.to_string())
+}
+
+fn parse_count_limit(s: &str) -> Result<zoffsite_core::boxinit::Limit, String> {
+    zoffsite_core::boxinit::Limit::parse(s, |n| {
+        n.parse::<u64>().map_err(|_| format!("{n:?} is not a count; give a number or none"))
+    })
+}
+
+fn parse_quota(s: &str) -> Result<zoffsite_core::boxinit::Limit, String> {
+    zoffsite_core::boxinit::Limit::parse(s, zoffsite_core::limits::parse_bytes)
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    zoffsite_core::limits::parse_bytes(s)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -131,6 +153,15 @@ pub struct RestoreArgs {
     /// Show what would be restored where; change nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Accept at most this many stream bytes from the box in all, e.g. 2T
+    /// (default: what the destination pool has available, less a
+    /// twentieth, so a lying box cannot fill it).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub max_bytes: Option<u64>,
+    /// Give up after this long, e.g. "3d" (default: 30 min plus the byte
+    /// limit at 256 KiB/s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_time: Option<std::time::Duration>,
 }
 
 #[derive(Args)]
@@ -196,9 +227,19 @@ pub struct BoxInitArgs {
     /// Write the forced-command line here instead of the user's ~/.ssh/authorized_keys.
     #[arg(long, value_name = "FILE")]
     pub authorized_keys: Option<PathBuf>,
-    /// Cap the number of snapshots under the root (ZFS snapshot_limit).
-    #[arg(long, value_name = "N")]
-    pub snapshot_limit: Option<u64>,
+    /// Cap the number of snapshots under the root (ZFS snapshot_limit), or
+    /// `none` (default: 100000 where the root has no limit yet).
+    #[arg(long, value_name = "N|none", value_parser = parse_count_limit)]
+    pub snapshot_limit: Option<zoffsite_core::boxinit::Limit>,
+    /// Cap the number of datasets under the root, placeholders included (ZFS
+    /// filesystem_limit), or `none` (default: 1000 where the root has no
+    /// limit yet).
+    #[arg(long, value_name = "N|none", value_parser = parse_count_limit)]
+    pub filesystem_limit: Option<zoffsite_core::boxinit::Limit>,
+    /// Cap the space the source can take from the box's pool (ZFS quota on
+    /// the root), e.g. 2T, or `none` (default: leave the quota as it is).
+    #[arg(long, value_name = "SIZE|none", value_parser = parse_quota)]
+    pub quota: Option<zoffsite_core::boxinit::Limit>,
     /// Print what would be done; change nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,

@@ -2101,6 +2101,9 @@ fn snapshot_limit_caps_what_a_source_can_add() {
     assert_eq!(limited.status.code(), Some(0), "{}", text(&limited));
     assert!(text(&limited).contains("snapshot_limit=2"), "{}", text(&limited));
     assert_eq!(w.prop(&user.root, "snapshot_limit"), "2");
+    // The other limits: set by default on the first run, kept by this one.
+    assert_eq!(w.prop(&user.root, "filesystem_limit"), "1000");
+    assert!(text(&limited).contains("filesystem_limit=1000") && text(&limited).contains("kept"), "{}", text(&limited));
     let data = format!("{}/data", w.tank);
     w.create_encrypted(&data);
     let cfg = w.config(&[&data], &[]);
@@ -2119,6 +2122,89 @@ fn snapshot_limit_caps_what_a_source_can_add() {
     assert!(text(&over).contains("snapshot_limit"), "names the limit: {}", text(&over));
     let under_root = w.snapshots(&w.offsite).keys().filter(|s| s.starts_with(&user.root)).count();
     assert_eq!(under_root, 2, "the kernel kept the box at its limit");
+}
+
+/// `box init` caps the datasets under the root (`filesystem_limit`, by
+/// default, and as asked) and the space (`--quota`): the kernel refuses the
+/// delegated user a dataset over the limit, whatever `serve` would do.
+#[test]
+#[ignore = "needs root and ZFS (scripts/e2e)"]
+fn filesystem_limit_caps_the_datasets_a_source_can_make() {
+    let w = World::new();
+    let (user, [_, first, second]) = box_init(&w);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(w.prop(&user.root, "filesystem_limit"), "1000", "{}", text(&first));
+    assert_eq!(w.prop(&user.root, "snapshot_limit"), "100000", "{}", text(&first));
+    assert!(String::from_utf8_lossy(&second.stdout).contains("nothing to change"), "{}", text(&second));
+    let state = w.dir.join("net");
+    let (key, ak) = (state.join("id_ed25519.pub"), state.join("authorized_keys"));
+    let limited = {
+        let _g = BOX_INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        run(&[
+            BIN,
+            "box",
+            "init",
+            "--root",
+            &user.root,
+            "--user",
+            &user.name,
+            "--source-key",
+            key.to_str().unwrap(),
+            "--from",
+            "10.77.0.1",
+            "--authorized-keys",
+            ak.to_str().unwrap(),
+            "--filesystem-limit",
+            "3",
+            "--quota",
+            "64M",
+        ])
+    };
+    eprintln!("box init with limits:\n{}", text(&limited));
+    assert_eq!(limited.status.code(), Some(0), "{}", text(&limited));
+    assert_eq!(w.prop(&user.root, "filesystem_limit"), "3");
+    assert_eq!(w.prop(&user.root, "quota"), (64u64 << 20).to_string());
+    // As the delegated user (what `serve` runs as): three datasets, nested
+    // like placeholders, then no more.
+    let a = format!("{}/a", user.root);
+    for ds in [a.clone(), format!("{a}/b"), format!("{a}/b/c")] {
+        let o = user.run(&["zfs", "create", "-u", &ds]);
+        assert!(o.status.success(), "{ds}: {}", text(&o));
+    }
+    let over = format!("{a}/b/c/d");
+    let o = user.run(&["zfs", "create", "-u", &over]);
+    eprintln!("over the limit:\n{}", text(&o));
+    assert!(!o.status.success(), "the kernel refuses a fourth: {}", text(&o));
+    assert!(!w.datasets(&w.offsite).contains(&over));
+    let beside = format!("{}/e", user.root);
+    assert!(!user.run(&["zfs", "create", "-u", &beside]).status.success(), "anywhere under the root");
+    // Lifted again with `none`.
+    let lifted = {
+        let _g = BOX_INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        run(&[
+            BIN,
+            "box",
+            "init",
+            "--root",
+            &user.root,
+            "--user",
+            &user.name,
+            "--source-key",
+            key.to_str().unwrap(),
+            "--from",
+            "10.77.0.1",
+            "--authorized-keys",
+            ak.to_str().unwrap(),
+            "--filesystem-limit",
+            "none",
+            "--quota",
+            "none",
+        ])
+    };
+    assert_eq!(lifted.status.code(), Some(0), "{}", text(&lifted));
+    assert_eq!(w.prop(&user.root, "filesystem_limit"), "none");
+    assert_eq!(w.prop(&user.root, "quota"), "0");
+    assert!(user.run(&["zfs", "create", "-u", &over]).status.success());
 }
 
 /// sha256 of every file under `dir`, by path relative to it.
@@ -2458,4 +2544,105 @@ fn verify_passes_then_fails_when_the_box_loses_a_snapshot() {
     assert_eq!(v.status.code(), Some(3), "{}", text(&v));
     assert!(text(&v).contains(&format!("{data}/docs: @{last} is missing on the box")), "{}", text(&v));
     assert!(text(&v).contains(&format!("{data}: ok")), "{}", text(&v));
+}
+
+/// A box that lies about a snapshot cannot fill the source's pool: a drill
+/// accepts what the source itself would send for that snapshot plus a
+/// margin, and a restore `--max-bytes` (the excess never reaches `zfs
+/// receive`, which leaves nothing behind). A drill looks at decrypted data
+/// only in a private directory under /run/zoffsite, mounted
+/// `ro,nosuid,nodev,noexec` (a `mount` wrapper records what the kernel
+/// shows for each mount zoffsite makes).
+#[test]
+#[ignore = "needs root and ZFS (scripts/e2e)"]
+fn a_lying_box_cannot_fill_the_pool_and_drills_mount_privately() {
+    let w = World::new();
+    let data = format!("{}/data", w.tank);
+    w.create_encrypted(&data);
+    w.write(&data, "f", b"the real thing");
+    let cfg = w.config(&[&data], &[]);
+    let out = w.backup(&cfg, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let snap = json(&out)["snapshot"].as_str().unwrap().to_owned();
+
+    // An honest drill, with every mount recorded by a wrapper.
+    let real_mount = ok(&["sh", "-c", "command -v mount"]).trim().to_owned();
+    let bin = w.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = w.dir.join("mounts.log");
+    let wrapper = format!(
+        "#!/bin/sh\n{real_mount} \"$@\"; rc=$?\nfor last in \"$@\"; do :; done\nif [ $rc -eq 0 ]; then\n  echo \"options $(findmnt -n -o OPTIONS --mountpoint \"$last\")\" >> {log}\n  echo \"private $(stat -c '%a %u' \"$(dirname \"$last\")\") $(dirname \"$last\")\" >> {log}\n  echo \"rundir $(stat -c '%a %u' \"$(dirname \"$(dirname \"$last\")\")\") $(dirname \"$(dirname \"$last\")\")\" >> {log}\nfi\nexit $rc\n",
+        log = log.display()
+    );
+    std::fs::write(bin.join("mount"), wrapper).unwrap();
+    ok(&["chmod", "755", bin.join("mount").to_str().unwrap()]);
+    let path = format!("PATH={}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let drill = |extra: &[&str]| {
+        let mut argv = vec!["env", &path, BIN, "verify", "-c", cfg.to_str().unwrap(), "--drill"];
+        argv.extend_from_slice(extra);
+        w.at_home(&argv)
+    };
+    let d = drill(&[]);
+    eprintln!("drill:\n{}", text(&d));
+    assert_eq!(d.status.code(), Some(0), "{}", text(&d));
+    assert!(text(&d).contains(" 0 differences"), "{}", text(&d));
+    let mounts = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!("mounts:\n{mounts}");
+    let options: Vec<&str> = mounts.lines().filter(|l| l.starts_with("options ")).collect();
+    assert_eq!(options.len(), 2, "the received snapshot and the source's: {mounts}");
+    for o in options {
+        for want in ["ro", "nosuid", "nodev", "noexec"] {
+            assert!(o[8..].split(',').any(|x| x == want), "{want} missing: {o}");
+        }
+    }
+    // /run/zoffsite, unless the caller pointed zoffsite elsewhere.
+    let rundir = std::env::var("ZOFFSITE_RUN_DIR").unwrap_or_else(|_| "/run/zoffsite".into());
+    for l in mounts.lines().filter(|l| l.starts_with("private ")) {
+        assert!(l.starts_with(&format!("private 700 0 {rundir}/drill-")), "{l}");
+    }
+    for l in mounts.lines().filter(|l| l.starts_with("rundir ")) {
+        assert_eq!(l, format!("rundir 700 0 {rundir}"));
+    }
+
+    // A restore that would take more than --max-bytes (the stream is about
+    // 23 KB) is cut, and leaves nothing.
+    let r1 = format!("{}/r1", w.tank);
+    let cut = w.at_home(&[
+        BIN,
+        "restore",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--target",
+        "friend",
+        "--dataset",
+        &data,
+        "--to",
+        &r1,
+        "--max-bytes",
+        "4K",
+    ]);
+    eprintln!("restore over --max-bytes:\n{}", text(&cut));
+    assert_eq!(cut.status.code(), Some(1), "{}", text(&cut));
+    assert!(text(&cut).contains("more than 4096 bytes") && text(&cut).contains("--max-bytes"), "{}", text(&cut));
+    assert!(!w.datasets(&w.tank).contains(&r1), "{:?}", w.datasets(&w.tank));
+
+    // The box swaps in another, much larger snapshot under the same name
+    // (it holds raw datasets; any of them will do for a lie).
+    let big = format!("{}/big", w.tank);
+    w.create_encrypted(&big);
+    ok(&["sh", "-c", &format!("head -c 40000000 /dev/urandom > {}/junk", w.mountpoint(&big).display())]);
+    zfs(&["snapshot", &format!("{big}@{snap}")]);
+    let on_box = format!("{}/{data}", w.root);
+    zfs(&["destroy", "-r", &on_box]);
+    ok(&["sh", "-c", &format!("zfs send -w {big}@{snap} | zfs receive -u {on_box}")]);
+    let before = w.datasets(&w.tank);
+    let d = drill(&[]);
+    eprintln!("drill of the larger lie:\n{}", text(&d));
+    assert_ne!(d.status.code(), Some(0), "{}", text(&d));
+    assert!(
+        text(&d).contains("the box sent more than") && text(&d).contains("what the source would send"),
+        "{}",
+        text(&d)
+    );
+    assert_eq!(w.datasets(&w.tank), before, "no scratch left, nothing received");
 }

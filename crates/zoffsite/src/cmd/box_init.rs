@@ -10,7 +10,9 @@ use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use zoffsite_core::boxinit::{self, Facts, FileFacts, FromList, Inputs, Plan, PublicKey, RootFacts, Step, UserName};
+use zoffsite_core::boxinit::{
+    self, Facts, FileFacts, FromList, Inputs, Limit, Plan, PublicKey, RootFacts, Step, UserName,
+};
 use zoffsite_exec::process::Cmd;
 use zoffsite_exec::system;
 use zoffsite_exec::zfs::Zfs;
@@ -99,7 +101,9 @@ fn inputs(args: &BoxInitArgs) -> anyhow::Result<Inputs> {
         from: args.from.as_deref().map(FromList::new).transpose()?,
         exe,
         authorized_keys,
-        snapshot_limit: args.snapshot_limit,
+        snapshot_limit: args.snapshot_limit.unwrap_or(Limit::Default),
+        filesystem_limit: args.filesystem_limit.unwrap_or(Limit::Default),
+        quota: args.quota.unwrap_or(Limit::Default),
     };
     inputs.check()?;
     Ok(inputs)
@@ -127,6 +131,8 @@ fn gather(zfs: &Zfs, inp: &Inputs) -> anyhow::Result<Facts> {
             kind: zfs.get_value(inp.root.as_str(), "type")?,
             mountpoint: zfs.get_value(inp.root.as_str(), "mountpoint")?,
             snapshot_limit: zfs.get_value(inp.root.as_str(), "snapshot_limit")?,
+            filesystem_limit: zfs.get_value(inp.root.as_str(), "filesystem_limit")?,
+            quota: zfs.get_value(inp.root.as_str(), "quota")?,
         })
     } else {
         None
@@ -262,7 +268,7 @@ fn commands(zfs: &Zfs, step: &Step) -> Vec<Cmd> {
             let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
             vec![zfs.unallow_user_cmd(user.as_str(), &extra, root)]
         }
-        Step::SetSnapshotLimit { root, limit, .. } => vec![zfs.set_snapshot_limit_cmd(root, *limit)],
+        Step::SetLimit { root, prop, value, .. } => vec![zfs.set_limit_cmd(root, prop.name(), *value)],
         Step::WriteAuthorizedKeys { .. } => vec![],
     }
 }

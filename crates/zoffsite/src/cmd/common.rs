@@ -87,7 +87,7 @@ pub fn lock_unless_dry_run(
 /// Takes this config's run lock, or says who holds it.
 pub fn lock(config: &Path) -> Result<zoffsite_exec::lock::RunLock, crate::exit::Exit> {
     use zoffsite_exec::lock;
-    match lock::acquire(&lock::default_dir(), config) {
+    match lock::acquire_default(config) {
         Ok(l) => Ok(l),
         Err(e @ lock::LockError::Busy { .. }) => {
             eprintln!("zoffsite: {e}");

@@ -24,22 +24,66 @@
 //!   all`; the rest is named.
 //! - `--from-pool` refuses a box pool that is writable, has no altroot, or
 //!   has anything mounted: the box must not decide what this machine mounts.
+//! - Bounded ([`zoffsite_core::limits`]): the box's bytes count against a
+//!   limit before they reach the checks or `zfs receive`, the whole restore
+//!   against a time limit, and every child process has a deadline
+//!   ([`bounded_zfs`]): a box cannot fill the pool, nor hang the restore
+//!   (e.g. with a huge `pbkdf2iters` that `zfs load-key` would grind on).
+//! - Decrypted data is only looked at in a private directory
+//!   (`/run/zoffsite/...`, 0700), mounted `nosuid,nodev,noexec`, and read
+//!   without following symlinks.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
 use zoffsite_core::boxside;
+use zoffsite_core::limits::{self, ByteBudget};
 use zoffsite_core::manifest::{Apply, Manifest};
 use zoffsite_core::names::{Dataset, Guid, SnapName};
 use zoffsite_core::protocol::RemoteDataset;
 use zoffsite_core::records::{Expect, StreamValidator};
 use zoffsite_core::restore::{self, Plan, Request, Step, Witness};
-use zoffsite_exec::process::Running;
+use zoffsite_exec::process::{ExecError, Running};
 use zoffsite_exec::remote::Session;
 use zoffsite_exec::zfs::Zfs;
 
 use crate::cli::{ApplyProperties, RestoreArgs};
 use crate::exit::Exit;
+
+/// How long each zfs command of a restore or drill may run: listing a
+/// large imported box pool is the slowest, and takes minutes at worst.
+pub(crate) const CHILD_DEADLINE: Duration = Duration::from_secs(10 * 60);
+/// How long `zfs load-key` may run. It derives the wrapping key in userland
+/// with the dataset's `pbkdf2iters`, which the received stream sets: the
+/// default (350,000) takes well under a second, a hundred times that under
+/// a minute; a box that raised it to billions is stopped here.
+pub(crate) const LOAD_KEY_DEADLINE: Duration = Duration::from_secs(2 * 60);
+
+/// `zfs` with the deadlines of a restore or drill.
+pub(crate) fn bounded_zfs(zfs: Zfs) -> Zfs {
+    zfs.with_deadlines(CHILD_DEADLINE, LOAD_KEY_DEADLINE)
+}
+
+/// What a restore or drill accepts from the box ([`zoffsite_core::limits`]).
+pub(crate) struct Limits {
+    pub bytes: ByteBudget,
+    /// When the whole restore or drill must be done.
+    pub deadline: Instant,
+    pub max_time: Duration,
+    /// Where the time limit comes from, for the error.
+    pub time_why: String,
+}
+
+impl Limits {
+    pub fn new(bytes: ByteBudget, max_time: Duration, time_why: impl Into<String>) -> Self {
+        Self { bytes, deadline: Instant::now() + max_time, max_time, time_why: time_why.into() }
+    }
+
+    fn out_of_time(&self) -> String {
+        format!("did not finish within {:?} ({}): stopped", self.max_time, self.time_why)
+    }
+}
 
 /// Where the streams come from.
 pub(crate) enum Origin {
@@ -48,7 +92,7 @@ pub(crate) enum Origin {
 }
 
 pub fn run(args: RestoreArgs) -> Exit {
-    let zfs = Zfs::new();
+    let zfs = bounded_zfs(Zfs::new());
     let mut origin = match (&args.target, &args.from_pool) {
         (Some(name), None) => {
             let cfg = match super::common::config_or_exit(&args.config) {
@@ -125,6 +169,20 @@ pub fn run(args: RestoreArgs) -> Exit {
     for (d, why) in &plan.skipped {
         eprintln!("zoffsite: left out {d}: {why}");
     }
+    let mut limits = match restore_limits(&zfs, &args, &plan) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("zoffsite: {e:#}");
+            return Exit::Error;
+        }
+    };
+    println!(
+        "accepting at most {} bytes from the box ({}), for at most {:?} ({})",
+        limits.bytes.limit(),
+        if args.max_bytes.is_some() { "--max-bytes" } else { "the default" },
+        limits.max_time,
+        limits.time_why
+    );
     let top = plan.steps[0].clone();
     let candidates = plan.steps.len() - 1;
     // Which children belong to the restored point is recorded inside its
@@ -158,7 +216,7 @@ pub fn run(args: RestoreArgs) -> Exit {
             s.close();
         }
     };
-    if let Err(exit) = receive_step(&zfs, &mut origin, &top) {
+    if let Err(exit) = receive_step(&zfs, &mut origin, &top, &mut limits) {
         close(origin);
         return exit;
     }
@@ -222,7 +280,7 @@ pub fn run(args: RestoreArgs) -> Exit {
         );
     }
     for step in &vetted.steps {
-        if let Err(exit) = receive_step(&zfs, &mut origin, step) {
+        if let Err(exit) = receive_step(&zfs, &mut origin, step, &mut limits) {
             close(origin);
             return exit;
         }
@@ -235,9 +293,42 @@ pub fn run(args: RestoreArgs) -> Exit {
     partial_if(&plan, &vetted.left_out, exit.max(keyed))
 }
 
+/// `--max-bytes` and `--max-time`, or their defaults: what the
+/// destination pool has available less a twentieth, and 30 min plus that at
+/// 256 KiB/s ([`zoffsite_core::limits`]).
+fn restore_limits(zfs: &Zfs, args: &RestoreArgs, plan: &Plan) -> anyhow::Result<Limits> {
+    let bytes = match args.max_bytes {
+        Some(n) => ByteBudget::new(n, "--max-bytes"),
+        None => {
+            let pool = plan.steps.first().map(|s| s.dest.pool().to_owned()).unwrap_or_default();
+            let available = zfs
+                .get_value(&pool, "available")
+                .map_err(anyhow::Error::from)
+                .and_then(|v| v.parse::<u64>().map_err(|e| anyhow::anyhow!("available={v:?}: {e}")))
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot tell how much space {pool} has ({e}); give the most the box may send with --max-bytes"
+                    )
+                })?;
+            let n = limits::restore_default_bytes(available);
+            ByteBudget::new(
+                n,
+                format!("the default: {pool}'s available {available} bytes less a twentieth; a larger restore needs --max-bytes"),
+            )
+        }
+    };
+    let (max_time, why) = match args.max_time {
+        Some(t) => (t, "--max-time".to_owned()),
+        None => {
+            (limits::default_time(bytes.limit()), "the default for that many bytes; more needs --max-time".to_owned())
+        }
+    };
+    Ok(Limits::new(bytes, max_time, why))
+}
+
 /// Receives one step and says so; on failure says what failed.
-fn receive_step(zfs: &Zfs, origin: &mut Origin, step: &Step) -> Result<(), Exit> {
-    match receive(zfs, origin, step) {
+fn receive_step(zfs: &Zfs, origin: &mut Origin, step: &Step, limits: &mut Limits) -> Result<(), Exit> {
+    match receive(zfs, origin, step, limits) {
         Ok(bytes) => {
             println!(
                 "restored {}@{} as {} ({} bytes, guid {})",
@@ -279,9 +370,16 @@ fn list(zfs: &Zfs, origin: &mut Origin, dataset: &Dataset) -> anyhow::Result<BTr
 
 /// Receives one step's stream into a new local dataset, checking every
 /// record header first; confirms the GUID. Returns the stream's size.
-pub(crate) fn receive(zfs: &Zfs, origin: &mut Origin, step: &Step) -> anyhow::Result<u64> {
+/// Every chunk counts against `limits` before it is checked or received;
+/// past either limit, the stream is cut and `zfs receive` killed (without
+/// `-s`, it leaves nothing behind).
+pub(crate) fn receive(zfs: &Zfs, origin: &mut Origin, step: &Step, limits: &mut Limits) -> anyhow::Result<u64> {
+    if Instant::now() >= limits.deadline {
+        anyhow::bail!("{}", limits.out_of_time());
+    }
     let cmd = zfs.receive_new(&step.dest);
-    let mut child = Running::with_stdin(&cmd)?;
+    let deadline = limits.deadline;
+    let mut child = Running::with_stdin(&cmd)?.deadline(deadline);
     let mut stdin = child.child.stdin.take().expect("piped");
     let mut v = StreamValidator::new(Expect {
         from: None,
@@ -292,20 +390,27 @@ pub(crate) fn receive(zfs: &Zfs, origin: &mut Origin, step: &Step) -> anyhow::Re
         held: Default::default(),
     });
     let mut sink = |chunk: &[u8]| -> std::io::Result<()> {
+        limits.bytes.take(chunk.len() as u64).map_err(std::io::Error::other)?;
+        if Instant::now() >= limits.deadline {
+            return Err(std::io::Error::other(limits.out_of_time()));
+        }
         v.feed(chunk).map_err(|e| std::io::Error::other(format!("refused the box's stream: {e}")))?;
         stdin.write_all(chunk)
     };
     let streamed = match origin {
         Origin::Box(s) => s.fetch(&step.source, &step.snapshot, &mut sink).map_err(anyhow::Error::from),
-        Origin::Pool(root) => send_local(zfs, root, &step.source, &step.snapshot, &mut sink),
+        Origin::Pool(root) => send_local(zfs, root, &step.source, &step.snapshot, deadline, &mut sink),
     };
     // The sink borrowed stdin: closing it ends zfs receive's input.
     drop(stdin);
     let streamed = match streamed {
         Ok(s) => s,
         Err(e) => {
-            let _ = child.kill();
-            return Err(e);
+            // zfs receive killed at the deadline explains a broken pipe.
+            return Err(match child.kill() {
+                Err(d @ ExecError::Deadline { .. }) => d.into(),
+                _ => e,
+            });
         }
     };
     if let Err(e) = v.finish() {
@@ -333,12 +438,13 @@ fn send_local(
     root: &Dataset,
     dataset: &Dataset,
     snapshot: &SnapName,
+    deadline: Instant,
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> anyhow::Result<(Guid, u64)> {
     let snap = root.join(dataset)?.snapshot(snapshot)?;
     let guid = zfs.snapshot_guid(&snap)?;
     let cmd = zfs.send_raw(&snap, None);
-    let mut running = Running::with_stdout(&cmd)?;
+    let mut running = Running::with_stdout(&cmd)?.deadline(deadline);
     let mut out = running.child.stdout.take().expect("piped");
     let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;
@@ -450,13 +556,18 @@ fn keys(
 /// `None` when the snapshot has none.
 fn read_manifest(top: &Step) -> anyhow::Result<Option<Manifest>> {
     let snap = top.dest.snapshot(&top.snapshot)?;
-    let dir = std::env::temp_dir().join(format!("zoffsite-restore-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    // Decrypted: looked at only in a private directory (0700, a name no
+    // one else could predict or plant), nosuid,nodev,noexec, read without
+    // following symlinks.
+    let private = zoffsite_exec::rundir::RunDir::open_default()?.private_dir("restore-")?;
+    let dir = private.subdir("snapshot")?;
     zoffsite_exec::system::mount_snapshot(&snap.to_string(), &dir)?;
     // No symlink followed; only a manifest root wrote is believed.
     let text = zoffsite_exec::manifest_file::read(&dir);
-    let _ = zoffsite_exec::system::unmount(&dir);
-    let _ = std::fs::remove_dir(&dir);
+    if let Err(e) = zoffsite_exec::system::unmount(&dir) {
+        eprintln!("zoffsite: could not unmount {} ({e}); unmount it by hand", dir.display());
+    }
+    drop(private);
     match text? {
         Some(t) => Ok(Some(Manifest::parse(&t)?)),
         None => Ok(None),

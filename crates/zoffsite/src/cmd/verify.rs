@@ -97,7 +97,7 @@ pub fn run(args: VerifyArgs) -> Exit {
                 }
             }
         };
-        return match super::drill::drill(&zfs, t, &ds, pick) {
+        return match super::drill::drill(&zfs, t, &ds, pick, args.max_time) {
             Ok(d) => {
                 if args.json {
                     println!("{}", serde_json::to_string_pretty(&d).expect("serializes"));
