@@ -2067,6 +2067,24 @@ fn serve_refuses_everything_but_appending_under_delegation() {
     }
 }
 
+/// `box init` run again on `w`'s box for `user`, with `extra` options.
+fn box_init_again(w: &World, user: &BoxUser, extra: &[&str]) -> Output {
+    let state = w.dir.join("net");
+    let (key, ak) = (state.join("id_ed25519.pub"), state.join("authorized_keys"));
+    let mut argv = vec![BIN, "box", "init", "--root", &user.root, "--user", &user.name];
+    argv.extend([
+        "--source-key",
+        key.to_str().unwrap(),
+        "--from",
+        "10.77.0.1",
+        "--authorized-keys",
+        ak.to_str().unwrap(),
+    ]);
+    argv.extend_from_slice(extra);
+    let _g = BOX_INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    run(&argv)
+}
+
 /// `box init --snapshot-limit N`: the kernel caps how many snapshots the
 /// delegated user can add under the root, so a flooding source runs into a
 /// wall (and the source says so) instead of filling the pool's metadata.
@@ -2076,28 +2094,7 @@ fn snapshot_limit_caps_what_a_source_can_add() {
     let w = World::new();
     let (user, [_, first, _]) = box_init(&w);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
-    let state = w.dir.join("net");
-    let (key, ak) = (state.join("id_ed25519.pub"), state.join("authorized_keys"));
-    let limited = {
-        let _g = BOX_INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        run(&[
-            BIN,
-            "box",
-            "init",
-            "--root",
-            &user.root,
-            "--user",
-            &user.name,
-            "--source-key",
-            key.to_str().unwrap(),
-            "--from",
-            "10.77.0.1",
-            "--authorized-keys",
-            ak.to_str().unwrap(),
-            "--snapshot-limit",
-            "2",
-        ])
-    };
+    let limited = box_init_again(&w, &user, &["--snapshot-limit", "2"]);
     assert_eq!(limited.status.code(), Some(0), "{}", text(&limited));
     assert!(text(&limited).contains("snapshot_limit=2"), "{}", text(&limited));
     assert_eq!(w.prop(&user.root, "snapshot_limit"), "2");
@@ -2136,30 +2133,7 @@ fn filesystem_limit_caps_the_datasets_a_source_can_make() {
     assert_eq!(w.prop(&user.root, "filesystem_limit"), "1000", "{}", text(&first));
     assert_eq!(w.prop(&user.root, "snapshot_limit"), "100000", "{}", text(&first));
     assert!(String::from_utf8_lossy(&second.stdout).contains("nothing to change"), "{}", text(&second));
-    let state = w.dir.join("net");
-    let (key, ak) = (state.join("id_ed25519.pub"), state.join("authorized_keys"));
-    let limited = {
-        let _g = BOX_INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        run(&[
-            BIN,
-            "box",
-            "init",
-            "--root",
-            &user.root,
-            "--user",
-            &user.name,
-            "--source-key",
-            key.to_str().unwrap(),
-            "--from",
-            "10.77.0.1",
-            "--authorized-keys",
-            ak.to_str().unwrap(),
-            "--filesystem-limit",
-            "3",
-            "--quota",
-            "64M",
-        ])
-    };
+    let limited = box_init_again(&w, &user, &["--filesystem-limit", "3", "--quota", "64M"]);
     eprintln!("box init with limits:\n{}", text(&limited));
     assert_eq!(limited.status.code(), Some(0), "{}", text(&limited));
     assert_eq!(w.prop(&user.root, "filesystem_limit"), "3");
@@ -2179,28 +2153,7 @@ fn filesystem_limit_caps_the_datasets_a_source_can_make() {
     let beside = format!("{}/e", user.root);
     assert!(!user.run(&["zfs", "create", "-u", &beside]).status.success(), "anywhere under the root");
     // Lifted again with `none`.
-    let lifted = {
-        let _g = BOX_INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        run(&[
-            BIN,
-            "box",
-            "init",
-            "--root",
-            &user.root,
-            "--user",
-            &user.name,
-            "--source-key",
-            key.to_str().unwrap(),
-            "--from",
-            "10.77.0.1",
-            "--authorized-keys",
-            ak.to_str().unwrap(),
-            "--filesystem-limit",
-            "none",
-            "--quota",
-            "none",
-        ])
-    };
+    let lifted = box_init_again(&w, &user, &["--filesystem-limit", "none", "--quota", "none"]);
     assert_eq!(lifted.status.code(), Some(0), "{}", text(&lifted));
     assert_eq!(w.prop(&user.root, "filesystem_limit"), "none");
     assert_eq!(w.prop(&user.root, "quota"), "0");
@@ -2208,6 +2161,13 @@ fn filesystem_limit_caps_the_datasets_a_source_can_make() {
 }
 
 /// sha256 of every file under `dir`, by path relative to it.
+/// `zoffsite restore` at home from the world's box (`--target friend`).
+fn restore_from_friend(w: &World, cfg: &Path, args: &[&str]) -> Output {
+    let mut argv = vec![BIN, "restore", "-c", cfg.to_str().unwrap(), "--target", "friend"];
+    argv.extend_from_slice(args);
+    w.at_home(&argv)
+}
+
 fn tree_hashes(dir: &Path) -> BTreeMap<String, String> {
     let out = run(&[
         "bash",
@@ -2273,7 +2233,7 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     let key = format!("file://{}", w.dir.join("key").display());
 
     // An existing dataset is never overwritten.
-    let refused = w.at_home(&[BIN, "restore", "-c", cfg.to_str().unwrap(), "--target", "friend", "--dataset", &data]);
+    let refused = restore_from_friend(&w, &cfg, &["--dataset", &data]);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     assert!(text(&refused).contains("never overwrites") && text(&refused).contains("--to"), "{}", text(&refused));
 
@@ -2295,20 +2255,8 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     for m in stale {
         ok(&["umount", "-l", m]);
     }
-    let restored = w.at_home(&[
-        BIN,
-        "restore",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--target",
-        "friend",
-        "--dataset",
-        &data,
-        "--keylocation",
-        &key,
-        "--apply-properties",
-        "all",
-    ]);
+    let restored =
+        restore_from_friend(&w, &cfg, &["--dataset", &data, "--keylocation", &key, "--apply-properties", "all"]);
     eprintln!("restore:\n{}", text(&restored));
     assert_eq!(restored.status.code(), Some(0), "{}", text(&restored));
     // The recorded properties are set again, the mountpoint among them,
@@ -2373,22 +2321,9 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     // Without --apply-properties all, only data properties are set.
     let old = format!("{}/old", w.tank);
     let restore_s1 = |to: &str, extra: &[&str]| {
-        let mut argv = vec![
-            BIN,
-            "restore",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--target",
-            "friend",
-            "--dataset",
-            &data,
-            "--snapshot",
-            &s1,
-            "--to",
-            to,
-        ];
+        let mut argv = vec!["--dataset", &data, "--snapshot", &s1, "--to", to];
         argv.extend_from_slice(extra);
-        w.at_home(&argv)
+        restore_from_friend(&w, &cfg, &argv)
     };
     let out = restore_s1(&old, &["--keylocation", &key]);
     eprintln!("restore at s1:\n{}", text(&out));
@@ -2607,20 +2542,7 @@ fn a_lying_box_cannot_fill_the_pool_and_drills_mount_privately() {
     // A restore that would take more than --max-bytes (the stream is about
     // 23 KB) is cut, and leaves nothing.
     let r1 = format!("{}/r1", w.tank);
-    let cut = w.at_home(&[
-        BIN,
-        "restore",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--target",
-        "friend",
-        "--dataset",
-        &data,
-        "--to",
-        &r1,
-        "--max-bytes",
-        "4K",
-    ]);
+    let cut = restore_from_friend(&w, &cfg, &["--dataset", &data, "--to", &r1, "--max-bytes", "4K"]);
     eprintln!("restore over --max-bytes:\n{}", text(&cut));
     assert_eq!(cut.status.code(), Some(1), "{}", text(&cut));
     assert!(text(&cut).contains("more than 4096 bytes") && text(&cut).contains("--max-bytes"), "{}", text(&cut));
