@@ -215,9 +215,10 @@ impl Journal {
     }
 }
 
-/// A decimal number of at most 19 digits, nothing else.
+/// A decimal `u64` (a pool GUID takes all 20 digits), nothing else: no
+/// sign, no spaces, no overflow.
 fn digits(s: &str) -> Option<u64> {
-    (!s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+    (!s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
 }
 
 #[cfg(test)]
@@ -319,6 +320,11 @@ mod tests {
         for b in bad {
             assert!(Journal::parse(&b).is_err(), "{b:?}");
         }
+        // Any pool GUID (found by the e2e run: a random one had 20 digits),
+        // and nothing past u64.
+        let big = Journal { pool_guid: u64::MAX, ..j };
+        assert_eq!(Journal::parse(&big.render()), Ok(big.clone()));
+        assert!(Journal::parse(&big.render().replace(&u64::MAX.to_string(), "18446744073709551616")).is_err());
     }
 
     proptest! {
