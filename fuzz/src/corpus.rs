@@ -623,3 +623,47 @@ pub const CONFIG_DICT: &[&[u8]] = &[
     b"\"\"\"",
     b"\"tank/data\", ",
 ];
+
+/// Properties manifests as backup writes them (version 2, with the tree),
+/// and one of version 1.
+pub fn manifests() -> Vec<Vec<u8>> {
+    use zoffsite_core::manifest::build;
+    use zoffsite_core::names::Dataset;
+    let ds = |s: &str| Dataset::new(s).expect("valid");
+    let rows = vec![
+        (ds("tank/data"), "compression".to_owned(), "zstd".to_owned()),
+        (ds("tank/data"), "mountpoint".to_owned(), "/srv/data".to_owned()),
+        (ds("tank/data/docs"), "user:note".to_owned(), "a\tb".to_owned()),
+        (ds("tank/data/docs"), "recordsize".to_owned(), "1048576".to_owned()),
+    ];
+    let full = build(&ds("tank/data"), &[ds("tank/data/docs"), ds("tank/data/docs/old")], &rows).render();
+    let bare = build(&ds("tank/data"), &[], &[]).render();
+    vec![full.into_bytes(), bare.into_bytes(), br#"{"version":1,"datasets":{"":{"atime":"off"}}}"#.to_vec()]
+}
+
+pub const MANIFEST_DICT: &[&[u8]] = &[
+    b"\"version\"",
+    b"\"datasets\"",
+    b"\"tree\"",
+    b"\"\"",
+    b"\"docs\"",
+    b"\"../x\"",
+    b"\"mountpoint\"",
+    b"\"setuid\"",
+    b"2",
+    b"3",
+    b"null",
+    b"{}",
+    b"[]",
+];
+
+/// Txg journals as box prune writes them.
+pub fn journals() -> Vec<Vec<u8>> {
+    use zoffsite_core::journal::{Entry, Journal};
+    let mut j = Journal::new(u64::MAX, zoffsite_core::names::Dataset::new("offsite/home").expect("valid"));
+    let empty = j.render().into_bytes();
+    for (i, t) in [(100u64, 1_764_979_200i64), (250, 1_765_065_600), (251, 1_765_152_000)] {
+        j.record(Entry { txg: i, start: t - 3, end: t });
+    }
+    vec![empty, j.render().into_bytes()]
+}

@@ -246,12 +246,67 @@ pub fn all() -> Vec<Target> {
     config.hostile = false;
     config.mem_per_byte = 256;
     v.push(config);
+    // The properties manifest comes back from the box inside a restored
+    // snapshot, written by a source that may have been compromised since.
+    let mut manifest = text_target("manifest", &[], corpus::MANIFEST_DICT, manifest);
+    manifest.shape = Shape::Json;
+    manifest.seeds = corpus::manifests();
+    v.push(manifest);
+    // The box's txg journal is root's own file, but a parser that refuses
+    // what it does not fully understand is still worth a bounded run.
+    let mut journal = text_target("txg-journal", &[], corpus::TEXT_DICT, txg_journal);
+    journal.hostile = false;
+    journal.seeds = corpus::journals();
+    v.push(journal);
     for t in &mut v {
         if t.name.starts_with("frames") || t.name == "stream-validator" {
             t.weight = 2;
         }
     }
     v
+}
+
+// ---- files read back: the restored manifest, the box's txg journal ----
+
+fn manifest(ctx: &mut Ctx, t: &str) -> bool {
+    match zoffsite_core::manifest::Manifest::parse(t) {
+        Ok(m) => {
+            let again = zoffsite_core::manifest::Manifest::parse(&m.render());
+            ctx.check(again.as_ref() == Ok(&m), || format!("renders to something else: {again:?}"));
+            if let Some(tree) = m.tree() {
+                ctx.check(tree.contains(""), || "a tree without its top".into());
+            }
+            true
+        }
+        Err(e) => {
+            ctx.refused(e);
+            false
+        }
+    }
+}
+
+fn txg_journal(ctx: &mut Ctx, t: &str) -> bool {
+    match zoffsite_core::journal::Journal::parse(t) {
+        Ok(j) => {
+            let again = zoffsite_core::journal::Journal::parse(&j.render());
+            ctx.check(again.as_ref() == Ok(&j), || format!("renders to something else: {again:?}"));
+            // Every window is ordered, and a clamped time stays in it.
+            for txg in j.entries.iter().map(|e| e.txg).chain([0, 1, u64::MAX]) {
+                let w = j.window(txg);
+                if let (Some(by), Some(after)) = (w.by, w.after) {
+                    ctx.check(after <= by, || format!("txg {txg}: after {after} > by {by}"));
+                }
+                if let (Some(got), Some(by)) = (j.received(txg, Some(i64::MAX)), w.by) {
+                    ctx.check(got <= by, || format!("txg {txg}: {got} past its window's end {by}"));
+                }
+            }
+            true
+        }
+        Err(e) => {
+            ctx.refused(e);
+            false
+        }
+    }
 }
 
 // ---- frames ----

@@ -127,6 +127,14 @@ pub enum ManifestError {
     Invalid(String),
 }
 
+/// The manifest comes back from the box inside a restored snapshot, written
+/// by a source that may have been compromised since: what an error quotes
+/// of it is escaped and bounded (`protocol::sanitize`), so it can neither
+/// forge lines in the output nor flood it.
+fn invalid(why: impl AsRef<str>) -> ManifestError {
+    ManifestError::Invalid(crate::protocol::sanitize(why.as_ref(), 300))
+}
+
 /// Builds the manifest of `root` from the datasets of its tree this run
 /// backs up (`tree`; those outside `root` are ignored, `root` is always
 /// in) and `(dataset, property, value)` rows of locally set properties
@@ -156,39 +164,39 @@ impl Manifest {
     }
 
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-        let m: Manifest = serde_json::from_str(text).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        let m: Manifest = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let rel_ok = |rel: &str| rel.is_empty() || Dataset::new(rel).is_ok();
         match (m.version, &m.tree) {
             (1, None) => {}
-            (1, Some(_)) => return Err(ManifestError::Invalid("a version 1 manifest with a tree".into())),
-            (2, None) => return Err(ManifestError::Invalid("a version 2 manifest without its tree".into())),
+            (1, Some(_)) => return Err(invalid("a version 1 manifest with a tree")),
+            (2, None) => return Err(invalid("a version 2 manifest without its tree")),
             (2, Some(tree)) => {
                 // Sorted and each once: what `build` writes, and no
                 // duplicate that one reader could count and another not.
                 if tree.first().map(String::as_str) != Some("") || tree.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err(ManifestError::Invalid("its tree is not sorted, unique and rooted at \"\"".into()));
+                    return Err(invalid("its tree is not sorted, unique and rooted at \"\""));
                 }
                 if let Some(bad) = tree.iter().find(|r| !rel_ok(r)) {
-                    return Err(ManifestError::Invalid(format!("dataset path {bad:?} in its tree")));
+                    return Err(invalid(format!("dataset path {bad:?} in its tree")));
                 }
                 if let Some(rel) = m.datasets.keys().find(|k| tree.binary_search(k).is_err()) {
-                    return Err(ManifestError::Invalid(format!("properties of {rel:?}, which its tree does not list")));
+                    return Err(invalid(format!("properties of {rel:?}, which its tree does not list")));
                 }
             }
             (v, _) => {
-                return Err(ManifestError::Invalid(format!("version {v} (this zoffsite reads 1 and {VERSION})")));
+                return Err(invalid(format!("version {v} (this zoffsite reads 1 and {VERSION})")));
             }
         }
         for (rel, props) in &m.datasets {
             if !rel_ok(rel) {
-                return Err(ManifestError::Invalid(format!("dataset path {rel:?}")));
+                return Err(invalid(format!("dataset path {rel:?}")));
             }
             for (k, v) in props {
                 let name_ok = !k.is_empty()
                     && k.len() <= 256
                     && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":_.-".contains(&b));
                 if !name_ok || v.len() > 8192 || v.contains(['\n', '\0']) {
-                    return Err(ManifestError::Invalid(format!("property {k:?} of {rel:?}")));
+                    return Err(invalid(format!("property {k:?} of {rel:?}")));
                 }
             }
         }
@@ -245,10 +253,10 @@ pub fn parse_local_properties(text: &str) -> Result<Vec<(Dataset, String, String
             let mut it = line.splitn(3, '\t');
             match (it.next(), it.next(), it.next()) {
                 (Some(n), Some(p), Some(v)) => {
-                    let ds = Dataset::new(n).map_err(|e| ManifestError::Invalid(format!("{n:?}: {e}")))?;
+                    let ds = Dataset::new(n).map_err(|e| invalid(format!("{n:?}: {e}")))?;
                     Ok((ds, p.to_owned(), v.to_owned()))
                 }
-                _ => Err(ManifestError::Invalid(format!("line {line:?}"))),
+                _ => Err(invalid(format!("line {line:?}"))),
             }
         })
         .collect()
@@ -260,6 +268,17 @@ mod tests {
 
     fn ds(s: &str) -> Dataset {
         Dataset::new(s).unwrap()
+    }
+
+    #[test]
+    fn errors_quote_a_hostile_manifest_escaped_and_bounded() {
+        // Found by the `manifest` fuzz target: serde's message quoted the
+        // unknown field raw, and a long name whole.
+        let e = Manifest::parse("{\"v\\rsion\":2}").unwrap_err().to_string();
+        assert!(!e.contains('\r') && e.contains("\\r"), "{e:?}");
+        let long = format!("{{\"version\":1,\"datasets\":{{\"\":{{\"user:{}\":\"x\"}}}}}}", ":".repeat(30_000));
+        let e = Manifest::parse(&long).unwrap_err().to_string();
+        assert!(e.len() < 1000, "{} bytes", e.len());
     }
 
     #[test]
