@@ -1750,6 +1750,19 @@ fn replayed_history_is_refused_and_restamps_cannot_age_it() {
     let doc = json(&out);
     assert_eq!(doc["findings"][0]["kind"], "stale", "{doc}");
     assert_eq!(doc["findings"][0]["received"], now - 10 * 86400, "{doc}");
+
+    // A stamp set on the dataset is inherited by every snapshot without one
+    // of its own (`zfs list -o` shows it as theirs): it is not theirs.
+    let newest = format!("{box_ds}@{}", names[2]);
+    zfs(&["inherit", "zoffsite:received", &newest]);
+    zfs(&["set", &format!("zoffsite:received={now}"), &box_ds]);
+    let listed = zfs(&["list", "-H", "-p", "-o", "zoffsite:received", &newest]);
+    assert_eq!(listed.trim(), now.to_string(), "ZFS shows the dataset's value on the snapshot");
+    let doc = json(&box_cmd("prune", &bcfg, &["-n", "--json"]));
+    let d = &doc["decisions"][2];
+    assert_eq!(d["snapshot"], newest.as_str(), "{doc}");
+    assert_eq!(d["received"], serde_json::Value::Null, "only a snapshot's own stamp counts: {doc}");
+    assert_eq!(d["aged_from"], now - 10 * 86400, "aged by the journal: {doc}");
 }
 
 /// The duplicate-key attack: after `zfs change-key` on the source, a raw
