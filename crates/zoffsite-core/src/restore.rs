@@ -21,6 +21,11 @@
 //! - A box's pool imported here must be imported read-only, under an
 //!   altroot, with nothing mounted ([`check_imported_pool`]): otherwise it
 //!   is the box that decides what is mounted where on this machine.
+//! - A restore never changes a key. Each restored dataset is its own
+//!   encryption root, wrapped exactly as the box holds (and pinned) it; the
+//!   key file goes into each one's `keylocation`, which is not part of the
+//!   wrapped key ([`unlock_commands`]). A `zfs change-key` (`-i` too) would
+//!   re-wrap it, and the box would refuse every later backup of it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -308,6 +313,26 @@ pub fn plan(
     Ok(plan)
 }
 
+/// The commands that unlock and mount a restored tree by hand (`top` and
+/// its restored `children`, parents first), with the key file at `uri`:
+/// `keylocation` on each encryption root, one `zfs load-key -r`, then each
+/// mount. Never a `zfs change-key`: see the module's invariants.
+pub fn unlock_commands(top: &Dataset, children: &[&Dataset], uri: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::iter::once(top)
+        .chain(children.iter().copied())
+        .map(|d| format!("zfs set keylocation={uri} {d}"))
+        .collect();
+    out.push(format!("zfs load-key -r {top}"));
+    out.push(
+        std::iter::once(top)
+            .chain(children.iter().copied())
+            .map(|d| format!("zfs mount {d}"))
+            .collect::<Vec<_>>()
+            .join(" && "),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,5 +519,22 @@ mod tests {
         assert!(e.to_string().contains("newest are: s2, s1"), "{e}");
         let empty = listing(&[("tank/data", &[])]);
         assert!(matches!(plan(&req("tank/data"), &empty, |_| false), Err(RestoreError::NoSnapshots { .. })));
+    }
+
+    #[test]
+    fn the_unlock_commands_set_each_keylocation_and_change_no_key() {
+        let (docs, photos) = (ds("tank/data/docs"), ds("tank/data/photos"));
+        let cmds = unlock_commands(&ds("tank/data"), &[&docs, &photos], "file:///k");
+        assert_eq!(
+            cmds,
+            [
+                "zfs set keylocation=file:///k tank/data",
+                "zfs set keylocation=file:///k tank/data/docs",
+                "zfs set keylocation=file:///k tank/data/photos",
+                "zfs load-key -r tank/data",
+                "zfs mount tank/data && zfs mount tank/data/docs && zfs mount tank/data/photos",
+            ]
+        );
+        assert!(cmds.iter().all(|c| !c.contains("change-key")), "{cmds:?}");
     }
 }

@@ -403,7 +403,8 @@ impl Zfs {
         self.cmd().args(["receive", "-u"]).arg(dest.as_str())
     }
 
-    /// `zfs set keylocation=URI DS` (a restored encryption root's key).
+    /// `zfs set keylocation=URI DS` (a restored encryption root's key file;
+    /// a plain property: the wrapped key the box pinned does not change).
     pub fn set_keylocation(&self, ds: &Dataset, uri: &str) -> Result<(), ZfsError> {
         let cmd = self.cmd().arg("set").arg(format!("keylocation={uri}")).arg(ds.as_str());
         self.run_ok(&cmd, || ds.to_string()).map(drop)
@@ -417,13 +418,6 @@ impl Zfs {
         }
         let cmd = cmd.arg(ds.as_str());
         self.run_ok_by(&cmd, self.load_key_deadline, || ds.to_string()).map(drop)
-    }
-
-    /// `zfs change-key -i DS`: `DS` inherits its parent's key again (a
-    /// restored child, received as its own encryption root).
-    pub fn change_key_inherit(&self, ds: &Dataset) -> Result<(), ZfsError> {
-        let cmd = self.cmd().args(["change-key", "-i"]).arg(ds.as_str());
-        self.run_ok(&cmd, || ds.to_string()).map(drop)
     }
 
     /// Every property set locally on `datasets` (`zfs get -s local all`),

@@ -131,8 +131,9 @@ pub struct RestoreArgs {
     /// it must not exist.
     #[arg(long, value_name = "DEST")]
     pub to: Option<Dataset>,
-    /// Set this keylocation on the restored tree, load the key, re-parent
-    /// the children under it, and mount (default: leave it locked and say how).
+    /// Set this keylocation on every restored dataset (each its own
+    /// encryption root, wrapped as the box holds it), load the keys, and
+    /// mount (default: leave it locked and say how).
     #[arg(long, value_name = "URI")]
     pub keylocation: Option<String>,
     /// Restore only SRC, not the datasets below it.

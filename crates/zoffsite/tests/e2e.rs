@@ -2244,6 +2244,13 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     let at_s2 = tree_hashes(&w.mountpoint(&data));
     assert_ne!(at_s1, at_s2);
     let key = format!("file://{}", w.dir.join("key").display());
+    // What the box holds before the disaster, and the wrapped keys it
+    // pinned at each dataset's first receive.
+    let box_ds = |d: &str| format!("{}/{d}", w.root);
+    let pinned = |d: &str| zfs(&["get", "-H", "-p", "-s", "local", "-o", "value", "zoffsite:keywrap", &box_ds(d)]);
+    let pins: Vec<String> = [&data, &docs, &photos].map(|d| pinned(d)).to_vec();
+    assert!(pins.iter().all(|p| p.starts_with("sha256:")), "{pins:?}");
+    let box_history = w.snapshots(&w.offsite);
 
     // An existing dataset is never overwritten.
     let refused = restore_from_friend(&w, &cfg, &["--dataset", &data]);
@@ -2290,28 +2297,103 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
         let _ = run(&["zfs", "mount", d]);
     }
     assert_eq!(tree_hashes(&mnt), at_s2, "every file as backed up");
-    for d in [&data, &docs, &photos] {
-        assert_eq!(w.prop(d, "encryptionroot"), data, "{d}: one key unlocks the tree");
-        assert_eq!(w.prop(d, "keystatus"), "available");
-    }
     assert_eq!(
         w.snapshots(&w.tank).get(&format!("{data}@{s2}")),
         w.snapshots(&w.offsite).get(&format!("{}/{data}@{s2}", w.root))
     );
-    let out = text(&restored);
-    assert!(out.contains(&format!("zfs inherit -r zoffsite:keywrap ROOT/{data}")), "{out}");
 
-    // Backups go on incrementally, once the box owner accepted the
-    // children's re-wrapped keys (the parent's key is the one it pinned).
-    w.write(&docs, "after.txt", b"life goes on");
-    let before_accept = w.backup(&cfg, &["--json"]);
-    assert_eq!(before_accept.status.code(), Some(3), "children refused, parent sent: {}", text(&before_accept));
-    zfs(&["inherit", "-r", "zoffsite:keywrap", &format!("{}/{data}/docs", w.root)]);
-    zfs(&["inherit", "-r", "zoffsite:keywrap", &format!("{}/{data}/photos", w.root)]);
+    // The next backup just works, with nothing done on the box: the
+    // restored keys are wrapped exactly as the box pinned them, so every
+    // dataset goes incrementally from the restored snapshot.
+    for (d, f) in [(&data, "top2.txt"), (&docs, "after.txt"), (&photos, "dog.jpg")] {
+        w.write(d, f, b"life goes on");
+    }
     let after = w.backup(&cfg, &["--json"]);
+    eprintln!("backup after the restore:\n{}", text(&after));
     assert_eq!(after.status.code(), Some(0), "{}", text(&after));
-    for d in json(&after)["targets"][0]["datasets"].as_array().unwrap() {
-        assert!(matches!(d["send"]["kind"].as_str(), Some("incremental" | "up_to_date")), "no full resend: {d}");
+    let sent = json(&after)["targets"][0]["datasets"].as_array().unwrap().clone();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    for d in &sent {
+        assert_eq!(d["send"]["kind"], "incremental", "no full resend: {d}");
+        assert_eq!(d["send"]["from"]["name"], s2.as_str(), "from the restored snapshot: {d}");
+    }
+    let boxed = w.snapshots(&w.offsite);
+    for (name, guid) in &box_history {
+        assert_eq!(boxed.get(name), Some(guid), "{name}: the box's history is intact");
+    }
+    assert_eq!(boxed.len(), box_history.len() + 3, "one new snapshot per dataset");
+    assert_eq!([&data, &docs, &photos].map(|d| pinned(d)).to_vec(), pins, "no pin changed");
+    let out = text(&restored);
+    assert!(!out.contains("zoffsite:keywrap"), "no step on the box after a restore: {out}");
+    // What the restored tree looks like (docs/restore.md): each dataset
+    // its own encryption root, as the box holds it, with the key file as
+    // its keylocation, so one key file unlocks all of them.
+    for d in [&data, &docs, &photos] {
+        assert_eq!(w.prop(d, "encryptionroot"), *d, "{d}: its own encryption root");
+        assert_eq!(w.prop(d, "keylocation"), key, "{d}");
+        assert_eq!(w.prop(d, "keystatus"), "available", "{d}");
+    }
+
+    // A reboot, as far as the keys go: nothing mounted, no key loaded.
+    // The guide's unlock (docs/restore.md) brings it all back.
+    let now = tree_hashes(&mnt);
+    for d in [&photos, &docs, &data] {
+        zfs(&["unmount", d]);
+    }
+    for d in [&photos, &docs, &data] {
+        unload_key_once_free(d);
+    }
+    for d in [&data, &docs, &photos] {
+        assert_eq!(w.prop(d, "keystatus"), "unavailable", "{d}");
+    }
+    ok(&["sh", "-c", "zfs load-key -r \"$0\" && zfs list -H -o name -r \"$0\" | xargs -n1 zfs mount", &data]);
+    for d in [&data, &docs, &photos] {
+        assert_eq!((w.prop(d, "keystatus"), w.prop(d, "mounted")), ("available".into(), "yes".into()), "{d}");
+    }
+    assert_eq!(tree_hashes(&mnt), now, "every file readable again");
+
+    // A compromised source re-keys after the restore. `serve` refuses it:
+    // the box keeps every snapshot under the key it pinned. First a child
+    // made to inherit its parent's key again (`change-key -i`, what a
+    // restore used to do: the same key, wrapped anew), then a new key on
+    // the top.
+    let of = |m: &BTreeMap<String, String>, d: &str| {
+        m.iter()
+            .filter(|(n, _)| n.starts_with(&format!("{}@", box_ds(d))))
+            .map(|(n, g)| (n.clone(), g.clone()))
+            .collect::<Vec<_>>()
+    };
+    let opens = |key: &str, d: &str| run(&["zfs", "load-key", "-n", "-L", key, &box_ds(d)]).status.success();
+    let key2 = format!("file://{}", w.dir.join("key2").display());
+    std::fs::write(w.dir.join("key2"), random_hex(32)).unwrap();
+    let new_key = format!("keylocation={key2}");
+    let attacks: [(&str, Vec<&str>); 2] = [
+        (&docs, vec!["change-key", "-i", &docs]),
+        (&data, vec!["change-key", "-o", "keyformat=hex", "-o", &new_key, &data]),
+    ];
+    for (i, (victim, cmd)) in attacks.into_iter().enumerate() {
+        zfs(&cmd);
+        for (d, f) in [(&data, "top"), (&docs, "ransom"), (&photos, "bird")] {
+            w.write(d, &format!("{f}{i}.txt"), b"re-keyed");
+        }
+        let before = w.snapshots(&w.offsite);
+        let refused = w.backup(&cfg, &[]);
+        let said = text(&refused);
+        eprintln!("backup after {cmd:?}:\n{said}");
+        assert_eq!(refused.status.code(), Some(3), "{said}");
+        assert!(
+            said.contains(&format!("the substream for {victim}@")) && said.contains("different encryption key"),
+            "{said}"
+        );
+        let boxed = w.snapshots(&w.offsite);
+        assert_eq!(of(&boxed, victim), of(&before, victim), "{victim}: nothing received");
+        assert_eq!([&data, &docs, &photos].map(|d| pinned(d)).to_vec(), pins, "no pin changed");
+        assert!(opens(&key, victim) && !opens(&key2, victim), "{victim}: the box's copy opens with the owner's key");
+        if victim == docs {
+            for d in [&data, &photos] {
+                assert_eq!(of(&boxed, d).len(), of(&before, d).len() + 1, "{d}, not re-keyed, goes on: {said}");
+            }
+        }
     }
 
     // A compromised source adds a child on the box under the old run's
@@ -2421,6 +2503,22 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     let disk_mnt = w.dir.join("mnt-disk");
     zfs(&["set", &format!("mountpoint={}", disk_mnt.display()), &disk]);
     assert_eq!(tree_hashes(&disk_mnt), at_s2, "from the disk, as backed up");
+}
+
+/// `zfs unload-key DS`, retried while it is "busy": a test running beside
+/// this one that entered a network namespace (`ip netns exec`) while `DS`
+/// was mounted holds a copy of that mount until its command ends (the VM's
+/// mounts are private, so an unmount here does not reach the copy).
+fn unload_key_once_free(ds: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let o = run(&["zfs", "unload-key", ds]);
+        if o.status.success() {
+            return;
+        }
+        assert!(text(&o).contains("busy") && std::time::Instant::now() < deadline, "{}", text(&o));
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }
 
 fn zfs_pool(args: &[&str]) {

@@ -11,8 +11,14 @@
 //! - Nothing local is overwritten or destroyed: destinations must not
 //!   exist, receives never use `-F`.
 //! - Each received dataset is its own encryption root (per-dataset raw
-//!   sends); with `--keylocation` the children are re-parented (`zfs
-//!   change-key -i`) so that one key unlocks the tree as before.
+//!   sends), wrapped exactly as the box holds it, and stays so: restore
+//!   never changes a key. The box pinned each dataset's wrapped key at its
+//!   first receive and refuses any other (`serve`), so a re-wrapped key
+//!   (`zfs change-key`, `-i` included) would stop the backups that follow
+//!   a restore in place. One key file still unlocks the tree: on the
+//!   source every child's key was wrapped with the top's, so
+//!   `--keylocation` is set on every restored dataset (a plain property,
+//!   not part of the wrapped key) and `zfs load-key -r` loads them all.
 //! - Children are matched by name on the box, which a compromised source
 //!   can add to. So the top comes first, its key is loaded, and its
 //!   snapshot's own properties manifest (encrypted, written before that
@@ -474,8 +480,10 @@ fn send_local(
 }
 
 /// Puts the key in place: with `--keylocation` (the top is unlocked by
-/// now), re-parents the children so that one key unlocks the tree again,
-/// sets the recorded properties, and mounts; without, says exactly how.
+/// now), loads each child's key with it and sets it as the child's
+/// keylocation (each stays its own encryption root, wrapped as the box
+/// holds it: no `change-key`), sets the recorded properties, and mounts;
+/// without, says exactly how.
 fn keys(
     zfs: &Zfs,
     args: &RestoreArgs,
@@ -485,18 +493,19 @@ fn keys(
     restored: &[Step],
 ) -> Exit {
     let Some(uri) = &args.keylocation else {
-        println!("restored, not mounted: the key is not loaded. To unlock and mount it:");
-        println!("  zfs set keylocation=file:///PATH/TO/KEY {top}    # or keep prompt");
-        println!("  zfs load-key {top}");
-        for c in children {
-            println!("  zfs load-key -L file:///PATH/TO/KEY {c} && zfs change-key -i {c}");
+        println!(
+            "restored, not mounted: the keys are not loaded. Each restored dataset is its own encryption root, wrapped as the box holds it, and they all open with the key file of {top}. To unlock and mount them:"
+        );
+        for c in restore::unlock_commands(top, children, "file:///PATH/TO/KEY") {
+            println!("  {c}");
         }
-        println!("  zfs mount {top}{}", children.iter().map(|c| format!(" && zfs mount {c}")).collect::<String>());
+        println!(
+            "Leave the keys as they are (no zfs change-key, not even -i): the box refuses a changed key, and backups go on from these snapshots as they are (docs/restore.md)."
+        );
         println!(
             "The properties you had set are recorded inside it, in {}: set them again from there (with --keylocation, restore sets its data properties itself).",
             zoffsite_core::manifest::MANIFEST_PATH
         );
-        note_pins(args, children);
         return Exit::Ok;
     };
     let step = |what: String, r: Result<(), zoffsite_exec::zfs::ZfsError>| match r {
@@ -506,11 +515,17 @@ fn keys(
             false
         }
     };
+    // Loaded first, then set: a child that does not open with `uri` (it
+    // had a key of its own on the source) keeps keylocation=prompt, and
+    // `zfs load-key -a` at boot does not trip over a wrong file.
     let mut ok = true;
     for c in children {
         ok = ok
-            && step(format!("load the key of {c}"), zfs.load_key(c, Some(uri)))
-            && step(format!("re-parent {c} under {top}'s key"), zfs.change_key_inherit(c));
+            && step(
+                format!("load the key of {c} with {uri} (if it had a key of its own, load that: zfs load-key -L URI {c}, then zfs set keylocation=URI {c})"),
+                zfs.load_key(c, Some(uri)),
+            )
+            && step(format!("set keylocation on {c}"), zfs.set_keylocation(c, uri));
     }
     if !ok {
         return Exit::Error;
@@ -534,8 +549,8 @@ fn keys(
     // inherited from where it sits).
     let mountpoint = zfs.get_value(top.as_str(), "mountpoint").unwrap_or_default();
     if !mountpoint.starts_with('/') {
-        println!("{top} is unlocked with {uri} (one key for the whole tree), not mounted: it has mountpoint={mountpoint} here. Give it one, and it mounts: zfs set mountpoint=/PATH {top}");
-        note_pins(args, children);
+        println!("{top} is unlocked with {uri} (one key file for the whole tree), not mounted: it has mountpoint={mountpoint} here. Give it one, and it mounts: zfs set mountpoint=/PATH {top}");
+        say_keys(top, uri);
         return exit;
     }
     for d in std::iter::once(&top).chain(children.iter()) {
@@ -546,8 +561,8 @@ fn keys(
     if !ok {
         return Exit::Error;
     }
-    println!("{top} is unlocked with {uri} (one key for the whole tree) and mounted at {mountpoint}");
-    note_pins(args, children);
+    println!("{top} is unlocked with {uri} (one key file for the whole tree) and mounted at {mountpoint}");
+    say_keys(top, uri);
     exit
 }
 
@@ -603,16 +618,9 @@ fn restore_properties(zfs: &Zfs, manifest: &Manifest, restored: &[Step], apply: 
     Ok(n)
 }
 
-/// Re-parenting re-wraps each child's key, which the box refuses from then
-/// on (it cannot tell that from a compromised source re-keying its
-/// history): a restore in place that backups continue from needs the box
-/// owner to accept the children's new wrapping once.
-fn note_pins(args: &RestoreArgs, children: &[&Dataset]) {
-    if children.is_empty() || args.target.is_none() {
-        return;
-    }
+/// What the restored tree's keys look like, and how to unlock it again.
+fn say_keys(top: &Dataset, uri: &str) {
     println!(
-        "note: once re-parented, each child's key is re-wrapped, and the box refuses it until its owner accepts, as root on the box: zfs inherit -r zoffsite:keywrap ROOT/{}",
-        args.dataset
+        "Each restored dataset is its own encryption root with keylocation={uri}, wrapped exactly as the box holds it, so backups go on from it as before. After a reboot: zfs load-key -r {top}, then mount. Leave the keys as they are: a zfs change-key (-i included) is a key change the box refuses (docs/restore.md)."
     );
 }
