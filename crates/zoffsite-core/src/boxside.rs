@@ -101,6 +101,12 @@ pub const DEFAULT_PATH: &str = "/etc/zoffsite/box.toml";
 /// seconds, box clock), written by `serve`.
 pub const RECEIVED_PROPERTY: &str = "zoffsite:received";
 
+/// The user property, set locally on each received dataset, holding the
+/// fingerprint of the wrapped key it was first received with
+/// ([`crate::nvlist::KeyWrap`]), written by `serve`. Only the box owner
+/// clears it, to accept a key change.
+pub const KEYWRAP_PROPERTY: &str = "zoffsite:keywrap";
+
 /// The user property on the root holding the time of the last sane
 /// `box prune` or `box check` (Unix seconds, box clock).
 pub const LASTRUN_PROPERTY: &str = "zoffsite:lastrun";

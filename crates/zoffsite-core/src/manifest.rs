@@ -104,8 +104,15 @@ pub struct ToSet {
 
 /// Properties that are not set again: the key's (a restore sets the key
 /// itself), and zoffsite's own bookkeeping on the box.
-const NOT_RESTORED: &[&str] =
-    &["encryption", "keylocation", "keyformat", "pbkdf2iters", "pbkdf2salt", "zoffsite:keywrap", "zoffsite:received"];
+const NOT_RESTORED: &[&str] = &[
+    "encryption",
+    "keylocation",
+    "keyformat",
+    "pbkdf2iters",
+    "pbkdf2salt",
+    crate::boxside::KEYWRAP_PROPERTY,
+    crate::boxside::RECEIVED_PROPERTY,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -414,7 +414,7 @@ pub fn pack(list: &NvList, big_endian: bool) -> Vec<u8> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyWrap([u8; 32]);
 
-/// Text form, as stored in the box's `zoffsite:keywrap` property.
+/// Text form, as stored in the box's [`crate::boxside::KEYWRAP_PROPERTY`].
 const KEYWRAP_PREFIX: &str = "sha256:";
 
 impl KeyWrap {

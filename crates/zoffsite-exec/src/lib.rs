@@ -1,14 +1,17 @@
 //! The imperative shell of zoffsite: everything that starts a process.
 //!
-//! [`process`] is the only place a child process is spawned; [`zfs`] builds
-//! every zfs argv; [`ssh`] builds the one ssh argv; [`remote`] speaks the
-//! protocol to a box over it. Decisions are made in `zoffsite-core`; this
-//! crate gathers facts and carries plans out.
+//! [`process`] spawns every child process but one: [`remote`] spawns the
+//! ssh to the box itself, since its pipes are the session (by the argv
+//! [`ssh`] builds, never a shell, its stderr collected bounded). [`zfs`]
+//! builds every zfs argv; [`remote`] speaks the protocol to a box, and
+//! [`proto::server`] is the box's end of it. Decisions are made in
+//! `zoffsite-core`; this crate gathers facts and carries plans out.
 
 pub mod journal;
 pub mod lock;
 pub mod manifest_file;
 pub mod process;
+pub mod proto;
 pub mod remote;
 pub mod rundir;
 pub mod splice;

@@ -1,0 +1,1298 @@
+//! The box's side of the protocol: what `zoffsite serve --root DATASET`
+//! runs for each session.
+//!
+//! `serve` is the forced command of the source's key in the box's
+//! `authorized_keys`, so this is all a holder of that key can run.
+//! Invariants:
+//!
+//! - Whatever the client asked SSH to run (`SSH_ORIGINAL_COMMAND`) is
+//!   ignored (by the command): only protocol requests are served, each
+//!   mapped to a fixed argv from [`crate::zfs`].
+//! - Only `ROOT/<source dataset>` is ever written, with `zfs receive -u -s`
+//!   (never `-F`), and missing parents are created unmounted. Nothing is
+//!   destroyed, rolled back, renamed, mounted, and no key is ever loaded.
+//! - A stream reaches `zfs receive` only after its BEGIN record shows a raw
+//!   single-dataset stream for exactly the requested snapshot GUID and base;
+//!   every later record header is checked before `zfs receive` has it whole
+//!   ([`super::pump`]).
+//! - The output is the protocol channel: logs go to `tracing` (stderr),
+//!   children never inherit stdout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixListener;
+
+use zoffsite_core::boxside::{self, KEYWRAP_PROPERTY, RECEIVED_PROPERTY};
+use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
+use zoffsite_core::nvlist::{KeyWrap, NvError};
+use zoffsite_core::parse::SnapshotRow;
+use zoffsite_core::protocol::{
+    self, ErrorCode, Frame, FrameHead, ProtoError, RemoteDataset, RemoteSnapshot, Request, Response, MAX_LIST_DATASETS,
+    MAX_REQUEST_LEN, PROTOCOL_NAME, PROTOCOL_VERSION,
+};
+use zoffsite_core::records::{Expect, Held, StreamError, StreamValidator, Summary};
+
+use super::pump::{pump, PumpError, Sink};
+use crate::process::Running;
+use crate::zfs::{Zfs, ZfsError};
+
+/// Ends the session (after telling the client, where possible).
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    #[error("{0}")]
+    Proto(#[from] ProtoError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A request-level failure: answered with an `Error` message; the session
+/// goes on.
+struct Reject {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Reject {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl From<ZfsError> for Reject {
+    fn from(e: ZfsError) -> Self {
+        let code = match e {
+            ZfsError::NoSpace { .. } => ErrorCode::NoSpace,
+            _ => ErrorCode::Zfs,
+        };
+        Reject::new(code, e.to_string())
+    }
+}
+
+/// Where `serve` reads the source's frames from. Unbuffered on purpose:
+/// stream payloads are spliced from the descriptor when there is one, so no
+/// byte may sit in a user-space buffer in front of it.
+pub trait Input: Read {
+    /// The descriptor to splice from, if any.
+    fn splice_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+
+impl Input for std::fs::File {
+    fn splice_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
+}
+
+impl Input for io::Cursor<Vec<u8>> {}
+
+/// One session of the box's side: reads the source's requests from
+/// `input`, answers on `output`, runs zfs through `zfs`, and writes only
+/// under `root`.
+pub struct Server<R: Input, W: Write> {
+    zfs: Zfs,
+    root: Dataset,
+    /// Part of every dataset lock's name: empty in production; tests that
+    /// run servers side by side give each its own.
+    lock_scope: String,
+    input: R,
+    output: W,
+}
+
+impl<R: Input, W: Write> Server<R, W> {
+    /// A session served from `input` to `output`, under `root`. The lock
+    /// scope is empty: every session of the box shares its dataset locks.
+    pub fn new(zfs: Zfs, root: Dataset, input: R, output: W) -> Self {
+        Self { zfs, root, lock_scope: String::new(), input, output }
+    }
+
+    /// Gives this server's dataset locks their own namespace, so that
+    /// servers run side by side (tests, the fuzzer) do not hold each other
+    /// up. Production never sets it.
+    pub fn with_lock_scope(mut self, scope: impl Into<String>) -> Self {
+        self.lock_scope = scope.into();
+        self
+    }
+
+    fn reply(&mut self, r: &Response) -> io::Result<()> {
+        protocol::write_msg(&mut self.output, r)?;
+        self.output.flush()
+    }
+
+    fn reject(&mut self, r: Reject) -> io::Result<()> {
+        tracing::warn!(code = ?r.code, "{}", r.message);
+        self.reply(&Response::Error { code: r.code, message: r.message })
+    }
+
+    /// Serves one session: the hello, then requests until `Bye` or the
+    /// end of the input. An error ends the session (the client was told,
+    /// where possible).
+    pub fn serve(&mut self) -> Result<(), Fatal> {
+        self.handshake()?;
+        loop {
+            let req = match protocol::read_frame(&mut self.input, MAX_REQUEST_LEN) {
+                Ok(Frame::Msg(b)) => protocol::decode::<Request>(&b),
+                Ok(_) => Err(ProtoError::Violation("stream data outside a receive".into())),
+                Err(ProtoError::Closed) => return Ok(()),
+                Err(e) => Err(e),
+            };
+            let req = match req {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = self.reject(Reject::new(ErrorCode::Protocol, e.to_string()));
+                    return Err(e.into());
+                }
+            };
+            match req {
+                Request::Hello { .. } => {
+                    self.reject(Reject::new(ErrorCode::Protocol, "hello sent twice"))?;
+                    return Err(Fatal::Refused("hello sent twice".into()));
+                }
+                Request::List { datasets } => {
+                    let r = match self.list(&datasets) {
+                        Ok(l) => self.reply(&Response::Listing { datasets: l }),
+                        Err(rej) => self.reject(rej),
+                    };
+                    r?;
+                }
+                Request::Receive { dataset, snapshot, guid, from, resume } => {
+                    self.receive(&dataset, &snapshot, guid, from, resume)?
+                }
+                Request::Abort { dataset } => {
+                    let r = match self.abort(&dataset) {
+                        Ok(()) => self.reply(&Response::Aborted { dataset }),
+                        Err(rej) => self.reject(rej),
+                    };
+                    r?;
+                }
+                Request::ListTree { dataset } => {
+                    let r = match self.list_tree(&dataset) {
+                        Ok(l) => self.reply(&Response::Listing { datasets: l }),
+                        Err(rej) => self.reject(rej),
+                    };
+                    r?;
+                }
+                Request::Send { dataset, snapshot } => self.send(&dataset, &snapshot)?,
+                Request::Health => {
+                    let pool = self.root.pool().to_owned();
+                    let r = match self.zfs.pool_health(&pool).and_then(|h| Ok((h, self.zfs.last_scrub(&pool)?))) {
+                        Ok((health, last_scrub)) => self.reply(&Response::Health { pool, health, last_scrub }),
+                        Err(e) => self.reject(Reject::from(e)),
+                    };
+                    r?;
+                }
+                Request::Bye => return Ok(()),
+            }
+        }
+    }
+
+    fn list_tree(&mut self, asked: &Dataset) -> Result<Vec<RemoteDataset>, Reject> {
+        let (datasets, snapshots) = self.zfs.list_box(&self.root)?;
+        Ok(zoffsite_core::boxside::tree_listing(&self.root, asked, datasets, snapshots))
+    }
+
+    /// Sends one snapshot under the root back to the source, raw: the only
+    /// way anything leaves the box, and it is ciphertext (`zfs send -w`;
+    /// the box never has a key, so nothing else could be sent).
+    fn send(&mut self, dataset: &Dataset, snapshot: &SnapName) -> Result<(), Fatal> {
+        let snap = match self.root.join(dataset).and_then(|t| t.snapshot(snapshot)) {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(self.reject(Reject::new(
+                    ErrorCode::Refused,
+                    format!("{dataset}@{snapshot} under {}: {e}", self.root),
+                ))?)
+            }
+        };
+        let guid = match self.zfs.snapshot_guid(&snap) {
+            Ok(g) => g,
+            Err(e) => return Ok(self.reject(Reject::from(e))?),
+        };
+        let cmd = self.zfs.send_raw(&snap, None);
+        let mut running = match Running::with_stdout(&cmd) {
+            Ok(r) => r,
+            Err(e) => return Ok(self.reject(Reject::new(ErrorCode::Zfs, e.to_string()))?),
+        };
+        tracing::info!(snapshot = %snap, "sending back for a restore");
+        self.reply(&Response::Sending { dataset: dataset.clone(), snapshot: snapshot.clone(), guid })?;
+        let mut out = running.child.stdout.take().expect("piped");
+        let mut buf = vec![0u8; protocol::MAX_DATA_LEN];
+        let mut bytes = 0u64;
+        let read_failed = loop {
+            match out.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(n) => {
+                    if let Err(e) = protocol::write_data(&mut self.output, &buf[..n]) {
+                        let _ = running.kill();
+                        return Err(e.into());
+                    }
+                    bytes += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break true,
+            }
+        };
+        drop(out);
+        protocol::write_end(&mut self.output)?;
+        let done = if read_failed { running.kill() } else { running.finish() };
+        match done {
+            Ok(o) if o.success() && !read_failed => self.reply(&Response::Sent { bytes })?,
+            Ok(o) => self.reject(Reject::from(Zfs::stream_error(&cmd, snap.dataset.as_str(), o)))?,
+            Err(e) => self.reject(Reject::new(ErrorCode::Zfs, e.to_string()))?,
+        }
+        Ok(())
+    }
+
+    fn handshake(&mut self) -> Result<(), Fatal> {
+        let hello = protocol::read_msg::<Request>(&mut self.input, MAX_REQUEST_LEN);
+        match hello {
+            Ok(Request::Hello { protocol, version, client }) if protocol == PROTOCOL_NAME => {
+                tracing::info!(client = %protocol::sanitize(&client, 100), version, "hello");
+                if version != PROTOCOL_VERSION {
+                    let msg = format!("this box speaks protocol version {PROTOCOL_VERSION}, not {version}: install the same zoffsite version on both sides");
+                    self.reject(Reject::new(ErrorCode::Version, msg.clone()))?;
+                    return Err(Fatal::Refused(msg));
+                }
+            }
+            Err(ProtoError::Io(e)) => return Err(e.into()),
+            _ => {
+                let msg = "expected a zoffsite hello; this command only speaks the zoffsite protocol (it is the forced command of a backup key)";
+                let _ = self.reject(Reject::new(ErrorCode::Protocol, msg));
+                return Err(Fatal::Refused(msg.into()));
+            }
+        }
+        // The root must exist before anything is received under it; serve
+        // never creates it (that is the box owner's decision).
+        let usable = self.zfs.exists(&self.root);
+        if !matches!(usable, Ok(true)) {
+            let why = match usable {
+                Err(e) => e.to_string(),
+                Ok(_) => "it does not exist".into(),
+            };
+            let msg = format!(
+                "box root {} is not usable ({why}). On the box, create it: zfs create -o canmount=off -o mountpoint=none {}",
+                self.root, self.root
+            );
+            self.reject(Reject::new(ErrorCode::Root, msg.clone()))?;
+            return Err(Fatal::Refused(msg));
+        }
+        // Placeholders inherit the root's mountpoint; with `none` nothing
+        // under the root can ever be mounted on the box.
+        match self.zfs.get_value(self.root.as_str(), "mountpoint") {
+            Ok(m) if m == "none" => {}
+            other => {
+                let msg = format!(
+                    "box root {} must have mountpoint=none so that nothing under it is ever mounted (it is {}); on the box run: zfs set mountpoint=none {}",
+                    self.root,
+                    other.map_or_else(|e| e.to_string(), |m| format!("{m:?}")),
+                    self.root
+                );
+                self.reject(Reject::new(ErrorCode::Root, msg.clone()))?;
+                return Err(Fatal::Refused(msg));
+            }
+        }
+        self.reply(&Response::Hello {
+            protocol: PROTOCOL_NAME.into(),
+            version: PROTOCOL_VERSION,
+            server: format!("zoffsite {}", env!("CARGO_PKG_VERSION")),
+            root: self.root.clone(),
+        })?;
+        Ok(())
+    }
+
+    fn list(&mut self, asked: &[Dataset]) -> Result<Vec<RemoteDataset>, Reject> {
+        if asked.len() > MAX_LIST_DATASETS {
+            return Err(Reject::new(ErrorCode::Protocol, format!("at most {MAX_LIST_DATASETS} datasets per list")));
+        }
+        let (datasets, snapshots) = self.zfs.list_box(&self.root)?;
+        let tokens: BTreeMap<Dataset, Option<String>> =
+            datasets.into_iter().map(|r| (r.dataset, r.resume_token)).collect();
+        let mut snaps: BTreeMap<Dataset, Vec<RemoteSnapshot>> = BTreeMap::new();
+        for s in snapshots {
+            snaps.entry(s.snapshot.dataset).or_default().push(RemoteSnapshot {
+                name: s.snapshot.name,
+                guid: s.guid,
+                createtxg: s.createtxg,
+            });
+        }
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for d in asked {
+            if !seen.insert(d) {
+                continue;
+            }
+            let Ok(local) = self.root.join(d) else {
+                out.push(RemoteDataset { name: d.clone(), exists: false, snapshots: vec![], resume_token: None });
+                continue;
+            };
+            let exists = tokens.contains_key(&local);
+            out.push(RemoteDataset {
+                name: d.clone(),
+                exists,
+                snapshots: snaps.remove(&local).unwrap_or_default(),
+                resume_token: tokens.get(&local).cloned().flatten(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Handles one `Receive` and its stream. Exactly one answer is sent,
+    /// and the stream is always consumed up to its `E` frame.
+    /// Discards partial-receive state of one dataset under the root, and
+    /// only if it has some: this cannot touch received snapshots.
+    fn abort(&mut self, dataset: &Dataset) -> Result<(), Reject> {
+        let target = self.root.join(dataset).map_err(|e| Reject::new(ErrorCode::Refused, e.to_string()))?;
+        let _lock = self.lock_dataset(&target)?;
+        let partial =
+            self.zfs.list_receiver(&self.root)?.into_iter().any(|r| r.dataset == target && r.resume_token.is_some());
+        if !partial {
+            return Err(Reject::new(ErrorCode::Conflict, format!("{target} has no partial receive to abort")));
+        }
+        tracing::warn!(dataset = %target, "aborting partial receive at the source's request");
+        match self.zfs.abort_receive(&target) {
+            Ok(()) => Ok(()),
+            // Under `box init`'s delegation the kernel refuses this: for an
+            // interrupted *full* receive it is a destroy. Only the box's
+            // owner may discard it; say exactly how.
+            Err(ZfsError::PermissionDenied { stderr }) => Err(Reject::new(
+                ErrorCode::Refused,
+                format!(
+                    "the box user may not discard the partial receive of {target} (the kernel counts it as a destroy: {stderr}). The box owner discards it, as root on the box: zfs receive -A {target}"
+                ),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn receive(
+        &mut self,
+        dataset: &Dataset,
+        snapshot: &SnapName,
+        guid: Guid,
+        from: Option<Guid>,
+        resume: bool,
+    ) -> Result<(), Fatal> {
+        let target = match self.root.join(dataset).and_then(|t| t.snapshot(snapshot).map(|_| t)) {
+            Ok(t) => t,
+            Err(e) => {
+                return self.reject_and_drain(Reject::new(
+                    ErrorCode::Refused,
+                    format!("{dataset}@{snapshot} under {}: {e}", self.root),
+                ))
+            }
+        };
+        if dataset.depth() > MAX_NESTING {
+            return self.reject_and_drain(Reject::new(
+                ErrorCode::Refused,
+                format!("{dataset} is nested {} levels deep; the box takes at most {MAX_NESTING}", dataset.depth()),
+            ));
+        }
+        // From here to the answer, no other session touches this dataset:
+        // the pin read below must still hold when the stream is checked
+        // against it, and the listing must still be what the box holds.
+        let _lock = match self.lock_dataset(&target) {
+            Ok(l) => l,
+            Err(rej) => return self.reject_and_drain(rej),
+        };
+        // What the box holds of it: a stream may only add to this, and only
+        // snapshots above it (by the box's createtxg) get a receive stamp.
+        let before = match self.zfs.dataset_snapshots(&target) {
+            Ok(b) => b,
+            Err(e) => return self.reject_and_drain(e.into()),
+        };
+        // The wrapped key the box's copy was first received with, if any:
+        // a stream with another one would re-wrap the whole history.
+        let pinned = if from.is_some() || resume {
+            match self.pinned_key(&target) {
+                Ok(k) => k,
+                Err(rej) => return self.reject_and_drain(rej),
+            }
+        } else {
+            None
+        };
+        // Hold the stream back until its first substream's BEGIN record and
+        // key data have been checked (raw, the requested base, this dataset,
+        // the pinned key, nothing the box holds already): `zfs receive`
+        // sees no byte of a stream that fails that.
+        let mut validator = StreamValidator::new(Expect {
+            from,
+            to: guid,
+            resuming: resume,
+            key: pinned,
+            name: Some(snapshot.clone()),
+            held: Held {
+                names: before.iter().map(|s| s.snapshot.name.clone()).collect(),
+                guids: before.iter().map(|s| s.guid).collect(),
+            },
+        });
+        let mut head = Vec::new();
+        let mut ended = false;
+        while validator.key().is_none() {
+            match protocol::read_frame(&mut self.input, 0)? {
+                Frame::Data(d) => {
+                    if let Err(e) = validator.feed(&d) {
+                        return self.reject_and_drain(refused(&target, e));
+                    }
+                    head.extend_from_slice(&d);
+                    if head.len() > MAX_HEAD {
+                        return self.reject_and_drain(Reject::new(
+                            ErrorCode::Refused,
+                            format!("refused stream for {target}: no substream within its first {MAX_HEAD} bytes"),
+                        ));
+                    }
+                }
+                Frame::End => {
+                    ended = true;
+                    break;
+                }
+                Frame::Msg(_) => return Err(ProtoError::Violation("message inside a stream".into()).into()),
+            }
+        }
+        let check = match validator.substreams().first() {
+            None => Err("the stream ended before its first snapshot".to_owned()),
+            // (The validator checked its name against the request.) A single-snapshot stream must be exactly the requested one.
+            Some((s, g)) if !validator.is_compound() && *g != guid => {
+                Err(format!("stream is for @{} (guid {g}), not the requested @{snapshot} (guid {guid})", s.name))
+            }
+            Some(_) => Ok(()),
+        };
+        if let Err(why) = check {
+            let rej = Reject::new(ErrorCode::Refused, format!("refused stream for {target}: {why}"));
+            return if ended { Ok(self.reject(rej)?) } else { self.reject_and_drain(rej) };
+        }
+        if let Err(rej) = self.ensure_parents(&target) {
+            return self.reject_and_drain(rej);
+        }
+        let cmd = self.zfs.receive_append(&target);
+        let mut child = match Running::with_stdin(&cmd) {
+            Ok(c) => c,
+            Err(e) => return self.reject_and_drain(Reject::new(ErrorCode::Zfs, e.to_string())),
+        };
+        let mut sink = Sink::new(child.child.stdin.take());
+        sink.write(&head);
+        let mut scratch = Vec::new();
+        let mut invalid = None;
+        while !ended && !sink.broken {
+            let lost = match protocol::read_frame_head(&mut self.input, 0) {
+                // Every record header is checked before zfs receive sees it.
+                Ok(FrameHead::Data(len)) => match pump(&mut self.input, len, &mut validator, &mut sink, &mut scratch) {
+                    Ok(()) => None,
+                    Err(PumpError::Invalid(e)) => {
+                        invalid = Some(e);
+                        break;
+                    }
+                    Err(PumpError::Input(e)) => Some(e),
+                },
+                Ok(FrameHead::End) => {
+                    ended = true;
+                    None
+                }
+                Ok(FrameHead::Msg(_)) => {
+                    let _ = child.kill();
+                    return Err(ProtoError::Violation("message inside a stream".into()).into());
+                }
+                Err(e) => Some(e),
+            };
+            if let Some(e) = lost {
+                // The connection dropped mid-stream. Let `zfs receive` see
+                // the end of its input and save its resumable state (-s)
+                // before this process goes: the next run continues from
+                // there instead of starting over.
+                sink.close();
+                let out = child.finish();
+                tracing::warn!(dataset = %target, "connection lost mid-stream; partial state kept for resume: {out:?}");
+                self.stamp_what_landed(&target, &before, validator.substreams());
+                return Err(e.into());
+            }
+        }
+        if let Some(e) = invalid {
+            // Stop zfs receive before it commits anything more.
+            drop(sink);
+            let _ = child.kill();
+            self.stamp_what_landed(&target, &before, validator.substreams());
+            return self.reject_and_drain(refused(&target, e));
+        }
+        let broken = sink.close();
+        let out = child.finish().map_err(|e| Fatal::Refused(e.to_string()))?;
+        let streamed = validator.substreams().to_vec();
+        let mut received = None;
+        if out.success() {
+            match validator.finish() {
+                Ok(summary) => received = Some(summary),
+                Err(e) => {
+                    // zfs receive accepted what the validator did not:
+                    // report it, never confirm it.
+                    self.stamp_what_landed(&target, &before, &streamed);
+                    let rej = refused(&target, e);
+                    return Ok(self.reject(rej)?);
+                }
+            }
+        }
+        let answer = if let (Some(summary), false) = (received, broken) {
+            self.record_receive(&target, snapshot, &before, &summary, pinned).map(|g| Response::Received {
+                dataset: dataset.clone(),
+                snapshot: snapshot.clone(),
+                guid: g,
+            })
+        } else {
+            self.stamp_what_landed(&target, &before, &streamed);
+            let rej = Reject::from(Zfs::stream_error(&cmd, target.as_str(), out));
+            Err(match (rej.code, self.snapshot_limit_reached()) {
+                // ZFS reports a reached snapshot_limit as a space quota
+                // (EDQUOT): say which it is.
+                (ErrorCode::NoSpace, Some(why)) => Reject::new(ErrorCode::NoSpace, format!("{why} ({})", rej.message)),
+                _ => rej,
+            })
+        };
+        match answer {
+            Ok(r) => self.reply(&r)?,
+            Err(rej) => {
+                // zfs receive gave up before the stream ended: answer now so
+                // the source stops sending, then discard the rest.
+                return if ended { Ok(self.reject(rej)?) } else { self.reject_and_drain(rej) };
+            }
+        }
+        Ok(())
+    }
+
+    /// When the root's `snapshot_limit` (`box init --snapshot-limit`) is
+    /// reached: what to tell the source.
+    fn snapshot_limit_reached(&self) -> Option<String> {
+        let num = |prop: &str| self.zfs.get_value(self.root.as_str(), prop).ok()?.parse::<u64>().ok();
+        let limit = num("snapshot_limit").filter(|l| *l != u64::MAX)?;
+        let count = num("snapshot_count")?;
+        (count >= limit).then(|| {
+            format!(
+                "the box's snapshot_limit={limit} on {root} is reached ({count} snapshots): the box owner can let `zoffsite box prune` make room or raise it (zfs set snapshot_limit=N {root})",
+                root = self.root
+            )
+        })
+    }
+
+    /// The key fingerprint pinned on `target` (set locally: a child must
+    /// not inherit its parent's), or `None` before its first receive.
+    fn pinned_key(&self, target: &Dataset) -> Result<Option<KeyWrap>, Reject> {
+        match self.zfs.get_local(target.as_str(), KEYWRAP_PROPERTY)? {
+            None => Ok(None),
+            Some(v) => KeyWrap::parse(&v).map(Some).ok_or_else(|| {
+                Reject::new(
+                    ErrorCode::Refused,
+                    format!(
+                        "{target} has {KEYWRAP_PROPERTY}={:?}, which is not a key fingerprint zoffsite wrote, so the stream's key cannot be checked and nothing was received. The box owner can clear it, as root on the box: zfs inherit {KEYWRAP_PROPERTY} {target}",
+                        protocol::sanitize(&v, 100)
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// After `zfs receive` accepted a stream, and before the source is
+    /// answered (so that a source hanging up on the answer cannot leave
+    /// the work undone): stamps the snapshots this receive created, pins
+    /// the key at a first receive, and returns the requested snapshot's
+    /// GUID as the box now holds it.
+    fn record_receive(
+        &self,
+        target: &Dataset,
+        snapshot: &SnapName,
+        before: &[SnapshotRow],
+        summary: &Summary,
+        pinned: Option<KeyWrap>,
+    ) -> Result<Guid, Reject> {
+        let after = self.zfs.dataset_snapshots(target)?;
+        let created = boxside::created_by_receive(before, &after, &summary.snapshots);
+        self.stamp_received(target, &created);
+        if let (None, Some(key)) = (pinned, summary.key) {
+            self.pin_key(target, key)?;
+        }
+        after.iter().find(|s| s.snapshot.name == *snapshot).map(|s| s.guid).ok_or_else(|| {
+            Reject::new(ErrorCode::Zfs, format!("zfs receive succeeded, but {target}@{snapshot} is not on the box"))
+        })
+    }
+
+    /// After a receive that did not complete: the earlier substreams of a
+    /// compound stream may have landed all the same. They are stamped like
+    /// any other new snapshot (best effort: this is already a failure).
+    fn stamp_what_landed(&self, target: &Dataset, before: &[SnapshotRow], streamed: &[(Snapshot, Guid)]) {
+        if streamed.is_empty() {
+            return;
+        }
+        match self.zfs.dataset_snapshots(target) {
+            Ok(after) => self.stamp_received(target, &boxside::created_by_receive(before, &after, streamed)),
+            Err(e) => tracing::warn!("cannot list {target} to stamp what an incomplete receive left: {e}"),
+        }
+    }
+
+    /// Pins the key `target` was first received with: from now on only
+    /// streams with this wrapped key are received into it. A failure is
+    /// the answer: the snapshot is on the box, but the source must hear
+    /// that its key is not pinned (the next receive would take any key).
+    fn pin_key(&self, target: &Dataset, key: KeyWrap) -> Result<(), Reject> {
+        tracing::info!(dataset = %target, %key, "pinning the dataset's wrapped key");
+        self.zfs.set_user_property(&[target.to_string()], KEYWRAP_PROPERTY, &key.to_string()).map_err(|e| {
+            Reject::new(
+                ErrorCode::Zfs,
+                format!("{target} was received, but its wrapped key could not be pinned (the next receive tries again): {e}"),
+            )
+        })
+    }
+
+    /// Records the box's own clock on each snapshot this receive created.
+    /// Box retention ages snapshots by this, never by their `creation`,
+    /// which the sender controls. Write-once: a snapshot that already has
+    /// a stamp of its own keeps it. A failure leaves a snapshot unstamped,
+    /// which box retention then ages by its txg journal (`boxside`).
+    fn stamp_received(&self, target: &Dataset, created: &[&SnapshotRow]) {
+        let names: Vec<String> = created.iter().map(|s| s.snapshot.to_string()).collect();
+        let stamped = match self.zfs.local_values(&names, RECEIVED_PROPERTY) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("cannot read the receive stamps of {target}'s new snapshots, so none is written: {e}");
+                return;
+            }
+        };
+        let todo: Vec<String> = names.into_iter().filter(|n| !stamped.contains_key(n)).collect();
+        let now = jiff::Timestamp::now().as_second().to_string();
+        if let Err(e) = self.zfs.set_user_property(&todo, RECEIVED_PROPERTY, &now) {
+            tracing::warn!("cannot record the receive time of {} snapshots of {target}: {e}", todo.len());
+        }
+    }
+
+    /// One session at a time per dataset: taken for the whole of a receive
+    /// or an abort, released when the value is dropped (or the process
+    /// dies). An abstract Unix socket is the lock: it needs no directory
+    /// the box user could be tricked into, and the kernel frees it with
+    /// its holder. Its name is per network namespace, which all of sshd's
+    /// sessions share.
+    fn lock_dataset(&self, target: &Dataset) -> Result<UnixListener, Reject> {
+        use sha2::Digest;
+        use std::os::linux::net::SocketAddrExt;
+        let digest = sha2::Sha256::digest(format!("{}\0{target}", self.lock_scope));
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(format!("zoffsite-serve/{hex}"))
+            .map_err(|e| Reject::new(ErrorCode::Internal, e.to_string()))?;
+        UnixListener::bind_addr(&addr).map_err(|e| match e.kind() {
+            io::ErrorKind::AddrInUse => Reject::new(
+                ErrorCode::Conflict,
+                format!("another session is receiving into {target} right now; the next backup tries again"),
+            ),
+            _ => Reject::new(ErrorCode::Internal, format!("cannot take the receive lock of {target}: {e}")),
+        })
+    }
+
+    fn reject_and_drain(&mut self, rej: Reject) -> Result<(), Fatal> {
+        self.reject(rej)?;
+        loop {
+            match protocol::read_frame(&mut self.input, 0)? {
+                Frame::Data(_) => {}
+                Frame::End => return Ok(()),
+                Frame::Msg(_) => return Err(ProtoError::Violation("message inside a stream".into()).into()),
+            }
+        }
+    }
+
+    /// Creates the missing ancestors of `target` below the root, unmounted.
+    fn ensure_parents(&mut self, target: &Dataset) -> Result<(), Reject> {
+        // Only the ancestors are looked at (at most MAX_NESTING), never the
+        // whole root: a source must not make each receive cost a listing
+        // of everything it ever created.
+        for a in target.ancestors_below(&self.root) {
+            if !self.zfs.exists(&a)? {
+                tracing::info!(dataset = %a, "creating placeholder parent");
+                self.zfs.create_placeholder(&a)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How deep a source's dataset name may be (components, pool included):
+/// each level may be a placeholder `serve` creates, and a 255-byte name
+/// could otherwise nest over a hundred. Real trees are a few levels deep.
+const MAX_NESTING: usize = 16;
+
+/// Most bytes held back from `zfs receive` while waiting for the first
+/// substream's BEGIN record (a `-I` stream's compound header before it is
+/// 624 bytes; a substream BEGIN's payload, the wrapped key, about 1 KiB).
+const MAX_HEAD: usize = 1 << 20;
+
+fn refused(target: &Dataset, e: StreamError) -> Reject {
+    let fix = match e {
+        StreamError::KeyChanged { .. } => format!(
+            ". That part was not received, and no snapshot on the box changed its key. If you changed the key yourself, have the box owner accept the new key, as root on the box: zfs inherit {KEYWRAP_PROPERTY} {target} (that dataset only; add -r only if you changed the key of every dataset below it too, since -r clears all their pins). The next backup then re-wraps the box's copy with it. If you did not change the key, the source may be compromised: leave the box as it is"
+        ),
+        StreamError::KeyData { error: NvError::Duplicate { .. } | NvError::NotCanonical { .. }, .. } => {
+            ". OpenZFS never writes key data like that: the stream was crafted, so the source may be compromised. That part \
+             was not received"
+                .to_owned()
+        }
+        _ => String::new(),
+    };
+    Reject::new(ErrorCode::Refused, format!("refused stream for {target}: {e}{fix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Error paths of `serve` against a fake `zfs` that logs its argv. The
+    //! real behaviour (real receives, real refusals by the kernel) is tested
+    //! end to end in the VM.
+    use super::*;
+    use std::io::Cursor;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+    use zoffsite_core::stream::{encode_begin, FEATURE_RAW};
+
+    struct Fake {
+        // Removed (with the fake and its log) when the test ends.
+        _tmp: tempfile::TempDir,
+        dir: PathBuf,
+    }
+
+    impl Fake {
+        fn new() -> Self {
+            Self::with_mountpoint("none")
+        }
+
+        fn with_mountpoint(mountpoint: &str) -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().to_owned();
+            let script = format!(
+                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) case \"$*\" in *'-t snapshot '*) if [ -e '{d}/done' ]; then cat '{d}/after'; else cat '{d}/before' 2>/dev/null; fi;; *'-o name -t filesystem,volume offsite/home/'*) echo \"cannot open '$7': dataset does not exist\" >&2; exit 1;; esac; exit 0;;\n receive) cat >> '{data}' && touch '{d}/done'; exit 0;;\n get) case \"$*\" in *mountpoint*) echo {mountpoint};; *keywrap*) cat '{keywrap}' 2>/dev/null;; *zoffsite:received*) cat '{d}/stamps' 2>/dev/null;; *) echo 10546291128629098134;; esac; exit 0;;\n create) exit 0;;\n set) exit 0;;\nesac\nexit 1\n",
+                log = dir.join("log").display(),
+                data = dir.join("received").display(),
+                keywrap = dir.join("keywrap").display(),
+                d = dir.display(),
+            );
+            // What the box's copy holds once a receive ran: the snapshots of
+            // the test streams (before it: nothing, unless a test says so).
+            std::fs::write(
+                dir.join("after"),
+                format!("{T}@s1\t{S1}\t10\t1\n{T}@s2\t{S2}\t11\t1\n{T}@s3\t{S3}\t12\t1\n{T}@s4\t{S4}\t13\t1\n"),
+            )
+            .unwrap();
+            std::fs::write(dir.join("zfs"), script).unwrap();
+            std::fs::set_permissions(dir.join("zfs"), std::fs::Permissions::from_mode(0o755)).unwrap();
+            Fake { _tmp: tmp, dir }
+        }
+
+        fn log(&self) -> String {
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        }
+
+        fn serve(&self, input: Vec<u8>) -> (Result<(), Fatal>, Vec<Response>) {
+            self.serve_from(Cursor::new(input))
+        }
+
+        /// Through a real pipe, as sshd gives it: the stream's payloads
+        /// are then spliced.
+        fn serve_piped(&self, input: Vec<u8>) -> (Result<(), Fatal>, Vec<Response>) {
+            let (r, mut w) = std::io::pipe().unwrap();
+            let writer = std::thread::spawn(move || {
+                // serve may stop reading early (a refused session).
+                let _ = w.write_all(&input);
+            });
+            let out = self.serve_from(std::fs::File::from(std::os::fd::OwnedFd::from(r)));
+            writer.join().unwrap();
+            out
+        }
+
+        fn serve_from(&self, input: impl Input) -> (Result<(), Fatal>, Vec<Response>) {
+            let mut s = Server::new(
+                Zfs::with_binary(self.dir.join("zfs")),
+                Dataset::new("offsite/home").unwrap(),
+                input,
+                Vec::new(),
+            )
+            .with_lock_scope(self.dir.display().to_string());
+            let r = s.serve();
+            let mut out = Cursor::new(s.output);
+            let mut msgs = Vec::new();
+            while let Ok(m) = protocol::read_msg::<Response>(&mut out, usize::MAX) {
+                msgs.push(m);
+            }
+            (r, msgs)
+        }
+    }
+
+    fn hello() -> Vec<u8> {
+        let mut v = Vec::new();
+        protocol::write_msg(&mut v, &Request::Hello { protocol: "zoffsite".into(), version: 1, client: "t".into() })
+            .unwrap();
+        v
+    }
+
+    /// Real streams captured from OpenZFS 2.3.2 (see zoffsite-core's
+    /// testdata/capture.sh): a raw full send of t/src@s1, and a non-raw
+    /// incremental t/plain@p1 -> @p2 of an unencrypted dataset.
+    const RAW_FULL: &[u8] = include_bytes!("../../../zoffsite-core/testdata/raw-full.zstream");
+    const S1: u64 = 10546291128629098134;
+    const PLAIN_INCR: &[u8] = include_bytes!("../../../zoffsite-core/testdata/plain-incr.zstream");
+    const P1: u64 = 8786584037763858465;
+    const P2: u64 = 13308449606923206071;
+
+    fn request(snapshot: &str, guid: u64, from: Option<u64>, resume: bool) -> Request {
+        Request::Receive {
+            dataset: Dataset::new("tank/data").unwrap(),
+            snapshot: SnapName::new(snapshot).unwrap(),
+            guid: Guid::new(guid).unwrap(),
+            from: from.map(|f| Guid::new(f).unwrap()),
+            resume,
+        }
+    }
+
+    fn session(items: &[(Request, &[u8])]) -> Vec<u8> {
+        let mut v = hello();
+        for (req, stream) in items {
+            protocol::write_msg(&mut v, req).unwrap();
+            protocol::write_data(&mut v, stream).unwrap();
+            protocol::write_end(&mut v).unwrap();
+        }
+        protocol::write_msg(&mut v, &Request::Bye).unwrap();
+        v
+    }
+
+    const RAW: u64 = (1 << 16) | (1 << 22) | FEATURE_RAW;
+
+    /// RAW_FULL's BEGIN record (and its wrapped-key payload), then `writes`
+    /// 128 KiB WRITE records, each payload distinct, then an END: a stream
+    /// whose payloads are large enough to be spliced. `foreign_at` puts a
+    /// WRITE for another snapshot GUID at that position.
+    fn big_stream(writes: usize, foreign_at: Option<usize>) -> (Vec<u8>, usize) {
+        let begin = 312 + u32::from_le_bytes(RAW_FULL[4..8].try_into().unwrap()) as usize;
+        let mut s = RAW_FULL[..begin].to_vec();
+        let mut foreign_offset = 0;
+        for i in 0..writes {
+            let mut r = [0u8; 312];
+            r[0] = 3; // WRITE
+            let toguid = if foreign_at == Some(i) { S1 + 1 } else { S1 };
+            r[32..40].copy_from_slice(&(128u64 << 10).to_le_bytes()); // logical size
+            r[40..48].copy_from_slice(&toguid.to_le_bytes());
+            r[50] = 15; // compressed (zstd): the payload is the compressed size
+            r[96..104].copy_from_slice(&(128u64 << 10).to_le_bytes());
+            if foreign_at == Some(i) {
+                foreign_offset = s.len();
+            }
+            s.extend_from_slice(&r);
+            s.extend((0..128usize << 10).map(|j| (i * 31 + j / 7) as u8));
+        }
+        let mut end = [0u8; 312];
+        end[0] = 5;
+        end[40..48].copy_from_slice(&S1.to_le_bytes());
+        s.extend_from_slice(&end);
+        (s, foreign_offset)
+    }
+
+    #[test]
+    fn large_payloads_reach_zfs_receive_byte_for_byte_spliced_or_copied() {
+        let (stream, _) = big_stream(40, None);
+        for piped in [true, false] {
+            let f = Fake::new();
+            let input = session(&[(request("s1", S1, None, false), &stream)]);
+            let (r, msgs) = if piped { f.serve_piped(input) } else { f.serve(input) };
+            assert!(r.is_ok(), "{r:?}");
+            assert!(matches!(&msgs[..], [Response::Hello { .. }, Response::Received { .. }]), "{msgs:?}");
+            let got = std::fs::read(f.dir.join("received")).unwrap();
+            assert!(got == stream, "piped={piped}: {} bytes received of {}", got.len(), stream.len());
+        }
+    }
+
+    #[test]
+    fn a_bad_header_after_spliced_payloads_never_reaches_zfs_receive() {
+        let (stream, foreign) = big_stream(40, Some(25));
+        for piped in [true, false] {
+            let f = Fake::new();
+            let (good, _) = big_stream(3, None);
+            // The refused stream, then a good one in the same session: the
+            // frames stay in step after the refusal.
+            let input = session(&[(request("s1", S1, None, false), &stream), (request("s1", S1, None, false), &good)]);
+            let (r, msgs) = if piped { f.serve_piped(input) } else { f.serve(input) };
+            assert!(r.is_ok(), "{r:?}");
+            match &msgs[..] {
+                [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }, Response::Received { .. }] =>
+                {
+                    assert!(message.contains("is for snapshot GUID"), "{message}")
+                }
+                other => panic!("piped={piped}: {other:?}"),
+            }
+            // The fake's receives append to one file: what the first one
+            // got is a prefix of the stream that stops before the foreign
+            // header, then comes the whole good stream.
+            let got = std::fs::read(f.dir.join("received")).unwrap();
+            let (first, second) = got.split_at(got.len() - good.len());
+            assert!(second == good, "piped={piped}");
+            assert!(first.len() <= foreign && first == &stream[..first.len()], "piped={piped}: {} bytes", first.len());
+            assert!(first.len() > 20 * (128 << 10), "the records before it went through");
+        }
+    }
+
+    /// `zfs send -w -I @s1 t/src@s4`, a compound stream of 3 substreams.
+    const RAW_I: &[u8] = include_bytes!("../../../zoffsite-core/testdata/raw-I.zstream");
+    const S4: u64 = 3450180799739347870;
+    /// RAW_I's other two substreams (testdata/capture.log).
+    const S2: u64 = 16838371782063219762;
+    const S3: u64 = 6057413346056771907;
+    /// The box's copy of tank/data under the test root.
+    const T: &str = "offsite/home/tank/data";
+    /// `zfs send -w -t` of another dataset (t/big), with another key.
+    const RESUMED_INCR: &[u8] = include_bytes!("../../../zoffsite-core/testdata/raw-resumed-incr.zstream");
+
+    fn key_of(stream: &[u8]) -> KeyWrap {
+        let len = u32::from_le_bytes(stream[4..8].try_into().unwrap()) as usize;
+        KeyWrap::from_begin_payload(&stream[312..312 + len]).unwrap()
+    }
+
+    #[test]
+    fn the_first_receive_pins_the_key_and_a_pinned_key_is_not_pinned_again() {
+        let f = Fake::new();
+        let (r, msgs) = f.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
+        assert!(r.is_ok() && matches!(msgs[1], Response::Received { .. }), "{msgs:?}");
+        let pin = format!("set zoffsite:keywrap={} offsite/home/tank/data", key_of(RAW_FULL));
+        assert!(f.log().contains(&pin), "{}", f.log());
+
+        let f = Fake::new();
+        std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+        let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
+        assert!(r.is_ok() && matches!(msgs[1], Response::Received { .. }), "{msgs:?}");
+        assert!(f.log().contains("get -H -p -s local -o value zoffsite:keywrap offsite/home/tank/data"), "{}", f.log());
+        assert!(!f.log().contains("set zoffsite:keywrap"), "{}", f.log());
+    }
+
+    #[test]
+    fn a_re_keyed_stream_is_refused_before_zfs_receive_sees_it() {
+        let f = Fake::new();
+        // The box's copy was first received with t/big's key: t/src's
+        // streams now carry another (as after `zfs change-key`).
+        std::fs::write(f.dir.join("keywrap"), key_of(RESUMED_INCR).to_string()).unwrap();
+        let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
+        assert!(r.is_ok(), "{r:?}");
+        match &msgs[..] {
+            [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
+                assert!(message.contains("different encryption key"), "{message}");
+                assert!(
+                    message.contains("zfs inherit zoffsite:keywrap offsite/home/tank/data (that dataset only"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!f.log().contains("receive"), "{}", f.log());
+        // A value the owner (or anyone) wrote by hand is not trusted either.
+        let f = Fake::new();
+        std::fs::write(f.dir.join("keywrap"), "whatever").unwrap();
+        let (_, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
+        assert!(
+            matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("zfs inherit zoffsite:keywrap")),
+            "{msgs:?}"
+        );
+        assert!(!f.log().contains("receive"), "{}", f.log());
+    }
+
+    /// RAW_I with crypt_keydata twice in its 2nd substream's key data: the
+    /// pinned one first, t/big's after it (which zfs receive, reading the
+    /// last, would install), checksums recomputed.
+    fn with_second_key_data() -> Vec<u8> {
+        use zoffsite_core::nvlist::{pack, unpack};
+        use zoffsite_core::records::craft;
+        let len = u32::from_le_bytes(RESUMED_INCR[4..8].try_into().unwrap()) as usize;
+        let theirs = unpack(&RESUMED_INCR[312..312 + len]).unwrap();
+        let theirs = theirs.pairs.into_iter().find(|(n, _)| n == "crypt_keydata").unwrap();
+        craft::with_begin_payloads(RAW_I, |i, p| {
+            let mut top = unpack(p).unwrap();
+            if i == 1 {
+                top.pairs.push(theirs.clone());
+            }
+            pack(&top, false)
+        })
+    }
+
+    #[test]
+    fn a_second_crypt_keydata_is_refused_before_zfs_receive_sees_it_pinned_or_not() {
+        let crafted = with_second_key_data();
+        for pinned in [true, false] {
+            let f = Fake::new();
+            if pinned {
+                std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+            }
+            let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), &crafted)]));
+            assert!(r.is_ok(), "{r:?}");
+            match &msgs[..] {
+                [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
+                    assert!(message.contains("\"crypt_keydata\" appears twice"), "{message}");
+                    assert!(message.contains("t/src@s3") && message.contains("never writes"), "{message}");
+                }
+                other => panic!("pinned={pinned}: {other:?}"),
+            }
+            // Refused at the 2nd substream's BEGIN: zfs receive may have
+            // taken the first substream, never a byte of the crafted one.
+            let got = std::fs::read(f.dir.join("received")).unwrap_or_default();
+            assert!(got.len() < 19652 && crafted.starts_with(&got), "pinned={pinned}: {} bytes", got.len());
+            assert!(!f.log().contains("set zoffsite:keywrap"), "nothing pinned: {}", f.log());
+        }
+    }
+
+    #[test]
+    fn a_replay_of_snapshots_the_box_holds_is_refused_before_zfs_receive_sees_it() {
+        // The whole history again as one -I stream (s2..s4 from s1), onto a
+        // box that already holds s2: zfs receive would skip it, exit 0, and
+        // the old snapshots would be stamped as received now.
+        let f = Fake::new();
+        std::fs::write(f.dir.join("before"), format!("{T}@s1\t{S1}\t5\t1\n{T}@s2\t{S2}\t6\t1\n")).unwrap();
+        std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+        let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
+        assert!(r.is_ok(), "{r:?}");
+        match &msgs[..] {
+            [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
+                assert!(message.contains("t/src@s2") && message.contains("already holds"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A full stream of a snapshot it holds, by name alone or by GUID alone.
+        for before in [format!("{T}@s1\t42\t5\t1\n"), format!("{T}@other\t{S1}\t5\t1\n")] {
+            let g = Fake::new();
+            std::fs::write(g.dir.join("before"), before).unwrap();
+            let (_, msgs) = g.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
+            assert!(
+                matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("already holds")),
+                "{msgs:?}"
+            );
+            assert!(!g.log().contains("receive") && !g.log().contains("set "), "{}", g.log());
+        }
+        assert!(!f.log().contains("receive") && !f.log().contains("set "), "{}", f.log());
+    }
+
+    #[test]
+    fn only_snapshots_this_receive_created_are_stamped_and_never_twice() {
+        let f = Fake::new();
+        std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+        std::fs::write(f.dir.join("before"), format!("{T}@s1\t{S1}\t10\t1\n")).unwrap();
+        // After: s2 at a txg below what the box held (so not this receive's,
+        // whatever the stream says), s3 new, s4 new but already stamped.
+        std::fs::write(
+            f.dir.join("after"),
+            format!("{T}@s1\t{S1}\t10\t1\n{T}@s2\t{S2}\t9\t1\n{T}@s3\t{S3}\t20\t1\n{T}@s4\t{S4}\t21\t1\n"),
+        )
+        .unwrap();
+        std::fs::write(f.dir.join("stamps"), format!("{T}@s4\t1700000000\n")).unwrap();
+        let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
+        assert!(r.is_ok(), "{r:?}");
+        assert!(matches!(&msgs[1], Response::Received { guid, .. } if guid.get() == S4), "{msgs:?}");
+        let log = f.log();
+        let sets: Vec<&str> = log.lines().filter(|l| l.starts_with("set zoffsite:received=")).collect();
+        assert_eq!(sets.len(), 1, "{log}");
+        assert!(sets[0].ends_with(&format!(" {T}@s3")), "only s3 is stamped: {}", sets[0]);
+    }
+
+    /// Accepts `n` bytes, then fails: a source that hangs up right after
+    /// its stream, before the answer.
+    struct HangUp(usize);
+
+    impl Write for HangUp {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if b.len() > self.0 {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            self.0 -= b.len();
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn stamps_and_pin_are_written_before_the_answer() {
+        let f = Fake::new();
+        let mut hello_len = Vec::new();
+        protocol::write_msg(
+            &mut hello_len,
+            &Response::Hello {
+                protocol: PROTOCOL_NAME.into(),
+                version: PROTOCOL_VERSION,
+                server: format!("zoffsite {}", env!("CARGO_PKG_VERSION")),
+                root: Dataset::new("offsite/home").unwrap(),
+            },
+        )
+        .unwrap();
+        let mut s = Server::new(
+            Zfs::with_binary(f.dir.join("zfs")),
+            Dataset::new("offsite/home").unwrap(),
+            Cursor::new(session(&[(request("s1", S1, None, false), RAW_FULL)])),
+            HangUp(hello_len.len()),
+        )
+        .with_lock_scope(f.dir.display().to_string());
+        assert!(matches!(s.serve(), Err(Fatal::Io(_))), "the answer could not be written");
+        let log = f.log();
+        assert!(log.contains("set zoffsite:received=") && log.contains(&format!(" {T}@s1\n")), "{log}");
+        assert!(log.contains(&format!("set zoffsite:keywrap={} {T}\n", key_of(RAW_FULL))), "{log}");
+    }
+
+    #[test]
+    fn one_session_at_a_time_receives_into_a_dataset() {
+        let f = Fake::new();
+        let s = Server::new(
+            Zfs::with_binary(f.dir.join("zfs")),
+            Dataset::new("offsite/home").unwrap(),
+            Cursor::new(Vec::new()),
+            Vec::new(),
+        )
+        .with_lock_scope(f.dir.display().to_string());
+        let target = Dataset::new(T).unwrap();
+        let held = s.lock_dataset(&target).ok().expect("free");
+        let (r, msgs) = f.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
+        assert!(r.is_ok(), "{r:?}");
+        assert!(
+            matches!(&msgs[1], Response::Error { code: ErrorCode::Conflict, message } if message.contains("another session")),
+            "{msgs:?}"
+        );
+        assert!(!f.log().contains("receive"), "{}", f.log());
+        // Another dataset is not held up, and the lock goes with its holder.
+        assert!(s.lock_dataset(&Dataset::new("offsite/home/tank/other").unwrap()).is_ok());
+        drop(held);
+        let (_, msgs) = f.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
+        assert!(matches!(&msgs[1], Response::Received { .. }), "{msgs:?}");
+    }
+
+    #[test]
+    fn a_stream_named_otherwise_than_the_request_is_refused_up_front() {
+        // The compound header names s4; the request says s5 with s4's GUID.
+        let f = Fake::new();
+        std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+        let (_, msgs) = f.serve(session(&[(request("s5", S4, Some(S1), false), RAW_I)]));
+        assert!(
+            matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("byte 0") && message.contains("not the requested @s5")),
+            "{msgs:?}"
+        );
+        assert!(!f.log().contains("receive"), "{}", f.log());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_any_placeholder() {
+        let f = Fake::new();
+        let deep = (0..=MAX_NESTING).map(|i| format!("d{i}")).collect::<Vec<_>>().join("/");
+        let req = Request::Receive {
+            dataset: Dataset::new(&deep).unwrap(),
+            snapshot: SnapName::new("s1").unwrap(),
+            guid: Guid::new(S1).unwrap(),
+            from: None,
+            resume: false,
+        };
+        let (_, msgs) = f.serve(session(&[(req, RAW_FULL)]));
+        assert!(
+            matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("at most 16")),
+            "{msgs:?}"
+        );
+        assert!(!f.log().contains("create") && !f.log().contains("receive"), "{}", f.log());
+    }
+
+    #[test]
+    fn a_shell_command_on_stdin_runs_nothing() {
+        let f = Fake::new();
+        let (r, msgs) = f.serve(b"zfs destroy -r offsite; touch /tmp/x\n".to_vec());
+        assert!(r.is_err());
+        assert!(matches!(&msgs[..], [Response::Error { code: ErrorCode::Protocol, .. }]), "{msgs:?}");
+        assert_eq!(f.log(), "", "no zfs command may run");
+    }
+
+    #[test]
+    fn a_mountable_root_is_refused() {
+        let f = Fake::with_mountpoint("/offsite/home");
+        let (r, msgs) = f.serve(session(&[]));
+        assert!(r.is_err());
+        assert!(
+            matches!(&msgs[..], [Response::Error { code: ErrorCode::Root, message }] if message.contains("zfs set mountpoint=none offsite/home")),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn no_input_at_all_is_explained() {
+        let f = Fake::new();
+        let (r, _) = f.serve(Vec::new());
+        assert!(r.unwrap_err().to_string().contains("only speaks the zoffsite protocol"));
+        assert_eq!(f.log(), "");
+    }
+
+    #[test]
+    fn a_plaintext_stream_never_reaches_zfs_receive() {
+        let f = Fake::new();
+        let (r, msgs) = f.serve(session(&[(request("p2", P2, Some(P1), false), PLAIN_INCR)]));
+        assert!(r.is_ok());
+        match &msgs[..] {
+            [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
+                assert!(message.contains("not raw"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!f.log().contains("receive"), "{}", f.log());
+        assert!(!f.dir.join("received").exists());
+    }
+
+    #[test]
+    fn abort_touches_only_partial_state() {
+        let f = Fake::new();
+        let mut input = hello();
+        protocol::write_msg(&mut input, &Request::Abort { dataset: Dataset::new("tank/data").unwrap() }).unwrap();
+        let (r, msgs) = f.serve(input);
+        assert!(r.is_ok());
+        // The fake lists no partial state, so nothing may be aborted.
+        assert!(matches!(&msgs[1], Response::Error { code: ErrorCode::Conflict, .. }), "{msgs:?}");
+        assert!(!f.log().contains("receive -A"), "{}", f.log());
+    }
+
+    #[test]
+    fn a_normal_stream_cannot_pose_as_a_resume_and_back() {
+        let f = Fake::new();
+        let resuming =
+            encode_begin(RAW | zoffsite_core::stream::FEATURE_RESUMING, 1, S1, 0, "tank/data@zoffsite-1", false);
+        let (_, msgs) =
+            f.serve(session(&[(request("s1", S1, None, true), RAW_FULL), (request("s1", S1, None, false), &resuming)]));
+        for m in &msgs[1..3] {
+            assert!(
+                matches!(m, Response::Error { code: ErrorCode::Refused, message } if message.contains("resum")),
+                "{msgs:?}"
+            );
+        }
+        assert!(!f.log().contains("receive"));
+    }
+
+    #[test]
+    fn a_stream_for_another_snapshot_is_refused() {
+        let f = Fake::new();
+        let (_, msgs) = f.serve(session(&[(request("s1", 4242, None, false), RAW_FULL)]));
+        assert!(
+            matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("4242")),
+            "{msgs:?}"
+        );
+        assert!(!f.log().contains("receive"));
+    }
+
+    #[test]
+    fn a_raw_stream_is_received_append_only_under_the_root() {
+        let f = Fake::new();
+        let (r, msgs) = f.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
+        assert!(r.is_ok());
+        assert!(matches!(&msgs[1], Response::Received { guid, .. } if guid.get() == S1), "{msgs:?}");
+        let log = f.log();
+        assert!(log.contains("create -u offsite/home/tank\n"), "{log}");
+        assert!(log.contains("set zoffsite:received="), "the box's clock is recorded: {log}");
+        assert!(log.contains("receive -u -s offsite/home/tank/data\n"), "{log}");
+        assert!(!log.contains("-F") && !log.contains("destroy") && !log.contains("load-key"), "{log}");
+        // zfs receive got the stream byte for byte, BEGIN record included.
+        assert_eq!(std::fs::read(f.dir.join("received")).unwrap(), RAW_FULL);
+    }
+
+    #[test]
+    fn a_stream_with_trailing_garbage_is_cut_before_zfs_receive_sees_it() {
+        let f = Fake::new();
+        let mut stream = RAW_FULL.to_vec();
+        stream.extend_from_slice(&[7u8; 4096]);
+        let (_, msgs) = f.serve(session(&[(request("s1", S1, None, false), &stream)]));
+        assert!(matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, .. }), "{msgs:?}");
+        let got = std::fs::read(f.dir.join("received")).unwrap_or_default();
+        assert!(got.len() <= RAW_FULL.len(), "the garbage never reached zfs receive");
+    }
+}
