@@ -30,8 +30,7 @@ unit:
 ## Bounded-time fuzzing of every parser of hostile input and of `serve` (fuzz/README.md):
 ## FUZZ_SECONDS in total (default 60), FUZZ_SEED to repeat a run (each run prints its seed).
 fuzz:
-	$(CARGO) build --locked -p zoffsite
-	$(CARGO) run --locked --release --manifest-path fuzz/Cargo.toml -- --zoffsite "$${CARGO_TARGET_DIR:-target}/debug/zoffsite"
+	$(CARGO) run --locked --release --manifest-path fuzz/Cargo.toml
 
 ## Installs the VM's kernel, OpenZFS, QEMU and test tools; builds the initramfs (cached).
 setup:

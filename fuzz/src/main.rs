@@ -4,14 +4,14 @@
 //! counted. See `fuzz/README.md`.
 //!
 //! ```text
-//! zoffsite-fuzz [--seconds N] [--seed N] [--iterations N] [--targets a,b] [--zoffsite PATH]
+//! zoffsite-fuzz [--seconds N] [--seed N] [--iterations N] [--targets a,b]
 //! zoffsite-fuzz replay TARGET FILE     # one input, verbosely
 //! zoffsite-fuzz list
 //! ```
 //! Environment: `FUZZ_SECONDS` (default 60, the whole run), `FUZZ_SEED`
 //! (default: from the clock; printed), `FUZZ_ITERATIONS` (per target,
 //! instead of time: fully deterministic), `FUZZ_TARGETS`, `FUZZ_MAX_RSS_MIB`
-//! (default 256), `ZOFFSITE_BIN` (the binary for the `serve` target).
+//! (default 256).
 
 mod alloc;
 mod corpus;
@@ -71,7 +71,6 @@ struct Options {
     seed: u64,
     iterations: Option<u64>,
     targets: Option<Vec<String>>,
-    zoffsite: Option<PathBuf>,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str) -> Result<Option<T>, String> {
@@ -88,7 +87,6 @@ fn options(args: &[String]) -> Result<Options, String> {
         seed: env_or("FUZZ_SEED")?.unwrap_or(hash(&clock.to_le_bytes()) % 1_000_000_000),
         iterations: env_or("FUZZ_ITERATIONS")?,
         targets: env_or::<String>("FUZZ_TARGETS")?.map(|s| s.split(',').map(str::to_owned).collect()),
-        zoffsite: env_or::<String>("ZOFFSITE_BIN")?.map(PathBuf::from),
     };
     if let Some(m) = env_or("FUZZ_MAX_RSS_MIB")? {
         MAX_RSS_MIB.store(m, Relaxed);
@@ -101,26 +99,17 @@ fn options(args: &[String]) -> Result<Options, String> {
             "--seed" => o.seed = val()?.parse().map_err(|_| "bad --seed")?,
             "--iterations" => o.iterations = Some(val()?.parse().map_err(|_| "bad --iterations")?),
             "--targets" => o.targets = Some(val()?.split(',').map(str::to_owned).collect()),
-            "--zoffsite" => o.zoffsite = Some(PathBuf::from(val()?)),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     Ok(o)
 }
 
-/// The `serve` target needs the zoffsite binary; without it the target is
-/// left out, and the summary says so.
-fn all_targets(zoffsite: Option<PathBuf>) -> (Vec<Target>, Option<String>) {
+/// Every target; the `serve` target needs a directory for its fake `zfs`,
+/// and is left out (the summary says why, and the run fails) without one.
+fn all_targets() -> (Vec<Target>, Option<String>) {
     let mut v = targets::all();
-    let explicit = zoffsite.is_some();
-    let bin =
-        zoffsite.unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/zoffsite")));
-    if !bin.is_file() {
-        let why =
-            format!("serve: skipped, no zoffsite binary at {} (build it: cargo build -p zoffsite)", bin.display());
-        return if explicit { (v, Some(format!("{why}; it was asked for"))) } else { (v, Some(why)) };
-    }
-    match serve::target(bin) {
+    match serve::target() {
         Ok(t) => v.push(t),
         Err(e) => return (v, Some(format!("serve: cannot set up its fake zfs: {e}"))),
     }
@@ -132,7 +121,7 @@ fn main() -> ExitCode {
     install_panic_hook();
     match args.first().map(String::as_str) {
         Some("list") => {
-            for t in all_targets(None).0 {
+            for t in all_targets().0 {
                 println!("{}", t.name);
             }
             ExitCode::SUCCESS
@@ -242,7 +231,7 @@ fn judge(t: &Target, input: &[u8], e: &Exec) -> Option<Finding> {
         return Some(Finding { kind: "property", key: signature(v, 30), detail: v.clone() });
     }
     let bound = t.mem_base + t.mem_per_byte * input.len();
-    if !t.external && e.peak > bound {
+    if e.peak > bound {
         return Some(Finding {
             kind: "memory",
             key: "memory".into(),
@@ -408,7 +397,7 @@ fn show(input: &[u8], target: &str, tag: &str, max_hex: usize) -> String {
 /// Shrinks `input` while it still gives the finding `key` (chunk removal,
 /// halving sizes; a few seconds at most).
 fn minimize(t: &mut Target, input: &[u8], key: &str) -> Vec<u8> {
-    let deadline = Instant::now() + Duration::from_secs(if t.external { 15 } else { 5 });
+    let deadline = Instant::now() + Duration::from_secs(5);
     let mut best = input.to_vec();
     let mut chunk = best.len() / 2;
     while chunk >= 1 && Instant::now() < deadline {
@@ -440,7 +429,7 @@ struct Stats {
 }
 
 fn fuzz(o: Options) -> ExitCode {
-    let (mut targets, skipped) = all_targets(o.zoffsite.clone());
+    let (mut targets, skipped) = all_targets();
     if let Some(want) = &o.targets {
         targets.retain(|t| want.iter().any(|w| w == t.name));
         if targets.is_empty() {
@@ -480,7 +469,7 @@ fn fuzz(o: Options) -> ExitCode {
     let mut failed = false;
     for (name, s) in &all_stats {
         let rate = s.execs as f64 / s.elapsed.as_secs_f64().max(1e-9);
-        let peak = if *name == "serve" { "(child)".to_owned() } else { format!("{} KiB", s.max_peak >> 10) };
+        let peak = format!("{} KiB", s.max_peak >> 10);
         println!(
             "{name:<18} {:>9} {:>9} {:>9} {:>7} {rate:>8.0} {peak:>11}{}",
             s.execs,
@@ -496,10 +485,7 @@ fn fuzz(o: Options) -> ExitCode {
     }
     if let Some(why) = &skipped {
         println!("{why}");
-        failed |= o.zoffsite.is_some();
-    }
-    if all_stats.iter().any(|(n, _)| *n == "serve") {
-        println!("serve ran under RLIMIT_DATA = {} MiB", max_rss() >> 20);
+        failed = true;
     }
     match alloc::vm_hwm() {
         Some(hwm) => {
@@ -624,8 +610,7 @@ fn replay(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let zoffsite = env_or::<String>("ZOFFSITE_BIN").ok().flatten().map(PathBuf::from);
-    let Some(mut t) = all_targets(zoffsite).0.into_iter().find(|t| t.name == name) else {
+    let Some(mut t) = all_targets().0.into_iter().find(|t| t.name == name) else {
         eprintln!("zoffsite-fuzz: no target {name:?}; `list` shows them");
         return ExitCode::from(2);
     };

@@ -1,36 +1,40 @@
-//! `zoffsite serve` as a target. `Server` is private to the binary (its
-//! test helpers live inside `serve.rs`), so this drives the real binary
-//! instead: `zoffsite serve --root offsite/home` with the input as its stdin
-//! and a fake `zfs` first in its PATH that logs every argv, answers the
-//! listings, and stores what `zfs receive` is fed. Each execution checks:
+//! `zoffsite serve` as a target, in-process: the real
+//! [`zoffsite_exec::proto::server::Server`] reads the input from a
+//! `Cursor` and answers into a `Vec`, with a fake `zfs`
+//! ([`Zfs::with_binary`]) that logs every argv, answers the listings, and
+//! stores what `zfs receive` is fed. Each execution checks:
 //!
-//! - no panic, no crash, no hang (killed after [`TIMEOUT`]), exit 0 or 1;
-//! - it runs under `RLIMIT_DATA` = the memory bound: running out is a
-//!   finding;
-//! - stdout is a clean sequence of `Response` frames, starting with a hello
-//!   or an error;
+//! - no panic (the harness's `catch_unwind`), no hang (the harness's
+//!   time limits);
+//! - bounded memory: the harness's counting allocator measures the
+//!   server's peak (its threads included) against this target's bound, and
+//!   the fuzzer's own peak RSS bound covers the server too;
+//! - the output is a clean sequence of `Response` frames, starting with a
+//!   hello or an error;
 //! - no zfs command it ran destroys, rolls back, renames, mounts, forces
 //!   or touches a key; receives are `-u -s` (or `-A`), creates `-u`; every
 //!   name it passes is the root or under it;
 //! - every stream `zfs receive` saw begins with a raw substream.
+//!
+//! What the command around it does (ignoring `SSH_ORIGINAL_COMMAND`,
+//! stdin/stdout, the exit code) is not run here: `zoffsite serve` is a
+//! thin wrapper, tested end to end in the VM.
 
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt as _;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
 
-use zoffsite_core::protocol::{self, Response};
+use zoffsite_core::names::Dataset;
+use zoffsite_core::protocol::{self, Response, MAX_DATA_LEN, MAX_REQUEST_LEN};
 use zoffsite_core::stream::{parse_begin, StreamError};
+use zoffsite_exec::proto::server::Server;
+use zoffsite_exec::zfs::Zfs;
 
 use crate::corpus;
 use crate::mutate::Shape;
 use crate::targets::{Ctx, Target};
 
 const ROOT: &str = "offsite/home";
-pub const TIMEOUT: Duration = Duration::from_secs(20);
+const MIB: usize = 1 << 20;
 
 const FAKE_ZFS: &str = r#"#!/bin/sh
 d='@DIR@'
@@ -48,8 +52,8 @@ list)
 receive)
   [ "$2" = "-A" ] && exit 0
   case "$*" in *nospace*) echo "cannot receive: out of space" >&2; exit 1 ;; esac
-  # One process, like the real zfs receive (serve kills only its child, not
-  # the child's children: a sh waiting on cat would hold stderr open).
+  # One process, like the real zfs receive (the server kills only its child,
+  # not the child's children: a sh waiting on cat would hold stderr open).
   exec cat > "$d/recv.$$" ;;
 get) case "$*" in *mountpoint*) echo none ;; *"-s local -o name,value"*) ;; *) echo 10546291128629098134 ;; esac; exit 0 ;;
 create|set) exit 0 ;;
@@ -65,7 +69,7 @@ impl Drop for Dir {
     }
 }
 
-pub fn target(bin: PathBuf) -> std::io::Result<Target> {
+pub fn target() -> std::io::Result<Target> {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("zoffsite-fuzz-serve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -82,93 +86,31 @@ pub fn target(bin: PathBuf) -> std::io::Result<Target> {
         dict: corpus::JSON_DICT,
         seeds,
         max_len: 2 << 20,
-        mem_base: 0,
-        mem_per_byte: 0,
+        // One request or data frame, the stream head held back from `zfs
+        // receive` (1 MiB), the copy buffer (256 KiB), a send's buffer, the
+        // child processes' bookkeeping; per input byte: its copy as the
+        // server's input and what the answers echo of it.
+        mem_base: MAX_REQUEST_LEN.max(MAX_DATA_LEN) + 8 * MIB,
+        mem_per_byte: 64,
         // Its answers go back to the source, which sanitizes them.
         hostile: false,
         weight: 4,
-        external: true,
-        run: Box::new(move |ctx, input| run(ctx, input, &bin, &dir.0)),
+        run: Box::new(move |ctx, input| run(ctx, input, &dir.0)),
     })
 }
 
-fn run(ctx: &mut Ctx, input: &[u8], bin: &Path, dir: &Path) -> bool {
+fn run(ctx: &mut Ctx, input: &[u8], dir: &Path) -> bool {
     let _ = std::fs::write(dir.join("log"), b"");
-    let path = format!("{}:/usr/bin:/bin", dir.join("bin").display());
-    let mut cmd = Command::new(bin);
-    // Bounded memory, enforced: an allocation past the limit aborts serve,
-    // which shows here as a crash with "memory allocation ... failed". (The
-    // child's ru_maxrss cannot measure it: it starts as a copy of this
-    // process, and Linux counts that into the child's peak.)
-    let limit = crate::max_rss() as libc::rlim_t;
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the hook.
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = libc::rlimit { rlim_cur: limit, rlim_max: limit };
-            if libc::setrlimit(libc::RLIMIT_DATA, &r) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    let child = cmd
-        .args(["serve", "--root", ROOT])
-        .env_clear()
-        .env("PATH", path)
-        .env("RUST_BACKTRACE", "1")
-        .env("SSH_ORIGINAL_COMMAND", "zfs destroy -r offsite\x1b[2J")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            ctx.violations.push(format!("cannot run {}: {e}", bin.display()));
-            return false;
-        }
-    };
-    let pid = child.id() as libc::pid_t;
-    let mut stdin = child.stdin.take().expect("piped");
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let data = input.to_vec();
-    // serve may stop reading early: a broken pipe here is fine.
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = (&mut stdout).take(256 << 20).read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = (&mut stderr).take(16 << 20).read_to_end(&mut v);
-        v
-    });
-    let (status, timed_out) = wait(pid);
-    let _ = writer.join();
-    let out = out_reader.join().unwrap_or_default();
-    let err = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    let mut out = Vec::new();
+    let root = Dataset::new(ROOT).expect("a valid root");
+    // Its own lock scope: a real box's sessions on this machine (or a
+    // fuzzer run beside this one) never hold up this one, nor it them.
+    let served = Server::new(Zfs::with_binary(dir.join("bin/zfs")), root, Cursor::new(input.to_vec()), &mut out)
+        .with_lock_scope(dir.display().to_string())
+        .serve();
 
-    if timed_out {
-        ctx.violations.push(format!("serve did not finish within {TIMEOUT:?} (killed); stderr: {}", tail(&err)));
-    }
-    if err.contains("panicked at") {
-        ctx.violations.push(format!("serve panicked:\n{}", tail(&err)));
-    }
-    match status {
-        Status::Exited(0 | 1) => {}
-        s => ctx.violations.push(format!("serve ended with {s:?}; stderr: {}", tail(&err))),
-    }
-    if err.contains("memory allocation of") {
-        ctx.violations.push(format!("serve ran out of its {} MiB of memory: {}", crate::max_rss() >> 20, tail(&err)));
-    }
-
-    let mut ok = status == Status::Exited(0);
-    let mut r = std::io::Cursor::new(&out[..]);
+    let mut ok = served.is_ok();
+    let mut r = Cursor::new(&out[..]);
     let mut first = true;
     while (r.position() as usize) < out.len() {
         match protocol::read_msg::<Response>(&mut r, usize::MAX) {
@@ -186,65 +128,13 @@ fn run(ctx: &mut Ctx, input: &[u8], bin: &Path, dir: &Path) -> bool {
         }
         first = false;
     }
-    if let Some(line) = err.lines().rev().find_map(|l| l.strip_prefix("zoffsite serve: ")) {
-        ctx.refused(line);
+    // What the command would print before exiting 1.
+    if let Err(e) = served {
+        ctx.refused(e.to_string());
     }
     check_zfs_log(ctx, dir);
     check_received(ctx, dir);
     ok
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Exited(i32),
-    Signaled(i32),
-    Unknown,
-}
-
-/// Waits for `pid` with a deadline; returns its status and whether it had
-/// to be killed.
-fn wait(pid: libc::pid_t) -> (Status, bool) {
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<()>();
-    let flag = Arc::clone(&timed_out);
-    let watchdog = std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(TIMEOUT) {
-            flag.store(true, Relaxed);
-            // The child is not reaped yet (WNOWAIT below), so `pid` is still
-            // ours: this cannot hit another process.
-            // SAFETY: plain syscall.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    });
-    // Wait for the exit without reaping, so the watchdog's kill stays safe.
-    loop {
-        // SAFETY: plain syscall with a zeroed out-parameter.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if r == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            break;
-        }
-    }
-    let _ = tx.send(());
-    let _ = watchdog.join();
-    let mut status = 0;
-    // SAFETY: plain syscall.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    let st = if r != pid {
-        Status::Unknown
-    } else if libc::WIFEXITED(status) {
-        Status::Exited(libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        Status::Signaled(libc::WTERMSIG(status))
-    } else {
-        Status::Unknown
-    };
-    (st, timed_out.load(Relaxed))
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// Every zfs command serve ran keeps its promises: nothing destroyed,

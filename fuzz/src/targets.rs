@@ -63,8 +63,6 @@ pub struct Target {
     pub hostile: bool,
     /// Share of the time budget.
     pub weight: u32,
-    /// Runs in a child process: its memory is measured there.
-    pub external: bool,
     pub run: RunFn,
 }
 
@@ -89,7 +87,6 @@ fn text_target(
         mem_per_byte: 256,
         hostile: true,
         weight: 1,
-        external: false,
         // zoffsite reads every zfs output with from_utf8_lossy.
         run: Box::new(move |ctx, input| f(ctx, &String::from_utf8_lossy(input))),
     }
@@ -384,7 +381,6 @@ fn frames_target(name: &'static str, response: bool) -> Target {
         // says reaches only serve's answers, which the source sanitizes.
         hostile: response,
         weight: 2,
-        external: false,
         run: Box::new(move |ctx, input| frames(ctx, input, response)),
     }
 }
@@ -553,7 +549,6 @@ fn json_target(name: &'static str, response: bool) -> Target {
         mem_per_byte: 64,
         hostile: response,
         weight: 1,
-        external: false,
         run: Box::new(move |ctx, body| {
             if response {
                 match protocol::decode::<Response>(body) {
@@ -608,7 +603,6 @@ fn begin_target() -> Target {
         mem_per_byte: 4,
         hostile: true,
         weight: 1,
-        external: false,
         run: Box::new(|ctx, input| {
             let r = stream::parse_begin(input);
             // Only the first record counts.
@@ -647,7 +641,6 @@ fn nvlist_target() -> Target {
         mem_per_byte: 64,
         hostile: true,
         weight: 1,
-        external: false,
         run: Box::new(|ctx, input| {
             let list = nvlist::unpack(input);
             let key = nvlist::KeyWrap::from_begin_payload(input);
@@ -694,7 +687,6 @@ fn validator_target() -> Target {
         mem_per_byte: 0,
         hostile: true,
         weight: 2,
-        external: false,
         run: Box::new(validate),
     }
 }
