@@ -800,6 +800,7 @@ mod tests {
         }
 
         fn serve_from(&self, input: impl Input) -> (Result<(), Fatal>, Vec<Response>) {
+            let _one_at_a_time = serial();
             let mut s = Server::new(
                 Zfs::with_binary(self.dir.join("zfs")),
                 Dataset::new("offsite/home").unwrap(),
@@ -815,6 +816,17 @@ mod tests {
             }
             (r, msgs)
         }
+    }
+
+    /// A dataset lock is an abstract socket, and a child that another
+    /// test thread forks holds a copy of every descriptor until it execs:
+    /// a session that receives twice into one dataset could find its own
+    /// lock, just released, still bound (`another session is receiving`).
+    /// `serve` itself forks only from its one thread, and each spawn
+    /// returns after the exec; so the tests that serve run one at a time.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn hello() -> Vec<u8> {
@@ -1124,7 +1136,11 @@ mod tests {
             HangUp(hello_len.len()),
         )
         .with_lock_scope(f.dir.display().to_string());
-        assert!(matches!(s.serve(), Err(Fatal::Io(_))), "the answer could not be written");
+        let served = {
+            let _one_at_a_time = serial();
+            s.serve()
+        };
+        assert!(matches!(served, Err(Fatal::Io(_))), "the answer could not be written");
         let log = f.log();
         assert!(log.contains("set zoffsite:received=") && log.contains(&format!(" {T}@s1\n")), "{log}");
         assert!(log.contains(&format!("set zoffsite:keywrap={} {T}\n", key_of(RAW_FULL))), "{log}");
