@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use zoffsite_core::boxside::KEYWRAP_PROPERTY;
+
 const BIN: &str = env!("CARGO_BIN_EXE_zoffsite");
 
 fn repo_root() -> PathBuf {
@@ -1567,7 +1569,7 @@ fn a_source_key_change_cannot_re_key_the_history() {
     let first = w.backup(&cfg, &[]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     let (box_data, box_docs) = (format!("{}/{data}", w.root), format!("{}/{docs}", w.root));
-    let pinned = |ds: &str| zfs(&["get", "-H", "-p", "-s", "local", "-o", "value", "zoffsite:keywrap", ds]);
+    let pinned = |ds: &str| zfs(&["get", "-H", "-p", "-s", "local", "-o", "value", KEYWRAP_PROPERTY, ds]);
     let pins: Vec<String> = [&box_data, &box_docs].map(|d| pinned(d)).to_vec();
     for (ds, pin) in [&box_data, &box_docs].iter().zip(&pins) {
         assert!(pin.starts_with("sha256:"), "{ds} pinned locally after its first receive: {pin:?}");
@@ -1600,7 +1602,7 @@ fn a_source_key_change_cannot_re_key_the_history() {
     assert!(!try_key(&new_key, &box_data));
 
     // The owner changed the key on purpose: the box owner accepts it.
-    zfs(&["inherit", "-r", "zoffsite:keywrap", &box_data]);
+    zfs(&["inherit", "-r", KEYWRAP_PROPERTY, &box_data]);
     let accepted = w.backup(&cfg, &[]);
     assert_eq!(accepted.status.code(), Some(0), "{}", text(&accepted));
     assert!(try_key(&new_key, &box_data) && try_key(&new_key, &box_docs), "re-wrapped with the new key");
@@ -1790,7 +1792,7 @@ fn a_duplicate_crypt_keydata_cannot_re_key_the_history() {
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     let base = format!("{data}@{}", json(&first)["snapshot"].as_str().unwrap());
     let box_data = format!("{}/{data}", w.root);
-    let pin = zfs(&["get", "-H", "-p", "-s", "local", "-o", "value", "zoffsite:keywrap", &box_data]).trim().to_owned();
+    let pin = zfs(&["get", "-H", "-p", "-s", "local", "-o", "value", KEYWRAP_PROPERTY, &box_data]).trim().to_owned();
     assert!(pin.starts_with("sha256:"), "pinned at the first receive: {pin:?}");
     let send = |args: &[&str]| {
         let out = Command::new("zfs").args(["send", "-w"]).args(args).stdin(Stdio::null()).output().unwrap();
@@ -2247,7 +2249,7 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     // What the box holds before the disaster, and the wrapped keys it
     // pinned at each dataset's first receive.
     let box_ds = |d: &str| format!("{}/{d}", w.root);
-    let pinned = |d: &str| zfs(&["get", "-H", "-p", "-s", "local", "-o", "value", "zoffsite:keywrap", &box_ds(d)]);
+    let pinned = |d: &str| zfs(&["get", "-H", "-p", "-s", "local", "-o", "value", KEYWRAP_PROPERTY, &box_ds(d)]);
     let pins: Vec<String> = [&data, &docs, &photos].map(|d| pinned(d)).to_vec();
     assert!(pins.iter().all(|p| p.starts_with("sha256:")), "{pins:?}");
     let box_history = w.snapshots(&w.offsite);
