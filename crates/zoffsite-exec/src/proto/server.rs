@@ -760,14 +760,16 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().to_owned();
             let script = format!(
-                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) case \"$*\" in *'-t snapshot '*) if [ -e '{d}/done' ]; then cat '{d}/after'; else cat '{d}/before' 2>/dev/null; fi;; *'-o name -t filesystem,volume offsite/home/'*) echo \"cannot open '$7': dataset does not exist\" >&2; exit 1;; esac; exit 0;;\n receive) cat >> '{data}' && touch '{d}/done'; exit 0;;\n get) case \"$*\" in *mountpoint*) echo {mountpoint};; *keywrap*) cat '{keywrap}' 2>/dev/null;; *zoffsite:received*) cat '{d}/stamps' 2>/dev/null;; *) echo 10546291128629098134;; esac; exit 0;;\n create) exit 0;;\n set) exit 0;;\nesac\nexit 1\n",
+                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) case \"$*\" in *'-t snapshot '*) if [ -e '{d}/done' ]; then cat '{d}/after'; else cat '{d}/before' 2>/dev/null; fi;; *'-o name -t filesystem,volume offsite/home/'*) echo \"cannot open '$7': dataset does not exist\" >&2; exit 1;; esac; exit 0;;\n receive) tee -a '{data}' > '{d}/cur' && [ \"$(tail -c 312 '{d}/cur' | head -c 1 | od -An -tu1 | tr -d ' ')\" = 5 ] && touch '{d}/done'; exit 0;;\n get) case \"$*\" in *mountpoint*) echo {mountpoint};; *keywrap*) cat '{keywrap}' 2>/dev/null;; *zoffsite:received*) cat '{d}/stamps' 2>/dev/null;; *) echo 10546291128629098134;; esac; exit 0;;\n create) exit 0;;\n set) exit 0;;\nesac\nexit 1\n",
                 log = dir.join("log").display(),
                 data = dir.join("received").display(),
                 keywrap = dir.join("keywrap").display(),
                 d = dir.display(),
             );
-            // What the box's copy holds once a receive ran: the snapshots of
-            // the test streams (before it: nothing, unless a test says so).
+            // What the box's copy holds once a receive got a whole stream
+            // (one that ends with an END record: a refused stream is cut
+            // before its end, however fast the fake reads it): the snapshots
+            // of the test streams (before it: nothing, unless a test says so).
             std::fs::write(
                 dir.join("after"),
                 format!("{T}@s1\t{S1}\t10\t1\n{T}@s2\t{S2}\t11\t1\n{T}@s3\t{S3}\t12\t1\n{T}@s4\t{S4}\t13\t1\n"),
