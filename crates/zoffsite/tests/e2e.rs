@@ -2343,7 +2343,7 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
         zfs(&["unmount", d]);
     }
     for d in [&photos, &docs, &data] {
-        unload_key_once_free(d);
+        once_not_busy(&["zfs", "unload-key", d]);
     }
     for d in [&data, &docs, &photos] {
         assert_eq!(w.prop(d, "keystatus"), "unavailable", "{d}");
@@ -2461,7 +2461,7 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     std::fs::write(hostile.join("cron-job"), b"* * * * * root planted").unwrap();
     let vdev = w.vdev(&w.offsite);
     let vdir = vdev.parent().unwrap().to_str().unwrap().to_owned();
-    zfs_pool(&["export", &w.offsite]);
+    once_not_busy(&["zpool", "export", &w.offsite]);
     let moved = format!("moved{}", &w.offsite["offsite".len()..]);
     let altroot = w.dir.join("box-pool");
     let altroot = altroot.to_str().unwrap();
@@ -2490,12 +2490,12 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // Imported the way the guide used to say (everything mounted, at the
     // box's mountpoints): refused before anything is read from it.
-    zfs_pool(&["export", &moved]);
+    once_not_busy(&["zpool", "export", &moved]);
     zfs_pool(&["import", "-d", &vdir, &w.offsite, &moved]);
     assert!(hostile.join("cron-job").exists(), "control: a plain import mounts what the box chose");
     let disk2 = format!("{}/fromdisk2", w.tank);
     let refused = from_pool(&disk2);
-    zfs_pool(&["export", &moved]);
+    once_not_busy(&["zpool", "export", &moved]);
     zfs_pool(&["import", "-d", &vdir, &moved, &w.offsite]);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     let said = text(&refused);
@@ -2507,18 +2507,19 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     assert_eq!(tree_hashes(&disk_mnt), at_s2, "from the disk, as backed up");
 }
 
-/// `zfs unload-key DS`, retried while it is "busy": a test running beside
-/// this one that entered a network namespace (`ip netns exec`) while `DS`
-/// was mounted holds a copy of that mount until its command ends (the VM's
-/// mounts are private, so an unmount here does not reach the copy).
-fn unload_key_once_free(ds: &str) {
+/// Runs `argv`, again while it fails as "busy" (up to 5 min): a test
+/// running beside this one that entered a network namespace (`ip netns
+/// exec`) while a dataset was mounted holds a copy of that mount until its
+/// command ends (the VM's mounts are private, so an unmount here does not
+/// reach the copy), and `zfs unload-key` or `zpool export` waits for it.
+fn once_not_busy(argv: &[&str]) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
-        let o = run(&["zfs", "unload-key", ds]);
+        let o = run(argv);
         if o.status.success() {
             return;
         }
-        assert!(text(&o).contains("busy") && std::time::Instant::now() < deadline, "{}", text(&o));
+        assert!(text(&o).contains("busy") && std::time::Instant::now() < deadline, "{argv:?}: {}", text(&o));
         std::thread::sleep(std::time::Duration::from_secs(2));
     }
 }
