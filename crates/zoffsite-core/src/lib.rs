@@ -30,6 +30,7 @@ pub mod parse;
 pub mod plan;
 pub mod protocol;
 pub mod records;
+pub mod report;
 pub mod restore;
 pub mod resume;
 pub mod retention;

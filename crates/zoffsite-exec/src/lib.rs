@@ -7,6 +7,7 @@
 //! [`proto::server`] is the box's end of it. Decisions are made in
 //! `zoffsite-core`; this crate gathers facts and carries plans out.
 
+pub mod events;
 pub mod journal;
 pub mod lock;
 pub mod manifest_file;

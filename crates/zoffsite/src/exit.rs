@@ -1,30 +1,17 @@
 //! Exit codes (documented in docs/exit-codes.md; keep the two in step).
+//!
+//! The outcomes and their order are core's [`Severity`]; this file owns
+//! only the numbers a process exits with.
 
-/// The outcome of a command, from best to worst for precedence: when
-/// several apply, the numerically largest severity wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Exit {
-    /// Everything asked for was done and verified.
-    Ok,
-    /// `status`: some dataset's newest snapshot on a target is older than
-    /// the target's `max_age`, or the target holds none of it.
-    Stale,
-    /// Some datasets were not backed up (refused, diverged, failed); the
-    /// others were.
-    Partial,
-    /// A target could not be reached or verified (network, host key, auth,
-    /// protocol); other targets were still served.
-    Target,
-    /// Something unexpected failed locally (e.g. `zfs list` itself).
-    Error,
-    /// Another run holds this config's lock; nothing was done.
-    Busy,
-    /// Bad command line or configuration; nothing was done.
-    Usage,
+pub use zoffsite_core::report::Severity as Exit;
+
+/// The process exit code of an outcome.
+pub trait Code {
+    fn code(self) -> u8;
 }
 
-impl Exit {
-    pub fn code(self) -> u8 {
+impl Code for Exit {
+    fn code(self) -> u8 {
         match self {
             Exit::Ok => 0,
             Exit::Error => 1,
@@ -34,12 +21,6 @@ impl Exit {
             Exit::Busy => 5,
             Exit::Stale => 6,
         }
-    }
-}
-
-impl From<Exit> for std::process::ExitCode {
-    fn from(e: Exit) -> Self {
-        std::process::ExitCode::from(e.code())
     }
 }
 
@@ -62,6 +43,14 @@ mod tests {
             assert_eq!(e.code(), code);
             assert!(doc.contains(&format!("| {code} |")), "docs/exit-codes.md lacks code {code}");
         }
+        // The precedence line of the docs, worst first, is core's order.
+        let order: Vec<u8> = [Exit::Usage, Exit::Busy, Exit::Error, Exit::Target, Exit::Partial, Exit::Stale]
+            .iter()
+            .map(|e| e.code())
+            .collect();
+        let line = order.iter().map(u8::to_string).collect::<Vec<_>>().join(", then ");
+        assert!(doc.contains(&line), "docs/exit-codes.md's precedence line is not {line}");
+        assert!(order.windows(2).all(|w| w[0] != w[1]));
         assert!(Exit::Usage > Exit::Busy && Exit::Busy > Exit::Error && Exit::Error > Exit::Target);
         assert!(Exit::Target > Exit::Partial && Exit::Partial > Exit::Stale && Exit::Stale > Exit::Ok);
     }

@@ -7,6 +7,7 @@
 mod cli;
 mod cmd;
 mod exit;
+mod ui;
 
 use clap::Parser;
 
@@ -24,7 +25,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Box(cli::BoxCommand::Check(a)) => cmd::box_check::run(a),
         cli::Command::Serve(a) => cmd::serve::run(a),
     };
-    code.into()
+    std::process::ExitCode::from(exit::Code::code(code))
 }
 
 fn init_logging(verbose: u8) {

@@ -32,7 +32,7 @@ use zoffsite_exec::zfs::{SendFrom, Zfs, ZfsError};
 
 use crate::cli::BackupArgs;
 use crate::cmd::common;
-use crate::exit::Exit;
+use crate::exit::{Code as _, Exit};
 
 /// Everything a run did (or, with `-n`, would do); printed with `--json`.
 #[derive(Debug, Default, Serialize)]

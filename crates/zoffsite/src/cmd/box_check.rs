@@ -32,7 +32,7 @@ use crate::cli::BoxCheckArgs;
 use crate::cmd::box_prune::{
     lastrun, list_timed, load_box_config, load_journal, now_or_exit, record_journal, record_lastrun,
 };
-use crate::exit::Exit;
+use crate::exit::{Code as _, Exit};
 
 /// Longest the notify program may take.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -24,7 +24,7 @@ use zoffsite_exec::zfs::{Zfs, ZfsError};
 
 use crate::cli::BoxPruneArgs;
 use crate::cmd::common;
-use crate::exit::Exit;
+use crate::exit::{Code as _, Exit};
 
 /// Reads and validates the box config, or prints why and gives exit 2.
 pub fn load_box_config(path: &Path) -> Result<BoxConfig, Exit> {

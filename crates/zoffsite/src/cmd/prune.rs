@@ -16,7 +16,7 @@ use zoffsite_exec::zfs::Zfs;
 
 use crate::cli::PruneArgs;
 use crate::cmd::common;
-use crate::exit::Exit;
+use crate::exit::{Code as _, Exit};
 
 pub fn run(args: PruneArgs) -> Exit {
     let cfg = match common::config_or_exit(&args.config) {

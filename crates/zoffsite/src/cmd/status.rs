@@ -12,9 +12,12 @@ use zoffsite_core::status::{self, DatasetStatus, State};
 use zoffsite_exec::remote::Session;
 use zoffsite_exec::zfs::Zfs;
 
+use zoffsite_core::config::Config;
+
 use crate::cli::StatusArgs;
 use crate::cmd::common;
-use crate::exit::Exit;
+use crate::exit::{Code as _, Exit};
+use crate::ui::Ui;
 
 #[derive(Debug, Serialize)]
 struct TargetStatus {
@@ -29,26 +32,41 @@ pub fn run(args: StatusArgs) -> Exit {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let zfs = Zfs::new();
+    let mut ui = Ui::new(args.json, true);
     let now = jiff::Timestamp::now().as_second();
-    let mut exit = Exit::Ok;
-    let (sel, missing) = match common::list_selection(&cfg, &zfs, &args.config) {
+    let targets = status(&cfg, &args, &Zfs::new(), now, &mut ui);
+    if ui.json() {
+        let doc = serde_json::json!({
+            "now": now,
+            "errors": ui.errors(),
+            "targets": targets,
+            "exit_code": ui.exit().code(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
+    } else {
+        print_table(&targets);
+    }
+    ui.exit()
+}
+
+/// Plans nothing and changes nothing: lists both sides and evaluates them.
+fn status(cfg: &Config, args: &StatusArgs, zfs: &Zfs, now: i64, ui: &mut Ui) -> Vec<TargetStatus> {
+    let (sel, missing) = match common::list_selection(cfg, zfs, &args.config) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("zoffsite: cannot list the configured datasets: {e}");
-            return Exit::Error;
+            ui.err(Exit::Error, format_args!("cannot list the configured datasets: {e}"));
+            return Vec::new();
         }
     };
     for m in missing {
-        eprintln!("zoffsite: {m}");
-        exit = exit.max(Exit::Partial);
+        ui.err(Exit::Partial, m);
     }
     let datasets = sel.datasets();
     let (snaps, bookmarks) = match zfs.list_snapshots_and_bookmarks(&datasets) {
         Ok(l) => (l.snapshots, l.bookmarks),
         Err(e) => {
-            eprintln!("zoffsite: cannot list snapshots and bookmarks: {e}");
-            return Exit::Error;
+            ui.err(Exit::Error, format_args!("cannot list snapshots and bookmarks: {e}"));
+            return Vec::new();
         }
     };
     let mut out = Vec::new();
@@ -66,25 +84,21 @@ pub fn run(args: StatusArgs) -> Exit {
                     .iter()
                     .map(|d| status::evaluate(d, &snaps, &bookmarks, remote.get(d), now, max_age))
                     .collect();
-                fill_behind(&zfs, &mut ts.datasets);
+                fill_behind(zfs, &mut ts.datasets);
                 if ts.datasets.iter().any(|d| d.state.is_problem()) {
-                    exit = exit.max(Exit::Stale);
+                    // The table (or the JSON) says which and why.
+                    ui.raise(Exit::Stale);
                 }
             }
             Err(e) => {
+                // The table shows it as UNREACHABLE; the JSON has it per target.
                 ts.error = Some(format!("target {}: {e}", t.name));
-                exit = exit.max(Exit::Target);
+                ui.raise(Exit::Target);
             }
         }
         out.push(ts);
     }
-    if args.json {
-        let doc = serde_json::json!({ "now": now, "targets": out, "exit_code": exit.code() });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
-    } else {
-        print_table(&out);
-    }
-    exit
+    out
 }
 
 /// `written@SNAP` for each dataset whose box-newest is still a snapshot on

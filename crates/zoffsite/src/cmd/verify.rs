@@ -11,7 +11,7 @@ use zoffsite_exec::zfs::Zfs;
 
 use crate::cli::VerifyArgs;
 use crate::cmd::{backup::hold_tag, common};
-use crate::exit::Exit;
+use crate::exit::{Code as _, Exit};
 
 #[derive(Debug, Serialize)]
 struct TargetVerify {

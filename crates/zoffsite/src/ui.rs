@@ -1,0 +1,136 @@
+//! How the binary tells the user what happened: text on stdout, errors on
+//! stderr, progress bars on a terminal only, and nothing but the JSON
+//! document on stdout with `--json`.
+//!
+//! [`Ui::err`] is the one way a command reports a failure: it prints the
+//! message, records it for the JSON report and raises the exit code, so
+//! none of the three can be forgotten.
+
+use std::fmt::Display;
+use std::io::IsTerminal as _;
+
+use zoffsite_exec::events::{Events, Progress};
+
+use crate::exit::Exit;
+
+/// A command's reporter; see the module docs.
+#[derive(Debug)]
+pub struct Ui {
+    json: bool,
+    show_progress: bool,
+    worst: Exit,
+    errors: Vec<String>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Ui {
+    /// A reporter for a command with `--json` (`json`) and `-n` (`dry_run`):
+    /// progress bars only when stderr is a terminal, never in JSON mode or
+    /// a dry run (nothing moves).
+    pub fn new(json: bool, dry_run: bool) -> Self {
+        let show_progress = !json && !dry_run && std::io::stderr().is_terminal();
+        Ui { json, show_progress, worst: Exit::Ok, errors: Vec::new(), bar: None }
+    }
+
+    /// Whether stdout carries only the JSON document.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// Prints `msg` on stderr, records it for the JSON report and raises
+    /// the exit code to `severity`.
+    pub fn err(&mut self, severity: Exit, msg: impl Display) {
+        let msg = msg.to_string();
+        eprintln!("zoffsite: {msg}");
+        self.errors.push(msg);
+        self.worst.raise(severity);
+    }
+
+    /// Raises the exit code without a message of its own (the report says
+    /// why, e.g. a stale target in `status`).
+    pub fn raise(&mut self, severity: Exit) {
+        self.worst.raise(severity);
+    }
+
+    /// A line of the narrative on stdout (not in JSON mode).
+    pub fn say(&self, line: impl Display) {
+        if !self.json {
+            println!("{line}");
+        }
+    }
+
+    /// A warning on stderr; it does not change the exit code.
+    pub fn warning(&self, msg: impl Display) {
+        eprintln!("zoffsite: warning: {msg}");
+    }
+
+    /// The worst outcome reported so far.
+    pub fn exit(&self) -> Exit {
+        self.worst
+    }
+
+    /// The errors reported so far, for the JSON report.
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+}
+
+impl Events for Ui {
+    fn line(&mut self, text: &str) {
+        self.say(text);
+    }
+    fn warn(&mut self, text: &str) {
+        self.warning(text);
+    }
+    fn error(&mut self, severity: Exit, text: &str) {
+        self.err(severity, text);
+    }
+    fn progress(&mut self, p: Progress<'_>) {
+        if !self.show_progress {
+            return;
+        }
+        match p {
+            Progress::Start { label, estimate } => {
+                let bar = match estimate {
+                    Some(n) => indicatif::ProgressBar::new(n).with_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{prefix} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                        )
+                        .expect("valid template"),
+                    ),
+                    None => indicatif::ProgressBar::new_spinner().with_style(
+                        indicatif::ProgressStyle::with_template("{prefix} {bytes} {binary_bytes_per_sec}")
+                            .expect("valid template"),
+                    ),
+                };
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                self.bar = Some(bar.with_prefix(label.to_owned()));
+            }
+            Progress::Bytes(n) => {
+                if let Some(b) = &self.bar {
+                    b.set_position(n);
+                }
+            }
+            Progress::Done => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_call_records_the_error_and_raises_the_exit_code() {
+        let mut ui = Ui::new(true, false);
+        ui.err(Exit::Partial, "first");
+        ui.err(Exit::Target, format_args!("second {}", 2));
+        ui.err(Exit::Partial, "third");
+        assert_eq!(ui.exit(), Exit::Target);
+        assert_eq!(ui.errors(), ["first", "second 2", "third"]);
+    }
+}
