@@ -9,16 +9,19 @@
 //! fresh file beside it, fsync, rename, fsync the directory), so a crash
 //! leaves the old journal or the new one.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::FileType;
 
 use zoffsite_core::journal::{Journal, JournalError, MAX_ENTRIES};
 use zoffsite_core::names::Dataset;
 
+use crate::private::{self, Rule};
+
 /// Far above what [`MAX_ENTRIES`] lines take.
-const MAX_BYTES: u64 = (MAX_ENTRIES as u64) * 64 + 4096;
+const MAX_BYTES: usize = MAX_ENTRIES * 64 + 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalFileError {
@@ -47,65 +50,54 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalFileError + '_ {
     move |source| JournalFileError::Io { path: path.to_owned(), source }
 }
 
-/// Owned by us and writable by nobody else.
-fn private(path: &Path, meta: &std::fs::Metadata, what: &str) -> Result<(), JournalFileError> {
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(unsafe_(
-            path,
-            format!("its {what} belongs to uid {}, not to uid {me} that runs this; fix: chown {me} it", meta.uid()),
-        ));
+/// Maps a failed check of the journal's `what` ("file", "directory") to
+/// an error that names the fix.
+fn checked<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(private::Error) -> JournalFileError + 'a {
+    move |e| match e {
+        private::Error::Io(source) => JournalFileError::Io { path: path.to_owned(), source },
+        private::Error::Untrusted(flaw @ private::Flaw::Owner { me, .. }) => {
+            unsafe_(path, format!("its {what} is {flaw}; fix: chown {me} it"))
+        }
+        private::Error::Untrusted(flaw @ private::Flaw::WritableByOthers { .. }) => {
+            unsafe_(path, format!("its {what} is {flaw}; fix: chmod go-w it"))
+        }
+        private::Error::Untrusted(flaw) => unsafe_(path, format!("its {what} is {flaw}; it must be a plain {what}")),
     }
-    if meta.mode() & 0o022 != 0 {
-        return Err(unsafe_(
-            path,
-            format!("its {what} can be written by others (mode {:o}); fix: chmod go-w it", meta.mode() & 0o7777),
-        ));
-    }
-    Ok(())
 }
 
-/// The journal's directory: created (0700) when missing, else it must be a
-/// real directory of ours that nobody else can write.
-fn directory(path: &Path) -> Result<&Path, JournalFileError> {
+/// The journal's directory, open: created (0700) when missing, else it
+/// must be a real directory of ours that nobody else can write.
+fn directory(path: &Path) -> Result<OwnedFd, JournalFileError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).ok_or_else(|| unsafe_(path, "has no directory"))?;
-    match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let fd = match private::open_dir(dir).map_err(checked(path, "directory"))? {
+        Some(fd) => fd,
+        None => {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(path))?;
+            private::open_dir(dir)
+                .map_err(checked(path, "directory"))?
+                .ok_or_else(|| io(path)(std::io::ErrorKind::NotFound.into()))?
         }
-        Err(e) => return Err(io(path)(e)),
-        Ok(m) if !m.is_dir() => {
-            return Err(unsafe_(path, format!("{} is not a directory (a symlink?)", dir.display())))
-        }
-        Ok(m) => private(path, &m, "directory")?,
-    }
-    Ok(dir)
+    };
+    private::check(&fd, FileType::Directory, Rule::NotWritableByOthers).map_err(checked(path, "directory"))?;
+    Ok(fd)
+}
+
+fn file_name(path: &Path) -> Result<&str, JournalFileError> {
+    path.file_name().and_then(|n| n.to_str()).ok_or_else(|| unsafe_(path, "has no file name (or not UTF-8)"))
 }
 
 /// Reads the journal kept for `pool_guid` and `root`; a missing file is an
 /// empty journal.
 pub fn load(path: &Path, pool_guid: u64, root: &Dataset) -> Result<Loaded, JournalFileError> {
-    directory(path)?;
+    let dir = directory(path)?;
     let fresh = || Journal::new(pool_guid, root.clone());
-    let mut f = match OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded { journal: fresh(), replaced: None }),
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Err(unsafe_(path, "is a symlink; it must be a plain file"))
-        }
-        Err(e) => return Err(io(path)(e)),
+    let Some(fd) = private::open_file_at(&dir, file_name(path)?).map_err(checked(path, "file"))? else {
+        return Ok(Loaded { journal: fresh(), replaced: None });
     };
-    let meta = f.metadata().map_err(io(path))?;
-    if !meta.is_file() {
-        return Err(unsafe_(path, "is not a plain file"));
-    }
-    private(path, &meta, "file")?;
-    if meta.len() > MAX_BYTES {
+    private::check(&fd, FileType::RegularFile, Rule::NotWritableByOthers).map_err(checked(path, "file"))?;
+    let Some(text) = private::read_bounded(fd, MAX_BYTES).map_err(io(path))? else {
         return Err(JournalFileError::Corrupt { path: path.to_owned(), source: JournalError::TooLong });
-    }
-    let mut text = String::new();
-    Read::by_ref(&mut f).take(MAX_BYTES).read_to_string(&mut text).map_err(io(path))?;
+    };
     let journal =
         Journal::parse(&text).map_err(|source| JournalFileError::Corrupt { path: path.to_owned(), source })?;
     if journal.is_for(pool_guid, root) {
@@ -118,30 +110,13 @@ pub fn load(path: &Path, pool_guid: u64, root: &Dataset) -> Result<Loaded, Journ
 /// Replaces the journal file with `journal`, atomically.
 pub fn save(path: &Path, journal: &Journal) -> Result<(), JournalFileError> {
     let dir = directory(path)?;
-    let name = path.file_name().ok_or_else(|| unsafe_(path, "has no file name"))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&tmp)?;
-        f.write_all(journal.render().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(path)(e)
-    })
+    private::replace(&dir, file_name(path)?, journal.render().as_bytes(), 0o600, None).map_err(io(path))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt};
     use zoffsite_core::journal::Entry;
 
     fn root() -> Dataset {
@@ -195,6 +170,6 @@ mod tests {
         let loose = tmp.path().join("loose");
         std::fs::write(&loose, Journal::new(1, root()).render()).unwrap();
         std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o666)).unwrap();
-        assert!(load(&loose, 1, &root()).unwrap_err().to_string().contains("written by others"));
+        assert!(load(&loose, 1, &root()).unwrap_err().to_string().contains("writable by others"));
     }
 }

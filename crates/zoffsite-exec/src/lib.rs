@@ -11,6 +11,7 @@ pub mod events;
 pub mod journal;
 pub mod lock;
 pub mod manifest_file;
+pub mod private;
 pub mod process;
 pub mod proto;
 pub mod remote;

@@ -15,15 +15,14 @@
 //! - The file is replaced atomically (a fresh `O_EXCL` temporary, then
 //!   `renameat`), and read back bounded.
 
-use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 use zoffsite_core::manifest::{MANIFEST_DIR, MANIFEST_FILE, MAX_MANIFEST_LEN};
 
-const TMP_FILE: &str = ".properties.json.tmp";
+use crate::private::{self, Rule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestFileError {
@@ -41,45 +40,30 @@ fn io(path: &Path) -> impl FnOnce(Errno) -> ManifestFileError + '_ {
     move |e| ManifestFileError::Io { path: path.display().to_string(), source: e.into() }
 }
 
-fn open_dir_at(dir: &OwnedFd, name: &str, path: &Path) -> Result<Option<OwnedFd>, ManifestFileError> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    match rustix::fs::openat(dir, name, flags, Mode::empty()) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(Errno::NOENT) => Ok(None),
-        Err(Errno::LOOP | Errno::NOTDIR) => Err(untrusted(path, "a symlink or not a directory".into())),
-        Err(e) => Err(io(path)(e)),
-    }
-}
-
 fn untrusted(path: &Path, what: String) -> ManifestFileError {
-    ManifestFileError::Untrusted { path: path.display().to_string(), what, uid: rustix::process::geteuid().as_raw() }
+    ManifestFileError::Untrusted { path: path.display().to_string(), what, uid: private::me() }
 }
 
-/// Refuses `fd` unless it is owned by this process's user and writable by
-/// no one else.
-fn check_owner(fd: &OwnedFd, path: &Path) -> Result<(), ManifestFileError> {
-    let st = rustix::fs::fstat(fd).map_err(io(path))?;
-    let me = rustix::process::geteuid().as_raw();
-    if st.st_uid != me {
-        return Err(untrusted(path, format!("owned by uid {}", st.st_uid)));
+fn private_err(path: &Path) -> impl FnOnce(private::Error) -> ManifestFileError + '_ {
+    move |e| match e {
+        private::Error::Io(source) => ManifestFileError::Io { path: path.display().to_string(), source },
+        private::Error::Untrusted(flaw) => untrusted(path, flaw.to_string()),
     }
-    let mode = st.st_mode & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(untrusted(path, format!("writable by others (mode {mode:04o})")));
-    }
-    Ok(())
+}
+
+/// The manifest's directory under `top`: ours, writable by no one else.
+fn open_dir_at(top: &OwnedFd, path: &Path) -> Result<Option<OwnedFd>, ManifestFileError> {
+    private::open_dir_at(top, MANIFEST_DIR).map_err(private_err(path))
+}
+
+fn check_owner(fd: &OwnedFd, kind: FileType, path: &Path) -> Result<(), ManifestFileError> {
+    private::check(fd, kind, Rule::NotWritableByOthers).map_err(private_err(path))
 }
 
 fn read_bounded(fd: OwnedFd, path: &Path) -> Result<String, ManifestFileError> {
-    let mut text = String::new();
-    std::fs::File::from(fd)
-        .take(MAX_MANIFEST_LEN as u64 + 1)
-        .read_to_string(&mut text)
-        .map_err(|source| ManifestFileError::Io { path: path.display().to_string(), source })?;
-    if text.len() > MAX_MANIFEST_LEN {
-        return Err(ManifestFileError::TooLarge { path: path.display().to_string() });
-    }
-    Ok(text)
+    private::read_bounded(fd, MAX_MANIFEST_LEN)
+        .map_err(|source| ManifestFileError::Io { path: path.display().to_string(), source })?
+        .ok_or_else(|| ManifestFileError::TooLarge { path: path.display().to_string() })
 }
 
 fn open_top(top: &Path) -> Result<OwnedFd, ManifestFileError> {
@@ -94,45 +78,36 @@ pub fn write(top: &Path, text: &str, dry_run: bool) -> Result<bool, ManifestFile
     let dir_path = top.join(MANIFEST_DIR);
     let file_path = dir_path.join(MANIFEST_FILE);
     let top_fd = open_top(top)?;
-    let dir = match open_dir_at(&top_fd, MANIFEST_DIR, &dir_path)? {
+    let dir = match open_dir_at(&top_fd, &dir_path)? {
         Some(d) => d,
         None if dry_run => return Ok(true),
         None => {
             rustix::fs::mkdirat(&top_fd, MANIFEST_DIR, Mode::from_raw_mode(0o755)).map_err(io(&dir_path))?;
-            let d = open_dir_at(&top_fd, MANIFEST_DIR, &dir_path)?.ok_or_else(|| io(&dir_path)(Errno::NOENT))?;
+            let d = open_dir_at(&top_fd, &dir_path)?.ok_or_else(|| io(&dir_path)(Errno::NOENT))?;
             // Whatever the umask: readable, written by its owner only.
             rustix::fs::fchmod(&d, Mode::from_raw_mode(0o755)).map_err(io(&dir_path))?;
             d
         }
     };
-    check_owner(&dir, &dir_path)?;
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    match rustix::fs::openat(&dir, MANIFEST_FILE, flags, Mode::empty()) {
-        Ok(fd) => {
+    check_owner(&dir, FileType::Directory, &dir_path)?;
+    match private::open_file_at(&dir, MANIFEST_FILE) {
+        Ok(Some(fd)) => {
             if read_bounded(fd, &file_path).is_ok_and(|old| old == text) {
                 return Ok(false);
             }
         }
-        // Missing, or a symlink (the rename below replaces the link itself).
-        Err(Errno::NOENT | Errno::LOOP) => {}
-        Err(e) => return Err(io(&file_path)(e)),
+        // Missing, or not a plain file (a symlink: the replace below
+        // replaces the link itself).
+        Ok(None) | Err(private::Error::Untrusted(_)) => {}
+        Err(private::Error::Io(source)) => {
+            return Err(ManifestFileError::Io { path: file_path.display().to_string(), source })
+        }
     }
     if dry_run {
         return Ok(true);
     }
-    let tmp_path = dir_path.join(TMP_FILE);
-    match rustix::fs::unlinkat(&dir, TMP_FILE, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => {}
-        Err(e) => return Err(io(&tmp_path)(e)),
-    }
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = rustix::fs::openat(&dir, TMP_FILE, flags, Mode::from_raw_mode(0o644)).map_err(io(&tmp_path))?;
-    let mut f = std::fs::File::from(fd);
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|source| ManifestFileError::Io { path: tmp_path.display().to_string(), source })?;
-    drop(f);
-    rustix::fs::renameat(&dir, TMP_FILE, &dir, MANIFEST_FILE).map_err(io(&file_path))?;
+    private::replace(&dir, MANIFEST_FILE, text.as_bytes(), 0o644, None)
+        .map_err(|source| ManifestFileError::Io { path: file_path.display().to_string(), source })?;
     Ok(true)
 }
 
@@ -144,20 +119,12 @@ pub fn read(top: &Path) -> Result<Option<String>, ManifestFileError> {
     let dir_path = top.join(MANIFEST_DIR);
     let file_path = dir_path.join(MANIFEST_FILE);
     let top_fd = open_top(top)?;
-    let Some(dir) = open_dir_at(&top_fd, MANIFEST_DIR, &dir_path)? else { return Ok(None) };
-    check_owner(&dir, &dir_path)?;
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = match rustix::fs::openat(&dir, MANIFEST_FILE, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(None),
-        Err(Errno::LOOP) => return Err(untrusted(&file_path, "a symlink".into())),
-        Err(e) => return Err(io(&file_path)(e)),
+    let Some(dir) = open_dir_at(&top_fd, &dir_path)? else { return Ok(None) };
+    check_owner(&dir, FileType::Directory, &dir_path)?;
+    let Some(fd) = private::open_file_at(&dir, MANIFEST_FILE).map_err(private_err(&file_path))? else {
+        return Ok(None);
     };
-    let st = rustix::fs::fstat(&fd).map_err(io(&file_path))?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err(untrusted(&file_path, "not a regular file".into()));
-    }
-    check_owner(&fd, &file_path)?;
+    check_owner(&fd, FileType::RegularFile, &file_path)?;
     read_bounded(fd, &file_path).map(Some)
 }
 
@@ -179,7 +146,8 @@ mod tests {
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777, 0o755);
         assert!(write(top.path(), "two\n", false).unwrap());
         assert_eq!(std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap(), "two\n");
-        assert!(!dir.join(TMP_FILE).exists());
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [MANIFEST_FILE], "no temporary left behind");
     }
 
     #[test]
@@ -202,7 +170,11 @@ mod tests {
         let target = elsewhere.path().join("victim");
         std::fs::write(&target, "victim\n").unwrap();
         std::os::unix::fs::symlink(&target, dir.join(MANIFEST_FILE)).unwrap();
-        std::os::unix::fs::symlink(&target, dir.join(TMP_FILE)).unwrap();
+        // Temporaries are named `.NAME.PID-N.tmp`: plant the next few.
+        for n in 0..8 {
+            let tmp = format!(".{MANIFEST_FILE}.{}-{n}.tmp", std::process::id());
+            std::os::unix::fs::symlink(&target, dir.join(tmp)).unwrap();
+        }
         assert!(
             matches!(read(top.path()), Err(ManifestFileError::Untrusted { .. })),
             "a symlinked manifest is not read"

@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::private;
+
 /// The runtime directory of a zoffsite run as root.
 pub const SYSTEM_DIR: &str = "/run/zoffsite";
 /// Environment variable naming another runtime directory (tests).
@@ -82,30 +84,16 @@ impl RunDir {
             Err(Errno::EXIST) => false,
             Err(e) => return Err(io_err(e)),
         };
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = match rfs::open(path, flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::LOOP | Errno::NOTDIR) => {
-                let what = match rfs::lstat(path) {
-                    Ok(st) if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Symlink => "a symlink",
-                    _ => "not a directory",
-                };
-                return Err(unsafe_(format!("it is {what}")));
-            }
-            Err(e) => return Err(io_err(e)),
+        let untrusted = |e: private::Error| match e {
+            private::Error::Io(e) => RunDirError::Io { path: shown.clone(), source: e },
+            private::Error::Untrusted(flaw) => unsafe_(format!("it is {flaw}")),
         };
+        let fd = private::open_dir(path).map_err(untrusted)?.ok_or_else(|| io_err(Errno::NOENT))?;
         if created {
             // The umask may have narrowed it; never widened.
             rfs::fchmod(&fd, Mode::RWXU).map_err(io_err)?;
         }
-        let st = rfs::fstat(&fd).map_err(io_err)?;
-        if st.st_uid != uid.as_raw() {
-            return Err(unsafe_(format!("it is owned by uid {}", st.st_uid)));
-        }
-        let mode = st.st_mode & 0o7777;
-        if mode != 0o700 {
-            return Err(unsafe_(format!("its mode is {mode:04o}, not 0700")));
-        }
+        private::check(&fd, rfs::FileType::Directory, private::Rule::Exactly0700).map_err(untrusted)?;
         Ok(RunDir { fd, path: path.to_owned() })
     }
 
@@ -244,7 +232,7 @@ mod tests {
         // A wider mode is refused, not repaired.
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         let e = RunDir::open(&p).unwrap_err();
-        assert!(e.to_string().contains("mode is 0755"), "{e}");
+        assert!(e.to_string().contains("mode 0755, not 0700"), "{e}");
         // A symlink to a directory of ours is refused too.
         let real = t.path().join("real");
         std::fs::create_dir(&real).unwrap();

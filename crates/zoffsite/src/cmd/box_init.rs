@@ -6,13 +6,13 @@
 //! Nothing is changed while the plan has a problem; `--dry-run` only
 //! prints the steps. A second run finds nothing to do and says so.
 
-use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use zoffsite_core::boxinit::{
     self, Facts, FileFacts, FromList, Inputs, Limit, Plan, PublicKey, RootFacts, Step, UserName,
 };
+use zoffsite_exec::private;
 use zoffsite_exec::process::Cmd;
 use zoffsite_exec::system;
 use zoffsite_exec::zfs::Zfs;
@@ -290,15 +290,29 @@ fn execute(zfs: &Zfs, inp: &Inputs, step: &Step) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the authorized_keys file atomically (a new file in the same
-/// directory, renamed over the old one: a symlink planted there is
-/// replaced, never followed), 0600 and owned by the user; creates or fixes
-/// `~/.ssh` (0700, the user's) first.
+/// Writes the authorized_keys file atomically (`private::replace`: a new
+/// file in the same directory, renamed over the old one, so a symlink
+/// planted there is replaced, never followed), 0600 and owned by the user;
+/// creates or fixes `~/.ssh` (0700, the user's) first. The box user can
+/// write its home, so `~/.ssh` is opened without following a symlink and
+/// changed through that descriptor only: a directory swapped for a link
+/// after the check cannot turn root's chown/chmod onto another path.
 fn write_keys(inp: &Inputs, path: &str, ssh_dir: Option<&str>, content: &str) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let pw = system::getent("passwd", inp.user.as_str())?
         .and_then(|l| boxinit::parse_passwd(&l))
         .with_context(|| format!("user {} not found", inp.user))?;
+    let owner = private::Owner { uid: pw.uid, gid: pw.gid };
+    let open = |dir: &Path| -> anyhow::Result<std::os::fd::OwnedFd> {
+        match private::open_dir(dir) {
+            Ok(Some(fd)) => Ok(fd),
+            Ok(None) => anyhow::bail!("{} does not exist", dir.display()),
+            Err(private::Error::Untrusted(flaw)) => {
+                anyhow::bail!("{} is {flaw}; refusing to write through it", dir.display())
+            }
+            Err(private::Error::Io(e)) => Err(e).with_context(|| format!("cannot open {}", dir.display())),
+        }
+    };
     if let Some(dir) = ssh_dir {
         let d = Path::new(dir);
         match std::fs::create_dir(d) {
@@ -306,34 +320,13 @@ fn write_keys(inp: &Inputs, path: &str, ssh_dir: Option<&str>, content: &str) ->
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e).with_context(|| format!("cannot create {dir}")),
         }
-        let m = std::fs::symlink_metadata(d)?;
-        anyhow::ensure!(m.is_dir() && !m.file_type().is_symlink(), "{dir} is not a directory");
-        std::os::unix::fs::lchown(d, Some(pw.uid), Some(pw.gid)).with_context(|| format!("chown {dir}"))?;
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod {dir}"))?;
+        private::fix_dir(&open(d)?, owner, 0o700).with_context(|| format!("cannot chown/chmod {dir}"))?;
     }
     let target = Path::new(path);
     let dir = target.parent().context("authorized_keys path has no directory")?;
-    let name = target.file_name().context("authorized_keys path has no file name")?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.zoffsite-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    let written = (|| -> std::io::Result<()> {
-        f.write_all(content.as_bytes())?;
-        std::os::unix::fs::fchown(&f, Some(pw.uid), Some(pw.gid))?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, target)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {path}"));
-    }
-    Ok(())
+    let name = target.file_name().and_then(|n| n.to_str()).context("authorized_keys path has no file name")?;
+    private::replace(&open(dir)?, name, content.as_bytes(), 0o600, Some(owner))
+        .with_context(|| format!("cannot write {path}"))
 }
 
 #[cfg(test)]
