@@ -19,7 +19,7 @@ use zoffsite_core::protocol::{
     self, check_listing, Frame, ProtoError, Request, Response, MAX_DATA_LEN, MAX_REQUEST_LEN, MAX_RESPONSE_LEN,
 };
 use zoffsite_core::records::{Expect, StreamValidator, MAX_SUBSTREAMS};
-use zoffsite_core::{nvlist, parse, resume, stream};
+use zoffsite_core::{nvlist, parse, resume};
 
 use crate::corpus::{self, guid};
 use crate::mutate::Shape;
@@ -212,7 +212,6 @@ pub fn all() -> Vec<Target> {
                 false
             }
         }),
-        begin_target(),
         nvlist_target(),
         validator_target(),
         text_target(
@@ -591,38 +590,6 @@ fn json_target(name: &'static str, response: bool) -> Target {
 
 // ---- streams ----
 
-fn begin_target() -> Target {
-    let seeds = corpus::streams().into_iter().map(|s| s.bytes[..s.bytes.len().min(4096)].to_vec()).collect();
-    Target {
-        name: "stream-begin",
-        shape: Shape::Stream { prefix: 0 },
-        dict: corpus::TEXT_DICT,
-        seeds,
-        max_len: 8192,
-        mem_base: MIB,
-        mem_per_byte: 4,
-        hostile: true,
-        weight: 1,
-        run: Box::new(|ctx, input| {
-            let r = stream::parse_begin(input);
-            // Only the first record counts.
-            let head = stream::parse_begin(&input[..input.len().min(stream::BEGIN_RECORD_LEN)]);
-            ctx.check(r == head, || "parse_begin looked past the BEGIN record".into());
-            match r {
-                Ok(b) => {
-                    ctx.check(b.is_raw(), || "a non-raw BEGIN accepted".into());
-                    true
-                }
-                Err(e) => {
-                    ctx.refused(e);
-                    false
-                }
-            }
-        }),
-    }
-}
-
-/// A substream BEGIN's key data (a packed nvlist), as `serve` reads it.
 fn nvlist_target() -> Target {
     let seeds = corpus::streams()
         .into_iter()

@@ -35,5 +35,6 @@ pub mod restore;
 pub mod resume;
 pub mod retention;
 pub mod status;
+#[cfg(any(test, feature = "test-util"))]
 pub mod stream;
 pub mod verify;

@@ -1,7 +1,8 @@
 //! Validation of a whole `zfs send` stream, record by record, as it flows.
 //!
-//! [`crate::stream::parse_begin`] checks the first record only. That is not
-//! enough for a multi-snapshot `zfs send -w -I A B` stream, which OpenZFS
+//! This is the one check of a stream's records in production (`serve`
+//! before `zfs receive`, restores and drills before a local receive).
+//! Checking the first record alone would not be enough for a multi-snapshot `zfs send -w -I A B` stream, which OpenZFS
 //! (2.3.2, checked on real streams: `testdata/capture.sh`) emits as a
 //! *compound* stream:
 //!
@@ -94,10 +95,16 @@ use std::collections::BTreeSet;
 
 use crate::names::{Dataset, Guid, NameError, SnapName, Snapshot};
 use crate::nvlist::{KeyWrap, NvError};
-use crate::stream::{DMU_BACKUP_MAGIC, FEATURE_RAW, FEATURE_RESUMING};
 
 /// Size of one `dmu_replay_record_t` header.
 pub const RECORD_LEN: usize = 312;
+
+/// `drr_magic` of a BEGIN record (`DMU_BACKUP_MAGIC`, zfs_ioctl.h).
+pub const DMU_BACKUP_MAGIC: u64 = 0x2F5B_ACBAC;
+/// The raw-send feature flag (`DMU_BACKUP_FEATURE_RAW`).
+pub const FEATURE_RAW: u64 = 1 << 24;
+/// A resumed stream (`DMU_BACKUP_FEATURE_RESUMING`).
+pub const FEATURE_RESUMING: u64 = 1 << 20;
 
 /// Largest payload any record may claim: `SPA_MAXBLOCKSIZE` (16 MiB), the
 /// largest block ZFS can write; a WRITE carries at most one block, and the

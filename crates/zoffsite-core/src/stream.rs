@@ -1,10 +1,11 @@
-//! The BEGIN record of a ZFS send stream.
+//! A minimal reader and writer of a stream's BEGIN record, for tests and
+//! the fuzzer only (feature `test-util`): they build BEGIN records, and
+//! the fuzzer's `serve` target uses [`parse_begin`] as an oracle written
+//! independently of the validator.
 //!
-//! `serve` reads the first [`BEGIN_RECORD_LEN`] bytes of every stream and
-//! checks them before `zfs receive` sees a byte: the stream must be a single
-//! dataset's substream (not a `-R` package), must carry the RAW feature flag
-//! (so blocks arrive still encrypted and the box never needs a key), and must
-//! be for exactly the snapshot GUID and base GUID that the request named.
+//! Production code never uses this module: every stream is checked record
+//! by record by [`crate::records::StreamValidator`], which owns the record
+//! layout and its constants.
 //!
 //! Layout (OpenZFS `zfs_ioctl.h`, `dmu_replay_record_t`), in the sender's
 //! native byte order, which the magic number reveals:
@@ -27,14 +28,10 @@
 
 use crate::names::{Guid, NameError, Snapshot};
 
-/// Size of one `dmu_replay_record_t`; the BEGIN record is the first one.
-pub const BEGIN_RECORD_LEN: usize = 312;
+pub use crate::records::{DMU_BACKUP_MAGIC, FEATURE_RAW, FEATURE_RESUMING, RECORD_LEN as BEGIN_RECORD_LEN};
 
-pub const DMU_BACKUP_MAGIC: u64 = 0x2F5B_ACBAC;
 const DRR_BEGIN: u32 = 0;
 const DMU_SUBSTREAM: u64 = 1;
-pub const FEATURE_RAW: u64 = 1 << 24;
-pub const FEATURE_RESUMING: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StreamError {
