@@ -798,12 +798,224 @@ fn human_bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    //! The run's wiring without ssh or root: the source's `zfs` is a shell
+    //! script over a few files (the holds as the kernel would keep them),
+    //! each target a real `proto::server::Server` on a thread, reached
+    //! through `Session::over`, with a fake `zfs` of its own. Streams are
+    //! not sent here (a whole-session suite covers them).
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use crate::events::Recorded;
+    use crate::proto::client::Peer;
+    use crate::proto::server::Server;
+
+    const OLD: &str = "zoffsite-20251231T000000Z";
+    const NEW: &str = "zoffsite-20260101T000000Z";
+    const G_OLD: u64 = 111_111;
+    const G_NEW: u64 = 222_222;
+
+    fn script(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// The source: `datasets` and `snapshots` are what its listings print;
+    /// `holds` is the kernel's holds, one `SNAPSHOT TAG TIME` a line;
+    /// `log` has every argv. `zpool sync` succeeds.
+    struct Source {
+        dir: tempfile::TempDir,
+    }
+
+    impl Source {
+        fn new(datasets: &str, snapshots: &str, holds: &str) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().display().to_string();
+            std::fs::write(dir.path().join("datasets"), datasets).unwrap();
+            std::fs::write(dir.path().join("snapshots"), snapshots).unwrap();
+            std::fs::write(dir.path().join("holds"), holds).unwrap();
+            script(&dir.path().join("zpool"), "#!/bin/sh\nexit 0\n");
+            script(
+                &dir.path().join("zfs"),
+                &format!(
+                    "#!/bin/sh\nD='{d}'\necho \"$*\" >> \"$D/log\"\ncase \"$1\" in\n\
+                     list) case \"$*\" in *filesystem,volume*) cat \"$D/datasets\";; *) cat \"$D/snapshots\";; esac;;\n\
+                     holds) shift 3; for s; do grep \"^$s \" \"$D/holds\" | tr ' ' '\\t'; done;;\n\
+                     hold) t=$2; shift 2; for s; do echo \"$s $t 1795000000\" >> \"$D/holds\"; done;;\n\
+                     release) t=$2; shift 2; for s; do grep -vx \"$s $t 1795000000\" \"$D/holds\" > \"$D/h\"; mv \"$D/h\" \"$D/holds\"; done;;\n\
+                     bookmark) if grep -qx \"$3\" \"$D/bookmarks\" 2>/dev/null; then echo \"cannot create bookmark '$3': bookmark exists\" >&2; exit 1; fi; echo \"$3\" >> \"$D/bookmarks\";;\n\
+                     destroy) ;;\n\
+                     *) echo \"fake zfs: $*\" >&2; exit 1;;\nesac\n"
+                ),
+            );
+            Source { dir }
+        }
+
+        fn zfs(&self) -> Zfs {
+            Zfs::with_binary(self.dir.path().join("zfs"))
+        }
+
+        fn file(&self, name: &str) -> String {
+            std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+        }
+    }
+
+    /// Nothing to end: the box is a thread that ends with its input.
+    struct InProcess;
+
+    impl Peer for InProcess {
+        fn kill(&self) {}
+        fn end(&self, _grace: Duration) {}
+    }
+
+    /// Connects "away" to nothing (unreachable) and every other target to
+    /// a box under `offsite/home` that holds tank/data@NEW (an earlier run
+    /// sent it and did not get to move its hold).
+    fn boxes(dir: PathBuf) -> Arc<Connect> {
+        let zfs = dir.join("box-zfs");
+        script(
+            &zfs,
+            &format!(
+                "#!/bin/sh\ncase \"$1\" in\n list) printf 'offsite/home\\t1\\t1\\t1\\t-\\noffsite/home/tank\\t2\\t2\\t1\\t-\\noffsite/home/tank/data\\t3\\t3\\t1\\t-\\noffsite/home/tank/data@{OLD}\\t{G_OLD}\\t10\\t1767139200\\t-\\noffsite/home/tank/data@{NEW}\\t{G_NEW}\\t11\\t1767225600\\t-\\n';;\n get) echo none;;\n *) exit 1;;\nesac\n"
+            ),
+        );
+        Arc::new(move |t: &Target| {
+            if t.name == "away" {
+                return Err(RemoteError::Unreachable { host: t.host.clone(), detail: "No route to host".into() });
+            }
+            let (to_box_r, to_box_w) = std::io::pipe().unwrap();
+            let (from_box_r, from_box_w) = std::io::pipe().unwrap();
+            let input = std::fs::File::from(std::os::fd::OwnedFd::from(to_box_r));
+            let mut server =
+                Server::new(Zfs::with_binary(&zfs), Dataset::new("offsite/home").unwrap(), input, from_box_w);
+            std::thread::spawn(move || server.serve());
+            Session::over(from_box_r, to_box_w, InProcess)
+        })
+    }
+
+    fn config(targets: &[&str], keep: &str) -> Config {
+        let mut text = format!("[source]\ndatasets = [\"tank/data\"]\n{keep}\n");
+        for t in targets {
+            text.push_str(&format!(
+                "[[target]]\nname = \"{t}\"\nhost = \"10.77.0.2\"\nuser = \"root\"\nidentity_file = \"/nonexistent/id\"\nknown_hosts = \"/nonexistent/kh\"\n"
+            ));
+        }
+        Config::parse(&text).unwrap()
+    }
+
+    fn options(dry_run: bool, connect: Arc<Connect>) -> Options<'static> {
+        Options {
+            dry_run,
+            force_snapshot: false,
+            config_path: Path::new("/etc/zoffsite/test.toml"),
+            now: "2026-01-02T00:00:00Z".parse().unwrap(),
+            connect,
+        }
+    }
+
+    #[test]
+    fn two_targets_each_move_their_own_hold_and_the_old_base_is_pruned() {
+        // Nothing changed since NEW, which both boxes hold; both targets'
+        // holds are still on OLD. The first target bookmarks NEW, the
+        // second finds that bookmark (3c7a11d: it tried to make it again,
+        // failed, and never moved its hold); each moves its own tag, new
+        // hold first; then OLD, held by nobody, is pruned.
+        let src = Source::new(
+            "tank/data\t99\taes-256-gcm\t0\t-\n",
+            &format!("tank/data@{OLD}\t{G_OLD}\t10\t1767139200\t2\ntank/data@{NEW}\t{G_NEW}\t11\t1767225600\t0\n"),
+            &format!("tank/data@{OLD} zoffsite-friend 1795000000\ntank/data@{OLD} zoffsite-other 1795000000\n"),
+        );
+        let cfg = config(&["friend", "other"], "[source.keep]\nlast = 1\n");
+        let mut ev = Recorded::default();
+        let report = backup(&cfg, &src.zfs(), &options(false, boxes(src.dir.path().to_owned())), &mut ev);
+        assert_eq!(ev.worst, Severity::Ok, "{:?}", ev.errors);
+        assert_eq!(report.snapshot, None, "nothing changed: no snapshot");
+        assert_eq!(report.targets.len(), 2);
+        for t in &report.targets {
+            assert_eq!(t.error, None);
+            assert!(matches!(&t.datasets[..], [d] if d.status == DatasetStatus::Ok && d.bytes == Some(0)), "{t:?}");
+        }
+        assert_eq!(report.pruned, [format!("tank/data@{OLD}")]);
+        assert_eq!(
+            src.file("holds"),
+            format!("tank/data@{NEW} zoffsite-friend 1795000000\ntank/data@{NEW} zoffsite-other 1795000000\n")
+        );
+        let log = src.file("log");
+        let at = |line: &str| log.lines().position(|l| l == line).unwrap_or_else(|| panic!("no `{line}` in\n{log}"));
+        assert_eq!(log.lines().filter(|l| l.starts_with("bookmark ")).count(), 1, "{log}");
+        for t in ["friend", "other"] {
+            assert!(
+                at(&format!("hold zoffsite-{t} tank/data@{NEW}"))
+                    < at(&format!("release zoffsite-{t} tank/data@{OLD}"))
+            );
+        }
+        assert!(at(&format!("release zoffsite-other tank/data@{OLD}")) < at(&format!("destroy tank/data@{OLD}")));
+        assert!(ev.lines.iter().any(|l| l.starts_with("friend: tank/data: box already holds @")), "{:?}", ev.lines);
+        assert!(ev.lines.contains(&format!("tank/data@{OLD}: destroy")), "{:?}", ev.lines);
+    }
+
+    #[test]
+    fn a_dry_run_plans_refuses_and_reports_an_unreachable_target_without_changing_anything() {
+        let src = Source::new(
+            "tank/data\t99\taes-256-gcm\t4096\t-\ntank/data/plain\t98\toff\t0\t-\n",
+            &format!("tank/data@{NEW}\t{G_NEW}\t11\t1767225600\t0\n"),
+            "",
+        );
+        let cfg = config(&["friend", "away"], "");
+        let mut ev = Recorded::default();
+        let report = backup(&cfg, &src.zfs(), &options(true, boxes(src.dir.path().to_owned())), &mut ev);
+        assert_eq!(ev.worst, Severity::Target, "{:?}", ev.errors);
+        assert!(report.dry_run);
+        assert_eq!(report.snapshot.as_ref().map(SnapName::as_str), Some("zoffsite-20260102T000000Z"));
+        // The unencrypted child: refused by name, with the fix, as skipped.
+        assert_eq!(report.skipped.len(), 1);
+        assert!(report.skipped[0].message.starts_with("refused tank/data/plain: it is not encrypted"));
+        assert!(report.skipped[0].message.ends_with("source.exclude in /etc/zoffsite/test.toml"));
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        // The unreachable target is reported as it is found; the other plans.
+        assert_eq!(report.targets[0].name, "away");
+        assert!(report.targets[0].error.as_deref().unwrap().starts_with("target away: cannot reach the box"));
+        let friend = &report.targets[1];
+        assert!(
+            matches!(&friend.datasets[..], [d] if d.status == DatasetStatus::Planned && matches!(d.send, Some(Send::Incremental { .. }))),
+            "{friend:?}"
+        );
+        let severities: Vec<Severity> = ev.errors.iter().map(|(s, _)| *s).collect();
+        assert_eq!(severities, [Severity::Partial, Severity::Target], "{:?}", ev.errors);
+        assert!(
+            ev.lines
+                .iter()
+                .any(|l| l.starts_with("would run: ") && l.ends_with(" snapshot tank/data@zoffsite-20260102T000000Z")),
+            "{:?}",
+            ev.lines
+        );
+        assert!(
+            ev.lines.iter().any(|l| l.starts_with(&format!("friend: tank/data: would send incremental @{NEW}"))),
+            "{:?}",
+            ev.lines
+        );
+        // Only listings ran (and reads of the properties, which fail here:
+        // a warning).
+        let log = src.file("log");
+        assert!(log.lines().all(|l| l.starts_with("list ") || l.starts_with("get ")), "{log}");
+        assert_eq!(ev.warnings.len(), 1, "{:?}", ev.warnings);
+    }
 
     #[test]
     fn human_bytes_reads_well() {
         assert_eq!(human_bytes(0), "0 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(256 << 20), "256.0 MiB");
+    }
+
+    #[test]
+    fn causes_are_told_as_anyhow_told_them() {
+        let e = ZfsError::Exec(crate::process::ExecError::Spawn {
+            program: "zfs".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        assert_eq!(with_causes(&e), "cannot run zfs: entity not found: entity not found");
     }
 }
