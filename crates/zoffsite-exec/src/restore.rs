@@ -779,3 +779,346 @@ fn say_keys(top: &Dataset, uri: &str, events: &mut dyn Events) {
         "Each restored dataset is its own encryption root with keylocation={uri}, wrapped exactly as the box holds it, so backups go on from it as before. After a reboot: zfs load-key -r {top}, then mount. Leave the keys as they are: a zfs change-key (-i included) is a key change the box refuses (docs/restore.md)."
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    //! The receive path against real captured streams (zoffsite-core's
+    //! testdata) and a fake `zfs`/`zpool` that log their argv: the checks,
+    //! the bounds, a restore from an imported pool, and the box's `Send`
+    //! through the same [`RawSend`]. Real receives are tested end to end in
+    //! the VM.
+    use super::*;
+    use crate::events::Recorded;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    /// A raw full send of t/src@s1, and a non-raw incremental of an
+    /// unencrypted dataset (OpenZFS 2.3.2; testdata/capture.sh).
+    const RAW_FULL: &[u8] = include_bytes!("../../zoffsite-core/testdata/raw-full.zstream");
+    const S1: u64 = 10546291128629098134;
+    const PLAIN_INCR: &[u8] = include_bytes!("../../zoffsite-core/testdata/plain-incr.zstream");
+
+    fn guid(g: u64) -> Guid {
+        Guid::new(g).unwrap()
+    }
+
+    fn limits(bytes: u64) -> Limits {
+        Limits::new(ByteBudget::new(bytes, "the test's limit"), Duration::from_secs(60), "the test's time")
+    }
+
+    /// Feeds `stream` in 4 KiB chunks; what reached the writer, and the
+    /// first refusal (or the end's verdict).
+    fn through_sink(stream: &[u8], want: u64, limits: &mut Limits) -> (Vec<u8>, Result<(), String>) {
+        let mut out = Vec::new();
+        let mut sink = CheckedSink::new(guid(want), limits, &mut out);
+        for c in stream.chunks(4096) {
+            if let Err(e) = sink.chunk(c) {
+                return (out, Err(e.to_string()));
+            }
+        }
+        let end = sink.finish().map_err(|e| e.to_string());
+        (out, end)
+    }
+
+    #[test]
+    fn the_sink_passes_the_raw_stream_it_expects_byte_for_byte() {
+        let (out, end) = through_sink(RAW_FULL, S1, &mut limits(1 << 30));
+        assert_eq!(end, Ok(()));
+        assert_eq!(out, RAW_FULL);
+    }
+
+    #[test]
+    fn the_sink_refuses_a_plaintext_stream_before_any_byte_of_it_is_written() {
+        let (out, end) = through_sink(PLAIN_INCR, S1, &mut limits(1 << 30));
+        let e = end.unwrap_err();
+        assert!(e.starts_with("refused the box's stream: "), "{e}");
+        assert!(out.is_empty(), "{} bytes reached zfs receive", out.len());
+    }
+
+    #[test]
+    fn the_sink_refuses_another_snapshot_before_its_end_reaches_zfs_receive() {
+        let (out, end) = through_sink(RAW_FULL, 4242, &mut limits(1 << 30));
+        let e = end.unwrap_err();
+        assert!(e.contains("refused the box's stream") && e.contains("4242"), "{e}");
+        // zfs receive commits nothing without the final END record.
+        assert!(out.len() < RAW_FULL.len(), "the END record was withheld");
+        assert_eq!(out[..], RAW_FULL[..out.len()]);
+    }
+
+    #[test]
+    fn the_byte_limit_is_counted_before_the_check_and_the_deadline_too() {
+        let mut l = limits(4096 * 2);
+        let (out, end) = through_sink(RAW_FULL, S1, &mut l);
+        let e = end.unwrap_err();
+        assert!(e.contains("the test's limit"), "{e}");
+        assert_eq!(out.len(), 4096 * 2, "nothing past the limit was written");
+        // Out of time: refused before it is counted or checked.
+        let mut l = Limits::new(ByteBudget::new(1 << 30, "x"), Duration::ZERO, "the test's time");
+        let (out, end) = through_sink(RAW_FULL, S1, &mut l);
+        let e = end.unwrap_err();
+        assert!(e.contains("did not finish within") && e.contains("the test's time"), "{e}");
+        assert!(out.is_empty());
+    }
+
+    /// A fake `zfs` (and `zpool`) for a box root `off/h` imported here and
+    /// a local pool `tank`: `stream` is what `zfs send` sends.
+    struct Fake {
+        _tmp: tempfile::TempDir,
+        dir: PathBuf,
+    }
+
+    impl Fake {
+        fn new(stream: &[u8]) -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().to_owned();
+            let zfs = format!(
+                r#"#!/bin/sh
+D='{d}'
+echo "$*" >> "$D/log"
+case "$*" in
+ 'list -H -p -r -t filesystem,volume,snapshot '*) cat "$D/box";;
+ 'list -H -p -r -t filesystem -o name,mounted '*) cat "$D/mounted";;
+ 'list -H -o name -t filesystem,volume '*) grep -qx "$7" "$D/exists" && exit 0; echo "cannot open '$7': dataset does not exist" >&2; exit 1;;
+ 'get -H -p -o value available '*) echo 1000000000;;
+ 'get -H -p -o value mountpoint '*) echo none;;
+ 'get -H -p -o value guid '*) echo {S1};;
+ 'send -w '*) [ -e "$D/send-fails" ] && {{ echo "cannot send: I/O error" >&2; exit 1; }}; [ -e "$D/endless" ] && exec cat /dev/zero; cat "$D/stream";;
+ 'receive -u '*) cat > "$D/received";;
+ *) exit 1;;
+esac
+"#,
+                d = dir.display()
+            );
+            let zpool = format!(
+                "#!/bin/sh\nprintf 'readonly\\t%s\\naltroot\\t/mnt\\n' \"$(cat '{}/readonly')\"\n",
+                dir.display()
+            );
+            for (name, body) in [("zfs", zfs), ("zpool", zpool)] {
+                std::fs::write(dir.join(name), body).unwrap();
+                std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let files = [
+                ("stream", stream.to_vec()),
+                ("box", format!("off/h\t1\t1\t1\t-\noff/h/tank\t2\t2\t1\t-\noff/h/tank/data\t3\t3\t1\t-\noff/h/tank/data@s1\t{S1}\t4\t1764140003\t-\n").into_bytes()),
+                ("mounted", b"off\tno\noff/h\tno\n".to_vec()),
+                ("exists", b"tank\noff/h\n".to_vec()),
+                ("readonly", b"on".to_vec()),
+            ];
+            for (name, content) in files {
+                std::fs::write(dir.join(name), content).unwrap();
+            }
+            Fake { _tmp: tmp, dir }
+        }
+
+        fn zfs(&self) -> Zfs {
+            Zfs::with_binary(self.dir.join("zfs"))
+        }
+
+        fn touch(&self, name: &str) {
+            std::fs::write(self.dir.join(name), "").unwrap();
+        }
+
+        fn read(&self, name: &str) -> Vec<u8> {
+            std::fs::read(self.dir.join(name)).unwrap_or_default()
+        }
+
+        fn log(&self) -> String {
+            String::from_utf8(self.read("log")).unwrap()
+        }
+    }
+
+    fn options(dry_run: bool) -> Options {
+        Options {
+            request: Request { dataset: ds("tank/data"), snapshot: None, to: None, children: true },
+            keylocation: None,
+            children_unverified: false,
+            apply: Apply::Data,
+            dry_run,
+            max_bytes: None,
+            max_time: None,
+        }
+    }
+
+    fn ds(s: &str) -> Dataset {
+        Dataset::new(s).unwrap()
+    }
+
+    fn from_pool(f: &Fake, opts: &Options) -> Recorded {
+        let mut ev = Recorded::default();
+        restore(&f.zfs(), Origin::Pool(ds("off/h")), opts, &mut ev);
+        ev
+    }
+
+    #[test]
+    fn a_restore_from_an_imported_pool_receives_and_says_how_to_unlock() {
+        let f = Fake::new(RAW_FULL);
+        let ev = from_pool(&f, &options(false));
+        assert_eq!(ev.worst, Severity::Ok, "{:?}", ev.errors);
+        assert!(
+            ev.lines[0].starts_with("accepting at most 950000000 bytes from the box (the default)"),
+            "{:?}",
+            ev.lines
+        );
+        let done = format!("restored tank/data@s1 as tank/data ({} bytes, guid {S1})", RAW_FULL.len());
+        assert_eq!(ev.lines[1], done);
+        assert!(ev.lines[2].starts_with("restored, not mounted: the keys are not loaded"), "{:?}", ev.lines);
+        assert_eq!(f.read("received"), RAW_FULL);
+        let log = f.log();
+        assert!(log.contains("send -w off/h/tank/data@s1\n") && log.contains("receive -u tank/data\n"), "{log}");
+        assert!(!log.contains("-F") && !log.contains("load-key") && !log.contains("destroy"), "{log}");
+    }
+
+    #[test]
+    fn a_plaintext_stream_on_the_box_is_refused_and_nothing_is_received() {
+        let f = Fake::new(PLAIN_INCR);
+        let ev = from_pool(&f, &options(false));
+        assert_eq!(ev.worst, Severity::Error);
+        let (_, e) = &ev.errors[0];
+        assert!(e.starts_with("tank/data@s1: ") && e.contains("refused the box's stream"), "{e}");
+        assert!(f.read("received").is_empty(), "zfs receive saw none of it");
+    }
+
+    #[test]
+    fn a_writable_box_pool_is_refused_before_anything_is_read() {
+        let f = Fake::new(RAW_FULL);
+        std::fs::write(f.dir.join("readonly"), "off").unwrap();
+        let ev = from_pool(&f, &options(false));
+        assert_eq!(ev.worst, Severity::Error);
+        assert!(ev.errors[0].1.starts_with("refusing --from-pool off/h: ") && ev.errors[0].1.contains("not read-only"));
+        assert!(!f.log().contains("send"), "{}", f.log());
+    }
+
+    #[test]
+    fn a_dry_run_says_what_it_would_restore_and_receives_nothing() {
+        let f = Fake::new(RAW_FULL);
+        let ev = from_pool(&f, &options(true));
+        assert_eq!(ev.worst, Severity::Ok, "{:?}", ev.errors);
+        assert_eq!(ev.lines[1], format!("would restore tank/data@s1 (guid {S1}) as tank/data"));
+        assert!(!f.log().contains("send -w") && !f.log().contains("receive -u"), "{}", f.log());
+    }
+
+    #[test]
+    fn children_the_manifest_cannot_vouch_for_are_refused_without_the_key() {
+        let f = Fake::new(RAW_FULL);
+        let mut listing = String::from_utf8(f.read("box")).unwrap();
+        listing.push_str("off/h/tank/data/sub\t5\t5\t1\t-\noff/h/tank/data/sub@s1\t77\t6\t1764140003\t-\n");
+        std::fs::write(f.dir.join("box"), listing).unwrap();
+        let ev = from_pool(&f, &options(true));
+        assert_eq!(ev.worst, Severity::Usage);
+        assert!(ev.errors[0]
+            .1
+            .starts_with("without -n this would be refused: the box holds 1 dataset(s) below tank/data"));
+        assert!(ev.lines[2].ends_with(" unchecked (--children-unverified)"), "{:?}", ev.lines);
+        let ev = from_pool(&f, &options(false));
+        assert_eq!(ev.worst, Severity::Usage);
+        assert!(ev.errors[0].1.starts_with("the box holds 1 dataset(s) below tank/data"), "{:?}", ev.errors);
+        assert!(!f.log().contains("send -w"), "nothing was received: {}", f.log());
+    }
+
+    #[test]
+    fn a_stream_past_the_byte_limit_is_cut_and_zfs_receive_killed() {
+        let f = Fake::new(RAW_FULL);
+        let mut opts = options(false);
+        opts.max_bytes = Some(1000);
+        let ev = from_pool(&f, &opts);
+        assert_eq!(ev.worst, Severity::Error);
+        assert!(
+            ev.errors[0].1.starts_with("tank/data@s1: ") && ev.errors[0].1.contains("--max-bytes"),
+            "{:?}",
+            ev.errors
+        );
+        assert!(ev.lines[0].contains("accepting at most 1000 bytes from the box (--max-bytes)"), "{:?}", ev.lines);
+        assert!(f.read("received").is_empty(), "the chunk past the limit never reached zfs receive");
+    }
+
+    #[test]
+    fn a_raw_send_hands_over_data_then_its_end_and_fails_as_zfs_said() {
+        let f = Fake::new(RAW_FULL);
+        let snap = Snapshot::new("off/h/tank/data@s1").unwrap();
+        let (mut got, mut ends) = (Vec::new(), 0);
+        let n = RawSend::start(&f.zfs(), &snap, None)
+            .unwrap()
+            .pump(&mut |c| {
+                match c {
+                    Chunk::Data(d) => got.extend_from_slice(d),
+                    Chunk::End => ends += 1,
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!((n, got.as_slice(), ends), (RAW_FULL.len() as u64, RAW_FULL, 1));
+        f.touch("send-fails");
+        let e = RawSend::start(&f.zfs(), &snap, None).unwrap().pump(&mut |_| Ok(())).unwrap_err();
+        assert!(matches!(e, RawSendError::Failed(_)) && e.to_string().contains("I/O error"), "{e}");
+    }
+
+    #[test]
+    fn a_sink_that_gives_up_stops_the_send() {
+        let f = Fake::new(RAW_FULL);
+        f.touch("endless");
+        let snap = Snapshot::new("off/h/tank/data@s1").unwrap();
+        let started = Instant::now();
+        let e = RawSend::start(&f.zfs(), &snap, None)
+            .unwrap()
+            .pump(&mut |_| Err(io::Error::other("no more, thanks")))
+            .unwrap_err();
+        assert!(matches!(e, RawSendError::Sink(_)) && e.to_string() == "no more, thanks", "{e}");
+        assert!(started.elapsed() < Duration::from_secs(30), "killed, not read to the end");
+    }
+
+    /// The box's side: `serve` answers a `Send` through the same
+    /// [`RawSend`], one data frame per read, then the end, then `Sent`.
+    fn serve_send(f: &Fake) -> Vec<protocol::Frame> {
+        use zoffsite_core::protocol::Request as Req;
+        let mut input = Vec::new();
+        protocol::write_msg(&mut input, &Req::Hello { protocol: "zoffsite".into(), version: 1, client: "t".into() })
+            .unwrap();
+        protocol::write_msg(
+            &mut input,
+            &Req::Send { dataset: ds("tank/data"), snapshot: SnapName::new("s1").unwrap() },
+        )
+        .unwrap();
+        protocol::write_msg(&mut input, &Req::Bye).unwrap();
+        let mut output = Vec::new();
+        crate::proto::server::Server::new(f.zfs(), ds("off/h"), io::Cursor::new(input), &mut output).serve().unwrap();
+        let mut out = io::Cursor::new(output);
+        let mut frames = Vec::new();
+        while let Ok(fr) = protocol::read_frame(&mut out, usize::MAX) {
+            frames.push(fr);
+        }
+        frames
+    }
+
+    fn msg(f: &protocol::Frame) -> protocol::Response {
+        match f {
+            protocol::Frame::Msg(b) => protocol::decode(b).unwrap(),
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_box_sends_a_snapshot_back_raw_in_frames() {
+        use zoffsite_core::protocol::{Frame, Response};
+        let f = Fake::new(RAW_FULL);
+        let frames = serve_send(&f);
+        assert!(matches!(msg(&frames[1]), Response::Sending { guid, .. } if guid.get() == S1));
+        let mut data = Vec::new();
+        let mut i = 2;
+        while let Frame::Data(d) = &frames[i] {
+            data.extend_from_slice(d);
+            i += 1;
+        }
+        assert_eq!(data, RAW_FULL);
+        assert!(matches!(frames[i], Frame::End));
+        assert!(matches!(msg(&frames[i + 1]), Response::Sent { bytes } if bytes == RAW_FULL.len() as u64));
+        assert!(f.log().contains("send -w off/h/tank/data@s1\n"), "{}", f.log());
+        // A failing zfs send: the stream ends, and the answer says why.
+        f.touch("send-fails");
+        let frames = serve_send(&f);
+        assert!(matches!(frames[2], Frame::End), "{frames:?}");
+        assert!(
+            matches!(msg(&frames[3]), Response::Error { code: protocol::ErrorCode::Zfs, message } if message.contains("I/O error")),
+            "{frames:?}"
+        );
+    }
+}
