@@ -11,8 +11,8 @@
 //!
 //! Healthy: one summary line, exit 0. Otherwise every finding is printed on
 //! stdout (or in `--json`), the message goes on stdin to the configured
-//! `notify` argv (at most [`boxstate::NOTIFY_TIMEOUT`], then killed), and the exit is
-//! 6 ("stale", as for `status`: a monitoring check failed). If the notify
+//! `notify` argv (at most [`boxstate::NOTIFY_TIMEOUT`], then killed), and
+//! the exit is 6 ("stale", as for `status`: a monitoring check failed). If the notify
 //! program cannot be run, fails or times out, the exit is 1 (error), which
 //! precedes 6: the owner was not told. Whatever could not be checked (a
 //! failing `zfs` or `zpool`) is itself a finding, so a broken box is
