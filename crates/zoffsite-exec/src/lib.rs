@@ -4,7 +4,7 @@
 //! ssh to the box itself, since its pipes are the session (by the argv
 //! [`ssh`] builds, never a shell, its stderr collected bounded). [`zfs`]
 //! builds every zfs argv; [`remote`] speaks the protocol to a box, and
-//! [`proto::server`] is the box's end of it. [`restore`] and [`drill`]
+//! [`proto::server`] is the box's end of it. [`restore`](mod@restore) and [`drill`](mod@drill)
 //! bring a tree back (one checked "send raw into a sink" for both, and for
 //! the box's sends); [`boxstate`] is what `box prune` and `box check` read
 //! and record on the box. Decisions are made in
