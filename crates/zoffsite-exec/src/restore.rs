@@ -43,7 +43,7 @@
 //!   (`/run/zoffsite/...`, 0700), mounted `nosuid,nodev,noexec`, and read
 //!   without following symlinks.
 //!
-//! Nothing here prints: [`restore`] reports through [`Events`].
+//! Nothing here prints: [`restore()`] reports through [`Events`].
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
