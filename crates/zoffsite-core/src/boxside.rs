@@ -354,7 +354,8 @@ pub enum BoxError {
 /// One snapshot's fate in a box prune.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BoxDecision {
-    pub snapshot: String,
+    /// Serialized as its full name, `dataset@name`.
+    pub snapshot: Snapshot,
     /// The receive stamp, Unix seconds, box clock; `null` when unset.
     pub received: Option<i64>,
     /// The receive time retention aged it by: the stamp clamped into what
@@ -418,7 +419,7 @@ pub fn plan_box_prune(
                 }
             };
             out.push(BoxDecision {
-                snapshot: s.snapshot.to_string(),
+                snapshot: s.snapshot.clone(),
                 received: s.received.at(),
                 aged_from: aged.get(&s.snapshot).copied(),
                 creation: s.creation,
@@ -656,7 +657,7 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
     }
 
     fn verdicts(ds: &[BoxDecision]) -> Vec<(String, bool, String)> {
-        ds.iter().map(|d| (d.snapshot.rsplit('@').next().unwrap().to_owned(), d.destroy, d.verdict.clone())).collect()
+        ds.iter().map(|d| (d.snapshot.name.to_string(), d.destroy, d.verdict.clone())).collect()
     }
 
     /// A journal with a run at the end of each of these days (txg = day).
@@ -912,12 +913,14 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
                 received: Received::At(flood_at + i / 100),
             });
         }
-        let real_kept = |d: &[BoxDecision]| d.iter().filter(|d| d.snapshot.contains("@real-") && !d.destroy).count();
+        let real_kept = |d: &[BoxDecision]| {
+            d.iter().filter(|d| d.snapshot.name.as_str().starts_with("real-") && !d.destroy).count()
+        };
         // Right after the flood: min_age keeps all of it; real history as
         // before.
         let now = Timestamp::from_second(flood_at + 3600).unwrap();
         let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, &nojournal(), None, now).unwrap();
-        assert!(d.iter().filter(|d| d.snapshot.contains("flood")).all(|d| !d.destroy));
+        assert!(d.iter().filter(|d| d.snapshot.to_string().contains("flood")).all(|d| !d.destroy));
         // Daily: the flood's day takes one slot, real-19..real-07 the other
         // 13; weekly: the flood's week, then W46 and W45 (their newest are
         // real-14 and real-07, kept daily anyway) and W44 (real-00).
@@ -926,10 +929,10 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         // newest and `last`, and real history still has its days.
         let now = Timestamp::from_second(flood_at + 10 * 86400).unwrap();
         let d = plan_box_prune(&root(), &p, Duration::from_secs(7 * 86400), &s, &nojournal(), None, now).unwrap();
-        let flood_kept = d.iter().filter(|d| d.snapshot.contains("flood") && !d.destroy).count();
+        let flood_kept = d.iter().filter(|d| d.snapshot.to_string().contains("flood") && !d.destroy).count();
         assert_eq!(flood_kept, 3, "last 3 (the newest also its day's and week's)");
         assert!(real_kept(&d) >= 13, "{}", real_kept(&d));
-        let newest_real = d.iter().find(|d| d.snapshot.ends_with("@real-19")).unwrap();
+        let newest_real = d.iter().find(|d| d.snapshot.name.as_str() == "real-19").unwrap();
         assert!(!newest_real.destroy, "{newest_real:?}");
     }
 
@@ -1068,5 +1071,22 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         let got: Vec<&str> = l[0].snapshots.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(got, ["a", "b"], "oldest first");
         assert!(tree_listing(&root, &ds("tank/nope"), rows, vec![]).is_empty());
+    }
+
+    #[test]
+    fn a_decision_serializes_its_snapshot_by_full_name() {
+        // docs/json.md's `box prune` schema: `snapshot` is one string.
+        let d = BoxDecision {
+            snapshot: Snapshot::new("offsite/home/tank/data@zoffsite-1").unwrap(),
+            received: Some(5),
+            aged_from: None,
+            creation: 4,
+            destroy: false,
+            verdict: "keep (daily 2026-11-26)".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"snapshot":"offsite/home/tank/data@zoffsite-1","received":5,"aged_from":null,"creation":4,"destroy":false,"verdict":"keep (daily 2026-11-26)"}"#
+        );
     }
 }

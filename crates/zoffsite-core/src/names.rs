@@ -316,6 +316,13 @@ impl FromStr for Snapshot {
     }
 }
 
+/// As its full name, `dataset@name` (the JSON reports' form).
+impl Serialize for Snapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for Guid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

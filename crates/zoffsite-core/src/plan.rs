@@ -303,7 +303,6 @@ pub fn plan_send(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PruneDecision {
     /// Serialized as its full name, `dataset@name`.
-    #[serde(serialize_with = "full_name")]
     pub snapshot: Snapshot,
     /// Unix seconds (source clock).
     pub creation: i64,
@@ -359,10 +358,6 @@ pub fn prune_source(
         }
     }
     Ok(out)
-}
-
-fn full_name<S: serde::Serializer>(s: &Snapshot, ser: S) -> Result<S::Ok, S::Error> {
-    ser.collect_str(s)
 }
 
 /// The nearest selected ancestor of `ds` that failed in this run, if any:

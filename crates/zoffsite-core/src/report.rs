@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::names::{Dataset, SnapName};
+use crate::names::{Dataset, SnapName, Snapshot};
 use crate::plan::{Send, Skip};
 
 /// How bad an outcome is, from best to worst: when several apply, the
@@ -52,7 +52,7 @@ pub struct BackupReport {
     pub skipped: Vec<SkippedDataset>,
     pub targets: Vec<TargetReport>,
     /// Snapshots source retention destroyed (or, with -n, would destroy).
-    pub pruned: Vec<String>,
+    pub pruned: Vec<Snapshot>,
     /// The process's exit code (docs/exit-codes.md), set by the binary.
     pub exit_code: u8,
 }

@@ -4,9 +4,15 @@
 //! stderr collected bounded: the ssh to a box too (by the argv [`ssh`]
 //! builds; its pipes are the session). [`zfs`] builds every zfs argv;
 //! [`proto::client`] speaks the protocol to a box, and [`proto::server`] is
-//! the box's end of it. Decisions are made in `zoffsite-core`; this crate
+//! the box's end of it. [`replicate`] runs a backup, [`prune`] the
+//! source's retention; [`restore`](mod@restore) and [`drill`](mod@drill)
+//! bring a tree back (one checked "send raw into a sink" for both, and for
+//! the box's sends); [`boxstate`] is what `box prune` and `box check` read
+//! and record on the box. Decisions are made in `zoffsite-core`; this crate
 //! gathers facts and carries plans out.
 
+pub mod boxstate;
+pub mod drill;
 pub mod events;
 pub mod journal;
 pub mod lock;
@@ -16,6 +22,7 @@ pub mod process;
 pub mod proto;
 pub mod prune;
 pub mod replicate;
+pub mod restore;
 pub mod rundir;
 pub mod selection;
 pub mod splice;

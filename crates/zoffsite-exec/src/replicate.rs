@@ -269,7 +269,7 @@ impl Run<'_> {
             } else {
                 prune::prune(zfs, &included, &how, self.events)
             };
-            self.report.pruned = decisions.into_iter().filter(|d| d.destroy).map(|d| d.snapshot.to_string()).collect();
+            self.report.pruned = decisions.into_iter().filter(|d| d.destroy).map(|d| d.snapshot).collect();
         }
     }
 
@@ -937,7 +937,7 @@ mod tests {
             assert_eq!(t.error, None);
             assert!(matches!(&t.datasets[..], [d] if d.status == DatasetStatus::Ok && d.bytes == Some(0)), "{t:?}");
         }
-        assert_eq!(report.pruned, [format!("tank/data@{OLD}")]);
+        assert_eq!(report.pruned.iter().map(ToString::to_string).collect::<Vec<_>>(), [format!("tank/data@{OLD}")]);
         assert_eq!(
             src.file("holds"),
             format!("tank/data@{NEW} zoffsite-friend 1795000000\ntank/data@{NEW} zoffsite-other 1795000000\n")

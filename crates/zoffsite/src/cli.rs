@@ -249,7 +249,7 @@ pub struct BoxInitArgs {
 #[derive(Args)]
 pub struct BoxPruneArgs {
     /// Box configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = "/etc/zoffsite/box.toml")]
+    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::boxside::DEFAULT_PATH)]
     pub config: PathBuf,
     /// List every snapshot with keep/destroy and the reason; destroy nothing.
     #[arg(short = 'n', long)]
@@ -265,7 +265,7 @@ pub struct BoxPruneArgs {
 #[derive(Args)]
 pub struct BoxCheckArgs {
     /// Box configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = "/etc/zoffsite/box.toml")]
+    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::boxside::DEFAULT_PATH)]
     pub config: PathBuf,
     /// Pretend it is this time (RFC 3339).
     #[arg(long, value_name = "TIME")]

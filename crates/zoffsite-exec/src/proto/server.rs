@@ -35,6 +35,7 @@ use zoffsite_core::records::{Expect, Held, StreamError, StreamValidator, Summary
 
 use super::pump::{pump, PumpError, Sink};
 use crate::process::Running;
+use crate::restore::{Chunk, RawSend, RawSendError};
 use crate::zfs::{Zfs, ZfsError};
 
 /// Ends the session (after telling the client, where possible).
@@ -211,36 +212,30 @@ impl<R: Input, W: Write> Server<R, W> {
             Ok(g) => g,
             Err(e) => return Ok(self.reject(Reject::from(e))?),
         };
-        let cmd = self.zfs.send_raw(&snap, None);
-        let mut running = match Running::with_stdout(&cmd) {
+        let send = match RawSend::start(&self.zfs, &snap, None) {
             Ok(r) => r,
             Err(e) => return Ok(self.reject(Reject::new(ErrorCode::Zfs, e.to_string()))?),
         };
         tracing::info!(snapshot = %snap, "sending back for a restore");
         self.reply(&Response::Sending { dataset: dataset.clone(), snapshot: snapshot.clone(), guid })?;
-        let mut out = running.child.stdout.take().expect("piped");
-        let mut buf = vec![0u8; protocol::MAX_DATA_LEN];
-        let mut bytes = 0u64;
-        let read_failed = loop {
-            match out.read(&mut buf) {
-                Ok(0) => break false,
-                Ok(n) => {
-                    if let Err(e) = protocol::write_data(&mut self.output, &buf[..n]) {
-                        let _ = running.kill();
-                        return Err(e.into());
-                    }
-                    bytes += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break true,
-            }
+        // Each read of zfs send's output is one data frame; its end, the
+        // end frame, sent before zfs send's exit status is known.
+        let output = &mut self.output;
+        let sent = send.pump(&mut |c| match c {
+            Chunk::Data(d) => protocol::write_data(output, d),
+            Chunk::End => protocol::write_end(output),
+        });
+        // A failed read of zfs send's output ended the stream early: the
+        // answer is how the send, killed, ended.
+        let sent = match sent {
+            Err(RawSendError::Read { killed, .. }) => Err(*killed),
+            other => other,
         };
-        drop(out);
-        protocol::write_end(&mut self.output)?;
-        let done = if read_failed { running.kill() } else { running.finish() };
-        match done {
-            Ok(o) if o.success() && !read_failed => self.reply(&Response::Sent { bytes })?,
-            Ok(o) => self.reject(Reject::from(Zfs::stream_error(&cmd, snap.dataset.as_str(), o)))?,
+        match sent {
+            Ok(bytes) => self.reply(&Response::Sent { bytes })?,
+            // The source's side of the connection failed.
+            Err(RawSendError::Sink(e)) => return Err(e.into()),
+            Err(RawSendError::Failed(e)) => self.reject(Reject::from(e))?,
             Err(e) => self.reject(Reject::new(ErrorCode::Zfs, e.to_string()))?,
         }
         Ok(())

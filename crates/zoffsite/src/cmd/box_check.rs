@@ -11,64 +11,64 @@
 //!
 //! Healthy: one summary line, exit 0. Otherwise every finding is printed on
 //! stdout (or in `--json`), the message goes on stdin to the configured
-//! `notify` argv (at most [`NOTIFY_TIMEOUT`], then killed), and the exit is
-//! 6 ("stale", as for `status`: a monitoring check failed). If the notify
+//! `notify` argv (at most [`boxstate::NOTIFY_TIMEOUT`], then killed), and
+//! the exit is 6 ("stale", as for `status`: a monitoring check failed). If the notify
 //! program cannot be run, fails or times out, the exit is 1 (error), which
 //! precedes 6: the owner was not told. Whatever could not be checked (a
 //! failing `zfs` or `zpool`) is itself a finding, so a broken box is
 //! reported too. After a run with the real clock whose clock check passed,
 //! the time is recorded in `zoffsite:lastrun`.
+//!
+//! The gathering and the notification are [`zoffsite_exec::boxstate`]'s;
+//! the findings are core's; this command shows them.
 
-use std::io::Write as _;
-use std::time::{Duration, Instant};
-
-use zoffsite_core::boxside::{self, CheckInput, Finding, Partial};
+use zoffsite_core::boxside::{self, CheckInput, Finding};
 use zoffsite_core::journal::Journal;
 use zoffsite_core::names::Dataset;
-use zoffsite_exec::process::{Cmd, Running};
-use zoffsite_exec::zfs::{Zfs, ZfsError};
+use zoffsite_exec::boxstate::{self, Notified};
+use zoffsite_exec::zfs::Zfs;
 
 use crate::cli::BoxCheckArgs;
-use crate::cmd::box_prune::{
-    lastrun, list_timed, load_box_config, load_journal, now_or_exit, record_journal, record_lastrun,
-};
+use crate::cmd::common;
 use crate::exit::{Code as _, Exit};
-
-/// Longest the notify program may take.
-pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Most bytes of message given to the notify program (a pipe buffer holds
-/// 64 KiB, so a program that never reads cannot block the write).
-const MAX_MESSAGE: usize = 32 * 1024;
+use crate::ui::Ui;
 
 pub fn run(args: BoxCheckArgs) -> Exit {
-    let cfg = match load_box_config(&args.config) {
+    let mut ui = Ui::new(args.json, true);
+    let cfg = match boxstate::load_config(&args.config) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(e) => {
+            ui.err(Exit::Usage, e);
+            return ui.exit();
+        }
     };
-    let (now, fake_now) = match now_or_exit(&args.now) {
+    let (now, fake_now) = match common::now_or_clock(args.now.as_deref()) {
         Ok(x) => x,
-        Err(code) => return code,
+        Err(e) => {
+            ui.err(Exit::Usage, e);
+            return ui.exit();
+        }
     };
     let zfs = Zfs::new();
     let root = &cfg.root;
+    // Gather: whatever cannot be looked at is itself a finding.
     let mut unchecked = Vec::new();
-    let (snaps, entry) = match list_timed(&zfs, root) {
+    let (snaps, entry) = match boxstate::list_timed(&zfs, root) {
         Ok((s, e)) => (Some(s), e),
         Err(e) => {
             unchecked.push(Finding::Unchecked { what: format!("the snapshots under {root}"), error: e.to_string() });
             (None, None)
         }
     };
-    let journal = match load_journal(&zfs, &cfg) {
+    let journal = match boxstate::load_journal(&zfs, &cfg, &mut ui) {
         Ok(j) => Some(j),
         Err(e) => {
-            unchecked.push(Finding::Unchecked { what: "the txg journal".into(), error: e });
+            unchecked.push(Finding::Unchecked { what: "the txg journal".into(), error: e.to_string() });
             None
         }
     };
     let no_journal = Journal::new(0, root.clone());
-    let partials = match partials(&zfs, root) {
+    let partials = match boxstate::partials(&zfs, root) {
         Ok(p) => p,
         Err(e) => {
             unchecked.push(Finding::Unchecked { what: format!("partial receives under {root}"), error: e.to_string() });
@@ -83,10 +83,11 @@ pub fn run(args: BoxCheckArgs) -> Exit {
             None
         }
     };
-    let last = lastrun(&zfs, root).unwrap_or_else(|e| {
-        eprintln!("zoffsite: warning: cannot read {} on {root}: {e}", boxside::LASTRUN_PROPERTY);
+    let last = boxstate::lastrun(&zfs, root, &mut ui).unwrap_or_else(|e| {
+        ui.warning(format_args!("cannot read {} on {root}: {e}", boxside::LASTRUN_PROPERTY));
         None
     });
+    // Decide.
     let mut findings = unchecked;
     findings.extend(boxside::check(&CheckInput {
         root,
@@ -100,37 +101,43 @@ pub fn run(args: BoxCheckArgs) -> Exit {
     }));
     let clock_ok = snaps.is_some() && !findings.iter().any(|f| matches!(f, Finding::Clock { .. }));
     if clock_ok && !fake_now {
-        record_lastrun(&zfs, root, now);
+        boxstate::record_lastrun(&zfs, root, now, &mut ui);
         if let Some(j) = journal {
-            record_journal(&cfg, j, entry);
+            boxstate::record_journal(&cfg, j, entry, &mut ui);
         }
     }
 
+    // Show, and tell the owner.
     let datasets = snaps.as_deref().map(|s| {
         let mut d: Vec<&Dataset> = s.iter().map(|s| &s.snapshot.dataset).collect();
         d.dedup();
         d.len()
     });
-    let (exit, notify_error) = if findings.is_empty() {
-        if !args.json {
-            println!(
-                "ok: {} dataset(s) under {root} received within {}; pool {} is ONLINE",
-                datasets.unwrap_or(0),
-                boxside::fmt_secs(cfg.max_age.as_secs() as i64),
-                root.pool()
-            );
-        }
-        (Exit::Ok, None)
+    let notify_error = if findings.is_empty() {
+        ui.say(format_args!(
+            "ok: {} dataset(s) under {root} received within {}; pool {} is ONLINE",
+            datasets.unwrap_or(0),
+            boxside::fmt_secs(cfg.max_age.as_secs() as i64),
+            root.pool()
+        ));
+        None
     } else {
         let msg = message(root, now, &findings);
         if !args.json {
             print!("{msg}");
         }
-        match notify(&cfg.notify, &msg) {
-            Ok(()) => (Exit::Stale, None),
+        match boxstate::notify(&cfg.notify, &msg) {
+            Ok(told) => {
+                if told == Notified::Nobody {
+                    // Said, not raised: the exit status below is the alarm.
+                    ui.err(Exit::Ok, "box check: no notify program is configured; only this exit status tells anyone");
+                }
+                ui.raise(Exit::Stale);
+                None
+            }
             Err(e) => {
-                eprintln!("zoffsite: box check: the owner was NOT notified: {e}");
-                (Exit::Error, Some(e))
+                ui.err(Exit::Error, format_args!("box check: the owner was NOT notified: {e}"));
+                Some(e.to_string())
             }
         }
     };
@@ -146,29 +153,11 @@ pub fn run(args: BoxCheckArgs) -> Exit {
             }).collect::<Vec<_>>(),
             "notified": !findings.is_empty() && notify_error.is_none() && !cfg.notify.is_empty(),
             "notify_error": notify_error,
-            "exit_code": exit.code(),
+            "exit_code": ui.exit().code(),
         });
         println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
     }
-    exit
-}
-
-/// Datasets under the root with partial-receive state, dated by the box.
-fn partials(zfs: &Zfs, root: &Dataset) -> Result<Vec<Partial>, ZfsError> {
-    let mut out = Vec::new();
-    for r in zfs.list_receiver(root)? {
-        if r.resume_token.is_none() {
-            continue;
-        }
-        let hidden = format!("{}/%recv", r.dataset);
-        let created = match zfs.get_value(&hidden, "creation") {
-            Ok(v) => Ok(v),
-            Err(ZfsError::NotFound { .. }) => zfs.get_value(r.dataset.as_str(), "creation"),
-            Err(e) => Err(e),
-        }?;
-        out.push(Partial { dataset: r.dataset, since: created.parse().ok() });
-    }
-    Ok(out)
+    ui.exit()
 }
 
 fn hostname() -> String {
@@ -188,78 +177,9 @@ fn message(root: &Dataset, now: jiff::Timestamp, findings: &[Finding]) -> String
     m
 }
 
-/// Runs the notify argv with `msg` on stdin, bounded in time. No `notify`
-/// configured is not an error (the exit status still says it).
-fn notify(argv: &[String], msg: &str) -> Result<(), String> {
-    let Some((program, rest)) = argv.split_first() else {
-        eprintln!("zoffsite: box check: no notify program is configured; only this exit status tells anyone");
-        return Ok(());
-    };
-    let cmd = Cmd::new(program).args(rest);
-    let mut r = Running::with_stdin(&cmd).map_err(|e| e.to_string())?;
-    let mut bytes = msg.as_bytes();
-    if bytes.len() > MAX_MESSAGE {
-        bytes = &bytes[..MAX_MESSAGE];
-    }
-    if let Some(mut stdin) = r.child.stdin.take() {
-        // A program that exits without reading gives EPIPE: not a failure
-        // of ours; its exit status decides.
-        let _ = stdin.write_all(bytes);
-    }
-    let start = Instant::now();
-    loop {
-        match r.child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if start.elapsed() >= NOTIFY_TIMEOUT => {
-                let _ = r.kill();
-                return Err(format!("{program} did not finish within {}s and was killed", NOTIFY_TIMEOUT.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("cannot wait for {program}: {e}")),
-        }
-    }
-    let out = r.finish().map_err(|e| e.to_string())?;
-    if out.success() {
-        Ok(())
-    } else {
-        Err(format!("{program} failed ({}): {}", out.status, out.stderr.trim()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn script(dir: &std::path::Path, body: &str) -> String {
-        let p = dir.join("notify.sh");
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p.to_str().unwrap().to_owned()
-    }
-
-    #[test]
-    fn notify_gets_the_message_on_stdin_with_its_arguments() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("got");
-        let prog = script(dir.path(), &format!("echo \"$1\" > {0}; cat >> {0}", out.display()));
-        notify(&[prog, "--urgent".into()], "line one\nline two\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "--urgent\nline one\nline two\n");
-    }
-
-    #[test]
-    fn notify_failures_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let prog = script(dir.path(), "echo mail server down >&2; exit 3");
-        let e = notify(&[prog], "x").unwrap_err();
-        assert!(e.contains("mail server down"), "{e}");
-        let e = notify(&["/nonexistent/alert".into()], "x").unwrap_err();
-        assert!(e.contains("/nonexistent/alert"), "{e}");
-        // A program that ignores stdin is fine, also with a long message.
-        let prog = script(dir.path(), "exit 0");
-        notify(&[prog], &"x".repeat(200_000)).unwrap();
-        notify(&[], "nobody configured").unwrap();
-    }
 
     #[test]
     fn message_lists_every_finding() {

@@ -58,6 +58,15 @@ pub fn parse_now(s: &str) -> Result<jiff::Timestamp, String> {
     s.parse().map_err(|e| format!("--now {s:?} is not a time ({e}); write it like 2026-11-26T07:30:00Z"))
 }
 
+/// `--now`, or the clock; and whether it is `--now` (a what-if run, which
+/// records nothing on the box).
+pub fn now_or_clock(now: Option<&str>) -> Result<(jiff::Timestamp, bool), String> {
+    match now {
+        Some(t) => parse_now(t).map(|t| (t, true)),
+        None => Ok((jiff::Timestamp::now(), false)),
+    }
+}
+
 /// The run lock for a run that changes things; none for a dry run, which
 /// changes nothing and may look while a real run works.
 pub fn lock_unless_dry_run(

@@ -3,7 +3,6 @@ pub mod box_check;
 pub mod box_init;
 pub mod box_prune;
 pub mod common;
-pub mod drill;
 pub mod prune;
 pub mod restore;
 pub mod serve;

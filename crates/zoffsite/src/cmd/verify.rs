@@ -5,13 +5,25 @@
 
 use serde::Serialize;
 use zoffsite_core::holds;
-use zoffsite_core::verify::{self, DatasetCheck, PoolCheck};
+use zoffsite_core::names::{Dataset, SnapName};
+use zoffsite_core::verify::{self, DatasetCheck, PoolCheck, TreeDiff};
+use zoffsite_exec::drill::{self, Pick};
 use zoffsite_exec::proto::client::Session;
 use zoffsite_exec::zfs::Zfs;
 
 use crate::cli::VerifyArgs;
 use crate::cmd::common;
 use crate::exit::{Code as _, Exit};
+use crate::ui::Ui;
+
+/// A drill's JSON document (docs/json.md).
+#[derive(Debug, Serialize)]
+struct DrillJson<'a> {
+    dataset: &'a Dataset,
+    snapshot: &'a SnapName,
+    scratch: &'a Dataset,
+    diff: &'a TreeDiff,
+}
 
 #[derive(Debug, Serialize)]
 struct TargetVerify {
@@ -80,20 +92,24 @@ pub fn run(args: VerifyArgs) -> Exit {
         };
         let pick = if args.random {
             let ours = snaps.iter().filter(|s| s.snapshot.dataset == ds).cloned().collect();
-            super::drill::Pick::RandomOf(ours)
+            Pick::RandomOf(ours)
         } else {
             match holds::base(&bases, &t.name, &ds) {
-                Some(s) => super::drill::Pick::Named(s.name.clone()),
+                Some(s) => Pick::Named(s.name.clone()),
                 None => {
                     eprintln!("zoffsite: target {} has confirmed no snapshot of {ds} yet: back it up first", t.name);
                     return Exit::Partial;
                 }
             }
         };
-        return match super::drill::drill(&zfs, t, &ds, pick, args.max_time) {
+        let mut ui = Ui::new(args.json, false);
+        ui.raise(exit);
+        match drill::drill(&zfs, t, &ds, pick, args.max_time, &mut ui) {
             Ok(d) => {
                 if args.json {
-                    println!("{}", serde_json::to_string_pretty(&d).expect("serializes"));
+                    let doc =
+                        DrillJson { dataset: &d.dataset, snapshot: &d.snapshot, scratch: &d.scratch, diff: &d.diff };
+                    println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
                 } else {
                     println!(
                         "drill {ds}@{} from {}: {} files, {} bytes compared, {} differences; scratch {} destroyed",
@@ -101,19 +117,15 @@ pub fn run(args: VerifyArgs) -> Exit {
                     );
                 }
                 for p in &d.diff.differences {
-                    eprintln!("zoffsite: drill: {p}");
+                    ui.err(Exit::Partial, format_args!("drill: {p}"));
                 }
                 if d.diff.different > 0 {
-                    exit.max(Exit::Partial)
-                } else {
-                    exit
+                    ui.raise(Exit::Partial);
                 }
             }
-            Err(e) => {
-                eprintln!("zoffsite: drill of {ds} from {}: {e:#}", t.name);
-                Exit::Error
-            }
-        };
+            Err(e) => ui.err(Exit::Error, format_args!("drill of {ds} from {}: {:#}", t.name, anyhow::Error::from(e))),
+        }
+        return ui.exit();
     }
     let mut out = Vec::new();
     for t in cfg.targets.iter().filter(|t| args.target.as_ref().is_none_or(|n| *n == t.name)) {
