@@ -4,8 +4,10 @@
 //! scrubbed. Read-only on both sides.
 
 use serde::Serialize;
+use zoffsite_core::config::Config;
 use zoffsite_core::holds;
 use zoffsite_core::names::{Dataset, SnapName};
+use zoffsite_core::parse::{HoldRow, SnapshotRow};
 use zoffsite_core::verify::{self, DatasetCheck, PoolCheck, TreeDiff};
 use zoffsite_exec::drill::{self, Pick};
 use zoffsite_exec::proto::client::Session;
@@ -16,9 +18,19 @@ use crate::cmd::common;
 use crate::exit::{Code as _, Exit};
 use crate::ui::Ui;
 
-/// A drill's JSON document (docs/json.md).
+/// `verify --drill --json`'s document (docs/json.md).
 #[derive(Debug, Serialize)]
 struct DrillJson<'a> {
+    /// The drill's fields at the top level; absent when it could not run
+    /// or failed.
+    #[serde(flatten)]
+    drill: Option<DrillDoc<'a>>,
+    errors: &'a [String],
+    exit_code: u8,
+}
+
+#[derive(Debug, Serialize)]
+struct DrillDoc<'a> {
     dataset: &'a Dataset,
     snapshot: &'a SnapName,
     scratch: &'a Dataset,
@@ -38,95 +50,134 @@ pub fn run(args: VerifyArgs) -> Exit {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let mut ui = Ui::new(args.json, true);
+    if args.drill {
+        let d = drill(&cfg, &args, &Zfs::new(), &mut ui);
+        if ui.json() {
+            let doc = DrillJson {
+                drill: d.as_ref().map(|d| DrillDoc {
+                    dataset: &d.dataset,
+                    snapshot: &d.snapshot,
+                    scratch: &d.scratch,
+                    diff: &d.diff,
+                }),
+                errors: ui.errors(),
+                exit_code: ui.exit().code(),
+            };
+            println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
+        }
+        return ui.exit();
+    }
+    let targets = verify(&cfg, &args, &Zfs::new(), &mut ui);
+    if ui.json() {
+        let doc = serde_json::json!({ "targets": targets, "errors": ui.errors(), "exit_code": ui.exit().code() });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
+    }
+    ui.exit()
+}
+
+/// What both modes need from the source: the selected datasets, their
+/// snapshots, and which of those are a target's confirmed base.
+struct Source {
+    datasets: Vec<Dataset>,
+    snaps: Vec<SnapshotRow>,
+    bases: Vec<HoldRow>,
+}
+
+fn source(cfg: &Config, args: &VerifyArgs, zfs: &Zfs, ui: &mut Ui) -> Option<Source> {
     if let Some(t) = &args.target {
         if !cfg.targets.iter().any(|x| x.name == *t) {
-            eprintln!("zoffsite: no target {t:?} in {}", args.config.display());
-            return Exit::Usage;
+            ui.err(Exit::Usage, format_args!("no target {t:?} in {}", args.config.display()));
+            return None;
         }
     }
-    let zfs = Zfs::new();
-    let mut exit = Exit::Ok;
-    let (sel, missing) = match common::list_selection(&cfg, &zfs, &args.config) {
+    let (sel, missing) = match common::list_selection(cfg, zfs, &args.config) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("zoffsite: cannot list the configured datasets: {e}");
-            return Exit::Error;
+            ui.err(Exit::Error, format_args!("cannot list the configured datasets: {e}"));
+            return None;
         }
     };
     for m in missing {
-        eprintln!("zoffsite: {m}");
-        exit = exit.max(Exit::Partial);
+        ui.err(Exit::Partial, m);
     }
     let datasets = sel.datasets();
     let (snaps, held) = match zfs.list_snapshots(&datasets) {
         Ok(l) => (l.snapshots, l.held),
         Err(e) => {
-            eprintln!("zoffsite: cannot list snapshots: {e}");
-            return Exit::Error;
+            ui.err(Exit::Error, format_args!("cannot list snapshots: {e}"));
+            return None;
         }
     };
     // Only a held snapshot can be a target's confirmed base.
     let bases = match zfs.holds(&holds::held_ours(&snaps, &held)) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("zoffsite: cannot list holds: {e}");
-            return Exit::Error;
+            ui.err(Exit::Error, format_args!("cannot list holds: {e}"));
+            return None;
         }
     };
-    let now = jiff::Timestamp::now().as_second();
-    if args.drill {
-        let Some(t) = cfg.targets.iter().find(|t| args.target.as_ref().is_none_or(|n| *n == t.name)) else {
-            eprintln!("zoffsite: no target to drill with");
-            return Exit::Usage;
-        };
-        let ds = match &args.dataset {
-            Some(d) if datasets.contains(d) => d.clone(),
-            Some(d) => {
-                eprintln!("zoffsite: {d} is not among the selected datasets of {}", args.config.display());
-                return Exit::Usage;
-            }
-            None => match datasets.first() {
-                Some(d) => d.clone(),
-                None => return exit.max(Exit::Partial),
-            },
-        };
-        let pick = if args.random {
-            let ours = snaps.iter().filter(|s| s.snapshot.dataset == ds).cloned().collect();
-            Pick::RandomOf(ours)
-        } else {
-            match holds::base(&bases, &t.name, &ds) {
-                Some(s) => Pick::Named(s.name.clone()),
-                None => {
-                    eprintln!("zoffsite: target {} has confirmed no snapshot of {ds} yet: back it up first", t.name);
-                    return Exit::Partial;
-                }
-            }
-        };
-        let mut ui = Ui::new(args.json, false);
-        ui.raise(exit);
-        match drill::drill(&zfs, t, &ds, pick, args.max_time, &mut ui) {
-            Ok(d) => {
-                if args.json {
-                    let doc =
-                        DrillJson { dataset: &d.dataset, snapshot: &d.snapshot, scratch: &d.scratch, diff: &d.diff };
-                    println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
-                } else {
-                    println!(
-                        "drill {ds}@{} from {}: {} files, {} bytes compared, {} differences; scratch {} destroyed",
-                        d.snapshot, t.name, d.diff.files, d.diff.bytes, d.diff.different, d.scratch
-                    );
-                }
-                for p in &d.diff.differences {
-                    ui.err(Exit::Partial, format_args!("drill: {p}"));
-                }
-                if d.diff.different > 0 {
-                    ui.raise(Exit::Partial);
-                }
-            }
-            Err(e) => ui.err(Exit::Error, format_args!("drill of {ds} from {}: {:#}", t.name, anyhow::Error::from(e))),
+    Some(Source { datasets, snaps, bases })
+}
+
+/// `verify --drill`: one dataset's confirmed (or a random) snapshot
+/// fetched back, decrypted in scratch and compared with the source.
+fn drill(cfg: &Config, args: &VerifyArgs, zfs: &Zfs, ui: &mut Ui) -> Option<drill::Drill> {
+    let Source { datasets, snaps, bases } = source(cfg, args, zfs, ui)?;
+    let Some(t) = cfg.targets.iter().find(|t| args.target.as_ref().is_none_or(|n| *n == t.name)) else {
+        ui.err(Exit::Usage, "no target to drill with");
+        return None;
+    };
+    let ds = match &args.dataset {
+        Some(d) if datasets.contains(d) => d.clone(),
+        Some(d) => {
+            ui.err(Exit::Usage, format_args!("{d} is not among the selected datasets of {}", args.config.display()));
+            return None;
         }
-        return ui.exit();
+        None => {
+            let Some(d) = datasets.first() else {
+                ui.raise(Exit::Partial);
+                return None;
+            };
+            d.clone()
+        }
+    };
+    let pick = if args.random {
+        Pick::RandomOf(snaps.iter().filter(|s| s.snapshot.dataset == ds).cloned().collect())
+    } else {
+        let Some(s) = holds::base(&bases, &t.name, &ds) else {
+            ui.err(
+                Exit::Partial,
+                format_args!("target {} has confirmed no snapshot of {ds} yet: back it up first", t.name),
+            );
+            return None;
+        };
+        Pick::Named(s.name.clone())
+    };
+    let d = match drill::drill(zfs, t, &ds, pick, args.max_time, ui) {
+        Ok(d) => d,
+        Err(e) => {
+            ui.err(Exit::Error, format_args!("drill of {ds} from {}: {:#}", t.name, anyhow::Error::from(e)));
+            return None;
+        }
+    };
+    ui.say(format_args!(
+        "drill {ds}@{} from {}: {} files, {} bytes compared, {} differences; scratch {} destroyed",
+        d.snapshot, t.name, d.diff.files, d.diff.bytes, d.diff.different, d.scratch
+    ));
+    for p in &d.diff.differences {
+        ui.err(Exit::Partial, format_args!("drill: {p}"));
     }
+    if d.diff.different > 0 {
+        ui.raise(Exit::Partial);
+    }
+    Some(d)
+}
+
+/// Every (selected) target's listing and pool health against the source.
+fn verify(cfg: &Config, args: &VerifyArgs, zfs: &Zfs, ui: &mut Ui) -> Vec<TargetVerify> {
+    let Some(Source { datasets, snaps, bases }) = source(cfg, args, zfs, ui) else { return Vec::new() };
+    let now = jiff::Timestamp::now().as_second();
     let mut out = Vec::new();
     for t in cfg.targets.iter().filter(|t| args.target.as_ref().is_none_or(|n| *n == t.name)) {
         let mut tv = TargetVerify { name: t.name.clone(), error: None, pool: None, datasets: Vec::new() };
@@ -140,47 +191,36 @@ pub fn run(args: VerifyArgs) -> Exit {
             Ok(a) => a,
             Err(e) => {
                 let msg = format!("target {}: {e}", t.name);
-                eprintln!("zoffsite: {msg}");
+                ui.err(Exit::Target, &msg);
                 tv.error = Some(msg);
-                exit = exit.max(Exit::Target);
                 out.push(tv);
                 continue;
             }
         };
         let pc = verify::check_pool(&pool, &health, last_scrub, now);
         for p in &pc.problems {
-            eprintln!("zoffsite: target {}: {p}", t.name);
-            exit = exit.max(Exit::Partial);
+            ui.err(Exit::Partial, format_args!("target {}: {p}", t.name));
         }
         for w in &pc.warnings {
-            eprintln!("zoffsite: warning: target {}: {w}", t.name);
+            ui.warning(format_args!("target {}: {w}", t.name));
         }
         for ds in &datasets {
             let source: Vec<_> = snaps.iter().filter(|s| s.snapshot.dataset == *ds).cloned().collect();
             let confirmed = holds::base(&bases, &t.name, ds);
             let c = verify::check_dataset(ds, &source, confirmed, listing.get(ds));
-            if !args.json {
-                let state = if c.problems.is_empty() { "ok" } else { "MISMATCH" };
-                println!("{}: {ds}: {state}, {} snapshot(s) match the source by GUID", t.name, c.matched);
-            }
+            let state = if c.problems.is_empty() { "ok" } else { "MISMATCH" };
+            ui.say(format_args!("{}: {ds}: {state}, {} snapshot(s) match the source by GUID", t.name, c.matched));
             for p in &c.problems {
-                eprintln!("zoffsite: target {}: {ds}: {p}", t.name);
-                exit = exit.max(Exit::Partial);
+                ui.err(Exit::Partial, format_args!("target {}: {ds}: {p}", t.name));
             }
             tv.datasets.push(c);
         }
-        if !args.json {
-            let scrub = last_scrub.map_or("never".to_owned(), |s| {
-                jiff::Timestamp::from_second(s).map_or_else(|_| s.to_string(), |t| t.to_string())
-            });
-            println!("{}: pool {pool}: {health}, last scrub finished {scrub}", t.name);
-        }
+        let scrub = last_scrub.map_or("never".to_owned(), |s| {
+            jiff::Timestamp::from_second(s).map_or_else(|_| s.to_string(), |t| t.to_string())
+        });
+        ui.say(format_args!("{}: pool {pool}: {health}, last scrub finished {scrub}", t.name));
         tv.pool = Some(pc);
         out.push(tv);
     }
-    if args.json {
-        let doc = serde_json::json!({ "targets": out, "exit_code": exit.code() });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
-    }
-    exit
+    out
 }
