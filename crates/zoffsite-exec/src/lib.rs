@@ -1,11 +1,11 @@
 //! The imperative shell of zoffsite: everything that starts a process.
 //!
-//! [`process`] spawns every child process but one: [`remote`] spawns the
-//! ssh to the box itself, since its pipes are the session (by the argv
-//! [`ssh`] builds, never a shell, its stderr collected bounded). [`zfs`]
-//! builds every zfs argv; [`remote`] speaks the protocol to a box, and
-//! [`proto::server`] is the box's end of it. Decisions are made in
-//! `zoffsite-core`; this crate gathers facts and carries plans out.
+//! [`process`] spawns every child process, by argv, never a shell, its
+//! stderr collected bounded: the ssh to a box too (by the argv [`ssh`]
+//! builds; its pipes are the session). [`zfs`] builds every zfs argv;
+//! [`proto::client`] speaks the protocol to a box, and [`proto::server`] is
+//! the box's end of it. Decisions are made in `zoffsite-core`; this crate
+//! gathers facts and carries plans out.
 
 pub mod events;
 pub mod journal;
@@ -13,7 +13,6 @@ pub mod lock;
 pub mod manifest_file;
 pub mod process;
 pub mod proto;
-pub mod remote;
 pub mod rundir;
 pub mod splice;
 pub mod ssh;

@@ -17,7 +17,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, Read};
 use std::path::Path;
-use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -335,6 +335,26 @@ impl Running {
         let _ = self.child.kill();
         self.finish()
     }
+}
+
+/// A child both of whose ends the caller speaks through (ssh to a box: its
+/// pipes are the session).
+pub struct Piped {
+    pub child: Child,
+    pub stdin: ChildStdin,
+    pub stdout: ChildStdout,
+    pub stderr: StderrCollector,
+}
+
+/// Starts `cmd` with stdin and stdout piped to the caller, stdin widened for
+/// stream data ([`widen_pipe`]), and its stderr collected bounded.
+pub fn spawn_piped(cmd: &Cmd) -> Result<Piped, ExecError> {
+    let mut child = spawn(cmd, Stdio::piped(), Stdio::piped())?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    widen_pipe(&stdin);
+    let stderr = StderrCollector::start(child.stderr.take());
+    Ok(Piped { child, stdin, stdout, stderr })
 }
 
 /// Pipe capacity for stream data: the default 64 KiB makes the sender and

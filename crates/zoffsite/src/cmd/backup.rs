@@ -27,7 +27,7 @@ use zoffsite_core::parse::{BookmarkRow, SnapshotRow};
 use zoffsite_core::plan::{self, BaseKind, Send, Skip};
 use zoffsite_core::protocol::{RemoteDataset, Request};
 use zoffsite_exec::process::Running;
-use zoffsite_exec::remote::{RemoteError, Session};
+use zoffsite_exec::proto::client::{RemoteError, Session};
 use zoffsite_exec::zfs::{SendFrom, Zfs, ZfsError};
 
 use crate::cli::BackupArgs;

@@ -25,7 +25,7 @@ use zoffsite_core::limits::{self, ByteBudget};
 use zoffsite_core::names::{Dataset, SnapName};
 use zoffsite_core::restore::Step;
 use zoffsite_core::verify::{self, Entry, TreeDiff};
-use zoffsite_exec::remote::Session;
+use zoffsite_exec::proto::client::Session;
 use zoffsite_exec::rundir::{self, RunDir};
 use zoffsite_exec::system;
 use zoffsite_exec::zfs::{Zfs, DRILL_PREFIX};

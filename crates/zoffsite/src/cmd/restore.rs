@@ -51,7 +51,7 @@ use zoffsite_core::protocol::RemoteDataset;
 use zoffsite_core::records::{Expect, StreamValidator};
 use zoffsite_core::restore::{self, Plan, Request, Step, Witness};
 use zoffsite_exec::process::{ExecError, Running};
-use zoffsite_exec::remote::Session;
+use zoffsite_exec::proto::client::Session;
 use zoffsite_exec::zfs::Zfs;
 
 use crate::cli::{ApplyProperties, RestoreArgs};

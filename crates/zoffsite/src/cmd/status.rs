@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use zoffsite_core::names::{Dataset, SnapName};
 use zoffsite_core::status::{self, DatasetStatus, State};
-use zoffsite_exec::remote::Session;
+use zoffsite_exec::proto::client::Session;
 use zoffsite_exec::zfs::Zfs;
 
 use zoffsite_core::config::Config;

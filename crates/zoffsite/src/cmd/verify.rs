@@ -6,7 +6,7 @@
 use serde::Serialize;
 use zoffsite_core::names::Snapshot;
 use zoffsite_core::verify::{self, DatasetCheck, PoolCheck};
-use zoffsite_exec::remote::Session;
+use zoffsite_exec::proto::client::Session;
 use zoffsite_exec::zfs::Zfs;
 
 use crate::cli::VerifyArgs;

@@ -5,13 +5,19 @@
 //! decoded into validated types, listings are checked against what was
 //! asked, and every wait has a deadline so a box that stalls cannot hang a
 //! run. Text from the box is sanitized before anyone prints it.
+//!
+//! A session runs over any reader and writer with a [`Peer`] behind them
+//! ([`Session::over`]): in production that is ssh ([`Session::connect`],
+//! spawned by [`crate::process`]); tests connect a
+//! [`Server`](super::server::Server) in-process.
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Read, Write};
-use std::process::{Child, ChildStdin, Stdio};
+use std::os::fd::AsFd;
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use zoffsite_core::config::Target;
@@ -21,7 +27,7 @@ use zoffsite_core::protocol::{
     PROTOCOL_NAME, PROTOCOL_VERSION,
 };
 
-use crate::process::{Running, StderrCollector};
+use crate::process::{self, Running, StderrCollector};
 use crate::ssh::{self, SshFailure};
 use crate::zfs::{Zfs, ZfsError};
 
@@ -30,9 +36,10 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the box may take to confirm a receive after the stream ended.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(1800);
 /// A write to the box that makes no progress for this long means the box
-/// stopped reading: ssh is killed, so the run (and its lock) cannot hang.
+/// stopped reading: the connection is killed ([`Peer::kill`]), so the run
+/// (and its lock) cannot hang.
 const WRITE_STALL: Duration = Duration::from_secs(300);
-/// How long `close` waits for ssh to exit after saying goodbye.
+/// How long `close` waits for the box's side to end after saying goodbye.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
 /// Stream chunk size: big enough that framing costs nothing measurable.
 const CHUNK: usize = protocol::MAX_DATA_LEN;
@@ -61,6 +68,85 @@ pub enum RemoteError {
     Local(String),
 }
 
+/// What stands behind a session's reader and writer: the ssh process to a
+/// box ([`Session::connect`]), or whatever a test connects (a
+/// [`Server`](super::server::Server) on a thread).
+pub trait Peer: Send + Sync {
+    /// Ends the connection now, from any thread, as often as it is called:
+    /// afterwards a write blocked on the box must fail and the reader must
+    /// reach its end (ssh is killed; an in-process transport shuts its
+    /// socket down). Called on a stalled write, a timeout, a protocol
+    /// violation. A peer that cannot do this only loses the stall and
+    /// timeout guards (acceptable in a test, never in production).
+    fn kill(&self);
+
+    /// Called once the session's writer is closed (after the goodbye, or
+    /// when the connection failed): gives the box's side up to `grace` to
+    /// end by itself, kills it otherwise, and waits until it has ended.
+    fn end(&self, grace: Duration);
+
+    /// Why the connection dropped, once [`end`](Self::end) returned. ssh
+    /// tells its own failures (host key, authentication, network) on its
+    /// stderr; by default, the box just closed the connection.
+    fn lost(&self) -> RemoteError {
+        RemoteError::Protocol { error: ProtoError::Closed, stderr: String::new() }
+    }
+}
+
+/// The ssh process behind a session to a box.
+struct Ssh {
+    child: Mutex<Child>,
+    stderr: Mutex<StderrCollector>,
+    host: String,
+    known_hosts: String,
+    identity: String,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Peer for Ssh {
+    fn kill(&self) {
+        // std never signals a child it has reaped, so a late kill (the
+        // watchdog's) cannot reach a recycled pid.
+        let _ = locked(&self.child).kill();
+    }
+
+    fn end(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && matches!(locked(&self.child).try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut child = locked(&self.child);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn lost(&self) -> RemoteError {
+        let stderr = locked(&self.stderr).finish();
+        let known_hosts = self.known_hosts.clone();
+        match ssh::classify(&stderr) {
+            SshFailure::HostKeyChanged => RemoteError::HostKeyChanged { known_hosts },
+            SshFailure::HostKeyUnknown => RemoteError::HostKeyUnknown { known_hosts },
+            SshFailure::AuthFailed => RemoteError::AuthFailed { identity: self.identity.clone() },
+            SshFailure::Unreachable(detail) => RemoteError::Unreachable { host: self.host.clone(), detail },
+            SshFailure::Other(_) if stderr.trim().is_empty() => {
+                RemoteError::Protocol { error: ProtoError::Closed, stderr: String::new() }
+            }
+            SshFailure::Other(_) => RemoteError::Protocol {
+                error: ProtoError::Closed,
+                stderr: format!("; the box said: {}", protocol::sanitize(stderr.trim(), MAX_ERROR_TEXT)),
+            },
+        }
+    }
+}
+
+/// The session's writer: stream chunks are spliced into its descriptor.
+trait Outgoing: Write + AsFd + Send {}
+
+impl<T: Write + AsFd + Send> Outgoing for T {}
+
 /// What the box's side of the session delivers.
 enum Incoming {
     Msg(Response),
@@ -70,16 +156,16 @@ enum Incoming {
 
 /// An open session with a box.
 pub struct Session {
-    child: Child,
+    peer: Arc<dyn Peer>,
     /// Milliseconds since `epoch` when the current write began; 0 when no
     /// write is under way. Read by the watchdog thread.
     writing_since: Arc<AtomicU64>,
     epoch: Instant,
     watchdog_stop: Arc<AtomicBool>,
-    stdin: Option<BufWriter<ChildStdin>>,
+    out: Option<BufWriter<Box<dyn Outgoing>>>,
     rx: Receiver<Result<Incoming, ProtoError>>,
-    stderr: StderrCollector,
-    target: Target,
+    /// Most stream bytes per second sent to the box (none: no pacing).
+    bandwidth_limit: Option<u64>,
     /// The box's root dataset, as it announced it.
     pub root: Dataset,
     /// The box's software version, sanitized.
@@ -91,25 +177,53 @@ impl Session {
     pub fn connect(target: &Target) -> Result<Session, RemoteError> {
         let cmd = ssh::command(target);
         tracing::debug!(%cmd, "connecting");
-        let mut child = std::process::Command::new(&cmd.program)
-            .args(&cmd.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| RemoteError::Ssh(format!("cannot run ssh: {e}")))?;
-        if let Some(p) = &child.stdin {
-            crate::process::widen_pipe(p);
-        }
-        let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(CHUNK + 64, s));
-        let mut stdout = child.stdout.take().expect("piped");
-        let stderr = StderrCollector::start(child.stderr.take());
+        let ssh = process::spawn_piped(&cmd).map_err(|e| RemoteError::Ssh(e.to_string()))?;
+        let peer = Ssh {
+            child: Mutex::new(ssh.child),
+            stderr: Mutex::new(ssh.stderr),
+            host: target.host.clone(),
+            known_hosts: target.known_hosts.display().to_string(),
+            identity: target.identity_file.display().to_string(),
+        };
+        let hello_wait = target.connect_timeout + REPLY_TIMEOUT;
+        let mut s = Self::start(ssh.stdout, Box::new(ssh.stdin), Arc::new(peer), hello_wait, WRITE_STALL)?;
+        s.bandwidth_limit = target.bandwidth_limit;
+        Ok(s)
+    }
+
+    /// Greets `serve` over any transport: the box's frames are read from
+    /// `reader`, requests and streams written to `writer` (a pipe or a
+    /// socket, for the zero-copy relay), and `peer` is what stands behind
+    /// them (see [`Peer`]).
+    pub fn over(
+        reader: impl Read + Send + 'static,
+        writer: impl Write + AsFd + Send + 'static,
+        peer: impl Peer + 'static,
+    ) -> Result<Session, RemoteError> {
+        Self::start(reader, Box::new(writer), Arc::new(peer), REPLY_TIMEOUT, WRITE_STALL)
+    }
+
+    /// Paces this session's stream sends to `limit` bytes per second
+    /// ([`connect`](Self::connect) takes the target's `bandwidth_limit`).
+    pub fn with_bandwidth_limit(mut self, limit: Option<u64>) -> Self {
+        self.bandwidth_limit = limit;
+        self
+    }
+
+    fn start(
+        mut reader: impl Read + Send + 'static,
+        writer: Box<dyn Outgoing>,
+        peer: Arc<dyn Peer>,
+        hello_wait: Duration,
+        stall: Duration,
+    ) -> Result<Session, RemoteError> {
+        let out = Some(BufWriter::with_capacity(CHUNK + 64, writer));
         let (tx, rx) = mpsc::sync_channel(4);
         std::thread::spawn(move || loop {
             // Stream data comes only in answer to a `Send`; the session
             // decides whether it is expected (bounded channel: at most a few
             // MiB wait here).
-            let msg = match protocol::read_frame(&mut stdout, MAX_RESPONSE_LEN) {
+            let msg = match protocol::read_frame(&mut reader, MAX_RESPONSE_LEN) {
                 Ok(protocol::Frame::Msg(b)) => protocol::decode::<Response>(&b).map(Incoming::Msg),
                 Ok(protocol::Frame::Data(d)) => Ok(Incoming::Data(d)),
                 Ok(protocol::Frame::End) => Ok(Incoming::End),
@@ -123,16 +237,15 @@ impl Session {
         let writing_since = Arc::new(AtomicU64::new(0));
         let watchdog_stop = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
-        spawn_watchdog(child.id(), epoch, writing_since.clone(), watchdog_stop.clone(), WRITE_STALL);
+        spawn_watchdog(peer.clone(), epoch, writing_since.clone(), watchdog_stop.clone(), stall);
         let mut s = Session {
-            child,
+            peer,
             writing_since,
             epoch,
             watchdog_stop,
-            stdin,
+            out,
             rx,
-            stderr,
-            target: target.clone(),
+            bandwidth_limit: None,
             root: Dataset::new("unknown").expect("valid"),
             server: String::new(),
         };
@@ -141,8 +254,7 @@ impl Session {
             version: PROTOCOL_VERSION,
             client: format!("zoffsite {}", env!("CARGO_PKG_VERSION")),
         })?;
-        let wait = target.connect_timeout + REPLY_TIMEOUT;
-        match s.recv(wait)? {
+        match s.recv(hello_wait)? {
             Response::Hello { protocol, version, server, root }
                 if protocol == PROTOCOL_NAME && version == PROTOCOL_VERSION =>
             {
@@ -158,14 +270,17 @@ impl Session {
         self.write(|w| protocol::write_msg(w, req).and_then(|_| w.flush()))
     }
 
-    /// Writes to the box; once the connection is gone (stdin taken by
+    /// Writes to the box; once the connection is gone (the writer taken by
     /// [`connection_lost`](Self::connection_lost)) every write fails cleanly.
-    fn write(&mut self, f: impl FnOnce(&mut BufWriter<ChildStdin>) -> std::io::Result<()>) -> Result<(), RemoteError> {
-        // Armed while the write may block; the watchdog kills ssh if it
-        // stays blocked for WRITE_STALL.
+    fn write(
+        &mut self,
+        f: impl FnOnce(&mut BufWriter<Box<dyn Outgoing>>) -> std::io::Result<()>,
+    ) -> Result<(), RemoteError> {
+        // Armed while the write may block; the watchdog kills the
+        // connection if it stays blocked for WRITE_STALL.
         let started = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
         self.writing_since.store(started, Ordering::Relaxed);
-        let r = match self.stdin.as_mut() {
+        let r = match self.out.as_mut() {
             Some(w) => f(w),
             None => Err(std::io::ErrorKind::BrokenPipe.into()),
         };
@@ -192,38 +307,22 @@ impl Session {
             Ok(Err(ProtoError::Closed)) | Err(RecvTimeoutError::Disconnected) => Err(self.connection_lost()),
             Ok(Err(error)) => Err(RemoteError::Protocol { error, stderr: String::new() }),
             Err(RecvTimeoutError::Timeout) => {
-                let _ = self.child.kill();
+                self.peer.kill();
                 Err(RemoteError::Timeout(wait))
             }
         }
     }
 
-    /// After the connection dropped: why? Reaps ssh and reads its stderr.
+    /// After the connection dropped: why? Ends the peer (reaps ssh) and
+    /// asks it (ssh's stderr tells its own failures).
     fn connection_lost(&mut self) -> RemoteError {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let stderr = self.stderr.finish();
-        let known_hosts = self.target.known_hosts.display().to_string();
-        match ssh::classify(&stderr) {
-            SshFailure::HostKeyChanged => RemoteError::HostKeyChanged { known_hosts },
-            SshFailure::HostKeyUnknown => RemoteError::HostKeyUnknown { known_hosts },
-            SshFailure::AuthFailed => {
-                RemoteError::AuthFailed { identity: self.target.identity_file.display().to_string() }
-            }
-            SshFailure::Unreachable(detail) => RemoteError::Unreachable { host: self.target.host.clone(), detail },
-            SshFailure::Other(_) if stderr.trim().is_empty() => {
-                RemoteError::Protocol { error: ProtoError::Closed, stderr: String::new() }
-            }
-            SshFailure::Other(_) => RemoteError::Protocol {
-                error: ProtoError::Closed,
-                stderr: format!("; the box said: {}", protocol::sanitize(stderr.trim(), MAX_ERROR_TEXT)),
-            },
-        }
+        drop(self.out.take());
+        self.peer.end(Duration::ZERO);
+        self.peer.lost()
     }
 
     fn violation(&mut self, what: String) -> RemoteError {
-        let _ = self.child.kill();
+        self.peer.kill();
         RemoteError::Protocol { error: ProtoError::Violation(what), stderr: String::new() }
     }
 
@@ -286,7 +385,7 @@ impl Session {
                 Incoming::Data(d) => {
                     bytes += d.len() as u64;
                     if let Err(e) = sink(&d) {
-                        let _ = self.child.kill();
+                        self.peer.kill();
                         return Err(RemoteError::Local(e.to_string()));
                     }
                 }
@@ -332,13 +431,13 @@ impl Session {
         }
         let send_cmd = send.cmd.clone();
         let mut out = send.child.stdout.take().expect("zfs send stdout is piped");
-        // Zero-copy where the kernel allows it (zfs send's stdout and ssh's
-        // stdin are pipes); copying through `buf` otherwise.
+        // Zero-copy where the kernel allows it (zfs send's stdout is a pipe,
+        // and so is ssh's stdin); copying through `buf` otherwise.
         let mut relay = crate::splice::Relay::new(CHUNK).ok();
         let mut buf = Vec::new();
         let mut sent = 0u64;
         let started = std::time::Instant::now();
-        let limit = self.target.bandwidth_limit;
+        let limit = self.bandwidth_limit;
         let mut early: Option<Result<Response, ProtoError>> = None;
         let mut read_err = None;
         loop {
@@ -376,7 +475,7 @@ impl Session {
                     self.write(|w| {
                         protocol::write_data_head(w, n)?;
                         w.flush()?;
-                        relay.as_ref().expect("relaying").drain(w.get_ref(), n)
+                        relay.as_ref().expect("relaying").drain(w.get_ref().as_fd(), n)
                     }),
                 ),
                 Ok(Chunk::Copied(n)) => (n, self.write(|w| protocol::write_data(w, &buf[..n]))),
@@ -432,27 +531,21 @@ impl Session {
         }
     }
 
-    /// Says goodbye and waits for ssh to exit.
+    /// Says goodbye and waits for the box's side (ssh) to end.
     pub fn close(mut self) {
         let _ = self.send(&Request::Bye);
-        drop(self.stdin.take());
+        drop(self.out.take());
         // A box that ignores the goodbye must not hold the run.
-        let deadline = Instant::now() + CLOSE_WAIT;
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.peer.end(CLOSE_WAIT);
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         self.watchdog_stop.store(true, Ordering::Relaxed);
-        if self.stdin.is_some() {
-            drop(self.stdin.take());
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if self.out.is_some() {
+            drop(self.out.take());
+            self.peer.end(Duration::ZERO);
         }
     }
 }
@@ -465,19 +558,24 @@ enum Chunk {
     Copied(usize),
 }
 
-/// Kills process `pid` (ssh) when a write has been under way for longer
-/// than `stall` ([`WRITE_STALL`]). Stops when the session is dropped.
-fn spawn_watchdog(pid: u32, epoch: Instant, writing_since: Arc<AtomicU64>, stop: Arc<AtomicBool>, stall: Duration) {
+/// Kills the connection ([`Peer::kill`]) when a write has been under way
+/// for longer than `stall` ([`WRITE_STALL`]). Stops when the session is
+/// dropped.
+fn spawn_watchdog(
+    peer: Arc<dyn Peer>,
+    epoch: Instant,
+    writing_since: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    stall: Duration,
+) {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::sleep(Duration::from_millis(stall.as_millis().clamp(10, 1000) as u64));
             let since = writing_since.load(Ordering::Relaxed);
             let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
             if since != 0 && now.saturating_sub(since) > stall.as_millis() as u64 {
                 tracing::warn!("the box stopped reading for {stall:?}; closing the connection");
-                if let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
-                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-                }
+                peer.kill();
                 return;
             }
         }
@@ -492,22 +590,143 @@ fn short(r: &Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::net::UnixStream;
+
+    use crate::process::Cmd;
+    use crate::proto::server::Server;
+
+    /// A peer that has nothing to end: the test itself owns the other side.
+    struct Nothing;
+
+    impl Peer for Nothing {
+        fn kill(&self) {}
+        fn end(&self, _grace: Duration) {}
+    }
+
+    /// One end of a socket pair: shutting it down is what ends the
+    /// connection, as killing ssh does.
+    struct Socket(UnixStream);
+
+    impl Peer for Socket {
+        fn kill(&self) {
+            let _ = self.0.shutdown(std::net::Shutdown::Both);
+        }
+        fn end(&self, _grace: Duration) {
+            self.kill();
+        }
+    }
+
+    fn sleeper() -> Arc<Ssh> {
+        let child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        Arc::new(Ssh {
+            child: Mutex::new(child),
+            stderr: Mutex::new(StderrCollector::start(None)),
+            host: String::new(),
+            known_hosts: String::new(),
+            identity: String::new(),
+        })
+    }
+
+    /// Whether `peer`'s process ended within `wait` (polling, so that the
+    /// watchdog can take the lock to kill it).
+    fn exits_within(peer: &Ssh, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if matches!(locked(&peer.child).try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
 
     #[test]
     fn a_stalled_write_gets_the_connection_killed_and_an_idle_one_does_not() {
-        let mut stalled = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let mut idle = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let (stalled, idle) = (sleeper(), sleeper());
         let epoch = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let writing = Arc::new(AtomicU64::new(1));
-        spawn_watchdog(stalled.id(), epoch, writing, stop.clone(), Duration::from_millis(500));
-        spawn_watchdog(idle.id(), epoch, Arc::new(AtomicU64::new(0)), stop.clone(), Duration::from_millis(500));
-        let started = Instant::now();
-        let status = stalled.wait().unwrap();
-        assert!(!status.success() && started.elapsed() < Duration::from_secs(10), "killed by the watchdog");
-        assert!(matches!(idle.try_wait(), Ok(None)), "no write under way: left alone");
+        let stall = Duration::from_millis(500);
+        spawn_watchdog(stalled.clone(), epoch, writing, stop.clone(), stall);
+        spawn_watchdog(idle.clone(), epoch, Arc::new(AtomicU64::new(0)), stop.clone(), stall);
+        assert!(exits_within(&stalled, Duration::from_secs(10)), "killed by the watchdog");
+        assert!(!exits_within(&idle, Duration::from_millis(100)), "no write under way: left alone");
         stop.store(true, Ordering::Relaxed);
-        let _ = idle.kill();
-        let _ = idle.wait();
+        idle.end(Duration::ZERO);
+    }
+
+    #[test]
+    fn a_box_that_stops_reading_is_cut_off_on_any_transport() {
+        // The box answers the hello, then reads nothing more: the stream
+        // fills the socket and the write blocks until the watchdog shuts
+        // the socket down.
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (hold, held) = mpsc::channel::<()>();
+        let the_box = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let hello = protocol::read_msg::<Request>(&mut theirs, MAX_RESPONSE_LEN).unwrap();
+            assert!(matches!(hello, Request::Hello { .. }), "{hello:?}");
+            let root = Dataset::new("offsite/home").unwrap();
+            let reply =
+                Response::Hello { protocol: PROTOCOL_NAME.into(), version: PROTOCOL_VERSION, server: "t".into(), root };
+            protocol::write_msg(&mut theirs, &reply).unwrap();
+            theirs.flush().unwrap();
+            let _ = held.recv();
+        });
+        let peer = Arc::new(Socket(ours.try_clone().unwrap()));
+        let reader = ours.try_clone().unwrap();
+        let mut s = Session::start(reader, Box::new(ours), peer, REPLY_TIMEOUT, Duration::from_millis(300)).unwrap();
+        assert_eq!(s.root.as_str(), "offsite/home");
+        let send = Running::with_stdout(&Cmd::new("head").args(["-c", "256M", "/dev/zero"])).unwrap();
+        let req = Request::Receive {
+            dataset: Dataset::new("tank/data").unwrap(),
+            snapshot: SnapName::new("zoffsite-1").unwrap(),
+            guid: Guid::new(7).unwrap(),
+            from: None,
+            resume: false,
+        };
+        let started = Instant::now();
+        let e = s.receive(req, send, &mut |_| {}).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(20), "cut off, not waited for");
+        assert!(matches!(e, RemoteError::Protocol { error: ProtoError::Closed, .. }), "{e}");
+        drop(s);
+        drop(hold);
+        the_box.join().unwrap();
+    }
+
+    /// A fake `zfs` for the box: its root is not mounted, and every listing
+    /// shows one received snapshot of tank/data under it.
+    fn fake_box_zfs(dir: &std::path::Path) -> Zfs {
+        let script = "#!/bin/sh\ncase \"$1\" in\n list) printf 'offsite/home\\t1\\t1\\t1\\t-\\noffsite/home/tank\\t2\\t2\\t1\\t-\\noffsite/home/tank/data\\t3\\t3\\t1\\t-\\noffsite/home/tank/data@zoffsite-1\\t10546291128629098134\\t13\\t1764140003\\t-\\n';;\n get) echo none;;\n *) exit 1;;\nesac\n";
+        let p = dir.join("zfs");
+        std::fs::write(&p, script).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Zfs::with_binary(p)
+    }
+
+    #[test]
+    fn a_session_over_pipes_greets_and_lists_a_real_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let (to_box_r, to_box_w) = std::io::pipe().unwrap();
+        let (from_box_r, from_box_w) = std::io::pipe().unwrap();
+        let input = std::fs::File::from(std::os::fd::OwnedFd::from(to_box_r));
+        let mut server =
+            Server::new(fake_box_zfs(dir.path()), Dataset::new("offsite/home").unwrap(), input, from_box_w)
+                .with_lock_scope(dir.path().display().to_string());
+        let the_box = std::thread::spawn(move || server.serve());
+        let mut s = Session::over(from_box_r, to_box_w, Nothing).unwrap();
+        assert_eq!(s.root.as_str(), "offsite/home");
+        assert!(s.server.starts_with("zoffsite "), "{}", s.server);
+        let (data, other) = (Dataset::new("tank/data").unwrap(), Dataset::new("tank/other").unwrap());
+        let listing = s.list(&[data.clone(), other.clone()]).unwrap();
+        let held = &listing[&data];
+        assert!(held.exists && held.resume_token.is_none());
+        let names: Vec<&str> = held.snapshots.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["zoffsite-1"]);
+        assert_eq!(held.snapshots[0].guid.get(), 10546291128629098134);
+        assert!(!listing[&other].exists && listing[&other].snapshots.is_empty());
+        s.close();
+        the_box.join().unwrap().unwrap();
     }
 }
