@@ -64,6 +64,8 @@ pub fn run(dir: &Path, zpool: bool, args: &[String]) -> i32 {
         }
     };
     let mut truncate = None;
+    let mut then = None;
+    let mut reply = None;
     match locked.world.fault_for(&command, &joined) {
         Some(FaultAction::Fail { code, stderr }) => {
             let _ = locked.save();
@@ -83,9 +85,22 @@ pub fn run(dir: &Path, zpool: bool, args: &[String]) -> i32 {
             };
         }
         Some(FaultAction::Truncate { bytes }) => truncate = Some(bytes),
+        Some(FaultAction::Then { args }) => then = Some(args),
+        Some(FaultAction::Reply { stdout, stderr, code }) => {
+            reply = Some(Out { stdout: stdout.into_bytes(), stderr, code, stream: None })
+        }
         None => {}
     }
-    let out = if zpool { zpool_cmd(&mut locked.world, args) } else { zfs_cmd(&mut locked.world, args) };
+    let mut out = if zpool { zpool_cmd(&mut locked.world, args) } else { zfs_cmd(&mut locked.world, args) };
+    if let (Some(then), 0) = (then, out.code) {
+        let after = zfs_cmd(&mut locked.world, &then);
+        if after.code != 0 {
+            eprintln!("fake-zfs: the planted command {then:?} failed: {}", after.stderr);
+        }
+    }
+    if let Some(r) = reply {
+        out = r;
+    }
     if let Err(e) = locked.save() {
         eprintln!("fake-zfs: cannot save its state: {e}");
         return 2;
@@ -159,7 +174,8 @@ fn not_modelled(args: &[String]) -> Out {
     Out::err(2, format!("fake-zfs: not modelled: {}\n", args.join(" ")))
 }
 
-fn zfs_cmd(w: &mut World, args: &[String]) -> Out {
+/// Runs one zfs command line on `w` (without its faults).
+pub fn zfs_cmd(w: &mut World, args: &[String]) -> Out {
     let rest = &args[1.min(args.len())..];
     let r = match args.first().map(String::as_str) {
         Some("list") => list(w, rest),

@@ -26,6 +26,10 @@ use zoffsite_core::records::{craft, RECORD_LEN};
 use super::stream::{self, Begin, Record};
 use super::world::{parent, Chunk, FaultAction, Partial, Snap, World, RECEIVED_FILE};
 
+/// Most bytes one read of the input takes (what a receive stopped at once
+/// may have read but not yet put in the tap).
+pub const READ_SIZE: usize = 256 << 10;
+
 /// A substream being read.
 struct Current {
     begin: Begin,
@@ -62,6 +66,8 @@ pub fn run(dir: &Path, args: &[String], command: &str, joined: &str) -> i32 {
         return 2;
     };
     // Faults are looked up first: a failing receive reads nothing.
+    let mut then = None;
+    let mut reply = None;
     match World::load_locked(dir).map(|mut l| {
         let f = l.world.fault_for(command, joined);
         (l.save(), f)
@@ -72,18 +78,37 @@ pub fn run(dir: &Path, args: &[String], command: &str, joined: &str) -> i32 {
         }
         Ok((_, Some(FaultAction::Stderr { stderr }))) => eprint!("{stderr}"),
         Ok((_, Some(FaultAction::Sleep { ms }))) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+        Ok((_, Some(FaultAction::Then { args }))) => then = Some(args),
+        Ok((_, Some(FaultAction::Reply { stdout, stderr, code }))) => reply = Some((stdout, stderr, code)),
         Ok(_) => {}
         Err(e) => {
             eprintln!("fake-zfs: {e}");
             return 2;
         }
     }
-    match Receive::new(dir, target, resumable).read(std::io::stdin().lock()) {
+    let code = match Receive::new(dir, target, resumable).read(std::io::stdin()) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("{e}");
             1
         }
+    };
+    if let (Some(then), 0) = (then, code) {
+        if let Ok(mut l) = World::load_locked(dir) {
+            let after = super::cli::zfs_cmd(&mut l.world, &then);
+            let _ = l.save();
+            if after.code != 0 {
+                eprintln!("fake-zfs: the planted command {then:?} failed: {}", after.stderr);
+            }
+        }
+    }
+    match reply {
+        Some((stdout, stderr, code)) => {
+            print!("{stdout}");
+            eprint!("{stderr}");
+            code
+        }
+        None => code,
     }
 }
 
@@ -127,20 +152,36 @@ impl<'a> Receive<'a> {
         }
     }
 
-    fn read(mut self, mut stdin: impl std::io::Read) -> Result<(), String> {
-        let mut tap = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(RECEIVED_FILE)).ok();
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            let n = match stdin.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("cannot receive: failed to read from stream: {e}")),
-            };
-            if let Some(t) = tap.as_mut() {
-                let _ = t.write_all(&buf[..n]);
+    fn read(mut self, stdin: impl std::io::Read + Send + 'static) -> Result<(), String> {
+        // Read as fast as the pipe gives (and into the tap), as the kernel
+        // does, however long the checks below take: what the sender got
+        // through before it was stopped is then what the tap shows.
+        let tap = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(RECEIVED_FILE)).ok();
+        let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<Vec<u8>>>();
+        std::thread::spawn(move || {
+            let (mut stdin, mut tap) = (stdin, tap);
+            let mut buf = vec![0u8; READ_SIZE];
+            loop {
+                let r = match stdin.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if let Some(t) = tap.as_mut() {
+                            let _ = t.write_all(&buf[..n]);
+                        }
+                        Ok(buf[..n].to_vec())
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(e),
+                };
+                let stop = r.is_err();
+                if tx.send(r).is_err() || stop {
+                    break;
+                }
             }
-            self.input.extend_from_slice(&buf[..n]);
+        });
+        for piece in rx {
+            let piece = piece.map_err(|e| format!("cannot receive: failed to read from stream: {e}"))?;
+            self.input.extend_from_slice(&piece);
             self.walk()?;
             if self.done {
                 // The rest of the input is not this stream's: left unread,

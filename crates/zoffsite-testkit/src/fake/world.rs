@@ -172,6 +172,12 @@ pub enum FaultAction {
     Stderr { stderr: String },
     /// Sleep this many milliseconds, then run normally.
     Sleep { ms: u64 },
+    /// Run normally, answering with this output instead of the real one
+    /// (hostile or odd output for a parser) and this status.
+    Reply { stdout: String, stderr: String, code: i32 },
+    /// Run normally; if that succeeds, run this zfs command line too, as
+    /// if someone else did right after (a race the code must survive).
+    Then { args: Vec<String> },
 }
 
 /// What a dataset, snapshot or bookmark name refers to.
