@@ -17,6 +17,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::Source;
+use crate::holds;
 use crate::names::{Dataset, Guid, SnapName, Snapshot};
 use crate::parse::{BookmarkRow, DatasetRow, HoldRow, SnapshotRow, BACKUP_PROPERTY};
 use crate::protocol::RemoteDataset;
@@ -298,13 +299,12 @@ pub fn plan_send(
     Err(Blocked::Diverged { box_newest: newest.name.clone(), guid: newest.guid })
 }
 
-/// Prefix of the hold tag that marks a target's incremental base.
-pub const HOLD_PREFIX: &str = "zoffsite-";
-
 /// One snapshot's fate in a source prune.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PruneDecision {
-    pub snapshot: String,
+    /// Serialized as its full name, `dataset@name`.
+    #[serde(serialize_with = "full_name")]
+    pub snapshot: Snapshot,
     /// Unix seconds (source clock).
     pub creation: i64,
     pub destroy: bool,
@@ -341,7 +341,7 @@ pub fn prune_source(
         }
         for h in holds {
             if let Some(s) = list.iter().find(|s| s.snapshot == h.snapshot) {
-                let why = match h.tag.strip_prefix(HOLD_PREFIX) {
+                let why = match holds::target_of(&h.tag) {
                     Some(t) => format!("incremental base for target {t}"),
                     None => format!("held by {:?}", h.tag),
                 };
@@ -351,7 +351,7 @@ pub fn prune_source(
         for d in retention::plan(policy, &items, &protected, now, None)? {
             let creation = list.iter().find(|s| &s.snapshot == d.key).map_or(0, |s| s.creation);
             out.push(PruneDecision {
-                snapshot: d.key.to_string(),
+                snapshot: d.key.clone(),
                 creation,
                 destroy: !d.is_kept(),
                 verdict: d.verdict.to_string(),
@@ -359,6 +359,10 @@ pub fn prune_source(
         }
     }
     Ok(out)
+}
+
+fn full_name<S: serde::Serializer>(s: &Snapshot, ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_str(s)
 }
 
 /// The nearest selected ancestor of `ds` that failed in this run, if any:
@@ -611,13 +615,16 @@ mod tests {
         let holds = [HoldRow { snapshot: Snapshot::new("tank/a@zoffsite-1").unwrap(), tag: "zoffsite-friend".into() }];
         let now = jiff::Timestamp::from_second(1000).unwrap();
         let d = prune_source(&policy, &snaps, &holds, now).unwrap();
-        let verdict: BTreeMap<&str, (bool, &str)> =
-            d.iter().map(|d| (d.snapshot.as_str(), (d.destroy, d.verdict.as_str()))).collect();
+        let verdict: BTreeMap<String, (bool, &str)> =
+            d.iter().map(|d| (d.snapshot.to_string(), (d.destroy, d.verdict.as_str()))).collect();
         assert_eq!(verdict.len(), 4, "only zoffsite- snapshots are candidates: {verdict:?}");
         assert_eq!(verdict["tank/a@zoffsite-1"], (false, "keep (protected: incremental base for target friend)"));
         assert!(verdict["tank/a@zoffsite-2"].0);
         assert!(!verdict["tank/a@zoffsite-3"].0 && verdict["tank/a@zoffsite-3"].1.contains("newest snapshot"));
         assert!(!verdict["tank/b@zoffsite-1"].0);
+        // The JSON has the full name, as docs/json.md shows.
+        let j = serde_json::to_value(&d[0]).unwrap();
+        assert_eq!(j["snapshot"], serde_json::json!("tank/a@zoffsite-1"), "{j}");
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub trait Events {
     fn error(&mut self, severity: Severity, text: &str);
     /// A transfer's progress; ignored unless the caller shows progress.
     fn progress(&mut self, _p: Progress<'_>) {}
+    /// Whether the caller shows progress: a driver spends work on it (a
+    /// size estimate, one zfs call per send) only then.
+    fn wants_progress(&self) -> bool {
+        false
+    }
 }
 
 /// Keeps everything it is told: for tests, and for callers that render

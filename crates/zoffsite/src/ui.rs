@@ -85,6 +85,9 @@ impl Events for Ui {
     fn error(&mut self, severity: Exit, text: &str) {
         self.err(severity, text);
     }
+    fn wants_progress(&self) -> bool {
+        self.show_progress
+    }
     fn progress(&mut self, p: Progress<'_>) {
         if !self.show_progress {
             return;

@@ -44,26 +44,13 @@ pub fn config_or_exit(path: &Path) -> Result<Config, crate::exit::Exit> {
 }
 
 /// Lists every filesystem and volume under the configured roots (only
-/// there) and applies the selection. Roots that do not exist are returned
-/// as messages; any other failure to list is an error.
+/// there) and applies the selection ([`zoffsite_exec::selection::list`]).
 pub fn list_selection(
     cfg: &Config,
     zfs: &zoffsite_exec::zfs::Zfs,
     config_path: &Path,
 ) -> Result<(zoffsite_core::plan::Selection, Vec<String>), zoffsite_exec::zfs::ZfsError> {
-    let mut listed = Vec::new();
-    let mut missing = Vec::new();
-    for root in &cfg.source.datasets {
-        match zfs.list_datasets(root) {
-            Ok(rows) => listed.extend(rows),
-            Err(zoffsite_exec::zfs::ZfsError::NotFound { .. }) => missing.push(format!(
-                "source.datasets: {root} does not exist on this machine; fix the name in {} or create it",
-                config_path.display()
-            )),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((zoffsite_core::plan::select(&cfg.source, &listed), missing))
+    zoffsite_exec::selection::list(cfg, zfs, config_path)
 }
 
 /// Parses `--now` (RFC 3339, e.g. `2026-11-26T07:30:00Z`).

@@ -4,13 +4,13 @@
 //! scrubbed. Read-only on both sides.
 
 use serde::Serialize;
-use zoffsite_core::names::Snapshot;
+use zoffsite_core::holds;
 use zoffsite_core::verify::{self, DatasetCheck, PoolCheck};
 use zoffsite_exec::proto::client::Session;
 use zoffsite_exec::zfs::Zfs;
 
 use crate::cli::VerifyArgs;
-use crate::cmd::{backup::hold_tag, common};
+use crate::cmd::common;
 use crate::exit::{Code as _, Exit};
 
 #[derive(Debug, Serialize)]
@@ -54,13 +54,7 @@ pub fn run(args: VerifyArgs) -> Exit {
         }
     };
     // Only a held snapshot can be a target's confirmed base.
-    let ours: Vec<Snapshot> = snaps
-        .iter()
-        .filter(|s| s.snapshot.name.as_str().starts_with(zoffsite_core::plan::SNAPSHOT_PREFIX))
-        .filter(|s| held.contains(&s.snapshot))
-        .map(|s| s.snapshot.clone())
-        .collect();
-    let holds = match zfs.holds(&ours) {
+    let bases = match zfs.holds(&holds::held_ours(&snaps, &held)) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("zoffsite: cannot list holds: {e}");
@@ -84,13 +78,12 @@ pub fn run(args: VerifyArgs) -> Exit {
                 None => return exit.max(Exit::Partial),
             },
         };
-        let tag = hold_tag(&t.name);
         let pick = if args.random {
             let ours = snaps.iter().filter(|s| s.snapshot.dataset == ds).cloned().collect();
             super::drill::Pick::RandomOf(ours)
         } else {
-            match holds.iter().find(|h| h.tag == tag && h.snapshot.dataset == ds) {
-                Some(h) => super::drill::Pick::Named(h.snapshot.name.clone()),
+            match holds::base(&bases, &t.name, &ds) {
+                Some(s) => super::drill::Pick::Named(s.name.clone()),
                 None => {
                     eprintln!("zoffsite: target {} has confirmed no snapshot of {ds} yet: back it up first", t.name);
                     return Exit::Partial;
@@ -150,10 +143,9 @@ pub fn run(args: VerifyArgs) -> Exit {
         for w in &pc.warnings {
             eprintln!("zoffsite: warning: target {}: {w}", t.name);
         }
-        let tag = hold_tag(&t.name);
         for ds in &datasets {
             let source: Vec<_> = snaps.iter().filter(|s| s.snapshot.dataset == *ds).cloned().collect();
-            let confirmed = holds.iter().find(|h| h.tag == tag && h.snapshot.dataset == *ds).map(|h| &h.snapshot);
+            let confirmed = holds::base(&bases, &t.name, ds);
             let c = verify::check_dataset(ds, &source, confirmed, listing.get(ds));
             if !args.json {
                 let state = if c.problems.is_empty() { "ok" } else { "MISMATCH" };
