@@ -215,7 +215,7 @@ fn two_targets_each_move_their_own_hold_and_retention_keeps_a_base_while_a_targe
     let s2 = taken(&r);
     assert_eq!(tags(&w, &s2), both);
     assert!(!w.src.exists(&s1), "{s1} is no one's base any more and last = 1");
-    assert_eq!(r.pruned, [s1.clone()]);
+    assert_eq!(r.pruned, [s1.as_str()]);
 
     // friend2 is away: friend moves on, friend2's base stays held and kept.
     w.src.write(DS, 100);

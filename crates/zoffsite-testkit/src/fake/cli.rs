@@ -344,12 +344,7 @@ fn list(w: &mut World, args: &[String]) -> Result<Out, String> {
 fn get(w: &mut World, args: &[String]) -> Result<Out, String> {
     let o = Opts::parse(args, "dtsoS")?;
     let (props, names) = o.rest.split_first().ok_or("missing property argument")?;
-    let default_types = if o.has('r') || o.value('d').is_some() {
-        vec!["filesystem", "volume", "snapshot", "bookmark"]
-    } else {
-        vec!["filesystem", "volume", "snapshot", "bookmark"]
-    };
-    let types = types(&o, &default_types);
+    let types = types(&o, &["filesystem", "volume", "snapshot", "bookmark"]);
     let fields: Vec<&str> = o.value('o').unwrap_or("name,property,value,source").split(',').collect();
     let sources: Option<Vec<&str>> = o.value('s').map(|s| s.split(',').collect());
     let (objs, errors) = select(w, names, depth(&o)?, &types);

@@ -268,7 +268,7 @@ pub fn read(rec: &[u8], ours: bool) -> Result<Record, String> {
         DRR_WRITE if !ours => Ok(Record::Write { index: None, chunk: opaque(body) }),
         DRR_WRITE => {
             let offset = get64(rec, 24);
-            if get64(rec, 8) != OBJECT || offset % CHUNK_MAX as u64 != 0 || rec[50] != COMPRESS_OFF {
+            if get64(rec, 8) != OBJECT || !offset.is_multiple_of(CHUNK_MAX as u64) || rec[50] != COMPRESS_OFF {
                 return Err("invalid stream (a WRITE record the fake did not write)".into());
             }
             let chunk = Chunk { seed: get64(rec, 56), len: body.len() as u32 };
