@@ -382,3 +382,38 @@ fn a_duplicate_crypt_keydata_is_refused_and_the_pinned_key_stays() {
     s.close();
     server.outcome().unwrap();
 }
+
+#[test]
+fn a_snapshot_comes_back_raw_for_a_restore() {
+    let _one = serial();
+    let src = source();
+    src.snapshot("tank/data@zoffsite-1");
+    let b = BoxSide::new("offsite/home");
+    let (mut s, server) = b.connect();
+    sent(&mut s, &src, "tank/data@zoffsite-1", None).unwrap();
+    let mut stream = Vec::new();
+    let (g, bytes) = s
+        .fetch(&ds(DS), &name("zoffsite-1"), &mut |d| {
+            stream.extend_from_slice(d);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!((g.get(), bytes), (src.guid("tank/data@zoffsite-1").unwrap(), stream.len() as u64));
+    s.close();
+    server.outcome().unwrap();
+    // What came back is raw, for that very snapshot, and lands whole.
+    let mut v = zoffsite_core::records::StreamValidator::new(zoffsite_core::records::Expect::new(None, g));
+    v.feed(&stream).unwrap();
+    assert_eq!(v.finish().unwrap().key.map(|k| k.to_string()), src.key(DS));
+    let back = machine();
+    back.pool("tank");
+    let (_f, running) = crafted(&stream);
+    let receive = Zfs::with_binary(back.path()).receive_new(&ds("tank/restored"));
+    let mut r = Running::with_stdin(&receive).unwrap();
+    let mut out = running;
+    std::io::copy(out.child.stdout.as_mut().unwrap(), r.child.stdin.as_mut().unwrap()).unwrap();
+    drop(r.child.stdin.take());
+    assert!(r.finish().unwrap().success() && out.finish().unwrap().success());
+    assert_eq!(back.content("tank/restored@zoffsite-1"), src.content("tank/data@zoffsite-1"));
+    assert_eq!(back.key("tank/restored"), src.key(DS));
+}

@@ -141,6 +141,10 @@ impl Opts {
         let mut o = Opts { flags: BTreeSet::new(), values: Vec::new(), rest: Vec::new() };
         let mut it = args.iter();
         while let Some(a) = it.next() {
+            if a.starts_with("--") && o.rest.is_empty() {
+                // A long option (`--json-int`): a flag, never a value.
+                continue;
+            }
             if let Some(f) = a.strip_prefix('-').filter(|f| !f.is_empty() && o.rest.is_empty()) {
                 for (i, c) in f.char_indices() {
                     if with_value.contains(c) {
@@ -245,7 +249,7 @@ fn zpool_cmd(w: &mut World, args: &[String]) -> Out {
             Err(e) => e,
         },
         (Some("status"), _) if o.has('j') => {
-            let name = o.rest.iter().find(|a| !a.starts_with("--")).cloned().unwrap_or_default();
+            let name = o.rest.first().cloned().unwrap_or_default();
             match pool(Some(&name)) {
                 Ok(p) => {
                     let scan = p.last_scrub.map_or(String::new(), |t| {
