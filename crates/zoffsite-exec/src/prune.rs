@@ -92,11 +92,13 @@ pub fn prune_listed(
 
 #[cfg(test)]
 mod tests {
-    //! Which snapshots `zfs holds` is asked about, against a fake `zfs`
-    //! that logs its argv (the real holds are tested in the VM, e2e).
+    //! Which snapshots `zfs holds` is asked about and what is destroyed,
+    //! against the fake `zfs` of `zoffsite_testkit` (the real holds are
+    //! tested in the VM, e2e).
     use super::*;
     use crate::events::Recorded;
-    use std::os::unix::fs::PermissionsExt as _;
+    use zoffsite_testkit::fake::world::FaultAction;
+    use zoffsite_testkit::FakeZfs;
 
     fn row(name: &str, guid: u64, txg: u64) -> SnapshotRow {
         SnapshotRow {
@@ -107,19 +109,18 @@ mod tests {
         }
     }
 
-    /// A fake zfs: logs each argv as a line; `holds` prints one hold of
-    /// `zoffsite-friend` on `tank/a@zoffsite-2`.
-    fn fake() -> (tempfile::TempDir, Zfs) {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("zfs");
-        let log = dir.path().join("log");
-        let script = format!(
-            "#!/bin/sh\necho \"$*\" >>'{}'\nif [ \"$1\" = holds ]; then printf 'tank/a@zoffsite-2\\tzoffsite-friend\\t1795000000\\n'; fi\n",
-            log.display()
-        );
-        std::fs::write(&p, script).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        (dir, Zfs::with_binary(p))
+    /// A source with tank/a@zoffsite-1..4, `zoffsite-friend` holding
+    /// tank/a@zoffsite-2.
+    fn fake() -> (FakeZfs, Zfs) {
+        let f = FakeZfs::new();
+        f.create("tank/a", true);
+        for i in 1..=4 {
+            f.snapshot(&format!("tank/a@zoffsite-{i}"));
+        }
+        assert!(f.run(&["hold", "zoffsite-friend", "tank/a@zoffsite-2"]).status.success());
+        f.clear_log();
+        let zfs = Zfs::with_binary(f.path());
+        (f, zfs)
     }
 
     fn last_one(policy: &KeepPolicy, dry_run: bool) -> Prune<'_> {
@@ -128,14 +129,14 @@ mod tests {
 
     #[test]
     fn only_held_snapshots_are_asked_about_and_a_held_base_is_kept() {
-        let (dir, zfs) = fake();
+        let (f, zfs) = fake();
         let snaps: Vec<SnapshotRow> = (1..=4).map(|i| row(&format!("tank/a@zoffsite-{i}"), 100 + i, i)).collect();
         let held: BTreeSet<Snapshot> = [Snapshot::new("tank/a@zoffsite-2").unwrap()].into();
         let policy = KeepPolicy { last: 1, ..KeepPolicy::default() };
         let mut ev = Recorded::default();
         let decisions = prune_listed(&zfs, &snaps, &held, &last_one(&policy, false), &mut ev);
         assert_eq!(ev.worst, Severity::Ok, "{:?}", ev.errors);
-        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        let log = f.log();
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(lines[0], "holds -H -p tank/a@zoffsite-2", "{log}");
         // The held base and the newest stay; the others go, in one destroy.
@@ -144,28 +145,28 @@ mod tests {
         assert_eq!(lines[1], "destroy tank/a@zoffsite-1,zoffsite-3", "{log}");
         assert_eq!(lines.len(), 2, "{log}");
         assert_eq!(ev.lines, ["tank/a@zoffsite-1: destroy", "tank/a@zoffsite-3: destroy"]);
+        assert_eq!(f.snapshot_names("tank/a"), ["zoffsite-2", "zoffsite-4"]);
     }
 
     #[test]
     fn nothing_held_means_no_holds_lookup_at_all() {
-        let (dir, zfs) = fake();
+        let (f, zfs) = fake();
         let snaps = vec![row("tank/a@zoffsite-1", 7, 1)];
         let policy = KeepPolicy { last: 1, ..KeepPolicy::default() };
         let mut ev = Recorded::default();
         prune_listed(&zfs, &snaps, &BTreeSet::new(), &last_one(&policy, true), &mut ev);
         assert_eq!(ev.worst, Severity::Ok);
-        assert!(!dir.path().join("log").exists(), "zfs was run");
+        assert_eq!(f.log(), "", "zfs was run");
         assert_eq!(ev.lines.len(), 1, "a dry run says every decision: {:?}", ev.lines);
         assert!(ev.lines[0].starts_with("would tank/a@zoffsite-1: keep"), "{:?}", ev.lines);
     }
 
     #[test]
     fn failures_are_reported_with_their_severity_and_nothing_is_destroyed() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("zfs");
-        std::fs::write(&p, "#!/bin/sh\necho \"cannot do $1\" >&2\nexit 1\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let zfs = Zfs::with_binary(p);
+        let (f, zfs) = fake();
+        for command in ["list", "holds", "destroy"] {
+            f.fault(command, None, 0, FaultAction::Fail { code: 1, stderr: format!("cannot do {command}\n") });
+        }
         let policy = KeepPolicy { last: 1, ..KeepPolicy::default() };
         let snaps: Vec<SnapshotRow> = (1..=2).map(|i| row(&format!("tank/a@zoffsite-{i}"), 100 + i, i)).collect();
         // No listing: an error.

@@ -798,68 +798,38 @@ fn human_bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! The run's wiring without ssh or root: the source's `zfs` is a shell
-    //! script over a few files (the holds as the kernel would keep them),
-    //! each target a real `proto::server::Server` on a thread, reached
-    //! through `Session::over`, with a fake `zfs` of its own. Streams are
-    //! not sent here (a whole-session suite covers them).
+    //! The run's wiring without ssh or root: the source is a fake machine
+    //! (`zoffsite_testkit`'s stateful fake `zfs`), each target a real
+    //! `proto::server::Server` on a thread, reached through `Session::over`,
+    //! on a fake machine of its own. Streams are not sent here (whole runs
+    //! that send are in zoffsite-testkit's tests).
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
-    use std::path::PathBuf;
     use std::time::Duration;
 
     use crate::events::Recorded;
     use crate::proto::client::Peer;
     use crate::proto::server::Server;
+    use zoffsite_testkit::fake::world::Snap;
+    use zoffsite_testkit::FakeZfs;
 
     const OLD: &str = "zoffsite-20251231T000000Z";
     const NEW: &str = "zoffsite-20260101T000000Z";
-    const G_OLD: u64 = 111_111;
-    const G_NEW: u64 = 222_222;
 
-    fn script(path: &Path, text: &str) {
-        std::fs::write(path, text).unwrap();
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-
-    /// The source: `datasets` and `snapshots` are what its listings print;
-    /// `holds` is the kernel's holds, one `SNAPSHOT TAG TIME` a line;
-    /// `log` has every argv. `zpool sync` succeeds.
-    struct Source {
-        dir: tempfile::TempDir,
-    }
-
-    impl Source {
-        fn new(datasets: &str, snapshots: &str, holds: &str) -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let d = dir.path().display().to_string();
-            std::fs::write(dir.path().join("datasets"), datasets).unwrap();
-            std::fs::write(dir.path().join("snapshots"), snapshots).unwrap();
-            std::fs::write(dir.path().join("holds"), holds).unwrap();
-            script(&dir.path().join("zpool"), "#!/bin/sh\nexit 0\n");
-            script(
-                &dir.path().join("zfs"),
-                &format!(
-                    "#!/bin/sh\nD='{d}'\necho \"$*\" >> \"$D/log\"\ncase \"$1\" in\n\
-                     list) case \"$*\" in *filesystem,volume*) cat \"$D/datasets\";; *) cat \"$D/snapshots\";; esac;;\n\
-                     holds) shift 3; for s; do grep \"^$s \" \"$D/holds\" | tr ' ' '\\t'; done;;\n\
-                     hold) t=$2; shift 2; for s; do echo \"$s $t 1795000000\" >> \"$D/holds\"; done;;\n\
-                     release) t=$2; shift 2; for s; do grep -vx \"$s $t 1795000000\" \"$D/holds\" > \"$D/h\"; mv \"$D/h\" \"$D/holds\"; done;;\n\
-                     bookmark) if grep -qx \"$3\" \"$D/bookmarks\" 2>/dev/null; then echo \"cannot create bookmark '$3': bookmark exists\" >&2; exit 1; fi; echo \"$3\" >> \"$D/bookmarks\";;\n\
-                     destroy) ;;\n\
-                     *) echo \"fake zfs: $*\" >&2; exit 1;;\nesac\n"
-                ),
-            );
-            Source { dir }
+    /// A source with an encrypted tank/data holding @OLD and @NEW (taken
+    /// at those times), and `holds` (tags) on @OLD.
+    fn source(holds: &[&str]) -> FakeZfs {
+        let f = FakeZfs::new();
+        f.create("tank/data", true).write("tank/data", 4096);
+        for (name, at) in [(OLD, 1_767_139_200), (NEW, 1_767_225_600)] {
+            f.world(|w| w.clock = Some(at));
+            f.snapshot(&format!("tank/data@{name}"));
         }
-
-        fn zfs(&self) -> Zfs {
-            Zfs::with_binary(self.dir.path().join("zfs"))
+        f.world(|w| w.clock = None);
+        for tag in holds {
+            assert!(f.run(&["hold", tag, &format!("tank/data@{OLD}")]).status.success());
         }
-
-        fn file(&self, name: &str) -> String {
-            std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
-        }
+        f.clear_log();
+        f
     }
 
     /// Nothing to end: the box is a thread that ends with its input.
@@ -871,17 +841,26 @@ mod tests {
     }
 
     /// Connects "away" to nothing (unreachable) and every other target to
-    /// a box under `offsite/home` that holds tank/data@NEW (an earlier run
-    /// sent it and did not get to move its hold).
-    fn boxes(dir: PathBuf) -> Arc<Connect> {
-        let zfs = dir.join("box-zfs");
-        script(
-            &zfs,
-            &format!(
-                "#!/bin/sh\ncase \"$1\" in\n list) printf 'offsite/home\\t1\\t1\\t1\\t-\\noffsite/home/tank\\t2\\t2\\t1\\t-\\noffsite/home/tank/data\\t3\\t3\\t1\\t-\\noffsite/home/tank/data@{OLD}\\t{G_OLD}\\t10\\t1767139200\\t-\\noffsite/home/tank/data@{NEW}\\t{G_NEW}\\t11\\t1767225600\\t-\\n';;\n get) echo none;;\n *) exit 1;;\nesac\n"
-            ),
-        );
-        Arc::new(move |t: &Target| {
+    /// a box under `offsite/home` that holds what `src` has of tank/data
+    /// (an earlier run sent it and did not get to move its hold).
+    fn boxes(src: &FakeZfs) -> (FakeZfs, Arc<Connect>) {
+        let the_box = FakeZfs::new();
+        the_box.box_root("offsite/home");
+        let held = src.read(|w| w.datasets["tank/data"].snapshots.clone());
+        the_box.world(|w| {
+            w.create("offsite/home/tank", &[]).unwrap();
+            w.create("offsite/home/tank/data", &[]).unwrap();
+            for s in held {
+                let createtxg = w.next_txg();
+                w.ds_mut("offsite/home/tank/data").unwrap().snapshots.push(Snap {
+                    createtxg,
+                    holds: Default::default(),
+                    ..s
+                });
+            }
+        });
+        let zfs = the_box.path();
+        let connect = Arc::new(move |t: &Target| {
             if t.name == "away" {
                 return Err(RemoteError::Unreachable { host: t.host.clone(), detail: "No route to host".into() });
             }
@@ -892,7 +871,8 @@ mod tests {
                 Server::new(Zfs::with_binary(&zfs), Dataset::new("offsite/home").unwrap(), input, from_box_w);
             std::thread::spawn(move || server.serve());
             Session::over(from_box_r, to_box_w, InProcess)
-        })
+        });
+        (the_box, connect)
     }
 
     fn config(targets: &[&str], keep: &str) -> Config {
@@ -922,14 +902,11 @@ mod tests {
         // second finds that bookmark (3c7a11d: it tried to make it again,
         // failed, and never moved its hold); each moves its own tag, new
         // hold first; then OLD, held by nobody, is pruned.
-        let src = Source::new(
-            "tank/data\t99\taes-256-gcm\t0\t-\n",
-            &format!("tank/data@{OLD}\t{G_OLD}\t10\t1767139200\t2\ntank/data@{NEW}\t{G_NEW}\t11\t1767225600\t0\n"),
-            &format!("tank/data@{OLD} zoffsite-friend 1795000000\ntank/data@{OLD} zoffsite-other 1795000000\n"),
-        );
+        let src = source(&["zoffsite-friend", "zoffsite-other"]);
         let cfg = config(&["friend", "other"], "[source.keep]\nlast = 1\n");
         let mut ev = Recorded::default();
-        let report = backup(&cfg, &src.zfs(), &options(false, boxes(src.dir.path().to_owned())), &mut ev);
+        let (_box, connect) = boxes(&src);
+        let report = backup(&cfg, &Zfs::with_binary(src.path()), &options(false, connect), &mut ev);
         assert_eq!(ev.worst, Severity::Ok, "{:?}", ev.errors);
         assert_eq!(report.snapshot, None, "nothing changed: no snapshot");
         assert_eq!(report.targets.len(), 2);
@@ -938,11 +915,9 @@ mod tests {
             assert!(matches!(&t.datasets[..], [d] if d.status == DatasetStatus::Ok && d.bytes == Some(0)), "{t:?}");
         }
         assert_eq!(report.pruned.iter().map(ToString::to_string).collect::<Vec<_>>(), [format!("tank/data@{OLD}")]);
-        assert_eq!(
-            src.file("holds"),
-            format!("tank/data@{NEW} zoffsite-friend 1795000000\ntank/data@{NEW} zoffsite-other 1795000000\n")
-        );
-        let log = src.file("log");
+        assert_eq!(src.holds(&format!("tank/data@{NEW}")), ["zoffsite-friend", "zoffsite-other"]);
+        assert_eq!(src.snapshot_names("tank/data"), [NEW]);
+        let log = src.log();
         let at = |line: &str| log.lines().position(|l| l == line).unwrap_or_else(|| panic!("no `{line}` in\n{log}"));
         assert_eq!(log.lines().filter(|l| l.starts_with("bookmark ")).count(), 1, "{log}");
         for t in ["friend", "other"] {
@@ -958,14 +933,12 @@ mod tests {
 
     #[test]
     fn a_dry_run_plans_refuses_and_reports_an_unreachable_target_without_changing_anything() {
-        let src = Source::new(
-            "tank/data\t99\taes-256-gcm\t4096\t-\ntank/data/plain\t98\toff\t0\t-\n",
-            &format!("tank/data@{NEW}\t{G_NEW}\t11\t1767225600\t0\n"),
-            "",
-        );
+        let src = source(&[]);
+        src.create("tank/data/plain", false).write("tank/data", 4096).clear_log();
         let cfg = config(&["friend", "away"], "");
         let mut ev = Recorded::default();
-        let report = backup(&cfg, &src.zfs(), &options(true, boxes(src.dir.path().to_owned())), &mut ev);
+        let (_box, connect) = boxes(&src);
+        let report = backup(&cfg, &Zfs::with_binary(src.path()), &options(true, connect), &mut ev);
         assert_eq!(ev.worst, Severity::Target, "{:?}", ev.errors);
         assert!(report.dry_run);
         assert_eq!(report.snapshot.as_ref().map(SnapName::as_str), Some("zoffsite-20260102T000000Z"));
@@ -996,10 +969,13 @@ mod tests {
             "{:?}",
             ev.lines
         );
-        // Only listings ran (and reads of the properties, which fail here:
-        // a warning).
-        let log = src.file("log");
-        assert!(log.lines().all(|l| l.starts_with("list ") || l.starts_with("get ")), "{log}");
+        // Only listings ran (and reads of the properties, which have
+        // nowhere to go here: tank/data is not mounted; a warning).
+        let log = src.log();
+        assert!(
+            log.lines().all(|l| l.starts_with("list ") || l.starts_with("get ") || l == "zpool sync tank"),
+            "{log}"
+        );
         assert_eq!(ev.warnings.len(), 1, "{:?}", ev.warnings);
     }
 

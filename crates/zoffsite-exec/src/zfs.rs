@@ -676,9 +676,12 @@ impl Zfs {
 
 #[cfg(test)]
 mod tests {
+    //! Error paths, against the fake `zfs` of `zoffsite_testkit` made to
+    //! fail or answer oddly (the fake's normal answers are tested through
+    //! these wrappers in that crate's tests).
     use super::*;
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
+    use zoffsite_testkit::fake::world::FaultAction;
+    use zoffsite_testkit::FakeZfs;
 
     fn ds(s: &str) -> Dataset {
         Dataset::new(s).unwrap()
@@ -709,32 +712,32 @@ mod tests {
 
     #[test]
     fn destroy_refuses_foreign_snapshots() {
-        let (_d, z) = fake("", "", 0);
+        let f = FakeZfs::new();
+        let z = Zfs::with_binary(f.path());
         let e = z.destroy_own_snapshots(&ds("tank/a"), &[SnapName::new("manual").unwrap()]).unwrap_err();
         assert!(e.to_string().contains("not a zoffsite snapshot"), "{e}");
+        assert_eq!(f.log(), "", "refused before zfs runs");
     }
 
-    /// A fake `zfs` that prints `out` and `err` and exits with `code`: only
-    /// for error paths; the real behaviour is tested in the VM.
-    fn fake(out: &str, err: &str, code: i32) -> (tempfile::TempDir, Zfs) {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("zfs");
-        let mut f = std::fs::File::create(&p).unwrap();
-        writeln!(f, "#!/bin/sh\nprintf '%s' '{out}'\nprintf '%s' '{err}' >&2\nexit {code}").unwrap();
-        drop(f);
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        (dir, Zfs::with_binary(p))
+    /// A fake `zfs` whose every `command` call fails with `stderr` and
+    /// exit status `code` (the real texts are tested in the VM).
+    fn failing(command: &str, stderr: &str, code: i32) -> (FakeZfs, Zfs) {
+        let f = FakeZfs::new();
+        f.pool("t");
+        f.fault(command, None, 0, FaultAction::Fail { code, stderr: stderr.into() });
+        let z = Zfs::with_binary(f.path());
+        (f, z)
     }
 
     #[test]
     fn errors_are_classified() {
-        let (_d, z) = fake("", "cannot open 'tank/nope': dataset does not exist", 1);
-        assert!(matches!(z.list_datasets(&ds("tank/nope")), Err(ZfsError::NotFound { .. })));
-        let (_d, z) = fake("", "cannot receive new filesystem stream: out of space", 1);
+        let f = FakeZfs::new();
+        assert!(matches!(Zfs::with_binary(f.path()).list_datasets(&ds("tank/nope")), Err(ZfsError::NotFound { .. })));
+        let (_f, z) = failing("snapshot", "cannot receive new filesystem stream: out of space", 1);
         assert!(matches!(z.snapshot(&[Snapshot::new("t@s").unwrap()]), Err(ZfsError::NoSpace { .. })));
-        let (_d, z) = fake("", "cannot create snapshots : permission denied", 1);
+        let (_f, z) = failing("snapshot", "cannot create snapshots : permission denied", 1);
         assert!(matches!(z.snapshot(&[Snapshot::new("t@s").unwrap()]), Err(ZfsError::PermissionDenied { .. })));
-        let (_d, z) = fake("", "something odd", 2);
+        let (_f, z) = failing("snapshot", "something odd", 2);
         let e = z.snapshot(&[Snapshot::new("t@s").unwrap()]).unwrap_err();
         assert!(e.to_string().contains("something odd") && e.to_string().contains("snapshot t@s"), "{e}");
     }
@@ -742,11 +745,9 @@ mod tests {
     #[test]
     fn a_hung_load_key_is_killed_and_named() {
         // Like a received key wrapped with a huge pbkdf2iters.
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("zfs");
-        std::fs::write(&p, "#!/bin/sh\nexec sleep 60\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let z = Zfs::with_binary(&p)
+        let f = FakeZfs::new();
+        f.fault("load-key", None, 0, FaultAction::Sleep { ms: 60_000 });
+        let z = Zfs::with_binary(f.path())
             .with_deadlines(std::time::Duration::from_secs(60), std::time::Duration::from_millis(300));
         let started = std::time::Instant::now();
         let e = z.load_key(&ds("pool/zoffsite-drill-1"), Some("file:///k")).unwrap_err();
@@ -760,12 +761,18 @@ mod tests {
 
     #[test]
     fn hostile_output_is_a_parse_error_not_a_panic() {
-        let (_d, z) = fake("tank@a\tnotaguid\t1\t1\t0\n", "", 0);
-        let e = z.list_snapshots(&[ds("tank")]).unwrap_err();
+        let reply = |stdout: &str, stderr: &str| {
+            let f = FakeZfs::new();
+            f.create("tank/a", true);
+            f.fault("list", None, 0, FaultAction::Reply { stdout: stdout.into(), stderr: stderr.into(), code: 0 });
+            f
+        };
+        let f = reply("tank@a\tnotaguid\t1\t1\t0\n", "");
+        let e = Zfs::with_binary(f.path()).list_snapshots(&[ds("tank")]).unwrap_err();
         assert!(matches!(e, ZfsError::Parse { .. }), "{e}");
         // Exit 0 decides success even with noise on stderr.
-        let (_d, z) = fake("tank@a\t7\t1\t1\t2\n", "warning: noise", 0);
-        let l = z.list_snapshots(&[ds("tank")]).unwrap();
+        let f = reply("tank@a\t7\t1\t1\t2\n", "warning: noise");
+        let l = Zfs::with_binary(f.path()).list_snapshots(&[ds("tank")]).unwrap();
         assert_eq!(l.snapshots[0].guid.get(), 7);
         assert!(l.held.contains(&l.snapshots[0].snapshot));
     }

@@ -590,7 +590,6 @@ fn short(r: &Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
     use std::os::unix::net::UnixStream;
 
     use crate::process::Cmd;
@@ -697,23 +696,24 @@ mod tests {
 
     /// A fake `zfs` for the box: its root is not mounted, and every listing
     /// shows one received snapshot of tank/data under it.
-    fn fake_box_zfs(dir: &std::path::Path) -> Zfs {
-        let script = "#!/bin/sh\ncase \"$1\" in\n list) printf 'offsite/home\\t1\\t1\\t1\\t-\\noffsite/home/tank\\t2\\t2\\t1\\t-\\noffsite/home/tank/data\\t3\\t3\\t1\\t-\\noffsite/home/tank/data@zoffsite-1\\t10546291128629098134\\t13\\t1764140003\\t-\\n';;\n get) echo none;;\n *) exit 1;;\nesac\n";
-        let p = dir.join("zfs");
-        std::fs::write(&p, script).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Zfs::with_binary(p)
+    /// A box (the fake `zfs` of `zoffsite_testkit`): its root unmounted,
+    /// holding one received snapshot of tank/data.
+    fn fake_box() -> zoffsite_testkit::FakeZfs {
+        let f = zoffsite_testkit::FakeZfs::new();
+        f.box_root("offsite/home").create("offsite/home/tank", false).create("offsite/home/tank/data", false);
+        f.snapshot("offsite/home/tank/data@zoffsite-1");
+        f
     }
 
     #[test]
     fn a_session_over_pipes_greets_and_lists_a_real_server() {
-        let dir = tempfile::tempdir().unwrap();
+        let f = fake_box();
         let (to_box_r, to_box_w) = std::io::pipe().unwrap();
         let (from_box_r, from_box_w) = std::io::pipe().unwrap();
         let input = std::fs::File::from(std::os::fd::OwnedFd::from(to_box_r));
         let mut server =
-            Server::new(fake_box_zfs(dir.path()), Dataset::new("offsite/home").unwrap(), input, from_box_w)
-                .with_lock_scope(dir.path().display().to_string());
+            Server::new(Zfs::with_binary(f.path()), Dataset::new("offsite/home").unwrap(), input, from_box_w)
+                .with_lock_scope(f.dir().display().to_string());
         let the_box = std::thread::spawn(move || server.serve());
         let mut s = Session::over(from_box_r, to_box_w, Nothing).unwrap();
         assert_eq!(s.root.as_str(), "offsite/home");
@@ -724,7 +724,7 @@ mod tests {
         assert!(held.exists && held.resume_token.is_none());
         let names: Vec<&str> = held.snapshots.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["zoffsite-1"]);
-        assert_eq!(held.snapshots[0].guid.get(), 10546291128629098134);
+        assert_eq!(Some(held.snapshots[0].guid.get()), f.guid("offsite/home/tank/data@zoffsite-1"));
         assert!(!listing[&other].exists && listing[&other].snapshots.is_empty());
         s.close();
         the_box.join().unwrap().unwrap();

@@ -731,52 +731,72 @@ fn refused(target: &Dataset, e: StreamError) -> Reject {
 
 #[cfg(test)]
 mod tests {
-    //! Error paths of `serve` against a fake `zfs` that logs its argv. The
-    //! real behaviour (real receives, real refusals by the kernel) is tested
-    //! end to end in the VM.
+    //! `serve` against the stateful fake `zfs` (`zoffsite_testkit`), whose
+    //! log shows what ran and whose receive lands what a stream carries.
+    //! The real behaviour (real receives, real refusals by the kernel) is
+    //! tested end to end in the VM; whole sessions with the real client,
+    //! in `zoffsite-testkit`'s tests.
     use super::*;
     use std::io::Cursor;
-    use std::os::unix::fs::PermissionsExt;
-    use std::path::PathBuf;
     use zoffsite_core::stream::{encode_begin, FEATURE_RAW};
+    use zoffsite_testkit::fake::world::{FaultAction, Snap};
+    use zoffsite_testkit::FakeZfs;
 
+    /// A box with its root `offsite/home`, and nothing under it.
     struct Fake {
-        // Removed (with the fake and its log) when the test ends.
-        _tmp: tempfile::TempDir,
-        dir: PathBuf,
+        zfs: FakeZfs,
     }
 
     impl Fake {
         fn new() -> Self {
-            Self::with_mountpoint("none")
+            let zfs = FakeZfs::new();
+            zfs.box_root("offsite/home");
+            Fake { zfs }
         }
 
         fn with_mountpoint(mountpoint: &str) -> Self {
-            let tmp = tempfile::tempdir().unwrap();
-            let dir = tmp.path().to_owned();
-            let script = format!(
-                "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$1\" in\n list) case \"$*\" in *'-t snapshot '*) if [ -e '{d}/done' ]; then cat '{d}/after'; else cat '{d}/before' 2>/dev/null; fi;; *'-o name -t filesystem,volume offsite/home/'*) echo \"cannot open '$7': dataset does not exist\" >&2; exit 1;; esac; exit 0;;\n receive) tee -a '{data}' > '{d}/cur' && [ \"$(tail -c 312 '{d}/cur' | head -c 1 | od -An -tu1 | tr -d ' ')\" = 5 ] && touch '{d}/done'; exit 0;;\n get) case \"$*\" in *mountpoint*) echo {mountpoint};; *keywrap*) cat '{keywrap}' 2>/dev/null;; *zoffsite:received*) cat '{d}/stamps' 2>/dev/null;; *) echo 10546291128629098134;; esac; exit 0;;\n create) exit 0;;\n set) exit 0;;\nesac\nexit 1\n",
-                log = dir.join("log").display(),
-                data = dir.join("received").display(),
-                keywrap = dir.join("keywrap").display(),
-                d = dir.display(),
-            );
-            // What the box's copy holds once a receive got a whole stream
-            // (one that ends with an END record: a refused stream is cut
-            // before its end, however fast the fake reads it): the snapshots
-            // of the test streams (before it: nothing, unless a test says so).
-            std::fs::write(
-                dir.join("after"),
-                format!("{T}@s1\t{S1}\t10\t1\n{T}@s2\t{S2}\t11\t1\n{T}@s3\t{S3}\t12\t1\n{T}@s4\t{S4}\t13\t1\n"),
-            )
-            .unwrap();
-            std::fs::write(dir.join("zfs"), script).unwrap();
-            std::fs::set_permissions(dir.join("zfs"), std::fs::Permissions::from_mode(0o755)).unwrap();
-            Fake { _tmp: tmp, dir }
+            let f = Self::new();
+            f.zfs.set("offsite/home", "mountpoint", mountpoint);
+            f
+        }
+
+        /// The box's copy of tank/data already holds these snapshots.
+        fn holding(self, snaps: &[(&str, u64)]) -> Self {
+            self.zfs.world(|w| {
+                for d in ["offsite/home/tank", T] {
+                    if !w.datasets.contains_key(d) {
+                        w.create(d, &[]).unwrap();
+                    }
+                }
+                for (name, guid) in snaps {
+                    let createtxg = w.next_txg();
+                    w.ds_mut(T).unwrap().snapshots.push(Snap {
+                        name: (*name).into(),
+                        guid: *guid,
+                        createtxg,
+                        creation: 1,
+                        chunks: 0,
+                        props: Default::default(),
+                        holds: Default::default(),
+                    });
+                }
+            });
+            self
+        }
+
+        /// Sets the box's key pin on its copy of tank/data.
+        fn pinned(self, value: &str) -> Self {
+            self.zfs.set(T, KEYWRAP_PROPERTY, value);
+            self
+        }
+
+        /// What every `zfs receive` read, in order.
+        fn received(&self) -> Vec<u8> {
+            self.zfs.received()
         }
 
         fn log(&self) -> String {
-            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+            self.zfs.log()
         }
 
         fn serve(&self, input: Vec<u8>) -> (Result<(), Fatal>, Vec<Response>) {
@@ -799,12 +819,12 @@ mod tests {
         fn serve_from(&self, input: impl Input) -> (Result<(), Fatal>, Vec<Response>) {
             let _one_at_a_time = serial();
             let mut s = Server::new(
-                Zfs::with_binary(self.dir.join("zfs")),
+                Zfs::with_binary(self.zfs.path()),
                 Dataset::new("offsite/home").unwrap(),
                 input,
                 Vec::new(),
             )
-            .with_lock_scope(self.dir.display().to_string());
+            .with_lock_scope(self.zfs.dir().display().to_string());
             let r = s.serve();
             let mut out = Cursor::new(s.output);
             let mut msgs = Vec::new();
@@ -891,6 +911,9 @@ mod tests {
         end[0] = 5;
         end[40..48].copy_from_slice(&S1.to_le_bytes());
         s.extend_from_slice(&end);
+        // The checksums a sender computes: zfs receive (the fake's too)
+        // checks them.
+        zoffsite_core::records::craft::fix_checksums(&mut s);
         (s, foreign_offset)
     }
 
@@ -903,7 +926,7 @@ mod tests {
             let (r, msgs) = if piped { f.serve_piped(input) } else { f.serve(input) };
             assert!(r.is_ok(), "{r:?}");
             assert!(matches!(&msgs[..], [Response::Hello { .. }, Response::Received { .. }]), "{msgs:?}");
-            let got = std::fs::read(f.dir.join("received")).unwrap();
+            let got = f.received();
             assert!(got == stream, "piped={piped}: {} bytes received of {}", got.len(), stream.len());
         }
     }
@@ -916,7 +939,13 @@ mod tests {
             let (good, _) = big_stream(3, None);
             // The refused stream, then a good one in the same session: the
             // frames stay in step after the refusal.
-            let input = session(&[(request("s1", S1, None, false), &stream), (request("s1", S1, None, false), &good)]);
+            // (The second into another dataset: a receive killed as its input
+            // ends may keep resumable state, as a real one does.)
+            let mut other = request("s1", S1, None, false);
+            if let Request::Receive { dataset, .. } = &mut other {
+                *dataset = Dataset::new("tank/other").unwrap();
+            }
+            let input = session(&[(request("s1", S1, None, false), &stream), (other, &good)]);
             let (r, msgs) = if piped { f.serve_piped(input) } else { f.serve(input) };
             assert!(r.is_ok(), "{r:?}");
             match &msgs[..] {
@@ -929,11 +958,16 @@ mod tests {
             // The fake's receives append to one file: what the first one
             // got is a prefix of the stream that stops before the foreign
             // header, then comes the whole good stream.
-            let got = std::fs::read(f.dir.join("received")).unwrap();
+            let got = f.received();
             let (first, second) = got.split_at(got.len() - good.len());
             assert!(second == good, "piped={piped}");
             assert!(first.len() <= foreign && first == &stream[..first.len()], "piped={piped}: {} bytes", first.len());
-            assert!(first.len() > 20 * (128 << 10), "the records before it went through");
+            // The records before it went through: zfs receive is stopped as
+            // soon as the bad header is seen, so what it had not read yet of
+            // its pipe (and of its last read, for the fake's log) never
+            // shows; everything before that does.
+            let unread = crate::process::STREAM_PIPE_SIZE + zoffsite_testkit::fake::receive::READ_SIZE;
+            assert!(first.len() + unread > 24 * (128 << 10), "piped={piped}: {} bytes went through", first.len());
         }
     }
 
@@ -961,8 +995,7 @@ mod tests {
         let pin = format!("set zoffsite:keywrap={} offsite/home/tank/data", key_of(RAW_FULL));
         assert!(f.log().contains(&pin), "{}", f.log());
 
-        let f = Fake::new();
-        std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+        let f = Fake::new().holding(&[("s1", S1)]).pinned(&key_of(RAW_FULL).to_string());
         let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
         assert!(r.is_ok() && matches!(msgs[1], Response::Received { .. }), "{msgs:?}");
         assert!(f.log().contains("get -H -p -s local -o value zoffsite:keywrap offsite/home/tank/data"), "{}", f.log());
@@ -971,10 +1004,9 @@ mod tests {
 
     #[test]
     fn a_re_keyed_stream_is_refused_before_zfs_receive_sees_it() {
-        let f = Fake::new();
         // The box's copy was first received with t/big's key: t/src's
         // streams now carry another (as after `zfs change-key`).
-        std::fs::write(f.dir.join("keywrap"), key_of(RESUMED_INCR).to_string()).unwrap();
+        let f = Fake::new().holding(&[("s1", S1)]).pinned(&key_of(RESUMED_INCR).to_string());
         let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
         assert!(r.is_ok(), "{r:?}");
         match &msgs[..] {
@@ -989,8 +1021,7 @@ mod tests {
         }
         assert!(!f.log().contains("receive"), "{}", f.log());
         // A value the owner (or anyone) wrote by hand is not trusted either.
-        let f = Fake::new();
-        std::fs::write(f.dir.join("keywrap"), "whatever").unwrap();
+        let f = Fake::new().holding(&[("s1", S1)]).pinned("whatever");
         let (_, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
         assert!(
             matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("zfs inherit zoffsite:keywrap")),
@@ -1021,9 +1052,9 @@ mod tests {
     fn a_second_crypt_keydata_is_refused_before_zfs_receive_sees_it_pinned_or_not() {
         let crafted = with_second_key_data();
         for pinned in [true, false] {
-            let f = Fake::new();
+            let mut f = Fake::new().holding(&[("s1", S1)]);
             if pinned {
-                std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+                f = f.pinned(&key_of(RAW_FULL).to_string());
             }
             let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), &crafted)]));
             assert!(r.is_ok(), "{r:?}");
@@ -1036,7 +1067,7 @@ mod tests {
             }
             // Refused at the 2nd substream's BEGIN: zfs receive may have
             // taken the first substream, never a byte of the crafted one.
-            let got = std::fs::read(f.dir.join("received")).unwrap_or_default();
+            let got = f.received();
             assert!(got.len() < 19652 && crafted.starts_with(&got), "pinned={pinned}: {} bytes", got.len());
             assert!(!f.log().contains("set zoffsite:keywrap"), "nothing pinned: {}", f.log());
         }
@@ -1047,9 +1078,7 @@ mod tests {
         // The whole history again as one -I stream (s2..s4 from s1), onto a
         // box that already holds s2: zfs receive would skip it, exit 0, and
         // the old snapshots would be stamped as received now.
-        let f = Fake::new();
-        std::fs::write(f.dir.join("before"), format!("{T}@s1\t{S1}\t5\t1\n{T}@s2\t{S2}\t6\t1\n")).unwrap();
-        std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+        let f = Fake::new().holding(&[("s1", S1), ("s2", S2)]).pinned(&key_of(RAW_FULL).to_string());
         let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
         assert!(r.is_ok(), "{r:?}");
         match &msgs[..] {
@@ -1059,9 +1088,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A full stream of a snapshot it holds, by name alone or by GUID alone.
-        for before in [format!("{T}@s1\t42\t5\t1\n"), format!("{T}@other\t{S1}\t5\t1\n")] {
-            let g = Fake::new();
-            std::fs::write(g.dir.join("before"), before).unwrap();
+        for before in [("s1", 42), ("other", S1)] {
+            let g = Fake::new().holding(&[before]);
             let (_, msgs) = g.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
             assert!(
                 matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("already holds")),
@@ -1074,24 +1102,26 @@ mod tests {
 
     #[test]
     fn only_snapshots_this_receive_created_are_stamped_and_never_twice() {
-        let f = Fake::new();
-        std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
-        std::fs::write(f.dir.join("before"), format!("{T}@s1\t{S1}\t10\t1\n")).unwrap();
-        // After: s2 at a txg below what the box held (so not this receive's,
-        // whatever the stream says), s3 new, s4 new but already stamped.
-        std::fs::write(
-            f.dir.join("after"),
-            format!("{T}@s1\t{S1}\t10\t1\n{T}@s2\t{S2}\t9\t1\n{T}@s3\t{S3}\t20\t1\n{T}@s4\t{S4}\t21\t1\n"),
-        )
-        .unwrap();
-        std::fs::write(f.dir.join("stamps"), format!("{T}@s4\t1700000000\n")).unwrap();
+        // The box holds s1 with a stamp of its own; the -I stream lands s2,
+        // s3 and s4, and someone stamps s4 right after zfs receive, before
+        // serve does: s1 and s4 keep their stamps, s2 and s3 get one, in one
+        // call. (Which snapshots a receive created, by the box's own txg, is
+        // core's `created_by_receive`, tested there.)
+        let f = Fake::new().holding(&[("s1", S1)]).pinned(&key_of(RAW_FULL).to_string());
+        f.zfs.set(&format!("{T}@s1"), RECEIVED_PROPERTY, "1600000000");
+        let race = vec!["set".into(), format!("{RECEIVED_PROPERTY}=1700000000"), format!("{T}@s4")];
+        f.zfs.fault("receive", None, 1, FaultAction::Then { args: race });
         let (r, msgs) = f.serve(session(&[(request("s4", S4, Some(S1), false), RAW_I)]));
         assert!(r.is_ok(), "{r:?}");
         assert!(matches!(&msgs[1], Response::Received { guid, .. } if guid.get() == S4), "{msgs:?}");
         let log = f.log();
         let sets: Vec<&str> = log.lines().filter(|l| l.starts_with("set zoffsite:received=")).collect();
         assert_eq!(sets.len(), 1, "{log}");
-        assert!(sets[0].ends_with(&format!(" {T}@s3")), "only s3 is stamped: {}", sets[0]);
+        assert!(sets[0].ends_with(&format!(" {T}@s2 {T}@s3")), "only s2 and s3 are stamped: {}", sets[0]);
+        assert_eq!(f.zfs.local(&format!("{T}@s1"), RECEIVED_PROPERTY).as_deref(), Some("1600000000"));
+        assert_eq!(f.zfs.local(&format!("{T}@s4"), RECEIVED_PROPERTY).as_deref(), Some("1700000000"));
+        let landed: Vec<(String, u64)> = f.zfs.snapshots(T);
+        assert_eq!(landed[1..], [("s2".into(), S2), ("s3".into(), S3), ("s4".into(), S4)], "with the stream's GUIDs");
     }
 
     /// Accepts `n` bytes, then fails: a source that hangs up right after
@@ -1127,12 +1157,12 @@ mod tests {
         )
         .unwrap();
         let mut s = Server::new(
-            Zfs::with_binary(f.dir.join("zfs")),
+            Zfs::with_binary(f.zfs.path()),
             Dataset::new("offsite/home").unwrap(),
             Cursor::new(session(&[(request("s1", S1, None, false), RAW_FULL)])),
             HangUp(hello_len.len()),
         )
-        .with_lock_scope(f.dir.display().to_string());
+        .with_lock_scope(f.zfs.dir().display().to_string());
         let served = {
             let _one_at_a_time = serial();
             s.serve()
@@ -1147,12 +1177,12 @@ mod tests {
     fn one_session_at_a_time_receives_into_a_dataset() {
         let f = Fake::new();
         let s = Server::new(
-            Zfs::with_binary(f.dir.join("zfs")),
+            Zfs::with_binary(f.zfs.path()),
             Dataset::new("offsite/home").unwrap(),
             Cursor::new(Vec::new()),
             Vec::new(),
         )
-        .with_lock_scope(f.dir.display().to_string());
+        .with_lock_scope(f.zfs.dir().display().to_string());
         let target = Dataset::new(T).unwrap();
         let held = s.lock_dataset(&target).ok().expect("free");
         let (r, msgs) = f.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
@@ -1172,8 +1202,7 @@ mod tests {
     #[test]
     fn a_stream_named_otherwise_than_the_request_is_refused_up_front() {
         // The compound header names s4; the request says s5 with s4's GUID.
-        let f = Fake::new();
-        std::fs::write(f.dir.join("keywrap"), key_of(RAW_FULL).to_string()).unwrap();
+        let f = Fake::new().holding(&[("s1", S1)]).pinned(&key_of(RAW_FULL).to_string());
         let (_, msgs) = f.serve(session(&[(request("s5", S4, Some(S1), false), RAW_I)]));
         assert!(
             matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, message } if message.contains("byte 0") && message.contains("not the requested @s5")),
@@ -1231,7 +1260,7 @@ mod tests {
 
     #[test]
     fn a_plaintext_stream_never_reaches_zfs_receive() {
-        let f = Fake::new();
+        let f = Fake::new().holding(&[("p1", P1)]);
         let (r, msgs) = f.serve(session(&[(request("p2", P2, Some(P1), false), PLAIN_INCR)]));
         assert!(r.is_ok());
         match &msgs[..] {
@@ -1241,7 +1270,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!f.log().contains("receive"), "{}", f.log());
-        assert!(!f.dir.join("received").exists());
+        assert!(f.received().is_empty());
     }
 
     #[test]
@@ -1258,7 +1287,7 @@ mod tests {
 
     #[test]
     fn a_normal_stream_cannot_pose_as_a_resume_and_back() {
-        let f = Fake::new();
+        let f = Fake::new().holding(&[("s0", 77)]);
         let resuming =
             encode_begin(RAW | zoffsite_core::stream::FEATURE_RESUMING, 1, S1, 0, "tank/data@zoffsite-1", false);
         let (_, msgs) =
@@ -1295,7 +1324,7 @@ mod tests {
         assert!(log.contains("receive -u -s offsite/home/tank/data\n"), "{log}");
         assert!(!log.contains("-F") && !log.contains("destroy") && !log.contains("load-key"), "{log}");
         // zfs receive got the stream byte for byte, BEGIN record included.
-        assert_eq!(std::fs::read(f.dir.join("received")).unwrap(), RAW_FULL);
+        assert_eq!(f.received(), RAW_FULL);
     }
 
     #[test]
@@ -1305,7 +1334,7 @@ mod tests {
         stream.extend_from_slice(&[7u8; 4096]);
         let (_, msgs) = f.serve(session(&[(request("s1", S1, None, false), &stream)]));
         assert!(matches!(&msgs[1], Response::Error { code: ErrorCode::Refused, .. }), "{msgs:?}");
-        let got = std::fs::read(f.dir.join("received")).unwrap_or_default();
+        let got = f.received();
         assert!(got.len() <= RAW_FULL.len(), "the garbage never reached zfs receive");
     }
 }
