@@ -1,85 +1,75 @@
-//! `zoffsite box init`: prepares the box, idempotently.
-//!
-//! Facts are gathered here (zfs, getent, the filesystem), the decisions are
-//! `zoffsite_core::boxinit::plan`'s, and its steps are carried out here in
-//! order, each by a fixed argv (or, for authorized_keys, an atomic write).
-//! Nothing is changed while the plan has a problem; `--dry-run` only
-//! prints the steps. A second run finds nothing to do and says so.
+//! `zoffsite box init`: prepares the box, idempotently: plan
+//! (`zoffsite_core::boxinit::plan` over facts `zoffsite_exec::boxinit`
+//! gathers), show, execute. Nothing is changed while the plan has a
+//! problem; `--dry-run` only prints the steps. A second run finds nothing
+//! to do and says so.
 
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
-
-use zoffsite_core::boxinit::{
-    self, Facts, FileFacts, FromList, Inputs, Limit, Plan, PublicKey, RootFacts, Step, UserName,
-};
-use zoffsite_exec::private;
-use zoffsite_exec::process::Cmd;
+use zoffsite_core::boxinit::{self, FromList, Inputs, Limit, Plan, PublicKey, Step, UserName};
+use zoffsite_exec::boxinit::{commands, execute, gather, local_warnings, read_small};
 use zoffsite_exec::system;
 use zoffsite_exec::zfs::Zfs;
 
 use crate::cli::BoxInitArgs;
 use crate::exit::Exit;
-
-/// Largest authorized_keys file read.
-const MAX_KEYS_FILE: u64 = 1 << 20;
+use crate::ui::Ui;
 
 pub fn run(args: BoxInitArgs) -> Exit {
-    let inputs = match inputs(&args) {
+    let mut ui = Ui::new(false, args.dry_run);
+    box_init(&args, &mut ui);
+    ui.exit()
+}
+
+fn box_init(args: &BoxInitArgs, ui: &mut Ui) {
+    let inputs = match inputs(args) {
         Ok(i) => i,
-        Err(e) => {
-            eprintln!("zoffsite box init: {e:#}");
-            return Exit::Usage;
-        }
+        Err(e) => return ui.err(Exit::Usage, format_args!("box init: {e:#}")),
     };
     if !args.dry_run && !system::is_root() {
-        eprintln!("zoffsite box init: run it as root (it creates a user, datasets and delegations); --dry-run works as any user");
-        return Exit::Usage;
+        return ui.err(
+            Exit::Usage,
+            "box init: run it as root (it creates a user, datasets and delegations); --dry-run works as any user",
+        );
     }
     let zfs = Zfs::new();
     // First what everything else depends on: a new enough OpenZFS, loaded.
     match zfs.version_text().map(|t| boxinit::check_version(&t)) {
         Ok(Ok(_)) => {}
-        Ok(Err(problem)) => {
-            eprintln!("zoffsite box init: {problem}; nothing was changed");
-            return Exit::Error;
-        }
+        Ok(Err(problem)) => return ui.err(Exit::Error, format_args!("box init: {problem}; nothing was changed")),
         Err(e) => {
-            eprintln!("zoffsite box init: cannot run `zfs version` ({e}): is OpenZFS installed?");
-            return Exit::Error;
+            return ui.err(Exit::Error, format_args!("box init: cannot run `zfs version` ({e}): is OpenZFS installed?"))
         }
     }
+    // Plan.
     let facts = match gather(&zfs, &inputs) {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("zoffsite box init: {e:#}");
-            return Exit::Error;
-        }
+        Err(e) => return ui.err(Exit::Error, format_args!("box init: {e}")),
     };
     let mut plan = boxinit::plan(&inputs, &facts);
     plan.warnings.extend(local_warnings(&inputs, facts.user.as_ref().map(|u| u.uid)));
+    // Show.
     report(&inputs, &plan);
     if !plan.problems.is_empty() {
-        eprintln!("zoffsite box init: nothing was changed; fix the problems above and run it again");
-        return Exit::Error;
+        return ui.err(Exit::Error, "box init: nothing was changed; fix the problems above and run it again");
     }
     if plan.steps.is_empty() {
-        println!("nothing to change: the box is ready for `{}`", inputs.forced_command());
-        return Exit::Ok;
+        return ui.say(format_args!("nothing to change: the box is ready for `{}`", inputs.forced_command()));
     }
     if args.dry_run {
-        println!("dry run: nothing was changed");
-        return Exit::Ok;
+        return ui.say("dry run: nothing was changed");
     }
+    // Execute.
     for step in &plan.steps {
         if let Err(e) = execute(&zfs, &inputs, step) {
-            eprintln!("zoffsite box init: failed to {step}: {e:#}");
-            eprintln!("zoffsite box init: the steps before it were done; fix the cause and run it again");
-            return Exit::Error;
+            return ui.err(
+                Exit::Error,
+                format_args!(
+                    "box init: failed to {step}: {e}\nzoffsite: box init: the steps before it were done; fix the cause and run it again"
+                ),
+            );
         }
-        println!("done: {step}");
+        ui.say(format_args!("done: {step}"));
     }
-    println!("the box is ready");
-    Exit::Ok
+    ui.say("the box is ready");
 }
 
 fn inputs(args: &BoxInitArgs) -> anyhow::Result<Inputs> {
@@ -109,131 +99,6 @@ fn inputs(args: &BoxInitArgs) -> anyhow::Result<Inputs> {
     Ok(inputs)
 }
 
-fn read_small(p: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut s = String::new();
-    std::fs::File::open(p)?.take(MAX_KEYS_FILE).read_to_string(&mut s)?;
-    Ok(s)
-}
-
-fn gather(zfs: &Zfs, inp: &Inputs) -> anyhow::Result<Facts> {
-    use anyhow::Context as _;
-    let user = system::getent("passwd", inp.user.as_str())?
-        .map(|l| boxinit::parse_passwd(&l).with_context(|| format!("unexpected passwd entry for {}", inp.user)))
-        .transpose()?;
-    let password_field = if user.is_some() {
-        system::getent("shadow", inp.user.as_str())?.and_then(|l| boxinit::shadow_password(&l).map(str::to_owned))
-    } else {
-        None
-    };
-    let root = if zfs.exists(&inp.root)? {
-        Some(RootFacts {
-            kind: zfs.get_value(inp.root.as_str(), "type")?,
-            mountpoint: zfs.get_value(inp.root.as_str(), "mountpoint")?,
-            snapshot_limit: zfs.get_value(inp.root.as_str(), "snapshot_limit")?,
-            filesystem_limit: zfs.get_value(inp.root.as_str(), "filesystem_limit")?,
-            quota: zfs.get_value(inp.root.as_str(), "quota")?,
-        })
-    } else {
-        None
-    };
-    // The root's delegations (with its ancestors'), or its parent's when it
-    // does not exist yet (those would reach it).
-    let listed = if root.is_some() {
-        Some(inp.root.clone())
-    } else {
-        match inp.root.parent() {
-            Some(p) if zfs.exists(&p)? => Some(p),
-            _ => None,
-        }
-    };
-    let allow = match listed {
-        Some(ds) => {
-            let text = zfs.allow_listing(&ds)?;
-            boxinit::parse_allow(&text).map_err(|e| anyhow::anyhow!("unexpected `zfs allow {ds}` output: {e}"))?
-        }
-        None => Vec::new(),
-    };
-    let (path, dir) = boxinit::authorized_keys_path(inp, user.as_ref());
-    Ok(Facts {
-        zfs_version: zfs.version_text()?,
-        user,
-        password_field,
-        root,
-        allow,
-        authorized_keys: file_facts(Path::new(&path), true)?,
-        ssh_dir: dir.map(|d| file_facts(Path::new(&d), false)).transpose()?.flatten(),
-    })
-}
-
-fn file_facts(p: &Path, read: bool) -> anyhow::Result<Option<FileFacts>> {
-    use anyhow::Context as _;
-    let m = match std::fs::symlink_metadata(p) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", p.display())),
-    };
-    let is_symlink = m.file_type().is_symlink();
-    let content = if read && m.is_file() {
-        if m.len() > MAX_KEYS_FILE {
-            anyhow::bail!("{} is larger than {MAX_KEYS_FILE} bytes; refusing to rewrite it", p.display());
-        }
-        Some(read_small(p).with_context(|| format!("cannot read {}", p.display()))?)
-    } else {
-        None
-    };
-    Ok(Some(FileFacts { is_symlink, is_dir: m.is_dir(), uid: m.uid(), mode: m.mode(), content }))
-}
-
-/// Checks only this machine can answer: can the box user open /dev/zfs
-/// and run this binary?
-fn local_warnings(inp: &Inputs, uid: Option<u32>) -> Vec<String> {
-    let mut w = Vec::new();
-    match std::fs::metadata("/dev/zfs") {
-        Ok(m) if m.permissions().mode() & 0o006 == 0o006 => {}
-        Ok(m) => w.push(format!(
-            "/dev/zfs has mode {:o}: {} cannot use its delegation until it is 0666 (OpenZFS's udev rule sets that; without udev: chmod 666 /dev/zfs)",
-            m.permissions().mode() & 0o777,
-            inp.user
-        )),
-        Err(e) => w.push(format!("/dev/zfs: {e} (is the zfs module loaded?)")),
-    }
-    if let Some(p) = closed_to(Path::new(&inp.exe), 0o005, None) {
-        w.push(format!(
-            "{} may not be able to run {} ({} is not open to other users); install zoffsite somewhere like /usr/local/bin",
-            inp.user,
-            inp.exe,
-            p.display()
-        ));
-    }
-    if let Some(ak) = &inp.authorized_keys {
-        let dir = Path::new(ak).parent().unwrap_or(Path::new("/"));
-        if let Some(p) = closed_to(dir, 0o001, uid) {
-            w.push(format!(
-                "sshd reads {ak} as {}, who cannot get through {}: make that directory traversable (chmod o+x) or choose another file",
-                inp.user,
-                p.display()
-            ));
-        }
-    }
-    w
-}
-
-/// The first of `path` and its ancestors that another user (or `uid`, for
-/// what it owns) cannot get through: `need` on `path` itself (0o005 to run
-/// a file, 0o001 to traverse), o+x on the directories above.
-fn closed_to(path: &Path, need: u32, uid: Option<u32>) -> Option<PathBuf> {
-    for p in path.ancestors() {
-        let need = if p == path { need } else { 0o001 };
-        match std::fs::metadata(p) {
-            Ok(m) if Some(m.uid()) == uid && m.permissions().mode() & (need << 6) == need << 6 => {}
-            Ok(m) if m.permissions().mode() & need == need => {}
-            _ => return Some(p.to_owned()),
-        }
-    }
-    None
-}
-
 fn report(inp: &Inputs, plan: &Plan) {
     println!("zoffsite box init: root {}, user {}", inp.root, inp.user);
     for o in &plan.ok {
@@ -253,104 +118,5 @@ fn report(inp: &Inputs, plan: &Plan) {
         if let Step::WriteAuthorizedKeys { .. } = s {
             println!("      line: {}", inp.key_line());
         }
-    }
-}
-
-/// The commands a step runs (none for the authorized_keys write).
-fn commands(zfs: &Zfs, step: &Step) -> Vec<Cmd> {
-    match step {
-        Step::CreateUser { user, home } => vec![system::useradd_cmd(user.as_str(), home, boxinit::SHELL)],
-        Step::SetShell { user, .. } => vec![system::set_shell_cmd(user.as_str(), boxinit::SHELL)],
-        Step::CreateRoot { root } => vec![zfs.create_box_root_cmd(root)],
-        Step::SetMountpointNone { root, .. } => vec![zfs.set_mountpoint_none_cmd(root)],
-        Step::Allow { user, root, .. } => vec![zfs.allow_user_cmd(user.as_str(), &boxinit::PERMISSIONS, root)],
-        Step::Unallow { user, root, extra } => {
-            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-            vec![zfs.unallow_user_cmd(user.as_str(), &extra, root)]
-        }
-        Step::SetLimit { root, prop, value, .. } => vec![zfs.set_limit_cmd(root, prop.name(), *value)],
-        Step::WriteAuthorizedKeys { .. } => vec![],
-    }
-}
-
-fn execute(zfs: &Zfs, inp: &Inputs, step: &Step) -> anyhow::Result<()> {
-    match step {
-        Step::CreateUser { .. } | Step::SetShell { .. } => {
-            for c in commands(zfs, step) {
-                system::run(&c)?;
-            }
-        }
-        Step::WriteAuthorizedKeys { path, ssh_dir, content, .. } => write_keys(inp, path, ssh_dir.as_deref(), content)?,
-        _ => {
-            for c in commands(zfs, step) {
-                zfs.run_admin(&c)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Writes the authorized_keys file atomically (`private::replace`: a new
-/// file in the same directory, renamed over the old one, so a symlink
-/// planted there is replaced, never followed), 0600 and owned by the user;
-/// creates or fixes `~/.ssh` (0700, the user's) first. The box user can
-/// write its home, so `~/.ssh` is opened without following a symlink and
-/// changed through that descriptor only: a directory swapped for a link
-/// after the check cannot turn root's chown/chmod onto another path.
-fn write_keys(inp: &Inputs, path: &str, ssh_dir: Option<&str>, content: &str) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let pw = system::getent("passwd", inp.user.as_str())?
-        .and_then(|l| boxinit::parse_passwd(&l))
-        .with_context(|| format!("user {} not found", inp.user))?;
-    let owner = private::Owner { uid: pw.uid, gid: pw.gid };
-    let open = |dir: &Path| -> anyhow::Result<std::os::fd::OwnedFd> {
-        match private::open_dir(dir) {
-            Ok(Some(fd)) => Ok(fd),
-            Ok(None) => anyhow::bail!("{} does not exist", dir.display()),
-            Err(private::Error::Untrusted(flaw)) => {
-                anyhow::bail!("{} is {flaw}; refusing to write through it", dir.display())
-            }
-            Err(private::Error::Io(e)) => Err(e).with_context(|| format!("cannot open {}", dir.display())),
-        }
-    };
-    if let Some(dir) = ssh_dir {
-        let d = Path::new(dir);
-        match std::fs::create_dir(d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot create {dir}")),
-        }
-        private::fix_dir(&open(d)?, owner, 0o700).with_context(|| format!("cannot chown/chmod {dir}"))?;
-    }
-    let target = Path::new(path);
-    let dir = target.parent().context("authorized_keys path has no directory")?;
-    let name = target.file_name().and_then(|n| n.to_str()).context("authorized_keys path has no file name")?;
-    private::replace(&open(dir)?, name, content.as_bytes(), 0o600, Some(owner))
-        .with_context(|| format!("cannot write {path}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn closed_directories_are_found() {
-        let d = tempfile::tempdir().unwrap();
-        let inner = d.path().join("a/b");
-        std::fs::create_dir_all(&inner).unwrap();
-        let file = inner.join("f");
-        std::fs::write(&file, "").unwrap();
-        let set = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-        set(d.path(), 0o755);
-        set(&d.path().join("a"), 0o700);
-        set(&inner, 0o755);
-        set(&file, 0o755);
-        let me = std::fs::metadata(d.path()).unwrap().uid();
-        assert_eq!(closed_to(&file, 0o005, None), Some(d.path().join("a")));
-        assert_eq!(closed_to(&file, 0o005, Some(me)), None, "the owner gets through its own 0700 directory");
-        set(&d.path().join("a"), 0o711);
-        assert_eq!(closed_to(&file, 0o005, None), None);
-        set(&file, 0o700);
-        assert_eq!(closed_to(&file, 0o005, None), Some(file.clone()));
     }
 }
