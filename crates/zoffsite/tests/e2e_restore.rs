@@ -16,7 +16,6 @@ use zoffsite_core::boxside::KEYWRAP_PROPERTY;
 
 use harness::*;
 
-/// sha256 of every file under `dir`, by path relative to it.
 /// `zoffsite restore` at home from the world's box (`--target friend`).
 fn restore_from_friend(w: &World, cfg: &Path, args: &[&str]) -> Output {
     let mut argv = vec![BIN, "restore", "-c", cfg.to_str().unwrap(), "--target", "friend"];
@@ -24,6 +23,7 @@ fn restore_from_friend(w: &World, cfg: &Path, args: &[&str]) -> Output {
     w.at_home(&argv)
 }
 
+/// sha256 of every file under `dir`, by path relative to it.
 fn tree_hashes(dir: &Path) -> BTreeMap<String, String> {
     let out = run(&[
         "bash",
