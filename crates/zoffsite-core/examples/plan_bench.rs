@@ -61,7 +61,7 @@ fn name(i: usize) -> String {
 }
 
 fn snap_name(j: usize) -> SnapName {
-    let t = jiff::Timestamp::from_second(START + j as i64 * HOUR).expect("in range");
+    let t = jiff::Timestamp::from_second(START + i64::try_from(j).unwrap() * HOUR).expect("in range");
     SnapName::new(format!("{}{}", plan::SNAPSHOT_PREFIX, t.strftime("%Y%m%dT%H%M%SZ"))).expect("valid")
 }
 
@@ -90,7 +90,7 @@ fn build() -> Inventory {
                 guid: guid(i, j),
                 // One pool: txgs grow with time across all datasets.
                 createtxg: 100 + (j * DATASETS + i) as u64,
-                creation: START + j as i64 * HOUR,
+                creation: START + i64::try_from(j).unwrap() * HOUR,
             });
         }
         // How many of this dataset's snapshots the box holds.
@@ -129,7 +129,7 @@ fn build() -> Inventory {
         remote,
         holds,
         box_root: Dataset::new("offsite/home").expect("valid"),
-        now: jiff::Timestamp::from_second(START + SNAPS_PER_DATASET as i64 * HOUR).expect("in range"),
+        now: jiff::Timestamp::from_second(START + i64::try_from(SNAPS_PER_DATASET).unwrap() * HOUR).expect("in range"),
     }
 }
 

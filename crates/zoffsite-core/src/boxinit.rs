@@ -241,14 +241,14 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     let val = |c: u8| -> Option<u32> {
-        Some(match c {
+        Some(u32::from(match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
             b'+' => 62,
             b'/' => 63,
             _ => return None,
-        } as u32)
+        }))
     };
     let bytes = s.as_bytes();
     let pad = bytes.iter().rev().take_while(|&&c| c == b'=').count();
@@ -263,7 +263,8 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
             let v = if c == b'=' && last && j >= 4 - pad { 0 } else { val(c)? };
             n = n << 6 | v;
         }
-        let got = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let [_, b0, b1, b2] = n.to_be_bytes();
+        let got = [b0, b1, b2];
         let keep = if last { 3 - pad } else { 3 };
         out.extend_from_slice(&got[..keep]);
     }
@@ -729,7 +730,7 @@ pub fn plan(inp: &Inputs, facts: &Facts) -> Plan {
     match &facts.root {
         None => p.steps.push(Step::CreateRoot { root: root.clone() }),
         Some(r) if r.kind != "filesystem" => {
-            p.problems.push(format!("{root} is a {}, not a filesystem; choose another --root", r.kind))
+            p.problems.push(format!("{root} is a {}, not a filesystem; choose another --root", r.kind));
         }
         Some(r) => {
             if r.mountpoint == "none" {
@@ -900,7 +901,7 @@ fn authorized_keys(inp: &Inputs, facts: &Facts, p: &mut Plan) {
                 return;
             }
             Some(d) if Some(d.uid) != uid || d.mode & 0o7777 != 0o700 => {
-                why.push(format!("{dir} to be owned by {} with mode 0700", inp.user))
+                why.push(format!("{dir} to be owned by {} with mode 0700", inp.user));
             }
             Some(_) => {}
             None => why.push(format!("create {dir}")),

@@ -318,7 +318,7 @@ pub fn check_clock(
     now: Timestamp,
 ) -> Result<(), ClockError> {
     let now_s = now.as_second();
-    let tol = CLOCK_TOLERANCE.as_secs() as i64;
+    let tol = secs(CLOCK_TOLERANCE);
     let newest = snaps.iter().filter_map(|s| s.received.at().map(|t| (t, s))).max_by_key(|&(t, s)| (t, s.createtxg));
     if let Some((t, s)) = newest {
         if t > now_s.saturating_add(tol) {
@@ -336,7 +336,7 @@ pub fn check_clock(
     }
     let newest = newest.map(|(t, _)| t);
     if let Some(reference) = newest.max(lastrun) {
-        if now_s > reference.saturating_add(MAX_CLOCK_JUMP.as_secs() as i64) {
+        if now_s > reference.saturating_add(secs(MAX_CLOCK_JUMP)) {
             return Err(ClockError::JumpedForward { now: now_s, newest, lastrun, root: root.to_string() });
         }
     }
@@ -461,7 +461,7 @@ pub enum Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let max = |m: &u64| fmt_secs(*m as i64);
+        let max = |m: &u64| fmt_secs(i64::try_from(*m).unwrap_or(i64::MAX));
         match self {
             Finding::Stale { dataset, newest, received: Some(r), age, max_age } => write!(
                 f,
@@ -594,6 +594,12 @@ pub fn tree_listing(
     out.into_values().collect()
 }
 
+/// A duration in whole seconds as the signed seconds clocks are compared
+/// in (saturating: no configured duration comes near 2^63 s).
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,7 +671,7 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         let mut j = nojournal();
         for d in days {
             let t = secs("2026-01-01T00:00:00Z") + d * 86400 + 86399;
-            assert!(j.record(crate::journal::Entry { txg: d as u64 * 10 + 9, start: t - 60, end: t }));
+            assert!(j.record(crate::journal::Entry { txg: u64::try_from(d).unwrap() * 10 + 9, start: t - 60, end: t }));
         }
         j
     }

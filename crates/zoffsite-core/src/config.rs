@@ -121,6 +121,9 @@ pub fn parse_rate(key: &str, s: &str) -> Result<u64, ConfigError> {
     if !(rate.is_finite() && rate >= 1024.0) {
         return Err(invalid(key, format!("{s:?} is below 1KiB/s; zoffsite would never finish")));
     }
+    // Finite and at least 1024 (checked above): the float-to-int cast
+    // saturates at u64::MAX for absurd rates, which means "no limit".
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "finite, positive, saturating")]
     Ok(rate as u64)
 }
 
@@ -250,7 +253,7 @@ mod tests {
     use super::*;
 
     /// The exact file from the README / issue #2.
-    pub const EXAMPLE: &str = r#"
+    pub(super) const EXAMPLE: &str = r#"
 [source]
 datasets = ["tank/data"]          # each is backed up with all its children...
 exclude = ["tank/data/games"]     # ...except these, with their children

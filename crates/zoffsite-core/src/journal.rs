@@ -280,7 +280,7 @@ mod tests {
         let hours = 3 * 365 * 24;
         for h in 0..hours {
             let t = h * 3600;
-            j.record(Entry { txg: 1000 + h as u64, start: t, end: t + 1 });
+            j.record(Entry { txg: 1000 + u64::try_from(h).unwrap(), start: t, end: t + 1 });
         }
         let n = j.entries.len();
         assert!(n < 32 * 24 + 400 + 3 * 53, "{n} entries");
@@ -289,7 +289,7 @@ mod tests {
         // at hour h; the thinned journal says "by" no earlier than that and
         // "after" no later.
         for h in (0..hours).step_by(97) {
-            let w = j.window(1000 + h as u64);
+            let w = j.window(1000 + u64::try_from(h).unwrap());
             assert!(w.by.is_none_or(|by| by >= h * 3600), "h={h} {w:?}");
             assert!(w.after.is_none_or(|a| a <= h * 3600), "h={h} {w:?}");
         }
@@ -314,7 +314,7 @@ mod tests {
             text.replace("100 45 50", "300 45 50"),
             text.replace("100 45 50", "100 45 70"),
             format!("{text}\n"),
-            "".into(),
+            String::new(),
             MAGIC.into(),
         ];
         for b in bad {

@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(m.datasets["docs"].len(), 2);
         assert!(!m.datasets.contains_key("../other") && m.datasets.len() == 2);
         // Every dataset of the tree, with or without properties of its own.
-        assert_eq!(m.tree.as_deref(), Some(&["".to_owned(), "docs".into(), "docs/old".into()][..]));
+        assert_eq!(m.tree.as_deref(), Some(&[String::new(), "docs".into(), "docs/old".into()][..]));
         let again = Manifest::parse(&m.render()).unwrap();
         assert_eq!(again, m);
         assert_eq!(again.render(), m.render(), "stable text: an unchanged manifest rewrites nothing");
@@ -316,12 +316,12 @@ mod tests {
     fn what_is_set_where_and_mountpoint_only_in_place() {
         let rows = parse_local_properties("tank/data\tmountpoint\t/srv/data\ntank/data\tcompression\tzstd\n").unwrap();
         let m = build(&ds("tank/data"), &[], &rows);
-        let restored = vec![("".to_owned(), ds("tank/data")), ("docs".to_owned(), ds("tank/data/docs"))];
+        let restored = vec![(String::new(), ds("tank/data")), ("docs".to_owned(), ds("tank/data/docs"))];
         let in_place = m.to_set(&restored, true, Apply::All);
         assert_eq!(in_place.set.len(), 1);
         assert_eq!(in_place.set[0].1.len(), 2);
         assert!(in_place.held_back.is_empty());
-        let beside = m.to_set(&[("".to_owned(), ds("tank/old"))], false, Apply::All);
+        let beside = m.to_set(&[(String::new(), ds("tank/old"))], false, Apply::All);
         assert_eq!(beside.set, vec![(ds("tank/old"), vec![("compression".to_owned(), "zstd".to_owned())])]);
     }
 
@@ -334,7 +334,7 @@ mod tests {
         )
         .unwrap();
         let m = build(&ds("tank/data"), &[ds("tank/data/docs")], &rows);
-        let restored = vec![("".to_owned(), ds("tank/data")), ("docs".to_owned(), ds("tank/data/docs"))];
+        let restored = vec![(String::new(), ds("tank/data")), ("docs".to_owned(), ds("tank/data/docs"))];
         let got = m.to_set(&restored, true, Apply::Data);
         let names = |v: &[(Dataset, Vec<(String, String)>)]| -> Vec<(String, Vec<String>)> {
             v.iter().map(|(d, p)| (d.to_string(), p.iter().map(|(k, _)| k.clone()).collect())).collect()
@@ -382,7 +382,7 @@ mod tests {
         let m = Manifest::parse(r#"{"version":1,"datasets":{"":{"compression":"zstd"},"docs":{}}}"#).unwrap();
         assert_eq!(m.tree(), None);
         let m = Manifest::parse(r#"{"version":2,"tree":["","docs"],"datasets":{"docs":{}}}"#).unwrap();
-        assert_eq!(m.tree(), Some(["".to_owned(), "docs".to_owned()].into_iter().collect()));
+        assert_eq!(m.tree(), Some([String::new(), "docs".to_owned()].into_iter().collect()));
     }
 
     #[test]

@@ -440,7 +440,7 @@ mod tests {
         assert_eq!(j.strip_root(&root).unwrap().as_str(), "tank/data/docs");
         assert_eq!(root.strip_root(&root), None);
         assert_eq!(
-            j.ancestors_below(&root).iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+            j.ancestors_below(&root).iter().map(super::Dataset::as_str).collect::<Vec<_>>(),
             ["offsite/home/tank", "offsite/home/tank/data"]
         );
         assert_eq!(j.parent().unwrap().as_str(), "offsite/home/tank/data");

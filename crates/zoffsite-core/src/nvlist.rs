@@ -78,7 +78,7 @@ pub const MAX_DEPTH: usize = 4;
 /// `NV_VERSION`: the only `nvl_version` there is.
 pub const NV_VERSION: i32 = 0;
 /// `NV_UNIQUE_NAME`: the `nvl_nvflag` of every list `fnvlist_alloc()` makes.
-pub const NV_UNIQUE_NAME: u32 = 1;
+pub const NV_UNIQUE_NAME: i32 = 1;
 
 const TYPE_UINT64: i32 = 8;
 const TYPE_NVLIST: i32 = 19;
@@ -214,7 +214,7 @@ impl<'a> Reader<'a> {
         if version != NV_VERSION {
             return Err(NvError::NotCanonical { at, what: format!("nvl_version {version}") });
         }
-        let flag = self.i32_at(&s[4..]) as u32;
+        let flag = self.i32_at(&s[4..]);
         if flag != NV_UNIQUE_NAME {
             return Err(NvError::NotCanonical {
                 at: at + 4,
@@ -358,10 +358,6 @@ pub fn unpack(b: &[u8]) -> Result<NvList, NvError> {
 /// every `b` that [`unpack`] accepts, `pack(&unpack(b)?, b[1] == 0) == b`.
 #[cfg(any(test, feature = "test-util"))]
 pub fn pack(list: &NvList, big_endian: bool) -> Vec<u8> {
-    let i32b = |v: i32| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
-    let mut out = vec![0, u8::from(!big_endian), 0, 0];
-    out.extend_from_slice(&i32b(NV_VERSION));
-    out.extend_from_slice(&i32b(NV_UNIQUE_NAME as i32));
     fn pairs(out: &mut Vec<u8>, list: &NvList, i32b: &dyn Fn(i32) -> [u8; 4], big_endian: bool) {
         for (name, value) in &list.pairs {
             let padded = |b: &[u8]| {
@@ -373,11 +369,13 @@ pub fn pack(list: &NvList, big_endian: bool) -> Vec<u8> {
                 Value::U64(v) => {
                     (TYPE_UINT64, 1, (if big_endian { v.to_be_bytes() } else { v.to_le_bytes() }).to_vec())
                 }
-                Value::Bytes(b) => (TYPE_UINT8_ARRAY, b.len() as i32, padded(b)),
+                Value::Bytes(b) => {
+                    (TYPE_UINT8_ARRAY, i32::try_from(b.len()).expect("a test payload fits an nvlist"), padded(b))
+                }
                 Value::List(_) => {
                     let mut image = vec![0u8; NVLIST_IMAGE];
                     image[..4].copy_from_slice(&i32b(NV_VERSION));
-                    image[4..8].copy_from_slice(&i32b(NV_UNIQUE_NAME as i32));
+                    image[4..8].copy_from_slice(&i32b(NV_UNIQUE_NAME));
                     (TYPE_NVLIST, 1, image)
                 }
                 Value::Other { vtype, nelem, bytes } => (*vtype, *nelem, bytes.clone()),
@@ -387,9 +385,9 @@ pub fn pack(list: &NvList, big_endian: bool) -> Vec<u8> {
             let name_sz = name_area.len();
             let name_area = padded(&name_area);
             let size = PAIR_HEADER + name_area.len() + bytes.len();
-            out.extend_from_slice(&i32b(size as i32));
+            out.extend_from_slice(&i32b(i32::try_from(size).expect("a test pair fits an nvlist")));
             let i16b = |v: i16| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
-            out.extend_from_slice(&i16b(name_sz as i16));
+            out.extend_from_slice(&i16b(i16::try_from(name_sz).expect("a test name fits an nvlist")));
             out.extend_from_slice(&i16b(0));
             out.extend_from_slice(&i32b(nelem));
             out.extend_from_slice(&i32b(vtype));
@@ -401,6 +399,10 @@ pub fn pack(list: &NvList, big_endian: bool) -> Vec<u8> {
         }
         out.extend_from_slice(&i32b(0));
     }
+    let i32b = |v: i32| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+    let mut out = vec![0, u8::from(!big_endian), 0, 0];
+    out.extend_from_slice(&i32b(NV_VERSION));
+    out.extend_from_slice(&i32b(NV_UNIQUE_NAME));
     pairs(&mut out, list, &i32b, big_endian);
     out
 }
@@ -739,7 +741,7 @@ mod tests {
             if let Some(x) = change {
                 value = match value {
                     Value::U64(v) => Value::U64(v ^ x.max(1)),
-                    Value::Bytes(mut b) => { b[0] ^= (x as u8).max(1); Value::Bytes(b) }
+                    Value::Bytes(mut b) => { b[0] ^= x.to_le_bytes()[0].max(1); Value::Bytes(b) }
                     _ => Value::U64(x),
                 };
             }

@@ -397,7 +397,7 @@ mod tests {
             snapshot: Snapshot::new(name).unwrap(),
             guid: Guid::new(guid).unwrap(),
             createtxg: txg,
-            creation: txg as i64,
+            creation: i64::try_from(txg).unwrap(),
         }
     }
 
@@ -486,7 +486,7 @@ mod tests {
     fn parents_come_before_children_even_with_spaces() {
         let source = Source { datasets: vec![ds("tank")], exclude: vec![], keep: None };
         let listed = [row("tank/a/b", true), row("tank/a b", true), row("tank/a", true), row("tank", true)];
-        let names: Vec<_> = select(&source, &listed).datasets().iter().map(|d| d.to_string()).collect();
+        let names: Vec<_> = select(&source, &listed).datasets().iter().map(std::string::ToString::to_string).collect();
         assert_eq!(names, ["tank", "tank/a", "tank/a b", "tank/a/b"]);
     }
 
@@ -514,7 +514,7 @@ mod tests {
     fn groups_are_per_pool() {
         let n = SnapName::new("zoffsite-1").unwrap();
         let g = snapshot_groups(&[ds("tank/a"), ds("rpool/x"), ds("tank/b")], &n);
-        let g: Vec<Vec<String>> = g.iter().map(|v| v.iter().map(|s| s.to_string()).collect()).collect();
+        let g: Vec<Vec<String>> = g.iter().map(|v| v.iter().map(std::string::ToString::to_string).collect()).collect();
         assert_eq!(g, [vec!["rpool/x@zoffsite-1"], vec!["tank/a@zoffsite-1", "tank/b@zoffsite-1"]]);
     }
 
@@ -589,7 +589,7 @@ mod tests {
         }];
         match plan_send(&new, &src_left, &bms, Some(&r), &bd).unwrap() {
             Send::Incremental { from, base: BaseKind::Bookmark, intermediates: 0, .. } => {
-                assert_eq!(from.name.as_str(), "zoffsite-2")
+                assert_eq!(from.name.as_str(), "zoffsite-2");
             }
             other => panic!("{other:?}"),
         }

@@ -484,7 +484,7 @@ mod tests {
         frame.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(read_frame(&mut Cursor::new(frame), MAX_REQUEST_LEN), Err(ProtoError::TooLarge { .. })));
         let mut frame = vec![b'D'];
-        frame.extend_from_slice(&((MAX_DATA_LEN + 1) as u32).to_be_bytes());
+        frame.extend_from_slice(&u32::try_from(MAX_DATA_LEN + 1).unwrap().to_be_bytes());
         assert!(matches!(read_frame(&mut Cursor::new(frame), 0), Err(ProtoError::TooLarge { .. })));
         // A shell command typed at serve is not a frame.
         let e = read_frame(&mut Cursor::new(b"zfs destroy -r offsite\n".to_vec()), MAX_REQUEST_LEN);

@@ -1114,13 +1114,13 @@ mod tests {
     }
 
     fn check(stream: &[u8], e: Expect) -> Result<Summary, StreamError> {
-        let mut v = StreamValidator::new(e.clone());
+        let mut v = StreamValidator::new(e);
         v.feed(stream)?;
         v.finish()
     }
 
     fn check_chunked(stream: &[u8], e: Expect, sizes: &[usize]) -> Result<Summary, StreamError> {
-        let mut v = StreamValidator::new(e.clone());
+        let mut v = StreamValidator::new(e);
         let mut rest = stream;
         for &n in sizes.iter().cycle() {
             if rest.is_empty() {
@@ -1154,7 +1154,7 @@ mod tests {
             let (payload, toguid_at) =
                 if rtype == RecordType::Begin { (u64::from(h.u32(4)), 40) } else { body_layout(rtype, h) };
             out.push(Rec { at, rtype, payload, toguid_at });
-            at += RECORD_LEN + payload as usize;
+            at += RECORD_LEN + usize::try_from(payload).unwrap();
         }
         (out, at)
     }
@@ -1189,17 +1189,17 @@ mod tests {
     /// Feeds only what completes each header and skips every payload by
     /// count, as `serve` does when it splices payloads past the validator.
     fn check_skipping(stream: &[u8], e: Expect, max_feed: usize) -> Result<Summary, StreamError> {
-        let mut v = StreamValidator::new(e.clone());
+        let mut v = StreamValidator::new(e);
         let mut at = 0;
         while at < stream.len() {
-            let pending = v.payload_pending() as usize;
+            let pending = usize::try_from(v.payload_pending()).unwrap();
             if pending > 0 {
                 let n = pending.min(stream.len() - at);
                 v.skip_payload(n as u64)?;
                 at += n;
                 continue;
             }
-            let n = (v.until_next_header() as usize).min(max_feed).min(stream.len() - at);
+            let n = usize::try_from(v.until_next_header()).unwrap().min(max_feed).min(stream.len() - at);
             v.feed(&stream[at..at + n])?;
             at += n;
         }
@@ -1290,7 +1290,7 @@ mod tests {
                 if r.rtype == RecordType::Begin {
                     current = toguid;
                 } else {
-                    assert_eq!(toguid, current, "{:?}", r);
+                    assert_eq!(toguid, current, "{r:?}");
                     if r.rtype == RecordType::End {
                         current = 0;
                     }
@@ -1598,7 +1598,7 @@ mod tests {
                     let expectation = match r.rtype {
                         RecordType::Begin => match i {
                             0..=15 | 40..=55 => "error",
-                            16..=19 if harmless_feature_bit(bit as u32 - 128, compound) => "same",
+                            16..=19 if harmless_feature_bit(u32::try_from(bit).unwrap() - 128, compound) => "same",
                             16..=19 => "error",
                             56.. if i <= name_end => "any",
                             _ => "same",
@@ -1637,7 +1637,7 @@ mod tests {
                         "same" => assert_eq!(got.as_ref(), Ok(&good), "record at {} byte {i} bit {b}", r.at),
                         "error" => assert!(got.is_err(), "record at {} byte {i} bit {b}", r.at),
                         "error or realigned" if got.is_ok() => {
-                            let next = r.at + RECORD_LEN + body_layout(r.rtype, fh).0 as usize;
+                            let next = r.at + RECORD_LEN + usize::try_from(body_layout(r.rtype, fh).0).unwrap();
                             assert!(starts.contains(&next), "record at {} byte {i} bit {b}", r.at);
                             realigned += 1;
                         }
@@ -1882,11 +1882,11 @@ mod tests {
 
     #[test]
     fn structure_violations() {
-        let e = exp(0, 7);
         // A compound stream whose first substream (for 7) is complete.
         fn c(s: &mut Synth) -> &mut Synth {
             s.begin(DMU_COMPOUNDSTREAM, 0, 0, 0, "p/d@s8", 0).end(0).sub(7, 0, "p/d@s7").end(7)
         }
+        let e = exp(0, 7);
         let mut cases: Vec<(Vec<u8>, Expect, &str)> = vec![
             (syn(|s| s.end(7)), e.clone(), "NotBegin"),
             (syn(|s| s.plain(0, 24, 7)), e.clone(), "BadMagic"),
@@ -1970,6 +1970,9 @@ mod tests {
     /// Counts heap bytes allocated by the current thread, to show that the
     /// validator never buffers payloads. (A global allocator for this test
     /// binary; it only adds a thread-local counter to the system one.)
+    /// The workspace's one unsafe code: a global allocator cannot be
+    /// written without it.
+    #[expect(unsafe_code, reason = "a counting GlobalAlloc for one test; it defers to System")]
     mod counting {
         use std::alloc::{GlobalAlloc, Layout, System};
         use std::cell::Cell;
@@ -1978,7 +1981,7 @@ mod tests {
             static ALLOCATED: Cell<usize> = const { Cell::new(0) };
         }
 
-        pub struct Counting;
+        pub(super) struct Counting;
 
         // SAFETY: defers to `System`; counting touches no heap memory.
         unsafe impl GlobalAlloc for Counting {
@@ -1997,8 +2000,8 @@ mod tests {
         #[global_allocator]
         static GLOBAL: Counting = Counting;
 
-        pub fn allocated() -> usize {
-            ALLOCATED.with(|a| a.get())
+        pub(super) fn allocated() -> usize {
+            ALLOCATED.with(std::cell::Cell::get)
         }
     }
 
@@ -2015,7 +2018,7 @@ mod tests {
         let mut v = StreamValidator::new(exp(0, 7));
         let before = counting::allocated();
         v.feed(&head.out).unwrap();
-        for _ in 0..(MAX_PAYLOAD as usize / zeros.len()) {
+        for _ in 0..(usize::try_from(MAX_PAYLOAD).unwrap() / zeros.len()) {
             v.feed(&zeros).unwrap();
         }
         // The snapshot's name for the summary (its strings and the list),

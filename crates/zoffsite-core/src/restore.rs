@@ -114,14 +114,14 @@ impl ImportedPool {
                         "on" => true,
                         "off" => false,
                         _ => return Err(bad("readonly")),
-                    })
+                    });
                 }
                 ("altroot", v) if altroot.is_none() => {
                     altroot = Some(match v {
                         "-" => None,
                         p if p.starts_with('/') => Some(p.to_owned()),
                         _ => return Err(bad("altroot")),
-                    })
+                    });
                 }
                 _ => return Err(bad("pool property")),
             }
@@ -298,7 +298,12 @@ pub fn plan(
         }
         match d.snapshots.iter().find(|s| s.name == snap.name) {
             Some(s) => {
-                plan.steps.push(Step { source: name.clone(), dest: child_dest, snapshot: s.name.clone(), guid: s.guid })
+                plan.steps.push(Step {
+                    source: name.clone(),
+                    dest: child_dest,
+                    snapshot: s.name.clone(),
+                    guid: s.guid,
+                });
             }
             None => {
                 let why = format!(
@@ -430,7 +435,7 @@ mod tests {
         let p = plan(&r, &l, |d| d.as_str() == "tank").unwrap();
         assert!(p.steps.iter().any(|s| s.source.as_str() == "tank/data/planted"), "matched by name alone");
         let tree: BTreeSet<String> =
-            ["", "docs", "docs/old", "docs/old/deeper"].iter().map(|s| s.to_string()).collect();
+            ["", "docs", "docs/old", "docs/old/deeper"].iter().map(std::string::ToString::to_string).collect();
         let v = vet_children(&p, &Witness::Listed(tree), false);
         let kept: Vec<&str> = v.steps.iter().map(|s| s.source.as_str()).collect();
         assert_eq!(kept, ["tank/data/docs", "tank/data/docs/old", "tank/data/docs/old/deeper"]);

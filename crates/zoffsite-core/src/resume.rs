@@ -346,6 +346,9 @@ impl Fields {
     }
 }
 
+/// What `zfs send -nvt`'s estimate line may say.
+const ESTIMATE: &str = "\"full send of NAME\" or \"send from NAME to NAME\", with an optional estimated size";
+
 /// Parses the output of `zfs send -nvt TOKEN` (OpenZFS 2.3.2 format, see
 /// the module docs) into what the token would send. Refuses anything else,
 /// including output whose estimate line shows ZFS would send another
@@ -383,7 +386,6 @@ pub fn parse_send_nvt(text: &str) -> Result<ResumeInfo, ResumeError> {
     let bytes = f.bytes.ok_or(ResumeError::MissingField("bytes"))?;
 
     // The estimate line: what ZFS resolved the GUIDs to.
-    const ESTIMATE: &str = "\"full send of NAME\" or \"send from NAME to NAME\", with an optional estimated size";
     let (n, line) = lines.next().unwrap_or((0, ""));
     let unexpected = || ResumeError::UnexpectedLine { line: n, expected: ESTIMATE, found: cut(line) };
     let target = toname.to_string();

@@ -423,7 +423,9 @@ mod tests {
     fn kept<K: Clone>(ds: &[Decision<K>]) -> Vec<(K, Vec<String>)> {
         ds.iter()
             .filter_map(|d| match &d.verdict {
-                Verdict::Keep { reasons } => Some((d.key.clone(), reasons.iter().map(|r| r.to_string()).collect())),
+                Verdict::Keep { reasons } => {
+                    Some((d.key.clone(), reasons.iter().map(std::string::ToString::to_string).collect()))
+                }
                 Verdict::Destroy => None,
             })
             .collect()
@@ -926,7 +928,7 @@ mod tests {
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
-                shuffled.swap(i, (s % (i as u64 + 1)) as usize);
+                shuffled.swap(i, usize::try_from(s % (i as u64 + 1)).unwrap());
             }
             let mut prot_rev = protected.clone();
             prot_rev.reverse();

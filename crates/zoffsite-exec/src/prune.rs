@@ -105,7 +105,7 @@ mod tests {
             snapshot: Snapshot::new(name).unwrap(),
             guid: zoffsite_core::names::Guid::new(guid).unwrap(),
             createtxg: txg,
-            creation: 1_795_000_000 + txg as i64 * 3600,
+            creation: 1_795_000_000 + i64::try_from(txg).unwrap() * 3600,
         }
     }
 

@@ -125,7 +125,7 @@ impl Run<'_> {
         // `written` (what decides whether anything changed) counts synced
         // data only: sync first, or a file written a moment ago would look
         // unchanged. If that fails, every dataset counts as changed.
-        let pools: BTreeSet<&str> = self.cfg.source.datasets.iter().map(|d| d.pool()).collect();
+        let pools: BTreeSet<&str> = self.cfg.source.datasets.iter().map(zoffsite_core::names::Dataset::pool).collect();
         let synced = match zfs.sync_pools(pools.iter().copied()) {
             Ok(()) => true,
             Err(e) => {
@@ -243,7 +243,7 @@ impl Run<'_> {
             held: &snapped.held,
         };
         for (target, session, remote) in connected {
-            let tr = ctx.to_target(target, session, remote, self.events);
+            let tr = ctx.to_target(target, session, &remote, self.events);
             self.report.targets.push(tr);
         }
 
@@ -335,7 +335,7 @@ impl Run<'_> {
                     creation: jiff::Timestamp::now().as_second(),
                 }),
                 None => {
-                    self.error(Severity::Partial, format!("{ds}@{name} vanished right after it was taken; not sent"))
+                    self.error(Severity::Partial, format!("{ds}@{name} vanished right after it was taken; not sent"));
                 }
             }
         }
@@ -462,7 +462,7 @@ impl Sends<'_> {
         &self,
         target: &Target,
         mut session: Session,
-        remote: BTreeMap<Dataset, RemoteDataset>,
+        remote: &BTreeMap<Dataset, RemoteDataset>,
         events: &mut dyn Events,
     ) -> TargetReport {
         let Sends { zfs, dry_run, new_snaps, source_snaps, bookmarks, held } = *self;
@@ -504,8 +504,7 @@ impl Sends<'_> {
                             let fatal = !matches!(
                                 e,
                                 ResumeFailure::Refused(_)
-                                    | ResumeFailure::Remote(RemoteError::Refused { .. })
-                                    | ResumeFailure::Remote(RemoteError::Send(_))
+                                    | ResumeFailure::Remote(RemoteError::Refused { .. } | RemoteError::Send(_))
                             );
                             t.fail(if fatal { Severity::Target } else { Severity::Partial }, ds, None, e.to_string());
                             if fatal {
@@ -575,7 +574,7 @@ impl Sends<'_> {
                 from: from_guid,
                 resume: false,
             };
-            let result = transfer(&mut session, req, running, &format!("{}: {ds}", target.name), estimate, t.events);
+            let result = transfer(&mut session, &req, running, &format!("{}: {ds}", target.name), estimate, t.events);
             match result {
                 Ok((guid, bytes)) if guid == new.guid => {
                     t.line(
@@ -628,7 +627,7 @@ impl Sends<'_> {
 /// Streams `send` into the box with `req`, showing progress under `label`.
 fn transfer(
     session: &mut Session,
-    req: Request,
+    req: &Request,
     send: Running,
     label: &str,
     estimate: Option<u64>,
@@ -756,7 +755,7 @@ fn resume(
         from: box_newest,
         resume: true,
     };
-    let (guid, bytes) = transfer(session, req, running, &format!("resume: {ds}"), None, events)?;
+    let (guid, bytes) = transfer(session, &req, running, &format!("resume: {ds}"), None, events)?;
     if guid != row.guid {
         return Err(ResumeFailure::Refused(format!("after resuming, the box reports GUID {guid}, not {}", row.guid)));
     }

@@ -60,7 +60,7 @@ use zoffsite_core::restore::{self, Plan, Request, Step, Witness};
 
 use crate::events::Events;
 use crate::manifest_file::ManifestFileError;
-use crate::process::{Cmd, ExecError, Running};
+use crate::process::{Cmd, ExecError, Output, Running};
 use crate::proto::client::{RemoteError, Session};
 use crate::rundir::RunDirError;
 use crate::system::SystemError;
@@ -502,7 +502,7 @@ pub fn receive(zfs: &Zfs, origin: &mut Origin, step: &Step, limits: &mut Limits)
     }
     let out = child.finish()?;
     if !out.success() {
-        return Err(Zfs::stream_error(&cmd, step.dest.as_str(), out).into());
+        return Err(Zfs::stream_error(&cmd, step.dest.as_str(), &out).into());
     }
     let got = zfs.snapshot_guid(&step.dest.snapshot(&step.snapshot)?)?;
     if got != step.guid {
@@ -606,18 +606,18 @@ impl RawSend {
             let _ = self.running.kill();
             return Err(RawSendError::Sink(e));
         }
-        let failed = |o| RawSendError::Failed(Zfs::stream_error(&self.cmd, self.dataset.as_str(), o));
+        let failed = |o: &Output| RawSendError::Failed(Zfs::stream_error(&self.cmd, self.dataset.as_str(), o));
         match read_error {
             Some(error) => {
                 let killed = match self.running.kill() {
-                    Ok(o) => failed(o),
+                    Ok(o) => failed(&o),
                     Err(e) => RawSendError::Exec(e),
                 };
                 Err(RawSendError::Read { error, killed: Box::new(killed) })
             }
             None => match self.running.finish() {
                 Ok(o) if o.success() => Ok(bytes),
-                Ok(o) => Err(failed(o)),
+                Ok(o) => Err(failed(&o)),
                 Err(e) => Err(RawSendError::Exec(e)),
             },
         }

@@ -99,7 +99,7 @@ mod tests {
     fn a_relay_moves_every_byte_in_order_and_tells_each_chunk_length() {
         let (mut src_r, mut src_w) = std::io::pipe().unwrap();
         let (mut dst_r, dst_w) = std::io::pipe().unwrap();
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251).to_le_bytes()[0]).collect();
         let producer = {
             let data = data.clone();
             std::thread::spawn(move || src_w.write_all(&data))

@@ -53,7 +53,7 @@ pub enum ZfsError {
 
 impl ZfsError {
     /// Classifies a failed command by what OpenZFS printed.
-    fn classify(cmd: &Cmd, what: impl FnOnce() -> String, out: Output) -> ZfsError {
+    fn classify(cmd: &Cmd, what: impl FnOnce() -> String, out: &Output) -> ZfsError {
         let stderr = out.stderr.trim().to_owned();
         let lower = stderr.to_lowercase();
         if lower.contains("dataset does not exist") || lower.contains("could not find any snapshots") {
@@ -146,7 +146,7 @@ impl Zfs {
         if out.success() {
             Ok(out)
         } else {
-            Err(ZfsError::classify(cmd, what, out))
+            Err(ZfsError::classify(cmd, what, &out))
         }
     }
 
@@ -250,7 +250,7 @@ impl Zfs {
             .cmd()
             .args(["get", "-H", "-p", "-o", "name,value"])
             .arg(format!("written@{name}"))
-            .args(datasets.iter().map(|d| d.as_str()));
+            .args(datasets.iter().map(zoffsite_core::names::Dataset::as_str));
         let out = self.run_ok(&cmd, || format!("snapshot @{name}"))?;
         Self::parsed(&cmd, &out, parse::dataset_numbers)
     }
@@ -262,7 +262,7 @@ impl Zfs {
     }
 
     pub fn snapshot_cmd(&self, snaps: &[Snapshot]) -> Cmd {
-        self.cmd().arg("snapshot").args(snaps.iter().map(|s| s.to_string()))
+        self.cmd().arg("snapshot").args(snaps.iter().map(std::string::ToString::to_string))
     }
 
     /// The GUID of one snapshot.
@@ -357,7 +357,7 @@ impl Zfs {
         let cmd = self
             .cmd()
             .args(["list", "-H", "-p", "-d", "1", "-t", types, "-o", parse::SOURCE_COLUMNS])
-            .args(datasets.iter().map(|d| d.as_str()));
+            .args(datasets.iter().map(zoffsite_core::names::Dataset::as_str));
         let out = self.run_ok(&cmd, || "a selected dataset".into())?;
         Self::parsed(&cmd, &out, parse::source_listing)
     }
@@ -373,7 +373,7 @@ impl Zfs {
     pub fn holds(&self, snaps: &[Snapshot]) -> Result<Vec<HoldRow>, ZfsError> {
         let mut all = Vec::new();
         for chunk in snaps.chunks(ARGV_CHUNK) {
-            let cmd = self.cmd().args(["holds", "-H", "-p"]).args(chunk.iter().map(|s| s.to_string()));
+            let cmd = self.cmd().args(["holds", "-H", "-p"]).args(chunk.iter().map(std::string::ToString::to_string));
             let out = self.run_ok(&cmd, || "a snapshot".into())?;
             all.extend(Self::parsed(&cmd, &out, parse::holds)?);
         }
@@ -381,12 +381,12 @@ impl Zfs {
     }
 
     pub fn hold(&self, tag: &str, snaps: &[Snapshot]) -> Result<(), ZfsError> {
-        let cmd = self.cmd().arg("hold").arg(tag).args(snaps.iter().map(|s| s.to_string()));
+        let cmd = self.cmd().arg("hold").arg(tag).args(snaps.iter().map(std::string::ToString::to_string));
         self.run_ok(&cmd, || "a snapshot to hold".into()).map(drop)
     }
 
     pub fn release(&self, tag: &str, snaps: &[Snapshot]) -> Result<(), ZfsError> {
-        let cmd = self.cmd().arg("release").arg(tag).args(snaps.iter().map(|s| s.to_string()));
+        let cmd = self.cmd().arg("release").arg(tag).args(snaps.iter().map(std::string::ToString::to_string));
         self.run_ok(&cmd, || "a held snapshot".into()).map(drop)
     }
 
@@ -429,7 +429,7 @@ impl Zfs {
         let cmd = self
             .cmd()
             .args(["get", "-H", "-p", "-s", "local", "-o", "name,property,value", "all"])
-            .args(datasets.iter().map(|d| d.as_str()));
+            .args(datasets.iter().map(zoffsite_core::names::Dataset::as_str));
         let out = self.run_ok(&cmd, || "the selected datasets".into())?;
         zoffsite_core::manifest::parse_local_properties(&String::from_utf8_lossy(&out.stdout))
             .map_err(|e| ZfsError::Failed { cmd: cmd.to_string(), stderr: e.to_string() })
@@ -486,7 +486,7 @@ impl Zfs {
                 stderr: format!("refusing to destroy {ds}@{bad}: not a zoffsite snapshot"),
             });
         }
-        let list = names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",");
+        let list = names.iter().map(zoffsite_core::names::SnapName::as_str).collect::<Vec<_>>().join(",");
         let cmd = self.cmd().arg("destroy").arg(format!("{ds}@{list}"));
         self.run_ok(&cmd, || format!("a snapshot of {ds}")).map(drop)
     }
@@ -513,7 +513,7 @@ impl Zfs {
     }
 
     /// Classifies a failed `zfs send`/`zfs receive` run.
-    pub fn stream_error(cmd: &Cmd, target: &str, out: Output) -> ZfsError {
+    pub fn stream_error(cmd: &Cmd, target: &str, out: &Output) -> ZfsError {
         ZfsError::classify(cmd, || target.to_owned(), out)
     }
 
@@ -618,7 +618,7 @@ impl Zfs {
                 stderr: format!("refusing to destroy snapshots of {ds}: it is not under the box root {root}"),
             });
         }
-        let list = names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",");
+        let list = names.iter().map(zoffsite_core::names::SnapName::as_str).collect::<Vec<_>>().join(",");
         let cmd = self.cmd().arg("destroy").arg(format!("{ds}@{list}"));
         self.run_ok(&cmd, || format!("a snapshot of {ds}")).map(drop)
     }

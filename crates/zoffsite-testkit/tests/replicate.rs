@@ -36,7 +36,13 @@ impl World {
     fn new(targets: &[&str], keep: &str) -> World {
         let src = source();
         let boxes = targets.iter().map(|t| (t.to_string(), Arc::new(BoxSide::new("offsite/home")))).collect();
-        World { src, boxes, targets: targets.iter().map(|t| t.to_string()).collect(), keep: keep.into(), runs: 0 }
+        World {
+            src,
+            boxes,
+            targets: targets.iter().map(std::string::ToString::to_string).collect(),
+            keep: keep.into(),
+            runs: 0,
+        }
     }
 
     fn config(&self) -> Config {
@@ -52,7 +58,7 @@ impl World {
     /// Reaches each target's box, except those in `away`.
     fn connect(&self, away: &[&str]) -> Arc<Connect> {
         let boxes = self.boxes.clone();
-        let away: Vec<String> = away.iter().map(|a| a.to_string()).collect();
+        let away: Vec<String> = away.iter().map(std::string::ToString::to_string).collect();
         Arc::new(move |t: &Target| {
             if away.contains(&t.name) {
                 return Err(RemoteError::Unreachable { host: t.host.clone(), detail: "No route to host".into() });

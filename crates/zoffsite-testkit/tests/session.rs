@@ -29,7 +29,7 @@ fn sent(
     let (ds, snapshot) = to.split_once('@').unwrap();
     let from_guid = from.map(|(f, _)| src.guid(&format!("{ds}@{f}")).expect("the base"));
     let req = receive(ds, snapshot, src.guid(to).unwrap(), from_guid);
-    session.receive(req, send(src, to, from), &mut |_| {}).map(|(g, b)| (g.get(), b))
+    session.receive(&req, send(src, to, from), &mut |_| {}).map(|(g, b)| (g.get(), b))
 }
 
 fn refused(r: Result<(u64, u64), RemoteError>) -> (ErrorCode, String) {
@@ -107,7 +107,7 @@ fn an_interrupted_transfer_is_finished_from_the_boxs_resume_token() {
     assert!(info.bytes > 0 && info.rawok);
     let req =
         Request::Receive { dataset: ds(DS), snapshot: name("zoffsite-1"), guid: guid(g), from: None, resume: true };
-    let (got, bytes) = s.receive(req, Running::with_stdout(&z.send_resume(&token)).unwrap(), &mut |_| {}).unwrap();
+    let (got, bytes) = s.receive(&req, Running::with_stdout(&z.send_resume(&token)).unwrap(), &mut |_| {}).unwrap();
     assert_eq!(got.get(), g);
     assert!(bytes < 700_000, "only the rest was sent: {bytes}");
     assert_eq!(b.fake.content(&b.at("tank/data@zoffsite-1")), src.content("tank/data@zoffsite-1"));
@@ -130,7 +130,7 @@ fn an_interrupted_transfer_is_finished_from_the_boxs_resume_token() {
         from: Some(guid(g)),
         resume: true,
     };
-    s.receive(req, Running::with_stdout(&z.send_resume(&token)).unwrap(), &mut |_| {}).unwrap();
+    s.receive(&req, Running::with_stdout(&z.send_resume(&token)).unwrap(), &mut |_| {}).unwrap();
     assert_eq!(b.fake.snapshots(&b.at(DS)), src.snapshots(DS));
     assert_eq!(b.fake.content(&b.at("tank/data@zoffsite-2")), src.content("tank/data@zoffsite-2"));
     s.close();
@@ -159,15 +159,19 @@ fn a_resume_posing_as_a_new_stream_and_a_new_stream_posing_as_a_resume_are_refus
         resume: true,
     };
     let (code, msg) = refused(
-        s.receive(as_resume, send(&src, "tank/data@zoffsite-2", Some(("zoffsite-1", SendFrom::Snapshot))), &mut |_| {})
-            .map(|(g, b)| (g.get(), b)),
+        s.receive(
+            &as_resume,
+            send(&src, "tank/data@zoffsite-2", Some(("zoffsite-1", SendFrom::Snapshot))),
+            &mut |_| {},
+        )
+        .map(|(g, b)| (g.get(), b)),
     );
     assert_eq!(code, ErrorCode::Refused);
     assert!(msg.contains("does not resume an interrupted send"), "{msg}");
     let z = Zfs::with_binary(src.path());
     let as_new = receive(DS, "zoffsite-2", g2, Some(g1));
     let (code, msg) = refused(
-        s.receive(as_new, Running::with_stdout(&z.send_resume(&token)).unwrap(), &mut |_| {})
+        s.receive(&as_new, Running::with_stdout(&z.send_resume(&token)).unwrap(), &mut |_| {})
             .map(|(g, b)| (g.get(), b)),
     );
     assert_eq!(code, ErrorCode::Refused);
@@ -208,13 +212,13 @@ fn a_stream_for_another_snapshot_than_requested_is_refused() {
     let g1 = src.guid("tank/data@zoffsite-1").unwrap();
     let req = receive(DS, "zoffsite-1", g1, None);
     let (code, msg) =
-        refused(s.receive(req, send(&src, "tank/data@zoffsite-2", None), &mut |_| {}).map(|(g, b)| (g.get(), b)));
+        refused(s.receive(&req, send(&src, "tank/data@zoffsite-2", None), &mut |_| {}).map(|(g, b)| (g.get(), b)));
     assert_eq!(code, ErrorCode::Refused);
     assert!(msg.contains(&g1.to_string()) && msg.contains("refused stream"), "{msg}");
     // A GUID that is not the snapshot's at all.
     let req = receive(DS, "zoffsite-1", 4242, None);
     let (_, msg) =
-        refused(s.receive(req, send(&src, "tank/data@zoffsite-1", None), &mut |_| {}).map(|(g, b)| (g.get(), b)));
+        refused(s.receive(&req, send(&src, "tank/data@zoffsite-1", None), &mut |_| {}).map(|(g, b)| (g.get(), b)));
     assert!(msg.contains("4242"), "{msg}");
     assert!(b.fake.calls("receive").is_empty(), "{}", b.fake.log());
     // The session is still in step: a right one goes through.
@@ -348,7 +352,7 @@ fn a_duplicate_crypt_keydata_is_refused_and_the_pinned_key_stays() {
     let (mut s, server) = b.connect();
     let req = receive(DS, "zoffsite-5", src.guid("tank/data@zoffsite-5").unwrap(), src.guid("tank/data@zoffsite-3"));
     let (_file, running) = crafted(&evil);
-    let (code, msg) = refused(s.receive(req, running, &mut |_| {}).map(|(g, b)| (g.get(), b)));
+    let (code, msg) = refused(s.receive(&req, running, &mut |_| {}).map(|(g, b)| (g.get(), b)));
     assert_eq!(code, ErrorCode::Refused);
     assert!(msg.contains("\"crypt_keydata\" appears twice") && msg.contains("never writes"), "{msg}");
     assert!(msg.contains("tank/data@zoffsite-5"), "names the crafted part: {msg}");
@@ -376,7 +380,7 @@ fn a_duplicate_crypt_keydata_is_refused_and_the_pinned_key_stays() {
         });
     let req = receive(DS, "zoffsite-4", src.guid("tank/data@zoffsite-4").unwrap(), src.guid("tank/data@zoffsite-3"));
     let (_file, running) = crafted(&odd);
-    let (_, msg) = refused(s.receive(req, running, &mut |_| {}).map(|(g, b)| (g.get(), b)));
+    let (_, msg) = refused(s.receive(&req, running, &mut |_| {}).map(|(g, b)| (g.get(), b)));
     assert!(msg.contains("never writes"), "{msg}");
     assert_eq!(b.fake.key(&b.at(DS)), pinned);
     s.close();

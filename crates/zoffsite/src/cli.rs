@@ -7,7 +7,7 @@ use zoffsite_core::names::Dataset;
 
 #[derive(Parser)]
 #[command(name = "zoffsite", version, about = "Personal, encrypted, offsite ZFS backups", long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// More log output on stderr (-v info, -vv debug). ZOFFSITE_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -16,7 +16,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Snapshot the selected datasets and send them, raw, to every target.
     Backup(BackupArgs),
     /// Apply source retention ([source.keep]) to zoffsite's own snapshots.
@@ -40,7 +40,7 @@ pub enum Command {
 }
 
 #[derive(Args)]
-pub struct BackupArgs {
+pub(crate) struct BackupArgs {
     /// Configuration file.
     #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
     pub config: PathBuf,
@@ -57,7 +57,7 @@ pub struct BackupArgs {
 }
 
 #[derive(Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// Configuration file.
     #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
     pub config: PathBuf,
@@ -104,13 +104,13 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ApplyProperties {
+pub(crate) enum ApplyProperties {
     Data,
     All,
 }
 
 #[derive(Args)]
-pub struct RestoreArgs {
+pub(crate) struct RestoreArgs {
     /// Configuration file (for --target).
     #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
     pub config: PathBuf,
@@ -166,7 +166,7 @@ pub struct RestoreArgs {
 }
 
 #[derive(Args)]
-pub struct PruneArgs {
+pub(crate) struct PruneArgs {
     /// Configuration file.
     #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
     pub config: PathBuf,
@@ -182,7 +182,7 @@ pub struct PruneArgs {
 }
 
 #[derive(Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Configuration file.
     #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
     pub config: PathBuf,
@@ -192,7 +192,7 @@ pub struct StatusArgs {
 }
 
 #[derive(Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// The box dataset under which source dataset `tank/x` is stored as
     /// `ROOT/tank/x`. Nothing outside it is ever touched.
     #[arg(long, value_name = "DATASET")]
@@ -200,7 +200,7 @@ pub struct ServeArgs {
 }
 
 #[derive(Subcommand)]
-pub enum BoxCommand {
+pub(crate) enum BoxCommand {
     /// Prepare the box: the unprivileged user, the root dataset, the
     /// append-only delegation and the forced-command authorized_keys line.
     Init(BoxInitArgs),
@@ -212,7 +212,7 @@ pub enum BoxCommand {
 }
 
 #[derive(Args)]
-pub struct BoxInitArgs {
+pub(crate) struct BoxInitArgs {
     /// The box dataset the source's key is forced to serve.
     #[arg(long, value_name = "DATASET")]
     pub root: Dataset,
@@ -247,7 +247,7 @@ pub struct BoxInitArgs {
 }
 
 #[derive(Args)]
-pub struct BoxPruneArgs {
+pub(crate) struct BoxPruneArgs {
     /// Box configuration file.
     #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::boxside::DEFAULT_PATH)]
     pub config: PathBuf,
@@ -263,7 +263,7 @@ pub struct BoxPruneArgs {
 }
 
 #[derive(Args)]
-pub struct BoxCheckArgs {
+pub(crate) struct BoxCheckArgs {
     /// Box configuration file.
     #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::boxside::DEFAULT_PATH)]
     pub config: PathBuf,

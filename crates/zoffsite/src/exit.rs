@@ -3,10 +3,10 @@
 //! The outcomes and their order are core's [`Severity`]; this file owns
 //! only the numbers a process exits with.
 
-pub use zoffsite_core::report::Severity as Exit;
+pub(crate) use zoffsite_core::report::Severity as Exit;
 
 /// The process exit code of an outcome.
-pub trait Code {
+pub(crate) trait Code {
     fn code(self) -> u8;
 }
 

@@ -15,14 +15,14 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
     let code = match cli.command {
-        cli::Command::Backup(a) => cmd::backup::run(a),
-        cli::Command::Prune(a) => cmd::prune::run(a),
-        cli::Command::Status(a) => cmd::status::run(a),
-        cli::Command::Restore(a) => cmd::restore::run(a),
-        cli::Command::Verify(a) => cmd::verify::run(a),
-        cli::Command::Box(cli::BoxCommand::Init(a)) => cmd::box_init::run(a),
-        cli::Command::Box(cli::BoxCommand::Prune(a)) => cmd::box_prune::run(a),
-        cli::Command::Box(cli::BoxCommand::Check(a)) => cmd::box_check::run(a),
+        cli::Command::Backup(a) => cmd::backup::run(&a),
+        cli::Command::Prune(a) => cmd::prune::run(&a),
+        cli::Command::Status(a) => cmd::status::run(&a),
+        cli::Command::Restore(a) => cmd::restore::run(&a),
+        cli::Command::Verify(a) => cmd::verify::run(&a),
+        cli::Command::Box(cli::BoxCommand::Init(a)) => cmd::box_init::run(&a),
+        cli::Command::Box(cli::BoxCommand::Prune(a)) => cmd::box_prune::run(&a),
+        cli::Command::Box(cli::BoxCommand::Check(a)) => cmd::box_check::run(&a),
         cli::Command::Serve(a) => cmd::serve::run(a),
     };
     std::process::ExitCode::from(exit::Code::code(code))

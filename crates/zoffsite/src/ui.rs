@@ -15,7 +15,7 @@ use crate::exit::Exit;
 
 /// A command's reporter; see the module docs.
 #[derive(Debug)]
-pub struct Ui {
+pub(crate) struct Ui {
     json: bool,
     show_progress: bool,
     worst: Exit,
@@ -27,19 +27,19 @@ impl Ui {
     /// A reporter for a command with `--json` (`json`) and `-n` (`dry_run`):
     /// progress bars only when stderr is a terminal, never in JSON mode or
     /// a dry run (nothing moves).
-    pub fn new(json: bool, dry_run: bool) -> Self {
+    pub(crate) fn new(json: bool, dry_run: bool) -> Self {
         let show_progress = !json && !dry_run && std::io::stderr().is_terminal();
         Ui { json, show_progress, worst: Exit::Ok, errors: Vec::new(), bar: None }
     }
 
     /// Whether stdout carries only the JSON document.
-    pub fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         self.json
     }
 
     /// Prints `msg` on stderr, records it for the JSON report and raises
     /// the exit code to `severity`.
-    pub fn err(&mut self, severity: Exit, msg: impl Display) {
+    pub(crate) fn err(&mut self, severity: Exit, msg: impl Display) {
         let msg = msg.to_string();
         eprintln!("zoffsite: {msg}");
         self.errors.push(msg);
@@ -48,29 +48,29 @@ impl Ui {
 
     /// Raises the exit code without a message of its own (the report says
     /// why, e.g. a stale target in `status`).
-    pub fn raise(&mut self, severity: Exit) {
+    pub(crate) fn raise(&mut self, severity: Exit) {
         self.worst.raise(severity);
     }
 
     /// A line of the narrative on stdout (not in JSON mode).
-    pub fn say(&self, line: impl Display) {
+    pub(crate) fn say(&self, line: impl Display) {
         if !self.json {
             println!("{line}");
         }
     }
 
     /// A warning on stderr; it does not change the exit code.
-    pub fn warning(&self, msg: impl Display) {
+    pub(crate) fn warning(&self, msg: impl Display) {
         eprintln!("zoffsite: warning: {msg}");
     }
 
     /// The worst outcome reported so far.
-    pub fn exit(&self) -> Exit {
+    pub(crate) fn exit(&self) -> Exit {
         self.worst
     }
 
     /// The errors reported so far, for the JSON report.
-    pub fn errors(&self) -> &[String] {
+    pub(crate) fn errors(&self) -> &[String] {
         &self.errors
     }
 }

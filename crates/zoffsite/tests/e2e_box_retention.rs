@@ -148,27 +148,27 @@ fn box_flood_cannot_push_out_real_history() {
     }
     // Received 10, 9 and 8 days ago by the box's clock.
     for (i, n) in real.iter().enumerate() {
-        let t = now - (10 - i as i64) * 86400;
+        let t = now - (10 - i64::try_from(i).unwrap()) * 86400;
         zfs(&["set", &format!("zoffsite:received={t}"), &format!("{box_ds}@{n}")]);
     }
     // The flood: 60 snapshots on the source (20 times the real history;
     // what retention does with them does not depend on how many, and each
     // costs seconds to receive under emulation), sent by one backup as -I.
-    const FLOOD: usize = 60;
-    let script = format!("for i in $(seq -w 1 {FLOOD}); do zfs snapshot \"$0@zoffsite-flood-$i\" || exit 1; done");
+    let flood: usize = 60;
+    let script = format!("for i in $(seq -w 1 {flood}); do zfs snapshot \"$0@zoffsite-flood-$i\" || exit 1; done");
     ok(&["sh", "-c", &script, &data]);
     w.write(&data, "after-flood", b"x");
     let out = w.backup(&cfg, &["--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let r = json(&out);
-    assert_eq!(r["targets"][0]["datasets"][0]["send"]["intermediates"], FLOOD, "{r}");
-    assert_eq!(box_snap_names(&w, &box_ds).len(), FLOOD + 4);
+    assert_eq!(r["targets"][0]["datasets"][0]["send"]["intermediates"], flood, "{r}");
+    assert_eq!(box_snap_names(&w, &box_ds).len(), flood + 4);
 
     let bcfg = box_config(&w, "min_age = \"7d\"\n[keep]\nlast = 3\ndaily = 7\nweekly = 4\n");
     // Now: the flood is younger than min_age, the real history has its days.
     let out = box_cmd("prune", &bcfg, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(box_snap_names(&w, &box_ds).len(), FLOOD + 4, "nothing to destroy yet: {}", text(&out));
+    assert_eq!(box_snap_names(&w, &box_ds).len(), flood + 4, "nothing to destroy yet: {}", text(&out));
     // Eight days on: the flood shrinks to its last 3; real history stays.
     let out = box_cmd("prune", &bcfg, &["--now", &rfc3339(now + 8 * 86400)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

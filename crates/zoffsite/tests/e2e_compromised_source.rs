@@ -206,7 +206,7 @@ fn replayed_history_is_refused_and_restamps_cannot_age_it() {
     let msgs = raw_session(&w, "root", input);
     match &msgs[..] {
         [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
-            assert!(message.contains("already holds") && message.contains(&names[1]), "{message}")
+            assert!(message.contains("already holds") && message.contains(&names[1]), "{message}");
         }
         other => panic!("{other:?}"),
     }
@@ -227,7 +227,7 @@ fn replayed_history_is_refused_and_restamps_cannot_age_it() {
         w.root
     );
     for (i, n) in names.iter().enumerate() {
-        let t = now - (30 - 10 * i as i64) * 86400;
+        let t = now - (30 - 10 * i64::try_from(i).unwrap()) * 86400;
         journal.push_str(&format!("{} {} {}\n", txg(n), t - 1, t));
     }
     let state = w.dir.join("state");
@@ -478,7 +478,7 @@ fn serve_refuses_everything_but_appending_under_delegation() {
         guid(&s3)
     );
     input.push(b'M');
-    input.extend_from_slice(&(forced.len() as u32).to_be_bytes());
+    input.extend_from_slice(&u32::try_from(forced.len()).unwrap().to_be_bytes());
     input.extend_from_slice(forced.as_bytes());
     let before = (w.datasets(&w.offsite), w.snapshots(&w.offsite));
     let msgs = raw_session(&w, &user.name, input);
@@ -518,7 +518,7 @@ fn serve_refuses_everything_but_appending_under_delegation() {
         protocol::write_msg(&mut input, &hello).unwrap();
         let req = format!(r#"{{"type":"list","datasets":["{bad}"]}}"#);
         input.push(b'M');
-        input.extend_from_slice(&(req.len() as u32).to_be_bytes());
+        input.extend_from_slice(&u32::try_from(req.len()).unwrap().to_be_bytes());
         input.extend_from_slice(req.as_bytes());
         let msgs = raw_session(&w, &user.name, input);
         assert!(

@@ -9,6 +9,7 @@
 mod harness;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::Output;
 
@@ -75,7 +76,6 @@ fn restore_after_a_disaster_and_from_the_boxs_disk() {
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(kept.join("properties.json")).unwrap()).unwrap();
     assert_eq!(manifest["tree"], serde_json::json!(["", "docs", "photos"]), "{manifest}");
-    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(&kept).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755));
     let at_s1 = tree_hashes(&w.mountpoint(&data));

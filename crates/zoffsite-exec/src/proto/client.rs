@@ -416,7 +416,7 @@ impl Session {
     /// `progress` is called with the bytes sent so far after each chunk.
     pub fn receive(
         &mut self,
-        req: Request,
+        req: &Request,
         mut send: Running,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(Guid, u64), RemoteError> {
@@ -425,7 +425,7 @@ impl Session {
             return Err(self.violation("internal: receive() needs a receive request".into()));
         };
         let (dataset, snapshot) = (dataset.clone(), snapshot.clone());
-        if let Err(e) = self.send(&req) {
+        if let Err(e) = self.send(req) {
             let _ = send.kill();
             return Err(e);
         }
@@ -519,7 +519,7 @@ impl Session {
         match local {
             Ok(o) if o.success() && read_err.is_none() => {}
             Ok(o) if !answered_early => {
-                let e = Zfs::stream_error(&send_cmd, dataset.as_str(), o);
+                let e = Zfs::stream_error(&send_cmd, dataset.as_str(), &o);
                 return Err(RemoteError::Send(e));
             }
             Ok(_) => {}
@@ -573,7 +573,7 @@ fn spawn_watchdog(
             std::thread::sleep(Duration::from_millis(stall.as_millis().clamp(10, 1000) as u64));
             let since = writing_since.load(Ordering::Relaxed);
             let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-            if since != 0 && now.saturating_sub(since) > stall.as_millis() as u64 {
+            if since != 0 && now.saturating_sub(since) > u64::try_from(stall.as_millis()).unwrap_or(u64::MAX) {
                 tracing::warn!("the box stopped reading for {stall:?}; closing the connection");
                 peer.kill();
                 return;
@@ -686,7 +686,7 @@ mod tests {
             resume: false,
         };
         let started = Instant::now();
-        let e = s.receive(req, send, &mut |_| {}).unwrap_err();
+        let e = s.receive(&req, send, &mut |_| {}).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(20), "cut off, not waited for");
         assert!(matches!(e, RemoteError::Protocol { error: ProtoError::Closed, .. }), "{e}");
         drop(s);

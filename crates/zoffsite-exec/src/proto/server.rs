@@ -160,7 +160,7 @@ impl<R: Input, W: Write> Server<R, W> {
                     r?;
                 }
                 Request::Receive { dataset, snapshot, guid, from, resume } => {
-                    self.receive(&dataset, &snapshot, guid, from, resume)?
+                    self.receive(&dataset, &snapshot, guid, from, resume)?;
                 }
                 Request::Abort { dataset } => {
                     let r = match self.abort(&dataset) {
@@ -429,7 +429,7 @@ impl<R: Input, W: Write> Server<R, W> {
             match protocol::read_frame(&mut self.input, 0)? {
                 Frame::Data(d) => {
                     if let Err(e) = validator.feed(&d) {
-                        return self.reject_and_drain(refused(&target, e));
+                        return self.reject_and_drain(refused(&target, &e));
                     }
                     head.extend_from_slice(&d);
                     if head.len() > MAX_HEAD {
@@ -508,7 +508,7 @@ impl<R: Input, W: Write> Server<R, W> {
             drop(sink);
             let _ = child.kill();
             self.stamp_what_landed(&target, &before, validator.substreams());
-            return self.reject_and_drain(refused(&target, e));
+            return self.reject_and_drain(refused(&target, &e));
         }
         let broken = sink.close();
         let out = child.finish().map_err(|e| Fatal::Refused(e.to_string()))?;
@@ -521,7 +521,7 @@ impl<R: Input, W: Write> Server<R, W> {
                     // zfs receive accepted what the validator did not:
                     // report it, never confirm it.
                     self.stamp_what_landed(&target, &before, &streamed);
-                    let rej = refused(&target, e);
+                    let rej = refused(&target, &e);
                     return Ok(self.reject(rej)?);
                 }
             }
@@ -534,7 +534,7 @@ impl<R: Input, W: Write> Server<R, W> {
             })
         } else {
             self.stamp_what_landed(&target, &before, &streamed);
-            let rej = Reject::from(Zfs::stream_error(&cmd, target.as_str(), out));
+            let rej = Reject::from(Zfs::stream_error(&cmd, target.as_str(), &out));
             Err(match (rej.code, self.snapshot_limit_reached()) {
                 // ZFS reports a reached snapshot_limit as a space quota
                 // (EDQUOT): say which it is.
@@ -714,7 +714,7 @@ const MAX_NESTING: usize = 16;
 /// 624 bytes; a substream BEGIN's payload, the wrapped key, about 1 KiB).
 const MAX_HEAD: usize = 1 << 20;
 
-fn refused(target: &Dataset, e: StreamError) -> Reject {
+fn refused(target: &Dataset, e: &StreamError) -> Reject {
     let fix = match e {
         StreamError::KeyChanged { .. } => format!(
             ". That part was not received, and no snapshot on the box changed its key. If you changed the key yourself, have the box owner accept the new key, as root on the box: zfs inherit {KEYWRAP_PROPERTY} {target} (that dataset only; add -r only if you changed the key of every dataset below it too, since -r clears all their pins). The next backup then re-wraps the box's copy with it. If you did not change the key, the source may be compromised: leave the box as it is"
@@ -905,7 +905,7 @@ mod tests {
                 foreign_offset = s.len();
             }
             s.extend_from_slice(&r);
-            s.extend((0..128usize << 10).map(|j| (i * 31 + j / 7) as u8));
+            s.extend((0..128usize << 10).map(|j| (i * 31 + j / 7).to_le_bytes()[0]));
         }
         let mut end = [0u8; 312];
         end[0] = 5;
@@ -951,7 +951,7 @@ mod tests {
             match &msgs[..] {
                 [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }, Response::Received { .. }] =>
                 {
-                    assert!(message.contains("is for snapshot GUID"), "{message}")
+                    assert!(message.contains("is for snapshot GUID"), "{message}");
                 }
                 other => panic!("piped={piped}: {other:?}"),
             }
@@ -1083,7 +1083,7 @@ mod tests {
         assert!(r.is_ok(), "{r:?}");
         match &msgs[..] {
             [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
-                assert!(message.contains("t/src@s2") && message.contains("already holds"), "{message}")
+                assert!(message.contains("t/src@s2") && message.contains("already holds"), "{message}");
             }
             other => panic!("{other:?}"),
         }
@@ -1265,7 +1265,7 @@ mod tests {
         assert!(r.is_ok());
         match &msgs[..] {
             [Response::Hello { .. }, Response::Error { code: ErrorCode::Refused, message }] => {
-                assert!(message.contains("not raw"), "{message}")
+                assert!(message.contains("not raw"), "{message}");
             }
             other => panic!("{other:?}"),
         }

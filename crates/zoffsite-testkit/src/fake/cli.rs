@@ -87,7 +87,7 @@ pub fn run(dir: &Path, zpool: bool, args: &[String]) -> i32 {
         Some(FaultAction::Truncate { bytes }) => truncate = Some(bytes),
         Some(FaultAction::Then { args }) => then = Some(args),
         Some(FaultAction::Reply { stdout, stderr, code }) => {
-            reply = Some(Out { stdout: stdout.into_bytes(), stderr, code, stream: None })
+            reply = Some(Out { stdout: stdout.into_bytes(), stderr, code, stream: None });
         }
         None => {}
     }
@@ -109,7 +109,7 @@ pub fn run(dir: &Path, zpool: bool, args: &[String]) -> i32 {
     let _ = stdout.write_all(&out.stdout);
     eprint!("{}", out.stderr);
     if let Some(s) = out.stream {
-        let cut = truncate.map_or(s.len(), |n| (n as usize).min(s.len()));
+        let cut = truncate.map_or(s.len(), |n| usize::try_from(n).unwrap_or(usize::MAX).min(s.len()));
         // In pieces, as a real send writes: a reader sees a stream, not
         // one block.
         for piece in s[..cut].chunks(64 << 10) {
@@ -387,7 +387,7 @@ fn all_props(w: &World, obj: &Obj) -> Vec<String> {
     match obj {
         Obj::Ds(d) => v.extend(w.datasets[d].props.keys().cloned()),
         Obj::Snap(d, s) => {
-            v.extend(w.snap(d, s).map(|x| x.props.keys().cloned().collect::<Vec<_>>()).unwrap_or_default())
+            v.extend(w.snap(d, s).map(|x| x.props.keys().cloned().collect::<Vec<_>>()).unwrap_or_default());
         }
         Obj::Mark(..) => {}
     }
@@ -395,6 +395,22 @@ fn all_props(w: &World, obj: &Obj) -> Vec<String> {
 }
 
 const NONE: &str = "18446744073709551615";
+
+// What only a filesystem has: `-` on a snapshot or a bookmark.
+const DATASET_ONLY: &[&str] = &[
+    "receive_resume_token",
+    "mounted",
+    "mountpoint",
+    "keystatus",
+    "snapshot_count",
+    "snapshot_limit",
+    "filesystem_limit",
+    "quota",
+    "refquota",
+    "canmount",
+    "readonly",
+    "keylocation",
+];
 
 /// One property of `obj`: its value as `-p` prints it, and its source
 /// (`local`, `inherited from X`, `default`, or `-`).
@@ -411,21 +427,6 @@ fn value(w: &World, obj: &Obj, prop: &str) -> Result<(String, String), String> {
         _ => None,
     };
     let is_ds = matches!(obj, Obj::Ds(_));
-    // What only a filesystem has: `-` on a snapshot or a bookmark.
-    const DATASET_ONLY: &[&str] = &[
-        "receive_resume_token",
-        "mounted",
-        "mountpoint",
-        "keystatus",
-        "snapshot_count",
-        "snapshot_limit",
-        "filesystem_limit",
-        "quota",
-        "refquota",
-        "canmount",
-        "readonly",
-        "keylocation",
-    ];
     if !is_ds && DATASET_ONLY.contains(&prop) {
         return dash();
     }
@@ -896,7 +897,7 @@ fn send_resume(w: &mut World, o: &Opts, token: &str) -> Result<Out, String> {
                 .ok_or_else(|| format!("cannot resume send: incremental source {:#x} no longer exists", t.fromguid))?,
         )
     };
-    let start = base.as_ref().map_or(0, |b| b.1) + t.got as usize;
+    let start = base.as_ref().map_or(0, |b| b.1) + usize::try_from(t.got).expect("a token offset in memory");
     let name = format!("{d}@{}", to.name);
     let key = if o.has('w') && t.raw { ds.key.as_ref() } else { None };
     let sub = Sub {

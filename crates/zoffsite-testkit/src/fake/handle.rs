@@ -94,8 +94,9 @@ impl FakeZfs {
         for name in ["zfs", "zpool"] {
             std::os::unix::fs::symlink(program, dir.path().join(name)).expect("link the fake");
         }
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let seed =
             super::world::mix(nanos ^ u64::from(std::process::id()) << 32 ^ MADE.fetch_add(1, Ordering::Relaxed));
         let fake = FakeZfs { dir };
@@ -279,7 +280,7 @@ impl FakeZfs {
     /// Plants a fault (see [`Fault`]).
     pub fn fault(&self, command: &str, matching: Option<&str>, nth: u64, action: FaultAction) -> &Self {
         self.world(|w| {
-            w.faults.push(Fault { command: command.into(), matching: matching.map(Into::into), nth, seen: 0, action })
+            w.faults.push(Fault { command: command.into(), matching: matching.map(Into::into), nth, seen: 0, action });
         });
         self
     }

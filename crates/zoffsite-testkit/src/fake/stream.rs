@@ -136,8 +136,8 @@ fn substream(out: &mut Vec<u8>, s: &Sub<'_>) {
         nvlist::pack(&NvList { pairs }, false)
     };
     let mut begin = encode_begin(features, SUBSTREAM, s.toguid, s.fromguid, s.toname, false);
-    put32(&mut begin, 4, body.len() as u32);
-    put64(&mut begin, 24, s.creation.max(0) as u64);
+    put32(&mut begin, 4, u32::try_from(body.len()).expect("a BEGIN payload fits"));
+    put64(&mut begin, 24, s.creation.max(0).unsigned_abs());
     out.extend_from_slice(&begin);
     out.extend_from_slice(&body);
     for &(index, c) in &s.chunks {
@@ -238,7 +238,7 @@ pub fn read(rec: &[u8], ours: bool) -> Result<Record, String> {
                 toname: String::from_utf8_lossy(&name[..end]).into_owned(),
                 toguid: get64(rec, 40),
                 fromguid: get64(rec, 48),
-                creation: get64(rec, 24) as i64,
+                creation: i64::try_from(get64(rec, 24)).unwrap_or(i64::MAX),
                 raw: features & FEATURE_RAW != 0,
                 resuming: features & FEATURE_RESUMING != 0,
                 key: Ok(None),
@@ -271,11 +271,14 @@ pub fn read(rec: &[u8], ours: bool) -> Result<Record, String> {
             if get64(rec, 8) != OBJECT || !offset.is_multiple_of(CHUNK_MAX as u64) || rec[50] != COMPRESS_OFF {
                 return Err("invalid stream (a WRITE record the fake did not write)".into());
             }
-            let chunk = Chunk { seed: get64(rec, 56), len: body.len() as u32 };
+            let chunk = Chunk { seed: get64(rec, 56), len: u32::try_from(body.len()).expect("a WRITE fits") };
             if payload(chunk) != body {
                 return Err("checksum mismatch or incomplete stream (a WRITE payload is not what was sent)".into());
             }
-            Ok(Record::Write { index: Some((offset / CHUNK_MAX as u64) as usize), chunk })
+            Ok(Record::Write {
+                index: Some(usize::try_from(offset / CHUNK_MAX as u64).expect("an index in memory")),
+                chunk,
+            })
         }
         DRR_END => Ok(Record::End { toguid: get64(rec, 40) }),
         _ => Ok(Record::Other),
@@ -292,7 +295,7 @@ fn opaque(b: &[u8]) -> Chunk {
         x[..w.len()].copy_from_slice(w);
         h = mix(h ^ u64::from_le_bytes(x));
     }
-    Chunk { seed: h, len: b.len() as u32 }
+    Chunk { seed: h, len: u32::try_from(b.len()).expect("a chunk fits") }
 }
 
 /// Whether the checksums of `sub` (one substream, BEGIN to END) are the

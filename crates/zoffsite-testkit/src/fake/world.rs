@@ -236,7 +236,7 @@ pub fn payload(c: Chunk) -> Vec<u8> {
 }
 
 fn bytes(seed: u64, n: usize) -> Vec<u8> {
-    payload(Chunk { seed, len: n as u32 })
+    payload(Chunk { seed, len: u32::try_from(n).expect("a chunk fits") })
 }
 
 impl World {
@@ -257,7 +257,9 @@ impl World {
 
     pub fn now(&self) -> i64 {
         self.clock.unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         })
     }
 
@@ -364,7 +366,7 @@ impl World {
         let mut seeds = Vec::new();
         while n > 0 {
             let len = n.min(CHUNK_MAX);
-            seeds.push(Chunk { seed: self.draw(), len: len as u32 });
+            seeds.push(Chunk { seed: self.draw(), len: u32::try_from(len).expect("a chunk fits") });
             n -= len;
         }
         self.ds_mut(ds)?.content.extend(seeds);

@@ -16,23 +16,23 @@ use zoffsite_exec::proto::server::{Fatal, Server};
 use zoffsite_exec::zfs::{SendFrom, Zfs};
 use zoffsite_testkit::FakeZfs;
 
-pub fn machine() -> FakeZfs {
+pub(crate) fn machine() -> FakeZfs {
     FakeZfs::with_program(Path::new(env!("CARGO_BIN_EXE_fake-zfs")))
 }
 
-pub fn ds(s: &str) -> Dataset {
+pub(crate) fn ds(s: &str) -> Dataset {
     Dataset::new(s).unwrap()
 }
 
-pub fn snap(s: &str) -> Snapshot {
+pub(crate) fn snap(s: &str) -> Snapshot {
     Snapshot::new(s).unwrap()
 }
 
-pub fn name(s: &str) -> SnapName {
+pub(crate) fn name(s: &str) -> SnapName {
     SnapName::new(s).unwrap()
 }
 
-pub fn guid(g: u64) -> Guid {
+pub(crate) fn guid(g: u64) -> Guid {
     Guid::new(g).unwrap()
 }
 
@@ -41,36 +41,36 @@ pub fn guid(g: u64) -> Guid {
 /// that receives twice into one dataset could find its own lock, just
 /// released, still bound. So the tests that serve run one at a time (as the
 /// server's own tests do).
-pub fn serial() -> MutexGuard<'static, ()> {
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A box: its machine, and the root `serve` is run with.
-pub struct BoxSide {
+pub(crate) struct BoxSide {
     pub fake: FakeZfs,
     pub root: Dataset,
 }
 
 impl BoxSide {
-    pub fn new(root: &str) -> BoxSide {
+    pub(crate) fn new(root: &str) -> BoxSide {
         let fake = machine();
         fake.box_root(root);
         BoxSide { fake, root: ds(root) }
     }
 
     /// Where the box keeps the source's `name` (a dataset or a snapshot).
-    pub fn at(&self, name: &str) -> String {
+    pub(crate) fn at(&self, name: &str) -> String {
         format!("{}/{name}", self.root)
     }
 
-    pub fn zfs(&self) -> Zfs {
+    pub(crate) fn zfs(&self) -> Zfs {
         Zfs::with_binary(self.fake.path())
     }
 
     /// Opens a session: the box's `Server` on a thread, the client over a
     /// pipe pair to it.
-    pub fn connect(&self) -> (Session, ServerEnd) {
+    pub(crate) fn connect(&self) -> (Session, ServerEnd) {
         let (to_box_r, to_box_w) = std::io::pipe().unwrap();
         let (from_box_r, from_box_w) = std::io::pipe().unwrap();
         let input = std::fs::File::from(std::os::fd::OwnedFd::from(to_box_r));
@@ -96,7 +96,7 @@ struct ServerThread {
 /// cut a pipe from another thread, so the stall and timeout guards are not
 /// exercised here (the client's own tests do that on a socket).
 #[derive(Clone)]
-pub struct ServerEnd(Arc<ServerThread>);
+pub(crate) struct ServerEnd(Arc<ServerThread>);
 
 impl Peer for ServerEnd {
     fn kill(&self) {}
@@ -122,28 +122,28 @@ impl Peer for ServerEnd {
 impl ServerEnd {
     /// How the server's session ended (after the client closed or dropped
     /// the session).
-    pub fn outcome(&self) -> Result<(), String> {
+    pub(crate) fn outcome(&self) -> Result<(), String> {
         self.end(Duration::ZERO);
         self.0.outcome.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or(Ok(()))
     }
 }
 
 /// A source: its machine, with an encrypted `tank/data` holding some data.
-pub fn source() -> FakeZfs {
+pub(crate) fn source() -> FakeZfs {
     let f = machine();
     f.create("tank/data", true).write("tank/data", 300_000);
     f
 }
 
 /// `zfs send -w [-i/-I/#FROM] SNAP` on the source, running.
-pub fn send(src: &FakeZfs, to: &str, from: Option<(&str, SendFrom)>) -> Running {
+pub(crate) fn send(src: &FakeZfs, to: &str, from: Option<(&str, SendFrom)>) -> Running {
     let z = Zfs::with_binary(src.path());
     let from = from.map(|(f, k)| (name(f), k));
     Running::with_stdout(&z.send_raw(&snap(to), from.as_ref().map(|(f, k)| (f, *k)))).unwrap()
 }
 
 /// A stream a compromised source crafted, sent as it is.
-pub fn crafted(bytes: &[u8]) -> (tempfile::NamedTempFile, Running) {
+pub(crate) fn crafted(bytes: &[u8]) -> (tempfile::NamedTempFile, Running) {
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), bytes).unwrap();
     let r = Running::with_stdout(&Cmd::new("cat").arg(f.path())).unwrap();
@@ -151,7 +151,7 @@ pub fn crafted(bytes: &[u8]) -> (tempfile::NamedTempFile, Running) {
 }
 
 /// The request to receive the source's `ds@name` (GUID `to`) from `from`.
-pub fn receive(dataset: &str, snapshot: &str, to: u64, from: Option<u64>) -> Request {
+pub(crate) fn receive(dataset: &str, snapshot: &str, to: u64, from: Option<u64>) -> Request {
     Request::Receive {
         dataset: ds(dataset),
         snapshot: name(snapshot),

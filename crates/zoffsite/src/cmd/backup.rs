@@ -17,7 +17,7 @@ use crate::cmd::common;
 use crate::exit::{Code as _, Exit};
 use crate::ui::Ui;
 
-pub fn run(args: BackupArgs) -> Exit {
+pub(crate) fn run(args: &BackupArgs) -> Exit {
     let cfg = match common::config_or_exit(&args.config) {
         Ok(c) => c,
         Err(code) => return code,

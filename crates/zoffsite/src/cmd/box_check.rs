@@ -33,7 +33,7 @@ use crate::cmd::common;
 use crate::exit::{Code as _, Exit};
 use crate::ui::Ui;
 
-pub fn run(args: BoxCheckArgs) -> Exit {
+pub(crate) fn run(args: &BoxCheckArgs) -> Exit {
     let mut ui = Ui::new(args.json, true);
     let cfg = match boxstate::load_config(&args.config) {
         Ok(c) => c,
@@ -117,7 +117,7 @@ pub fn run(args: BoxCheckArgs) -> Exit {
         ui.say(format_args!(
             "ok: {} dataset(s) under {root} received within {}; pool {} is ONLINE",
             datasets.unwrap_or(0),
-            boxside::fmt_secs(cfg.max_age.as_secs() as i64),
+            boxside::fmt_secs(i64::try_from(cfg.max_age.as_secs()).unwrap_or(i64::MAX)),
             root.pool()
         ));
         None

@@ -13,9 +13,9 @@ use crate::cli::BoxInitArgs;
 use crate::exit::Exit;
 use crate::ui::Ui;
 
-pub fn run(args: BoxInitArgs) -> Exit {
+pub(crate) fn run(args: &BoxInitArgs) -> Exit {
     let mut ui = Ui::new(false, args.dry_run);
-    box_init(&args, &mut ui);
+    box_init(args, &mut ui);
     ui.exit()
 }
 

@@ -31,7 +31,7 @@ fn when(t: Option<i64>) -> String {
         .map_or_else(|| "receive time unknown".into(), |t| format!("received {t}"))
 }
 
-pub fn run(args: BoxPruneArgs) -> Exit {
+pub(crate) fn run(args: &BoxPruneArgs) -> Exit {
     let mut ui = Ui::new(args.json, args.dry_run);
     let cfg = match boxstate::load_config(&args.config) {
         Ok(c) => c,
@@ -87,7 +87,7 @@ pub fn run(args: BoxPruneArgs) -> Exit {
         Err(e) => {
             ui.err(Exit::Error, format_args!("box prune refused, nothing is destroyed: {e}"));
             if args.json {
-                print_json(&args, now, root, &[], Some(&e.to_string()), ui.exit());
+                print_json(args, now, root, &[], Some(&e.to_string()), ui.exit());
             }
             return ui.exit();
         }
@@ -98,7 +98,7 @@ pub fn run(args: BoxPruneArgs) -> Exit {
         Err(BoxError::Clock(e)) => {
             ui.err(Exit::Error, format_args!("box prune refused: {e}"));
             if args.json {
-                print_json(&args, now, root, &[], Some(&e.to_string()), ui.exit());
+                print_json(args, now, root, &[], Some(&e.to_string()), ui.exit());
             }
             return ui.exit();
         }
@@ -121,7 +121,7 @@ pub fn run(args: BoxPruneArgs) -> Exit {
         }
     }
     if args.json {
-        print_json(&args, now, root, &decisions, None, ui.exit());
+        print_json(args, now, root, &decisions, None, ui.exit());
     }
     ui.exit()
 }

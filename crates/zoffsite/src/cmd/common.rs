@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use zoffsite_core::config::Config;
 
 /// Reads and validates the config, and checks that the files it names exist.
-pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "cannot read config file {}: create it (see README.md, \"Quick start\") or pass another with -c FILE",
@@ -36,7 +36,7 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
 }
 
 /// [`load_config`], printing the error and giving the exit code on failure.
-pub fn config_or_exit(path: &Path) -> Result<Config, crate::exit::Exit> {
+pub(crate) fn config_or_exit(path: &Path) -> Result<Config, crate::exit::Exit> {
     load_config(path).map_err(|e| {
         eprintln!("zoffsite: {e:#}");
         crate::exit::Exit::Usage
@@ -45,7 +45,7 @@ pub fn config_or_exit(path: &Path) -> Result<Config, crate::exit::Exit> {
 
 /// Lists every filesystem and volume under the configured roots (only
 /// there) and applies the selection ([`zoffsite_exec::selection::list`]).
-pub fn list_selection(
+pub(crate) fn list_selection(
     cfg: &Config,
     zfs: &zoffsite_exec::zfs::Zfs,
     config_path: &Path,
@@ -54,13 +54,13 @@ pub fn list_selection(
 }
 
 /// Parses `--now` (RFC 3339, e.g. `2026-11-26T07:30:00Z`).
-pub fn parse_now(s: &str) -> Result<jiff::Timestamp, String> {
+pub(crate) fn parse_now(s: &str) -> Result<jiff::Timestamp, String> {
     s.parse().map_err(|e| format!("--now {s:?} is not a time ({e}); write it like 2026-11-26T07:30:00Z"))
 }
 
 /// `--now`, or the clock; and whether it is `--now` (a what-if run, which
 /// records nothing on the box).
-pub fn now_or_clock(now: Option<&str>) -> Result<(jiff::Timestamp, bool), String> {
+pub(crate) fn now_or_clock(now: Option<&str>) -> Result<(jiff::Timestamp, bool), String> {
     match now {
         Some(t) => parse_now(t).map(|t| (t, true)),
         None => Ok((jiff::Timestamp::now(), false)),
@@ -69,7 +69,7 @@ pub fn now_or_clock(now: Option<&str>) -> Result<(jiff::Timestamp, bool), String
 
 /// The run lock for a run that changes things; none for a dry run, which
 /// changes nothing and may look while a real run works.
-pub fn lock_unless_dry_run(
+pub(crate) fn lock_unless_dry_run(
     config: &Path,
     dry_run: bool,
 ) -> Result<Option<zoffsite_exec::lock::RunLock>, crate::exit::Exit> {
@@ -81,7 +81,7 @@ pub fn lock_unless_dry_run(
 }
 
 /// Takes this config's run lock, or says who holds it.
-pub fn lock(config: &Path) -> Result<zoffsite_exec::lock::RunLock, crate::exit::Exit> {
+pub(crate) fn lock(config: &Path) -> Result<zoffsite_exec::lock::RunLock, crate::exit::Exit> {
     use zoffsite_exec::lock;
     match lock::acquire_default(config) {
         Ok(l) => Ok(l),

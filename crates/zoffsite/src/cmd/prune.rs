@@ -15,7 +15,7 @@ use crate::cmd::common;
 use crate::exit::{Code as _, Exit};
 use crate::ui::Ui;
 
-pub fn run(args: PruneArgs) -> Exit {
+pub(crate) fn run(args: &PruneArgs) -> Exit {
     let cfg = match common::config_or_exit(&args.config) {
         Ok(c) => c,
         Err(code) => return code,

@@ -17,7 +17,7 @@ use crate::cli::{ApplyProperties, RestoreArgs};
 use crate::exit::Exit;
 use crate::ui::Ui;
 
-pub fn run(args: RestoreArgs) -> Exit {
+pub(crate) fn run(args: &RestoreArgs) -> Exit {
     let mut ui = Ui::new(false, args.dry_run);
     let origin = match (&args.target, &args.from_pool) {
         (Some(name), None) => {

@@ -16,7 +16,7 @@ use zoffsite_exec::zfs::Zfs;
 use crate::cli::ServeArgs;
 use crate::exit::Exit;
 
-pub fn run(args: ServeArgs) -> Exit {
+pub(crate) fn run(args: ServeArgs) -> Exit {
     if let Ok(asked) = std::env::var("SSH_ORIGINAL_COMMAND") {
         // The client may ask for anything; the forced command decides.
         tracing::info!(asked = %protocol::sanitize(&asked, 200), "ignoring the command the client asked for");

@@ -27,14 +27,14 @@ struct TargetStatus {
     datasets: Vec<DatasetStatus>,
 }
 
-pub fn run(args: StatusArgs) -> Exit {
+pub(crate) fn run(args: &StatusArgs) -> Exit {
     let cfg = match common::config_or_exit(&args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let mut ui = Ui::new(args.json, true);
     let now = jiff::Timestamp::now().as_second();
-    let targets = status(&cfg, &args, &Zfs::new(), now, &mut ui);
+    let targets = status(&cfg, args, &Zfs::new(), now, &mut ui);
     if ui.json() {
         let doc = serde_json::json!({
             "now": now,
@@ -123,7 +123,7 @@ fn fill_behind(zfs: &Zfs, rows: &mut [DatasetStatus]) {
 
 fn print_table(targets: &[TargetStatus]) {
     for t in targets {
-        println!("target {} (max_age {}):", t.name, age(t.max_age as i64));
+        println!("target {} (max_age {}):", t.name, age(i64::try_from(t.max_age).unwrap_or(i64::MAX)));
         if let Some(e) = &t.error {
             println!("  UNREACHABLE: {e}");
             continue;

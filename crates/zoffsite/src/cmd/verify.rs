@@ -45,14 +45,14 @@ struct TargetVerify {
     datasets: Vec<DatasetCheck>,
 }
 
-pub fn run(args: VerifyArgs) -> Exit {
+pub(crate) fn run(args: &VerifyArgs) -> Exit {
     let cfg = match common::config_or_exit(&args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let mut ui = Ui::new(args.json, true);
     if args.drill {
-        let d = drill(&cfg, &args, &Zfs::new(), &mut ui);
+        let d = drill(&cfg, args, &Zfs::new(), &mut ui);
         if ui.json() {
             let doc = DrillJson {
                 drill: d.as_ref().map(|d| DrillDoc {
@@ -68,7 +68,7 @@ pub fn run(args: VerifyArgs) -> Exit {
         }
         return ui.exit();
     }
-    let targets = verify(&cfg, &args, &Zfs::new(), &mut ui);
+    let targets = verify(&cfg, args, &Zfs::new(), &mut ui);
     if ui.json() {
         let doc = serde_json::json!({ "targets": targets, "errors": ui.errors(), "exit_code": ui.exit().code() });
         println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));

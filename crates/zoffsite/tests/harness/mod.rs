@@ -323,7 +323,7 @@ pub(crate) fn box_cmd(sub: &str, cfg: &Path, extra: &[&str]) -> Output {
 }
 
 pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().try_into().unwrap()
 }
 
 pub(crate) fn rfc3339(t: i64) -> String {
@@ -402,7 +402,7 @@ pub(crate) fn box_init(w: &World) -> (BoxUser, [Output; 3]) {
         argv.extend_from_slice(extra);
         run(&argv)
     };
-    let _g = BOX_INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = BOX_INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dry = init(&["--dry-run"]);
     let first = init(&[]);
     let user = BoxUser {
@@ -429,6 +429,6 @@ pub(crate) fn box_init_again(w: &World, user: &BoxUser, extra: &[&str]) -> Outpu
         ak.to_str().unwrap(),
     ]);
     argv.extend_from_slice(extra);
-    let _g = BOX_INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = BOX_INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     run(&argv)
 }
