@@ -231,15 +231,6 @@ set_forced_command() {
 }
 set_forced_command
 
-# The ssh argv zoffsite uses (crates/zoffsite-exec/src/ssh.rs), with the bench
-# key: same client options, same (default) ciphers, so the bare pipe differs
-# from zoffsite only by zoffsite itself.
-SSH_BARE=(ssh -F none -T -x -a -e none -o BatchMode=yes -o IdentitiesOnly=yes -i "$BENCH_KEY"
-	-o "UserKnownHostsFile=$KNOWN_HOSTS" -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes
-	-o UpdateHostKeys=no -o CheckHostIP=no -o ClearAllForwardings=yes -o ControlMaster=no -o ControlPath=none
-	-o PasswordAuthentication=no -o KbdInteractiveAuthentication=no -o ConnectTimeout=15
-	-o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o LogLevel=ERROR -p 22 -l root -- "$BOX_ADDR")
-ip netns exec "$HOME_NS" "${SSH_BARE[@]}" true </dev/null || die "the bench key cannot log in to the box"
 
 # syncoid as one would run it against this box: existing snapshots only (it
 # must not add its own, so both tools replicate the same snapshots), raw,
@@ -373,6 +364,42 @@ run_scenario() {
 		record "${name}_harness" "error (exit $rc)"
 	fi
 }
+
+# ---------------------------------------------------------------------------
+# The bare pipe's ssh: the argv zoffsite itself runs (its one owner is
+# crates/zoffsite-exec/src/ssh.rs), asked of zoffsite: a `status` run finds
+# an `ssh` first in PATH that only writes down its arguments. Then the bench
+# key replaces the source's (`-i`) and zoffsite's remote command is left
+# off, so the bare pipe differs from zoffsite only by zoffsite itself: same
+# client options, same (default) ciphers.
+ssh_argv_of_zoffsite() {
+	local shim=$WORK/argv-shim
+	mkdir -p "$shim"
+	printf '#!/bin/sh\nfor a in "$@"; do printf "%%s\\0" "$a"; done >"%s"\nexit 255\n' "$WORK/ssh-argv" >"$shim/ssh"
+	chmod +x "$shim/ssh"
+	create_encrypted argv-probe
+	write_config "$WORK/argv.toml" "$SRC/argv-probe"
+	PATH="$shim:$PATH" "$ZOFFSITE_BIN" status -c "$WORK/argv.toml" >/dev/null 2>&1 || true
+	[[ -s $WORK/ssh-argv ]] || die "zoffsite status ran no ssh"
+	local -a got
+	mapfile -d '' got <"$WORK/ssh-argv"
+	((${#got[@]} > 2)) || die "zoffsite's ssh argv is too short: ${got[*]}"
+	SSH_BARE=(ssh)
+	local i
+	for ((i = 0; i < ${#got[@]} - 1; i++)); do
+		if [[ ${got[i]} == -i ]]; then
+			SSH_BARE+=(-i "$BENCH_KEY")
+			((i++))
+		else
+			SSH_BARE+=("${got[i]}")
+		fi
+	done
+	[[ ${got[-1]} == "zoffsite serve" ]] || die "zoffsite's ssh argv does not end with its remote command: ${got[*]}"
+	zfs destroy -r "$SRC/argv-probe"
+}
+ssh_argv_of_zoffsite
+record ssh_argv "${SSH_BARE[*]}"
+ip netns exec "$HOME_NS" "${SSH_BARE[@]}" true </dev/null || die "the bench key cannot log in to the box"
 
 # ---------------------------------------------------------------------------
 # calibration: what one process start and one SSH login cost in this VM right

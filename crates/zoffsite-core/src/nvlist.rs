@@ -477,7 +477,7 @@ mod tests {
     /// The BEGIN payload of the substream BEGIN record at `at`.
     fn payload(stream: &[u8], at: usize) -> &[u8] {
         let len = u32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
-        &stream[at + 312..at + 312 + len]
+        &stream[at + crate::records::RECORD_LEN..at + crate::records::RECORD_LEN + len]
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::io::IsTerminal as _;
 
 use zoffsite_exec::events::{Events, Progress};
 
-use crate::exit::Exit;
+use crate::exit::{Code as _, Exit};
 
 /// A command's reporter; see the module docs.
 #[derive(Debug)]
@@ -66,6 +66,18 @@ impl Ui {
 
     /// The worst outcome reported so far.
     pub(crate) fn exit(&self) -> Exit {
+        self.worst
+    }
+
+    /// Ends a command that stopped before it had anything else to report
+    /// (a bad config, the lock held, nothing listed): with `--json`, its
+    /// document is then only `{"errors": [...], "exit_code": N}`
+    /// (docs/json.md), so a monitor reading stdout always gets JSON.
+    pub(crate) fn bail(&self) -> Exit {
+        if self.json {
+            let doc = serde_json::json!({ "errors": self.errors, "exit_code": self.worst.code() });
+            println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
+        }
         self.worst
     }
 
@@ -135,5 +147,6 @@ mod tests {
         ui.err(Exit::Partial, "third");
         assert_eq!(ui.exit(), Exit::Target);
         assert_eq!(ui.errors(), ["first", "second 2", "third"]);
+        assert_eq!(ui.bail(), Exit::Target, "bail keeps the worst outcome");
     }
 }

@@ -738,6 +738,7 @@ mod tests {
     //! in `zoffsite-testkit`'s tests.
     use super::*;
     use std::io::Cursor;
+    use zoffsite_core::records::RECORD_LEN;
     use zoffsite_core::stream::{encode_begin, FEATURE_RAW};
     use zoffsite_testkit::fake::world::{FaultAction, Snap};
     use zoffsite_testkit::FakeZfs;
@@ -890,11 +891,11 @@ mod tests {
     /// whose payloads are large enough to be spliced. `foreign_at` puts a
     /// WRITE for another snapshot GUID at that position.
     fn big_stream(writes: usize, foreign_at: Option<usize>) -> (Vec<u8>, usize) {
-        let begin = 312 + u32::from_le_bytes(RAW_FULL[4..8].try_into().unwrap()) as usize;
+        let begin = RECORD_LEN + u32::from_le_bytes(RAW_FULL[4..8].try_into().unwrap()) as usize;
         let mut s = RAW_FULL[..begin].to_vec();
         let mut foreign_offset = 0;
         for i in 0..writes {
-            let mut r = [0u8; 312];
+            let mut r = [0u8; RECORD_LEN];
             r[0] = 3; // WRITE
             let toguid = if foreign_at == Some(i) { S1 + 1 } else { S1 };
             r[32..40].copy_from_slice(&(128u64 << 10).to_le_bytes()); // logical size
@@ -907,7 +908,7 @@ mod tests {
             s.extend_from_slice(&r);
             s.extend((0..128usize << 10).map(|j| (i * 31 + j / 7).to_le_bytes()[0]));
         }
-        let mut end = [0u8; 312];
+        let mut end = [0u8; RECORD_LEN];
         end[0] = 5;
         end[40..48].copy_from_slice(&S1.to_le_bytes());
         s.extend_from_slice(&end);
@@ -984,7 +985,7 @@ mod tests {
 
     fn key_of(stream: &[u8]) -> KeyWrap {
         let len = u32::from_le_bytes(stream[4..8].try_into().unwrap()) as usize;
-        KeyWrap::from_begin_payload(&stream[312..312 + len]).unwrap()
+        KeyWrap::from_begin_payload(&stream[RECORD_LEN..RECORD_LEN + len]).unwrap()
     }
 
     #[test]
@@ -1037,7 +1038,7 @@ mod tests {
         use zoffsite_core::nvlist::{pack, unpack};
         use zoffsite_core::records::craft;
         let len = u32::from_le_bytes(RESUMED_INCR[4..8].try_into().unwrap()) as usize;
-        let theirs = unpack(&RESUMED_INCR[312..312 + len]).unwrap();
+        let theirs = unpack(&RESUMED_INCR[RECORD_LEN..RECORD_LEN + len]).unwrap();
         let theirs = theirs.pairs.into_iter().find(|(n, _)| n == "crypt_keydata").unwrap();
         craft::with_begin_payloads(RAW_I, |i, p| {
             let mut top = unpack(p).unwrap();

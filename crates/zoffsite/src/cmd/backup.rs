@@ -18,14 +18,9 @@ use crate::exit::{Code as _, Exit};
 use crate::ui::Ui;
 
 pub(crate) fn run(args: &BackupArgs) -> Exit {
-    let cfg = match common::config_or_exit(&args.config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let _lock = match common::lock_unless_dry_run(&args.config, args.dry_run) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
+    let mut ui = Ui::new(args.json, args.dry_run);
+    let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
+    let Some(_lock) = common::lock_unless_dry_run(&args.config, args.dry_run, &mut ui) else { return ui.bail() };
     let opts = Options {
         dry_run: args.dry_run,
         force_snapshot: args.force_snapshot,
@@ -33,7 +28,6 @@ pub(crate) fn run(args: &BackupArgs) -> Exit {
         now: jiff::Timestamp::now(),
         connect: Arc::new(Session::connect),
     };
-    let mut ui = Ui::new(args.json, args.dry_run);
     let mut report = replicate::backup(&cfg, &Zfs::new(), &opts, &mut ui);
     report.exit_code = ui.exit().code();
     if args.json {

@@ -39,14 +39,14 @@ pub(crate) fn run(args: &BoxCheckArgs) -> Exit {
         Ok(c) => c,
         Err(e) => {
             ui.err(Exit::Usage, e);
-            return ui.exit();
+            return ui.bail();
         }
     };
     let (now, fake_now) = match common::now_or_clock(args.now.as_deref()) {
         Ok(x) => x,
         Err(e) => {
             ui.err(Exit::Usage, e);
-            return ui.exit();
+            return ui.bail();
         }
     };
     let zfs = Zfs::new();

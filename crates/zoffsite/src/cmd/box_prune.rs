@@ -37,7 +37,7 @@ pub(crate) fn run(args: &BoxPruneArgs) -> Exit {
         Ok(c) => c,
         Err(e) => {
             ui.err(Exit::Usage, e);
-            return ui.exit();
+            return ui.bail();
         }
     };
     let Some(policy) = cfg.keep else {
@@ -48,19 +48,16 @@ pub(crate) fn run(args: &BoxPruneArgs) -> Exit {
                 args.config.display()
             ),
         );
-        return ui.exit();
+        return ui.bail();
     };
     let (now, fake_now) = match common::now_or_clock(args.now.as_deref()) {
         Ok(x) => x,
         Err(e) => {
             ui.err(Exit::Usage, e);
-            return ui.exit();
+            return ui.bail();
         }
     };
-    let _lock = match common::lock_unless_dry_run(&args.config, args.dry_run) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
+    let Some(_lock) = common::lock_unless_dry_run(&args.config, args.dry_run, &mut ui) else { return ui.bail() };
     let zfs = Zfs::new();
     let root = &cfg.root;
     // Gather.
@@ -68,18 +65,18 @@ pub(crate) fn run(args: &BoxPruneArgs) -> Exit {
         Ok(s) => s,
         Err(e @ ZfsError::NotFound { .. }) => {
             ui.err(Exit::Usage, format_args!("box root {root} ({e}); fix root in {}", args.config.display()));
-            return ui.exit();
+            return ui.bail();
         }
         Err(e) => {
             ui.err(Exit::Error, format_args!("box prune: cannot list snapshots under {root}: {e}"));
-            return ui.exit();
+            return ui.bail();
         }
     };
     let last = match boxstate::lastrun(&zfs, root, &mut ui) {
         Ok(l) => l,
         Err(e) => {
             ui.err(Exit::Error, format_args!("box prune: cannot read {} on {root}: {e}", boxside::LASTRUN_PROPERTY));
-            return ui.exit();
+            return ui.bail();
         }
     };
     let journal = match boxstate::load_journal(&zfs, &cfg, &mut ui) {
@@ -104,7 +101,7 @@ pub(crate) fn run(args: &BoxPruneArgs) -> Exit {
         }
         Err(e @ BoxError::Policy(_)) => {
             ui.err(Exit::Usage, format_args!("{}: {e}", args.config.display()));
-            return ui.exit();
+            return ui.bail();
         }
     };
     // Show (dry run: every decision; otherwise what is destroyed).

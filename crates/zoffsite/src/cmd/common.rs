@@ -4,6 +4,10 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use zoffsite_core::config::Config;
+use zoffsite_exec::lock::{self, RunLock};
+
+use crate::exit::Exit;
+use crate::ui::Ui;
 
 /// Reads and validates the config, and checks that the files it names exist.
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
@@ -35,12 +39,9 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-/// [`load_config`], printing the error and giving the exit code on failure.
-pub(crate) fn config_or_exit(path: &Path) -> Result<Config, crate::exit::Exit> {
-    load_config(path).map_err(|e| {
-        eprintln!("zoffsite: {e:#}");
-        crate::exit::Exit::Usage
-    })
+/// [`load_config`], reporting a failure through `ui` (exit code 2).
+pub(crate) fn config(path: &Path, ui: &mut Ui) -> Option<Config> {
+    load_config(path).map_err(|e| ui.err(Exit::Usage, format_args!("{e:#}"))).ok()
 }
 
 /// Lists every filesystem and volume under the configured roots (only
@@ -67,31 +68,28 @@ pub(crate) fn now_or_clock(now: Option<&str>) -> Result<(jiff::Timestamp, bool),
     }
 }
 
-/// The run lock for a run that changes things; none for a dry run, which
-/// changes nothing and may look while a real run works.
-pub(crate) fn lock_unless_dry_run(
-    config: &Path,
-    dry_run: bool,
-) -> Result<Option<zoffsite_exec::lock::RunLock>, crate::exit::Exit> {
+/// The run lock for a run that changes things (`Some(None)` for a dry run,
+/// which changes nothing and may look while a real run works); `None`
+/// when it cannot be taken, reported through `ui`.
+pub(crate) fn lock_unless_dry_run(config: &Path, dry_run: bool, ui: &mut Ui) -> Option<Option<RunLock>> {
     if dry_run {
-        Ok(None)
+        Some(None)
     } else {
-        lock(config).map(Some)
+        lock(config, ui).map(Some)
     }
 }
 
-/// Takes this config's run lock, or says who holds it.
-pub(crate) fn lock(config: &Path) -> Result<zoffsite_exec::lock::RunLock, crate::exit::Exit> {
-    use zoffsite_exec::lock;
+/// Takes this config's run lock, or says who holds it (exit code 5).
+pub(crate) fn lock(config: &Path, ui: &mut Ui) -> Option<RunLock> {
     match lock::acquire_default(config) {
-        Ok(l) => Ok(l),
+        Ok(l) => Some(l),
         Err(e @ lock::LockError::Busy { .. }) => {
-            eprintln!("zoffsite: {e}");
-            Err(crate::exit::Exit::Busy)
+            ui.err(Exit::Busy, e);
+            None
         }
         Err(e) => {
-            eprintln!("zoffsite: {e}");
-            Err(crate::exit::Exit::Error)
+            ui.err(Exit::Error, e);
+            None
         }
     }
 }

@@ -16,10 +16,8 @@ use crate::exit::{Code as _, Exit};
 use crate::ui::Ui;
 
 pub(crate) fn run(args: &PruneArgs) -> Exit {
-    let cfg = match common::config_or_exit(&args.config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let mut ui = Ui::new(args.json, args.dry_run);
+    let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
     let Some(policy) = cfg.source.keep else {
         eprintln!(
             "zoffsite: {}: source.keep is not configured, so nothing is ever pruned; add e.g.\n[source.keep]\nlast = 24\ndaily = 7",
@@ -37,12 +35,8 @@ pub(crate) fn run(args: &PruneArgs) -> Exit {
         },
         None => jiff::Timestamp::now(),
     };
-    let _lock = match common::lock_unless_dry_run(&args.config, args.dry_run) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
+    let Some(_lock) = common::lock_unless_dry_run(&args.config, args.dry_run, &mut ui) else { return ui.bail() };
     let zfs = Zfs::new();
-    let mut ui = Ui::new(args.json, args.dry_run);
     let sel = match common::list_selection(&cfg, &zfs, &args.config) {
         Ok((sel, missing)) => {
             for m in missing {
@@ -52,7 +46,7 @@ pub(crate) fn run(args: &PruneArgs) -> Exit {
         }
         Err(e) => {
             ui.err(Exit::Error, format_args!("cannot list the configured datasets: {e}"));
-            return ui.exit();
+            return ui.bail();
         }
     };
     let how = Prune { policy: &policy, now, dry_run: args.dry_run };

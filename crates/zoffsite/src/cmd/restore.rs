@@ -21,30 +21,27 @@ pub(crate) fn run(args: &RestoreArgs) -> Exit {
     let mut ui = Ui::new(false, args.dry_run);
     let origin = match (&args.target, &args.from_pool) {
         (Some(name), None) => {
-            let cfg = match super::common::config_or_exit(&args.config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
+            let Some(cfg) = super::common::config(&args.config, &mut ui) else { return ui.bail() };
             let Some(target) = cfg.targets.iter().find(|t| t.name == *name) else {
                 let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
                 ui.err(
                     Exit::Usage,
                     format_args!("no target {name:?} in {}; its targets: {}", args.config.display(), names.join(", ")),
                 );
-                return ui.exit();
+                return ui.bail();
             };
             match Session::connect(target) {
                 Ok(s) => Origin::Box(Box::new(s)),
                 Err(e) => {
                     ui.err(Exit::Target, format_args!("target {name}: {e}"));
-                    return ui.exit();
+                    return ui.bail();
                 }
             }
         }
         (None, Some(root)) => Origin::Pool(root.clone()),
         _ => {
             ui.err(Exit::Usage, "restore from either --target NAME (over the network) or --from-pool POOL/ROOT (the box's disk, imported here)");
-            return ui.exit();
+            return ui.bail();
         }
     };
     let opts = Options {

@@ -28,11 +28,8 @@ struct TargetStatus {
 }
 
 pub(crate) fn run(args: &StatusArgs) -> Exit {
-    let cfg = match common::config_or_exit(&args.config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
     let mut ui = Ui::new(args.json, true);
+    let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
     let now = jiff::Timestamp::now().as_second();
     let targets = status(&cfg, args, &Zfs::new(), now, &mut ui);
     if ui.json() {

@@ -46,11 +46,8 @@ struct TargetVerify {
 }
 
 pub(crate) fn run(args: &VerifyArgs) -> Exit {
-    let cfg = match common::config_or_exit(&args.config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
     let mut ui = Ui::new(args.json, true);
+    let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
     if args.drill {
         let d = drill(&cfg, args, &Zfs::new(), &mut ui);
         if ui.json() {
