@@ -1,16 +1,4 @@
-//! The harness the end-to-end tests share. Each area's test file
-//! (`tests/e2e_*.rs`; the areas are listed in `e2e/README.md`) includes it
-//! with `mod harness;` and is a test binary of its own, so that one area
-//! can be run alone (`scripts/e2e --area NAME`).
-//!
-//! The tests need root and a kernel with ZFS, so they are `#[ignore]`d in a
-//! plain `cargo test`; `make e2e` (`scripts/e2e`) runs every area, one after
-//! the other, inside one boot of the project's QEMU VM (see `vm/README.md`),
-//! and on a Linux host that has ZFS loaded they run as is:
-//!
-//! ```text
-//! sudo cargo test -p zoffsite --test e2e_restore -- --ignored
-//! ```
+//! The harness the end-to-end tests share (every area's module uses it).
 //!
 //! Each test builds its own world: two pools on sparse files with unique
 //! names, and the `e2e/topology.sh` network (a "home" namespace for the
@@ -20,11 +8,6 @@
 //! torn down on drop, also when a test fails. Here too: the box user
 //! `box init` makes, box configs, and the helpers that run commands and read
 //! ZFS back.
-
-// Each area's binary compiles this whole module but uses only part of it
-// (the restore tests make no box user, the box tests restore nothing):
-// what one binary leaves unused is used by another.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -4,14 +4,13 @@
 //! box; a snapshot destroyed while the run is under way.
 //!
 //! Needs root and real OpenZFS: `scripts/e2e --area faults` (see
-//! `harness/mod.rs` and `e2e/README.md`).
+//! `harness.rs` and `e2e/README.md`).
 
-mod harness;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use harness::*;
+use crate::harness::*;
 
 /// Bad input: one clear line, non-zero exit, nothing changed on either side
 /// (an unreachable box leaves the box unchanged; the source still snapshots).

@@ -4,9 +4,8 @@
 //! while drills mount privately.
 //!
 //! Needs root and real OpenZFS: `scripts/e2e --area restore` (see
-//! `harness/mod.rs` and `e2e/README.md`).
+//! `harness.rs` and `e2e/README.md`).
 
-mod harness;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
@@ -15,7 +14,7 @@ use std::process::Output;
 
 use zoffsite_core::boxside::KEYWRAP_PROPERTY;
 
-use harness::*;
+use crate::harness::*;
 
 /// `zoffsite restore` at home from the world's box (`--target friend`).
 fn restore_from_friend(w: &World, cfg: &Path, args: &[&str]) -> Output {

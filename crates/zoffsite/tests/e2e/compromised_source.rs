@@ -5,16 +5,15 @@
 //! not appending, with `serve` as the unprivileged box user.
 //!
 //! Needs root and real OpenZFS: `scripts/e2e --area compromised_source`
-//! (see `harness/mod.rs` and `e2e/README.md`).
+//! (see `harness.rs` and `e2e/README.md`).
 
-mod harness;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use zoffsite_core::boxside::KEYWRAP_PROPERTY;
 
-use harness::*;
+use crate::harness::*;
 
 /// Whatever the client asks to run, the forced command only speaks the
 /// protocol: destroy and touch run nowhere.

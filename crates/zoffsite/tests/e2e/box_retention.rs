@@ -4,11 +4,10 @@
 //! switch and its notify program).
 //!
 //! Needs root and real OpenZFS: `scripts/e2e --area box_retention` (see
-//! `harness/mod.rs` and `e2e/README.md`).
+//! `harness.rs` and `e2e/README.md`).
 
-mod harness;
 
-use harness::*;
+use crate::harness::*;
 
 /// Box retention by receive time: with `last = 1` and no `min_age` only the
 /// newest survives, a dry run lists every snapshot with its reason and

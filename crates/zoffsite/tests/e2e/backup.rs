@@ -5,13 +5,12 @@
 //! two runs at once and odd dataset names; `status` as a monitoring check.
 //!
 //! Needs root and real OpenZFS: `scripts/e2e --area backup` (see
-//! `harness/mod.rs` and `e2e/README.md`).
+//! `harness.rs` and `e2e/README.md`).
 
-mod harness;
 
 use std::path::Path;
 
-use harness::*;
+use crate::harness::*;
 
 /// The issue's own scenario: `tank/data` with children, `games` excluded.
 /// Full, then incremental; the box keeps both snapshots, with the source's

@@ -4,15 +4,14 @@
 //! box that lies or babbles cannot hang, crash or fool the source.
 //!
 //! Needs root and real OpenZFS: `scripts/e2e --area hostile_box` (see
-//! `harness/mod.rs` and `e2e/README.md`).
+//! `harness.rs` and `e2e/README.md`).
 
-mod harness;
 
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use harness::*;
+use crate::harness::*;
 
 /// Whether `needle` occurs anywhere in the file (read in chunks, with
 /// overlap, so a match across a chunk boundary is found).

@@ -4,14 +4,13 @@
 //! receive under delegation, and the snapshot, filesystem and space limits.
 //!
 //! Needs root and real OpenZFS: `scripts/e2e --area box_init` (see
-//! `harness/mod.rs` and `e2e/README.md`).
+//! `harness.rs` and `e2e/README.md`).
 
-mod harness;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use harness::*;
+use crate::harness::*;
 
 /// The source's ssh to the box as `user`, with its key and pinned host key:
 /// `ssh OPTS... USER@BOX [COMMAND]`.
