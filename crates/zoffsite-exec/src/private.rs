@@ -208,8 +208,8 @@ pub struct Owner {
 }
 
 /// Replaces `name` in `dir` with `bytes`, atomically (see the module's
-/// invariants), with `mode` whatever the umask, owned by `owner` when
-/// given. A symlink at `name` is replaced itself, never followed.
+/// invariants), created with `mode` (the umask can only narrow it), owned
+/// by `owner` when given. A symlink at `name` is replaced itself, never followed.
 pub fn replace(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Option<Owner>) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = dir.as_fd();
@@ -218,7 +218,7 @@ pub fn replace(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Optio
         .find_map(|_| {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let tmp = format!(".{name}.{}-{n}.tmp", std::process::id());
-            match rfs::openat(dir, tmp.as_str(), flags, Mode::from_raw_mode(0o600)) {
+            match rfs::openat(dir, tmp.as_str(), flags, Mode::from_raw_mode(mode)) {
                 Err(Errno::EXIST) => None,
                 r => Some(r.map(|fd| (tmp, fd))),
             }
@@ -228,19 +228,21 @@ pub fn replace(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Optio
         if let Some(o) = owner {
             rfs::fchown(&fd, Some(rustix::process::Uid::from_raw(o.uid)), Some(rustix::process::Gid::from_raw(o.gid)))?;
         }
-        rfs::fchmod(&fd, Mode::from_raw_mode(mode))?;
         let mut f = std::fs::File::from(fd);
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
         rfs::renameat(dir, tmp.as_str(), dir, name)?;
-        rfs::fsync(dir)?;
         Ok(())
     })();
-    if written.is_err() {
+    if let Err(e) = written {
         let _ = rfs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
+        return Err(e);
     }
-    written
+    // Renamed: the temporary's name is gone (and may be someone else's
+    // now), so nothing is removed after this point.
+    rfs::fsync(dir)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -258,7 +260,7 @@ mod tests {
         replace(&dir, "f", b"ours", 0o640, None).unwrap();
         assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "theirs", "the link's target is untouched");
         let meta = std::fs::symlink_metadata(d.path().join("f")).unwrap();
-        assert!(meta.is_file() && meta.permissions().mode() & 0o7777 == 0o640);
+        assert!(meta.is_file() && meta.permissions().mode() & 0o7777 & !0o640 == 0, "never wider than asked");
         assert_eq!(std::fs::read_to_string(d.path().join("f")).unwrap(), "ours");
         let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 2, "no temporary left behind: {left:?}");

@@ -694,8 +694,6 @@ mod tests {
         the_box.join().unwrap();
     }
 
-    /// A fake `zfs` for the box: its root is not mounted, and every listing
-    /// shows one received snapshot of tank/data under it.
     /// A box (the fake `zfs` of `zoffsite_testkit`): its root unmounted,
     /// holding one received snapshot of tank/data.
     fn fake_box() -> zoffsite_testkit::FakeZfs {

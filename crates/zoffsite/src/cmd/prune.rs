@@ -19,18 +19,21 @@ pub(crate) fn run(args: &PruneArgs) -> Exit {
     let mut ui = Ui::new(args.json, args.dry_run);
     let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
     let Some(policy) = cfg.source.keep else {
-        eprintln!(
-            "zoffsite: {}: source.keep is not configured, so nothing is ever pruned; add e.g.\n[source.keep]\nlast = 24\ndaily = 7",
-            args.config.display()
+        ui.err(
+            Exit::Usage,
+            format_args!(
+                "{}: source.keep is not configured, so nothing is ever pruned; add e.g.\n[source.keep]\nlast = 24\ndaily = 7",
+                args.config.display()
+            ),
         );
-        return Exit::Usage;
+        return ui.bail();
     };
     let now = match &args.now {
         Some(t) => match common::parse_now(t) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("zoffsite: {e}");
-                return Exit::Usage;
+                ui.err(Exit::Usage, e);
+                return ui.bail();
             }
         },
         None => jiff::Timestamp::now(),

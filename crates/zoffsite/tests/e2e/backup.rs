@@ -7,7 +7,6 @@
 //! Needs root and real OpenZFS: `scripts/e2e --area backup` (see
 //! `harness.rs` and `e2e/README.md`).
 
-
 use std::path::Path;
 
 use crate::harness::*;

@@ -6,7 +6,6 @@
 //! Needs root and real OpenZFS: `scripts/e2e --area box_init` (see
 //! `harness.rs` and `e2e/README.md`).
 
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 

@@ -6,7 +6,6 @@
 //! Needs root and real OpenZFS: `scripts/e2e --area box_retention` (see
 //! `harness.rs` and `e2e/README.md`).
 
-
 use crate::harness::*;
 
 /// Box retention by receive time: with `last = 1` and no `min_age` only the

@@ -6,7 +6,6 @@
 //! Needs root and real OpenZFS: `scripts/e2e --area faults` (see
 //! `harness.rs` and `e2e/README.md`).
 
-
 use std::collections::BTreeMap;
 use std::path::Path;
 

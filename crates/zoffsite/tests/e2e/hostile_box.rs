@@ -6,7 +6,6 @@
 //! Needs root and real OpenZFS: `scripts/e2e --area hostile_box` (see
 //! `harness.rs` and `e2e/README.md`).
 
-
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
