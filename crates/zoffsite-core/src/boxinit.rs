@@ -57,6 +57,9 @@ pub const KEY_TYPES: &[&str] = &[
     "ssh-rsa",
 ];
 
+/// The box user `box init` makes unless told otherwise.
+pub const DEFAULT_USER: &str = "zoffsite";
+
 /// Home directory of a user that `box init` creates.
 pub fn default_home(user: &UserName) -> String {
     format!("/var/lib/{user}")

@@ -30,6 +30,7 @@ pub mod nvlist;
 pub mod parse;
 pub mod plan;
 pub mod protocol;
+pub mod provision;
 pub mod records;
 pub mod report;
 pub mod restore;
