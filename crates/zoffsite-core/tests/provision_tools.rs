@@ -105,8 +105,11 @@ fn sshd_accepts_the_dropin_and_it_wins_over_debians_main_file() {
     write(&dropins.join("zoffsite.conf"), &sshd::dropin(&i));
     let main = dir.path().join("sshd_config");
     write(&main, &debian_sshd_config(&dropins, &dir.path().join("sshd.pid")));
-    // sshd insists on its privilege separation directory even for -t.
-    std::fs::create_dir_all("/run/sshd").unwrap();
+    // sshd insists on its privilege separation directory even for -t (root's,
+    // writable by nobody else; made by systemd-tmpfiles where sshd is in use).
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o755)
+        .create("/run/sshd")
+        .unwrap();
 
     let out = run(Command::new(&sshd_bin).arg("-t").arg("-f").arg(&main));
     assert!(out.status.success() && out.stderr.is_empty(), "sshd -t: {}{}", text(&out.stdout), text(&out.stderr));
@@ -373,12 +376,17 @@ fn wg_setconf_takes_both_configs_on_a_real_interface() {
             write(&key_file, &text(&key.stdout));
             let out = run(ns.exec(&wg).args(["set", &interface, "private-key"]).arg(&key_file));
             assert!(out.status.success(), "wg set private-key: {}", text(&out.stderr));
+            // A reload (`systemctl reload wg-quick@`: syncconf of the
+            // stripped file, which has no key) keeps the key PostUp set.
+            let out = run(ns.exec(&wg).arg("syncconf").arg(&interface).arg(&stripped));
+            assert!(out.status.success(), "wg syncconf: {}", text(&out.stderr));
             let out = run(ns.exec(&wg).args(["show", &interface, "dump"]));
             let dump = text(&out.stdout);
             let rows: Vec<Vec<&str>> = dump.lines().map(|l| l.split('\t').collect()).collect();
             // Interface: private, public, port, fwmark; peer: public, psk,
             // endpoint, allowed ips, handshake, rx, tx, keepalive.
             assert_eq!(rows.len(), 2, "{dump}");
+            assert_eq!(rows[0][0], text(&key.stdout).trim(), "the private key PostUp set is kept");
             let (port, peer) = (rows[0][2], &rows[1]);
             match side {
                 "source" => {

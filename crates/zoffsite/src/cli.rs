@@ -217,7 +217,7 @@ pub(crate) struct BoxInitArgs {
     #[arg(long, value_name = "DATASET")]
     pub root: Dataset,
     /// The unprivileged user that runs `zoffsite serve`.
-    #[arg(long, default_value = "zoffsite")]
+    #[arg(long, default_value = zoffsite_core::boxinit::DEFAULT_USER)]
     pub user: String,
     /// The source's SSH public key (one line, `ssh-ed25519 AAAA...`).
     #[arg(long, value_name = "FILE")]

@@ -5,11 +5,18 @@
 //! The services that drive ZFS run as root in a sandbox: the whole file
 //! system read-only (`ProtectSystem=strict`, homes too) but for what each
 //! writes; a private /tmp; no new privileges; no kernel tunables, modules,
-//! logs or clock; and of the devices only `/dev/zfs`, through which all of
-//! ZFS is driven (so no `PrivateDevices=`, which would hide it: the device
-//! list is closed instead). Their runtime directory `/run/zoffsite` (run
-//! locks, and the private mountpoints of a drill) is systemd's
-//! `RuntimeDirectory=` (0700, kept between runs: the units share it).
+//! logs or clock; of the capabilities only those ZFS, mount and reading
+//! users' files need ([`ZFS_CAPABILITIES`]); the system calls of an
+//! ordinary service (and mount(2) for the drill); and of the devices only
+//! `/dev/zfs`, through which all of ZFS is driven (so no
+//! `PrivateDevices=`, which would hide it: the device list is closed
+//! instead). Their runtime directory `/run/zoffsite` (run locks, and the
+//! private mountpoints of a drill) is systemd's `RuntimeDirectory=` (0700,
+//! kept between runs: the units share it). `box check`'s `notify` program
+//! runs in the same sandbox: it cannot gain privileges (a set-group-id
+//! `sendmail` such as Postfix's cannot queue mail; a program that speaks
+//! SMTP or HTTPS itself can).
+//!
 //! Timers are `Persistent=` (a run missed while the machine was off
 //! happens at boot) and spread by `RandomizedDelaySec=`, fixed per machine
 //! (`FixedRandomDelay=`) so runs stay a day apart.
@@ -67,7 +74,7 @@ struct Needs<'a> {
 /// may belong to a user (DAC_OVERRIDE), and a drill reads every file of
 /// a snapshot whoever owns it (DAC_READ_SEARCH). No ptrace, no modules,
 /// no setuid, no raw I/O.
-const ZFS_CAPABILITIES: &str = "CAP_SYS_ADMIN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER";
+pub const ZFS_CAPABILITIES: &str = "CAP_SYS_ADMIN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER";
 
 fn zfs_sandbox(needs: &Needs<'_>) -> String {
     let mut s = format!(

@@ -72,7 +72,8 @@ pub fn box_wg_quick(i: &Inputs) -> String {
 /// A drop-in for the box's `wg-quick@zo-NAME.service`: at boot the
 /// source's name may not resolve yet (no network, no DNS), and wg-quick
 /// would then fail and stay down. `wg` retries the name for as long as it
-/// takes, and a failure for any other reason is retried every 30 s.
+/// takes (upstream's unit says so too; this does not depend on it), and a
+/// failure for any other reason is retried every 30 s, forever.
 pub fn box_wg_quick_dropin() -> String {
     format!(
         "{HEADER}\
