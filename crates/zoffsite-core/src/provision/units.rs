@@ -299,8 +299,12 @@ WantedBy=timers.target
 
 /// The unit that loads a firewall file at boot, before the network is up
 /// (as the distributions' nftables.service does), and removes its table
-/// when stopped. `nft` is found on systemd's own search path (/usr/sbin on
-/// Debian, /usr/bin on Arch).
+/// when stopped. It comes after nftables.service, whose
+/// `/etc/nftables.conf` starts with `flush ruleset` on Debian and Arch
+/// and would otherwise remove the table again (a later `systemctl restart
+/// nftables` still does: `doctor` checks the table is there). `nft` is
+/// found on systemd's own search path (/usr/sbin on Debian, /usr/bin on
+/// Arch).
 pub fn firewall_service(nft_file: &str, table: &str, what: &str) -> String {
     format!(
         "{HEADER}\
@@ -308,6 +312,7 @@ pub fn firewall_service(nft_file: &str, table: &str, what: &str) -> String {
 Description=zoffsite firewall for {what} (nftables table inet {table})
 DefaultDependencies=no
 Wants=network-pre.target
+After=nftables.service
 Before=network-pre.target shutdown.target
 Conflicts=shutdown.target
 
