@@ -11,7 +11,8 @@
 //! - **No private key in any rendered file.** No renderer takes a private
 //!   key at all: each file that needs one names the file that holds it,
 //!   and that key file is the only place the secret is written (by `box
-//!   new`, apart from the rendered files, 0600). wg-quick sets its key
+//!   new`, apart from the rendered files: 0600, or 0640
+//!   root:systemd-network for networkd, [`Backend::key_file`]). wg-quick sets its key
 //!   after making the interface (`PostUp = wg set %i private-key FILE`),
 //!   systemd-networkd reads `PrivateKeyFile=`, sshd reads `HostKey`. So
 //!   every rendered file can be shown by `-n`, diffed, logged and
@@ -48,9 +49,13 @@
 //!   and servers' addresses move under their names.
 //! - **The box's private keys are made on the source** (by `box new`):
 //!   the source is the trusted machine, and it pins the box's SSH host key
-//!   and WireGuard key from the start, with no trust on first use. The
-//!   source's own private keys never go into the box's bundle: no renderer
-//!   here can even see them.
+//!   and WireGuard key from the start, with no trust on first use; the box
+//!   only installs a finished bundle (as an image build can). The cost,
+//!   that the source once held the box's keys, buys an attacker of the
+//!   source nothing: whoever holds the source already holds the data and
+//!   its keys, and can send the box anything. The source's own private
+//!   keys never go into the box's bundle: no renderer here can even see
+//!   them.
 
 pub mod boxtoml;
 pub mod nft;

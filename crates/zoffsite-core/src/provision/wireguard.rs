@@ -58,9 +58,10 @@ pub fn box_wg_quick(i: &Inputs) -> String {
     let peer = format!(
         "[Peer]\n\
 # The source. Its name is resolved once, when the interface comes up;
-# zoffsite-box-keepalive.timer resolves it again when the handshake is stale.
+# {timer} resolves it again when the handshake is stale.
 {}",
-        box_peer(i, " = ")
+        box_peer(i, " = "),
+        timer = super::units::KEEPALIVE_TIMER,
     );
     format!(
         "# zoffsite: box {name}'s end of the tunnel; it dials the source and keeps the tunnel open.\n{}",
