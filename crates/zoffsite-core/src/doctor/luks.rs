@@ -201,6 +201,9 @@ fn all_zero(hex: &str) -> bool {
     hex.bytes().all(|b| b == b'0')
 }
 
+/// PCR 7 never extended: nothing measured the Secure Boot state.
+const UNMEASURED: &str = "PCR 7 is all zeros: the firmware measured no Secure Boot state";
+
 /// One token's verdict and what it binds.
 fn judge(t: &Tpm2Token, pcr7_sha256: Option<&str>) -> (Status, String) {
     let id = &t.id;
@@ -242,10 +245,7 @@ fn judge(t: &Tpm2Token, pcr7_sha256: Option<&str>) -> (Status, String) {
         if let Some(v) = pcr7_sha256.filter(|_| sha256_bank) {
             let v = v.trim_end();
             if v.len() == 64 && all_zero(v) {
-                return (
-                    Status::Fail,
-                    format!("{what}, but PCR 7 is all zeros: the firmware measured no Secure Boot state"),
-                );
+                return (Status::Fail, format!("{what}, but {UNMEASURED}"));
             }
         }
         return (Status::Ok, what);
@@ -316,6 +316,9 @@ pub fn check_luks_tpm(root: RootDevice<'_>, pcr7_sha256: Option<&str>) -> Check 
     let fix = match worst {
         Status::Unknown => {
             "look at `cryptsetup luksDump DEVICE`, and re-enroll the TPM if in doubt: ".to_owned() + ENROLL
+        }
+        _ if summary.contains(UNMEASURED) => {
+            "turn Secure Boot on in the firmware setup (it measures into PCR 7), reboot, then ".to_owned() + ENROLL
         }
         _ => "remove the weaker token and ".to_owned() + ENROLL,
     };
@@ -419,7 +422,9 @@ mod tests {
     fn an_unmeasured_pcr_7_fails_a_pcr_7_binding() {
         let f = fixture("luks2-tpm2-pcr7.json");
         let zero = "0".repeat(64) + "\n";
-        assert_eq!(check_luks_tpm(RootDevice::Luks2(&f), Some(&zero)).status(), Status::Fail);
+        let c = check_luks_tpm(RootDevice::Luks2(&f), Some(&zero));
+        assert_eq!(c.status(), Status::Fail);
+        assert!(c.fix().unwrap().starts_with("turn Secure Boot on"), "{c:?}");
         assert_eq!(check_luks_tpm(RootDevice::Luks2(&f), Some(&"1a".repeat(32))).status(), Status::Ok);
     }
 
