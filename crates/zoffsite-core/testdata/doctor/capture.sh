@@ -14,7 +14,7 @@
 #     insists on /run/sshd; a tmpfs /run there leaves the host's alone).
 #
 # Packages: cryptsetup-bin swtpm swtpm-tools tpm2-tools (libtss2-tcti-swtpm0)
-# systemd (254 from bookworm-backports was used; 252 should do too),
+# systemd (254 from bookworm-backports was used; Debian 12's own 252 was not tried),
 # nftables, openssh-server, util-linux.
 #
 # The WireGuard dumps (wg-*.txt) and efivars bytes are NOT captured here: this
