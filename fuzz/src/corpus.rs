@@ -667,3 +667,28 @@ pub fn journals() -> Vec<Vec<u8>> {
     }
     vec![empty, j.render().into_bytes()]
 }
+
+macro_rules! doctor {
+    ($f:literal) => {
+        include_str!(concat!("../../crates/zoffsite-core/testdata/doctor/", $f))
+    };
+}
+
+/// `cryptsetup luksDump --dump-json-metadata` and `nft -j list ruleset`
+/// as captured by testdata/doctor/capture.sh.
+pub const DOCTOR_JSON: &[&str] = &[
+    doctor!("luks2-tpm2-pcr7.json"),
+    doctor!("luks2-tpm2-empty-policy.json"),
+    doctor!("luks2-no-token.json"),
+    doctor!("nft-box.json"),
+    doctor!("nft-set.json"),
+];
+
+/// `sshd -T`, `wg show IF dump`, `zfs version`, `zfs allow`.
+pub const DOCTOR_TEXT: &[&str] = &[
+    doctor!("sshd-T-box.txt"),
+    doctor!("wg-box.txt"),
+    doctor!("wg-source.txt"),
+    "zfs-2.3.4-1\nzfs-kmod-2.3.4-1\n",
+    "---- Permissions on offsite/home ----\nLocal+Descendent permissions:\n\tuser zoffsite create,mount,receive:append,send,userprop\n",
+];

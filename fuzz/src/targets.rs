@@ -19,7 +19,7 @@ use zoffsite_core::protocol::{
     self, check_listing, Frame, ProtoError, Request, Response, MAX_DATA_LEN, MAX_REQUEST_LEN, MAX_RESPONSE_LEN,
 };
 use zoffsite_core::records::{Expect, StreamValidator, MAX_SUBSTREAMS};
-use zoffsite_core::{nvlist, parse, resume};
+use zoffsite_core::{doctor, nvlist, parse, resume};
 
 use crate::corpus::{self, guid};
 use crate::mutate::Shape;
@@ -254,6 +254,15 @@ pub fn all() -> Vec<Target> {
     journal.hostile = false;
     journal.seeds = corpus::journals();
     v.push(journal);
+    // doctor: what the box's own tools print, judged into checks.
+    let mut doctor_json = text_target("doctor-json", &[], corpus::JSON_DICT, doctor_json);
+    doctor_json.shape = Shape::Json;
+    doctor_json.seeds = corpus::DOCTOR_JSON.iter().map(|s| s.as_bytes().to_vec()).collect();
+    // serde_json's Value (and the rule set's copies of rules) take more per
+    // input byte than the row parsers.
+    doctor_json.mem_per_byte = 1024;
+    v.push(doctor_json);
+    v.push(text_target("doctor-text", corpus::DOCTOR_TEXT, corpus::TEXT_DICT, doctor_text));
     for t in &mut v {
         if t.name.starts_with("frames") || t.name == "stream-validator" {
             t.weight = 2;
@@ -303,6 +312,52 @@ fn txg_journal(ctx: &mut Ctx, t: &str) -> bool {
             false
         }
     }
+}
+
+// ---- doctor ----
+
+/// Every check is one bounded line; unknown ones are the parsers' refusals.
+fn doctor_checks(ctx: &mut Ctx, checks: &[doctor::Check]) -> bool {
+    let mut accepted = false;
+    for c in checks {
+        for line in [c.summary(), c.fix().unwrap_or("-")] {
+            ctx.check(
+                !line.is_empty()
+                    && line.len() <= doctor::MAX_LINE + '…'.len_utf8()
+                    && !line.chars().any(char::is_control),
+                || format!("{}: not one bounded line: {line:?}", c.id()),
+            );
+        }
+        ctx.check((c.status() == doctor::Status::Ok) == c.fix().is_none(), || format!("{}: fix iff not ok", c.id()));
+        if c.status() == doctor::Status::Unknown {
+            ctx.refused(c.summary());
+        } else {
+            accepted = true;
+        }
+    }
+    accepted
+}
+
+fn doctor_json(ctx: &mut Ctx, t: &str) -> bool {
+    let fw = doctor::firewall::Expect {
+        tunnel_if: "wg0".into(),
+        ssh_port: 22,
+        tunnel_nets: vec![doctor::firewall::Net::parse("10.77.0.0/24").expect("net")],
+    };
+    let checks =
+        [doctor::luks::check_luks_tpm(doctor::luks::RootDevice::Luks2(t), None), doctor::firewall::check(t, &fw)];
+    doctor_checks(ctx, &checks)
+}
+
+fn doctor_text(ctx: &mut Ctx, t: &str) -> bool {
+    let want = doctor::sshd::Expect { listen: vec!["10.77.0.2:22".parse().expect("addr")], user: "zoffsite".into() };
+    let mut checks = doctor::sshd::check(t, &want);
+    checks.extend(doctor::wireguard::check(doctor::Side::Box, t, 1_796_000_000));
+    checks.push(doctor::zfs::check_version(doctor::Side::Box, t));
+    let user = zoffsite_core::boxinit::UserName::new("zoffsite").expect("user");
+    let root = Dataset::new("offsite/home").expect("root");
+    checks.push(doctor::zfs::check_delegation(&user, &root, true, t));
+    doctor_checks(ctx, &checks)
 }
 
 // ---- frames ----

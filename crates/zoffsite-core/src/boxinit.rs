@@ -239,7 +239,7 @@ impl fmt::Display for PublicKey {
 }
 
 /// Standard base64 with padding, strictly (no whitespace, canonical length).
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
     if s.is_empty() || !s.len().is_multiple_of(4) {
         return None;
     }
@@ -796,12 +796,47 @@ fn limit(p: &mut Plan, root: &Dataset, prop: LimitProp, want: Limit, was: String
 }
 
 fn delegation(inp: &Inputs, facts: &Facts, p: &mut Plan) {
-    let user = &inp.user;
-    let root = &inp.root;
-    let root_exists = facts.root.is_some();
+    let (user, root) = (&inp.user, &inp.root);
+    let d = check_delegation(user, root, facts.root.is_some(), &facts.allow);
+    p.problems.extend(d.problems);
+    p.warnings.extend(d.warnings);
+    if d.missing.is_empty() {
+        p.ok.push(format!("{user} holds exactly {} on {root}", PERMISSIONS.join(",")));
+    } else {
+        p.steps.push(Step::Allow { user: user.clone(), root: root.clone(), missing: d.missing });
+    }
+    if !d.extra.is_empty() {
+        p.steps.push(Step::Unallow { user: user.clone(), root: root.clone(), extra: d.extra });
+    }
+}
+
+/// How the delegation on the root compares with [`PERMISSIONS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delegation {
+    /// Of [`PERMISSIONS`], what the user lacks as local+descendent on the root.
+    pub missing: Vec<String>,
+    /// Other permissions the user holds on the root (sorted).
+    pub extra: Vec<String>,
+    /// Grants elsewhere that reach the root and so the user (the user's on
+    /// ancestors, `everyone`'s, create-time permissions): each with its fix.
+    pub problems: Vec<String>,
+    /// Group grants that reach the root (the user may be in the group).
+    pub warnings: Vec<String>,
+}
+
+impl Delegation {
+    /// Exactly the wanted set, and nothing else reaching the user.
+    pub fn is_exact(&self) -> bool {
+        self.missing.is_empty() && self.extra.is_empty() && self.problems.is_empty() && self.warnings.is_empty()
+    }
+}
+
+/// Compares `allow` (`zfs allow ROOT` parsed by [`parse_allow`], or of
+/// its parent when the root does not exist) with what `user` must hold.
+pub fn check_delegation(user: &UserName, root: &Dataset, root_exists: bool, allow: &[Grant]) -> Delegation {
+    let mut d = Delegation::default();
     let mut full: Vec<String> = Vec::new(); // local+descendent on the root
-    let mut extra: Vec<String> = Vec::new();
-    for g in &facts.allow {
+    for g in allow {
         let on_root = root_exists && g.on == root.as_str();
         let reaches_root = on_root || g.scope != Scope::Local;
         let perms = g.perms.join(",");
@@ -810,41 +845,33 @@ fn delegation(inp: &Inputs, facts: &Facts, p: &mut Plan) {
                 for perm in &g.perms {
                     if g.scope == Scope::LocalDescendent && PERMISSIONS.contains(&perm.as_str()) {
                         full.push(perm.clone());
-                    } else if !PERMISSIONS.contains(&perm.as_str()) && !extra.contains(perm) {
-                        extra.push(perm.clone());
+                    } else if !PERMISSIONS.contains(&perm.as_str()) && !d.extra.contains(perm) {
+                        d.extra.push(perm.clone());
                     }
                 }
             }
-            Who::User(u) if u == user.as_str() && reaches_root => p.problems.push(format!(
+            Who::User(u) if u == user.as_str() && reaches_root => d.problems.push(format!(
                 "{user} also holds {perms} on {}, which reaches {root}: remove it (`zfs unallow -u {user} {perms} {}`) so the box stays append-only",
                 g.on, g.on
             )),
-            Who::Everyone if reaches_root => p.problems.push(format!(
+            Who::Everyone if reaches_root => d.problems.push(format!(
                 "everyone holds {perms} on {}, which reaches {root} and so {user}: remove it (`zfs unallow -e {perms} {}`)",
                 g.on, g.on
             )),
-            Who::Creator => p.problems.push(format!(
+            Who::Creator => d.problems.push(format!(
                 "{} has create-time permissions ({perms}): {user} would get them on every dataset it creates under {root}; remove them (`zfs unallow -c {perms} {}`)",
                 g.on, g.on
             )),
-            Who::Group(grp) if reaches_root => p.warnings.push(format!(
+            Who::Group(grp) if reaches_root => d.warnings.push(format!(
                 "group {grp} holds {perms} on {}: if {user} is in that group, it has those permissions on {root} too",
                 g.on
             )),
             _ => {}
         }
     }
-    let missing: Vec<String> =
-        PERMISSIONS.iter().filter(|w| !full.iter().any(|h| h == *w)).map(|s| (*s).to_owned()).collect();
-    if missing.is_empty() {
-        p.ok.push(format!("{user} holds exactly {} on {root}", PERMISSIONS.join(",")));
-    } else {
-        p.steps.push(Step::Allow { user: user.clone(), root: root.clone(), missing });
-    }
-    if !extra.is_empty() {
-        extra.sort();
-        p.steps.push(Step::Unallow { user: user.clone(), root: root.clone(), extra });
-    }
+    d.missing = PERMISSIONS.iter().filter(|w| !full.iter().any(|h| h == *w)).map(|s| (*s).to_owned()).collect();
+    d.extra.sort();
+    d
 }
 
 /// `content` with `line` as the only line for `key`: replaces the first

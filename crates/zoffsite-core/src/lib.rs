@@ -21,6 +21,7 @@
 pub mod boxinit;
 pub mod boxside;
 pub mod config;
+pub mod doctor;
 pub mod holds;
 pub mod journal;
 pub mod limits;
