@@ -8,6 +8,19 @@
 
 use zoffsite_core::report::Severity;
 
+/// `e` and its causes, `: `-separated, as `anyhow` shows `{:#}`: the one
+/// way a driver turns an error with sources into the text it reports.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
 /// A transfer's progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress<'a> {

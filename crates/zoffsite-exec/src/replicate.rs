@@ -361,12 +361,12 @@ fn record_properties(cfg: &Config, zfs: &Zfs, included: &[Dataset], dry_run: boo
     for root in cfg.source.datasets.iter().filter(|r| included.contains(r)) {
         let under: Vec<Dataset> = included.iter().filter(|d| d.is_within(root)).cloned().collect();
         let mut attempt = || -> Result<bool, String> {
-            let rows = zfs.local_properties(&under).map_err(|e| with_causes(&e))?;
+            let rows = zfs.local_properties(&under).map_err(|e| crate::events::with_causes(&e))?;
             // Every dataset of the tree this run backs up, so that a restore
             // of this point can tell its children from ones added later.
             let text = zoffsite_core::manifest::build(root, &under, &rows).render();
-            let mountpoint = zfs.get_value(root.as_str(), "mountpoint").map_err(|e| with_causes(&e))?;
-            let mounted = || zfs.get_value(root.as_str(), "mounted").map_err(|e| with_causes(&e));
+            let mountpoint = zfs.get_value(root.as_str(), "mountpoint").map_err(|e| crate::events::with_causes(&e))?;
+            let mounted = || zfs.get_value(root.as_str(), "mounted").map_err(|e| crate::events::with_causes(&e));
             if !mountpoint.starts_with('/') || mounted()? != "yes" {
                 return Err(format!(
                     "it is not mounted here (mountpoint={mountpoint}), so there is nowhere to keep them"
@@ -374,8 +374,8 @@ fn record_properties(cfg: &Config, zfs: &Zfs, included: &[Dataset], dry_run: boo
             }
             let path = Path::new(&mountpoint).join(zoffsite_core::manifest::MANIFEST_PATH);
             // No symlink followed, in a directory only root may write.
-            let changed =
-                crate::manifest_file::write(Path::new(&mountpoint), &text, dry_run).map_err(|e| with_causes(&e))?;
+            let changed = crate::manifest_file::write(Path::new(&mountpoint), &text, dry_run)
+                .map_err(|e| crate::events::with_causes(&e))?;
             if !changed {
                 return Ok(false);
             }
@@ -394,19 +394,6 @@ fn record_properties(cfg: &Config, zfs: &Zfs, included: &[Dataset], dry_run: boo
         }
     }
     changed
-}
-
-/// An error with its causes, `: `-separated (as `{:#}` of an
-/// `anyhow::Error` prints them, which these messages always did).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 /// Asks the box what it holds of `datasets`.
@@ -991,6 +978,6 @@ mod tests {
             program: "zfs".into(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         });
-        assert_eq!(with_causes(&e), "cannot run zfs: entity not found: entity not found");
+        assert_eq!(crate::events::with_causes(&e), "cannot run zfs: entity not found: entity not found");
     }
 }

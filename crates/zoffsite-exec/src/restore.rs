@@ -112,18 +112,6 @@ pub enum RestoreError {
     Other(String),
 }
 
-/// `e` and its causes, `: `-separated (as `anyhow` shows `{:#}`).
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
-}
-
 /// What a restore or drill accepts from the box ([`zoffsite_core::limits`]).
 #[derive(Debug)]
 pub struct Limits {
@@ -231,7 +219,7 @@ pub fn restore(zfs: &Zfs, mut origin: Origin, opts: &Options, events: &mut dyn E
     let mut limits = match restore_limits(zfs, opts, &plan) {
         Ok(l) => l,
         Err(e) => {
-            events.error(Severity::Error, &chain(&e));
+            events.error(Severity::Error, &crate::events::with_causes(&e));
             return;
         }
     };
@@ -308,7 +296,7 @@ pub fn restore(zfs: &Zfs, mut origin: Origin, opts: &Options, events: &mut dyn E
                             "the properties manifest of {}@{} is not used: {}",
                             top.source,
                             top.snapshot,
-                            chain(&e)
+                            crate::events::with_causes(&e)
                         ),
                     );
                     (
@@ -684,7 +672,7 @@ fn keys(
             Err(e) => {
                 events.error(
                     Severity::Partial,
-                    &format!("the recorded properties were not all set again: {}", chain(&e)),
+                    &format!("the recorded properties were not all set again: {}", crate::events::with_causes(&e)),
                 );
             }
         }
