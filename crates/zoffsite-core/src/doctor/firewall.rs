@@ -680,9 +680,12 @@ mod tests {
         serde_json::json!({ "nftables": items }).to_string()
     }
 
-    #[allow(clippy::needless_pass_by_value)] // json! literals read best inline
     fn m(left: Value, op: &str, right: Value) -> Value {
-        serde_json::json!({"match": {"op": op, "left": left, "right": right}})
+        let mut inner = serde_json::Map::new();
+        inner.insert("op".into(), Value::from(op));
+        inner.insert("left".into(), left);
+        inner.insert("right".into(), right);
+        serde_json::json!({ "match": Value::Object(inner) })
     }
 
     fn iifname(n: &str) -> Value {
