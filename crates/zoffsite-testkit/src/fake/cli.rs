@@ -487,18 +487,9 @@ fn value(w: &World, obj: &Obj, prop: &str) -> Result<(String, String), String> {
             let n = snap.map_or(d.content.len(), |s| s.chunks);
             stat(d.content[..n].iter().map(|c| u64::from(c.len)).sum::<u64>().to_string())
         }
-        "receive_resume_token" if is_ds => stat(match &d.partial {
-            Some(p) => Token {
-                toguid: p.toguid,
-                fromguid: p.fromguid,
-                toname: p.toname.clone(),
-                got: p.got.len() as u64,
-                bytes: p.bytes,
-                raw: p.key.is_some(),
-            }
-            .encode(),
-            None => "-".into(),
-        }),
+        "receive_resume_token" if is_ds => {
+            stat(d.partial.as_ref().map_or_else(|| "-".into(), super::world::Partial::token))
+        }
         "mounted" if is_ds => stat("no".into()),
         "mountpoint" if is_ds => {
             let mut cur = Some(obj.dataset());

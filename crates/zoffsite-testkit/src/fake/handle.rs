@@ -237,20 +237,7 @@ impl FakeZfs {
 
     /// `ds`'s partial receive, if it has one: its resume token.
     pub fn resume_token(&self, ds: &str) -> Option<String> {
-        self.read(|w| {
-            let p = w.datasets.get(ds)?.partial.as_ref()?;
-            Some(
-                stream::Token {
-                    toguid: p.toguid,
-                    fromguid: p.fromguid,
-                    toname: p.toname.clone(),
-                    got: p.got.len() as u64,
-                    bytes: p.bytes,
-                    raw: p.key.is_some(),
-                }
-                .encode(),
-            )
-        })
+        self.read(|w| w.datasets.get(ds)?.partial.as_ref().map(super::world::Partial::token))
     }
 
     /// A property set on `name` itself (not inherited), as `zfs get -s

@@ -131,6 +131,21 @@ pub struct Partial {
     pub key: Option<Key>,
 }
 
+impl Partial {
+    /// The `receive_resume_token` ZFS shows for this state.
+    pub fn token(&self) -> String {
+        super::stream::Token {
+            toguid: self.toguid,
+            fromguid: self.fromguid,
+            toname: self.toname.clone(),
+            got: self.got.len() as u64,
+            bytes: self.bytes,
+            raw: self.key.is_some(),
+        }
+        .encode()
+    }
+}
+
 /// A dataset's wrapped key, as a raw send's `crypt_keydata` carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Key {
