@@ -669,13 +669,32 @@ impl<R: Input, W: Write> Server<R, W> {
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(format!("zoffsite-serve/{hex}"))
             .map_err(|e| Reject::new(ErrorCode::Internal, e.to_string()))?;
-        UnixListener::bind_addr(&addr).map_err(|e| match e.kind() {
-            io::ErrorKind::AddrInUse => Reject::new(
-                ErrorCode::Conflict,
-                format!("another session is receiving into {target} right now; the next backup tries again"),
-            ),
-            _ => Reject::new(ErrorCode::Internal, format!("cannot take the receive lock of {target}: {e}")),
-        })
+        // A child forked by another thread of this process holds a copy of
+        // every descriptor until its exec closes it (the listener is
+        // close-on-exec), so a lock just released can look taken for that
+        // instant. A session that really holds it does so for a whole
+        // receive: waiting out LOCK_GRACE tells the two apart.
+        let deadline = std::time::Instant::now() + LOCK_GRACE;
+        loop {
+            match UnixListener::bind_addr(&addr) {
+                Ok(l) => return Ok(l),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(LOCK_GRACE / 20);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    return Err(Reject::new(
+                        ErrorCode::Conflict,
+                        format!("another session is receiving into {target} right now; the next backup tries again"),
+                    ));
+                }
+                Err(e) => {
+                    return Err(Reject::new(
+                        ErrorCode::Internal,
+                        format!("cannot take the receive lock of {target}: {e}"),
+                    ));
+                }
+            }
+        }
     }
 
     fn reject_and_drain(&mut self, rej: Reject) -> Result<(), Fatal> {
@@ -703,6 +722,10 @@ impl<R: Input, W: Write> Server<R, W> {
         Ok(())
     }
 }
+
+/// How long a taken receive lock is retried before the session is told
+/// another one holds it (see `lock_dataset`).
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How deep a source's dataset name may be (components, pool included):
 /// each level may be a placeholder `serve` creates, and a 255-byte name
@@ -1198,6 +1221,33 @@ mod tests {
         drop(held);
         let (_, msgs) = f.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
         assert!(matches!(&msgs[1], Response::Received { .. }), "{msgs:?}");
+    }
+
+    #[test]
+    fn a_lock_released_within_the_grace_is_taken_and_one_held_longer_is_a_conflict() {
+        // What a fork in another thread does: the lock stays bound for a
+        // moment after its holder let go.
+        let f = Fake::new();
+        let s = Server::new(
+            Zfs::with_binary(f.zfs.path()),
+            Dataset::new("offsite/home").unwrap(),
+            Cursor::new(Vec::new()),
+            Vec::new(),
+        )
+        .with_lock_scope(f.zfs.dir().display().to_string());
+        let target = Dataset::new(T).unwrap();
+        let held = s.lock_dataset(&target).ok().expect("free");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(LOCK_GRACE / 5);
+            drop(held);
+        });
+        let again = s.lock_dataset(&target);
+        releaser.join().unwrap();
+        assert!(again.is_ok(), "a lock released within the grace is taken");
+        let started = std::time::Instant::now();
+        let r = s.lock_dataset(&target);
+        assert!(matches!(&r, Err(rej) if rej.code == ErrorCode::Conflict), "held for good: a conflict");
+        assert!(started.elapsed() >= LOCK_GRACE, "the conflict is only reported after the grace");
     }
 
     #[test]
