@@ -58,6 +58,7 @@
 //!   them.
 
 pub mod boxtoml;
+pub mod bundle;
 pub mod nft;
 pub mod sshd;
 pub mod units;
