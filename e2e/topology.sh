@@ -11,6 +11,9 @@
 #
 # Usage (as root):
 #   topology.sh up STATE_DIR                 build everything, verify it, write STATE_DIR/env
+#   topology.sh up-provisioned STATE_DIR     the same network, but made by zoffsite itself:
+#                                            `box new` on the source, `box apply` of each
+#                                            bundle in its namespace (see below)
 #   topology.sh down STATE_DIR               tear down; idempotent, never fails
 #   topology.sh rotate-hostkey STATE_DIR [other|original]
 #                                            restart the box's sshd with the other host key
@@ -23,15 +26,27 @@
 # arguments such as "delay 25ms" or "rate 8mbit" for the internet link),
 # ZOFFSITE_E2E_KEEP=1 (keep a failed `up` standing, and keep STATE_DIR on
 # `down`, for post-mortems).
+# `up-provisioned` also needs SOURCE_CONFIG (the source's config, with its
+# [source] datasets and no target yet: `box new` appends the target) and
+# makes box "friend" with user "zoffsite": one such topology at a time.
+#
+# Provisioned machines get their own /etc where zoffsite writes: `ip netns
+# exec NS` bind-mounts each entry of /etc/netns/NS over the same entry of
+# /etc, so `box apply` run in the box's namespace installs into
+# /etc/netns/FRIEND_NS/{wireguard,ssh,...} exactly as it would into /etc on a
+# real box, and the source's files do not collide with the box's (both
+# machines have /etc/wireguard/zo-friend.conf). The VM's root is a RAM
+# overlay, so /etc may be written at all; nothing here is for a real host.
 #
 # Constraints this script is written for: it runs as root either directly on a
-# Linux host or in a QEMU guest whose root filesystem is the host's `/` mounted
-# read-only (tmpfs on /tmp and /run). So it writes nothing but STATE_DIR and the
-# unavoidable runtime entries under /run (/run/netns/<ns> made by `ip netns`,
-# and /run/sshd, the privilege separation directory sshd insists on), never
+# Linux host or in the project's QEMU guest (vm/), whose root is the host's `/`
+# under a RAM overlay. `up` writes nothing but STATE_DIR and the unavoidable
+# runtime entries under /run (/run/netns/<ns> made by `ip netns`, and
+# /run/sshd, the privilege separation directory sshd insists on), never
 # touches /etc (no wg-quick, no resolvconf, no systemd units), and names
 # everything global after a random per-run id so parallel or leftover runs
-# cannot collide.
+# cannot collide. `up-provisioned` writes /etc/netns/<ns> (see above) and
+# makes the user "zoffsite"; it refuses to run outside the VM.
 set -euo pipefail
 
 # The guest's PATH may be minimal and the host's user shims are not writable
@@ -125,6 +140,7 @@ load_names() {
 		case $k in
 		HOME_NS) HOME_NS=$v ;;
 		FRIEND_NS) FRIEND_NS=$v ;;
+		PROVISIONED) PROVISIONED=$v ;;
 		esac
 	done <"$f"
 	[[ ${HOME_NS:-} =~ ^zh-[0-9a-f]+$ && ${FRIEND_NS:-} =~ ^zf-[0-9a-f]+$ ]] ||
@@ -360,7 +376,9 @@ up_failed() {
 	exit 1
 }
 
-cmd_up() {
+# Checks the environment, makes STATE_DIR, the two namespaces and the
+# "internet" link between them: what both kinds of `up` share.
+make_link() {
 	need_root
 	need_tools ip wg nft sshd ssh ssh-keygen ping ss timeout od
 	[[ -z ${NETEM:-} ]] || need_tools tc
@@ -430,6 +448,10 @@ cmd_up() {
 		# shellcheck disable=SC2086
 		in_friend tc qdisc replace dev "$FRIEND_WAN_IF" root netem $NETEM
 	fi
+}
+
+cmd_up() {
+	make_link
 
 	# --- box firewall (before anything in the box listens) ----------------
 	# The box is only partially trusted, but it is the friend's network that
@@ -542,6 +564,160 @@ EOF
 }
 
 # ---------------------------------------------------------------------------
+# up-provisioned: the same network, made by `zoffsite box new` + `box apply`
+
+readonly BOX_NAME=friend
+readonly PROV_IF=zo-friend
+readonly PROV_USER=zoffsite
+# The source's name as the box dials it (the box resolves it through its
+# own /etc/hosts, which a test rewrites to move the source).
+readonly SOURCE_NAME=home.zoffsite.test
+
+# Gives namespace $1 its own copy of each /etc entry named after it (see the
+# header). `ip netns exec` binds only entries that exist in /etc too.
+ns_etc() {
+	local ns=$1 e
+	shift
+	mkdir -p "/etc/netns/$ns"
+	for e in "$@"; do
+		[[ -e /etc/$e ]] || mkdir -p "/etc/$e"
+		cp -a "/etc/$e" "/etc/netns/$ns/$e"
+	done
+}
+
+# Runs the ExecStart= lines of an installed unit, in namespace $1, as
+# systemd would start it (the guest has no systemd as PID 1). The units
+# zoffsite renders quote nothing, so word splitting is their parsing.
+unit_exec() {
+	local ns=$1 unit=$2 line
+	local file="/etc/netns/$ns/systemd/system/$unit"
+	[[ -f $file ]] || die "$unit was not installed in $ns"
+	while IFS= read -r line; do
+		[[ $line == ExecStart=* ]] || continue
+		# shellcheck disable=SC2086 # the unit's argv, split as systemd splits it
+		ip netns exec "$ns" ${line#ExecStart=} || die "$unit: ${line#ExecStart=} failed"
+	done <"$file"
+}
+
+cmd_up_provisioned() {
+	[[ ${ZOFFSITE_VM:-} == 1 ]] ||
+		die "up-provisioned writes /etc/netns and makes the user $PROV_USER: only in the project's VM (vm/run)"
+	: "${SOURCE_CONFIG:?SOURCE_CONFIG must be set (the config of the source, without a target yet)}"
+	check_safe_path SOURCE_CONFIG "$SOURCE_CONFIG"
+	need_tools wg-quick systemctl
+	! id "$PROV_USER" >/dev/null 2>&1 || die "user $PROV_USER exists: another provisioned topology is up"
+	make_link
+	echo PROVISIONED=1 >>"$STATE/names"
+	PROVISIONED=1
+
+	ns_etc "$HOME_NS" wireguard systemd zoffsite
+	ns_etc "$FRIEND_NS" wireguard ssh systemd sysctl.d zoffsite hosts
+	printf '%s %s\n' "$HOME_WAN_ADDR" "$SOURCE_NAME" >>"/etc/netns/$FRIEND_NS/hosts"
+
+	# --- what the owner types: box new on the source, box apply on each ---
+	log "box new $BOX_NAME (in $HOME_NS)"
+	in_home "$ZOFFSITE_BIN" box new "$BOX_NAME" --endpoint "$SOURCE_NAME:$WG_PORT" --root "$BOX_ROOT" \
+		-c "$SOURCE_CONFIG" --dir "$STATE/bundle" --box-exe "$ZOFFSITE_BIN" --source-exe "$ZOFFSITE_BIN" \
+		>"$STATE/box-new.out" 2>&1 || { cat "$STATE/box-new.out" >&2; die "box new failed"; }
+	in_home "$ZOFFSITE_BIN" box apply --offline "$STATE/bundle/source.bundle" \
+		>"$STATE/apply-source.out" 2>&1 || { cat "$STATE/apply-source.out" >&2; die "box apply (source) failed"; }
+	in_friend "$ZOFFSITE_BIN" box apply --offline "$STATE/bundle/box.bundle" \
+		>"$STATE/apply-box.out" 2>&1 || { cat "$STATE/apply-box.out" >&2; die "box apply (box) failed"; }
+
+	# --- and what systemd would start, from the installed files ------------
+	# The box: the sysctl that lets sshd bind the tunnel address early, the
+	# firewall, sshd (before the tunnel: it must not need it), the tunnel.
+	in_friend sysctl -q -p /etc/sysctl.d/60-zoffsite.conf
+	unit_exec "$FRIEND_NS" zoffsite-firewall.service
+	if [[ ! -d /run/sshd ]]; then
+		mkdir -p /run/sshd
+		chmod 0755 /run/sshd
+	fi
+	local sshd_bin
+	sshd_bin=$(command -v sshd)
+	in_friend "$sshd_bin" -t || die "sshd rejects the box's configuration"
+	in_friend "$sshd_bin" -E "$STATE/sshd.log" -o "PidFile=$STATE/sshd.pid" \
+		</dev/null >>"$STATE/sshd.stderr" 2>&1 || die "sshd failed to start"
+	wait_for 30 sshd_listening || die "sshd does not listen on $BOX_ADDR:$SSH_PORT"
+	in_friend wg-quick up "$PROV_IF" 2>>"$STATE/wg-quick.log" || die "wg-quick up $PROV_IF failed on the box"
+	# The source: its tunnel table, its end of the tunnel.
+	unit_exec "$HOME_NS" "zoffsite-firewall-$BOX_NAME.service"
+	in_home wg-quick up "$PROV_IF" 2>>"$STATE/wg-quick.log" || die "wg-quick up $PROV_IF failed on the source"
+
+	write_env_provisioned
+	verify_provisioned
+	UP_OK=1
+	trap - EXIT
+	log "up-provisioned: ok (env in $STATE/env)"
+}
+
+write_env_provisioned() {
+	local tmp="$STATE/env.tmp"
+	cat >"$tmp" <<ENV
+PROVISIONED=1
+HOME_NS=$HOME_NS
+FRIEND_NS=$FRIEND_NS
+STATE_DIR=$STATE
+SOURCE_ADDR=$SOURCE_ADDR
+BOX_ADDR=$BOX_ADDR
+SSH_PORT=$SSH_PORT
+SSH_USER=$PROV_USER
+HOME_WAN_ADDR=$HOME_WAN_ADDR
+FRIEND_WAN_ADDR=$FRIEND_WAN_ADDR
+HOME_WAN_IF=$HOME_WAN_IF
+FRIEND_WAN_IF=$FRIEND_WAN_IF
+HOME_WG_IF=$PROV_IF
+FRIEND_WG_IF=$PROV_IF
+WG_PORT=$WG_PORT
+SOURCE_NAME=$SOURCE_NAME
+BOX_HOSTS=/etc/netns/$FRIEND_NS/hosts
+HOME_ETC=/etc/netns/$HOME_NS
+FRIEND_ETC=/etc/netns/$FRIEND_NS
+BUNDLE_DIR=$STATE/bundle
+IDENTITY=$STATE/bundle/id_ed25519
+KNOWN_HOSTS=$STATE/bundle/known_hosts
+SSHD_LOG=$STATE/sshd.log
+SSHD_PID=$(sshd_pid || echo 0)
+ZOFFSITE_BIN=$ZOFFSITE_BIN
+BOX_ROOT=$BOX_ROOT
+ENV
+	mv -f "$tmp" "$STATE/env"
+}
+
+home_handshake_done() {
+	local _k ts
+	read -r _k ts < <(in_home wg show "$PROV_IF" latest-handshakes) || return 1
+	[[ ${ts:-0} =~ ^[0-9]+$ && $ts -gt 0 ]]
+}
+
+verify_provisioned() {
+	# The box dialled the source by name; the source saw its handshake.
+	wait_for 60 home_handshake_done || die "no WireGuard handshake seen on $PROV_IF in $HOME_NS"
+	log "verified: the box dialled $SOURCE_NAME; WireGuard handshake"
+	# The source logs in as the box user with what box new made: its key for
+	# this box and the pinned host key; the forced command runs.
+	local rc=0
+	timeout 60 ip netns exec "$HOME_NS" ssh -F none -i "$STATE/bundle/id_ed25519" \
+		-o IdentitiesOnly=yes -o IdentityAgent=none \
+		-o UserKnownHostsFile="$STATE/bundle/known_hosts" -o GlobalKnownHostsFile=/dev/null \
+		-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=20 \
+		"$PROV_USER@$BOX_ADDR" anything </dev/null >"$STATE/verify-ssh.out" 2>"$STATE/verify-ssh.err" || rc=$?
+	if ((rc == 255 || rc == 124)); then
+		cat "$STATE/verify-ssh.err" "$STATE/sshd.log" >&2
+		die "ssh from $HOME_NS to $PROV_USER@$BOX_ADDR failed (exit $rc)"
+	fi
+	log "verified: ssh source -> $PROV_USER@$BOX_ADDR with the pinned host key (forced command exit $rc)"
+	# sshd listens on the tunnel address only; ssh is closed on the internet link.
+	local listeners
+	listeners=$(in_friend ss -Hltn | awk '{print $4}' | sort -u | tr '\n' ' ')
+	[[ $listeners == "$BOX_ADDR:$SSH_PORT " ]] || die "unexpected TCP listeners in $FRIEND_NS: $listeners"
+	if tcp_open "$HOME_NS" "$FRIEND_WAN_ADDR" "$SSH_PORT"; then
+		die "TCP $SSH_PORT on $FRIEND_WAN_ADDR is reachable from $HOME_NS"
+	fi
+	log "verified: only $BOX_ADDR:$SSH_PORT listens in $FRIEND_NS; closed on $FRIEND_WAN_ADDR"
+}
+
+# ---------------------------------------------------------------------------
 # checks run at the end of `up`
 
 handshake_done() {
@@ -615,6 +791,11 @@ teardown() {
 		# WireGuard interface.
 		ip netns del "$HOME_NS" 2>/dev/null
 	fi
+	if [[ ${PROVISIONED:-0} == 1 ]]; then
+		[[ -z ${HOME_NS:-} ]] || rm -rf -- "/etc/netns/$HOME_NS"
+		[[ -z ${FRIEND_NS:-} ]] || rm -rf -- "/etc/netns/$FRIEND_NS"
+		id "$PROV_USER" >/dev/null 2>&1 && userdel -r "$PROV_USER" 2>/dev/null
+	fi
 	set -e
 }
 
@@ -677,6 +858,10 @@ main() {
 	up)
 		(($# == 0)) || usage
 		cmd_up
+		;;
+	up-provisioned)
+		(($# == 0)) || usage
+		cmd_up_provisioned
 		;;
 	down)
 		(($# == 0)) || usage

@@ -67,17 +67,88 @@ pub(crate) struct World {
     pub(crate) root: String,
     net: BTreeMap<String, String>,
     net_up: bool,
+    /// Held by a provisioned world: its box user and /etc entries are
+    /// fixed names, so one at a time (dropped after the teardown).
+    _provisioned: Option<std::sync::MutexGuard<'static, ()>>,
 }
+
+/// One provisioned world at a time (see `World::provisioned`).
+static PROVISIONED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl World {
     pub(crate) fn new() -> World {
+        let mut w = World::pools();
+        let state = w.dir.join("net");
+        w.topology("up", &state, &[]);
+        w
+    }
+
+    /// A world whose network zoffsite made itself: `zoffsite box new` on the
+    /// source (its config selects `datasets`, each made encrypted under the
+    /// source pool first: `box new` reads their mountpoints), then `box apply`
+    /// of each bundle in its machine's namespace, and the units' commands
+    /// started as systemd would (`e2e/topology.sh up-provisioned`). The box
+    /// user is "zoffsite", unprivileged, as on a real box. The source's config
+    /// is [`World::source_config`].
+    pub(crate) fn provisioned(datasets: &[&str]) -> World {
+        let guard = PROVISIONED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut w = World::pools();
+        w._provisioned = Some(guard);
+        let full: Vec<String> = datasets.iter().map(|d| format!("{}/{d}", w.tank)).collect();
+        for d in &full {
+            w.create_encrypted(d);
+        }
+        let list = full.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join(", ");
+        std::fs::write(w.source_config(), format!("[source]\ndatasets = [{list}]\n")).unwrap();
+        // The box user opens /dev/zfs itself (udev makes it 0666 on a real box).
+        ok(&["chmod", "666", "/dev/zfs"]);
+        let state = w.dir.join("net");
+        let config = w.source_config();
+        w.topology("up-provisioned", &state, &[("SOURCE_CONFIG", config.to_str().unwrap())]);
+        w
+    }
+
+    /// The source's config of a provisioned world (`box new` added its target).
+    pub(crate) fn source_config(&self) -> PathBuf {
+        self.dir.join("zoffsite.toml")
+    }
+
+    fn topology(&mut self, verb: &str, state: &Path, env: &[(&str, &str)]) {
+        let out = Command::new(repo_root().join("e2e/topology.sh"))
+            .arg(verb)
+            .arg(state)
+            .env("ZOFFSITE_BIN", BIN)
+            .env("BOX_ROOT", &self.root)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        self.net_up = true;
+        assert!(out.status.success(), "topology {verb} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        for line in std::fs::read_to_string(state.join("env")).unwrap().lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                self.net.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+
+    /// Two pools on sparse files and the box root; no network yet.
+    fn pools() -> World {
         static N: AtomicU32 = AtomicU32::new(0);
         let id = format!("{}{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed));
         let dir = std::env::temp_dir().join(format!("zoffsite-e2e-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let tank = format!("tank{id}");
         let offsite = format!("offsite{id}");
-        let mut w = World { root: format!("{offsite}/home"), dir, tank, offsite, net: BTreeMap::new(), net_up: false };
+        let w = World {
+            root: format!("{offsite}/home"),
+            dir,
+            tank,
+            offsite,
+            net: BTreeMap::new(),
+            net_up: false,
+            _provisioned: None,
+        };
         for pool in [&w.tank, &w.offsite] {
             let vdev = w.vdev(pool);
             ok(&["truncate", "-s", "256M", vdev.to_str().unwrap()]);
@@ -87,22 +158,6 @@ impl World {
         }
         std::fs::write(w.dir.join("key"), random_hex(32)).unwrap();
         zfs(&["create", "-o", "canmount=off", "-o", "mountpoint=none", &w.root]);
-        let state = w.dir.join("net");
-        let out = Command::new(repo_root().join("e2e/topology.sh"))
-            .arg("up")
-            .arg(&state)
-            .env("ZOFFSITE_BIN", BIN)
-            .env("BOX_ROOT", &w.root)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        w.net_up = true;
-        assert!(out.status.success(), "topology up failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        for line in std::fs::read_to_string(state.join("env")).unwrap().lines() {
-            if let Some((k, v)) = line.split_once('=') {
-                w.net.insert(k.to_owned(), v.to_owned());
-            }
-        }
         w
     }
 

@@ -21,4 +21,5 @@ mod box_retention;
 mod compromised_source;
 mod faults;
 mod hostile_box;
+mod provisioned;
 mod restore;

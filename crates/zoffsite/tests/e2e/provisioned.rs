@@ -1,0 +1,156 @@
+//! A box set up the way docs/box.md says: `zoffsite box new` on the source,
+//! `zoffsite box apply` of each bundle on its machine, the units' commands
+//! started as systemd starts them (`e2e/topology.sh up-provisioned`). Real
+//! WireGuard (the box dials the source by name), real sshd with the
+//! distribution's main config and zoffsite's drop-in, real nftables, the
+//! unprivileged box user `box apply` made, `serve` as that user.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::harness::*;
+
+/// The argv of each `ExecStart=` of `unit` as installed on one machine
+/// (`etc` is its /etc: HOME_ETC or FRIEND_ETC), split as systemd splits
+/// the unquoted lines zoffsite renders.
+fn exec_start(etc: &str, unit: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(Path::new(etc).join("systemd/system").join(unit))
+        .unwrap_or_else(|e| panic!("{unit} not installed in {etc}: {e}"));
+    text.lines()
+        .filter_map(|l| l.strip_prefix("ExecStart="))
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+/// Runs `unit`'s command in namespace `ns`, as systemd would: its
+/// StateDirectory and RuntimeDirectory made first.
+fn run_unit(w: &World, ns_key: &str, etc_key: &str, unit: &str) -> Vec<Output> {
+    for d in ["/var/lib/zoffsite-box", "/run/zoffsite"] {
+        ok(&["mkdir", "-p", "-m", "0700", d]);
+    }
+    exec_start(w.env(etc_key), unit)
+        .into_iter()
+        .map(|argv| {
+            let mut full = vec!["ip", "netns", "exec", w.env(ns_key)];
+            full.extend(argv.iter().map(String::as_str));
+            run(&full)
+        })
+        .collect()
+}
+
+/// Whether a TCP connection from namespace `ns` to `addr:port` opens.
+fn tcp_open(ns: &str, addr: &str, port: u16) -> bool {
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "timeout",
+        "5",
+        "bash",
+        "-c",
+        "exec 3<>\"/dev/tcp/$0/$1\"",
+        addr,
+        &port.to_string(),
+    ])
+    .status
+    .success()
+}
+
+#[test]
+#[ignore = "needs root and ZFS (scripts/e2e)"]
+fn a_box_made_by_box_new_and_box_apply_backs_up_restores_and_runs_its_timers() {
+    let w = World::provisioned(&["data"]);
+    let data = format!("{}/data", w.tank);
+    w.write(&data, "notes.txt", b"kept offsite");
+    let cfg = w.source_config();
+    let config = std::fs::read_to_string(&cfg).unwrap();
+    assert!(config.contains("[[target]]") && config.contains("name = \"friend\""), "{config}");
+
+    // The backup the source's timer runs, exactly as its unit says.
+    let ran = run_unit(&w, "HOME_NS", "HOME_ETC", "zoffsite-backup.service");
+    assert!(ran.iter().all(|o| o.status.success()), "{}", ran.iter().map(text).collect::<String>());
+    let on_source = w.snapshots(&w.tank);
+    let on_box = w.snapshots(&w.offsite);
+    let (snap, guid) = on_source.iter().find(|(n, _)| n.starts_with(&format!("{data}@"))).expect("a snapshot");
+    let at_box = format!("{}/{snap}", w.root);
+    assert_eq!(on_box.get(&at_box), Some(guid), "the box holds the source's snapshot by GUID: {on_box:?}");
+    // serve ran as the unprivileged user box apply made, not as root.
+    let sshd_log = std::fs::read_to_string(w.env("SSHD_LOG")).unwrap();
+    assert!(sshd_log.contains("Accepted publickey for zoffsite from 10.77.0.1"), "{sshd_log}");
+    assert!(!sshd_log.contains("for root"), "{sshd_log}");
+
+    // A second, incremental backup by hand, and a restore to a new name.
+    w.write(&data, "notes.txt", b"kept offsite, twice");
+    let second = w.backup(&cfg, &["--json"]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let key = format!("file://{}", w.dir.join("key").display());
+    let back = format!("{}/back", w.tank);
+    let restored = w.at_home(&[
+        BIN,
+        "restore",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--target",
+        "friend",
+        "--dataset",
+        &data,
+        "--to",
+        &back,
+        "--keylocation",
+        &key,
+    ]);
+    assert_eq!(restored.status.code(), Some(0), "{}", text(&restored));
+    assert_eq!(
+        std::fs::read(w.mountpoint(&back).join("notes.txt")).unwrap(),
+        b"kept offsite, twice",
+        "{}",
+        text(&restored)
+    );
+
+    // The box's own timers: retention and the freshness alarm, as their
+    // units run them (root, box.toml from the bundle).
+    for unit in ["zoffsite-box-prune.service", "zoffsite-box-check.service"] {
+        let ran = run_unit(&w, "FRIEND_NS", "FRIEND_ETC", unit);
+        assert!(ran.iter().all(|o| o.status.success()), "{unit}: {}", ran.iter().map(text).collect::<String>());
+    }
+}
+
+#[test]
+#[ignore = "needs root and ZFS (scripts/e2e)"]
+fn the_provisioned_firewalls_keep_ssh_inside_the_tunnel_and_the_box_out_of_the_source() {
+    let w = World::provisioned(&["data"]);
+    let (home, friend) = (w.env("HOME_NS"), w.env("FRIEND_NS"));
+    // ssh: through the tunnel yes, on the box's internet address no.
+    assert!(tcp_open(home, w.env("BOX_ADDR"), 22), "the source reaches the box's sshd in the tunnel");
+    assert!(!tcp_open(home, w.env("FRIEND_WAN_ADDR"), 22), "no ssh on the internet link");
+
+    // A service on the source's tunnel address.
+    let mut listener = Command::new("ip")
+        .args(["netns", "exec", home, "python3", "-c"])
+        .arg(
+            "import socket,sys\n\
+             s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind((sys.argv[1], 2222)); s.listen(8); print('up', flush=True)\n\
+             while True:\n    c,_=s.accept(); c.close()\n",
+        )
+        .arg(w.env("SOURCE_ADDR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(listener.stdout.as_mut().unwrap()), &mut up).unwrap();
+    assert_eq!(up.trim(), "up");
+    assert!(tcp_open(home, w.env("SOURCE_ADDR"), 2222), "control: the service answers on the source");
+    assert!(!tcp_open(friend, w.env("SOURCE_ADDR"), 2222), "the box may not reach the source");
+    // The box is not trusted: its root can drop its own firewall. The
+    // source's table still keeps it out...
+    ok(&["ip", "netns", "exec", friend, "nft", "flush", "ruleset"]);
+    assert!(!tcp_open(friend, w.env("SOURCE_ADDR"), 2222), "the source's own table keeps the box out");
+    // ...and it is that table that does (control).
+    ok(&["ip", "netns", "exec", home, "nft", "delete", "table", "inet", "zoffsite_friend"]);
+    assert!(tcp_open(friend, w.env("SOURCE_ADDR"), 2222), "control: without the source's table the box gets in");
+    let _ = listener.kill();
+    let _ = listener.wait();
+}
