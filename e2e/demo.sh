@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The `make demo` scenario, run as root where ZFS is loaded (the VM, or a
-# host with ZFS): a source with an encrypted dataset tree, a box in another
-# network namespace reached over WireGuard + SSH with a forced command, two
-# backups (full, then incremental), and a look at what the box holds and
-# that it cannot read it. Everything is created fresh and removed at the end.
+# The `make demo` scenario, run as root in the project's VM: a source with an
+# encrypted dataset tree, a box in another network namespace set up the
+# recommended way (`zoffsite box new` on the source, `zoffsite box apply` of
+# each bundle: WireGuard dialled by the box, sshd inside the tunnel only, both
+# firewalls, the unprivileged box user whose key can only run `serve`), two
+# backups (full, then incremental), and a look at what the box holds and that
+# it cannot read it. Everything is created fresh and removed at the end.
 set -euo pipefail
 : "${ZOFFSITE_BIN:?set ZOFFSITE_BIN to the zoffsite binary}"
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
@@ -43,26 +45,33 @@ echo "$canary: my tax return" >"$work/mnt/data/docs/taxes.txt"
 head -c 4M /dev/urandom >"$work/mnt/data/photos/holiday.jpg"
 run zfs list -r -o name,encryption,keystatus,mounted "$tank"
 
-say "The box: pool $offsite, root $offsite/home (never mounted), reached over WireGuard"
-zfs create -o canmount=off -o mountpoint=none "$offsite/home"
-ZOFFSITE_BIN="$ZOFFSITE_BIN" BOX_ROOT="$offsite/home" "$here/topology.sh" up "$state" >/dev/null
-home_ns=$(sed -n 's/^HOME_NS=//p' "$state/env")
-echo "box's authorized_keys (the source's key can only run serve):"
-sed 's/ssh-ed25519 \(.\{16\}\).*/ssh-ed25519 \1.../' "$state/authorized_keys"
-
-say "The config on the source"
+say "The config on the source: what to back up (no box yet)"
 cat >"$work/zoffsite.toml" <<TOML
 [source]
 datasets = ["$tank/data"]          # each is backed up with all its children...
 exclude = ["$tank/data/games"]     # ...except these, with their children
-
-[[target]]
-name = "friend"
-host = "10.77.0.2"                # the box's address inside the VPN
-user = "root"
-identity_file = "$state/id_ed25519"
-known_hosts = "$state/known_hosts"   # pinned host key; unknown or changed key = refuse
 TOML
+cat "$work/zoffsite.toml"
+# The box user opens /dev/zfs itself (udev makes it 0666 on a real box).
+chmod 666 /dev/zfs
+
+say "The box: pool $offsite; zoffsite sets up both machines (docs/box.md)"
+echo "\$ zoffsite box new friend --endpoint home.zoffsite.test:51820 --root $offsite/home -c zoffsite.toml --dir BUNDLE   # on the source"
+echo "\$ zoffsite box apply BUNDLE/source.bundle   # on the source"
+echo "\$ zoffsite box apply box.bundle             # on the box"
+ZOFFSITE_BIN="$ZOFFSITE_BIN" BOX_ROOT="$offsite/home" SOURCE_CONFIG="$work/zoffsite.toml" \
+	"$here/topology.sh" up-provisioned "$state" >/dev/null
+home_ns=$(sed -n 's/^HOME_NS=//p' "$state/env")
+friend_etc=$(sed -n 's/^FRIEND_ETC=//p' "$state/env")
+say "box new said"
+cat "$state/box-new.out"
+say "box apply on the box said"
+cat "$state/apply-box.out"
+say "The box's sshd: the tunnel address only, the zoffsite user only, keys only"
+grep -E '^(ListenAddress|AllowUsers|PermitRootLogin|AuthenticationMethods)' "$friend_etc/ssh/sshd_config.d/zoffsite.conf"
+echo "the zoffsite user's authorized_keys (the source's key can only run serve):"
+sed 's/ssh-ed25519 \(.\{16\}\).*/ssh-ed25519 \1.../' ~zoffsite/.ssh/authorized_keys
+say "The config on the source, with the target box new added"
 cat "$work/zoffsite.toml"
 
 say "First backup: full, raw"
@@ -71,6 +80,9 @@ sleep 1
 echo "a second page" >>"$work/mnt/data/docs/taxes.txt"
 say "Second backup: incremental from the snapshot both sides hold (matched by GUID)"
 run ip netns exec "$home_ns" "$ZOFFSITE_BIN" backup -c "$work/zoffsite.toml"
+
+say "serve ran as the unprivileged box user (sshd's log on the box)"
+grep -o 'Accepted publickey for [a-z]* from [0-9.]*' "$state/sshd.log" | sort | uniq -c
 
 say "What the box now holds"
 run zfs list -r -t all -o name,encryption,keystatus,mounted "$offsite"

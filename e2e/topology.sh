@@ -46,7 +46,8 @@
 # touches /etc (no wg-quick, no resolvconf, no systemd units), and names
 # everything global after a random per-run id so parallel or leftover runs
 # cannot collide. `up-provisioned` writes /etc/netns/<ns> (see above) and
-# makes the user "zoffsite"; it refuses to run outside the VM.
+# makes the user "zoffsite"; it refuses to run outside the VM unless
+# ZOFFSITE_E2E_WRITE_ETC=1.
 set -euo pipefail
 
 # The guest's PATH may be minimal and the host's user shims are not writable
@@ -600,8 +601,8 @@ unit_exec() {
 }
 
 cmd_up_provisioned() {
-	[[ ${ZOFFSITE_VM:-} == 1 ]] ||
-		die "up-provisioned writes /etc/netns and makes the user $PROV_USER: only in the project's VM (vm/run)"
+	[[ ${ZOFFSITE_VM:-} == 1 || ${ZOFFSITE_E2E_WRITE_ETC:-} == 1 ]] ||
+		die "up-provisioned writes /etc/netns and makes the user $PROV_USER: it runs in the project's VM (vm/run); on a throw-away host set ZOFFSITE_E2E_WRITE_ETC=1"
 	: "${SOURCE_CONFIG:?SOURCE_CONFIG must be set (the config of the source, without a target yet)}"
 	check_safe_path SOURCE_CONFIG "$SOURCE_CONFIG"
 	need_tools wg-quick systemctl
