@@ -233,6 +233,13 @@ impl World {
         run(&full)
     }
 
+    /// Runs a command in the box's network namespace.
+    pub(crate) fn at_box(&self, argv: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", self.env("FRIEND_NS")];
+        full.extend_from_slice(argv);
+        run(&full)
+    }
+
     /// `zoffsite backup` on the source, in the background.
     pub(crate) fn spawn_backup(&self, config: &Path, extra: &[&str]) -> std::process::Child {
         Command::new("ip")
