@@ -376,10 +376,6 @@ fn wg_setconf_takes_both_configs_on_a_real_interface() {
             write(&key_file, &text(&key.stdout));
             let out = run(ns.exec(&wg).args(["set", &interface, "private-key"]).arg(&key_file));
             assert!(out.status.success(), "wg set private-key: {}", text(&out.stderr));
-            // A reload (`systemctl reload wg-quick@`: syncconf of the
-            // stripped file, which has no key) keeps the key PostUp set.
-            let out = run(ns.exec(&wg).arg("syncconf").arg(&interface).arg(&stripped));
-            assert!(out.status.success(), "wg syncconf: {}", text(&out.stderr));
             let out = run(ns.exec(&wg).args(["show", &interface, "dump"]));
             let dump = text(&out.stdout);
             let rows: Vec<Vec<&str>> = dump.lines().map(|l| l.split('\t').collect()).collect();
@@ -400,6 +396,16 @@ fn wg_setconf_takes_both_configs_on_a_real_interface() {
                     assert!(peer[2].ends_with(":51820") && peer[2] != "(none)", "{dump}");
                 }
             }
+            // Why the drop-ins take wg-quick's reload away: it is a
+            // syncconf of the stripped file, which has no key, and that
+            // clears the key PostUp set.
+            let out = run(ns.exec(&wg).arg("syncconf").arg(&interface).arg(&stripped));
+            assert!(out.status.success(), "wg syncconf: {}", text(&out.stderr));
+            let out = run(ns.exec(&wg).args(["show", &interface, "private-key"]));
+            assert_eq!(text(&out.stdout).trim(), "(none)", "syncconf cleared the key");
+            let dropin =
+                if side == "source" { wireguard::source_wg_quick_dropin() } else { wireguard::box_wg_quick_dropin() };
+            assert!(dropin.contains("\nExecReload=\n"), "{dropin}");
         }
     }
 }

@@ -228,6 +228,13 @@ pub fn source_files(i: &Inputs) -> Vec<File> {
         wireguard::source_wg_quick(i),
         (wireguard::source_netdev(i), wireguard::source_network(i)),
     );
+    if i.source_backend == Backend::WgQuick {
+        files.push(file(
+            format!("{UNIT_DIR}/wg-quick@{interface}.service.d/zoffsite.conf"),
+            0o644,
+            wireguard::source_wg_quick_dropin(),
+        ));
+    }
     let nft_path = nft::source_path(&i.name);
     let firewall_unit = units::firewall_unit_name(Some(&i.name));
     files.push(file(nft_path.clone(), 0o644, nft::source_table(i)));

@@ -67,6 +67,7 @@ fn file_lists_are_complete_and_unique() {
         paths(source_files(&i)),
         [
             "/etc/wireguard/zo-friend.conf",
+            "/etc/systemd/system/wg-quick@zo-friend.service.d/zoffsite.conf",
             "/etc/zoffsite/tunnel-friend.nft",
             "/etc/systemd/system/zoffsite-firewall-friend.service",
             "/etc/systemd/system/zoffsite-backup.service",

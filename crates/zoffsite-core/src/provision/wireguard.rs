@@ -70,11 +70,24 @@ pub fn box_wg_quick(i: &Inputs) -> String {
     )
 }
 
+/// Why neither end's `wg-quick@` unit may reload: its `ExecReload` runs
+/// `wg syncconf IF <(wg-quick strip IF)`, and syncconf makes the interface
+/// exactly what that text says, so a file without `PrivateKey` (ours: the
+/// key is set by `PostUp` from its own file) clears the key and the tunnel
+/// goes dead until a restart. (`provision_tools.rs` checks this on a real
+/// interface.) Without `ExecReload`, `systemctl reload-or-restart` restarts,
+/// and a plain reload is refused rather than silently breaking the tunnel.
+const NO_RELOAD: &str = "# No reload: wg-quick's (wg syncconf of the stripped file, which holds no
+# key) would clear the private key PostUp set. A change restarts the tunnel.
+ExecReload=
+";
+
 /// A drop-in for the box's `wg-quick@zo-NAME.service`: at boot the
 /// source's name may not resolve yet (no network, no DNS), and wg-quick
 /// would then fail and stay down. `wg` retries the name for as long as it
 /// takes (upstream's unit says so too; this does not depend on it), and a
-/// failure for any other reason is retried every 30 s, forever.
+/// failure for any other reason is retried every 30 s, forever. And no
+/// reload ([`NO_RELOAD`]).
 pub fn box_wg_quick_dropin() -> String {
     format!(
         "{HEADER}\
@@ -87,8 +100,14 @@ StartLimitIntervalSec=0
 Environment=WG_ENDPOINT_RESOLUTION_RETRIES=infinity
 Restart=on-failure
 RestartSec=30
-"
+{NO_RELOAD}"
     )
+}
+
+/// A drop-in for the source's `wg-quick@zo-NAME.service`: no reload
+/// ([`NO_RELOAD`]).
+pub fn source_wg_quick_dropin() -> String {
+    format!("{HEADER}[Service]\n{NO_RELOAD}")
 }
 
 fn netdev(i: &Inputs, description: &str, port: u16, peer: &str) -> String {
