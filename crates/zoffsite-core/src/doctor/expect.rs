@@ -148,6 +148,16 @@ pub struct DropIn {
     pub user: Option<UserName>,
 }
 
+impl DropIn {
+    /// The user it names, or [`DEFAULT_USER`] (what `box new` uses by
+    /// default; another user shows up as a failure, not a pass).
+    pub fn user_or_default(&self) -> UserName {
+        self.user
+            .clone()
+            .unwrap_or_else(|| UserName::new(DEFAULT_USER).unwrap_or_else(|e| unreachable!("the default user: {e}")))
+    }
+}
+
 /// Parses zoffsite's drop-in (`/etc/ssh/sshd_config.d/zoffsite.conf`).
 /// Keywords are case-insensitive, as sshd reads them.
 pub fn parse_dropin(text: &str) -> DropIn {
@@ -186,11 +196,7 @@ impl BoxExpect {
     /// user stands for sshd's port 22 and [`DEFAULT_USER`] (what `box new`
     /// uses by default; anything else shows up as a failure, not a pass).
     pub fn new(tunnel: Tunnel, dropin: &DropIn) -> BoxExpect {
-        let user = dropin
-            .user
-            .clone()
-            .unwrap_or_else(|| UserName::new(DEFAULT_USER).unwrap_or_else(|e| unreachable!("the default user: {e}")));
-        BoxExpect { tunnel, ssh_port: dropin.port.unwrap_or(22), user }
+        BoxExpect { tunnel, ssh_port: dropin.port.unwrap_or(22), user: dropin.user_or_default() }
     }
 
     /// sshd: only on the box's tunnel address, only `USER@SOURCE`.
