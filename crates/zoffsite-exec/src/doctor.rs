@@ -99,7 +99,8 @@ impl Host {
     fn stdout(&self, name: &str, args: &[&str]) -> Result<String, String> {
         let out = self.run(name, args)?;
         if out.success() {
-            String::from_utf8(out.stdout).map_err(|_| format!("`{name} {}` printed bytes that are not UTF-8", args.join(" ")))
+            String::from_utf8(out.stdout)
+                .map_err(|_| format!("`{name} {}` printed bytes that are not UTF-8", args.join(" ")))
         } else {
             Err(format!("`{name} {}` failed: {}", args.join(" "), first_line(&out.stderr)))
         }
@@ -176,7 +177,9 @@ pub fn box_report(host: &Host, cfg: &BoxConfig, now: i64) -> Report {
     r.push(firewall(host, &want));
     match &tunnel {
         Ok((t, _)) => r.extend(wg_checks(host, Side::Box, &t.interface, now)),
-        Err(e) => r.extend([CheckId::WgKeepalive, CheckId::WgHandshake, CheckId::WgEndpoint].map(|id| no_tunnel(id, e))),
+        Err(e) => {
+            r.extend([CheckId::WgKeepalive, CheckId::WgHandshake, CheckId::WgEndpoint].map(|id| no_tunnel(id, e)))
+        }
     }
     r.extend(box_zfs(host, cfg, &dropin, now));
     let mut units = vec![units::firewall_unit_name(None)];
@@ -420,7 +423,10 @@ fn sshd_checks(host: &Host, want: &Result<BoxExpect, String>) -> Vec<Check> {
     let plain = match host.stdout("sshd", &["-T"]) {
         Ok(t) => t,
         Err(e) => {
-            return IDS.iter().map(|id| Check::unknown(*id, e.clone(), "run doctor as root; run `sshd -T` by hand")).collect()
+            return IDS
+                .iter()
+                .map(|id| Check::unknown(*id, e.clone(), "run doctor as root; run `sshd -T` by hand"))
+                .collect()
         }
     };
     // The source's connection, as sshd would match it (UseDNS no: the host
@@ -505,7 +511,8 @@ fn box_zfs(host: &Host, cfg: &BoxConfig, dropin: &DropIn, now: i64) -> Vec<Check
     let user = dropin.user_or_default();
     let mut out = vec![zfs_version(host, Side::Box)];
     let exists = zfs.exists(root);
-    let unknown = |id: CheckId, e: &ZfsError| Check::unknown(id, e.to_string(), "run doctor as root; look at `zfs list`");
+    let unknown =
+        |id: CheckId, e: &ZfsError| Check::unknown(id, e.to_string(), "run doctor as root; look at `zfs list`");
     out.push(match &exists {
         Err(e) => unknown(CheckId::ZfsDelegation, e),
         Ok(exists) => {
@@ -625,7 +632,14 @@ pub fn source_report(host: &Host, cfg: &Config, config_path: &Path, now: i64) ->
                         let st: Vec<_> = datasets
                             .iter()
                             .map(|d| {
-                                zoffsite_core::status::evaluate(d, &l.snapshots, &l.bookmarks, remote.get(d), now, max_age)
+                                zoffsite_core::status::evaluate(
+                                    d,
+                                    &l.snapshots,
+                                    &l.bookmarks,
+                                    remote.get(d),
+                                    now,
+                                    max_age,
+                                )
                             })
                             .collect();
                         source::check_last_run(&[(t.name.clone(), st)])
@@ -676,7 +690,8 @@ fn key_files(host: &Host, zfs: &Zfs, datasets: &[Dataset]) -> Check {
     }
     let roots = match zfs.values(&names, "encryptionroot") {
         Ok(v) => {
-            let mut r: Vec<String> = v.into_iter().map(|(_, root)| root).filter(|r| r != "-" && !r.is_empty()).collect();
+            let mut r: Vec<String> =
+                v.into_iter().map(|(_, root)| root).filter(|r| r != "-" && !r.is_empty()).collect();
             r.sort();
             r.dedup();
             r
@@ -690,7 +705,11 @@ fn key_files(host: &Host, zfs: &Zfs, datasets: &[Dataset]) -> Check {
     let mut keys = Vec::new();
     for (root, loc) in locations {
         let Ok(encryption_root) = Dataset::new(root.as_str()) else {
-            return Check::unknown(ID, format!("zfs named an encryption root {root:?}"), "look at `zfs get keylocation`");
+            return Check::unknown(
+                ID,
+                format!("zfs named an encryption root {root:?}"),
+                "look at `zfs get keylocation`",
+            );
         };
         let file = loc.strip_prefix("file://").filter(|p| p.starts_with('/')).and_then(|p| {
             std::fs::symlink_metadata(host.path(p)).ok().map(|m| FileFacts {
@@ -737,7 +756,8 @@ pub fn write_report(path: &Path, json: &[u8]) -> Result<(), String> {
         }
         Err(crate::private::Error::Io(e)) => return Err(format!("cannot inspect {}: {e}", dir.display())),
     }
-    crate::private::replace_exact(&fd, name, json, 0o644, None).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::private::replace_exact(&fd, name, json, 0o644, None)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 #[cfg(test)]
