@@ -178,7 +178,7 @@ pub fn box_report(host: &Host, cfg: &BoxConfig, now: i64) -> Report {
     match &tunnel {
         Ok((t, _)) => r.extend(wg_checks(host, Side::Box, &t.interface, now)),
         Err(e) => {
-            r.extend([CheckId::WgKeepalive, CheckId::WgHandshake, CheckId::WgEndpoint].map(|id| no_tunnel(id, e)))
+            r.extend([CheckId::WgKeepalive, CheckId::WgHandshake, CheckId::WgEndpoint].map(|id| no_tunnel(id, e)));
         }
     }
     r.extend(box_zfs(host, cfg, &dropin, now));

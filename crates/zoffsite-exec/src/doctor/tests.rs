@@ -206,7 +206,7 @@ fn a_well_set_up_box_is_all_ok_but_the_bios_password() {
         println!("{:8} {:26} {}", c.status().as_str(), c.id().as_str(), c.summary());
     }
     assert_eq!(not_ok(&r), [(CheckId::BiosPassword, Status::Unknown)], "{r:#?}");
-    let ids: Vec<CheckId> = r.checks().iter().map(|c| c.id()).collect();
+    let ids: Vec<CheckId> = r.checks().iter().map(Check::id).collect();
     assert_eq!(ids, CheckId::ALL[..19], "every box check once, in order");
     let log = f.argv_log();
     assert!(log.contains("sshd -T -C user=zoffsite,addr=10.77.0.1,"), "{log}");
@@ -230,6 +230,9 @@ fn a_bios_password_the_firmware_shows_is_ok() {
     assert_eq!(status_of(&run_box(&f), CheckId::BiosPassword), Status::Fail);
 }
 
+/// How a test breaks the good box.
+type Break = Box<dyn Fn(&mut Fake)>;
+
 /// Each broken variant the issue names flips its own check to fail.
 #[test]
 fn each_broken_variant_fails_its_check() {
@@ -237,7 +240,7 @@ fn each_broken_variant_fails_its_check() {
         .replace("allowusers zoffsite\n", "allowusers zoffsite@10.77.0.1\n")
         .replace("listenaddress 10.77.0.2:22\n", "listenaddress [::]:22\nlistenaddress 0.0.0.0:22\n");
     let wide = ALLOW.replace("create,mount", "create,destroy,mount");
-    let variants: Vec<(&str, Box<dyn Fn(&mut Fake)>, Vec<CheckId>)> = vec![
+    let variants: Vec<(&str, Break, Vec<CheckId>)> = vec![
         (
             "sshd on all addresses",
             Box::new(move |f: &mut Fake| {
@@ -285,7 +288,11 @@ fn each_broken_variant_fails_its_check() {
         (
             "the tunnel is down",
             Box::new(|f: &mut Fake| {
-                f.answer("wg", "'show zo-friend '*", Answer::Err("Unable to access interface: No such device\n".into()))
+                f.answer(
+                    "wg",
+                    "'show zo-friend '*",
+                    Answer::Err("Unable to access interface: No such device\n".into()),
+                );
             }),
             vec![CheckId::WgKeepalive, CheckId::WgHandshake, CheckId::WgEndpoint],
         ),
@@ -296,14 +303,14 @@ fn each_broken_variant_fails_its_check() {
                     "cryptsetup",
                     "'luksDump --dump-json-metadata /dev/sda2'",
                     fixture("luks2-tpm2-empty-policy.json"),
-                )
+                );
             }),
             vec![CheckId::LuksTpm],
         ),
         (
             "Secure Boot in setup mode",
             Box::new(|f: &mut Fake| {
-                f.file(&format!("/sys/firmware/efi/efivars/SetupMode-{}", firmware::EFI_GLOBAL_GUID), [6, 0, 0, 0, 1])
+                f.file(&format!("/sys/firmware/efi/efivars/SetupMode-{}", firmware::EFI_GLOBAL_GUID), [6, 0, 0, 0, 1]);
             }),
             vec![CheckId::SecureBoot],
         ),
@@ -362,7 +369,7 @@ fn missing_tools_and_files_are_unknown() {
     // Nothing at all: no tools, no files.
     let empty = Fake::new();
     let r = box_report(&empty.host(), &box_cfg(), NOW);
-    let ids: Vec<CheckId> = r.checks().iter().map(|c| c.id()).collect();
+    let ids: Vec<CheckId> = r.checks().iter().map(Check::id).collect();
     assert_eq!(ids, CheckId::ALL[..19]);
     for c in r.checks() {
         assert_eq!(c.status(), Status::Unknown, "{c:?}");
@@ -459,7 +466,7 @@ fn the_source_checks_each_target() {
     for c in r.checks() {
         println!("{:8} {:26} {}", c.status().as_str(), c.id().as_str(), c.summary());
     }
-    let ids: Vec<CheckId> = r.checks().iter().map(|c| c.id()).collect();
+    let ids: Vec<CheckId> = r.checks().iter().map(Check::id).collect();
     assert_eq!(ids, CheckId::ALL[19..], "every source check once, in order");
     assert_eq!(status_of(&r, CheckId::SourceWgHandshake), Status::Ok);
     assert_eq!(status_of(&r, CheckId::SourceBoxSsh), Status::Fail);
