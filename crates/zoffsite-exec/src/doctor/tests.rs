@@ -343,8 +343,6 @@ fn the_root_on_a_plain_disk_or_lvm_without_luks_fails() {
     f.file("/sys/dev/block/8:2/uevent", "MAJOR=8\nMINOR=2\nDEVNAME=sda2\n");
     assert_eq!(status_of(&run_box(&f), CheckId::LuksTpm), Status::Fail);
     // LVM on LUKS2 on sda2: followed down to the header.
-    f.file("/sys/dev/block/253:0/slaves/.keep", "");
-    std::fs::remove_file(f.root.join("sys/dev/block/253:0/slaves/.keep")).unwrap();
     std::fs::remove_dir(f.root.join("sys/dev/block/253:0/slaves/sda2")).unwrap();
     f.dir("/sys/dev/block/253:0/slaves/dm-1");
     f.file("/sys/class/block/dm-1/dev", "253:1\n");
@@ -479,4 +477,37 @@ fn the_source_checks_each_target() {
     assert!(log.contains("systemctl is-enabled zoffsite-firewall-friend.service"), "{log}");
     assert!(log.contains("systemctl is-enabled zoffsite-backup.timer"), "{log}");
     assert!(log.lines().filter(|l| l.starts_with("wg ")).all(|l| !l.contains("dump")), "{log}");
+}
+
+/// Key files: the encryption roots of the selection, their `keylocation`,
+/// and the file's owner and mode (lstat; never read).
+#[test]
+fn a_key_file_others_can_read_fails() {
+    let mut f = Fake::new();
+    f.out("systemctl", "'is-enabled '*", "enabled\n");
+    f.out("zfs", "version", "zfs-2.3.4-1\nzfs-kmod-2.3.4-1\n");
+    f.out(
+        "zfs",
+        "'list -H -p -r -t filesystem,volume -o name,guid,encryption,written,zoffsite:backup tank/data'",
+        "tank/data\t123\taes-256-gcm\t0\t-\ntank/data/plain\t124\toff\t0\t-\n",
+    );
+    f.out("zfs", "'get -H -p -o name,value encryptionroot tank/data'", "tank/data\ttank/data\n");
+    f.out("zfs", "'get -H -p -o name,value keylocation tank/data'", "tank/data\tfile:///etc/zfs/tank.key\n");
+    f.file("/etc/zfs/tank.key", "never read");
+    let key = f.root.join("etc/zfs/tank.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = source_cfg(&f.root);
+    let r = source_report(&f.host(), &cfg, Path::new("/etc/zoffsite/zoffsite.toml"), NOW);
+    let c = r.checks().iter().find(|c| c.id() == CheckId::SourceKeyFiles).unwrap();
+    assert_eq!(c.status(), Status::Fail, "{r:#?}");
+    assert!(c.summary().contains("/etc/zfs/tank.key") && c.summary().contains("0644"), "{c:?}");
+    let e = r.checks().iter().find(|c| c.id() == CheckId::SourceEncryption).unwrap();
+    assert_eq!(e.status(), Status::Fail, "{e:?}");
+    assert!(e.summary().contains("tank/data/plain"), "{e:?}");
+    // Root's alone (as far as the mode says: the test does not run as root,
+    // so only the mode is fixed here).
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let r = source_report(&f.host(), &cfg, Path::new("/etc/zoffsite/zoffsite.toml"), NOW);
+    let want = if rustix::process::geteuid().is_root() { Status::Ok } else { Status::Fail };
+    assert_eq!(status_of(&r, CheckId::SourceKeyFiles), want);
 }
