@@ -684,11 +684,24 @@ pub const DOCTOR_JSON: &[&str] = &[
     doctor!("nft-set.json"),
 ];
 
-/// `sshd -T`, `wg show IF dump`, `zfs version`, `zfs allow`.
+/// `sshd -T`, the three `wg show IF ...` listings (joined by form feeds),
+/// `zfs version`, `zfs allow`.
 pub const DOCTOR_TEXT: &[&str] = &[
     doctor!("sshd-T-box.txt"),
-    doctor!("wg-box.txt"),
-    doctor!("wg-source.txt"),
+    concat!(
+        doctor!("wg-box.latest-handshakes.txt"),
+        "\x0c",
+        doctor!("wg-box.endpoints.txt"),
+        "\x0c",
+        doctor!("wg-box.persistent-keepalive.txt")
+    ),
+    concat!(
+        doctor!("wg-source.latest-handshakes.txt"),
+        "\x0c",
+        doctor!("wg-source.endpoints.txt"),
+        "\x0c",
+        doctor!("wg-source.persistent-keepalive.txt")
+    ),
     "zfs-2.3.4-1\nzfs-kmod-2.3.4-1\n",
     "---- Permissions on offsite/home ----\nLocal+Descendent permissions:\n\tuser zoffsite create,mount,receive:append,send,userprop\n",
 ];

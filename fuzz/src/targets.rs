@@ -352,7 +352,14 @@ fn doctor_json(ctx: &mut Ctx, t: &str) -> bool {
 fn doctor_text(ctx: &mut Ctx, t: &str) -> bool {
     let want = doctor::sshd::Expect { listen: vec!["10.77.0.2:22".parse().expect("addr")], user: "zoffsite".into() };
     let mut checks = doctor::sshd::check(t, &want);
-    checks.extend(doctor::wireguard::check(doctor::Side::Box, t, 1_796_000_000));
+    // The three `wg show` listings, separated by a form feed.
+    let mut l = t.splitn(3, '\x0c');
+    let show = doctor::wireguard::Show {
+        latest_handshakes: l.next().unwrap_or(""),
+        endpoints: l.next().unwrap_or(""),
+        persistent_keepalive: l.next().unwrap_or(""),
+    };
+    checks.extend(doctor::wireguard::check(doctor::Side::Box, &show, 1_796_000_000));
     checks.push(doctor::zfs::check_version(doctor::Side::Box, t));
     let user = zoffsite_core::boxinit::UserName::new("zoffsite").expect("user");
     let root = Dataset::new("offsite/home").expect("root");

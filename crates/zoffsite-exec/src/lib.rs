@@ -8,11 +8,12 @@
 //! source's retention; [`restore`](mod@restore) and [`drill`](mod@drill)
 //! bring a tree back (one checked "send raw into a sink" for both, and for
 //! the box's sends); [`boxstate`] is what `box prune` and `box check` read
-//! and record on the box. Decisions are made in `zoffsite-core`; this crate
+//! and record on the box; [`doctor`](mod@doctor) gathers the audit's facts. Decisions are made in `zoffsite-core`; this crate
 //! gathers facts and carries plans out.
 
 pub mod boxinit;
 pub mod boxstate;
+pub mod doctor;
 pub mod drill;
 pub mod events;
 pub mod journal;

@@ -211,8 +211,25 @@ pub struct Owner {
 /// invariants), created with `mode` (the umask can only narrow it), owned
 /// by `owner` when given. A symlink at `name` is replaced itself, never followed.
 pub fn replace(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Option<Owner>) -> io::Result<()> {
+    replace_impl(dir.as_fd(), name, bytes, mode, owner, false)
+}
+
+/// [`replace`], the new file given exactly `mode` whatever the umask (a
+/// file others must read, such as doctor's audit report, written from a
+/// unit with `UMask=0077`).
+pub fn replace_exact(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Option<Owner>) -> io::Result<()> {
+    replace_impl(dir.as_fd(), name, bytes, mode, owner, true)
+}
+
+fn replace_impl(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<Owner>,
+    exact: bool,
+) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = dir.as_fd();
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let (tmp, fd) = (0..100)
         .find_map(|_| {
@@ -227,6 +244,9 @@ pub fn replace(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Optio
     let written = (|| -> io::Result<()> {
         if let Some(o) = owner {
             rfs::fchown(&fd, Some(rustix::process::Uid::from_raw(o.uid)), Some(rustix::process::Gid::from_raw(o.gid)))?;
+        }
+        if exact {
+            rfs::fchmod(&fd, Mode::from_raw_mode(mode))?;
         }
         let mut f = std::fs::File::from(fd);
         f.write_all(bytes)?;
@@ -264,6 +284,16 @@ mod tests {
         assert_eq!(std::fs::read_to_string(d.path().join("f")).unwrap(), "ours");
         let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 2, "no temporary left behind: {left:?}");
+    }
+
+    #[test]
+    fn replace_exact_ignores_the_umask() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = open_dir(d.path()).unwrap().unwrap();
+        // 0666: any usual umask (022, 077) would narrow it.
+        replace_exact(&dir, "r", b"{}", 0o666, None).unwrap();
+        let meta = std::fs::symlink_metadata(d.path().join("r")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o666);
     }
 
     #[test]

@@ -230,6 +230,19 @@ impl Zfs {
         Ok(out)
     }
 
+    /// `PROP` of each name, inherited or not (`zfs get -H -p -o name,value
+    /// PROP NAME...`, [`ARGV_CHUNK`] names per call): for `doctor`'s
+    /// `encryptionroot` and `keylocation`.
+    pub fn values(&self, names: &[String], prop: &str) -> Result<Vec<(String, String)>, ZfsError> {
+        let mut out = Vec::new();
+        for chunk in names.chunks(ARGV_CHUNK) {
+            let cmd = self.cmd().args(["get", "-H", "-p", "-o", "name,value", prop]).args(chunk);
+            let text = self.run_ok(&cmd, || chunk.join(", "))?;
+            out.extend(Self::parsed(&cmd, &text, parse::name_values)?);
+        }
+        Ok(out)
+    }
+
     /// Whether a filesystem or volume exists.
     pub fn exists(&self, ds: &Dataset) -> Result<bool, ZfsError> {
         let cmd = self.cmd().args(["list", "-H", "-o", "name", "-t", "filesystem,volume"]).arg(ds.as_str());
@@ -628,7 +641,7 @@ impl Zfs {
     /// `zfs version`: the tools' and the kernel module's versions, stdout
     /// and stderr whatever the exit status (the caller says what is missing).
     pub fn version_text(&self) -> Result<String, ZfsError> {
-        let out = process::run(&self.cmd().arg("version"), 64 * 1024)?;
+        let out = process::run_by(&self.cmd().arg("version"), 64 * 1024, self.deadline)?;
         Ok(format!("{}\n{}", String::from_utf8_lossy(&out.stdout), out.stderr))
     }
 

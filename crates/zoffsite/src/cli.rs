@@ -31,6 +31,11 @@ pub(crate) enum Command {
     /// Without any key: check that every target holds what it confirmed,
     /// with the source's GUIDs, on a healthy, scrubbed pool.
     Verify(VerifyArgs),
+    /// Audit the security posture of the box (--box, as root) or of the
+    /// source (--source): one line per check, ok/warn/unknown/fail, with
+    /// the fix. Exits 0 when all are ok, 6 on a warning or an unknown, 3 on
+    /// a failure.
+    Doctor(DoctorArgs),
     /// Box-side administration, run by root on the box.
     #[command(subcommand)]
     Box(BoxCommand),
@@ -189,6 +194,32 @@ pub(crate) struct StatusArgs {
     /// Print the status as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct DoctorArgs {
+    /// Audit this machine as the box (default when /etc/zoffsite/box.toml
+    /// exists and /etc/zoffsite/zoffsite.toml does not).
+    #[arg(long = "box", conflicts_with = "source")]
+    pub box_side: bool,
+    /// Audit this machine as the source (default when
+    /// /etc/zoffsite/zoffsite.toml exists and /etc/zoffsite/box.toml does
+    /// not).
+    #[arg(long)]
+    pub source: bool,
+    /// Configuration file: box.toml with --box (default
+    /// /etc/zoffsite/box.toml), zoffsite.toml with --source (default
+    /// /etc/zoffsite/zoffsite.toml).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to FILE, atomically and mode 0644 (for the
+    /// box's audit timer: `serve` hands it to the source), e.g.
+    /// /var/lib/zoffsite-audit/doctor.json.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -4,7 +4,8 @@
 //! The shell reads files (`/sys/firmware/efi/efivars/...`,
 //! `/sys/class/tpm/...`, `/sys/class/firmware-attributes/...`) and runs
 //! tools (`cryptsetup luksDump --dump-json-metadata`, `sshd -T`,
-//! `nft -j list ruleset`, `wg show IF dump`, `zfs version`, `zfs allow`,
+//! `nft -j list ruleset`, `wg show IF latest-handshakes` (and `endpoints`,
+//! `persistent-keepalive`), `zfs version`, `zfs allow`,
 //! `systemctl is-enabled`); the functions here parse that text and decide
 //! one [`Check`] each. Nothing here runs anything or reads a clock: `now`
 //! is an argument.
@@ -20,13 +21,14 @@
 //!   ([`MAX_INPUT`]), parsed strictly (JSON with duplicate keys is refused:
 //!   [`json`]), and any of its text that reaches a summary is sanitized and
 //!   cut ([`Check`] keeps every summary and fix on one bounded line).
-//! - No secret is kept: the WireGuard dump's first line carries the
-//!   interface's private key; its parser skips that field without storing
-//!   or echoing it.
+//! - No secret is read: WireGuard is judged from listings that carry only
+//!   public keys and peer state ([`wireguard::Show`]), never `wg show
+//!   dump`, whose first line is the interface's private key.
 //!
 //! The JSON form of a [`Report`] (for `--json`) is documented on
 //! [`Report`].
 
+pub mod expect;
 pub mod firewall;
 pub mod firmware;
 pub mod json;
@@ -42,6 +44,14 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::report::Severity;
+
+/// Where the box's audit timer writes `zoffsite doctor --box --output`'s
+/// JSON report, and where `serve` reads it for the source. Its directory is
+/// root's and not writable by anyone else (`StateDirectory=` with mode
+/// 0755, or made so by `doctor --output`); the file is 0644, so the box
+/// user that runs `serve` can read it and nobody but root can change it.
+/// (Not beside the txg journal: that directory is 0700.)
+pub const AUDIT_PATH: &str = "/var/lib/zoffsite-audit/doctor.json";
 
 /// Most bytes of one tool's output a parser looks at; more is refused
 /// (unknown), never truncated and then judged.
@@ -143,6 +153,7 @@ pub enum CheckId {
     PoolScrub,
     Timers,
     SourceWgHandshake,
+    SourceBoxSsh,
     SourceEncryption,
     SourceKeyFiles,
     SourceLastRun,
@@ -152,7 +163,7 @@ pub enum CheckId {
 
 impl CheckId {
     /// Every id, in the order a report lists them.
-    pub const ALL: [CheckId; 25] = [
+    pub const ALL: [CheckId; 26] = [
         CheckId::SecureBoot,
         CheckId::LuksTpm,
         CheckId::TpmVersion,
@@ -173,6 +184,7 @@ impl CheckId {
         CheckId::PoolScrub,
         CheckId::Timers,
         CheckId::SourceWgHandshake,
+        CheckId::SourceBoxSsh,
         CheckId::SourceEncryption,
         CheckId::SourceKeyFiles,
         CheckId::SourceLastRun,
@@ -202,6 +214,7 @@ impl CheckId {
             CheckId::PoolScrub => "box.pool-scrub",
             CheckId::Timers => "box.timers",
             CheckId::SourceWgHandshake => "source.wg-handshake",
+            CheckId::SourceBoxSsh => "source.box-ssh",
             CheckId::SourceEncryption => "source.encryption",
             CheckId::SourceKeyFiles => "source.key-files",
             CheckId::SourceLastRun => "source.last-run",
@@ -379,6 +392,22 @@ impl Serialize for Report {
     }
 }
 
+/// One check from several of the same id (one per target, or `sshd -T`
+/// with and without a connection's `Match`): the worst status decides,
+/// and the summaries of the checks with that status are joined, each after
+/// its label (`label: summary`; an empty label adds nothing). The fix is
+/// the first worst one's. `None` when there is nothing to merge.
+pub fn merge(id: CheckId, checks: Vec<(String, Check)>) -> Option<Check> {
+    let worst = checks.iter().map(|(_, c)| c.status).max()?;
+    let mut fix = None;
+    let mut parts = Vec::new();
+    for (label, c) in checks.into_iter().filter(|(_, c)| c.status == worst) {
+        fix = fix.or(c.fix);
+        parts.push(if label.is_empty() { c.summary } else { format!("{label}: {}", c.summary) });
+    }
+    Some(Check::with_status(id, worst, parts.join("; "), fix.unwrap_or_default()))
+}
+
 /// The input was too large to be judged.
 pub(crate) fn too_large(id: CheckId, what: &str, len: usize) -> Check {
     Check::unknown(
@@ -479,7 +508,7 @@ mod tests {
             tunnel_nets: vec![firewall::Net::parse("10.77.0.1").unwrap()],
         };
         r.push(firewall::check(&fixture("nft-box.json"), &fw));
-        r.extend(wireguard::check(Side::Box, &fixture("wg-box.txt"), now));
+        r.extend(wireguard::check(Side::Box, &wireguard::tests::show(&wireguard::tests::listings("wg-box")), now));
         r.push(zfs::check_version(Side::Box, "zfs-2.3.4-1\nzfs-kmod-2.3.4-1\n"));
         let (user, root) = (UserName::new("zoffsite").unwrap(), Dataset::new("offsite/home").unwrap());
         let allow = "---- Permissions on offsite/home ----\nLocal+Descendent permissions:\n\tuser zoffsite create,mount,receive:append,send,userprop\n";
@@ -496,5 +525,23 @@ mod tests {
         assert_eq!((r.status(), r.severity()), (Status::Unknown, Severity::Stale));
         let ids: Vec<CheckId> = r.checks().iter().map(Check::id).collect();
         assert_eq!(ids, CheckId::ALL[..19], "one check per box id, in the documented order");
+    }
+
+    #[test]
+    fn merging_keeps_the_worst_and_says_whose() {
+        let id = CheckId::SourceWgHandshake;
+        assert_eq!(merge(id, vec![]), None);
+        let m = merge(
+            id,
+            vec![
+                ("a".into(), Check::ok(id, "fine")),
+                ("b".into(), Check::fail(id, "down", "bring it up")),
+                ("c".into(), Check::fail(id, "down too", "other fix")),
+            ],
+        )
+        .unwrap();
+        assert_eq!((m.status(), m.summary(), m.fix()), (Status::Fail, "b: down; c: down too", Some("bring it up")));
+        let ok = merge(id, vec![(String::new(), Check::ok(id, "fine")), ("x".into(), Check::ok(id, "also"))]).unwrap();
+        assert_eq!((ok.status(), ok.summary(), ok.fix()), (Status::Ok, "fine; x: also", None));
     }
 }

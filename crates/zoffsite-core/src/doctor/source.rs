@@ -1,5 +1,6 @@
-//! The source's own posture: every selected dataset encrypted, every key
-//! file readable by root only, and a recent backup on every target.
+//! The source's own posture: every box reachable with its pinned host key,
+//! every selected dataset encrypted, every key file readable by root only,
+//! and a recent backup on every target.
 //! (The tunnel, the timers and the OpenZFS version are judged by
 //! [`super::wireguard`], [`super::timers`] and [`super::zfs`].)
 //!
@@ -113,6 +114,26 @@ pub fn check_key_files(keys: &[Key]) -> Check {
     )
 }
 
+/// Every target's box answered over ssh with the host key pinned in its
+/// `known_hosts` (`Err`: why not, one line).
+pub fn check_box_ssh(targets: &[(String, Result<(), String>)]) -> Check {
+    const ID: CheckId = CheckId::SourceBoxSsh;
+    if targets.is_empty() {
+        return Check::unknown(ID, "no target to reach", "configure a [[target]] (`zoffsite box new`)");
+    }
+    let failed: Vec<String> =
+        targets.iter().filter_map(|(t, r)| r.as_ref().err().map(|e| format!("{t}: {e}"))).collect();
+    if failed.is_empty() {
+        let names: Vec<&str> = targets.iter().map(|(t, _)| t.as_str()).collect();
+        return Check::ok(ID, format!("reached {} with the pinned host key", named(&names)));
+    }
+    Check::fail(
+        ID,
+        named(&failed),
+        "check the tunnel (source.wg-handshake), the box's sshd, and that the target's known_hosts holds the key `zoffsite box new` pinned",
+    )
+}
+
 /// A recent backup on every target: `status`'s verdicts (computed with each
 /// target's `max_age`), per target name.
 pub fn check_last_run(targets: &[(String, Vec<DatasetStatus>)]) -> Check {
@@ -208,6 +229,16 @@ mod tests {
         assert_eq!(check_key_files(&[]).status(), Status::Unknown);
         let mixed = check_key_files(&[key("prompt", None), key("file:///k", Some((false, false, 0, 0o644)))]);
         assert!(mixed.summary().contains("mode 0644"), "{mixed:?}");
+    }
+
+    #[test]
+    fn every_box_must_answer_with_its_pinned_key() {
+        assert_eq!(check_box_ssh(&[]).status(), Status::Unknown);
+        let ok = check_box_ssh(&[("friend".into(), Ok(()))]);
+        assert_eq!(ok.status(), Status::Ok);
+        let bad = check_box_ssh(&[("friend".into(), Ok(())), ("far".into(), Err("host key changed\n!".into()))]);
+        assert_eq!(bad.status(), Status::Fail);
+        assert_eq!(bad.summary(), "far: host key changed\\n!");
     }
 
     fn st(name: &str, state: State, age: Option<i64>) -> DatasetStatus {

@@ -25,7 +25,9 @@ use super::{quote, Check, CheckId};
 pub struct Expect {
     /// The box's tunnel address(es) with the ssh port.
     pub listen: Vec<SocketAddr>,
-    /// The box user (`box init --user`).
+    /// The one `AllowUsers` entry wanted: the box user (`box init --user`),
+    /// or `USER@ADDRESS` as zoffsite's drop-in writes it (the user, from
+    /// the source's tunnel address only).
     pub user: String,
 }
 
@@ -119,6 +121,27 @@ pub fn check(text: &str, want: &Expect) -> Vec<Check> {
         must_be_no(&eff, CheckId::SshdRootLogin, &["permitrootlogin"], "root logins"),
         allow_users(&eff, want),
     ]
+}
+
+/// The sshd checks from `sshd -T` (what applies where no `Match` block
+/// does) and, where it could be run, `sshd -T -C user=...,addr=...` (what
+/// applies to the source's connection): for each check the worse of the
+/// two, so a `Match` block that turns passwords back on for the source's
+/// address is caught.
+pub fn check_both(plain: &str, matched: Option<&str>, want: &Expect) -> Vec<Check> {
+    let a = check(plain, want);
+    let Some(matched) = matched else { return a };
+    a.into_iter()
+        .zip(check(matched, want))
+        .map(|(a, b)| {
+            if b.status() > a.status() {
+                let summary = format!("for the source's connection: {}", b.summary());
+                Check::with_status(b.id(), b.status(), summary, b.fix().unwrap_or_default())
+            } else {
+                a
+            }
+        })
+        .collect()
 }
 
 fn listen(eff: &Effective, want: &Expect) -> Check {
@@ -247,6 +270,25 @@ mod tests {
         assert_eq!(s("listenaddress 10.77.0.2:22", "listenaddress 10.77.0.2:2222")[0], fail, "another port");
         // Old OpenSSH: challengeresponseauthentication stands for kbdinteractive.
         assert_eq!(s("kbdinteractiveauthentication no", "challengeresponseauthentication no"), [ok, ok, ok, ok, ok]);
+    }
+
+    #[test]
+    fn a_match_block_for_the_source_is_judged_too() {
+        let plain = fixture("sshd-T-box.txt");
+        let matched = edited("passwordauthentication no", "passwordauthentication yes");
+        let c = check_both(&plain, Some(&matched), &want());
+        assert_eq!(
+            c.iter().map(Check::status).collect::<Vec<_>>(),
+            [Status::Ok, Status::Fail, Status::Ok, Status::Ok, Status::Ok]
+        );
+        assert!(c[1].summary().starts_with("for the source's connection: "), "{:?}", c[1]);
+        assert_eq!(check_both(&plain, None, &want()), check(&plain, &want()));
+        assert_eq!(check_both(&matched, Some(&plain), &want())[1].status(), Status::Fail, "the worse of the two");
+        // The drop-in's `AllowUsers USER@SOURCE`, wanted as such.
+        let at = Expect { user: "zoffsite@10.77.0.1".into(), ..want() };
+        let drop_in = edited("allowusers zoffsite", "allowusers zoffsite@10.77.0.1");
+        assert_eq!(check(&drop_in, &at)[4].status(), Status::Ok);
+        assert_eq!(check(&plain, &at)[4].status(), Status::Fail, "from any address is not what was installed");
     }
 
     #[test]

@@ -3,6 +3,7 @@ pub(crate) mod box_check;
 pub(crate) mod box_init;
 pub(crate) mod box_prune;
 pub(crate) mod common;
+pub(crate) mod doctor;
 pub(crate) mod prune;
 pub(crate) mod restore;
 pub(crate) mod serve;
