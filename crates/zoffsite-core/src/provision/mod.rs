@@ -57,6 +57,7 @@
 //!   keys never go into the box's bundle: no renderer here can even see
 //!   them.
 
+pub mod apply;
 pub mod boxtoml;
 pub mod bundle;
 pub mod nft;
