@@ -211,6 +211,17 @@ pub struct Owner {
 /// invariants), created with `mode` (the umask can only narrow it), owned
 /// by `owner` when given. A symlink at `name` is replaced itself, never followed.
 pub fn replace(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Option<Owner>) -> io::Result<()> {
+    replace_with(dir.as_fd(), name, bytes, mode, owner, false)
+}
+
+/// [`replace`], with exactly `mode` whatever the umask (`box apply`: a
+/// second run must find the mode it asked for, or it would rewrite the
+/// file every time).
+pub fn install(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Option<Owner>) -> io::Result<()> {
+    replace_with(dir.as_fd(), name, bytes, mode, owner, true)
+}
+
+fn replace_with(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Option<Owner>, exact: bool) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = dir.as_fd();
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -227,6 +238,9 @@ pub fn replace(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Optio
     let written = (|| -> io::Result<()> {
         if let Some(o) = owner {
             rfs::fchown(&fd, Some(rustix::process::Uid::from_raw(o.uid)), Some(rustix::process::Gid::from_raw(o.gid)))?;
+        }
+        if exact {
+            rfs::fchmod(&fd, Mode::from_raw_mode(mode))?;
         }
         let mut f = std::fs::File::from(fd);
         f.write_all(bytes)?;

@@ -229,7 +229,9 @@ pub enum Command {
     DaemonReload,
     /// `sshd -t`: the whole effective configuration, with the drop-in.
     SshdTest,
-    /// `systemctl enable --now UNITS`.
+    /// `systemctl enable --now --no-block UNITS`: the starts are queued,
+    /// not waited for (wg-quick on the box waits for the source's name
+    /// however long it takes to resolve).
     Enable { units: Vec<String> },
     /// `systemctl --root=DIR enable UNITS`: nothing started.
     EnableOffline { root: String, units: Vec<String> },
@@ -247,7 +249,7 @@ impl Command {
             Command::DaemonReload => v(&["systemctl", "daemon-reload"]),
             Command::SshdTest => v(&["sshd", "-t"]),
             Command::Enable { units } => {
-                let mut a = v(&["systemctl", "enable", "--now", "--"]);
+                let mut a = v(&["systemctl", "enable", "--now", "--no-block", "--"]);
                 a.extend(units.iter().cloned());
                 a
             }
@@ -266,7 +268,9 @@ impl Command {
             Command::Sysctl { .. } => "the sysctl file changed: apply it now, not only at the next boot",
             Command::DaemonReload => "unit files changed",
             Command::SshdTest => "sshd's files changed: check its whole configuration before it is reloaded",
-            Command::Enable { .. } => "start at boot and now (an enabled, running unit is left as it is)",
+            Command::Enable { .. } => {
+                "start at boot, and now (queued, not waited for; an enabled, running unit is left as it is)"
+            }
             Command::EnableOffline { .. } => "start at boot; nothing is started now (offline)",
             Command::ReloadSshd { .. } => "sshd rereads its configuration, if it runs",
         }
@@ -572,7 +576,7 @@ mod tests {
                 format!("sysctl -p {}", sshd::SYSCTL_PATH),
                 "systemctl daemon-reload".to_owned(),
                 "sshd -t".to_owned(),
-                format!("systemctl enable --now -- {}", b.enable.join(" ")),
+                format!("systemctl enable --now --no-block -- {}", b.enable.join(" ")),
                 "systemctl try-reload-or-restart ssh.service".to_owned(),
             ]
         );
