@@ -136,7 +136,13 @@ fn read_all(fd: OwnedFd, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
 
 fn current(root: &OwnedFd, path: &str) -> Result<Current, ApplyError> {
     let (dir, name) = split(path);
-    let Some(dir) = open_under(root, dir).map_err(|e| untrusted(dir, e))? else { return Ok(Current::Absent) };
+    let dir = match open_under(root, dir) {
+        Ok(Some(d)) => d,
+        // A symlink or a file in the way is the plan's problem, reported
+        // for the directory.
+        Ok(None) | Err(private::Error::Untrusted(_)) => return Ok(Current::Absent),
+        Err(e) => return Err(untrusted(dir, e)),
+    };
     let st = match rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(Errno::NOENT) => return Ok(Current::Absent),

@@ -209,6 +209,10 @@ pub(crate) enum BoxCommand {
     /// Dead-man's switch: fail (and notify) when nothing arrived within
     /// max_age, the pool is unhealthy, or a partial receive was abandoned.
     Check(BoxCheckArgs),
+    /// Install a bundle made by `zoffsite box new` (box.bundle on the box,
+    /// source.bundle on the source), idempotently: its files and keys, what
+    /// `box init` does (box, under /), and its units, enabled.
+    Apply(BoxApplyArgs),
 }
 
 #[derive(Args)]
@@ -271,6 +275,27 @@ pub(crate) struct BoxCheckArgs {
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
     /// Print the findings as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct BoxApplyArgs {
+    /// The bundle (made by `zoffsite box new`; it holds private keys: 0600).
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    /// Install under this directory instead of / (an image being built, a
+    /// test); implies --offline and runs as any user.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Ask no running systemd anything: enable the units with `systemctl
+    /// --root=DIR enable`, start and reload nothing.
+    #[arg(long)]
+    pub offline: bool,
+    /// Show every file and command; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print the plan and the outcome as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

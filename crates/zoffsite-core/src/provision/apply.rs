@@ -477,6 +477,37 @@ pub fn plan(bundle: &Bundle, opts: &Options, facts: &Facts) -> Plan {
     p
 }
 
+/// The lines `new` removes from `old` (`- `) and adds (`+ `), in order,
+/// by a longest common subsequence: for `-v`, on files of a few hundred
+/// lines at most (a bundle is at most 1 MiB; a longer file is shown whole).
+pub fn diff(old: &str, new: &str) -> Vec<String> {
+    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    if a.len().saturating_mul(b.len()) > 4_000_000 {
+        return a.iter().map(|l| format!("- {l}")).chain(b.iter().map(|l| format!("+ {l}"))).collect();
+    }
+    // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(format!("+ {}", b[j]));
+            j += 1;
+        } else {
+            out.push(format!("- {}", a[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,6 +730,13 @@ mod tests {
         installed(&b, &mut f, &first);
         let shown = format!("{:?}{:?}", plan(&b, &Options::new("/", false), &f), f);
         assert!(!shown.contains("wgkey") && !shown.contains("hostkey"), "{shown}");
+    }
+
+    #[test]
+    fn diff_shows_removed_and_added_lines_in_order() {
+        assert_eq!(diff("a\nb\nc\n", "a\nB\nc\nd\n"), ["- b", "+ B", "+ d"]);
+        assert!(diff("same\n", "same\n").is_empty());
+        assert_eq!(diff("", "x\n"), ["+ x"]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
 pub(crate) mod backup;
+pub(crate) mod box_apply;
 pub(crate) mod box_check;
 pub(crate) mod box_init;
 pub(crate) mod box_prune;
