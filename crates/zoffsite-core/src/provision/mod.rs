@@ -60,6 +60,7 @@
 pub mod apply;
 pub mod boxtoml;
 pub mod bundle;
+pub mod keepalive;
 pub mod nft;
 pub mod sshd;
 pub mod units;
