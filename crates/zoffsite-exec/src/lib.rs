@@ -17,6 +17,7 @@ pub mod boxstate;
 pub mod drill;
 pub mod events;
 pub mod journal;
+pub mod keepalive;
 pub mod lock;
 pub mod manifest_file;
 pub mod private;

@@ -213,6 +213,10 @@ pub(crate) enum BoxCommand {
     /// source.bundle on the source), idempotently: its files and keys, what
     /// `box init` does (box, under /), and its units, enabled.
     Apply(BoxApplyArgs),
+    /// Follow the source's address: when the tunnel's last handshake is
+    /// stale and the source's name now resolves elsewhere, set the peer's
+    /// endpoint (WireGuard resolves it only once). Run by a timer.
+    Keepalive(BoxKeepaliveArgs),
 }
 
 #[derive(Args)]
@@ -296,6 +300,24 @@ pub(crate) struct BoxApplyArgs {
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Print the plan and the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct BoxKeepaliveArgs {
+    /// Box configuration file. Not read by keepalive (the tunnel is
+    /// described by its WireGuard file); accepted like every box command.
+    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::boxside::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// The WireGuard interface (default: the one zo-* interface installed,
+    /// /etc/wireguard/zo-*.conf or /etc/systemd/network/zo-*.netdev).
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+    /// Decide and say what would be set; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print what was found and done as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
