@@ -69,7 +69,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ApplyError {
 fn untrusted(path: &str, e: private::Error) -> ApplyError {
     match e {
         private::Error::Io(e) => io(format!("cannot open {path}"))(e),
-        private::Error::Untrusted(flaw) => ApplyError::Refused(format!("{path} is {flaw}; box apply writes through none")),
+        private::Error::Untrusted(flaw) => {
+            ApplyError::Refused(format!("{path} is {flaw}; box apply writes through none"))
+        }
     }
 }
 
@@ -91,8 +93,10 @@ pub fn read_bundle(path: &Path) -> Result<Bundle, ApplyError> {
     }
     let mut bytes = Vec::new();
     f.take(bundle::MAX_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io(format!("cannot read {shown}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| ApplyError::Bundle { path: shown.clone(), source: bundle::BundleError::Syntax("not UTF-8".into()) })?;
+    let text = String::from_utf8(bytes).map_err(|_| ApplyError::Bundle {
+        path: shown.clone(),
+        source: bundle::BundleError::Syntax("not UTF-8".into()),
+    })?;
     bundle::parse(&text).map_err(|source| ApplyError::Bundle { path: shown, source })
 }
 
@@ -114,7 +118,12 @@ fn components(path: &str) -> impl Iterator<Item = &str> {
 /// one component at a time, following no symlink. `Ok(None)`: a component
 /// does not exist.
 fn open_under(root: &OwnedFd, dir: &str) -> Result<Option<OwnedFd>, private::Error> {
-    let mut at = rfs::openat(root, ".", rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, Mode::empty())?;
+    let mut at = rfs::openat(
+        root,
+        ".",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     for c in components(dir) {
         match private::open_dir_at(&at, c)? {
             Some(fd) => at = fd,
@@ -235,9 +244,9 @@ pub fn gather(bundle: &Bundle, opts: &Options, zfs: &Zfs) -> Result<Facts, Apply
         bundle.files.iter().map(|f| f.path.clone()).chain(bundle.secrets.iter().map(|s| s.path.to_string())).collect();
     for p in &paths {
         for d in apply::ancestors(p) {
-            if !facts.dirs.contains_key(&d) {
-                let s = dir_state(&root, &d)?;
-                facts.dirs.insert(d, s);
+            if let std::collections::btree_map::Entry::Vacant(e) = facts.dirs.entry(d) {
+                let s = dir_state(&root, e.key())?;
+                e.insert(s);
             }
         }
         facts.files.insert(p.clone(), current(&root, p)?);
@@ -313,7 +322,7 @@ fn restore_sshd(root: &OwnedFd, plan: &Plan, facts: &Facts) -> Result<(), ApplyE
     for f in plan.sshd_files() {
         match facts.files.get(&f.path) {
             Some(Current::File { bytes: Some(b), mode, uid, gid }) => {
-                write(root, &f.path, b, *mode, chown(facts, Owner { uid: *uid, gid: *gid }))?
+                write(root, &f.path, b, *mode, chown(facts, Owner { uid: *uid, gid: *gid }))?;
             }
             _ => {
                 let (dir, name) = split(&f.path);
@@ -349,7 +358,8 @@ pub fn execute(
         events.line(&format!("created {} ({:04o})", d.path, d.mode));
     }
     for f in plan.files.iter().filter(|f| f.action.changes()) {
-        let bytes = text_of(bundle, &f.path).ok_or_else(|| ApplyError::Refused(format!("{} is not in the bundle", f.path)))?;
+        let bytes =
+            text_of(bundle, &f.path).ok_or_else(|| ApplyError::Refused(format!("{} is not in the bundle", f.path)))?;
         write(&root, &f.path, bytes, f.mode, chown(facts, f.owner))?;
         let verb = if f.action == Action::Create { "created" } else { "replaced" };
         events.line(&format!("{verb} {} ({:04o})", f.path, f.mode));
@@ -423,7 +433,8 @@ mod tests {
         std::fs::write(d.path().join("etc/ssh/key"), "new key\n").unwrap();
         let root = private::open_dir(d.path()).unwrap().unwrap();
         let me = Owner { uid: private::me(), gid: rustix::process::getegid().as_raw() };
-        let file = |path: &str, action| apply::FilePlan { path: path.into(), mode: 0o600, owner: me, secret: false, action };
+        let file =
+            |path: &str, action| apply::FilePlan { path: path.into(), mode: 0o600, owner: me, secret: false, action };
         let replace = Action::Replace { content: true, mode_was: None, owner_was: None, symlink: false };
         let plan = Plan {
             side: Side::Box,

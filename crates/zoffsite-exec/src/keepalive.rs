@@ -106,9 +106,12 @@ fn check_interface(s: &str) -> Result<(), KeepaliveError> {
 /// The installed file for `interface`: the wg-quick one, else the
 /// networkd one.
 fn config_file(root: &Path, interface: &str) -> Option<PathBuf> {
-    [root.join(WG_QUICK_DIR).join(format!("{interface}.conf")), root.join(NETWORKD_DIR).join(format!("{interface}.netdev"))]
-        .into_iter()
-        .find(|p| p.is_file())
+    [
+        root.join(WG_QUICK_DIR).join(format!("{interface}.conf")),
+        root.join(NETWORKD_DIR).join(format!("{interface}.netdev")),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
 }
 
 /// The one zoffsite interface installed here, when none is named.
@@ -145,8 +148,13 @@ pub fn read_peer(root: &Path, interface: &str) -> Result<(PathBuf, Peer), Keepal
     let shown = path.display().to_string();
     let io = |source| KeepaliveError::Io { path: shown.clone(), source };
     let mut text = String::new();
-    std::fs::File::open(&path).map_err(io)?.take(keepalive::MAX_BYTES as u64 + 1).read_to_string(&mut text).map_err(io)?;
-    let peer = if shown.ends_with(".netdev") { keepalive::parse_netdev(&text) } else { keepalive::parse_wg_quick(&text) };
+    std::fs::File::open(&path)
+        .map_err(io)?
+        .take(keepalive::MAX_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    let peer =
+        if shown.ends_with(".netdev") { keepalive::parse_netdev(&text) } else { keepalive::parse_wg_quick(&text) };
     let peer = peer.map_err(|source| KeepaliveError::Config { path: shown.clone(), source })?;
     Ok((path, peer))
 }
@@ -187,9 +195,10 @@ pub struct Outcome {
 /// seconds.
 pub fn run(root: &Path, interface: &str, wg: &Wg, now: u64, dry_run: bool) -> Result<Outcome, KeepaliveError> {
     let (config, peer) = read_peer(root, interface)?;
-    let handshakes =
-        keepalive::parse_handshakes(&wg.run(&wg.show_cmd(interface, "latest-handshakes"))?).map_err(KeepaliveError::Wg)?;
-    let endpoints = keepalive::parse_endpoints(&wg.run(&wg.show_cmd(interface, "endpoints"))?).map_err(KeepaliveError::Wg)?;
+    let handshakes = keepalive::parse_handshakes(&wg.run(&wg.show_cmd(interface, "latest-handshakes"))?)
+        .map_err(KeepaliveError::Wg)?;
+    let endpoints =
+        keepalive::parse_endpoints(&wg.run(&wg.show_cmd(interface, "endpoints"))?).map_err(KeepaliveError::Wg)?;
     let tunnel = keepalive::tunnel(&peer, &handshakes, &endpoints, now).map_err(KeepaliveError::Wg)?;
     let resolved = match tunnel {
         Tunnel::Fresh { .. } => None,

@@ -221,7 +221,14 @@ pub fn install(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Optio
     replace_with(dir.as_fd(), name, bytes, mode, owner, true)
 }
 
-fn replace_with(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Option<Owner>, exact: bool) -> io::Result<()> {
+fn replace_with(
+    dir: impl AsFd,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<Owner>,
+    exact: bool,
+) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = dir.as_fd();
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;

@@ -47,7 +47,12 @@ pub enum Current {
     Absent,
     /// A regular file. `bytes` is `None` when it was too large to read
     /// (it is replaced).
-    File { bytes: Option<Vec<u8>>, mode: u32, uid: u32, gid: u32 },
+    File {
+        bytes: Option<Vec<u8>>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
     /// A symlink: replaced by the file, never followed.
     Symlink,
     /// A directory, a FIFO, a device: refused.
@@ -254,7 +259,8 @@ impl Command {
                 a
             }
             Command::EnableOffline { root, units } => {
-                let mut a = vec!["systemctl".to_owned(), format!("--root={root}"), "enable".to_owned(), "--".to_owned()];
+                let mut a =
+                    vec!["systemctl".to_owned(), format!("--root={root}"), "enable".to_owned(), "--".to_owned()];
                 a.extend(units.iter().cloned());
                 a
             }
@@ -338,9 +344,7 @@ pub fn ancestors(path: &str) -> Vec<String> {
 fn action(current: Option<&Current>, text: &[u8], mode: u32, owner: Owner) -> Result<Action, &'static str> {
     Ok(match current.unwrap_or(&Current::Absent) {
         Current::Absent => Action::Create,
-        Current::Symlink => {
-            Action::Replace { content: true, mode_was: None, owner_was: None, symlink: true }
-        }
+        Current::Symlink => Action::Replace { content: true, mode_was: None, owner_was: None, symlink: true },
         Current::Other => return Err("not a regular file (a directory, a FIFO or a device)"),
         Current::File { bytes, mode: m, uid, gid } => {
             let content = bytes.as_deref() != Some(text);
@@ -393,9 +397,13 @@ pub fn plan(bundle: &Bundle, opts: &Options, facts: &Facts) -> Plan {
     // Files, then secrets.
     for f in &bundle.files {
         match action(facts.files.get(&f.path), f.text.as_bytes(), f.mode, facts.owner) {
-            Ok(a) => {
-                p.files.push(FilePlan { path: f.path.clone(), mode: f.mode, owner: facts.owner, secret: false, action: a })
-            }
+            Ok(a) => p.files.push(FilePlan {
+                path: f.path.clone(),
+                mode: f.mode,
+                owner: facts.owner,
+                secret: false,
+                action: a,
+            }),
             Err(why) => p.problems.push(format!("{} is {why}; move it away", f.path)),
         }
     }
@@ -579,7 +587,13 @@ mod tests {
         if let (InitPlan::Planned(ip), Some(init)) = (&p.init, f.init.as_mut()) {
             for step in &ip.steps {
                 if let boxinit::Step::WriteAuthorizedKeys { content, .. } = step {
-                    let file = |is_dir, mode, content| boxinit::FileFacts { is_symlink: false, is_dir, uid: 999, mode, content };
+                    let file = |is_dir, mode, content| boxinit::FileFacts {
+                        is_symlink: false,
+                        is_dir,
+                        uid: 999,
+                        mode,
+                        content,
+                    };
                     init.authorized_keys = Some(file(false, 0o100600, Some(content.clone())));
                     init.ssh_dir = Some(file(true, 0o40700, None));
                 }
@@ -644,7 +658,10 @@ mod tests {
         f.files.insert(key.clone(), Current::File { bytes: Some(b"wgkey\n".to_vec()), mode: 0o644, uid: 1000, gid: 0 });
         let p = plan(&b, &Options::new("/", false), &f);
         let dropin = p.files.iter().find(|x| x.path == sshd::DROPIN_PATH).unwrap();
-        assert_eq!(dropin.action, Action::Replace { content: true, mode_was: Some(0o600), owner_was: None, symlink: false });
+        assert_eq!(
+            dropin.action,
+            Action::Replace { content: true, mode_was: Some(0o600), owner_was: None, symlink: false }
+        );
         assert_eq!(dropin.action.details(0o644, ROOT), ["content", "mode 0600 -> 0644"]);
         let k = p.files.iter().find(|x| x.path == key).unwrap();
         assert_eq!(
@@ -677,7 +694,10 @@ mod tests {
         let mut f = facts(&b);
         f.init.as_mut().unwrap().authorized_keys = None;
         let p = plan(&b, &Options::new("/", true), &f);
-        assert_eq!(p.commands, [Command::SshdTest, Command::EnableOffline { root: "/".into(), units: b.enable.clone() }]);
+        assert_eq!(
+            p.commands,
+            [Command::SshdTest, Command::EnableOffline { root: "/".into(), units: b.enable.clone() }]
+        );
         assert!(matches!(p.init, InitPlan::Planned(_)));
     }
 

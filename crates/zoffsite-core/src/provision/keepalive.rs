@@ -121,18 +121,15 @@ pub fn parse_netdev(text: &str) -> Result<Peer, ParseError> {
 }
 
 /// `wg show IF FIELD`: one `KEY<TAB>VALUE` line per peer, no key twice.
-fn per_peer<T>(
-    text: &str,
-    what: &str,
-    value: impl Fn(&str) -> Option<T>,
-) -> Result<BTreeMap<String, T>, ParseError> {
+fn per_peer<T>(text: &str, what: &str, value: impl Fn(&str) -> Option<T>) -> Result<BTreeMap<String, T>, ParseError> {
     if text.len() > MAX_BYTES {
         return Err(bad(format!("`wg show {what}` printed more than {MAX_BYTES} bytes")));
     }
     let mut out = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let shown = || crate::protocol::sanitize(line, 120);
-        let (k, v) = line.split_once('\t').ok_or_else(|| bad(format!("`wg show {what}` line {}: {:?}", n + 1, shown())))?;
+        let (k, v) =
+            line.split_once('\t').ok_or_else(|| bad(format!("`wg show {what}` line {}: {:?}", n + 1, shown())))?;
         let key = WgKey::new(k).map_err(|e| bad(format!("`wg show {what}` line {}: {e}", n + 1)))?;
         let v = value(v).ok_or_else(|| bad(format!("`wg show {what}` line {}: {:?}", n + 1, shown())))?;
         if out.insert(key.as_str().to_owned(), v).is_some() {
@@ -191,15 +188,27 @@ pub fn tunnel(
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Fresh { age: u64 },
+    Fresh {
+        age: u64,
+    },
     /// Stale, but the name still resolves to the current endpoint: the
     /// tunnel is down for another reason.
-    StaleSame { age: Option<u64>, endpoint: SocketAddr },
+    StaleSame {
+        age: Option<u64>,
+        endpoint: SocketAddr,
+    },
     /// Stale, and the name resolves elsewhere now: `wg set IF peer KEY
     /// endpoint TO`.
-    Update { age: Option<u64>, from: Option<SocketAddr>, to: SocketAddr },
+    Update {
+        age: Option<u64>,
+        from: Option<SocketAddr>,
+        to: SocketAddr,
+    },
     /// Stale, and the name does not resolve (or to nothing usable).
-    Unresolvable { age: Option<u64>, why: String },
+    Unresolvable {
+        age: Option<u64>,
+        why: String,
+    },
 }
 
 impl fmt::Display for Decision {

@@ -75,11 +75,13 @@ pub(crate) fn run(args: &BoxApplyArgs, verbose: bool) -> Exit {
                 ui.say(summary(&bundle, &plan));
             }
             Err(e @ (ApplyError::SshdRefused { .. } | ApplyError::SshdBroken { .. })) => {
-                ui.err(Exit::Error, format_args!("box apply: {e}; nothing was enabled"))
+                ui.err(Exit::Error, format_args!("box apply: {e}; nothing was enabled"));
             }
             Err(e) => ui.err(
                 Exit::Error,
-                format_args!("box apply: {e}\nzoffsite: box apply: what came before it was done; fix the cause and run it again"),
+                format_args!(
+                    "box apply: {e}\nzoffsite: box apply: what came before it was done; fix the cause and run it again"
+                ),
             ),
         }
     }
@@ -131,7 +133,7 @@ fn show(bundle: &Bundle, opts: &Options, plan: &Plan, facts: &Facts, verbose: bo
     match &plan.init {
         InitPlan::None => {}
         InitPlan::Deferred => {
-            println!("  box init: not under {}: it runs when `box apply` runs on the box itself", opts.root)
+            println!("  box init: not under {}: it runs when `box apply` runs on the box itself", opts.root);
         }
         InitPlan::Planned(ip) => {
             for o in &ip.ok {

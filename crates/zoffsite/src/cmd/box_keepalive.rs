@@ -96,7 +96,7 @@ fn print_json(args: &BoxKeepaliveArgs, o: &Outcome, ui: &Ui) {
         "decision": decision,
         "new_endpoint": to,
         "message": o.decision.to_string(),
-        "command": o.command.as_ref().map(|c| c.argv()),
+        "command": o.command.as_ref().map(zoffsite_exec::process::Cmd::argv),
         "dry_run": args.dry_run,
         "errors": ui.errors(),
         "exit_code": ui.exit().code(),
