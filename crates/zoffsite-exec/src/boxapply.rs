@@ -425,6 +425,7 @@ mod tests {
 
     #[test]
     fn a_refused_sshd_configuration_is_taken_back() {
+        use std::os::unix::fs::PermissionsExt as _;
         use zoffsite_core::provision::bundle::Side;
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("etc/ssh/sshd_config.d")).unwrap();
@@ -470,7 +471,6 @@ mod tests {
         std::fs::write(&dropin, "new\n").unwrap();
         restore_sshd(&root, &plan, &facts).unwrap();
         assert_eq!(std::fs::read_to_string(&dropin).unwrap(), "old\n");
-        use std::os::unix::fs::PermissionsExt as _;
         assert_eq!(std::fs::metadata(&dropin).unwrap().permissions().mode() & 0o7777, 0o640);
         assert!(!d.path().join("etc/ssh/key").exists(), "a file that was not there is removed");
     }
