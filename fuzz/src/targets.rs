@@ -263,6 +263,8 @@ pub fn all() -> Vec<Target> {
     doctor_json.mem_per_byte = 1024;
     v.push(doctor_json);
     v.push(text_target("doctor-text", corpus::DOCTOR_TEXT, corpus::TEXT_DICT, doctor_text));
+    // box keepalive: the installed WireGuard file and `wg show`'s output.
+    v.push(text_target("keepalive", KEEPALIVE_SEEDS, corpus::TEXT_DICT, keepalive));
     for t in &mut v {
         if t.name.starts_with("frames") || t.name == "stream-validator" {
             t.weight = 2;
@@ -936,6 +938,40 @@ fn names(ctx: &mut Ctx, s: &str) -> bool {
         Ok(g) => {
             any = true;
             ctx.check(g.to_string() == s.trim_start_matches('0'), || format!("GUID {g} from {s:?}"));
+        }
+        Err(e) => ctx.refused(e),
+    }
+    any
+}
+
+const KEEPALIVE_SEEDS: &[&str] = &[
+    "[Interface]\nAddress = 10.77.0.2/24\n\n[Peer]\nPublicKey = dRxa9htU+RVUuCymxLHBa675zq3mKpdXLAGKijKxuTo=\nEndpoint = home.example.org:51820\n",
+    "[NetDev]\nName=zo-x\n[WireGuardPeer]\nPublicKey=dRxa9htU+RVUuCymxLHBa675zq3mKpdXLAGKijKxuTo=\nEndpoint=[2001:db8::1]:51820\n",
+    "dRxa9htU+RVUuCymxLHBa675zq3mKpdXLAGKijKxuTo=\t1796000000\n",
+    "dRxa9htU+RVUuCymxLHBa675zq3mKpdXLAGKijKxuTo=\t203.0.113.7:51820\n",
+    "dRxa9htU+RVUuCymxLHBa675zq3mKpdXLAGKijKxuTo=\t(none)\n",
+];
+
+fn keepalive(ctx: &mut Ctx, t: &str) -> bool {
+    use zoffsite_core::provision::keepalive as k;
+    let mut any = false;
+    for r in [k::parse_wg_quick(t).map(|_| ()), k::parse_netdev(t).map(|_| ())] {
+        match r {
+            Ok(()) => any = true,
+            Err(e) => ctx.refused(e),
+        }
+    }
+    match k::parse_handshakes(t) {
+        Ok(h) => {
+            ctx.check(h.len() == t.lines().count(), || "a handshake line lost".into());
+            any = true;
+        }
+        Err(e) => ctx.refused(e),
+    }
+    match k::parse_endpoints(t) {
+        Ok(e) => {
+            ctx.check(e.len() == t.lines().count(), || "an endpoint line lost".into());
+            any = true;
         }
         Err(e) => ctx.refused(e),
     }

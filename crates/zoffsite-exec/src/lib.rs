@@ -11,12 +11,14 @@
 //! and record on the box; [`doctor`](mod@doctor) gathers the audit's facts. Decisions are made in `zoffsite-core`; this crate
 //! gathers facts and carries plans out.
 
+pub mod boxapply;
 pub mod boxinit;
 pub mod boxstate;
 pub mod doctor;
 pub mod drill;
 pub mod events;
 pub mod journal;
+pub mod keepalive;
 pub mod lock;
 pub mod manifest_file;
 pub mod private;

@@ -214,9 +214,10 @@ pub fn replace(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Optio
     replace_impl(dir.as_fd(), name, bytes, mode, owner, false)
 }
 
-/// [`replace`], the new file given exactly `mode` whatever the umask (a
-/// file others must read, such as doctor's audit report, written from a
-/// unit with `UMask=0077`).
+/// [`replace`], the new file given exactly `mode` whatever the umask: a
+/// file others must read written from a unit with `UMask=0077` (doctor's
+/// audit report), and `box apply`, whose second run must find the mode it
+/// asked for, or it would rewrite the file every time.
 pub fn replace_exact(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32, owner: Option<Owner>) -> io::Result<()> {
     replace_impl(dir.as_fd(), name, bytes, mode, owner, true)
 }

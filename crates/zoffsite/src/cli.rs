@@ -240,6 +240,14 @@ pub(crate) enum BoxCommand {
     /// Dead-man's switch: fail (and notify) when nothing arrived within
     /// max_age, the pool is unhealthy, or a partial receive was abandoned.
     Check(BoxCheckArgs),
+    /// Install a bundle made by `zoffsite box new` (box.bundle on the box,
+    /// source.bundle on the source), idempotently: its files and keys, what
+    /// `box init` does (box, under /), and its units, enabled.
+    Apply(BoxApplyArgs),
+    /// Follow the source's address: when the tunnel's last handshake is
+    /// stale and the source's name now resolves elsewhere, set the peer's
+    /// endpoint (WireGuard resolves it only once). Run by a timer.
+    Keepalive(BoxKeepaliveArgs),
 }
 
 #[derive(Args)]
@@ -302,6 +310,45 @@ pub(crate) struct BoxCheckArgs {
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
     /// Print the findings as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct BoxApplyArgs {
+    /// The bundle (made by `zoffsite box new`; it holds private keys: 0600).
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    /// Install under this directory instead of / (an image being built, a
+    /// test); implies --offline and runs as any user.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Ask no running systemd anything: enable the units with `systemctl
+    /// --root=DIR enable`, start and reload nothing.
+    #[arg(long)]
+    pub offline: bool,
+    /// Show every file and command; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print the plan and the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct BoxKeepaliveArgs {
+    /// Box configuration file. Not read by keepalive (the tunnel is
+    /// described by its WireGuard file); accepted like every box command.
+    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::boxside::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// The WireGuard interface (default: the one zo-* interface installed,
+    /// /etc/wireguard/zo-*.conf or /etc/systemd/network/zo-*.netdev).
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+    /// Decide and say what would be set; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print what was found and done as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

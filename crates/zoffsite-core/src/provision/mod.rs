@@ -57,8 +57,10 @@
 //!   keys never go into the box's bundle: no renderer here can even see
 //!   them.
 
+pub mod apply;
 pub mod boxtoml;
 pub mod bundle;
+pub mod keepalive;
 pub mod nft;
 pub mod sshd;
 pub mod units;

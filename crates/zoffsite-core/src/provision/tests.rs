@@ -158,8 +158,11 @@ fn tunnel_addresses_and_ports_follow_the_inputs() {
     let nft = nft::box_ruleset(&i);
     assert!(nft.contains("ip saddr 192.168.40.1 ip daddr 192.168.40.2 tcp dport 2222 accept"), "{nft}");
     assert!(nft.contains("udp sport 51820 udp dport 4500 accept"), "{nft}");
+    // The keepalive reads the peer and its endpoint from that same file.
     let keepalive = units::keepalive_service(&i);
-    assert!(keepalive.contains(&format!("--peer {SOURCE_WG} --endpoint [2001:db8::7]:4500\n")), "{keepalive}");
+    assert!(keepalive.contains(" box keepalive --interface zo-friend\n"), "{keepalive}");
+    let peer = keepalive::parse_wg_quick(&wg).unwrap();
+    assert_eq!((peer.key.as_str(), peer.endpoint), (SOURCE_WG, i.endpoint.clone()));
     assert_eq!(Keepalive::default().secs(), 25);
 }
 

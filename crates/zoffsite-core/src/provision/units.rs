@@ -234,19 +234,15 @@ pub fn box_check_timer() -> String {
 /// The box's `zoffsite-box-keepalive.service`, for `zoffsite box
 /// keepalive`: when the tunnel's last handshake is stale, resolve the
 /// source's name again and set the peer's endpoint (WireGuard, and
-/// networkd, resolve it only once: systemd#9911). It changes the
-/// WireGuard interface and nothing else: no ZFS, no files.
+/// networkd, resolve it only once: systemd#9911). The peer and the name
+/// are read from the interface's installed WireGuard file, their one
+/// place. It changes the WireGuard interface and nothing else: no ZFS, no
+/// files.
 pub fn keepalive_service(i: &Inputs) -> String {
     service(
         "zoffsite box keepalive: follow the source's address when it changes",
         true,
-        &format!(
-            "{} box keepalive --interface {} --peer {} --endpoint {}",
-            i.box_exe,
-            i.interface(),
-            i.keys.source_wg,
-            i.endpoint
-        ),
+        &format!("{} box keepalive --interface {}", i.box_exe, i.interface()),
         "",
         "# Sandbox: it may change network interfaces and nothing else.
 CapabilityBoundingSet=CAP_NET_ADMIN

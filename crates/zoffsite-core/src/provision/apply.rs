@@ -1,0 +1,767 @@
+//! `zoffsite box apply BUNDLE`: what installing a [`Bundle`] changes on
+//! this machine, decided from facts the shell gathered (each target's
+//! current bytes, mode and owner, which parent directories exist, which
+//! tools are installed, `box init`'s facts). Nothing here reads, writes
+//! or runs anything.
+//!
+//! # Invariants
+//!
+//! - **Idempotent.** A file whose bytes, mode and owner are already the
+//!   bundle's is [`Action::Unchanged`] and never rewritten. A command that
+//!   changes state runs only when a file it depends on changed
+//!   (`sysctl -p` after the sysctl file, `daemon-reload` after a unit,
+//!   `sshd -t` and sshd's reload after its drop-in or host key). The one
+//!   command that runs every time is `systemctl enable`, which leaves an
+//!   enabled (and, with `--now`, running) unit as it is; the plan says so.
+//! - **Commands are argv** ([`Command::argv`]), never a shell string.
+//! - **Secrets are named, never shown**: a [`FilePlan`] holds a path, a
+//!   mode and an action; the secret's text stays in the bundle, and
+//!   [`Current`]'s `Debug` hides the bytes the shell read.
+//! - **Nothing is changed while the plan has a problem** (a symlink or a
+//!   file where a directory must be, a directory where a file must be, a
+//!   group that does not exist, `box init`'s own problems).
+//! - **`--root` other than `/` is offline**: no running system is asked
+//!   or changed (no `sysctl`, no `daemon-reload`, no `sshd`, no `box
+//!   init`: those act on the machine that runs them, not on the tree under
+//!   the root); units are enabled with `systemctl --root=DIR enable`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::bundle::{Bundle, Side};
+use crate::boxinit;
+
+/// Where files whose change needs `sshd -t` and a reload of sshd live.
+pub const SSH_DIR: &str = "/etc/ssh/";
+/// Where files whose change needs `systemctl daemon-reload` live.
+pub const SYSTEMD_DIR: &str = "/etc/systemd/";
+/// Where the sysctl drop-ins live (`sysctl -p FILE` after a change).
+pub const SYSCTL_DIR: &str = "/etc/sysctl.d/";
+/// Directories made 0700 when missing (wireguard-tools' own mode for it:
+/// it holds the key), all others 0755.
+pub const PRIVATE_DIRS: &[&str] = &["/etc/wireguard"];
+
+/// A target path as it is now (never followed if a symlink).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Current {
+    Absent,
+    /// A regular file. `bytes` is `None` when it was too large to read
+    /// (it is replaced).
+    File {
+        bytes: Option<Vec<u8>>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// A symlink: replaced by the file, never followed.
+    Symlink,
+    /// A directory, a FIFO, a device: refused.
+    Other,
+}
+
+impl fmt::Debug for Current {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Current::Absent => f.write_str("Absent"),
+            Current::File { bytes, mode, uid, gid } => write!(
+                f,
+                "File {{ {} bytes, mode {mode:04o}, {uid}:{gid} }}",
+                bytes.as_ref().map_or("?".to_owned(), |b| b.len().to_string())
+            ),
+            Current::Symlink => f.write_str("Symlink"),
+            Current::Other => f.write_str("Other"),
+        }
+    }
+}
+
+/// A parent directory as it is now (each component below the root is
+/// looked at without following a symlink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirState {
+    Dir,
+    Absent,
+    Symlink,
+    NotDir,
+}
+
+/// Who owns what `box apply` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Which sshd unit this distribution has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SshdUnit {
+    /// Debian, Ubuntu.
+    Ssh,
+    /// Arch, Fedora.
+    Sshd,
+}
+
+impl SshdUnit {
+    pub fn name(self) -> &'static str {
+        match self {
+            SshdUnit::Ssh => "ssh.service",
+            SshdUnit::Sshd => "sshd.service",
+        }
+    }
+}
+
+/// How `box apply` was asked to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// The prefix every path is installed under: `/`, or a directory (an
+    /// image being built, a test).
+    pub root: String,
+    /// `--offline` (implied by a root other than `/`).
+    pub offline: bool,
+}
+
+impl Options {
+    pub fn new(root: impl Into<String>, offline: bool) -> Options {
+        let root = root.into();
+        let offline = offline || root != "/";
+        Options { root, offline }
+    }
+
+    /// Whether the machine running this is the one being installed.
+    pub fn live_root(&self) -> bool {
+        self.root == "/"
+    }
+}
+
+/// Everything the plan is made from.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// Every file and secret of the bundle, by its path.
+    pub files: BTreeMap<String, Current>,
+    /// Every ancestor directory of those paths (not `/`).
+    pub dirs: BTreeMap<String, DirState>,
+    /// Each group a secret names: its gid, `None` when there is none.
+    pub groups: BTreeMap<String, Option<u32>>,
+    /// Who the files belong to: root:root, or the user running a test
+    /// under `--root` (then `can_chown` is false).
+    pub owner: Owner,
+    /// Whether this runs as root (can give a secret to its group).
+    pub can_chown: bool,
+    pub systemctl: bool,
+    pub sysctl: bool,
+    /// `None`: no sshd installed (or its unit not found).
+    pub sshd: Option<SshdUnit>,
+    /// `box init`'s facts: box side, live root only.
+    pub init: Option<boxinit::Facts>,
+}
+
+/// What happens to one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Unchanged,
+    Create,
+    Replace {
+        /// The bytes differ.
+        content: bool,
+        /// The mode was this (when it differs).
+        mode_was: Option<u32>,
+        /// The owner was this (when it differs).
+        owner_was: Option<Owner>,
+        /// A symlink was there (replaced, not followed).
+        symlink: bool,
+    },
+}
+
+impl Action {
+    pub fn changes(&self) -> bool {
+        !matches!(self, Action::Unchanged)
+    }
+
+    /// `unchanged`, `create`, `replace`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Action::Unchanged => "unchanged",
+            Action::Create => "create",
+            Action::Replace { .. } => "replace",
+        }
+    }
+
+    /// What differs, for people: `content`, `mode 0644 -> 0600`, ...
+    pub fn details(&self, mode: u32, owner: Owner) -> Vec<String> {
+        let Action::Replace { content, mode_was, owner_was, symlink } = self else { return Vec::new() };
+        let mut d = Vec::new();
+        if *symlink {
+            d.push("a symlink is replaced (not followed)".to_owned());
+        }
+        if *content {
+            d.push("content".to_owned());
+        }
+        if let Some(m) = mode_was {
+            d.push(format!("mode {m:04o} -> {mode:04o}"));
+        }
+        if let Some(o) = owner_was {
+            d.push(format!("owner {}:{} -> {}:{}", o.uid, o.gid, owner.uid, owner.gid));
+        }
+        d
+    }
+}
+
+/// One file or secret to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePlan {
+    /// The path on the machine (the root is prefixed when writing).
+    pub path: String,
+    pub mode: u32,
+    pub owner: Owner,
+    /// A private key: never shown.
+    pub secret: bool,
+    pub action: Action,
+}
+
+/// A directory to create (root-owned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mkdir {
+    pub path: String,
+    pub mode: u32,
+}
+
+/// A command, in the order [`plan`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `sysctl -p FILE`: the box's `ip_nonlocal_bind`, now, not at the
+    /// next boot.
+    Sysctl { file: String },
+    /// `systemctl daemon-reload`.
+    DaemonReload,
+    /// `sshd -t`: the whole effective configuration, with the drop-in.
+    SshdTest,
+    /// `systemctl enable --now --no-block UNITS`: the starts are queued,
+    /// not waited for (wg-quick on the box waits for the source's name
+    /// however long it takes to resolve).
+    Enable { units: Vec<String> },
+    /// `systemctl --root=DIR enable UNITS`: nothing started.
+    EnableOffline { root: String, units: Vec<String> },
+    /// `systemctl try-reload-or-restart UNIT`: sshd rereads its
+    /// configuration (and rebinds) if it runs, and nothing happens if not.
+    ReloadSshd { unit: SshdUnit },
+}
+
+impl Command {
+    /// The program and its arguments.
+    pub fn argv(&self) -> Vec<String> {
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        match self {
+            Command::Sysctl { file } => v(&["sysctl", "-p", file]),
+            Command::DaemonReload => v(&["systemctl", "daemon-reload"]),
+            Command::SshdTest => v(&["sshd", "-t"]),
+            Command::Enable { units } => {
+                let mut a = v(&["systemctl", "enable", "--now", "--no-block", "--"]);
+                a.extend(units.iter().cloned());
+                a
+            }
+            Command::EnableOffline { root, units } => {
+                let mut a =
+                    vec!["systemctl".to_owned(), format!("--root={root}"), "enable".to_owned(), "--".to_owned()];
+                a.extend(units.iter().cloned());
+                a
+            }
+            Command::ReloadSshd { unit } => v(&["systemctl", "try-reload-or-restart", unit.name()]),
+        }
+    }
+
+    /// Why it runs, for people.
+    pub fn why(&self) -> &'static str {
+        match self {
+            Command::Sysctl { .. } => "the sysctl file changed: apply it now, not only at the next boot",
+            Command::DaemonReload => "unit files changed",
+            Command::SshdTest => "sshd's files changed: check its whole configuration before it is reloaded",
+            Command::Enable { .. } => {
+                "start at boot, and now (queued, not waited for; an enabled, running unit is left as it is)"
+            }
+            Command::EnableOffline { .. } => "start at boot; nothing is started now (offline)",
+            Command::ReloadSshd { .. } => "sshd rereads its configuration, if it runs",
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.argv().join(" "))
+    }
+}
+
+/// `box init`'s part of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitPlan {
+    /// A source bundle: nothing of the kind.
+    None,
+    /// Under a root other than `/`: it runs when `box apply` runs on the
+    /// box itself.
+    Deferred,
+    Planned(boxinit::Plan),
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub side: Side,
+    pub mkdirs: Vec<Mkdir>,
+    /// The bundle's files, then its secrets.
+    pub files: Vec<FilePlan>,
+    pub init: InitPlan,
+    pub commands: Vec<Command>,
+    /// Blocking: nothing is done while there are any.
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Whether anything but the (harmless) enabling would change.
+    pub fn changes(&self) -> bool {
+        !self.mkdirs.is_empty()
+            || self.files.iter().any(|f| f.action.changes())
+            || matches!(&self.init, InitPlan::Planned(p) if !p.steps.is_empty())
+            || self.commands.iter().any(|c| !matches!(c, Command::Enable { .. } | Command::EnableOffline { .. }))
+    }
+
+    /// The files whose previous state must be put back when `sshd -t`
+    /// refuses the new configuration.
+    pub fn sshd_files(&self) -> impl Iterator<Item = &FilePlan> {
+        self.files.iter().filter(|f| f.action.changes() && f.path.starts_with(SSH_DIR))
+    }
+}
+
+/// The ancestors of `path`, outermost first, without `/`.
+pub fn ancestors(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(i) = path[at + 1..].find('/') {
+        at += 1 + i;
+        out.push(path[..at].to_owned());
+    }
+    out
+}
+
+fn action(current: Option<&Current>, text: &[u8], mode: u32, owner: Owner) -> Result<Action, &'static str> {
+    Ok(match current.unwrap_or(&Current::Absent) {
+        Current::Absent => Action::Create,
+        Current::Symlink => Action::Replace { content: true, mode_was: None, owner_was: None, symlink: true },
+        Current::Other => return Err("not a regular file (a directory, a FIFO or a device)"),
+        Current::File { bytes, mode: m, uid, gid } => {
+            let content = bytes.as_deref() != Some(text);
+            let mode_was = (m & 0o7777 != mode).then_some(m & 0o7777);
+            let was = Owner { uid: *uid, gid: *gid };
+            let owner_was = (was != owner).then_some(was);
+            if !content && mode_was.is_none() && owner_was.is_none() {
+                Action::Unchanged
+            } else {
+                Action::Replace { content, mode_was, owner_was, symlink: false }
+            }
+        }
+    })
+}
+
+/// Decides what installing `bundle` does (see the module docs).
+pub fn plan(bundle: &Bundle, opts: &Options, facts: &Facts) -> Plan {
+    let mut p = Plan {
+        side: bundle.side,
+        mkdirs: Vec::new(),
+        files: Vec::new(),
+        init: InitPlan::None,
+        commands: Vec::new(),
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+
+    // Directories: every ancestor of every path, outermost first.
+    let mut dirs = BTreeMap::new();
+    let paths = bundle.files.iter().map(|f| f.path.as_str()).chain(bundle.secrets.iter().map(|s| s.path.as_str()));
+    for path in paths {
+        for d in ancestors(path) {
+            dirs.insert(d, ());
+        }
+    }
+    for d in dirs.keys() {
+        match facts.dirs.get(d).copied().unwrap_or(DirState::Absent) {
+            DirState::Dir => {}
+            DirState::Absent => {
+                let mode = if PRIVATE_DIRS.contains(&d.as_str()) { 0o700 } else { 0o755 };
+                p.mkdirs.push(Mkdir { path: d.clone(), mode });
+            }
+            DirState::Symlink => p.problems.push(format!(
+                "{d} is a symlink: box apply writes through no symlink; make it a directory (or install the files there yourself)"
+            )),
+            DirState::NotDir => p.problems.push(format!("{d} is not a directory; move it away")),
+        }
+    }
+
+    // Files, then secrets.
+    for f in &bundle.files {
+        match action(facts.files.get(&f.path), f.text.as_bytes(), f.mode, facts.owner) {
+            Ok(a) => p.files.push(FilePlan {
+                path: f.path.clone(),
+                mode: f.mode,
+                owner: facts.owner,
+                secret: false,
+                action: a,
+            }),
+            Err(why) => p.problems.push(format!("{} is {why}; move it away", f.path)),
+        }
+    }
+    for s in &bundle.secrets {
+        let path = s.path.to_string();
+        let mut owner = facts.owner;
+        if let Some(g) = &s.group {
+            match (facts.groups.get(g.as_str()).copied().flatten(), facts.can_chown) {
+                (Some(gid), true) => owner.gid = gid,
+                (None, true) => p.problems.push(format!(
+                    "{path} is for the group {g}, which does not exist here: install its package first (systemd-networkd's, for {g})"
+                )),
+                (_, false) => p.warnings.push(format!("{path} is not given to the group {g}: not running as root")),
+            }
+        }
+        match action(facts.files.get(&path), s.text.expose().as_bytes(), s.mode, owner) {
+            Ok(a) => p.files.push(FilePlan { path, mode: s.mode, owner, secret: true, action: a }),
+            Err(why) => p.problems.push(format!("{path} is {why}; move it away")),
+        }
+    }
+
+    // box init.
+    if let Some(init) = &bundle.init {
+        p.init = if !opts.live_root() {
+            InitPlan::Deferred
+        } else if let Some(f) = &facts.init {
+            let ip = boxinit::plan(&init.inputs(), f);
+            p.problems.extend(ip.problems.iter().map(|e| format!("box init: {e}")));
+            InitPlan::Planned(ip)
+        } else {
+            p.problems.push("box init: its facts were not gathered".to_owned());
+            InitPlan::Deferred
+        };
+    }
+
+    // Commands.
+    let changed = |prefix: &str| -> Vec<String> {
+        p.files.iter().filter(|f| f.action.changes() && f.path.starts_with(prefix)).map(|f| f.path.clone()).collect()
+    };
+    let sysctl_files = changed(SYSCTL_DIR);
+    let units_changed = !changed(SYSTEMD_DIR).is_empty();
+    let sshd_changed = !changed(SSH_DIR).is_empty();
+    let mut commands = Vec::new();
+    if !opts.offline {
+        if facts.sysctl {
+            commands.extend(sysctl_files.into_iter().map(|file| Command::Sysctl { file }));
+        } else if !sysctl_files.is_empty() {
+            p.warnings.push("sysctl not found: the sysctl file takes effect at the next boot".to_owned());
+        }
+        if units_changed && facts.systemctl {
+            commands.push(Command::DaemonReload);
+        }
+    }
+    if sshd_changed && opts.live_root() {
+        match facts.sshd {
+            Some(_) => commands.push(Command::SshdTest),
+            None if bundle.side == Side::Box => p.warnings.push(
+                "sshd is not installed: the source reaches the box only through it; install openssh-server and run box apply again"
+                    .to_owned(),
+            ),
+            None => {}
+        }
+    }
+    if !bundle.enable.is_empty() {
+        if !facts.systemctl {
+            p.warnings.push(format!("systemctl not found: enable these units yourself: {}", bundle.enable.join(" ")));
+        } else if opts.offline {
+            commands.push(Command::EnableOffline { root: opts.root.clone(), units: bundle.enable.clone() });
+        } else {
+            commands.push(Command::Enable { units: bundle.enable.clone() });
+        }
+    }
+    if sshd_changed && !opts.offline && facts.systemctl {
+        if let Some(unit) = facts.sshd {
+            commands.push(Command::ReloadSshd { unit });
+        }
+    }
+    p.commands = commands;
+    p
+}
+
+/// The lines `new` removes from `old` (`- `) and adds (`+ `), in order,
+/// by a longest common subsequence: for `-v`, on files of a few hundred
+/// lines at most (a bundle is at most 1 MiB; a longer file is shown whole).
+pub fn diff(old: &str, new: &str) -> Vec<String> {
+    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    if a.len().saturating_mul(b.len()) > 4_000_000 {
+        return a.iter().map(|l| format!("- {l}")).chain(b.iter().map(|l| format!("+ {l}"))).collect();
+    }
+    // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push(format!("- {}", a[i]));
+            i += 1;
+        } else {
+            out.push(format!("+ {}", b[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provision::bundle::{for_box, for_source, BoxSecrets, Secret, SourceSecrets};
+    use crate::provision::tests::example;
+    use crate::provision::{sshd, Backend};
+
+    fn box_bundle() -> Bundle {
+        let s = BoxSecrets { wg: Secret::new("wgkey\n"), host_key: Secret::new("hostkey\n") };
+        for_box(&example(), &s)
+    }
+
+    const ROOT: Owner = Owner { uid: 0, gid: 0 };
+
+    fn facts(b: &Bundle) -> Facts {
+        Facts {
+            files: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            owner: ROOT,
+            can_chown: true,
+            systemctl: true,
+            sysctl: true,
+            sshd: Some(SshdUnit::Ssh),
+            init: b.init.as_ref().map(|_| init_done()),
+        }
+    }
+
+    /// `box init`'s facts of a box where it already ran.
+    fn init_done() -> boxinit::Facts {
+        boxinit::Facts {
+            zfs_version: "zfs-2.3.3-1\nzfs-kmod-2.3.3-1\n".into(),
+            user: boxinit::parse_passwd("zoffsite:x:999:999:zoffsite serve:/var/lib/zoffsite:/bin/sh"),
+            password_field: Some("*".into()),
+            root: Some(boxinit::RootFacts {
+                kind: "filesystem".into(),
+                mountpoint: "none".into(),
+                snapshot_limit: "100000".into(),
+                filesystem_limit: "1000".into(),
+                quota: "0".into(),
+            }),
+            allow: boxinit::parse_allow(
+                "---- Permissions on offsite/home ----\nLocal+Descendent permissions:\n\tuser zoffsite create,mount,receive:append,send,userprop\n",
+            )
+            .unwrap(),
+            authorized_keys: None,
+            ssh_dir: None,
+        }
+    }
+
+    /// The facts after everything was installed as planned.
+    fn installed(b: &Bundle, f: &mut Facts, p: &Plan) {
+        for d in &p.mkdirs {
+            f.dirs.insert(d.path.clone(), DirState::Dir);
+        }
+        for fp in &p.files {
+            let text = b
+                .files
+                .iter()
+                .find(|x| x.path == fp.path)
+                .map(|x| x.text.clone())
+                .or_else(|| b.secrets.iter().find(|s| s.path.as_str() == fp.path).map(|s| s.text.expose().to_owned()))
+                .unwrap();
+            f.files.insert(
+                fp.path.clone(),
+                Current::File { bytes: Some(text.into_bytes()), mode: fp.mode, uid: fp.owner.uid, gid: fp.owner.gid },
+            );
+        }
+        if let (InitPlan::Planned(ip), Some(init)) = (&p.init, f.init.as_mut()) {
+            for step in &ip.steps {
+                if let boxinit::Step::WriteAuthorizedKeys { content, .. } = step {
+                    let file = |is_dir, mode, content| boxinit::FileFacts {
+                        is_symlink: false,
+                        is_dir,
+                        uid: 999,
+                        mode,
+                        content,
+                    };
+                    init.authorized_keys = Some(file(false, 0o100600, Some(content.clone())));
+                    init.ssh_dir = Some(file(true, 0o40700, None));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_fresh_box_creates_everything_and_runs_every_command_in_order() {
+        let b = box_bundle();
+        let mut f = facts(&b);
+        f.init.as_mut().unwrap().authorized_keys = None;
+        let p = plan(&b, &Options::new("/", false), &f);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert!(p.files.iter().all(|f| f.action == Action::Create));
+        assert_eq!(p.files.len(), b.files.len() + b.secrets.len());
+        assert!(p.files.iter().filter(|f| f.secret).all(|f| f.mode == 0o600));
+        let dirs: Vec<_> = p.mkdirs.iter().map(|d| (d.path.as_str(), d.mode)).collect();
+        assert!(dirs.contains(&("/etc", 0o755)) && dirs.contains(&("/etc/wireguard", 0o700)), "{dirs:?}");
+        assert!(dirs.iter().position(|d| d.0 == "/etc") < dirs.iter().position(|d| d.0 == "/etc/ssh"));
+        let argv: Vec<String> = p.commands.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            argv,
+            [
+                format!("sysctl -p {}", sshd::SYSCTL_PATH),
+                "systemctl daemon-reload".to_owned(),
+                "sshd -t".to_owned(),
+                format!("systemctl enable --now --no-block -- {}", b.enable.join(" ")),
+                "systemctl try-reload-or-restart ssh.service".to_owned(),
+            ]
+        );
+        let InitPlan::Planned(ip) = &p.init else { panic!("{:?}", p.init) };
+        assert!(matches!(ip.steps[..], [boxinit::Step::WriteAuthorizedKeys { .. }]), "{:?}", ip.steps);
+        assert!(p.changes());
+    }
+
+    #[test]
+    fn a_second_apply_of_the_same_bundle_changes_nothing() {
+        let b = box_bundle();
+        let mut f = facts(&b);
+        let first = plan(&b, &Options::new("/", false), &f);
+        installed(&b, &mut f, &first);
+        let p = plan(&b, &Options::new("/", false), &f);
+        assert!(p.problems.is_empty() && p.mkdirs.is_empty(), "{p:?}");
+        assert!(p.files.iter().all(|f| f.action == Action::Unchanged), "{:?}", p.files);
+        // Only the harmless enable is left.
+        assert_eq!(p.commands, [Command::Enable { units: b.enable.clone() }]);
+        assert!(!p.changes());
+    }
+
+    #[test]
+    fn a_changed_file_is_replaced_and_only_its_commands_run() {
+        let b = box_bundle();
+        let mut f = facts(&b);
+        let first = plan(&b, &Options::new("/", false), &f);
+        installed(&b, &mut f, &first);
+        f.files.insert(
+            sshd::DROPIN_PATH.to_owned(),
+            Current::File { bytes: Some(b"ListenAddress 0.0.0.0\n".to_vec()), mode: 0o600, uid: 0, gid: 0 },
+        );
+        let key = "/etc/wireguard/zo-friend.key".to_owned();
+        f.files.insert(key.clone(), Current::File { bytes: Some(b"wgkey\n".to_vec()), mode: 0o644, uid: 1000, gid: 0 });
+        let p = plan(&b, &Options::new("/", false), &f);
+        let dropin = p.files.iter().find(|x| x.path == sshd::DROPIN_PATH).unwrap();
+        assert_eq!(
+            dropin.action,
+            Action::Replace { content: true, mode_was: Some(0o600), owner_was: None, symlink: false }
+        );
+        assert_eq!(dropin.action.details(0o644, ROOT), ["content", "mode 0600 -> 0644"]);
+        let k = p.files.iter().find(|x| x.path == key).unwrap();
+        assert_eq!(
+            k.action.details(k.mode, k.owner),
+            ["mode 0644 -> 0600", "owner 1000:0 -> 0:0"],
+            "a secret readable by others is closed again"
+        );
+        assert_eq!(
+            p.commands,
+            [
+                Command::SshdTest,
+                Command::Enable { units: b.enable.clone() },
+                Command::ReloadSshd { unit: SshdUnit::Ssh }
+            ]
+        );
+        assert_eq!(p.sshd_files().map(|f| f.path.as_str()).collect::<Vec<_>>(), [sshd::DROPIN_PATH]);
+    }
+
+    #[test]
+    fn offline_enables_under_the_root_and_starts_reloads_and_inits_nothing() {
+        let b = box_bundle();
+        let mut f = facts(&b);
+        f.init = None;
+        let p = plan(&b, &Options::new("/tmp/image", false), &f);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert_eq!(p.init, InitPlan::Deferred);
+        assert_eq!(p.commands, [Command::EnableOffline { root: "/tmp/image".into(), units: b.enable.clone() }]);
+        assert_eq!(p.commands[0].argv()[..4], ["systemctl", "--root=/tmp/image", "enable", "--"]);
+        // --offline on the live root: sshd -t still checks the files, nothing is started or reloaded.
+        let mut f = facts(&b);
+        f.init.as_mut().unwrap().authorized_keys = None;
+        let p = plan(&b, &Options::new("/", true), &f);
+        assert_eq!(
+            p.commands,
+            [Command::SshdTest, Command::EnableOffline { root: "/".into(), units: b.enable.clone() }]
+        );
+        assert!(matches!(p.init, InitPlan::Planned(_)));
+    }
+
+    #[test]
+    fn the_source_side_has_no_init_and_no_sshd() {
+        let i = example();
+        let b = for_source(&i, &SourceSecrets { wg: Secret::new("k\n") });
+        let mut f = facts(&b);
+        f.sshd = None;
+        let p = plan(&b, &Options::new("/", false), &f);
+        assert_eq!(p.init, InitPlan::None);
+        assert!(p.warnings.is_empty() && p.problems.is_empty(), "{p:?}");
+        assert_eq!(p.commands, [Command::DaemonReload, Command::Enable { units: b.enable.clone() }]);
+    }
+
+    #[test]
+    fn symlinks_and_directories_in_the_way_and_missing_groups() {
+        let b = box_bundle();
+        let mut f = facts(&b);
+        f.files.insert(sshd::DROPIN_PATH.to_owned(), Current::Symlink);
+        let p = plan(&b, &Options::new("/", false), &f);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        let d = p.files.iter().find(|x| x.path == sshd::DROPIN_PATH).unwrap();
+        assert!(matches!(d.action, Action::Replace { symlink: true, .. }), "a symlink is replaced, not followed");
+
+        f.files.insert(sshd::SYSCTL_PATH.to_owned(), Current::Other);
+        f.dirs.insert("/etc/wireguard".into(), DirState::Symlink);
+        let p = plan(&b, &Options::new("/", false), &f);
+        assert_eq!(p.problems.len(), 2, "{:?}", p.problems);
+        assert!(p.problems[0].contains("/etc/wireguard is a symlink"), "{:?}", p.problems);
+
+        let mut i = example();
+        i.box_backend = Backend::Networkd;
+        let b = for_box(&i, &BoxSecrets { wg: Secret::new("k\n"), host_key: Secret::new("h\n") });
+        let mut f = facts(&b);
+        f.groups.insert("systemd-network".into(), None);
+        let p = plan(&b, &Options::new("/", false), &f);
+        assert!(p.problems.iter().any(|e| e.contains("group systemd-network")), "{:?}", p.problems);
+        f.groups.insert("systemd-network".into(), Some(101));
+        let p = plan(&b, &Options::new("/", false), &f);
+        let key = p.files.iter().find(|x| x.secret && x.mode == 0o640).unwrap();
+        assert_eq!(key.owner, Owner { uid: 0, gid: 101 });
+    }
+
+    #[test]
+    fn a_secret_never_shows_in_the_plan_or_the_facts() {
+        let b = box_bundle();
+        let mut f = facts(&b);
+        let first = plan(&b, &Options::new("/", false), &f);
+        installed(&b, &mut f, &first);
+        let shown = format!("{:?}{:?}", plan(&b, &Options::new("/", false), &f), f);
+        assert!(!shown.contains("wgkey") && !shown.contains("hostkey"), "{shown}");
+    }
+
+    #[test]
+    fn diff_shows_removed_and_added_lines_in_order() {
+        assert_eq!(diff("a\nb\nc\n", "a\nB\nc\nd\n"), ["- b", "+ B", "+ d"]);
+        assert!(diff("same\n", "same\n").is_empty());
+        assert_eq!(diff("", "x\n"), ["+ x"]);
+    }
+
+    #[test]
+    fn ancestors_outermost_first() {
+        assert_eq!(ancestors("/etc/ssh/sshd_config.d/zoffsite.conf"), ["/etc", "/etc/ssh", "/etc/ssh/sshd_config.d"]);
+        assert!(ancestors("/x").is_empty());
+    }
+}
