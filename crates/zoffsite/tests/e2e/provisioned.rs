@@ -230,6 +230,9 @@ fn doctor_box(w: &World) -> (Output, BTreeMap<String, String>) {
     (out, checks)
 }
 
+/// One way of weakening the box, or of mending it.
+type Step = Box<dyn Fn(&World)>;
+
 /// The checks about what `box new` + `box apply` set up: each is `ok` on
 /// the box they made. (Firmware, disk and OpenZFS's version depend on the
 /// VM, not on zoffsite: the unit tests cover those from fixtures.)
@@ -260,7 +263,6 @@ fn doctor_passes_the_provisioned_box_and_fails_each_broken_variant() {
     let wg = w.env("FRIEND_WG_IF").to_owned();
     // Each way the box can be weakened, one at a time, each flipping its
     // own check (and only that one of the list) to fail; then undone.
-    type Step = Box<dyn Fn(&World)>;
     let variants: Vec<(&str, Step, Step)> = vec![
         (
             "box.sshd-listen",
