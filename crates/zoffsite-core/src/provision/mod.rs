@@ -61,6 +61,7 @@ pub mod boxtoml;
 pub mod bundle;
 pub mod nft;
 pub mod sshd;
+pub mod target;
 pub mod units;
 pub mod values;
 pub mod wireguard;
