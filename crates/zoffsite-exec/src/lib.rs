@@ -12,6 +12,7 @@
 //! gathers facts and carries plans out.
 
 pub mod boxinit;
+pub mod boxnew;
 pub mod boxstate;
 pub mod drill;
 pub mod events;

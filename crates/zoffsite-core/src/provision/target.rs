@@ -93,9 +93,7 @@ max_age = {max_age_q}  # `status` fails past this
 fn target_names(text: &str) -> Result<Vec<String>, TargetError> {
     let doc: toml::Table = toml::from_str(text).map_err(|e| TargetError::Syntax(e.message().to_owned()))?;
     let names = match doc.get("target") {
-        Some(toml::Value::Array(ts)) => {
-            ts.iter().filter_map(|t| t.get("name")?.as_str().map(str::to_owned)).collect()
-        }
+        Some(toml::Value::Array(ts)) => ts.iter().filter_map(|t| t.get("name")?.as_str().map(str::to_owned)).collect(),
         _ => Vec::new(),
     };
     Ok(names)
@@ -161,7 +159,10 @@ mod tests {
     fn the_target_points_at_the_boxs_tunnel_address_and_dirs_files() {
         let a = appended(SOURCE_ONLY);
         let t = &a.config.targets[0];
-        assert_eq!((t.name.as_str(), t.host.as_str(), t.port, t.user.as_str()), ("friend", "10.77.0.2", 22, "zoffsite"));
+        assert_eq!(
+            (t.name.as_str(), t.host.as_str(), t.port, t.user.as_str()),
+            ("friend", "10.77.0.2", 22, "zoffsite")
+        );
         assert_eq!(t.identity_file, Path::new("/etc/zoffsite/boxes/friend/id_ed25519"));
         assert_eq!(t.known_hosts, Path::new("/etc/zoffsite/boxes/friend/known_hosts"));
         assert_eq!((t.connect_timeout, t.max_age), (Duration::from_secs(15), Duration::from_secs(26 * 3600)));
