@@ -1,6 +1,7 @@
 pub(crate) mod backup;
 pub(crate) mod box_check;
 pub(crate) mod box_init;
+pub(crate) mod box_new;
 pub(crate) mod box_prune;
 pub(crate) mod common;
 pub(crate) mod prune;
