@@ -44,7 +44,8 @@ pub(crate) fn run(args: &BoxNewArgs) -> Exit {
         show(&plan);
     }
     if args.dry_run {
-        ui.say("dry run: no key was made, nothing was written");
+        ui.say("dry run: no key was made, nothing was written; then it would be:");
+        say_next_steps(&plan, &ui);
         return report(&plan, None, true, &ui);
     }
     // Execute.
@@ -61,12 +62,8 @@ pub(crate) fn run(args: &BoxNewArgs) -> Exit {
             return report(&plan, None, false, &ui);
         }
     };
-    if !ui.json() {
-        ui.say(format_args!("box {} is made; next:", plan.inputs.name));
-        for (n, step) in next_steps(&plan).iter().enumerate() {
-            ui.say(format_args!("  {}. {step}", n + 1));
-        }
-    }
+    ui.say(format_args!("box {} is made; next:", plan.inputs.name));
+    say_next_steps(&plan, &ui);
     report(&plan, Some(&made), false, &ui)
 }
 
@@ -181,6 +178,12 @@ fn show(plan: &Plan) {
     println!("adds to {path}:\n--- {path}\n+++ {path}");
     for l in plan.config.diff_lines() {
         println!("{l}");
+    }
+}
+
+fn say_next_steps(plan: &Plan, ui: &Ui) {
+    for (n, step) in next_steps(plan).iter().enumerate() {
+        ui.say(format_args!("  {}. {step}", n + 1));
     }
 }
 
