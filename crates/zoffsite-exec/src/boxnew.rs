@@ -72,6 +72,9 @@ pub enum BoxNewError {
     Zfs(#[from] ZfsError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// `wg` or `ssh-keygen` could not be run.
+    #[error("{0} (box new runs wg and ssh-keygen: are wireguard-tools and openssh-client installed?)")]
+    Tool(#[from] ExecError),
     #[error("{0}")]
     Failed(String),
 }
@@ -270,7 +273,9 @@ pub fn gather(
     let (identity, identity_file) = match identity {
         None => (Identity::New, dir.join(IDENTITY)),
         Some(p) => {
-            let public_path = PathBuf::from(format!("{}.pub", p.display()));
+            let mut public_path = p.as_os_str().to_owned();
+            public_path.push(".pub");
+            let public_path = PathBuf::from(public_path);
             if !p.is_file() {
                 return Err(usage(format!("--identity {}: no such key file", p.display())));
             }
@@ -359,16 +364,12 @@ fn tool_failed(cmd: &Cmd, out: &process::Output) -> BoxNewError {
     BoxNewError::Failed(format!("`{cmd}` failed: {}", out.stderr.trim()))
 }
 
-fn exec_err(e: ExecError) -> BoxNewError {
-    BoxNewError::Failed(format!("{e} (is it installed? box new needs wireguard-tools and openssh-client)"))
-}
-
 /// A WireGuard key pair: `wg genkey`, then `wg pubkey` with the private
 /// key on stdin.
 fn wg_pair() -> Result<(Secret, WgKey), BoxNewError> {
     let wg = process::find_program("wg");
     let genkey = Cmd::new(&wg).arg("genkey");
-    let out = process::run_by(&genkey, 256, Some(TOOL_DEADLINE)).map_err(exec_err)?;
+    let out = process::run_by(&genkey, 256, Some(TOOL_DEADLINE))?;
     if !out.success() {
         return Err(tool_failed(&genkey, &out));
     }
@@ -376,8 +377,7 @@ fn wg_pair() -> Result<(Secret, WgKey), BoxNewError> {
         String::from_utf8(out.stdout).map_err(|_| BoxNewError::Failed("`wg genkey` printed no text".into()))?,
     );
     let pubkey = Cmd::new(&wg).arg("pubkey");
-    let out =
-        process::run_with_input(&pubkey, private.expose().as_bytes(), 256, Some(TOOL_DEADLINE)).map_err(exec_err)?;
+    let out = process::run_with_input(&pubkey, private.expose().as_bytes(), 256, Some(TOOL_DEADLINE))?;
     if !out.success() {
         return Err(tool_failed(&pubkey, &out));
     }
@@ -391,7 +391,7 @@ fn ssh_keygen(dir: &Path, name: &str, comment: &str) -> Result<(), BoxNewError> 
     let cmd = Cmd::new(process::find_program("ssh-keygen"))
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(dir.join(name));
-    let out = process::run_by(&cmd, 64 * 1024, Some(TOOL_DEADLINE)).map_err(exec_err)?;
+    let out = process::run_by(&cmd, 64 * 1024, Some(TOOL_DEADLINE))?;
     if out.success() {
         Ok(())
     } else {
@@ -448,9 +448,11 @@ pub fn holds_any(text: &str, secrets: &[&str]) -> bool {
 }
 
 /// Makes the keys, writes the bundles and `known_hosts` into the output
-/// directory, and then the config (see the module docs). On an error after
-/// the directory was made, it holds what was made so far and the config
-/// is unchanged, unless the error says otherwise.
+/// directory, and then the config (see the module docs). A
+/// [`BoxNewError::Usage`] means nothing was made (the directory is at most
+/// made, empty); after any other error the directory holds what was made
+/// so far and the config is unchanged, unless the error says the files
+/// are complete (then only the config's change is left to do, by hand).
 pub fn execute(plan: &Plan, events: &mut dyn Events) -> Result<Made, BoxNewError> {
     let unchanged = || -> Result<(), BoxNewError> {
         if read_config(&plan.config_path)?.as_ref() != Some(&plan.config_before) {
@@ -511,8 +513,7 @@ pub fn execute(plan: &Plan, events: &mut dyn Events) -> Result<Made, BoxNewError
         written.extend([dir_path.join(IDENTITY), dir_path.join("id_ed25519.pub")]);
     }
 
-    unchanged()?;
-    write_config(plan).map_err(|e| {
+    unchanged().and_then(|()| write_config(plan)).map_err(|e| {
         BoxNewError::Failed(format!(
             "{e}; the box's files are complete in {}: add its target to {} by hand:\n{}",
             dir_path.display(),

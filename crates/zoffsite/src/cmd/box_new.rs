@@ -51,6 +51,10 @@ pub(crate) fn run(args: &BoxNewArgs) -> Exit {
     // Execute.
     let made = match boxnew::execute(&plan, &mut ui) {
         Ok(m) => m,
+        Err(e @ BoxNewError::Usage(_)) => {
+            ui.err(Exit::Error, format_args!("box new: {e}; nothing was made"));
+            return report(&plan, None, false, &ui);
+        }
         Err(e) => {
             ui.err(
                 Exit::Error,
@@ -168,7 +172,7 @@ fn show(plan: &Plan) {
     println!("  {}: the box's SSH host key, pinned", plan.dir.join(boxnew::KNOWN_HOSTS).display());
     match &plan.identity {
         Identity::New => {
-            println!("  {}, .pub: this machine's SSH key for the box", plan.dir.join(boxnew::IDENTITY).display())
+            println!("  {}, .pub: this machine's SSH key for the box", plan.dir.join(boxnew::IDENTITY).display());
         }
         Identity::Existing { .. } => {
             println!("  (this machine's SSH key for the box: {}, as it is)", plan.identity_file.display());
