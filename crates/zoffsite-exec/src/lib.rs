@@ -8,11 +8,13 @@
 //! source's retention; [`restore`](mod@restore) and [`drill`](mod@drill)
 //! bring a tree back (one checked "send raw into a sink" for both, and for
 //! the box's sends); [`boxstate`] is what `box prune` and `box check` read
-//! and record on the box; [`doctor`](mod@doctor) gathers the audit's facts. Decisions are made in `zoffsite-core`; this crate
+//! and record on the box; [`doctor`](mod@doctor) gathers the audit's facts;
+//! [`boxnew`] makes a new box's keys and bundles on the source. Decisions are made in `zoffsite-core`; this crate
 //! gathers facts and carries plans out.
 
 pub mod boxapply;
 pub mod boxinit;
+pub mod boxnew;
 pub mod boxstate;
 pub mod doctor;
 pub mod drill;

@@ -276,6 +276,42 @@ pub fn run_by(cmd: &Cmd, stdout_limit: usize, deadline: Option<Duration>) -> Res
     Ok(Output { status, stdout, stderr })
 }
 
+/// [`run_by`] with `input` on the command's stdin: for a secret a tool
+/// reads (`wg pubkey`), which in the argv every user could read in
+/// `/proc`. A command that exits without reading all of it is judged by
+/// its exit status like any other.
+pub fn run_with_input(
+    cmd: &Cmd,
+    input: &[u8],
+    stdout_limit: usize,
+    deadline: Option<Duration>,
+) -> Result<Output, ExecError> {
+    use std::io::Write as _;
+    let mut child = spawn(cmd, Stdio::piped(), Stdio::piped())?;
+    let watchdog = deadline.map(|d| Watchdog::start(&child, d));
+    let mut err = StderrCollector::start(child.stderr.take());
+    let program = || cmd.program.to_string_lossy().into_owned();
+    let mut stdin = child.stdin.take();
+    let input = input.to_vec();
+    // Written from a thread: a child that prints before it has read all its
+    // input would otherwise block on a full stdout pipe, and we on its stdin.
+    let writer = std::thread::spawn(move || stdin.take().map(|mut s| s.write_all(&input)).transpose());
+    let out = child.stdout.take().map(|o| read_bounded(o, stdout_limit)).transpose();
+    let written = writer.join().unwrap_or(Ok(None));
+    let status = reap(&mut child, cmd, watchdog)?;
+    let stderr = err.finish();
+    let (stdout, dropped) = out.map_err(|source| ExecError::Io { program: program(), source })?.unwrap_or_default();
+    if dropped > 0 {
+        return Err(ExecError::TooMuchOutput { program: program(), limit: stdout_limit });
+    }
+    if let Err(source) = written {
+        if status.success() {
+            return Err(ExecError::Io { program: program(), source });
+        }
+    }
+    Ok(Output { status, stdout, stderr })
+}
+
 /// A running child whose stdout (or stdin) the caller streams.
 pub struct Running {
     pub child: Child,
@@ -452,6 +488,19 @@ mod tests {
         // In time: the status is the child's.
         let r = Running::with_stdin(&Cmd::new("true")).unwrap().deadline(Instant::now() + Duration::from_secs(30));
         assert!(r.finish().unwrap().success());
+    }
+
+    #[test]
+    fn input_goes_to_stdin_and_stdout_comes_back() {
+        let out = run_with_input(&Cmd::new("tr").args(["a-z", "A-Z"]), b"secret\n", 100, None).unwrap();
+        assert!(out.success() && out.stdout == b"SECRET\n");
+        // Larger than a pipe both ways: neither side blocks the other.
+        let big = vec![b'x'; 1 << 20];
+        let out = run_with_input(&Cmd::new("cat"), &big, 2 << 20, Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(out.stdout.len(), big.len());
+        // A command that reads nothing is judged by its status.
+        let out = run_with_input(&Cmd::new("false"), &big, 10, None).unwrap();
+        assert!(!out.success());
     }
 
     #[test]

@@ -232,6 +232,10 @@ pub(crate) struct ServeArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum BoxCommand {
+    /// On the source: make a new box's keys (both ends' WireGuard keys, the
+    /// box's SSH host key, this source's SSH key for it) and its files, as
+    /// two bundles for `box apply`, and add its [[target]] to the config.
+    New(BoxNewArgs),
     /// Prepare the box: the unprivileged user, the root dataset, the
     /// append-only delegation and the forced-command authorized_keys line.
     Init(BoxInitArgs),
@@ -349,6 +353,76 @@ pub(crate) struct BoxKeepaliveArgs {
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Print what was found and done as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum WgBackend {
+    /// /etc/wireguard/IF.conf and wg-quick@IF.service.
+    WgQuick,
+    /// /etc/systemd/network/IF.netdev and IF.network.
+    Networkd,
+}
+
+#[derive(Args)]
+pub(crate) struct BoxNewArgs {
+    /// The box's name (1-12 of a-z, 0-9 and '-'): its target's name, and
+    /// its WireGuard interface zo-NAME on both ends.
+    pub name: String,
+    /// The source's WireGuard server as the box dials it: HOST:PORT, HOST
+    /// a DNS name (re-resolved by the box when it changes) or an address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub endpoint: String,
+    /// The tunnel's private IPv4 network: the source is its first address,
+    /// the box its second.
+    #[arg(long, value_name = "NET", default_value = zoffsite_core::provision::values::Tunnel::DEFAULT)]
+    pub tunnel: String,
+    /// The box's root dataset, under which this source's datasets are kept
+    /// (default: offsite/HOST, HOST this machine's short host name).
+    #[arg(long, value_name = "DATASET")]
+    pub root: Option<Dataset>,
+    /// Where the bundles and keys are written (0700; default
+    /// /etc/zoffsite/boxes/NAME). It must be new or empty.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The source's configuration file, which gets the box's [[target]].
+    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// The box user that runs `zoffsite serve`.
+    #[arg(long, default_value = zoffsite_core::boxinit::DEFAULT_USER)]
+    pub user: String,
+    /// Use this existing SSH key of the source (its FILE.pub is read)
+    /// instead of making DIR/id_ed25519.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// The box's sshd port, inside the tunnel.
+    #[arg(long, value_name = "N", default_value_t = 22)]
+    pub ssh_port: u16,
+    /// The box's WireGuard PersistentKeepalive, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = zoffsite_core::provision::values::Keepalive::DEFAULT.secs())]
+    pub keepalive: u16,
+    /// How this machine brings up the tunnel.
+    #[arg(long, value_enum, value_name = "BACKEND", default_value = "wg-quick")]
+    pub source_backend: WgBackend,
+    /// How the box brings up the tunnel.
+    #[arg(long, value_enum, value_name = "BACKEND", default_value = "wg-quick")]
+    pub box_backend: WgBackend,
+    /// When `zoffsite backup` runs: a systemd calendar expression.
+    #[arg(long, value_name = "CAL", default_value = "daily")]
+    pub schedule: String,
+    /// zoffsite on the box (its forced command and timers run it).
+    #[arg(long, value_name = "PATH", default_value = zoffsite_core::provision::DEFAULT_EXE)]
+    pub box_exe: String,
+    /// zoffsite on this machine, as its timers run it (default: this
+    /// binary).
+    #[arg(long, value_name = "PATH")]
+    pub source_exe: Option<String>,
+    /// Show every file the bundles would install and the config change;
+    /// make no key, write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print the result (or, with -n, the plan) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

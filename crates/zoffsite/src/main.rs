@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Restore(a) => cmd::restore::run(&a),
         cli::Command::Verify(a) => cmd::verify::run(&a),
         cli::Command::Doctor(a) => cmd::doctor::run(&a),
+        cli::Command::Box(cli::BoxCommand::New(a)) => cmd::box_new::run(&a),
         cli::Command::Box(cli::BoxCommand::Init(a)) => cmd::box_init::run(&a),
         cli::Command::Box(cli::BoxCommand::Prune(a)) => cmd::box_prune::run(&a),
         cli::Command::Box(cli::BoxCommand::Check(a)) => cmd::box_check::run(&a),

@@ -63,6 +63,7 @@ pub mod bundle;
 pub mod keepalive;
 pub mod nft;
 pub mod sshd;
+pub mod target;
 pub mod units;
 pub mod values;
 pub mod wireguard;

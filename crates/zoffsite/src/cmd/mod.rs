@@ -3,6 +3,7 @@ pub(crate) mod box_apply;
 pub(crate) mod box_check;
 pub(crate) mod box_init;
 pub(crate) mod box_keepalive;
+pub(crate) mod box_new;
 pub(crate) mod box_prune;
 pub(crate) mod common;
 pub(crate) mod doctor;
