@@ -11,6 +11,7 @@
 //! and record on the box. Decisions are made in `zoffsite-core`; this crate
 //! gathers facts and carries plans out.
 
+pub mod boxaudit;
 pub mod boxinit;
 pub mod boxstate;
 pub mod drill;

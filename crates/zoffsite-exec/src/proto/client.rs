@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use zoffsite_core::config::Target;
+use zoffsite_core::doctor::boxaudit::{Fetched, MAX_AUDIT_LEN};
 use zoffsite_core::names::{Dataset, Guid, SnapName};
 use zoffsite_core::protocol::{
     self, ErrorCode, ProtoError, RemoteDataset, Request, Response, MAX_ERROR_TEXT, MAX_LIST_DATASETS, MAX_RESPONSE_LEN,
@@ -352,6 +353,37 @@ impl Session {
             }
             other => Err(self.violation(format!("expected a health report, got {:?}", short(&other)))),
         }
+    }
+
+    /// The box root's last audit, unparsed ([`Fetched`]; the caller judges
+    /// it with [`Posture::judge`](zoffsite_core::doctor::boxaudit::Posture::judge)),
+    /// and the session closed. It takes the session because it must be
+    /// the last request: a box older than the request answers
+    /// `Error{protocol}` and ends the session, which is taken to mean
+    /// [`Fetched::Unsupported`], not a failure. A box that could not read
+    /// its file answers with an error too, and that is
+    /// [`Fetched::Unreadable`]; only a lost connection or a broken
+    /// protocol is an `Err`.
+    pub fn audit(mut self) -> Result<Fetched, RemoteError> {
+        self.send(&Request::Audit)?;
+        let fetched = match self.recv(REPLY_TIMEOUT) {
+            Ok(Response::Audit { report: None }) => Fetched::Missing,
+            Ok(Response::Audit { report: Some(text) }) if text.len() <= MAX_AUDIT_LEN => Fetched::Report(text),
+            Ok(Response::Audit { report: Some(text) }) => Fetched::Unreadable(format!(
+                "it sent {} bytes, more than the {MAX_AUDIT_LEN} the source reads",
+                text.len()
+            )),
+            Err(RemoteError::Refused { code: ErrorCode::Protocol, .. }) => {
+                // An old serve ended the session after this answer.
+                drop(self);
+                return Ok(Fetched::Unsupported);
+            }
+            Err(RemoteError::Refused { message, .. }) => Fetched::Unreadable(message),
+            Ok(other) => return Err(self.violation(format!("expected an audit, got {:?}", short(&other)))),
+            Err(e) => return Err(e),
+        };
+        self.close();
+        Ok(fetched)
     }
 
     /// What the box holds of `dataset` and everything below it (restores).
