@@ -91,6 +91,8 @@ fn file_lists_are_complete_and_unique() {
             "/etc/systemd/system/zoffsite-box-check.timer",
             "/etc/systemd/system/zoffsite-box-keepalive.service",
             "/etc/systemd/system/zoffsite-box-keepalive.timer",
+            "/etc/systemd/system/zoffsite-box-doctor.service",
+            "/etc/systemd/system/zoffsite-box-doctor.timer",
         ]
     );
     let mut n = example();
