@@ -726,6 +726,65 @@ mod tests {
         the_box.join().unwrap();
     }
 
+    /// A box whose `serve` predates `Audit`: it answers it as any message it
+    /// cannot decode (exactly what the old server's decode failure sends)
+    /// and ends the session. The source takes that for "too old", not for
+    /// a failure.
+    #[test]
+    fn an_old_box_that_does_not_know_the_audit_is_unsupported_not_an_error() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let the_box = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let _hello = protocol::read_msg::<Request>(&mut theirs, MAX_RESPONSE_LEN).unwrap();
+            let root = Dataset::new("offsite/home").unwrap();
+            let reply = Response::Hello {
+                protocol: PROTOCOL_NAME.into(),
+                version: PROTOCOL_VERSION,
+                server: "old".into(),
+                root,
+            };
+            protocol::write_msg(&mut theirs, &reply).unwrap();
+            theirs.flush().unwrap();
+            let body = match protocol::read_frame(&mut theirs, MAX_RESPONSE_LEN).unwrap() {
+                protocol::Frame::Msg(b) => b,
+                other => panic!("{other:?}"),
+            };
+            // What an old server's decode of the new request says.
+            assert_eq!(body, br#"{"type":"audit"}"#);
+            let message =
+                "peer sent a malformed message: unknown variant `audit`, expected one of `hello`, `list`".into();
+            protocol::write_msg(&mut theirs, &Response::Error { code: ErrorCode::Protocol, message }).unwrap();
+            theirs.flush().unwrap();
+            // ...and it ends the session.
+        });
+        let peer = Socket(ours.try_clone().unwrap());
+        let s = Session::over(ours.try_clone().unwrap(), ours, peer).unwrap();
+        assert_eq!(s.audit().unwrap(), Fetched::Unsupported);
+        the_box.join().unwrap();
+    }
+
+    #[test]
+    fn a_box_audit_that_is_not_an_audit_answer_is_a_violation() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let the_box = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let _hello = protocol::read_msg::<Request>(&mut theirs, MAX_RESPONSE_LEN).unwrap();
+            let root = Dataset::new("offsite/home").unwrap();
+            let reply =
+                Response::Hello { protocol: PROTOCOL_NAME.into(), version: PROTOCOL_VERSION, server: "x".into(), root };
+            protocol::write_msg(&mut theirs, &reply).unwrap();
+            theirs.flush().unwrap();
+            let _audit = protocol::read_frame(&mut theirs, MAX_RESPONSE_LEN).unwrap();
+            protocol::write_msg(&mut theirs, &Response::Sent { bytes: 1 }).unwrap();
+            theirs.flush().unwrap();
+        });
+        let peer = Socket(ours.try_clone().unwrap());
+        let s = Session::over(ours.try_clone().unwrap(), ours, peer).unwrap();
+        let e = s.audit().unwrap_err();
+        assert!(matches!(e, RemoteError::Protocol { error: ProtoError::Violation(_), .. }), "{e}");
+        the_box.join().unwrap();
+    }
+
     /// A box (the fake `zfs` of `zoffsite_testkit`): its root unmounted,
     /// holding one received snapshot of tank/data.
     fn fake_box() -> zoffsite_testkit::FakeZfs {
