@@ -364,7 +364,7 @@ impl Posture {
         let future = age.is_some_and(|a| a < -FUTURE_SLACK_SECS);
         let stale = age.is_none_or(|a| a > STALE_AFTER_SECS) || future;
         let mut not_ok: Vec<&BoxCheck> = audit.checks.iter().filter(|c| c.status != Status::Ok).collect();
-        not_ok.sort_by(|a, b| b.status.cmp(&a.status));
+        not_ok.sort_by_key(|c| std::cmp::Reverse(c.status));
         let detail = match (audit.errors.first(), future) {
             (Some(e), _) => Some(format!("the box's doctor stopped early: {e}")),
             (None, true) => Some("the box's audit is dated in the future (is the box's clock right?)".to_owned()),
