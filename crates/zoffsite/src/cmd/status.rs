@@ -181,11 +181,8 @@ fn render_target(t: &TargetStatus) -> String {
         );
     }
     if let Some(p) = &t.box_posture {
-        let details = if p.status == DoctorStatus::Ok && !p.stale {
-            ""
-        } else {
-            "; run `zoffsite doctor --source` for details"
-        };
+        let details =
+            if p.status == DoctorStatus::Ok && !p.stale { "" } else { "; run `zoffsite doctor --source` for details" };
         let _ = writeln!(out, "  box posture: {}{details}", p.line());
     }
     out
