@@ -341,7 +341,8 @@ impl Posture {
             age: None,
             stale: false,
             not_ok: Vec::new(),
-            detail: Some(detail.to_owned()),
+            // Parts of it come from the box (its refusal, ssh's words).
+            detail: Some(crate::protocol::sanitize(detail, super::MAX_LINE)),
         };
         let text = match fetched {
             Fetched::Report(t) => t,
