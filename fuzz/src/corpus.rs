@@ -227,6 +227,7 @@ pub fn requests() -> Vec<Request> {
         },
         Request::Abort { dataset: ds("tank/data") },
         Request::Bye,
+        Request::Audit,
     ]
 }
 
@@ -262,6 +263,8 @@ pub fn responses() -> Vec<Response> {
             message: "refused stream for offsite/home/tank/data: not raw".into(),
         },
         Response::Error { code: ErrorCode::NoSpace, message: "out of space".into() },
+        Response::Audit { report: Some(String::from_utf8(box_audits().remove(0)).expect("utf-8")) },
+        Response::Audit { report: None },
     ]
 }
 
@@ -301,6 +304,45 @@ pub fn sessions() -> Vec<Vec<u8>> {
         session(&[(reqs[2].clone(), PLAIN_INCR)], false),
         session(&[(reqs[2].clone(), &tiny_stream(RAW, guid("t/src@s1"), 0, "t/src@s1", true))], true),
         session(&[], true),
+        audit_session(),
+    ]
+}
+
+/// Hello, the box's audit, a listing, bye: `status`'s session.
+pub fn audit_session() -> Vec<u8> {
+    let reqs = requests();
+    let mut v = Vec::new();
+    for r in [&reqs[0], &reqs[7], &reqs[1], &reqs[6]] {
+        protocol::write_msg(&mut v, r).expect("vec");
+    }
+    v
+}
+
+/// Box audits as `doctor --box --output` writes them (core's `Report`):
+/// a whole box's, one with every status, an empty one, and one with
+/// `exit_code` and `errors` as the binary's `--json` adds them.
+pub fn box_audits() -> Vec<Vec<u8>> {
+    use zoffsite_core::doctor::{Check, CheckId, Report};
+    let mut whole = Report::new();
+    for (n, id) in CheckId::ALL.iter().filter(|i| i.as_str().starts_with("box.")).enumerate() {
+        whole.push(match n % 4 {
+            0 => Check::ok(*id, format!("{id} is as wanted")),
+            1 => Check::warn(*id, format!("{id}: weaker than wanted \u{1b}[2J\n"), "make it stronger"),
+            2 => Check::unknown(*id, "not exposed here", "look by hand"),
+            _ => Check::fail(*id, "sshd listens on 0.0.0.0:22 (wanted only 10.77.0.2:22)", "listen on the tunnel only"),
+        });
+    }
+    whole.set_generated_at(1_796_000_000);
+    let mut ok = Report::new();
+    ok.push(Check::ok(CheckId::Firewall, "ssh is reachable from the tunnel only"));
+    let mut doc = serde_json::to_value(&whole).expect("serializable");
+    doc["exit_code"] = serde_json::json!(3);
+    doc["errors"] = serde_json::json!(["cannot run nft: no such file"]);
+    vec![
+        serde_json::to_vec_pretty(&whole).expect("serializable"),
+        serde_json::to_vec(&ok).expect("serializable"),
+        serde_json::to_vec(&Report::new()).expect("serializable"),
+        serde_json::to_vec(&doc).expect("serializable"),
     ]
 }
 
@@ -541,6 +583,22 @@ pub const JSON_DICT: &[&[u8]] = &[
     br#""snapshots""#,
     br#""resume_token""#,
     br#""createtxg""#,
+    br#""audit""#,
+    br#""report""#,
+    br#""checks""#,
+    br#""counts""#,
+    br#""status""#,
+    br#""summary""#,
+    br#""fix""#,
+    br#""id""#,
+    br#""generated_at""#,
+    br#""ok""#,
+    br#""warn""#,
+    br#""unknown""#,
+    br#""fail""#,
+    br#""box.firewall""#,
+    br#""box.new-check""#,
+    br#""source.timers""#,
     br#""refused""#,
     br#""no_space""#,
     br#""zoffsite""#,

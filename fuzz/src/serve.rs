@@ -77,6 +77,11 @@ pub fn target() -> std::io::Result<Target> {
     let zfs = dir.join("bin/zfs");
     std::fs::write(&zfs, FAKE_ZFS.replace("@DIR@", &dir.display().to_string()))?;
     std::fs::set_permissions(&zfs, std::fs::Permissions::from_mode(0o755))?;
+    // The box's audit, as root's doctor leaves it (here: the fuzzer's).
+    std::fs::create_dir_all(dir.join("audit"))?;
+    std::fs::set_permissions(dir.join("audit"), std::fs::Permissions::from_mode(0o755))?;
+    std::fs::write(dir.join("audit/box.json"), corpus::box_audits().remove(0))?;
+    std::fs::set_permissions(dir.join("audit/box.json"), std::fs::Permissions::from_mode(0o644))?;
     let dir = Dir(dir);
     let mut seeds = corpus::sessions();
     seeds.push(b"zfs destroy -r offsite; touch /tmp/x\n".to_vec());
@@ -105,8 +110,10 @@ fn run(ctx: &mut Ctx, input: &[u8], dir: &Path) -> bool {
     let root = Dataset::new(ROOT).expect("a valid root");
     // Its own lock scope: a real box's sessions on this machine (or a
     // fuzzer run beside this one) never hold up this one, nor it them.
+    let me = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.join("audit")).expect("made at setup"));
     let served = Server::new(Zfs::with_binary(dir.join("bin/zfs")), root, Cursor::new(input.to_vec()), &mut out)
         .with_lock_scope(dir.display().to_string())
+        .with_audit(dir.join("audit/box.json"), me)
         .serve();
 
     let mut ok = served.is_ok();

@@ -265,6 +265,13 @@ pub fn all() -> Vec<Target> {
     v.push(text_target("doctor-text", corpus::DOCTOR_TEXT, corpus::TEXT_DICT, doctor_text));
     // box keepalive: the installed WireGuard file and `wg show`'s output.
     v.push(text_target("keepalive", KEEPALIVE_SEEDS, corpus::TEXT_DICT, keepalive));
+    // The box's audit, as `serve` hands it to the source.
+    let mut box_audit = text_target("box-audit", &[], corpus::JSON_DICT, box_audit);
+    box_audit.shape = Shape::Json;
+    box_audit.seeds = corpus::box_audits();
+    box_audit.max_len = doctor::boxaudit::MAX_AUDIT_LEN + 1024;
+    box_audit.mem_per_byte = 1024;
+    v.push(box_audit);
     for t in &mut v {
         if t.name.starts_with("frames") || t.name == "stream-validator" {
             t.weight = 2;
@@ -367,6 +374,46 @@ fn doctor_text(ctx: &mut Ctx, t: &str) -> bool {
     let root = Dataset::new("offsite/home").expect("root");
     checks.push(doctor::zfs::check_delegation(&user, &root, true, t));
     doctor_checks(ctx, &checks)
+}
+
+/// The box's report: refused, or consistent (counts and status as its
+/// checks say, a fix exactly when not ok, every text one safe bounded
+/// line), and the posture judged from it one safe line too.
+fn box_audit(ctx: &mut Ctx, t: &str) -> bool {
+    use doctor::boxaudit::{self, Fetched, Posture, PostureState};
+    let safe = |s: &str| !s.chars().any(protocol::must_escape);
+    match boxaudit::parse(t) {
+        Ok(a) => {
+            let c = a.counts();
+            ctx.check(c.ok + c.warn + c.unknown + c.fail == a.checks().len(), || format!("counts {c:?}"));
+            ctx.check(a.checks().len() <= boxaudit::MAX_CHECKS, || "too many checks".into());
+            let worst = a.checks().iter().map(|k| k.status).max().unwrap_or(doctor::Status::Unknown);
+            ctx.check(a.status() == worst, || "status is not the worst check's".into());
+            for k in a.checks() {
+                ctx.check(k.id.as_str().starts_with("box.") && k.id.as_str().len() <= boxaudit::MAX_ID_LEN, || {
+                    format!("id {:?}", k.id)
+                });
+                for line in [k.summary.as_str(), k.fix.as_deref().unwrap_or("")] {
+                    ctx.check(safe(line) && line.len() <= boxaudit::MAX_TEXT, || format!("unsafe text {line:?}"));
+                }
+                ctx.check((k.status == doctor::Status::Ok) == k.fix.is_none(), || format!("{}: fix iff not ok", k.id));
+            }
+            let p = Posture::judge(&Fetched::Report(t.to_owned()), 1_796_000_000);
+            ctx.check(p.state == PostureState::Audited, || format!("posture {:?}", p.state));
+            let line = p.line();
+            ctx.check(safe(&line), || format!("unsafe posture line {line:?}"));
+            doctor_checks(ctx, &[p.check("friend")]);
+            true
+        }
+        Err(e) => {
+            let p = Posture::judge(&Fetched::Report(t.to_owned()), 1_796_000_000);
+            ctx.check(p.state == PostureState::Invalid && p.is_finding(), || {
+                "a refused report is an invalid posture".into()
+            });
+            ctx.refused(e);
+            false
+        }
+    }
 }
 
 // ---- frames ----

@@ -33,7 +33,16 @@
 //!    that one snapshot) as `D` frames and one `E`, then `Sent{bytes}` (or
 //!    `Error` in place of `Sending`, or after `E` if the send failed).
 //! 6. `Health` → `Health{pool,health,last_scrub}` (for `verify`).
-//! 7. `Bye`, or end of input.
+//! 7. `Audit` → `Audit{report}`: the text of the box root's last `doctor`
+//!    report ([`crate::doctor::AUDIT_PATH`]), unparsed (the source parses
+//!    it: [`crate::doctor::boxaudit`]), at most
+//!    [`crate::doctor::boxaudit::MAX_AUDIT_LEN`] bytes; `null` when there
+//!    is none yet. A box whose `serve` predates this request answers it
+//!    like any unknown message, `Error{code:"protocol"}`, and ends the
+//!    session: the source asks it last and takes that answer to mean "too
+//!    old" (the protocol version stays 1: both sides still speak every
+//!    other message alike).
+//! 8. `Bye`, or end of input.
 //!
 //! Both sides treat the other's messages as hostile: sizes are bounded
 //! before allocation, names are parsed into validated types by serde, and
@@ -248,6 +257,8 @@ pub enum Request {
         dataset: Dataset,
         snapshot: SnapName,
     },
+    /// The box root's last audit (read-only; ask it last: see the module).
+    Audit,
     Bye,
 }
 
@@ -287,6 +298,11 @@ pub enum Response {
     /// After the `E` of a `Send`: how many stream bytes were sent.
     Sent {
         bytes: u64,
+    },
+    /// The box's audit file as root wrote it, not parsed by the box
+    /// (`None`: there is none yet).
+    Audit {
+        report: Option<String>,
     },
     Error {
         code: ErrorCode,

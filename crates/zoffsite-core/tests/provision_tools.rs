@@ -169,7 +169,7 @@ fn systemd_analyze_verifies_every_unit() {
     let dir = tempfile::tempdir().unwrap();
     // ExecStart must name an existing executable.
     let units = write_units(dir.path(), &AbsPath::new("/bin/true").unwrap());
-    assert_eq!(units.len(), 12, "{units:?}");
+    assert_eq!(units.len(), 14, "{units:?}");
     let out = run(Command::new(&analyze).args(["verify", "--man=no"]).args(&units));
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "systemd-analyze verify failed:\n{said}");
@@ -206,11 +206,11 @@ fn systemd_understands_every_schedule() {
             n += 1;
         }
     }
-    assert_eq!(n, 4, "backup, drill, box prune, box check");
+    assert_eq!(n, 5, "backup, drill, box prune, box check, box doctor");
 }
 
 /// The services' sandboxes, as systemd scores them (0 best, 10 worst; "OK"
-/// is below 5): the ZFS services, root with CAP_SYS_ADMIN, at most 3.0;
+/// is below 5): the ZFS services and the box doctor, root with CAP_SYS_ADMIN, at most 3.0;
 /// the keepalive, which may only change interfaces, at most 2.0. A change
 /// that loosens a sandbox fails here.
 #[test]

@@ -27,6 +27,7 @@ use std::time::Duration;
 use zoffsite_core::boxinit::FileFacts;
 use zoffsite_core::boxside::BoxConfig;
 use zoffsite_core::config::Config;
+use zoffsite_core::doctor::boxaudit::{Fetched, Posture};
 use zoffsite_core::doctor::expect::{self, BoxExpect, DropIn, Tunnel};
 use zoffsite_core::doctor::firmware::{self, AuthObject};
 use zoffsite_core::doctor::luks::{self, RootDevice};
@@ -617,14 +618,17 @@ pub fn source_report(host: &Host, cfg: &Config, config_path: &Path, now: i64) ->
     let local = zfs.list_snapshots_and_bookmarks(&datasets);
     let mut reached = Vec::new();
     let mut last = Vec::new();
+    let mut postures = Vec::new();
     for t in &cfg.targets {
+        // The box's own audit, in the same session (its last request).
         let listing = Session::connect(t).and_then(|mut s| {
-            let l = s.list(&datasets);
-            s.close();
-            l
+            let l = s.list(&datasets)?;
+            let audit = s.audit().unwrap_or_else(|e| Fetched::Unreachable(e.to_string()));
+            Ok((l, audit))
         });
         match listing {
-            Ok(remote) => {
+            Ok((remote, audit)) => {
+                postures.push((String::new(), Posture::judge(&audit, now).check(&t.name)));
                 reached.push((t.name.clone(), Ok(())));
                 let max_age = i64::try_from(t.max_age.as_secs()).unwrap_or(i64::MAX);
                 let c = match &local {
@@ -649,6 +653,7 @@ pub fn source_report(host: &Host, cfg: &Config, config_path: &Path, now: i64) ->
                 last.push((String::new(), c));
             }
             Err(e) => {
+                postures.push((String::new(), Posture::judge(&Fetched::Unreachable(e.to_string()), now).check(&t.name)));
                 reached.push((t.name.clone(), Err(e.to_string())));
                 last.push((
                     t.name.clone(),
@@ -662,6 +667,9 @@ pub fn source_report(host: &Host, cfg: &Config, config_path: &Path, now: i64) ->
         }
     }
     r.push(source::check_box_ssh(&reached));
+    if let Some(c) = doctor::merge(CheckId::SourceBoxPosture, postures) {
+        r.push(c);
+    }
     match &listed {
         Ok((sel, _missing)) => {
             r.push(source::check_encryption(sel));

@@ -13,6 +13,7 @@
 //! gathers facts and carries plans out.
 
 pub mod boxapply;
+pub mod boxaudit;
 pub mod boxinit;
 pub mod boxnew;
 pub mod boxstate;

@@ -421,3 +421,52 @@ fn a_snapshot_comes_back_raw_for_a_restore() {
     assert_eq!(back.content("tank/restored@zoffsite-1"), src.content("tank/data@zoffsite-1"));
     assert_eq!(back.key("tank/restored"), src.key(DS));
 }
+
+/// The box's audit, as root's doctor left it, reaches the source through
+/// `serve` in the session `status` already has (after the listing), and
+/// the source judges it; a box without one says so, and neither ends the
+/// session badly.
+#[test]
+fn the_boxs_audit_reaches_the_source_and_is_judged_there() {
+    use std::os::unix::fs::PermissionsExt;
+    use zoffsite_core::doctor::boxaudit::{Fetched, Posture, PostureState};
+    use zoffsite_core::doctor::{Check, CheckId, Report, Status};
+
+    let _one = serial();
+    let b = BoxSide::new("offsite/home");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("box.json");
+    let me = rustix::process::geteuid().as_raw();
+
+    // None yet: the timer has not run.
+    let (mut s, server) = b.connect_with(|srv| srv.with_audit(&path, me));
+    assert!(!s.list(&[ds(DS)]).unwrap()[&ds(DS)].exists);
+    assert_eq!(s.audit().unwrap(), Fetched::Missing);
+    server.outcome().unwrap();
+
+    let now = 1_796_000_000;
+    let mut r = Report::new();
+    r.push(Check::ok(CheckId::Firewall, "ssh is reachable from the tunnel only"));
+    r.push(Check::fail(CheckId::SecureBoot, "Secure Boot is disabled", "enable it in the firmware setup"));
+    r.set_generated_at(now - 3 * 3600);
+    std::fs::write(&path, serde_json::to_string_pretty(&r).unwrap()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (mut s, server) = b.connect_with(|srv| srv.with_audit(&path, me));
+    s.list(&[ds(DS)]).unwrap();
+    let fetched = s.audit().unwrap();
+    server.outcome().unwrap();
+    let p = Posture::judge(&fetched, now);
+    assert_eq!((p.state, p.status, p.stale), (PostureState::Audited, Status::Fail, false));
+    assert_eq!(p.line(), "fail (1 fail), audited 3h ago");
+    assert!(p.is_finding());
+
+    // A report root did not write (here: one others may write) is not
+    // handed over; the source is told why, the session ends cleanly.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (s, server) = b.connect_with(|srv| srv.with_audit(&path, me));
+    let Fetched::Unreadable(why) = s.audit().unwrap() else { panic!("refused") };
+    assert!(why.contains("writable by others"), "{why}");
+    server.outcome().unwrap();
+    assert_eq!(b.fake.calls("receive").len(), 0);
+}

@@ -217,7 +217,7 @@ pub(crate) struct DoctorArgs {
     pub json: bool,
     /// Also write the JSON report to FILE, atomically and mode 0644 (for the
     /// box's audit timer: `serve` hands it to the source), e.g.
-    /// /var/lib/zoffsite-audit/doctor.json.
+    /// /var/lib/zoffsite-doctor/box.json.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }

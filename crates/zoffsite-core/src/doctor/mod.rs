@@ -29,6 +29,7 @@
 //! [`Report`].
 
 pub mod expect;
+pub mod boxaudit;
 pub mod firewall;
 pub mod firmware;
 pub mod json;
@@ -45,17 +46,24 @@ use serde::Serialize;
 
 use crate::report::Severity;
 
-/// Where the box's audit timer writes `zoffsite doctor --box --output`'s
-/// JSON report, and where `serve` reads it for the source. Its directory is
-/// root's and not writable by anyone else (`StateDirectory=` with mode
-/// 0755, or made so by `doctor --output`); the file is 0644, so the box
-/// user that runs `serve` can read it and nobody but root can change it.
-/// (Not beside the txg journal: that directory is 0700.)
-pub const AUDIT_PATH: &str = "/var/lib/zoffsite-audit/doctor.json";
-
 /// Most bytes of one tool's output a parser looks at; more is refused
 /// (unknown), never truncated and then judged.
 pub const MAX_INPUT: usize = 4 << 20;
+
+/// Where the box's root keeps its last audit (`zoffsite doctor --box
+/// --output`, from `zoffsite-box-doctor.timer`), which `serve` hands to the
+/// source (`Request::Audit`) and the source judges ([`boxaudit`]).
+///
+/// Its own directory, not the txg journal's (`/var/lib/zoffsite-box`, 0700):
+/// systemd makes it (`StateDirectory=`) root's, mode 0755, and doctor writes
+/// the file 0644, so the box user that runs `serve` can read both but write
+/// neither. Nothing in it is secret (doctor keeps no key; the WireGuard
+/// private key is skipped unread), and it is meant for the source anyway.
+/// Not the box user's home (`/var/lib/zoffsite`): that user could rewrite
+/// it there. (Whoever controls the box user controls `serve`'s answer
+/// anyway: the source treats the report as hostile.) `doctor --output`
+/// makes a missing directory the same way when run by hand.
+pub const AUDIT_PATH: &str = "/var/lib/zoffsite-doctor/box.json";
 
 /// Most bytes of a summary or a fix (escaped); longer text is cut with `…`.
 pub const MAX_LINE: usize = 400;
@@ -159,11 +167,12 @@ pub enum CheckId {
     SourceLastRun,
     SourceZfsVersion,
     SourceTimers,
+    SourceBoxPosture,
 }
 
 impl CheckId {
     /// Every id, in the order a report lists them.
-    pub const ALL: [CheckId; 26] = [
+    pub const ALL: [CheckId; 27] = [
         CheckId::SecureBoot,
         CheckId::LuksTpm,
         CheckId::TpmVersion,
@@ -185,6 +194,7 @@ impl CheckId {
         CheckId::Timers,
         CheckId::SourceWgHandshake,
         CheckId::SourceBoxSsh,
+        CheckId::SourceBoxPosture,
         CheckId::SourceEncryption,
         CheckId::SourceKeyFiles,
         CheckId::SourceLastRun,
@@ -220,6 +230,7 @@ impl CheckId {
             CheckId::SourceLastRun => "source.last-run",
             CheckId::SourceZfsVersion => "source.zfs-version",
             CheckId::SourceTimers => "source.timers",
+            CheckId::SourceBoxPosture => "source.box-posture",
         }
     }
 }
@@ -327,9 +338,14 @@ pub(crate) fn quote(s: &str) -> String {
 /// `id`s are stable ([`CheckId::as_str`]); `summary` and `fix` are for
 /// people and may change wording. An empty report's status is `unknown`:
 /// nothing checked is nothing proven.
+///
+/// A report given a time ([`Report::set_generated_at`], as `doctor
+/// --output` does) has `"generated_at": UNIX_SECONDS` first: the source
+/// tells from it how old the box's audit is ([`boxaudit`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     checks: Vec<Check>,
+    generated_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -355,6 +371,16 @@ impl Report {
 
     pub fn checks(&self) -> &[Check] {
         &self.checks
+    }
+
+    /// Dates the report (Unix seconds): when its facts were gathered. The
+    /// caller reads the clock; core never does.
+    pub fn set_generated_at(&mut self, unix_seconds: i64) {
+        self.generated_at = Some(unix_seconds);
+    }
+
+    pub fn generated_at(&self) -> Option<i64> {
+        self.generated_at
     }
 
     /// The worst status; `Unknown` when nothing was checked.
@@ -384,7 +410,10 @@ impl Report {
 impl Serialize for Report {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Report", 3)?;
+        let mut st = s.serialize_struct("Report", 4)?;
+        if let Some(t) = self.generated_at {
+            st.serialize_field("generated_at", &t)?;
+        }
         st.serialize_field("status", &self.status())?;
         st.serialize_field("counts", &self.counts())?;
         st.serialize_field("checks", &self.checks)?;

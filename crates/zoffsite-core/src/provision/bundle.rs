@@ -224,6 +224,7 @@ pub fn for_box(i: &Inputs, secrets: &BoxSecrets) -> Bundle {
             units::BOX_PRUNE_TIMER.to_owned(),
             units::BOX_CHECK_TIMER.to_owned(),
             units::KEEPALIVE_TIMER.to_owned(),
+            units::BOX_DOCTOR_TIMER.to_owned(),
         ],
         init: Some(Init {
             root: init.root,
@@ -507,7 +508,8 @@ mod tests {
                 &format!("wg-quick@{}.service", i.interface()),
                 units::BOX_PRUNE_TIMER,
                 units::BOX_CHECK_TIMER,
-                units::KEEPALIVE_TIMER
+                units::KEEPALIVE_TIMER,
+                units::BOX_DOCTOR_TIMER
             ]
         );
         let init = b.init.unwrap();

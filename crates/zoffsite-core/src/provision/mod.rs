@@ -289,6 +289,8 @@ pub fn box_files(i: &Inputs) -> Vec<File> {
         (units::BOX_CHECK_TIMER, units::box_check_timer()),
         (units::KEEPALIVE, units::keepalive_service(i)),
         (units::KEEPALIVE_TIMER, units::keepalive_timer()),
+        (units::BOX_DOCTOR, units::box_doctor_service(i)),
+        (units::BOX_DOCTOR_TIMER, units::box_doctor_timer()),
     ] {
         files.push(file(format!("{UNIT_DIR}/{name}"), 0o644, text));
     }

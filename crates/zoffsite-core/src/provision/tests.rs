@@ -92,6 +92,8 @@ fn file_lists_are_complete_and_unique() {
             "/etc/systemd/system/zoffsite-box-check.timer",
             "/etc/systemd/system/zoffsite-box-keepalive.service",
             "/etc/systemd/system/zoffsite-box-keepalive.timer",
+            "/etc/systemd/system/zoffsite-box-doctor.service",
+            "/etc/systemd/system/zoffsite-box-doctor.timer",
         ]
     );
     let mut n = example();
@@ -139,6 +141,18 @@ fn rendered_box_toml_parses_with_the_box_parser_and_matches_the_example() {
 fn the_journal_directory_is_the_state_directory() {
     assert_eq!(units::journal_state_directory(), "zoffsite-box");
     assert!(crate::journal::DEFAULT_PATH.starts_with(&format!("/var/lib/{}/", units::journal_state_directory())));
+}
+
+#[test]
+fn the_audit_directory_is_the_doctor_units_state_directory_readable_by_the_box_user() {
+    assert_eq!(units::audit_state_directory(), "zoffsite-doctor");
+    assert_ne!(units::audit_state_directory(), units::journal_state_directory(), "the journal's stays 0700");
+    let unit = units::box_doctor_service(&example());
+    assert!(unit.contains("StateDirectory=zoffsite-doctor\nStateDirectoryMode=0755\n"), "{unit}");
+    assert!(unit.contains("UMask=0022\n"), "the report must come out 0644: {unit}");
+    assert!(unit.contains(&format!("--output {}\n", crate::doctor::AUDIT_PATH)), "{unit}");
+    assert!(!unit.contains("PrivateNetwork"), "nft and wg must see the host's network: {unit}");
+    assert!(box_files(&example()).iter().any(|f| f.path.ends_with(units::BOX_DOCTOR_TIMER)));
 }
 
 #[test]

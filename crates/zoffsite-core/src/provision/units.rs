@@ -1,6 +1,7 @@
 //! systemd units: on the source, `backup` (daily by default) and a monthly
 //! restore drill; on the box, `box prune`, `box check` and the keepalive;
-//! on both, the unit that loads the firewall at boot.
+//! on both, the unit that loads the firewall at boot; on the box, the
+//! daily audit (`doctor --box --output`) that `serve` hands to the source.
 //!
 //! The services that drive ZFS run as root in a sandbox: the whole file
 //! system read-only (`ProtectSystem=strict`, homes too) but for what each
@@ -34,6 +35,8 @@ pub const BOX_CHECK: &str = "zoffsite-box-check.service";
 pub const BOX_CHECK_TIMER: &str = "zoffsite-box-check.timer";
 pub const KEEPALIVE: &str = "zoffsite-box-keepalive.service";
 pub const KEEPALIVE_TIMER: &str = "zoffsite-box-keepalive.timer";
+pub const BOX_DOCTOR: &str = "zoffsite-box-doctor.service";
+pub const BOX_DOCTOR_TIMER: &str = "zoffsite-box-doctor.timer";
 
 /// The unit loading a firewall file: one per box on the source, one on
 /// the box (`None`).
@@ -54,6 +57,16 @@ pub fn journal_state_directory() -> &'static str {
         .and_then(|p| p.rsplit_once('/'))
         .map(|(dir, _file)| dir)
         .unwrap_or_else(|| unreachable!("the journal lives in a directory under /var/lib"))
+}
+
+/// The directory of the box's audit ([`crate::doctor::AUDIT_PATH`]) under
+/// /var/lib, for `StateDirectory=`.
+pub fn audit_state_directory() -> &'static str {
+    crate::doctor::AUDIT_PATH
+        .strip_prefix("/var/lib/")
+        .and_then(|p| p.rsplit_once('/'))
+        .map(|(dir, _file)| dir)
+        .unwrap_or_else(|| unreachable!("the audit lives in a directory under /var/lib"))
 }
 
 /// What a unit driving ZFS needs in its sandbox.
@@ -271,6 +284,90 @@ SystemCallErrorNumber=EPERM
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 UMask=0077
 ",
+    )
+}
+
+/// The box's `zoffsite-box-doctor.service`: root's audit of the box,
+/// written to [`crate::doctor::AUDIT_PATH`] for `serve` to hand to the
+/// source (`status` and `doctor` there show it).
+///
+/// Its sandbox is the ZFS units' as far as doctor's reads allow:
+/// - it must see the host's network namespace (`nft -j list ruleset`, `wg
+///   show` read the real ones; a `PrivateNetwork=` would show an empty
+///   one), through netlink, which needs `CAP_NET_ADMIN`; it sends no IP
+///   packet (`IPAddressDeny=any`, no `AF_INET`);
+/// - `cryptsetup luksDump` reads the root's block device: block devices
+///   read-only, `/dev/zfs` read-write, nothing else (no TPM device: the TPM
+///   is read from sysfs); cryptsetup's lock directory is writable;
+/// - `/sys` (efivars, the TPM, firmware attributes) is readable as
+///   everywhere (`ProtectKernelTunables=` keeps it read-only);
+/// - its state directory is 0755 and its umask 0022, so the report is
+///   0644: the box user that runs `serve` reads it and cannot change it;
+/// - a finding is not a failure of the unit: doctor exits 3 on a failed
+///   check and 6 on a warning or an unknown (most boxes cannot show a
+///   BIOS password), and the report says which (`SuccessExitStatus=`).
+pub fn box_doctor_service(i: &Inputs) -> String {
+    let dir = audit_state_directory();
+    service(
+        "zoffsite doctor --box: audit the box's posture for the source",
+        false,
+        &format!("{} doctor --box --config {} --output {}", i.box_exe, i.box_config, crate::doctor::AUDIT_PATH),
+        "SuccessExitStatus=3 6\n",
+        &format!(
+            "# Sandbox: reads what doctor checks; writes only its report.
+CapabilityBoundingSet=CAP_SYS_ADMIN CAP_NET_ADMIN CAP_DAC_READ_SEARCH
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=read-only
+PrivateTmp=yes
+DevicePolicy=closed
+DeviceAllow=/dev/zfs rw
+DeviceAllow=block-* r
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+RestrictAddressFamilies=AF_UNIX AF_NETLINK
+IPAddressDeny=any
+UMask=0022
+StateDirectory={dir}
+StateDirectoryMode=0755
+ReadWritePaths=-/run/cryptsetup
+"
+        ),
+    )
+}
+
+/// The box's `zoffsite-box-doctor.timer`: daily, and soon after each boot
+/// (a reboot is when Secure Boot, the TPM binding or the firewall may have
+/// changed). The source calls an audit stale after two days
+/// ([`crate::doctor::boxaudit::STALE_AFTER_SECS`]).
+pub fn box_doctor_timer() -> String {
+    format!(
+        "{HEADER}\
+[Unit]
+Description=zoffsite box doctor
+
+[Timer]
+OnBootSec=10min
+OnCalendar=daily
+RandomizedDelaySec=1h
+FixedRandomDelay=yes
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+"
     )
 }
 

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use zoffsite_core::config::Target;
+use zoffsite_core::doctor::boxaudit::{Fetched, MAX_AUDIT_LEN};
 use zoffsite_core::names::{Dataset, Guid, SnapName};
 use zoffsite_core::protocol::{
     self, ErrorCode, ProtoError, RemoteDataset, Request, Response, MAX_ERROR_TEXT, MAX_LIST_DATASETS, MAX_RESPONSE_LEN,
@@ -352,6 +353,37 @@ impl Session {
             }
             other => Err(self.violation(format!("expected a health report, got {:?}", short(&other)))),
         }
+    }
+
+    /// The box root's last audit, unparsed ([`Fetched`]; the caller judges
+    /// it with [`Posture::judge`](zoffsite_core::doctor::boxaudit::Posture::judge)),
+    /// and the session closed. It takes the session because it must be
+    /// the last request: a box older than the request answers
+    /// `Error{protocol}` and ends the session, which is taken to mean
+    /// [`Fetched::Unsupported`], not a failure. A box that could not read
+    /// its file answers with an error too, and that is
+    /// [`Fetched::Unreadable`]; only a lost connection or a broken
+    /// protocol is an `Err`.
+    pub fn audit(mut self) -> Result<Fetched, RemoteError> {
+        self.send(&Request::Audit)?;
+        let fetched = match self.recv(REPLY_TIMEOUT) {
+            Ok(Response::Audit { report: None }) => Fetched::Missing,
+            Ok(Response::Audit { report: Some(text) }) if text.len() <= MAX_AUDIT_LEN => Fetched::Report(text),
+            Ok(Response::Audit { report: Some(text) }) => Fetched::Unreadable(format!(
+                "it sent {} bytes, more than the {MAX_AUDIT_LEN} the source reads",
+                text.len()
+            )),
+            Err(RemoteError::Refused { code: ErrorCode::Protocol, .. }) => {
+                // An old serve ended the session after this answer.
+                drop(self);
+                return Ok(Fetched::Unsupported);
+            }
+            Err(RemoteError::Refused { message, .. }) => Fetched::Unreadable(message),
+            Ok(other) => return Err(self.violation(format!("expected an audit, got {:?}", short(&other)))),
+            Err(e) => return Err(e),
+        };
+        self.close();
+        Ok(fetched)
     }
 
     /// What the box holds of `dataset` and everything below it (restores).
@@ -691,6 +723,65 @@ mod tests {
         assert!(matches!(e, RemoteError::Protocol { error: ProtoError::Closed, .. }), "{e}");
         drop(s);
         drop(hold);
+        the_box.join().unwrap();
+    }
+
+    /// A box whose `serve` predates `Audit`: it answers it as any message it
+    /// cannot decode (exactly what the old server's decode failure sends)
+    /// and ends the session. The source takes that for "too old", not for
+    /// a failure.
+    #[test]
+    fn an_old_box_that_does_not_know_the_audit_is_unsupported_not_an_error() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let the_box = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let _hello = protocol::read_msg::<Request>(&mut theirs, MAX_RESPONSE_LEN).unwrap();
+            let root = Dataset::new("offsite/home").unwrap();
+            let reply = Response::Hello {
+                protocol: PROTOCOL_NAME.into(),
+                version: PROTOCOL_VERSION,
+                server: "old".into(),
+                root,
+            };
+            protocol::write_msg(&mut theirs, &reply).unwrap();
+            theirs.flush().unwrap();
+            let body = match protocol::read_frame(&mut theirs, MAX_RESPONSE_LEN).unwrap() {
+                protocol::Frame::Msg(b) => b,
+                other => panic!("{other:?}"),
+            };
+            // What an old server's decode of the new request says.
+            assert_eq!(body, br#"{"type":"audit"}"#);
+            let message =
+                "peer sent a malformed message: unknown variant `audit`, expected one of `hello`, `list`".into();
+            protocol::write_msg(&mut theirs, &Response::Error { code: ErrorCode::Protocol, message }).unwrap();
+            theirs.flush().unwrap();
+            // ...and it ends the session.
+        });
+        let peer = Socket(ours.try_clone().unwrap());
+        let s = Session::over(ours.try_clone().unwrap(), ours, peer).unwrap();
+        assert_eq!(s.audit().unwrap(), Fetched::Unsupported);
+        the_box.join().unwrap();
+    }
+
+    #[test]
+    fn a_box_audit_that_is_not_an_audit_answer_is_a_violation() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let the_box = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let _hello = protocol::read_msg::<Request>(&mut theirs, MAX_RESPONSE_LEN).unwrap();
+            let root = Dataset::new("offsite/home").unwrap();
+            let reply =
+                Response::Hello { protocol: PROTOCOL_NAME.into(), version: PROTOCOL_VERSION, server: "x".into(), root };
+            protocol::write_msg(&mut theirs, &reply).unwrap();
+            theirs.flush().unwrap();
+            let _audit = protocol::read_frame(&mut theirs, MAX_RESPONSE_LEN).unwrap();
+            protocol::write_msg(&mut theirs, &Response::Sent { bytes: 1 }).unwrap();
+            theirs.flush().unwrap();
+        });
+        let peer = Socket(ours.try_clone().unwrap());
+        let s = Session::over(ours.try_clone().unwrap(), ours, peer).unwrap();
+        let e = s.audit().unwrap_err();
+        assert!(matches!(e, RemoteError::Protocol { error: ProtoError::Violation(_), .. }), "{e}");
         the_box.join().unwrap();
     }
 

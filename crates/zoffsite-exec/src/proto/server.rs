@@ -17,13 +17,21 @@
 //!   ([`super::pump`]).
 //! - The output is the protocol channel: logs go to `tracing` (stderr),
 //!   children never inherit stdout.
+//! - The box's audit ([`zoffsite_core::doctor::AUDIT_PATH`]) is only read,
+//!   never parsed here (the source does): opened without following a
+//!   symlink, only if it and its directory are root's and nobody else may
+//!   write them, and only up to
+//!   [`MAX_AUDIT_LEN`](zoffsite_core::doctor::boxaudit::MAX_AUDIT_LEN)
+//!   bytes. Whatever goes wrong is an answer, never the end of the session.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 
 use zoffsite_core::boxside::{self, KEYWRAP_PROPERTY, RECEIVED_PROPERTY};
+use zoffsite_core::doctor::{boxaudit::MAX_AUDIT_LEN, AUDIT_PATH};
 use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
 use zoffsite_core::nvlist::{KeyWrap, NvError};
 use zoffsite_core::parse::SnapshotRow;
@@ -99,6 +107,8 @@ pub struct Server<R: Input, W: Write> {
     /// Part of every dataset lock's name: empty in production; tests that
     /// run servers side by side give each its own.
     lock_scope: String,
+    /// The audit file `Audit` hands over, and who must own it.
+    audit: (PathBuf, u32),
     input: R,
     output: W,
 }
@@ -107,7 +117,14 @@ impl<R: Input, W: Write> Server<R, W> {
     /// A session served from `input` to `output`, under `root`. The lock
     /// scope is empty: every session of the box shares its dataset locks.
     pub fn new(zfs: Zfs, root: Dataset, input: R, output: W) -> Self {
-        Self { zfs, root, lock_scope: String::new(), input, output }
+        Self { zfs, root, lock_scope: String::new(), audit: (PathBuf::from(AUDIT_PATH), 0), input, output }
+    }
+
+    /// Hands over the audit at `path`, which (with its directory) must be
+    /// owned by `owner`, in place of root's [`AUDIT_PATH`]: for tests.
+    pub fn with_audit(mut self, path: impl Into<PathBuf>, owner: u32) -> Self {
+        self.audit = (path.into(), owner);
+        self
     }
 
     /// Gives this server's dataset locks their own namespace, so that
@@ -182,6 +199,13 @@ impl<R: Input, W: Write> Server<R, W> {
                     let r = match self.zfs.pool_health(&pool).and_then(|h| Ok((h, self.zfs.last_scrub(&pool)?))) {
                         Ok((health, last_scrub)) => self.reply(&Response::Health { pool, health, last_scrub }),
                         Err(e) => self.reject(Reject::from(e)),
+                    };
+                    r?;
+                }
+                Request::Audit => {
+                    let r = match read_audit(&self.audit.0, self.audit.1) {
+                        Ok(report) => self.reply(&Response::Audit { report }),
+                        Err(why) => self.reject(Reject::new(ErrorCode::Refused, why)),
                     };
                     r?;
                 }
@@ -737,6 +761,45 @@ const MAX_NESTING: usize = 16;
 /// 624 bytes; a substream BEGIN's payload, the wrapped key, about 1 KiB).
 const MAX_HEAD: usize = 1 << 20;
 
+/// The audit file's text (`None`: it, or its directory, does not exist),
+/// or why it is not handed over.
+fn read_audit(path: &Path, owner: u32) -> Result<Option<String>, String> {
+    use crate::private::{self, Error};
+    let shown = path.display();
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(format!("{shown} is not a file's path"));
+    };
+    let flaw = |what: &str, e: Error| match e {
+        Error::Io(e) => format!("cannot read {what}: {e}"),
+        Error::Untrusted(f) => format!("{what} is {f}"),
+    };
+    let Some(dir_fd) = private::open_dir(dir).map_err(|e| flaw(&dir.display().to_string(), e))? else {
+        return Ok(None);
+    };
+    let Some(fd) = private::open_file_at(&dir_fd, name).map_err(|e| flaw(&shown.to_string(), e))? else {
+        return Ok(None);
+    };
+    // Root's, and nobody else may write it or swap it: otherwise it is not
+    // what root's doctor wrote.
+    for (what, f) in [(dir.display().to_string(), dir_fd.as_fd()), (shown.to_string(), fd.as_fd())] {
+        let st = rustix::fs::fstat(f).map_err(|e| format!("cannot read {what}: {e}"))?;
+        if st.st_uid != owner {
+            return Err(format!("{what} belongs to uid {}, not {owner}: it is not the audit root wrote", st.st_uid));
+        }
+        if st.st_mode & 0o022 != 0 {
+            return Err(format!(
+                "{what} is writable by others (mode {:04o}): it is not the audit root wrote",
+                st.st_mode & 0o7777
+            ));
+        }
+    }
+    match private::read_bounded(fd, MAX_AUDIT_LEN) {
+        Ok(Some(text)) => Ok(Some(text)),
+        Ok(None) => Err(format!("{shown} is larger than the {MAX_AUDIT_LEN} bytes serve hands over")),
+        Err(e) => Err(format!("cannot read {shown}: {e}")),
+    }
+}
+
 fn refused(target: &Dataset, e: &StreamError) -> Reject {
     let fix = match e {
         StreamError::KeyChanged { .. } => format!(
@@ -769,13 +832,21 @@ mod tests {
     /// A box with its root `offsite/home`, and nothing under it.
     struct Fake {
         zfs: FakeZfs,
+        /// The audit file its server hands over (none: the default path).
+        audit: Option<PathBuf>,
     }
 
     impl Fake {
         fn new() -> Self {
             let zfs = FakeZfs::new();
             zfs.box_root("offsite/home");
-            Fake { zfs }
+            Fake { zfs, audit: None }
+        }
+
+        /// Its server hands over `path`, owned by whoever runs the tests.
+        fn with_audit(mut self, path: PathBuf) -> Self {
+            self.audit = Some(path);
+            self
         }
 
         fn with_mountpoint(mountpoint: &str) -> Self {
@@ -849,6 +920,9 @@ mod tests {
                 Vec::new(),
             )
             .with_lock_scope(self.zfs.dir().display().to_string());
+            if let Some(p) = &self.audit {
+                s = s.with_audit(p, crate::private::me());
+            }
             let r = s.serve();
             let mut out = Cursor::new(s.output);
             let mut msgs = Vec::new();
@@ -885,6 +959,131 @@ mod tests {
     const PLAIN_INCR: &[u8] = include_bytes!("../../../zoffsite-core/testdata/plain-incr.zstream");
     const P1: u64 = 8786584037763858465;
     const P2: u64 = 13308449606923206071;
+
+    /// A session that asks for the audit, then lists (the session must go
+    /// on whatever the audit's answer).
+    fn audit_then_list() -> Vec<u8> {
+        let mut v = hello();
+        protocol::write_msg(&mut v, &Request::Audit).unwrap();
+        protocol::write_msg(&mut v, &Request::List { datasets: vec![Dataset::new("tank/data").unwrap()] }).unwrap();
+        v
+    }
+
+    /// A directory and an audit file in it as `doctor --output` leaves
+    /// them: 0755 and 0644.
+    fn audit_dir(text: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("box.json");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        (dir, path)
+    }
+
+    /// The answers to [`audit_then_list`]: the audit's, and that the
+    /// listing still came.
+    fn audit_answer(f: &Fake) -> Response {
+        let (r, msgs) = f.serve(audit_then_list());
+        r.unwrap();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert!(matches!(msgs[2], Response::Listing { .. }), "the session goes on: {msgs:?}");
+        msgs[1].clone()
+    }
+
+    #[test]
+    fn the_audit_file_is_handed_over_as_it_is_unparsed() {
+        // serve never parses it: even text that is no report goes as is.
+        let text = "{\"status\": \"not even checked here\"}\n\u{1b}[2J";
+        let (_dir, path) = audit_dir(text.as_bytes());
+        let f = Fake::new().with_audit(path);
+        assert_eq!(audit_answer(&f), Response::Audit { report: Some(text.to_owned()) });
+        assert_eq!(f.log().lines().count(), 3, "no zfs command for an audit, only the hello's two and the listing's");
+    }
+
+    #[test]
+    fn no_audit_yet_is_an_answer_not_an_error() {
+        let (dir, path) = audit_dir(b"");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(audit_answer(&Fake::new().with_audit(path)), Response::Audit { report: None });
+        // Nor the directory (the timer never ran).
+        let gone = dir.path().join("nothing").join("box.json");
+        assert_eq!(audit_answer(&Fake::new().with_audit(gone)), Response::Audit { report: None });
+    }
+
+    #[test]
+    fn a_symlink_at_the_audit_path_is_not_followed() {
+        let (dir, real) = audit_dir(b"{}");
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let answer = audit_answer(&Fake::new().with_audit(link));
+        let Response::Error { code: ErrorCode::Refused, message } = answer else { panic!("{answer:?}") };
+        assert!(message.contains("link.json"), "{message}");
+        // A symlinked directory neither.
+        let dir_link = dir.path().join("dirlink");
+        std::os::unix::fs::symlink(dir.path(), &dir_link).unwrap();
+        let answer = audit_answer(&Fake::new().with_audit(dir_link.join("box.json")));
+        let Response::Error { code: ErrorCode::Refused, message } = answer else { panic!("{answer:?}") };
+        assert!(message.contains("a symlink"), "{message}");
+    }
+
+    #[test]
+    fn an_audit_over_the_limit_or_writable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, path) = audit_dir(&vec![b' '; MAX_AUDIT_LEN + 1]);
+        let answer = audit_answer(&Fake::new().with_audit(path));
+        let Response::Error { code: ErrorCode::Refused, message } = answer else { panic!("{answer:?}") };
+        assert!(message.contains("larger than"), "{message}");
+        let (_dir, path) = audit_dir(&vec![b' '; MAX_AUDIT_LEN]);
+        assert!(matches!(audit_answer(&Fake::new().with_audit(path)), Response::Audit { report: Some(_) }));
+        let (dir, path) = audit_dir(b"{}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let answer = audit_answer(&Fake::new().with_audit(path.clone()));
+        assert!(
+            matches!(&answer, Response::Error { message, .. } if message.contains("writable by others")),
+            "{answer:?}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let answer = audit_answer(&Fake::new().with_audit(path.clone()));
+        assert!(
+            matches!(&answer, Response::Error { message, .. } if message.contains("writable by others")),
+            "{answer:?}"
+        );
+        // Root's file, when the server runs as someone else: not handed over.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let one_at_a_time = serial();
+        let f = Fake::new();
+        let mut s = Server::new(
+            Zfs::with_binary(f.zfs.path()),
+            Dataset::new("offsite/home").unwrap(),
+            Cursor::new(audit_then_list()),
+            Vec::new(),
+        )
+        .with_lock_scope(f.zfs.dir().display().to_string())
+        .with_audit(&path, crate::private::me() + 1);
+        s.serve().unwrap();
+        let mut out = Cursor::new(s.output);
+        let _hello = protocol::read_msg::<Response>(&mut out, usize::MAX).unwrap();
+        let answer = protocol::read_msg::<Response>(&mut out, usize::MAX).unwrap();
+        assert!(matches!(&answer, Response::Error { message, .. } if message.contains("belongs to uid")), "{answer:?}");
+        drop(one_at_a_time);
+        // A FIFO cannot hang it.
+        let fifo = dir.path().join("fifo.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let answer = audit_answer(&Fake::new().with_audit(fifo));
+        assert!(
+            matches!(&answer, Response::Error { message, .. } if message.contains("not a regular file")),
+            "{answer:?}"
+        );
+    }
 
     fn request(snapshot: &str, guid: u64, from: Option<u64>, resume: bool) -> Request {
         Request::Receive {

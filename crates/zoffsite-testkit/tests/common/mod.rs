@@ -71,11 +71,22 @@ impl BoxSide {
     /// Opens a session: the box's `Server` on a thread, the client over a
     /// pipe pair to it.
     pub(crate) fn connect(&self) -> (Session, ServerEnd) {
+        self.connect_with(|s| s)
+    }
+
+    /// [`connect`](Self::connect), with the server's settings changed by
+    /// `setup` (its audit file, say).
+    pub(crate) fn connect_with(
+        &self,
+        setup: impl FnOnce(Server<std::fs::File, std::io::PipeWriter>) -> Server<std::fs::File, std::io::PipeWriter>,
+    ) -> (Session, ServerEnd) {
         let (to_box_r, to_box_w) = std::io::pipe().unwrap();
         let (from_box_r, from_box_w) = std::io::pipe().unwrap();
         let input = std::fs::File::from(std::os::fd::OwnedFd::from(to_box_r));
-        let mut server = Server::new(self.zfs(), self.root.clone(), input, from_box_w)
-            .with_lock_scope(self.fake.dir().display().to_string());
+        let mut server = setup(
+            Server::new(self.zfs(), self.root.clone(), input, from_box_w)
+                .with_lock_scope(self.fake.dir().display().to_string()),
+        );
         let end = ServerEnd(Arc::new(ServerThread {
             handle: Mutex::new(Some(std::thread::spawn(move || server.serve()))),
             outcome: Mutex::new(None),

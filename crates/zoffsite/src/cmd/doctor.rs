@@ -107,13 +107,14 @@ fn source_config(path: &Path) -> Result<zoffsite_core::config::Config, String> {
 /// The JSON document (docs/json.md): core's report, the side, the time and
 /// the exit code.
 fn document(report: &Report, side: Side, now: i64, exit: Exit) -> serde_json::Value {
-    let mut doc = serde_json::to_value(report).expect("serializes");
+    let mut report = report.clone();
+    report.set_generated_at(now);
+    let mut doc = serde_json::to_value(&report).expect("serializes");
     doc["side"] = match side {
         Side::Box => "box",
         Side::Source => "source",
     }
     .into();
-    doc["now"] = now.into();
     doc["exit_code"] = exit.code().into();
     doc
 }
@@ -178,7 +179,7 @@ mod tests {
         let doc = document(&r, Side::Box, 1_796_000_000, r.severity());
         assert_eq!(doc["status"], "unknown");
         assert_eq!(doc["side"], "box");
-        assert_eq!(doc["now"], 1_796_000_000);
+        assert_eq!(doc["generated_at"], 1_796_000_000);
         assert_eq!(doc["exit_code"], 6);
         assert_eq!(doc["counts"], serde_json::json!({"ok": 1, "warn": 0, "unknown": 1, "fail": 0}));
         assert_eq!(doc["checks"][1]["fix"], "look in the firmware setup");
@@ -190,6 +191,19 @@ mod tests {
         assert_eq!(ok.severity().code(), 0);
         let doc = document(&ok, Side::Source, 0, ok.severity());
         assert_eq!((doc["side"].as_str(), doc["exit_code"].as_u64()), (Some("source"), Some(0)));
+        // What the box's audit timer writes is what the source reads
+        // (serve hands it over); a source's report is not a box's.
+        let text = serde_json::to_string_pretty(&document(&r, Side::Box, 1_796_000_000, r.severity())).unwrap();
+        if let Err(e) = zoffsite_core::doctor::boxaudit::parse(&text) {
+            panic!("{e}: {text}");
+        }
+        let posture = zoffsite_core::doctor::boxaudit::Posture::judge(
+            &zoffsite_core::doctor::boxaudit::Fetched::Report(text.clone()),
+            1_796_000_060,
+        );
+        assert!(posture.line().contains("fail"), "{}", posture.line());
+        let theirs = serde_json::to_string(&document(&r, Side::Source, 1_796_000_000, r.severity())).unwrap();
+        assert!(zoffsite_core::doctor::boxaudit::parse(&theirs).is_err(), "a source's report is not a box's");
         let docs = include_str!("../../../../docs/json.md");
         assert!(docs.contains("zoffsite doctor"), "docs/json.md documents doctor");
     }

@@ -3,10 +3,22 @@
 //! Read-only on both sides. Exits 6 (stale) when any dataset on any target
 //! is older than the target's `max_age`, holds nothing, or diverged, so it
 //! serves as a monitoring check.
+//!
+//! Each box's posture comes along: in the same session, after the listing,
+//! the box's last audit (root's `doctor --box`, handed over by `serve`),
+//! judged on the source ([`Posture`]). A posture finding (a failed check, an
+//! audit not renewed for two days, a report that contradicts itself) exits
+//! 6 as well, never worse: it is about the box, not about the backups, and
+//! 3 and 4 mean specific things here (datasets missing, a box unreachable).
+//! A warning or an unknown does not (most boxes cannot show a BIOS
+//! password, so a well set up box stays unknown), nor a box without an
+//! audit (set up by hand, or an older zoffsite): `doctor --source` tells.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use zoffsite_core::doctor::boxaudit::{self, Fetched, Posture};
+use zoffsite_core::doctor::Status as DoctorStatus;
 use zoffsite_core::names::{Dataset, SnapName};
 use zoffsite_core::status::{self, DatasetStatus, State};
 use zoffsite_exec::proto::client::Session;
@@ -25,6 +37,8 @@ struct TargetStatus {
     max_age: u64,
     error: Option<String>,
     datasets: Vec<DatasetStatus>,
+    /// The box's posture (`None` when the box could not be reached).
+    box_posture: Option<Posture>,
 }
 
 pub(crate) fn run(args: &StatusArgs) -> Exit {
@@ -68,14 +82,28 @@ fn status(cfg: &Config, args: &StatusArgs, zfs: &Zfs, now: i64, ui: &mut Ui) -> 
     };
     let mut out = Vec::new();
     for t in &cfg.targets {
-        let mut ts = TargetStatus { name: t.name.clone(), max_age: t.max_age.as_secs(), error: None, datasets: vec![] };
-        let listing = Session::connect(t).and_then(|mut s| {
-            let l = s.list(&datasets);
-            s.close();
-            l
+        let mut ts = TargetStatus {
+            name: t.name.clone(),
+            max_age: t.max_age.as_secs(),
+            error: None,
+            datasets: vec![],
+            box_posture: None,
+        };
+        let listing = Session::connect(t).and_then(|mut s| match s.list(&datasets) {
+            // The audit last: an older box ends the session on it.
+            Ok(l) => Ok((l, s.audit().unwrap_or_else(|e| Fetched::Unreachable(e.to_string())))),
+            Err(e) => {
+                s.close();
+                Err(e)
+            }
         });
         match listing {
-            Ok(remote) => {
+            Ok((remote, audit)) => {
+                let posture = Posture::judge(&audit, now);
+                if posture.is_finding() {
+                    ui.raise(Exit::Stale);
+                }
+                ts.box_posture = Some(posture);
                 let max_age = i64::try_from(t.max_age.as_secs()).unwrap_or(i64::MAX);
                 ts.datasets = datasets
                     .iter()
@@ -120,37 +148,90 @@ fn fill_behind(zfs: &Zfs, rows: &mut [DatasetStatus]) {
 
 fn print_table(targets: &[TargetStatus]) {
     for t in targets {
-        println!("target {} (max_age {}):", t.name, age(i64::try_from(t.max_age).unwrap_or(i64::MAX)));
-        if let Some(e) = &t.error {
-            println!("  UNREACHABLE: {e}");
-            continue;
-        }
-        for d in &t.datasets {
-            let on_box = d.box_newest.as_ref().map_or("-".to_owned(), |p| format!("@{}", p.name));
-            let on_src = d.source_newest.as_ref().map_or("-".to_owned(), |p| format!("@{}", p.name));
-            let behind = d.behind_bytes.map_or("?".to_owned(), |b| format!("{b} B"));
-            let state = match d.state {
-                State::Current => "ok",
-                State::Behind => "behind",
-                State::Stale => "STALE",
-                State::Never => "NEVER",
-                State::Diverged => "DIVERGED",
-            };
-            println!(
-                "  {state:<8} {}  box {on_box} ({} old)  source {on_src}  behind {behind}{}",
-                d.dataset,
-                d.age.map_or("-".to_owned(), age),
-                if d.partial { "  [interrupted transfer waiting]" } else { "" }
-            );
-        }
+        print!("{}", render_target(t));
     }
 }
 
+/// One target's lines of the table.
+fn render_target(t: &TargetStatus) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "target {} (max_age {}):", t.name, age(i64::try_from(t.max_age).unwrap_or(i64::MAX)));
+    if let Some(e) = &t.error {
+        let _ = writeln!(out, "  UNREACHABLE: {e}");
+        return out;
+    }
+    for d in &t.datasets {
+        let on_box = d.box_newest.as_ref().map_or("-".to_owned(), |p| format!("@{}", p.name));
+        let on_src = d.source_newest.as_ref().map_or("-".to_owned(), |p| format!("@{}", p.name));
+        let behind = d.behind_bytes.map_or("?".to_owned(), |b| format!("{b} B"));
+        let state = match d.state {
+            State::Current => "ok",
+            State::Behind => "behind",
+            State::Stale => "STALE",
+            State::Never => "NEVER",
+            State::Diverged => "DIVERGED",
+        };
+        let _ = writeln!(
+            out,
+            "  {state:<8} {}  box {on_box} ({} old)  source {on_src}  behind {behind}{}",
+            d.dataset,
+            d.age.map_or("-".to_owned(), age),
+            if d.partial { "  [interrupted transfer waiting]" } else { "" }
+        );
+    }
+    if let Some(p) = &t.box_posture {
+        let details =
+            if p.status == DoctorStatus::Ok && !p.stale { "" } else { "; run `zoffsite doctor --source` for details" };
+        let _ = writeln!(out, "  box posture: {}{details}", p.line());
+    }
+    out
+}
+
 fn age(secs: i64) -> String {
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
+    boxaudit::ago(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zoffsite_core::doctor::{Check, CheckId, Report};
+
+    fn target(posture: Option<Posture>) -> TargetStatus {
+        TargetStatus { name: "friend".into(), max_age: 93_600, error: None, datasets: vec![], box_posture: posture }
+    }
+
+    #[test]
+    fn the_boxs_posture_is_one_line_per_target_in_text_and_an_object_in_json() {
+        let now = 1_796_000_000;
+        let mut r = Report::new();
+        r.push(Check::ok(CheckId::Firewall, "fine"));
+        r.push(Check::fail(CheckId::SecureBoot, "Secure Boot is disabled", "enable it"));
+        r.push(Check::unknown(CheckId::BiosPassword, "not exposed", "look in the firmware setup"));
+        r.set_generated_at(now - 3 * 3600);
+        let p = Posture::judge(&Fetched::Report(serde_json::to_string(&r).unwrap()), now);
+        assert_eq!(
+            render_target(&target(Some(p.clone()))),
+            "target friend (max_age 26h):\n  box posture: fail (1 fail, 1 unknown), audited 3h ago; run `zoffsite doctor --source` for details\n"
+        );
+        let v = serde_json::to_value(target(Some(p))).unwrap();
+        assert_eq!(v["box_posture"]["status"], "fail");
+        assert_eq!(v["box_posture"]["state"], "audited");
+        assert_eq!(v["box_posture"]["counts"], serde_json::json!({"ok": 1, "warn": 0, "unknown": 1, "fail": 1}));
+        assert_eq!(v["box_posture"]["age"], 3 * 3600);
+        assert_eq!(v["box_posture"]["not_ok"], serde_json::json!(["box.secure-boot", "box.bios-password"]));
+
+        let mut ok = Report::new();
+        ok.push(Check::ok(CheckId::Firewall, "fine"));
+        ok.set_generated_at(now - 60);
+        let p = Posture::judge(&Fetched::Report(serde_json::to_string(&ok).unwrap()), now);
+        assert!(render_target(&target(Some(p))).ends_with("\n  box posture: ok (1 ok), audited 60s ago\n"));
+        let old = render_target(&target(Some(Posture::judge(&Fetched::Unsupported, now))));
+        assert!(old.ends_with("box posture: unknown (the box's zoffsite is too old to report its posture); run `zoffsite doctor --source` for details\n"), "{old}");
+        // Unreachable: no posture line, and null in the JSON.
+        let mut t = target(None);
+        t.error = Some("target friend: cannot reach the box".into());
+        assert!(!render_target(&t).contains("posture"));
+        assert_eq!(serde_json::to_value(&t).unwrap()["box_posture"], serde_json::Value::Null);
     }
 }
