@@ -653,7 +653,8 @@ pub fn source_report(host: &Host, cfg: &Config, config_path: &Path, now: i64) ->
                 last.push((String::new(), c));
             }
             Err(e) => {
-                postures.push((String::new(), Posture::judge(&Fetched::Unreachable(e.to_string()), now).check(&t.name)));
+                postures
+                    .push((String::new(), Posture::judge(&Fetched::Unreachable(e.to_string()), now).check(&t.name)));
                 reached.push((t.name.clone(), Err(e.to_string())));
                 last.push((
                     t.name.clone(),

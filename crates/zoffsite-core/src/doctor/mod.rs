@@ -28,8 +28,8 @@
 //! The JSON form of a [`Report`] (for `--json`) is documented on
 //! [`Report`].
 
-pub mod expect;
 pub mod boxaudit;
+pub mod expect;
 pub mod firewall;
 pub mod firmware;
 pub mod json;

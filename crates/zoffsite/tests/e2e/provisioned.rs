@@ -105,12 +105,7 @@ fn a_box_made_by_box_new_and_box_apply_backs_up_restores_and_runs_its_timers() {
     // A restore beside the live data never sets a mountpoint: give it one.
     let back_mnt = w.dir.join("mnt-back");
     zfs(&["set", &format!("mountpoint={}", back_mnt.display()), &back]);
-    assert_eq!(
-        std::fs::read(back_mnt.join("notes.txt")).unwrap(),
-        b"kept offsite, twice",
-        "{}",
-        text(&restored)
-    );
+    assert_eq!(std::fs::read(back_mnt.join("notes.txt")).unwrap(), b"kept offsite, twice", "{}", text(&restored));
 
     // The box's own timers: retention and the freshness alarm, as their
     // units run them (root, box.toml from the bundle).
