@@ -354,7 +354,47 @@ fn doctor_passes_the_provisioned_box_and_fails_each_broken_variant() {
             .find(|c| c["id"] == id)
             .map(|c| c["status"].as_str().unwrap().to_owned())
     };
-    for id in ["source.wg-handshake", "source.encryption", "source.key-files", "source.last-run"] {
+    for id in ["source.wg-handshake", "source.box-ssh", "source.encryption", "source.key-files", "source.last-run"] {
         assert_eq!(status(id).as_deref(), Some("ok"), "{id}: {}", text(&out));
     }
+    // No audit on the box yet: said, and not a finding.
+    assert!(text(&out).contains("source.box-posture"), "{}", text(&out));
+    let before = w.at_home(&[BIN, "status", "-c", cfg.to_str().unwrap(), "--json"]);
+    assert_eq!(json(&before)["targets"][0]["box_posture"]["state"], "missing", "{}", text(&before));
+
+    // The box audits itself (its doctor timer's command, as root), serve
+    // hands the report to the source as the unprivileged user, and the
+    // source's status and doctor judge it. This VM has no Secure Boot and
+    // no encrypted root: the box's posture fails, and status says so (6).
+    let ran = run_unit(&w, "FRIEND_NS", "FRIEND_ETC", "zoffsite-box-doctor.service");
+    assert!(
+        ran.iter().all(|o| matches!(o.status.code(), Some(0 | 3 | 6))),
+        "{}",
+        ran.iter().map(text).collect::<String>()
+    );
+    let audit = std::fs::metadata("/var/lib/zoffsite-doctor/box.json").unwrap();
+    assert_eq!(
+        (std::os::unix::fs::MetadataExt::mode(&audit) & 0o777, std::os::unix::fs::MetadataExt::uid(&audit)),
+        (0o644, 0)
+    );
+    let after = w.at_home(&[BIN, "status", "-c", cfg.to_str().unwrap(), "--json"]);
+    let posture = &json(&after)["targets"][0]["box_posture"];
+    assert_eq!(posture["state"], "audited", "{}", text(&after));
+    assert_eq!(posture["stale"], false, "{}", text(&after));
+    let not_ok: Vec<&str> = posture["not_ok"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    for id in PROVISIONED_CHECKS {
+        assert!(!not_ok.contains(&id), "{id} is ok on the box: {}", text(&after));
+    }
+    assert!(not_ok.contains(&"box.secure-boot") || not_ok.contains(&"box.luks-tpm"), "{}", text(&after));
+    if posture["status"] == "fail" {
+        assert_eq!(after.status.code(), Some(6), "a failing posture is a finding, never worse: {}", text(&after));
+    }
+    let out = w.at_home(&[BIN, "doctor", "--source", "-c", cfg.to_str().unwrap(), "--json"]);
+    let report = json(&out);
+    let posture_check = report["checks"].as_array().unwrap().iter().find(|c| c["id"] == "source.box-posture").cloned();
+    assert!(
+        posture_check.is_some_and(|c| c["status"] != "ok" && c["summary"].as_str().unwrap().contains("friend")),
+        "{}",
+        text(&out)
+    );
 }
