@@ -240,6 +240,13 @@ pub enum Command {
     Enable { units: Vec<String> },
     /// `systemctl --root=DIR enable UNITS`: nothing started.
     EnableOffline { root: String, units: Vec<String> },
+    /// `systemctl try-reload-or-restart --no-block SERVICES`: after a
+    /// file or key was replaced, the bundle's running services take it now
+    /// (the firewall reloads its table atomically; the tunnel, whose
+    /// wg-quick has no reload, restarts; `--no-block`: its restart may wait
+    /// for the source's name). `enable --now` leaves a running unit as it
+    /// is, so without this a changed rule set or key would wait for a reboot.
+    Refresh { units: Vec<String> },
     /// `systemctl try-reload-or-restart UNIT`: sshd rereads its
     /// configuration (and rebinds) if it runs, and nothing happens if not.
     ReloadSshd { unit: SshdUnit },
@@ -264,6 +271,11 @@ impl Command {
                 a.extend(units.iter().cloned());
                 a
             }
+            Command::Refresh { units } => {
+                let mut a = v(&["systemctl", "try-reload-or-restart", "--no-block", "--"]);
+                a.extend(units.iter().cloned());
+                a
+            }
             Command::ReloadSshd { unit } => v(&["systemctl", "try-reload-or-restart", unit.name()]),
         }
     }
@@ -278,6 +290,7 @@ impl Command {
                 "start at boot, and now (queued, not waited for; an enabled, running unit is left as it is)"
             }
             Command::EnableOffline { .. } => "start at boot; nothing is started now (offline)",
+            Command::Refresh { .. } => "files they use were replaced: running services reload or restart (queued)",
             Command::ReloadSshd { .. } => "sshd rereads its configuration, if it runs",
         }
     }
@@ -475,6 +488,11 @@ pub fn plan(bundle: &Bundle, opts: &Options, facts: &Facts) -> Plan {
         } else {
             commands.push(Command::Enable { units: bundle.enable.clone() });
         }
+    }
+    let replaced = p.files.iter().any(|f| matches!(f.action, Action::Replace { .. }));
+    let services: Vec<String> = bundle.enable.iter().filter(|u| u.ends_with(".service")).cloned().collect();
+    if replaced && !opts.offline && facts.systemctl && !services.is_empty() {
+        commands.push(Command::Refresh { units: services });
     }
     if sshd_changed && !opts.offline && facts.systemctl {
         if let Some(unit) = facts.sshd {
@@ -674,8 +692,23 @@ mod tests {
             [
                 Command::SshdTest,
                 Command::Enable { units: b.enable.clone() },
+                Command::Refresh {
+                    units: vec!["zoffsite-firewall.service".into(), "wg-quick@zo-friend.service".into()]
+                },
                 Command::ReloadSshd { unit: SshdUnit::Ssh }
             ]
+        );
+        assert_eq!(
+            p.commands[2].argv(),
+            [
+                "systemctl",
+                "try-reload-or-restart",
+                "--no-block",
+                "--",
+                "zoffsite-firewall.service",
+                "wg-quick@zo-friend.service"
+            ],
+            "running services take the replaced files now; timers are left alone"
         );
         assert_eq!(p.sshd_files().map(|f| f.path.as_str()).collect::<Vec<_>>(), [sshd::DROPIN_PATH]);
     }
