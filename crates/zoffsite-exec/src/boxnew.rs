@@ -26,12 +26,17 @@
 //!   never sees one, and the bytes about to be written are checked again
 //!   here (the source's WireGuard key and SSH private key, which box new
 //!   made), so a future change cannot ship them to the box unnoticed.
-//! - The config is replaced atomically ([`private::replace`]) with its
-//!   mode and owner, and only if it still holds exactly the text the plan
+//! - **Every directory above the output directory is root's or ours and
+//!   writable by no one else** (root's with the sticky bit may be):
+//!   `ssh-keygen`, and later `ssh`, open the files there by path, so no
+//!   other user may be able to swap the directory for a symlink
+//!   ([`check_ancestors`]).
+//! - The config is replaced atomically ([`private::replace_exact`]) with
+//!   exactly its mode and its owner, and only if it still holds exactly the text the plan
 //!   was made from.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::DirBuilderExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -315,6 +320,7 @@ pub fn gather(
         }
     }
 
+    check_ancestors(dir)?;
     if let Some(fd) = private::open_dir(dir).map_err(private_err(format!("output directory {}", dir.display())))? {
         check_dir(dir, &fd)?;
     }
@@ -337,9 +343,54 @@ pub struct Made {
     pub written: Vec<PathBuf>,
 }
 
+/// Refuses an output directory below a directory someone else could
+/// change: one owned by another user than root or us, or writable by group
+/// or others (but root's with the sticky bit, like `/tmp`, where no one
+/// can rename what is ours). Each existing directory above `dir` is
+/// checked, and, when one of them is reached through a symlink, each above
+/// where it leads too; missing ones are made by us, 0700.
+///
+/// Why refuse rather than work around it: `ssh-keygen -f DIR/NAME` writes
+/// the keys by path, and so do `ssh` and `backup` later read
+/// `DIR/id_ed25519` and `DIR/known_hosts` (the config names them by
+/// path). Whoever can rename an entry above DIR can swap DIR for a symlink
+/// between our checks and those opens: they would receive the source's
+/// SSH key and the box's host key now, or feed ssh another known_hosts
+/// later. Writing keys into a private temporary directory would protect
+/// only the first; a trusted chain of directories protects both.
+fn check_ancestors(dir: &Path) -> Result<(), BoxNewError> {
+    let lexical: Vec<PathBuf> = dir.ancestors().skip(1).map(Path::to_owned).collect();
+    let mut all = lexical.clone();
+    if let Some(c) = lexical.iter().find(|p| p.exists()).and_then(|p| std::fs::canonicalize(p).ok()) {
+        all.extend(c.ancestors().map(Path::to_owned));
+    }
+    let me = private::me();
+    for p in all {
+        // Missing: box new makes it (0700). Unreadable: making the
+        // directory fails later, with its own message.
+        let Ok(m) = std::fs::metadata(&p) else { continue };
+        let mode = m.mode() & 0o7777;
+        let flaw = if m.uid() != 0 && m.uid() != me {
+            format!("owned by another user (uid {})", m.uid())
+        } else if mode & 0o022 != 0 && !(m.uid() == 0 && mode & 0o1000 != 0) {
+            format!("writable by group or others without being root's with the sticky bit (mode {mode:04o})")
+        } else {
+            continue;
+        };
+        return Err(usage(format!(
+            "output directory {}: {} is {flaw}: another user could swap the output directory for a symlink while the keys are written into it by path (and ssh reads them there later); choose a --dir whose every parent directory is root's or yours and writable by no one else (the default, {DEFAULT_DIR}/NAME, is), or `chmod go-w` {}",
+            dir.display(),
+            p.display(),
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Creates the output directory (0700, missing parents too) or opens the
 /// empty one there, through descriptors, and checks it again.
 fn make_dir(path: &Path) -> Result<OwnedFd, BoxNewError> {
+    check_ancestors(path)?;
     let (parent, name) = split(path)?;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -513,7 +564,7 @@ pub fn execute(plan: &Plan, events: &mut dyn Events) -> Result<Made, BoxNewError
         written.extend([dir_path.join(IDENTITY), dir_path.join("id_ed25519.pub")]);
     }
 
-    unchanged().and_then(|()| write_config(plan)).map_err(|e| {
+    unchanged().and_then(|()| write_config(&plan.config_path, &plan.config.text, &plan.config_before)).map_err(|e| {
         BoxNewError::Failed(format!(
             "{e}; the box's files are complete in {}: add its target to {} by hand:\n{}",
             dir_path.display(),
@@ -525,19 +576,16 @@ pub fn execute(plan: &Plan, events: &mut dyn Events) -> Result<Made, BoxNewError
     Ok(Made { keys, written })
 }
 
-/// Replaces the config with the planned text, keeping its mode and owner.
-fn write_config(plan: &Plan) -> Result<(), BoxNewError> {
-    let path = &plan.config_path;
+/// Replaces the config with `text`, keeping its mode and owner as read
+/// (`before`).
+fn write_config(path: &Path, text: &str, before: &ConfigFile) -> Result<(), BoxNewError> {
     let (dir, name) = open_parent(path)?;
-    let before = &plan.config_before;
     let owner = (before.uid != private::me() || before.gid != rustix::process::getegid().as_raw())
         .then_some(private::Owner { uid: before.uid, gid: before.gid });
-    let what = || format!("cannot write {}", path.display());
-    private::replace(&dir, name, plan.config.text.as_bytes(), before.mode, owner).map_err(io(what()))?;
-    // `replace` creates under the umask; the file keeps its mode exactly.
-    let fd = private::open_file_at(&dir, name).map_err(private_err(what()))?.ok_or_else(|| usage(what()))?;
-    rfs::fchmod(&fd, Mode::from_raw_mode(before.mode)).map_err(|e| io(what())(e.into()))?;
-    Ok(())
+    // Exactly its mode, whatever the umask, set before the rename: no
+    // moment with another mode.
+    private::replace_exact(&dir, name, text.as_bytes(), before.mode, owner)
+        .map_err(io(format!("cannot write {}", path.display())))
 }
 
 #[cfg(test)]
@@ -573,5 +621,62 @@ mod tests {
         std::fs::write(d.path().join("box.bundle"), "").unwrap();
         let e = check_dir(d.path(), &fd).unwrap_err().to_string();
         assert!(e.contains("refuses to overwrite an existing box's keys"), "{e}");
+    }
+
+    #[test]
+    fn an_output_directory_below_one_others_can_write_is_refused_before_anything_is_made() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let shared = d.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        check_ancestors(&shared.join("boxes/friend")).unwrap();
+        // Anyone may write `shared` (no sticky bit): they could rename
+        // `boxes` and put a symlink there between make_dir and ssh-keygen.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let out = shared.join("boxes/friend");
+        let e = make_dir(&out).unwrap_err();
+        assert!(matches!(e, BoxNewError::Usage(_)), "{e:?}");
+        let e = e.to_string();
+        assert!(e.contains(&format!("{} is writable by group or others", shared.display())) && e.contains("--dir"), "{e}");
+        assert!(!shared.join("boxes").exists(), "nothing was made");
+        // Its parent, too, not only the directory right above.
+        let e = make_dir(&shared.join("a/b/c")).unwrap_err().to_string();
+        assert!(e.contains("mode 0777"), "{e}");
+        // Group-writable is no better.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert!(check_ancestors(&out).is_err());
+        // The sticky bit helps only on root's directories (like /tmp,
+        // which every tempdir here is below).
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(check_ancestors(&out).is_ok(), private::me() == 0);
+        // Through a symlink, what it leads to is checked as well.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let safe = d.path().join("safe");
+        std::fs::create_dir(&safe).unwrap();
+        std::os::unix::fs::symlink(&shared, safe.join("link")).unwrap();
+        let e = check_ancestors(&safe.join("link/boxes/friend")).unwrap_err().to_string();
+        assert!(e.contains("mode 0777"), "{e}");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        make_dir(&out).unwrap();
+    }
+
+    #[test]
+    fn the_config_keeps_exactly_its_mode_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("zoffsite.toml");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let before = read_config(&path).unwrap().unwrap();
+        assert_eq!(before.mode, 0o640);
+        // 077 would make a new file 0600; the umask is the process's, so
+        // it is put back at once.
+        let old = rustix::process::umask(Mode::from_raw_mode(0o077));
+        let written = write_config(&path, "new", &before);
+        rustix::process::umask(old);
+        written.unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
     }
 }
