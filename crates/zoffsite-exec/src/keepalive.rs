@@ -29,6 +29,8 @@ const WG_QUICK_DIR: &str = "etc/wireguard";
 const NETWORKD_DIR: &str = "etc/systemd/network";
 /// The prefix of zoffsite's interfaces (`zo-NAME`).
 const PREFIX: &str = "zo-";
+/// Where the kernel lists the network interfaces, relative to the root.
+const SYS_NET: &str = "sys/class/net";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeepaliveError {
@@ -195,13 +197,20 @@ pub struct Outcome {
 /// seconds.
 pub fn run(root: &Path, interface: &str, wg: &Wg, now: u64, dry_run: bool) -> Result<Outcome, KeepaliveError> {
     let (config, peer) = read_peer(root, interface)?;
-    let handshakes = keepalive::parse_handshakes(&wg.run(&wg.show_cmd(interface, "latest-handshakes"))?)
-        .map_err(KeepaliveError::Wg)?;
-    let endpoints =
-        keepalive::parse_endpoints(&wg.run(&wg.show_cmd(interface, "endpoints"))?).map_err(KeepaliveError::Wg)?;
-    let tunnel = keepalive::tunnel(&peer, &handshakes, &endpoints, now).map_err(KeepaliveError::Wg)?;
+    let tunnel = match wg.run(&wg.show_cmd(interface, "latest-handshakes")) {
+        // No such interface (yet): not up, which the timer's next run
+        // looks at again. `wg`'s message is not parsed: the kernel's list
+        // says it.
+        Err(_) if !root.join(SYS_NET).join(interface).exists() => Tunnel::Absent,
+        shown => {
+            let handshakes = keepalive::parse_handshakes(&shown?).map_err(KeepaliveError::Wg)?;
+            let endpoints = keepalive::parse_endpoints(&wg.run(&wg.show_cmd(interface, "endpoints"))?)
+                .map_err(KeepaliveError::Wg)?;
+            keepalive::tunnel(&peer, &handshakes, &endpoints, now).map_err(KeepaliveError::Wg)?
+        }
+    };
     let resolved = match tunnel {
-        Tunnel::Fresh { .. } => None,
+        Tunnel::Fresh { .. } | Tunnel::Configuring | Tunnel::Absent => None,
         Tunnel::Stale { .. } => Some(match &peer.endpoint.host {
             Host::Ip(ip) => Ok(vec![*ip]),
             Host::Name(n) => resolve(n, peer.endpoint.port.get(), RESOLVE_DEADLINE),
@@ -226,6 +235,13 @@ mod tests {
     const KEY: &str = "dRxa9htU+RVUuCymxLHBa675zq3mKpdXLAGKijKxuTo=";
 
     fn world(endpoint: &str, handshake: u64, current: &str) -> (tempfile::TempDir, Wg, PathBuf) {
+        world_with(endpoint, &format!("printf '%s\\t%s\\n' '{KEY}' '{handshake}'"), &format!("printf '%s\\t%s\\n' '{KEY}' '{current}'"))
+    }
+
+    /// A root with the interface's wg-quick file, and a fake `wg` whose
+    /// `show IF latest-handshakes` and `show IF endpoints` run the given
+    /// shell commands.
+    fn world_with(endpoint: &str, handshakes: &str, endpoints: &str) -> (tempfile::TempDir, Wg, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join(WG_QUICK_DIR)).unwrap();
         std::fs::write(
@@ -238,7 +254,7 @@ mod tests {
         std::fs::write(
             &fake,
             format!(
-                "#!/bin/sh\necho \"$@\" >> '{log}'\ncase \"$3\" in\n  latest-handshakes) printf '%s\\t%s\\n' '{KEY}' '{handshake}' ;;\n  endpoints) printf '%s\\t%s\\n' '{KEY}' '{current}' ;;\nesac\n",
+                "#!/bin/sh\necho \"$@\" >> '{log}'\ncase \"$3\" in\n  latest-handshakes) {handshakes} ;;\n  endpoints) {endpoints} ;;\nesac\n",
                 log = log.display()
             ),
         )
@@ -285,6 +301,30 @@ mod tests {
             assert!(matches!(run(d.path(), bad, &wg, NOW, true), Err(KeepaliveError::Usage(_))), "{bad}");
         }
         assert!(matches!(run(d.path(), "zo-other", &wg, NOW, true), Err(KeepaliveError::Usage(_))));
+    }
+
+    #[test]
+    fn an_interface_still_being_configured_or_not_there_is_not_an_error() {
+        // wg-quick at boot: the interface exists, the peer not yet.
+        let (d, wg, log) = world_with("home.example.org:51820", "true", "true");
+        let o = run(d.path(), "zo-friend", &wg, NOW, false).unwrap();
+        assert_eq!((o.tunnel, &o.decision), (Tunnel::Configuring, &Decision::Configuring));
+        assert!(o.decision.is_warning() && o.resolved.is_none() && o.command.is_none());
+        assert!(!std::fs::read_to_string(&log).unwrap().contains("set "), "nothing set");
+        // No such interface: `wg show` fails, and the kernel lists none.
+        let fail = "echo 'Unable to access interface: No such device' >&2; exit 1";
+        let (d, wg, log) = world_with("home.example.org:51820", fail, fail);
+        let o = run(d.path(), "zo-friend", &wg, NOW, false).unwrap();
+        assert_eq!((o.tunnel, &o.decision), (Tunnel::Absent, &Decision::Absent));
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "show zo-friend latest-handshakes\n");
+        // The interface is there and `wg show` fails anyway: an error.
+        std::fs::create_dir_all(d.path().join(SYS_NET).join("zo-friend")).unwrap();
+        let e = run(d.path(), "zo-friend", &wg, NOW, false).unwrap_err();
+        assert!(matches!(e, KeepaliveError::Command { .. }), "{e:?}");
+        // Another peer than the file's: an error too.
+        let other = "printf '%s\\t%s\\n' 'Hz64cXtZeK1304qYfOILdM5dNHCFy3q7C2DJM+rRU04=' 0";
+        let (d, wg, _) = world_with("home.example.org:51820", other, other);
+        assert!(matches!(run(d.path(), "zo-friend", &wg, NOW, false), Err(KeepaliveError::Wg(_))));
     }
 
     #[test]

@@ -37,6 +37,22 @@
 //! - **An unresolvable name is a warning, not a failure**
 //!   ([`Decision::Unresolvable`]): the DNS may be down for a while, and the
 //!   timer tries again a minute later.
+//! - **Answers no tunnel can use are ignored**: unspecified, multicast,
+//!   loopback and (IPv4) broadcast addresses ([`usable`]; IPv4-mapped IPv6
+//!   addresses as their IPv4 selves). A hostile resolver must not point
+//!   the box's WireGuard at the box itself; a name that resolves to
+//!   nothing else is [`Decision::Unresolvable`].
+//! - **A tunnel still being set up is a warning, not a failure**: at boot
+//!   wg-quick creates the interface and then resolves the source's name
+//!   before it adds the peer, retrying for as long as it takes
+//!   (`WG_ENDPOINT_RESOLUTION_RETRIES=infinity`); meanwhile the interface
+//!   has no peer at all ([`Tunnel::Configuring`]), and before that there is
+//!   no interface ([`Tunnel::Absent`], found by the shell). Neither is
+//!   anything `box keepalive` can fix, nor wrong: the next run looks again.
+//!   An interface with peers of which none is the file's stays an error:
+//!   no setup in progress ends there (wg-quick and networkd set a file's
+//!   peers at once), it is another interface than the file describes, or a
+//!   hand-made change, and the box would never reach the source.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -160,11 +176,17 @@ pub enum Tunnel {
     Fresh { age: u64 },
     /// No handshake for `age` seconds (`None`: never).
     Stale { age: Option<u64>, current: Option<SocketAddr> },
+    /// The interface has no peer yet: it is still being configured (the
+    /// source's name is being resolved).
+    Configuring,
+    /// There is no such interface: the tunnel is not up.
+    Absent,
 }
 
 /// Whether the tunnel to `peer` is stale, from `wg show`'s two outputs
-/// and the time (Unix seconds). `Err` when the interface has no such
-/// peer: the interface is not the one the file describes (or not up).
+/// and the time (Unix seconds). [`Tunnel::Configuring`] when the
+/// interface has no peer at all; `Err` when it has others but not this
+/// one: it is not the one the file describes.
 pub fn tunnel(
     peer: &Peer,
     handshakes: &BTreeMap<String, u64>,
@@ -173,6 +195,11 @@ pub fn tunnel(
 ) -> Result<Tunnel, ParseError> {
     let k = peer.key.as_str();
     let (Some(&last), Some(&current)) = (handshakes.get(k), endpoints.get(k)) else {
+        // Only this peer, or none, in either output (the two `wg show`
+        // runs may straddle the moment it is added): not there yet.
+        if handshakes.keys().chain(endpoints.keys()).all(|other| other == k) {
+            return Ok(Tunnel::Configuring);
+        }
         return Err(bad(format!(
             "the interface has no peer {k}: is it up (`wg show`), and is it the one its file describes?"
         )));
@@ -209,6 +236,18 @@ pub enum Decision {
         age: Option<u64>,
         why: String,
     },
+    /// [`Tunnel::Configuring`]: nothing to do yet.
+    Configuring,
+    /// [`Tunnel::Absent`]: nothing to do.
+    Absent,
+}
+
+impl Decision {
+    /// Whether this run is worth a warning (it still exits 0): the tunnel
+    /// cannot be helped now, and the next run looks again.
+    pub fn is_warning(&self) -> bool {
+        matches!(self, Decision::Unresolvable { .. } | Decision::Configuring | Decision::Absent)
+    }
 }
 
 impl fmt::Display for Decision {
@@ -232,6 +271,10 @@ impl fmt::Display for Decision {
                 "no handshake within {STALE_AFTER} s (last: {}) and the source's name does not resolve ({why}); trying again at the next run",
                 ago(age)
             ),
+            Decision::Configuring => f.write_str(
+                "the interface has no peer yet: the tunnel is still being configured (wg-quick or networkd may still be resolving the source's name); nothing to do",
+            ),
+            Decision::Absent => f.write_str("no such interface: the tunnel is not up (yet); nothing to do"),
         }
     }
 }
@@ -242,14 +285,24 @@ impl fmt::Display for Decision {
 pub fn decide(peer: &Peer, t: Tunnel, resolved: Result<Vec<IpAddr>, String>) -> Decision {
     let (age, current) = match t {
         Tunnel::Fresh { age } => return Decision::Fresh { age },
+        Tunnel::Configuring => return Decision::Configuring,
+        Tunnel::Absent => return Decision::Absent,
         Tunnel::Stale { age, current } => (age, current),
     };
     let port = peer.endpoint.port.get();
     let addrs = match resolved {
-        Ok(a) if !a.is_empty() => a,
-        Ok(_) => return Decision::Unresolvable { age, why: "no address".into() },
+        Ok(a) if a.is_empty() => return Decision::Unresolvable { age, why: "no address".into() },
+        Ok(a) => a,
         Err(why) => return Decision::Unresolvable { age, why },
     };
+    let (addrs, ignored): (Vec<IpAddr>, Vec<IpAddr>) = addrs.into_iter().partition(|a| usable(*a));
+    if addrs.is_empty() {
+        let ignored: Vec<String> = ignored.iter().map(ToString::to_string).collect();
+        return Decision::Unresolvable {
+            age,
+            why: format!("only to addresses no tunnel can use: {}", ignored.join(", ")),
+        };
+    }
     if let Some(cur) = current {
         if cur.port() == port && addrs.contains(&cur.ip()) {
             return Decision::StaleSame { age, endpoint: cur };
@@ -258,6 +311,16 @@ pub fn decide(peer: &Peer, t: Tunnel, resolved: Result<Vec<IpAddr>, String>) -> 
     let want_v6 = current.is_some_and(|c| c.is_ipv6());
     let ip = addrs.iter().find(|a| a.is_ipv6() == want_v6).unwrap_or(&addrs[0]);
     Decision::Update { age, from: current, to: SocketAddr::new(*ip, port) }
+}
+
+/// Whether a resolved address can be the source's: not unspecified,
+/// multicast, loopback or the IPv4 broadcast address (an IPv4-mapped IPv6
+/// address is judged as its IPv4 self).
+pub fn usable(a: IpAddr) -> bool {
+    match a.to_canonical() {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_loopback() || v4.is_broadcast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast() || v6.is_loopback()),
+    }
 }
 
 /// The addresses a configured IP endpoint "resolves" to: itself (no DNS).
@@ -361,6 +424,48 @@ mod tests {
         let h = parse_handshakes(&format!("{other}\t5\n")).unwrap();
         let e = parse_endpoints(&format!("{other}\t(none)\n")).unwrap();
         assert!(tunnel(&peer(), &h, &e, NOW).unwrap_err().0.contains("no peer"));
+        // Ours and another: still not the interface the file describes.
+        let (mut h, mut e) = wg(5, "(none)");
+        h.insert(other.to_owned(), 5);
+        e.insert(other.to_owned(), None);
+        h.remove(SOURCE_WG);
+        assert!(tunnel(&peer(), &h, &e, NOW).is_err());
+    }
+
+    #[test]
+    fn an_interface_without_a_peer_yet_or_no_interface_is_a_warning() {
+        // wg-quick at boot: the interface is there, its peer not yet
+        // (the name is still being resolved).
+        let none = BTreeMap::new();
+        let t = tunnel(&peer(), &none, &BTreeMap::new(), NOW).unwrap();
+        assert_eq!(t, Tunnel::Configuring);
+        let d = decide(&peer(), t, Ok(vec![]));
+        assert_eq!(d, Decision::Configuring);
+        assert!(d.is_warning() && d.to_string().contains("still being configured"), "{d}");
+        // The peer appeared between the two `wg show` runs.
+        let (h, _) = wg(0, "(none)");
+        assert_eq!(tunnel(&peer(), &h, &BTreeMap::new(), NOW).unwrap(), Tunnel::Configuring);
+        let d = decide(&peer(), Tunnel::Absent, Ok(vec![]));
+        assert!(d.is_warning() && d.to_string().contains("not up"), "{d}");
+        assert!(!Decision::Fresh { age: 1 }.is_warning());
+    }
+
+    #[test]
+    fn answers_no_tunnel_can_use_are_ignored() {
+        let (h, e) = wg(0, "203.0.113.7:51820");
+        let t = tunnel(&peer(), &h, &e, NOW).unwrap();
+        let hostile = ["127.0.0.1", "127.8.9.10", "0.0.0.0", "255.255.255.255", "224.0.0.1", "::1", "::", "ff02::1", "::ffff:127.0.0.1"];
+        let d = decide(&peer(), t, Ok(hostile.iter().map(|a| ip(a)).collect()));
+        assert!(matches!(&d, Decision::Unresolvable { why, .. } if why.contains("127.0.0.1")), "{d:?}");
+        // Listed first, yet the usable answer is the one taken.
+        let d = decide(&peer(), t, Ok(vec![ip("127.0.0.1"), ip("0.0.0.0"), ip("198.51.100.9")]));
+        assert!(matches!(d, Decision::Update { to, .. } if to == "198.51.100.9:51820".parse().unwrap()), "{d:?}");
+        for a in hostile {
+            assert!(!usable(ip(a)), "{a}");
+        }
+        for a in ["198.51.100.9", "10.0.0.1", "2001:db8::9", "::ffff:198.51.100.9"] {
+            assert!(usable(ip(a)), "{a}");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! Exit codes: 0 when the tunnel is fresh, was pointed at the new address,
 //! or nothing can be done yet (the name still resolves to the current
-//! address, or does not resolve: a warning; the next run tries again); 2
+//! address, or does not resolve, or the interface has no peer yet or is
+//! not there: a warning; the next run tries again); 2
 //! for no or a bad interface; 1 when the WireGuard file, `wg show` or `wg
 //! set` fails.
 
@@ -54,9 +55,10 @@ pub(crate) fn run(args: &BoxKeepaliveArgs) -> Exit {
         }
     };
     let line = format!("{interface}: {}", outcome.decision);
-    match &outcome.decision {
-        Decision::Unresolvable { .. } => ui.warning(&line),
-        _ => ui.say(&line),
+    if outcome.decision.is_warning() {
+        ui.warning(&line);
+    } else {
+        ui.say(&line);
     }
     if let Some(c) = &outcome.command {
         ui.say(if args.dry_run { format!("would run: {c}") } else { format!("ran: {c}") });
@@ -69,14 +71,17 @@ pub(crate) fn run(args: &BoxKeepaliveArgs) -> Exit {
 
 fn print_json(args: &BoxKeepaliveArgs, o: &Outcome, ui: &Ui) {
     let (age, current, stale) = match o.tunnel {
-        Tunnel::Fresh { age } => (Some(age), None, false),
-        Tunnel::Stale { age, current } => (age, current, true),
+        Tunnel::Fresh { age } => (Some(age), None, Some(false)),
+        Tunnel::Stale { age, current } => (age, current, Some(true)),
+        Tunnel::Configuring | Tunnel::Absent => (None, None, None),
     };
     let (decision, to) = match &o.decision {
         Decision::Fresh { .. } => ("fresh", None),
         Decision::StaleSame { .. } => ("stale_same", None),
         Decision::Update { to, .. } => ("update", Some(to.to_string())),
         Decision::Unresolvable { .. } => ("unresolvable", None),
+        Decision::Configuring => ("configuring", None),
+        Decision::Absent => ("absent", None),
     };
     let (resolved, resolve_error) = match &o.resolved {
         None => (None, None),
