@@ -20,6 +20,7 @@
 
 use std::ffi::OsString;
 use std::io::Read as _;
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,7 +32,7 @@ use zoffsite_core::doctor::boxaudit::{Fetched, Posture};
 use zoffsite_core::doctor::expect::{self, BoxExpect, DropIn, Tunnel};
 use zoffsite_core::doctor::firmware::{self, AuthObject};
 use zoffsite_core::doctor::luks::{self, RootDevice};
-use zoffsite_core::doctor::{self, source, sshd, timers, wireguard, zfs as zcheck, Check, CheckId, Report, Side};
+use zoffsite_core::doctor::{self, sockets, source, sshd, timers, wireguard, zfs as zcheck, Check, CheckId, Report, Side};
 use zoffsite_core::names::Dataset;
 use zoffsite_core::provision::values::BoxName;
 use zoffsite_core::provision::{self, units, Backend};
@@ -438,7 +439,34 @@ fn sshd_checks(host: &Host, want: &Result<BoxExpect, String>) -> Vec<Check> {
         want.user, t.source, t.source, t.address.addr, want.ssh_port
     );
     let matched = host.stdout("sshd", &["-T", "-C", &spec]).ok();
-    sshd::check_both(&plain, matched.as_deref(), &want.sshd())
+    let want = want.sshd();
+    let mut checks = sshd::check_both(&plain, matched.as_deref(), &want);
+    if let Some(c) = checks.iter_mut().find(|c| c.id() == CheckId::SshdListen) {
+        *c = sshd::with_sockets(c.clone(), listening(host), &want);
+    }
+    checks
+}
+
+/// The listening TCP sockets, from the kernel's tables (`/proc/net/tcp`
+/// and `tcp6`; see [`sockets`]); `None` when neither exists (no `/proc`,
+/// or a test's root without one). A missing `tcp6` is IPv6 turned off.
+fn listening(host: &Host) -> Option<Result<Vec<SocketAddr>, String>> {
+    let mut found = false;
+    let mut all = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        match read_text(&host.path(table), doctor::MAX_INPUT) {
+            Ok(None) => {}
+            Ok(Some(text)) => {
+                found = true;
+                match sockets::parse_proc_net_tcp(&text) {
+                    Ok(l) => all.extend(l),
+                    Err(e) => return Some(Err(format!("{table}: {e}"))),
+                }
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    found.then_some(Ok(all))
 }
 
 fn firewall(host: &Host, want: &Result<BoxExpect, String>) -> Check {

@@ -5,7 +5,7 @@
 //! `/sys/class/tpm/...`, `/sys/class/firmware-attributes/...`) and runs
 //! tools (`cryptsetup luksDump --dump-json-metadata`, `sshd -T`,
 //! `nft -j list ruleset`, `wg show IF latest-handshakes` (and `endpoints`,
-//! `persistent-keepalive`), `zfs version`, `zfs allow`,
+//! `persistent-keepalive`), `zfs version`, `zfs allow`, `/proc/net/tcp`,
 //! `systemctl is-enabled`); the functions here parse that text and decide
 //! one [`Check`] each. Nothing here runs anything or reads a clock: `now`
 //! is an argument.
@@ -34,6 +34,7 @@ pub mod firewall;
 pub mod firmware;
 pub mod json;
 pub mod luks;
+pub mod sockets;
 pub mod source;
 pub mod sshd;
 pub mod timers;

@@ -182,6 +182,46 @@ fn listen(eff: &Effective, want: &Expect) -> Check {
     Check::ok(ID, format!("sshd listens only on {wanted}"))
 }
 
+/// `box.sshd-listen` once the sockets that really listen are known
+/// ([`super::sockets`], `None`: they could not be looked at, e.g. no
+/// `/proc`): whatever `sshd -T` says, anything listening on the ssh port
+/// at another address than the wanted ones fails it. Socket activation
+/// (Ubuntu's `ssh.socket`) listens on every address while `sshd -T` shows
+/// only the tunnel's; the firewall still drops the rest, but the check
+/// must not say ok.
+pub fn with_sockets(from_sshd: Check, listening: Option<Result<Vec<SocketAddr>, String>>, want: &Expect) -> Check {
+    const ID: CheckId = CheckId::SshdListen;
+    let listening = match listening {
+        None => return from_sshd,
+        Some(Ok(l)) => l,
+        Some(Err(_)) if from_sshd.status() == super::Status::Fail => return from_sshd,
+        Some(Err(e)) => {
+            return Check::unknown(ID, format!("cannot read the listening TCP sockets: {e}"), "look at `ss -ltn`")
+        }
+    };
+    // An IPv4-mapped address on an IPv6 socket is its IPv4 self.
+    let canonical = |a: &SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let wanted: Vec<SocketAddr> = want.listen.iter().map(canonical).collect();
+    let mut extra: Vec<String> = Vec::new();
+    for a in listening.iter().map(canonical) {
+        if wanted.iter().any(|w| w.port() == a.port()) && !wanted.contains(&a) && !extra.contains(&a.to_string()) {
+            extra.push(a.to_string());
+        }
+    }
+    if extra.is_empty() {
+        return from_sshd;
+    }
+    let only = want.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    Check::fail(
+        ID,
+        format!(
+            "a socket listens on the ssh port at {} (wanted only {only}), whatever sshd -T says: sshd started from a socket unit (ssh.socket)?",
+            extra.join(", ")
+        ),
+        "if `systemctl is-enabled ssh.socket` says enabled, the socket unit, not sshd, chooses the addresses: `systemctl disable --now ssh.socket && systemctl enable --now ssh.service` (sshd then binds its ListenAddress); otherwise find what listens there with `ss -ltnp`",
+    )
+}
+
 /// A setting that must be `no`; the first of `keys` that sshd prints is
 /// read (older OpenSSH names kbdinteractive `challengeresponse`).
 fn must_be_no(eff: &Effective, id: CheckId, keys: &[&str], what: &str) -> Check {
@@ -317,6 +357,35 @@ mod tests {
         );
         assert_eq!(statuses(&edited("listenaddress 10.77.0.2:22\n", ""))[0], Status::Unknown);
         assert_eq!(statuses(&edited("permitrootlogin no\n", ""))[3], Status::Unknown);
+    }
+
+    // The fixtures are as a little-endian machine prints them.
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn a_socket_listening_on_every_address_fails_whatever_sshd_t_says() {
+        use crate::doctor::sockets::parse_proc_net_tcp;
+        let table = |v4: &str, v6: &str| {
+            let mut l = parse_proc_net_tcp(&fixture(v4)).unwrap();
+            l.extend(parse_proc_net_tcp(&fixture(v6)).unwrap());
+            Some(Ok(l))
+        };
+        let from_sshd = check(&fixture("sshd-T-box.txt"), &want()).remove(0);
+        assert_eq!(from_sshd.status(), Status::Ok);
+        let good = with_sockets(from_sshd.clone(), table("proc-net-tcp-box.txt", "proc-net-tcp6-box.txt"), &want());
+        assert_eq!(good, from_sshd, "only the tunnel address on port 22 (53 and 631 are other ports)");
+        // Ubuntu's ssh.socket: sshd -T shows the tunnel address only.
+        let c = with_sockets(from_sshd.clone(), table("proc-net-tcp-socket.txt", "proc-net-tcp6-socket.txt"), &want());
+        assert_eq!(c.status(), Status::Fail, "{c:?}");
+        assert!(c.summary().contains("0.0.0.0:22, [::]:22") && c.fix().unwrap().contains("ssh.socket"), "{c:?}");
+        // An IPv4-mapped tunnel address is the tunnel address.
+        let mapped = Some(Ok(vec!["[::ffff:10.77.0.2]:22".parse().unwrap()]));
+        assert_eq!(with_sockets(from_sshd.clone(), mapped, &want()), from_sshd);
+        // Not looked at: sshd -T's verdict; unreadable: unknown, unless
+        // sshd -T already failed it.
+        assert_eq!(with_sockets(from_sshd.clone(), None, &want()), from_sshd);
+        assert_eq!(with_sockets(from_sshd, Some(Err("x".into())), &want()).status(), Status::Unknown);
+        let failed = check(&fixture("sshd-T-default.txt"), &want()).remove(0);
+        assert_eq!(with_sockets(failed.clone(), Some(Err("x".into())), &want()), failed);
     }
 
     proptest! {

@@ -152,6 +152,8 @@ fn good_box() -> Fake {
     f.out("sshd", "-T", sshd_t.clone());
     f.out("sshd", "'-T -C user=zoffsite,addr=10.77.0.1,host=10.77.0.1,laddr=10.77.0.2,lport=22'", sshd_t);
     f.out("nft", "'-j list ruleset'", fixture("nft-box.json").replace("\"wg0\"", "\"zo-friend\""));
+    f.file("/proc/net/tcp", fixture("proc-net-tcp-box.txt"));
+    f.file("/proc/net/tcp6", fixture("proc-net-tcp6-box.txt"));
     // Asked for a dump (or anything else), the fake would give the
     // private key away. (Later answers are tried first.)
     f.out("wg", "*", format!("{PRIVATE_KEY}\n"));
@@ -246,6 +248,14 @@ fn each_broken_variant_fails_its_check() {
             Box::new(move |f: &mut Fake| {
                 f.out("sshd", "-T", sshd_all.clone());
                 f.out("sshd", "'-T -C '*", sshd_all.clone());
+            }),
+            vec![CheckId::SshdListen],
+        ),
+        (
+            "sshd started from ssh.socket (sshd -T shows the tunnel address only)",
+            Box::new(|f: &mut Fake| {
+                f.file("/proc/net/tcp", fixture("proc-net-tcp-socket.txt"));
+                f.file("/proc/net/tcp6", fixture("proc-net-tcp6-socket.txt"));
             }),
             vec![CheckId::SshdListen],
         ),
