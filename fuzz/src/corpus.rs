@@ -742,6 +742,15 @@ pub const DOCTOR_JSON: &[&str] = &[
     doctor!("nft-set.json"),
 ];
 
+/// `/proc/net/tcp` and `/proc/net/tcp6` of a good and of a
+/// socket-activated box.
+pub const DOCTOR_SOCKETS: &[&str] = &[
+    doctor!("proc-net-tcp-box.txt"),
+    doctor!("proc-net-tcp6-box.txt"),
+    doctor!("proc-net-tcp-socket.txt"),
+    doctor!("proc-net-tcp6-socket.txt"),
+];
+
 /// `sshd -T`, the three `wg show IF ...` listings (joined by form feeds),
 /// `zfs version`, `zfs allow`.
 pub const DOCTOR_TEXT: &[&str] = &[

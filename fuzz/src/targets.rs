@@ -263,6 +263,8 @@ pub fn all() -> Vec<Target> {
     doctor_json.mem_per_byte = 1024;
     v.push(doctor_json);
     v.push(text_target("doctor-text", corpus::DOCTOR_TEXT, corpus::TEXT_DICT, doctor_text));
+    // The kernel's listening sockets, judged with sshd -T's verdict.
+    v.push(text_target("doctor-sockets", corpus::DOCTOR_SOCKETS, corpus::TEXT_DICT, doctor_sockets));
     // box keepalive: the installed WireGuard file and `wg show`'s output.
     v.push(text_target("keepalive", KEEPALIVE_SEEDS, corpus::TEXT_DICT, keepalive));
     // The box's audit, as `serve` hands it to the source.
@@ -374,6 +376,30 @@ fn doctor_text(ctx: &mut Ctx, t: &str) -> bool {
     let root = Dataset::new("offsite/home").expect("root");
     checks.push(doctor::zfs::check_delegation(&user, &root, true, t));
     doctor_checks(ctx, &checks)
+}
+
+/// `/proc/net/tcp` (and `tcp6`): refused, or only listening sockets
+/// (at most one per line), and `box.sshd-listen` from them one bounded
+/// line, never ok when anything but the tunnel address listens on port 22.
+fn doctor_sockets(ctx: &mut Ctx, t: &str) -> bool {
+    let want = doctor::sshd::Expect { listen: vec!["10.77.0.2:22".parse().expect("addr")], user: "zoffsite".into() };
+    let ok = doctor::Check::ok(doctor::CheckId::SshdListen, "sshd listens only on 10.77.0.2:22");
+    match doctor::sockets::parse_proc_net_tcp(t) {
+        Ok(l) => {
+            ctx.check(l.len() < t.lines().count().max(1), || {
+                format!("{} sockets from {} lines", l.len(), t.lines().count())
+            });
+            let exposed = l.iter().any(|a| a.port() == 22 && a.ip().to_canonical() != want.listen[0].ip());
+            let c = doctor::sshd::with_sockets(ok, Some(Ok(l)), &want);
+            ctx.check((c.status() == doctor::Status::Ok) != exposed, || format!("{c:?}"));
+            doctor_checks(ctx, &[c])
+        }
+        Err(e) => {
+            ctx.check(!e.is_empty() && !e.contains('\n'), || format!("error {e:?}"));
+            ctx.refused(e);
+            false
+        }
+    }
 }
 
 /// The box's report: refused, or consistent (counts and status as its

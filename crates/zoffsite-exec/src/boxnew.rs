@@ -564,14 +564,16 @@ pub fn execute(plan: &Plan, events: &mut dyn Events) -> Result<Made, BoxNewError
         written.extend([dir_path.join(IDENTITY), dir_path.join("id_ed25519.pub")]);
     }
 
-    unchanged().and_then(|()| write_config(&plan.config_path, &plan.config.text, &plan.config_before)).map_err(|e| {
-        BoxNewError::Failed(format!(
-            "{e}; the box's files are complete in {}: add its target to {} by hand:\n{}",
-            dir_path.display(),
-            plan.config_path.display(),
-            plan.config.added
-        ))
-    })?;
+    unchanged().and_then(|()| write_config(&plan.config_path, &plan.config.text, &plan.config_before)).map_err(
+        |e| {
+            BoxNewError::Failed(format!(
+                "{e}; the box's files are complete in {}: add its target to {} by hand:\n{}",
+                dir_path.display(),
+                plan.config_path.display(),
+                plan.config.added
+            ))
+        },
+    )?;
     events.line(&format!("added target {name} to {}", plan.config_path.display()));
     Ok(Made { keys, written })
 }
@@ -637,7 +639,10 @@ mod tests {
         let e = make_dir(&out).unwrap_err();
         assert!(matches!(e, BoxNewError::Usage(_)), "{e:?}");
         let e = e.to_string();
-        assert!(e.contains(&format!("{} is writable by group or others", shared.display())) && e.contains("--dir"), "{e}");
+        assert!(
+            e.contains(&format!("{} is writable by group or others", shared.display())) && e.contains("--dir"),
+            "{e}"
+        );
         assert!(!shared.join("boxes").exists(), "nothing was made");
         // Its parent, too, not only the directory right above.
         let e = make_dir(&shared.join("a/b/c")).unwrap_err().to_string();

@@ -32,7 +32,9 @@ use zoffsite_core::doctor::boxaudit::{Fetched, Posture};
 use zoffsite_core::doctor::expect::{self, BoxExpect, DropIn, Tunnel};
 use zoffsite_core::doctor::firmware::{self, AuthObject};
 use zoffsite_core::doctor::luks::{self, RootDevice};
-use zoffsite_core::doctor::{self, sockets, source, sshd, timers, wireguard, zfs as zcheck, Check, CheckId, Report, Side};
+use zoffsite_core::doctor::{
+    self, sockets, source, sshd, timers, wireguard, zfs as zcheck, Check, CheckId, Report, Side,
+};
 use zoffsite_core::names::Dataset;
 use zoffsite_core::provision::values::BoxName;
 use zoffsite_core::provision::{self, units, Backend};

@@ -235,7 +235,11 @@ mod tests {
     const KEY: &str = "dRxa9htU+RVUuCymxLHBa675zq3mKpdXLAGKijKxuTo=";
 
     fn world(endpoint: &str, handshake: u64, current: &str) -> (tempfile::TempDir, Wg, PathBuf) {
-        world_with(endpoint, &format!("printf '%s\\t%s\\n' '{KEY}' '{handshake}'"), &format!("printf '%s\\t%s\\n' '{KEY}' '{current}'"))
+        world_with(
+            endpoint,
+            &format!("printf '%s\\t%s\\n' '{KEY}' '{handshake}'"),
+            &format!("printf '%s\\t%s\\n' '{KEY}' '{current}'"),
+        )
     }
 
     /// A root with the interface's wg-quick file, and a fake `wg` whose

@@ -109,7 +109,8 @@ mod tests {
 
     #[test]
     fn strange_tables_are_refused() {
-        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+        let header =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
         let row = "   0: 0200000A:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n";
         assert_eq!(parse_proc_net_tcp(header).unwrap(), vec![]);
         assert_eq!(parse_proc_net_tcp(&format!("{header}{row}")).unwrap().len(), 1);

@@ -454,7 +454,17 @@ mod tests {
     fn answers_no_tunnel_can_use_are_ignored() {
         let (h, e) = wg(0, "203.0.113.7:51820");
         let t = tunnel(&peer(), &h, &e, NOW).unwrap();
-        let hostile = ["127.0.0.1", "127.8.9.10", "0.0.0.0", "255.255.255.255", "224.0.0.1", "::1", "::", "ff02::1", "::ffff:127.0.0.1"];
+        let hostile = [
+            "127.0.0.1",
+            "127.8.9.10",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+        ];
         let d = decide(&peer(), t, Ok(hostile.iter().map(|a| ip(a)).collect()));
         assert!(matches!(&d, Decision::Unresolvable { why, .. } if why.contains("127.0.0.1")), "{d:?}");
         // Listed first, yet the usable answer is the one taken.
