@@ -39,7 +39,7 @@ pub const SYSTEMD_DIR: &str = "/etc/systemd/";
 pub const SYSCTL_DIR: &str = "/etc/sysctl.d/";
 /// Directories made 0700 when missing (wireguard-tools' own mode for it:
 /// it holds the key), all others 0755.
-pub const PRIVATE_DIRS: &[&str] = &["/etc/wireguard"];
+pub const PRIVATE_DIRS: &[&str] = &[super::WG_DIR];
 
 /// A target path as it is now (never followed if a symlink).
 #[derive(Clone, PartialEq, Eq)]
