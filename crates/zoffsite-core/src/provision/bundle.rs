@@ -408,6 +408,15 @@ pub fn render(b: &Bundle) -> String {
     )
 }
 
+/// The SHA-256 of a bundle's bytes, lowercase hex (as `sha256sum` prints
+/// it): `box new` prints it for each bundle it writes and `box apply` for
+/// the one it read, so the owner can see that what arrived is what was
+/// made.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Reads a bundle, refusing anything [`render`] would not have written
 /// (see the module docs).
 pub fn parse(text: &str) -> Result<Bundle, BundleError> {
@@ -699,6 +708,11 @@ mod tests {
         // Comments and blank lines in the sysctl file are fine.
         let ok = tampered("net.ipv4.ip_nonlocal_bind = 1", "\n; a comment\n  net.ipv4.ip_nonlocal_bind = 1");
         parse(&ok).unwrap();
+    }
+
+    #[test]
+    fn sha256_is_sha256sums_hex() {
+        assert_eq!(sha256(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     proptest::proptest! {
