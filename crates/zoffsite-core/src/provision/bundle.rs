@@ -423,7 +423,10 @@ pub fn parse(text: &str) -> Result<Bundle, BundleError> {
     if text.len() > MAX_BYTES {
         return Err(BundleError::TooLarge);
     }
-    let raw: RawBundle = toml::from_str(text).map_err(|e| BundleError::Syntax(e.message().to_owned()))?;
+    // toml's message quotes the input (an unknown key or variant): escaped
+    // and bounded, as everything a bundle says.
+    let raw: RawBundle =
+        toml::from_str(text).map_err(|e| BundleError::Syntax(crate::protocol::sanitize(e.message(), 300)))?;
     if raw.format != FORMAT {
         return Err(BundleError::Syntax(format!(
             "format is {:?}, not {FORMAT:?}",
@@ -646,6 +649,10 @@ mod tests {
             let err = parse(&text).expect_err(want).to_string();
             assert!(err.contains(want), "wanted {want:?} in {err:?}");
         }
+        let err = parse(&tampered("side = \"box\"", &format!("side = \"b\\r{}\"", "x".repeat(10_000))))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 400 && !err.contains('\r'), "escaped and bounded: {err}");
         let mut big = render(&for_box(&inputs(), &secrets().0));
         big.push_str(&"#".repeat(MAX_BYTES));
         assert!(matches!(parse(&big), Err(BundleError::TooLarge)));
