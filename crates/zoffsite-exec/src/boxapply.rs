@@ -102,11 +102,13 @@ pub fn read_bundle(path: &Path) -> Result<ReadBundle, ApplyError> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let refused = |flaw: private::Flaw| match flaw {
+    let refused = |flaw: private::Flaw| {
+        match flaw {
         private::Flaw::Symlink => ApplyError::Refused(format!(
             "{shown} is a symlink: box apply reads the bundle itself, not what a link points to; give the file's own path"
         )),
         flaw => ApplyError::Refused(format!("{shown} is {flaw}: give the bundle file that `zoffsite box new` wrote")),
+    }
     };
     let dir = match private::open_dir(parent) {
         Ok(Some(d)) => d,
@@ -353,24 +355,18 @@ fn vanished(dir: &str) -> ApplyError {
 
 fn write(root: &OwnedFd, path: &str, bytes: &[u8], mode: u32, owner: Option<private::Owner>) -> Result<(), ApplyError> {
     let (dir, name) = split(path);
-    let d = open_under(root, dir)
-        .map_err(|e| untrusted(dir, e))?
-        .ok_or_else(|| vanished(dir))?;
+    let d = open_under(root, dir).map_err(|e| untrusted(dir, e))?.ok_or_else(|| vanished(dir))?;
     private::replace_exact(&d, name, bytes, mode, owner).map_err(io(format!("cannot write {path}")))
 }
 
 fn mkdir(root: &OwnedFd, path: &str, mode: u32, owner: Option<private::Owner>) -> Result<(), ApplyError> {
     let (parent, name) = split(path);
-    let p = open_under(root, parent)
-        .map_err(|e| untrusted(parent, e))?
-        .ok_or_else(|| vanished(parent))?;
+    let p = open_under(root, parent).map_err(|e| untrusted(parent, e))?.ok_or_else(|| vanished(parent))?;
     match rfs::mkdirat(&p, name, Mode::from_raw_mode(mode)) {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(io(format!("cannot create {path}"))(e.into())),
     }
-    let d = private::open_dir_at(&p, name)
-        .map_err(|e| untrusted(path, e))?
-        .ok_or_else(|| vanished(path))?;
+    let d = private::open_dir_at(&p, name).map_err(|e| untrusted(path, e))?.ok_or_else(|| vanished(path))?;
     let fixed = match owner {
         Some(o) => private::fix_dir(&d, o, mode),
         None => rfs::fchmod(d.as_fd(), Mode::from_raw_mode(mode)).map_err(Into::into),

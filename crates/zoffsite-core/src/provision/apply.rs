@@ -246,8 +246,8 @@ pub enum Command {
     Enable { units: Vec<String> },
     /// `systemctl --root=DIR enable UNITS`: nothing started.
     EnableOffline { root: String, units: Vec<String> },
-    /// `systemctl try-reload-or-restart --no-block SERVICES`: after a
-    /// file or key was replaced, the bundle's running services take it now
+    /// `systemctl try-reload-or-restart --no-block SERVICES`: the
+    /// bundle's running services take the installed files and keys now
     /// (the firewall reloads its table atomically; the tunnel, whose
     /// wg-quick has no reload, restarts; `--no-block`: its restart may wait
     /// for the source's name). `enable --now` leaves a running unit as it
@@ -561,9 +561,8 @@ const SECRET_KEYS: [&str; 2] = ["PrivateKey", "PresharedKey"];
 /// `PrivateKey` or `PresharedKey` line hidden ([`redact`]). The bundle's
 /// own files hold no key; what they replace may.
 pub fn old_text_shown(path: &str, old: &[u8]) -> Option<String> {
-    let private = path.starts_with(&format!("{}/", super::WG_DIR))
-        || path.ends_with(".netdev")
-        || path.ends_with(".key");
+    let private =
+        path.starts_with(&format!("{}/", super::WG_DIR)) || path.ends_with(".netdev") || path.ends_with(".key");
     (!private).then(|| redact(&String::from_utf8_lossy(old)))
 }
 
@@ -879,19 +878,22 @@ mod tests {
         assert!(!again.commands.iter().any(|c| matches!(c, Command::DeleteNetdev { .. })), "{:?}", again.commands);
         for path in [super::super::netdev_path("zo-friend"), Backend::Networkd.key_file("zo-friend")] {
             let mut f = f.clone();
-            f.files.insert(
-                path.clone(),
-                Current::File { bytes: Some(b"old\n".to_vec()), mode: 0o640, uid: 0, gid: 101 },
-            );
+            f.files
+                .insert(path.clone(), Current::File { bytes: Some(b"old\n".to_vec()), mode: 0o640, uid: 0, gid: 101 });
             let p = plan(&b, &Options::new("/", false), &f);
             let del = p.commands.iter().position(|c| *c == Command::DeleteNetdev { interface: "zo-friend".into() });
-            let refresh = p.commands.iter().position(|c| matches!(c, Command::Refresh { units } if units.contains(&"systemd-networkd.service".to_owned())));
+            let refresh = p.commands.iter().position(
+                |c| matches!(c, Command::Refresh { units } if units.contains(&"systemd-networkd.service".to_owned())),
+            );
             assert!(del.is_some() && del < refresh, "{path}: {:?}", p.commands);
             assert_eq!(p.commands[del.unwrap()].argv(), ["networkctl", "delete", "zo-friend"]);
             f.networkctl = false;
             let p = plan(&b, &Options::new("/", false), &f);
             assert!(p.warnings.iter().any(|w| w.contains("networkctl delete zo-friend")), "{:?}", p.warnings);
-            assert!(plan(&b, &Options::new("/tmp/image", false), &f).commands.iter().all(|c| !matches!(c, Command::DeleteNetdev { .. })));
+            assert!(plan(&b, &Options::new("/tmp/image", false), &f)
+                .commands
+                .iter()
+                .all(|c| !matches!(c, Command::DeleteNetdev { .. })));
         }
     }
 
@@ -901,7 +903,8 @@ mod tests {
         assert_eq!(old_text_shown("/etc/wireguard/zo-friend.conf", conf), None);
         assert_eq!(old_text_shown("/etc/systemd/network/zo-friend.netdev", b"x"), None);
         assert_eq!(old_text_shown("/etc/systemd/network/zo-friend.key", b"x"), None);
-        let shown = old_text_shown("/etc/systemd/system/x.service", b"a\n privatekey=c2VjcmV0\nPresharedKey = cHNr\nb").unwrap();
+        let shown = old_text_shown("/etc/systemd/system/x.service", b"a\n privatekey=c2VjcmV0\nPresharedKey = cHNr\nb")
+            .unwrap();
         assert_eq!(shown, "a\nprivatekey = (hidden)\nPresharedKey = (hidden)\nb");
         assert_eq!(old_text_shown("/etc/ssh/sshd_config.d/zoffsite.conf", b"Port 22\n").unwrap(), "Port 22\n");
     }

@@ -354,18 +354,13 @@ fn allowed_units(name: &BoxName) -> Vec<String> {
 }
 
 fn not_allowed(path: &str, name: &BoxName, what: &str, allowed: &[String]) -> BundleError {
-    invalid(format!(
-        "{path} is not a {what} a bundle for box {name} installs: only {}",
-        allowed.join(", ")
-    ))
+    invalid(format!("{path} is not a {what} a bundle for box {name} installs: only {}", allowed.join(", ")))
 }
 
 /// The sysctl file sets [`super::sshd::NONLOCAL_BIND`] and nothing else
 /// (comments and blank lines aside, as `sysctl` reads them).
 fn sysctl_ok(text: &str) -> bool {
-    text.lines()
-        .map(str::trim)
-        .all(|l| l.is_empty() || l.starts_with(['#', ';']) || l == super::sshd::NONLOCAL_BIND)
+    text.lines().map(str::trim).all(|l| l.is_empty() || l.starts_with(['#', ';']) || l == super::sshd::NONLOCAL_BIND)
 }
 
 /// The bundle's text. Not secret-free: it is written 0600.
@@ -485,9 +480,9 @@ pub fn parse(text: &str) -> Result<Bundle, BundleError> {
         let networkd_key = Backend::Networkd.key_file(&name.interface());
         let group = match s.group.as_deref() {
             None => None,
-            Some(NETWORKD_GROUP) if p.as_str() == networkd_key => Some(
-                UserName::new(NETWORKD_GROUP).unwrap_or_else(|e| unreachable!("a constant group: {e}")),
-            ),
+            Some(NETWORKD_GROUP) if p.as_str() == networkd_key => {
+                Some(UserName::new(NETWORKD_GROUP).unwrap_or_else(|e| unreachable!("a constant group: {e}")))
+            }
             Some(g) => {
                 return Err(invalid(format!(
                     "{p}: group {:?}: only {networkd_key} is given to a group, {NETWORKD_GROUP}",
