@@ -4,8 +4,11 @@
 //! ([`zoffsite_core::provision::apply::plan`] over the facts
 //! [`zoffsite_exec::boxapply::gather`] finds), show (every directory, file
 //! and command; a secret by its path only; with `-v` the text of a new
-//! public file or the diff of a replaced one), execute. Nothing is changed
-//! while the plan has a problem, or with `-n`.
+//! public file or the diff of a replaced one, never the old text of a file
+//! that may hold a private key: [`apply::old_text_shown`]), execute. The
+//! bundle's SHA-256 is printed first (and is `sha256` in `--json`), to
+//! compare with the one `box new` printed. Nothing is changed while the plan
+//! has a problem, or with `-n`.
 
 use std::path::{Path, PathBuf};
 
