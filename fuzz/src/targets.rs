@@ -274,6 +274,11 @@ pub fn all() -> Vec<Target> {
     box_audit.max_len = doctor::boxaudit::MAX_AUDIT_LEN + 1024;
     box_audit.mem_per_byte = 1024;
     v.push(box_audit);
+    // `box apply`'s bundle: root installs what it says.
+    let mut bundle = text_target("bundle", BUNDLE_SEEDS, corpus::CONFIG_DICT, bundle);
+    bundle.max_len = 256 * 1024;
+    bundle.mem_per_byte = 1024;
+    v.push(bundle);
     for t in &mut v {
         if t.name.starts_with("frames") || t.name == "stream-validator" {
             t.weight = 2;
@@ -1049,4 +1054,33 @@ fn keepalive(ctx: &mut Ctx, t: &str) -> bool {
         Err(e) => ctx.refused(e),
     }
     any
+}
+
+// ---- box apply's bundle ----
+
+const BUNDLE_SEEDS: &[&str] = &[
+    "format = \"zoffsite-bundle\"\nversion = 1\nside = \"source\"\nname = \"friend\"\nenable = [\"zoffsite-backup.timer\", \"systemd-networkd.service\"]\n\n[[file]]\npath = \"/etc/sysctl.d/60-zoffsite.conf\"\nmode = \"0644\"\ntext = \"# x\\nnet.ipv4.ip_nonlocal_bind = 1\\n\"\n\n[[file]]\npath = \"/etc/systemd/system/wg-quick@zo-friend.service.d/zoffsite.conf\"\nmode = \"0644\"\ntext = \"[Service]\\n\"\n\n[[secret]]\npath = \"/etc/systemd/network/zo-friend.key\"\nmode = \"0640\"\ngroup = \"systemd-network\"\ntext = \"k\\n\"\n",
+];
+
+fn bundle(ctx: &mut Ctx, t: &str) -> bool {
+    use zoffsite_core::provision::{allowed_paths, bundle as b};
+    match b::parse(t) {
+        Ok(parsed) => {
+            let (secrets, files) = allowed_paths(&parsed.name);
+            for f in &parsed.files {
+                ctx.check(files.contains(&f.path) && f.mode & 0o7133 == 0, || format!("file {} {:o}", f.path, f.mode));
+            }
+            for s in &parsed.secrets {
+                ctx.check(secrets.iter().any(|p| p == s.path.as_str()) && s.mode & 0o7137 == 0, || {
+                    format!("secret {} {:o}", s.path, s.mode)
+                });
+            }
+            ctx.check(b::parse(&b::render(&parsed)).ok().as_ref() == Some(&parsed), || "no round trip".into());
+            true
+        }
+        Err(e) => {
+            ctx.refused(e);
+            false
+        }
+    }
 }

@@ -10,9 +10,12 @@
 //!   temporary renamed over the name, so a symlink at a target is replaced,
 //!   never followed, and a crash leaves the old file or the new one.
 //! - **The bundle is read once, bounded, and refused whole** when it is
-//!   damaged ([`bundle::parse`]), not a regular file, or open to group or
-//!   others (it holds private keys: someone may have read them, and
-//!   someone who could write it could have changed what root installs).
+//!   damaged or holds more than `box new` makes ([`bundle::parse`]), a
+//!   symlink, not a regular file (a FIFO is opened non-blocking, so it
+//!   cannot hang), owned by another user than the one running this, or
+//!   open to group or others (it holds private keys: someone may have read
+//!   them, and someone who could write it could have changed what root
+//!   installs). Its SHA-256 is reported ([`ReadBundle`]).
 //! - **sshd is never left broken for its next restart**: when `sshd -t`
 //!   refuses the configuration with the new files, the previous ones are
 //!   put back (or the new ones removed) before the error is returned.
@@ -75,14 +78,64 @@ fn untrusted(path: &str, e: private::Error) -> ApplyError {
     }
 }
 
-/// Reads the bundle at `path` (refusing one group or others may read or
-/// write) and parses it.
-pub fn read_bundle(path: &Path) -> Result<Bundle, ApplyError> {
+/// A bundle as read: parsed, with the SHA-256 of its bytes.
+#[derive(Debug)]
+pub struct ReadBundle {
+    pub bundle: Bundle,
+    /// [`bundle::sha256`] of the bytes read.
+    pub sha256: String,
+}
+
+/// Reads the bundle at `path` and parses it, refusing a symlink, anything
+/// but a regular file (a FIFO cannot hang it: it is opened non-blocking),
+/// a file not owned by the user running this (root: someone else who owns
+/// it could rewrite it until root reads it, whatever its mode) and one
+/// group or others may read or write. The file is opened once, relative
+/// to its directory's descriptor, and every check is on that descriptor.
+pub fn read_bundle(path: &Path) -> Result<ReadBundle, ApplyError> {
     let shown = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(io(format!("cannot read the bundle {shown}")))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| ApplyError::Refused(format!("{shown} does not name a file")))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let refused = |flaw: private::Flaw| {
+        match flaw {
+        private::Flaw::Symlink => ApplyError::Refused(format!(
+            "{shown} is a symlink: box apply reads the bundle itself, not what a link points to; give the file's own path"
+        )),
+        flaw => ApplyError::Refused(format!("{shown} is {flaw}: give the bundle file that `zoffsite box new` wrote")),
+    }
+    };
+    let dir = match private::open_dir(parent) {
+        Ok(Some(d)) => d,
+        Ok(None) => return Err(io(format!("cannot read the bundle {shown}"))(std::io::ErrorKind::NotFound.into())),
+        Err(private::Error::Io(e)) => return Err(io(format!("cannot read the bundle {shown}"))(e)),
+        Err(private::Error::Untrusted(f)) => {
+            return Err(ApplyError::Refused(format!("{}: {f}", parent.display())));
+        }
+    };
+    let f = match private::open_file_at(&dir, name) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(io(format!("cannot read the bundle {shown}"))(std::io::ErrorKind::NotFound.into())),
+        Err(private::Error::Io(e)) => return Err(io(format!("cannot read the bundle {shown}"))(e)),
+        Err(private::Error::Untrusted(f)) => return Err(refused(f)),
+    };
     let st = rfs::fstat(&f).map_err(|e| io(format!("cannot inspect {shown}"))(e.into()))?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(ApplyError::Refused(format!("{shown} is not a regular file")));
+        return Err(refused(private::Flaw::NotRegularFile));
+    }
+    let me = private::me();
+    if st.st_uid != me {
+        let who = if me == 0 { "root".to_owned() } else { me.to_string() };
+        return Err(ApplyError::Refused(format!(
+            "{shown} is owned by uid {}, not by {who} that runs box apply: its owner could change what root installs until the moment it is read; \
+             `chown {who} {shown}` if you are sure nobody else changed it (compare its SHA-256 with the one `zoffsite box new` printed)",
+            st.st_uid
+        )));
     }
     let mode = st.st_mode & 0o777;
     if mode & 0o066 != 0 {
@@ -92,12 +145,17 @@ pub fn read_bundle(path: &Path) -> Result<Bundle, ApplyError> {
         )));
     }
     let mut bytes = Vec::new();
-    f.take(bundle::MAX_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io(format!("cannot read {shown}")))?;
+    std::fs::File::from(f)
+        .take(bundle::MAX_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io(format!("cannot read {shown}")))?;
+    let sha256 = bundle::sha256(&bytes);
     let text = String::from_utf8(bytes).map_err(|_| ApplyError::Bundle {
         path: shown.clone(),
         source: bundle::BundleError::Syntax("not UTF-8".into()),
     })?;
-    bundle::parse(&text).map_err(|source| ApplyError::Bundle { path: shown, source })
+    let bundle = bundle::parse(&text).map_err(|source| ApplyError::Bundle { path: shown, source })?;
+    Ok(ReadBundle { bundle, sha256 })
 }
 
 /// The root's descriptor.
@@ -234,6 +292,7 @@ pub fn gather(bundle: &Bundle, opts: &Options, zfs: &Zfs) -> Result<Facts, Apply
         can_chown: system::is_root(),
         systemctl: installed("systemctl"),
         sysctl: installed("sysctl"),
+        networkctl: installed("networkctl"),
         sshd: if installed("sshd") { Some(sshd_unit(&root).unwrap_or(SshdUnit::Sshd)) } else { None },
         init: None,
     };
@@ -286,26 +345,28 @@ fn text_of<'a>(bundle: &'a Bundle, path: &str) -> Option<&'a [u8]> {
         .or_else(|| bundle.secrets.iter().find(|s| s.path.as_str() == path).map(|s| s.text.expose().as_bytes()))
 }
 
+/// A directory box apply made or found moments ago is gone (something else
+/// is changing the tree at the same time).
+fn vanished(dir: &str) -> ApplyError {
+    ApplyError::Refused(format!(
+        "{dir} vanished while box apply was installing: make sure nothing else changes it, then run `zoffsite box apply` again"
+    ))
+}
+
 fn write(root: &OwnedFd, path: &str, bytes: &[u8], mode: u32, owner: Option<private::Owner>) -> Result<(), ApplyError> {
     let (dir, name) = split(path);
-    let d = open_under(root, dir)
-        .map_err(|e| untrusted(dir, e))?
-        .ok_or_else(|| ApplyError::Refused(format!("{dir} vanished")))?;
+    let d = open_under(root, dir).map_err(|e| untrusted(dir, e))?.ok_or_else(|| vanished(dir))?;
     private::replace_exact(&d, name, bytes, mode, owner).map_err(io(format!("cannot write {path}")))
 }
 
 fn mkdir(root: &OwnedFd, path: &str, mode: u32, owner: Option<private::Owner>) -> Result<(), ApplyError> {
     let (parent, name) = split(path);
-    let p = open_under(root, parent)
-        .map_err(|e| untrusted(parent, e))?
-        .ok_or_else(|| ApplyError::Refused(format!("{parent} vanished")))?;
+    let p = open_under(root, parent).map_err(|e| untrusted(parent, e))?.ok_or_else(|| vanished(parent))?;
     match rfs::mkdirat(&p, name, Mode::from_raw_mode(mode)) {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(io(format!("cannot create {path}"))(e.into())),
     }
-    let d = private::open_dir_at(&p, name)
-        .map_err(|e| untrusted(path, e))?
-        .ok_or_else(|| ApplyError::Refused(format!("{path} vanished")))?;
+    let d = private::open_dir_at(&p, name).map_err(|e| untrusted(path, e))?.ok_or_else(|| vanished(path))?;
     let fixed = match owner {
         Some(o) => private::fix_dir(&d, o, mode),
         None => rfs::fchmod(d.as_fd(), Mode::from_raw_mode(mode)).map_err(Into::into),
@@ -382,7 +443,7 @@ pub fn execute(
             Err(e) => return Err(e),
         };
         if let Some(stderr) = failed {
-            if *c == Command::SshdTest {
+            if *c == Command::SshdTest && plan.sshd_files().next().is_some() {
                 return Err(match restore_sshd(&root, plan, facts) {
                     Ok(()) => ApplyError::SshdRefused { stderr },
                     Err(e) => ApplyError::SshdBroken {
@@ -408,6 +469,81 @@ mod tests {
         assert_eq!(split("/etc/ssh/x.conf"), ("/etc/ssh", "x.conf"));
         assert_eq!(split("/x"), ("/", "x"));
         assert_eq!(components("/etc/ssh").collect::<Vec<_>>(), ["etc", "ssh"]);
+    }
+
+    fn bundle_file(dir: &Path) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        use zoffsite_core::provision::bundle::{for_source, render, Secret, SourceSecrets};
+        let i = zoffsite_core::provision::Inputs::new(
+            zoffsite_core::provision::values::BoxName::new("friend").unwrap(),
+            zoffsite_core::provision::values::Endpoint::parse("source.example.org:51821").unwrap(),
+            zoffsite_core::provision::values::BoxRoot::new(zoffsite_core::names::Dataset::new("offsite/home").unwrap())
+                .unwrap(),
+            test_keys(),
+        );
+        let path = dir.join("source.bundle");
+        std::fs::write(&path, render(&for_source(&i, &SourceSecrets { wg: Secret::new("k\n") }))).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    fn test_keys() -> zoffsite_core::provision::Keys {
+        use zoffsite_core::boxinit::PublicKey;
+        use zoffsite_core::provision::values::{HostKey, WgKey};
+        let ssh = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH0nK8sOTxp3TwKquMXrnsesaBBFG1ALsl9V95Jhbzm4 root@home";
+        zoffsite_core::provision::Keys {
+            source_wg: WgKey::new("dRxa9htU+RVUuCymxLHBa675zq3mKpdXLAGKijKxuTo=").unwrap(),
+            box_wg: WgKey::new("Hz64cXtZeK1304qYfOILdM5dNHCFy3q7C2DJM+rRU04=").unwrap(),
+            box_host: HostKey::new(PublicKey::parse(ssh).unwrap()).unwrap(),
+            source_ssh: PublicKey::parse(ssh).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_bundle_is_read_with_its_sha256() {
+        let d = tempfile::tempdir().unwrap();
+        let path = bundle_file(d.path());
+        let read = read_bundle(&path).unwrap();
+        assert_eq!(read.bundle.name.as_str(), "friend");
+        assert_eq!(read.sha256, bundle::sha256(&std::fs::read(&path).unwrap()));
+    }
+
+    #[test]
+    fn a_symlinked_fifo_or_foreign_bundle_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let path = bundle_file(d.path());
+        let link = d.path().join("link.bundle");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let err = read_bundle(&link).unwrap_err().to_string();
+        assert!(err.contains("is a symlink"), "{err}");
+
+        let fifo = d.path().join("fifo.bundle");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, Mode::from_raw_mode(0o600)).unwrap();
+        // Returns (does not wait for a writer).
+        let err = read_bundle(&fifo).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+
+        // Owned by someone else: as root, give it away; otherwise a file root
+        // owns is someone else's.
+        let foreign = if private::me() == 0 {
+            rustix::fs::chown(&path, Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
+            path.clone()
+        } else {
+            std::path::PathBuf::from("/etc/passwd")
+        };
+        let err = read_bundle(&foreign).unwrap_err().to_string();
+        assert!(err.contains("is owned by uid") && err.contains("`chown "), "{err}");
+        if private::me() == 0 {
+            assert!(err.contains(&format!("`chown root {}`", foreign.display())), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_vanished_directory_says_to_run_box_apply_again() {
+        let d = tempfile::tempdir().unwrap();
+        let root = private::open_dir(d.path()).unwrap().unwrap();
+        let err = write(&root, "/gone/x", b"x", 0o644, None).unwrap_err().to_string();
+        assert!(err.contains("/gone vanished") && err.contains("run `zoffsite box apply` again"), "{err}");
     }
 
     #[test]

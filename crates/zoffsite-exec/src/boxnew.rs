@@ -341,6 +341,10 @@ pub fn gather(
 pub struct Made {
     pub keys: Keys,
     pub written: Vec<PathBuf>,
+    /// [`bundle::sha256`] of the source's and the box's bundle as written:
+    /// `box apply` prints the one of what it read, to compare.
+    pub source_sha256: String,
+    pub box_sha256: String,
 }
 
 /// Refuses an output directory below a directory someone else could
@@ -548,6 +552,7 @@ pub fn execute(plan: &Plan, events: &mut dyn Events) -> Result<Made, BoxNewError
                 .into(),
         ));
     }
+    let (source_sha256, box_sha256) = (bundle::sha256(source_text.as_bytes()), bundle::sha256(box_text.as_bytes()));
     let mut written = Vec::new();
     for (file, text, mode) in [
         (bundle::SOURCE_FILE, source_text, 0o600),
@@ -557,7 +562,12 @@ pub fn execute(plan: &Plan, events: &mut dyn Events) -> Result<Made, BoxNewError
         let path = dir_path.join(file);
         private::replace(&dir, file, text.as_bytes(), mode, None)
             .map_err(io(format!("cannot write {}", path.display())))?;
-        events.line(&format!("wrote {}", path.display()));
+        let sha = match file {
+            bundle::SOURCE_FILE => format!(" (SHA-256 {source_sha256})"),
+            bundle::BOX_FILE => format!(" (SHA-256 {box_sha256})"),
+            _ => String::new(),
+        };
+        events.line(&format!("wrote {}{sha}", path.display()));
         written.push(path);
     }
     if plan.identity == Identity::New {
@@ -575,7 +585,7 @@ pub fn execute(plan: &Plan, events: &mut dyn Events) -> Result<Made, BoxNewError
         },
     )?;
     events.line(&format!("added target {name} to {}", plan.config_path.display()));
-    Ok(Made { keys, written })
+    Ok(Made { keys, written, source_sha256, box_sha256 })
 }
 
 /// Replaces the config with `text`, keeping its mode and owner as read

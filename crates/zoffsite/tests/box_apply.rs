@@ -218,6 +218,8 @@ fn a_bundle_others_can_read_or_one_tampered_with_changes_nothing() {
         ("mode = \"0644\"", "mode = \"0666\""),
         ("path = \"/etc/zoffsite/box.toml\"", "path = \"/etc/../etc/passwd\""),
         ("version = 1", "version = 1\nextra = 1"),
+        ("path = \"/etc/zoffsite/box.toml\"", "path = \"/etc/sudoers.d/zoffsite\""),
+        ("\"zoffsite-box-check.timer\"", "\"debug-shell.service\""),
     ] {
         assert!(text.contains(from), "{from}");
         write_bundle(&w.bundle, &text.replacen(from, to, 1), 0o600);
@@ -237,6 +239,24 @@ fn without_root_or_dash_dash_root_it_refuses() {
     let out = Command::new(env!("CARGO_BIN_EXE_zoffsite")).args(["box", "apply"]).arg(&w.bundle).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("run it as root"), "{}", stderr(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_zoffsite"))
+        .args(["box", "apply", "-n", "--root", "/"])
+        .arg(&w.bundle)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--root / is the machine itself");
+    assert!(stderr(&out).contains("run it as root"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_bundles_sha256_is_printed_and_reported() {
+    let w = World::new();
+    let want = bundle::sha256(&std::fs::read(&w.bundle).unwrap());
+    let (doc, out) = w.json(&["-n"]);
+    assert!(out.status.success(), "{doc}\n{}", stderr(&out));
+    assert_eq!(doc["sha256"], want.as_str(), "{doc}");
+    let out = w.apply(&["-n"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("bundle SHA-256: {want}")), "{}", stderr(&out));
 }
 
 fn zoffsite_exec_is_root() -> bool {

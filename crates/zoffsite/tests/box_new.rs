@@ -252,6 +252,9 @@ fn box_new_makes_both_machines_keys_and_the_box_never_gets_a_source_secret() {
     let source_text = std::fs::read_to_string(dir.join(bundle::SOURCE_FILE)).unwrap();
     let boxb = bundle::parse(&box_text).unwrap();
     let source = bundle::parse(&source_text).unwrap();
+    // Each bundle's SHA-256, to compare with what `box apply` prints.
+    assert_eq!(doc["bundles"]["box"]["sha256"], bundle::sha256(box_text.as_bytes()).as_str(), "{doc}");
+    assert_eq!(doc["bundles"]["source"]["sha256"], bundle::sha256(source_text.as_bytes()).as_str(), "{doc}");
     assert_eq!((boxb.side, source.side), (Side::Box, Side::Source));
     assert_eq!((boxb.name.as_str(), source.name.as_str()), ("friend", "friend"));
 
@@ -371,6 +374,7 @@ fn box_new_dry_run_shows_everything_and_leaves_no_file() {
         (Some(true), Some(false), Some(0))
     );
     assert!(doc["keys"].is_null());
+    assert!(doc["bundles"]["box"]["sha256"].is_null(), "-n makes no key, so no bundle");
     let secrets = doc["bundles"]["box"]["secrets"].as_array().unwrap();
     assert!(secrets.iter().any(|s| s["path"] == "/etc/ssh/ssh_host_zoffsite_ed25519_key" && s["mode"] == "0600"));
     assert!(doc["config_added"].as_str().unwrap().contains("[[target]]"));

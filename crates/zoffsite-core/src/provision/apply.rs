@@ -6,13 +6,17 @@
 //!
 //! # Invariants
 //!
-//! - **Idempotent.** A file whose bytes, mode and owner are already the
-//!   bundle's is [`Action::Unchanged`] and never rewritten. A command that
-//!   changes state runs only when a file it depends on changed
-//!   (`sysctl -p` after the sysctl file, `daemon-reload` after a unit,
-//!   `sshd -t` and sshd's reload after its drop-in or host key). The one
-//!   command that runs every time is `systemctl enable`, which leaves an
-//!   enabled (and, with `--now`, running) unit as it is; the plan says so.
+//! - **Idempotent, and a rerun finishes an interrupted run.** A file whose
+//!   bytes, mode and owner are already the bundle's is
+//!   [`Action::Unchanged`] and never rewritten. On a live, online root the
+//!   commands that make the installed files take effect (`sysctl -p`,
+//!   `daemon-reload`, `sshd -t` and sshd's reload, `enable --now`, the
+//!   services' reload or restart) run on every apply, changed files or
+//!   not: each is idempotent, and a run that stopped after installing the
+//!   files (a failed `box init` or command, a power cut) would otherwise
+//!   leave the old configuration running for good. The one command
+//!   planned only after a change is `networkctl delete` (a replaced
+//!   `.netdev` or its key: networkd does not update an existing netdev).
 //! - **Commands are argv** ([`Command::argv`]), never a shell string.
 //! - **Secrets are named, never shown**: a [`FilePlan`] holds a path, a
 //!   mode and an action; the secret's text stays in the bundle, and
@@ -39,7 +43,7 @@ pub const SYSTEMD_DIR: &str = "/etc/systemd/";
 pub const SYSCTL_DIR: &str = "/etc/sysctl.d/";
 /// Directories made 0700 when missing (wireguard-tools' own mode for it:
 /// it holds the key), all others 0755.
-pub const PRIVATE_DIRS: &[&str] = &["/etc/wireguard"];
+pub const PRIVATE_DIRS: &[&str] = &[super::WG_DIR];
 
 /// A target path as it is now (never followed if a symlink).
 #[derive(Clone, PartialEq, Eq)]
@@ -148,6 +152,8 @@ pub struct Facts {
     pub can_chown: bool,
     pub systemctl: bool,
     pub sysctl: bool,
+    /// Whether `networkctl` is installed (systemd-networkd's tool).
+    pub networkctl: bool,
     /// `None`: no sshd installed (or its unit not found).
     pub sshd: Option<SshdUnit>,
     /// `box init`'s facts: box side, live root only.
@@ -240,13 +246,18 @@ pub enum Command {
     Enable { units: Vec<String> },
     /// `systemctl --root=DIR enable UNITS`: nothing started.
     EnableOffline { root: String, units: Vec<String> },
-    /// `systemctl try-reload-or-restart --no-block SERVICES`: after a
-    /// file or key was replaced, the bundle's running services take it now
+    /// `systemctl try-reload-or-restart --no-block SERVICES`: the
+    /// bundle's running services take the installed files and keys now
     /// (the firewall reloads its table atomically; the tunnel, whose
     /// wg-quick has no reload, restarts; `--no-block`: its restart may wait
     /// for the source's name). `enable --now` leaves a running unit as it
     /// is, so without this a changed rule set or key would wait for a reboot.
     Refresh { units: Vec<String> },
+    /// `networkctl delete IF`: systemd-networkd makes a netdev once and
+    /// does not update it on reload, so a replaced `.netdev` or key needs
+    /// the interface deleted first ([`Command::Refresh`] then reloads
+    /// networkd, which makes it again from the new files).
+    DeleteNetdev { interface: String },
     /// `systemctl try-reload-or-restart UNIT`: sshd rereads its
     /// configuration (and rebinds) if it runs, and nothing happens if not.
     ReloadSshd { unit: SshdUnit },
@@ -276,22 +287,32 @@ impl Command {
                 a.extend(units.iter().cloned());
                 a
             }
+            Command::DeleteNetdev { interface } => v(&["networkctl", "delete", interface]),
             Command::ReloadSshd { unit } => v(&["systemctl", "try-reload-or-restart", unit.name()]),
         }
     }
 
-    /// Why it runs, for people.
+    /// Why it runs, for people. Online, every command but
+    /// [`Command::DeleteNetdev`] runs on every apply, changed files or not
+    /// (see [`plan`]): each says so.
     pub fn why(&self) -> &'static str {
         match self {
-            Command::Sysctl { .. } => "the sysctl file changed: apply it now, not only at the next boot",
-            Command::DaemonReload => "unit files changed",
-            Command::SshdTest => "sshd's files changed: check its whole configuration before it is reloaded",
+            Command::Sysctl { .. } => {
+                "apply the sysctl file now, not only at the next boot (every time: a previous apply may have stopped before it)"
+            }
+            Command::DaemonReload => "systemd rereads the unit files (every time, whether or not they changed)",
+            Command::SshdTest => "check sshd's whole configuration, with its files, before it is reloaded",
             Command::Enable { .. } => {
                 "start at boot, and now (queued, not waited for; an enabled, running unit is left as it is)"
             }
             Command::EnableOffline { .. } => "start at boot; nothing is started now (offline)",
-            Command::Refresh { .. } => "files they use were replaced: running services reload or restart (queued)",
-            Command::ReloadSshd { .. } => "sshd rereads its configuration, if it runs",
+            Command::Refresh { .. } => {
+                "running services reload or restart (queued) to use the installed files (every time: a previous apply may have stopped before it)"
+            }
+            Command::DeleteNetdev { .. } => {
+                "the .netdev or its key was replaced, and systemd-networkd does not update an existing interface: it makes it again on its reload"
+            }
+            Command::ReloadSshd { .. } => "sshd rereads its configuration, if it runs (every time, whether or not it changed)",
         }
     }
 }
@@ -328,12 +349,14 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether anything but the (harmless) enabling would change.
+    /// Whether a directory, a file or `box init` would change. The commands
+    /// do not count: they run on every apply and change nothing when
+    /// everything is already in place, except [`Command::DeleteNetdev`],
+    /// planned only with a replaced file.
     pub fn changes(&self) -> bool {
         !self.mkdirs.is_empty()
             || self.files.iter().any(|f| f.action.changes())
             || matches!(&self.init, InitPlan::Planned(p) if !p.steps.is_empty())
-            || self.commands.iter().any(|c| !matches!(c, Command::Enable { .. } | Command::EnableOffline { .. }))
     }
 
     /// The files whose previous state must be put back when `sshd -t`
@@ -452,13 +475,20 @@ pub fn plan(bundle: &Bundle, opts: &Options, facts: &Facts) -> Plan {
         };
     }
 
-    // Commands.
-    let changed = |prefix: &str| -> Vec<String> {
-        p.files.iter().filter(|f| f.action.changes() && f.path.starts_with(prefix)).map(|f| f.path.clone()).collect()
+    // Commands. On a live, online root every command that makes the
+    // installed files take effect runs, whether or not a file changed in
+    // this run: each is idempotent, and a previous run may have stopped
+    // after installing the files and before running them (a failed `box
+    // init` or command, a power cut); its rerun must not find everything
+    // unchanged and leave the old configuration running.
+    let in_bundle = |prefix: &str| -> Vec<String> {
+        p.files.iter().filter(|f| f.path.starts_with(prefix)).map(|f| f.path.clone()).collect()
     };
-    let sysctl_files = changed(SYSCTL_DIR);
-    let units_changed = !changed(SYSTEMD_DIR).is_empty();
-    let sshd_changed = !changed(SSH_DIR).is_empty();
+    let changed = |prefix: &str| p.files.iter().any(|f| f.action.changes() && f.path.starts_with(prefix));
+    let sysctl_files = in_bundle(SYSCTL_DIR);
+    let has_units = !in_bundle(SYSTEMD_DIR).is_empty();
+    let has_sshd = !in_bundle(SSH_DIR).is_empty();
+    let sshd_changed = changed(SSH_DIR);
     let mut commands = Vec::new();
     if !opts.offline {
         if facts.sysctl {
@@ -466,11 +496,13 @@ pub fn plan(bundle: &Bundle, opts: &Options, facts: &Facts) -> Plan {
         } else if !sysctl_files.is_empty() {
             p.warnings.push("sysctl not found: the sysctl file takes effect at the next boot".to_owned());
         }
-        if units_changed && facts.systemctl {
+        if has_units && facts.systemctl {
             commands.push(Command::DaemonReload);
         }
     }
-    if sshd_changed && opts.live_root() {
+    // Offline, sshd -t still checks what was installed on the live root
+    // (only when its files changed: nothing is reloaded).
+    if opts.live_root() && (if opts.offline { sshd_changed } else { has_sshd }) {
         match facts.sshd {
             Some(_) => commands.push(Command::SshdTest),
             None if bundle.side == Side::Box => p.warnings.push(
@@ -489,18 +521,67 @@ pub fn plan(bundle: &Bundle, opts: &Options, facts: &Facts) -> Plan {
             commands.push(Command::Enable { units: bundle.enable.clone() });
         }
     }
-    let replaced = p.files.iter().any(|f| matches!(f.action, Action::Replace { .. }));
+    // systemd-networkd does not update an existing netdev on reload
+    // (networkctl(1)): a replaced .netdev or key takes effect only once the
+    // interface is deleted, and the reload below makes it again.
+    let interface = bundle.name.interface();
+    let netdev = [super::netdev_path(&interface), super::Backend::Networkd.key_file(&interface)];
+    let netdev_replaced =
+        p.files.iter().any(|f| netdev.contains(&f.path) && matches!(f.action, Action::Replace { .. }));
+    if netdev_replaced && !opts.offline {
+        if facts.networkctl {
+            commands.push(Command::DeleteNetdev { interface });
+        } else {
+            p.warnings.push(format!(
+                "networkctl not found: the replaced {} takes effect once the interface is deleted (`networkctl delete {interface}`, then `networkctl reload`) or at the next boot",
+                netdev[0]
+            ));
+        }
+    }
     let services: Vec<String> = bundle.enable.iter().filter(|u| u.ends_with(".service")).cloned().collect();
-    if replaced && !opts.offline && facts.systemctl && !services.is_empty() {
+    if !opts.offline && facts.systemctl && !services.is_empty() {
         commands.push(Command::Refresh { units: services });
     }
-    if sshd_changed && !opts.offline && facts.systemctl {
+    if has_sshd && !opts.offline && facts.systemctl {
         if let Some(unit) = facts.sshd {
             commands.push(Command::ReloadSshd { unit });
         }
     }
     p.commands = commands;
     p
+}
+
+/// Keys of WireGuard's configuration whose value is a secret.
+const SECRET_KEYS: [&str; 2] = ["PrivateKey", "PresharedKey"];
+
+/// The old text of a file `box apply -v` replaces, as it may be shown:
+/// `None` for a file that may hold a private key (anything under
+/// wireguard-tools' directory, a `.netdev`, a `.key`: a hand-written one
+/// may hold `PrivateKey = ...`), otherwise the text with the value of any
+/// `PrivateKey` or `PresharedKey` line hidden ([`redact`]). The bundle's
+/// own files hold no key; what they replace may.
+pub fn old_text_shown(path: &str, old: &[u8]) -> Option<String> {
+    let private =
+        path.starts_with(&format!("{}/", super::WG_DIR)) || path.ends_with(".netdev") || path.ends_with(".key");
+    (!private).then(|| redact(&String::from_utf8_lossy(old)))
+}
+
+/// `text` with the value of each `PrivateKey`/`PresharedKey` line (any
+/// case, as wg-quick and networkd read them) replaced by `(hidden)`.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let key = line.split('=').next().unwrap_or("").trim();
+        if line.contains('=') && SECRET_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+            out.push_str(&format!("{key} = (hidden)"));
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// The lines `new` removes from `old` (`- `) and adds (`+ `), in order,
@@ -557,6 +638,7 @@ mod tests {
             can_chown: true,
             systemctl: true,
             sysctl: true,
+            networkctl: true,
             sshd: Some(SshdUnit::Ssh),
             init: b.init.as_ref().map(|_| init_done()),
         }
@@ -640,12 +722,26 @@ mod tests {
                 "systemctl daemon-reload".to_owned(),
                 "sshd -t".to_owned(),
                 format!("systemctl enable --now --no-block -- {}", b.enable.join(" ")),
+                "systemctl try-reload-or-restart --no-block -- zoffsite-firewall.service wg-quick@zo-friend.service"
+                    .to_owned(),
                 "systemctl try-reload-or-restart ssh.service".to_owned(),
             ]
         );
         let InitPlan::Planned(ip) = &p.init else { panic!("{:?}", p.init) };
         assert!(matches!(ip.steps[..], [boxinit::Step::WriteAuthorizedKeys { .. }]), "{:?}", ip.steps);
         assert!(p.changes());
+    }
+
+    /// Every command that makes the box's installed files take effect.
+    fn every_box_command(b: &Bundle) -> Vec<Command> {
+        vec![
+            Command::Sysctl { file: sshd::SYSCTL_PATH.into() },
+            Command::DaemonReload,
+            Command::SshdTest,
+            Command::Enable { units: b.enable.clone() },
+            Command::Refresh { units: vec!["zoffsite-firewall.service".into(), "wg-quick@zo-friend.service".into()] },
+            Command::ReloadSshd { unit: SshdUnit::Ssh },
+        ]
     }
 
     #[test]
@@ -657,13 +753,36 @@ mod tests {
         let p = plan(&b, &Options::new("/", false), &f);
         assert!(p.problems.is_empty() && p.mkdirs.is_empty(), "{p:?}");
         assert!(p.files.iter().all(|f| f.action == Action::Unchanged), "{:?}", p.files);
-        // Only the harmless enable is left.
-        assert_eq!(p.commands, [Command::Enable { units: b.enable.clone() }]);
+        assert!(matches!(&p.init, InitPlan::Planned(ip) if ip.steps.is_empty()), "{:?}", p.init);
+        // The files are all unchanged; the (idempotent) commands still run,
+        // and each says why.
+        assert_eq!(p.commands, every_box_command(&b));
+        for c in p.commands.iter().filter(|c| matches!(c, Command::Sysctl { .. } | Command::Refresh { .. })) {
+            assert!(c.why().contains("every time"), "{c}: {}", c.why());
+        }
         assert!(!p.changes());
     }
 
     #[test]
-    fn a_changed_file_is_replaced_and_only_its_commands_run() {
+    fn files_installed_by_a_run_that_stopped_before_its_commands_are_still_made_to_take_effect() {
+        // The first run installed every file, then `box init` failed (or the
+        // power went): nothing was reloaded, restarted or initialized.
+        let b = box_bundle();
+        let mut f = facts(&b);
+        f.init.as_mut().unwrap().authorized_keys = None;
+        let first = plan(&b, &Options::new("/", false), &f);
+        let init = f.init.clone();
+        installed(&b, &mut f, &first);
+        f.init = init;
+        let p = plan(&b, &Options::new("/", false), &f);
+        assert!(p.files.iter().all(|f| f.action == Action::Unchanged), "{:?}", p.files);
+        let InitPlan::Planned(ip) = &p.init else { panic!("{:?}", p.init) };
+        assert!(!ip.steps.is_empty(), "box init is done again");
+        assert_eq!(p.commands, every_box_command(&b), "the reloads run though no file changed in this run");
+    }
+
+    #[test]
+    fn a_changed_file_is_replaced_and_a_secret_closed_again() {
         let b = box_bundle();
         let mut f = facts(&b);
         let first = plan(&b, &Options::new("/", false), &f);
@@ -687,19 +806,9 @@ mod tests {
             ["mode 0644 -> 0600", "owner 1000:0 -> 0:0"],
             "a secret readable by others is closed again"
         );
+        assert_eq!(p.commands, every_box_command(&b));
         assert_eq!(
-            p.commands,
-            [
-                Command::SshdTest,
-                Command::Enable { units: b.enable.clone() },
-                Command::Refresh {
-                    units: vec!["zoffsite-firewall.service".into(), "wg-quick@zo-friend.service".into()]
-                },
-                Command::ReloadSshd { unit: SshdUnit::Ssh }
-            ]
-        );
-        assert_eq!(
-            p.commands[2].argv(),
+            p.commands[4].argv(),
             [
                 "systemctl",
                 "try-reload-or-restart",
@@ -743,7 +852,61 @@ mod tests {
         let p = plan(&b, &Options::new("/", false), &f);
         assert_eq!(p.init, InitPlan::None);
         assert!(p.warnings.is_empty() && p.problems.is_empty(), "{p:?}");
-        assert_eq!(p.commands, [Command::DaemonReload, Command::Enable { units: b.enable.clone() }]);
+        assert_eq!(
+            p.commands,
+            [
+                Command::DaemonReload,
+                Command::Enable { units: b.enable.clone() },
+                Command::Refresh {
+                    units: vec!["zoffsite-firewall-friend.service".into(), "wg-quick@zo-friend.service".into()]
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_replaced_netdev_or_key_deletes_the_interface_before_networkd_reloads() {
+        let mut i = example();
+        i.box_backend = Backend::Networkd;
+        let b = for_box(&i, &BoxSecrets { wg: Secret::new("k\n"), host_key: Secret::new("h\n") });
+        let mut f = facts(&b);
+        f.groups.insert("systemd-network".into(), Some(101));
+        let first = plan(&b, &Options::new("/", false), &f);
+        assert!(!first.commands.iter().any(|c| matches!(c, Command::DeleteNetdev { .. })), "a new netdev is made");
+        installed(&b, &mut f, &first);
+        let again = plan(&b, &Options::new("/", false), &f);
+        assert!(!again.commands.iter().any(|c| matches!(c, Command::DeleteNetdev { .. })), "{:?}", again.commands);
+        for path in [super::super::netdev_path("zo-friend"), Backend::Networkd.key_file("zo-friend")] {
+            let mut f = f.clone();
+            f.files
+                .insert(path.clone(), Current::File { bytes: Some(b"old\n".to_vec()), mode: 0o640, uid: 0, gid: 101 });
+            let p = plan(&b, &Options::new("/", false), &f);
+            let del = p.commands.iter().position(|c| *c == Command::DeleteNetdev { interface: "zo-friend".into() });
+            let refresh = p.commands.iter().position(
+                |c| matches!(c, Command::Refresh { units } if units.contains(&"systemd-networkd.service".to_owned())),
+            );
+            assert!(del.is_some() && del < refresh, "{path}: {:?}", p.commands);
+            assert_eq!(p.commands[del.unwrap()].argv(), ["networkctl", "delete", "zo-friend"]);
+            f.networkctl = false;
+            let p = plan(&b, &Options::new("/", false), &f);
+            assert!(p.warnings.iter().any(|w| w.contains("networkctl delete zo-friend")), "{:?}", p.warnings);
+            assert!(plan(&b, &Options::new("/tmp/image", false), &f)
+                .commands
+                .iter()
+                .all(|c| !matches!(c, Command::DeleteNetdev { .. })));
+        }
+    }
+
+    #[test]
+    fn verbose_never_shows_an_old_private_key() {
+        let conf = b"[Interface]\nPrivateKey = c2VjcmV0\nAddress = 10.77.0.2/24\n";
+        assert_eq!(old_text_shown("/etc/wireguard/zo-friend.conf", conf), None);
+        assert_eq!(old_text_shown("/etc/systemd/network/zo-friend.netdev", b"x"), None);
+        assert_eq!(old_text_shown("/etc/systemd/network/zo-friend.key", b"x"), None);
+        let shown = old_text_shown("/etc/systemd/system/x.service", b"a\n privatekey=c2VjcmV0\nPresharedKey = cHNr\nb")
+            .unwrap();
+        assert_eq!(shown, "a\nprivatekey = (hidden)\nPresharedKey = (hidden)\nb");
+        assert_eq!(old_text_shown("/etc/ssh/sshd_config.d/zoffsite.conf", b"Port 22\n").unwrap(), "Port 22\n");
     }
 
     #[test]

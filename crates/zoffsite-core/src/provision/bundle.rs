@@ -48,6 +48,16 @@
 //!   [`MAX_BYTES`]. A bundle comes from the owner's own source, but it
 //!   travels on sticks and networks and is applied by root: a damaged or
 //!   tampered one is refused whole, before anything is installed.
+//! - **Only what `box new` makes, for this box's name.** A path outside
+//!   [`super::allowed_paths`] (the renderers' own paths for either side
+//!   and backend: `/etc/sudoers.d/x` or `/usr/local/bin/zoffsite` are
+//!   refused), a private key anywhere but a key file, a group other than
+//!   systemd-network on networkd's key, an execute bit, a unit to enable
+//!   other than the ones [`for_box`] or [`for_source`] enable, and a sysctl
+//!   file setting anything but [`super::sshd::NONLOCAL_BIND`] are refused.
+//!   What remains (the units' and the rule sets' text) can still do
+//!   anything root can: the bundle must be kept from others, and `box new`
+//!   and `box apply` print its SHA-256 so the owner can compare them.
 //! - **Secrets only in `[[secret]]`.** A [`Secret`] is neither `Display`
 //!   nor `Debug`-printed, so it cannot reach a log, `-n` output or an error
 //!   message; `box apply -n` names the secret files, never their text.
@@ -329,6 +339,30 @@ fn is_unit(s: &str) -> bool {
         && [".service", ".timer", ".socket", ".path"].iter().any(|suf| s.len() > suf.len() && s.ends_with(suf))
 }
 
+/// The units a bundle for box `name` may enable, for either side and
+/// either backend (what [`for_box`] and [`for_source`] enable).
+fn allowed_units(name: &BoxName) -> Vec<String> {
+    let interface = name.interface();
+    let mut u = vec![
+        units::firewall_unit_name(None),
+        units::firewall_unit_name(Some(name)),
+        wg_unit(Backend::WgQuick, &interface),
+        wg_unit(Backend::Networkd, &interface),
+    ];
+    u.extend(units::ALL.iter().map(|s| (*s).to_owned()));
+    u
+}
+
+fn not_allowed(path: &str, name: &BoxName, what: &str, allowed: &[String]) -> BundleError {
+    invalid(format!("{path} is not a {what} a bundle for box {name} installs: only {}", allowed.join(", ")))
+}
+
+/// The sysctl file sets [`super::sshd::NONLOCAL_BIND`] and nothing else
+/// (comments and blank lines aside, as `sysctl` reads them).
+fn sysctl_ok(text: &str) -> bool {
+    text.lines().map(str::trim).all(|l| l.is_empty() || l.starts_with(['#', ';']) || l == super::sshd::NONLOCAL_BIND)
+}
+
 /// The bundle's text. Not secret-free: it is written 0600.
 pub fn render(b: &Bundle) -> String {
     let raw = RawBundle {
@@ -369,13 +403,25 @@ pub fn render(b: &Bundle) -> String {
     )
 }
 
+/// The SHA-256 of a bundle's bytes, lowercase hex (as `sha256sum` prints
+/// it): `box new` prints it for each bundle it writes and `box apply` for
+/// the one it read, so the owner can see that what arrived is what was
+/// made.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Reads a bundle, refusing anything [`render`] would not have written
 /// (see the module docs).
 pub fn parse(text: &str) -> Result<Bundle, BundleError> {
     if text.len() > MAX_BYTES {
         return Err(BundleError::TooLarge);
     }
-    let raw: RawBundle = toml::from_str(text).map_err(|e| BundleError::Syntax(e.message().to_owned()))?;
+    // toml's message quotes the input (an unknown key or variant): escaped
+    // and bounded, as everything a bundle says.
+    let raw: RawBundle =
+        toml::from_str(text).map_err(|e| BundleError::Syntax(crate::protocol::sanitize(e.message(), 300)))?;
     if raw.format != FORMAT {
         return Err(BundleError::Syntax(format!(
             "format is {:?}, not {FORMAT:?}",
@@ -386,6 +432,11 @@ pub fn parse(text: &str) -> Result<Bundle, BundleError> {
         return Err(BundleError::Version(raw.version));
     }
     let name = BoxName::new(&raw.name).map_err(|e| invalid(format!("name: {e}")))?;
+    // What a bundle for this box may install and enable: exactly what the
+    // renderers make for it (see the module docs). Whoever carries the
+    // bundle must not get root by adding a file.
+    let (secret_paths, file_paths) = super::allowed_paths(&name);
+    let allowed_units = allowed_units(&name);
     let mut seen = BTreeSet::new();
     // A unit's drop-in directory has an `@` (`wg-quick@zo-friend.service.d`),
     // which AbsPath does not allow; the check is otherwise AbsPath's.
@@ -399,25 +450,46 @@ pub fn parse(text: &str) -> Result<Bundle, BundleError> {
     let mut files = Vec::with_capacity(raw.files.len());
     for f in &raw.files {
         let p = path(&f.path, "file")?;
-        let mode = parse_mode(&f.mode).filter(|m| m & 0o7022 == 0).ok_or_else(|| {
+        if !file_paths.contains(&p) {
+            return Err(not_allowed(&p, &name, "file", &file_paths));
+        }
+        let mode = parse_mode(&f.mode).filter(|m| m & 0o7133 == 0).ok_or_else(|| {
             invalid(format!(
-                "{p}: mode {:?} must be four octal digits that let only root write (such as 0644)",
+                "{p}: mode {:?} must be four octal digits, with no execute bit, that let only root write (such as 0644)",
                 crate::protocol::sanitize(&f.mode, 16)
             ))
         })?;
         if f.group.is_some() {
             return Err(invalid(format!("{p}: only a secret has a group")));
         }
+        if p == super::sshd::SYSCTL_PATH && !sysctl_ok(&f.text) {
+            return Err(invalid(format!(
+                "{p}: a bundle's sysctl file sets `{}` only (and comments)",
+                super::sshd::NONLOCAL_BIND
+            )));
+        }
         files.push(File { path: p, mode, text: f.text.clone() });
     }
     let mut secrets = Vec::with_capacity(raw.secrets.len());
     for s in &raw.secrets {
-        let p = AbsPath::new(&path(&s.path, "secret")?).map_err(|e| invalid(format!("secret path: {e}")))?;
-        let group = s
-            .group
-            .as_deref()
-            .map(|g| UserName::new(g).map_err(|e| invalid(format!("{p}: group: {e}"))))
-            .transpose()?;
+        let p = path(&s.path, "secret")?;
+        if !secret_paths.contains(&p) {
+            return Err(not_allowed(&p, &name, "private key", &secret_paths));
+        }
+        let p = AbsPath::new(&p).map_err(|e| invalid(format!("secret path: {e}")))?;
+        let networkd_key = Backend::Networkd.key_file(&name.interface());
+        let group = match s.group.as_deref() {
+            None => None,
+            Some(NETWORKD_GROUP) if p.as_str() == networkd_key => {
+                Some(UserName::new(NETWORKD_GROUP).unwrap_or_else(|e| unreachable!("a constant group: {e}")))
+            }
+            Some(g) => {
+                return Err(invalid(format!(
+                    "{p}: group {:?}: only {networkd_key} is given to a group, {NETWORKD_GROUP}",
+                    crate::protocol::sanitize(g, 40)
+                )))
+            }
+        };
         let allowed = if group.is_some() { 0o640 } else { 0o600 };
         let mode = parse_mode(&s.mode).filter(|m| m & !allowed == 0 && m & 0o600 == 0o600).ok_or_else(|| {
             invalid(format!(
@@ -431,6 +503,12 @@ pub fn parse(text: &str) -> Result<Bundle, BundleError> {
     for u in &raw.enable {
         if !is_unit(u) {
             return Err(invalid(format!("enable: {:?} is not a systemd unit name", crate::protocol::sanitize(u, 80))));
+        }
+        if !allowed_units.contains(u) {
+            return Err(invalid(format!(
+                "enable: {u} is not a unit a bundle for box {name} enables: only {}",
+                allowed_units.join(", ")
+            )));
         }
         if !units.insert(u.as_str()) {
             return Err(invalid(format!("enable: {u} is listed twice")));
@@ -566,9 +644,77 @@ mod tests {
             let err = parse(&text).expect_err(want).to_string();
             assert!(err.contains(want), "wanted {want:?} in {err:?}");
         }
+        let err = parse(&tampered("side = \"box\"", &format!("side = \"b\\r{}\"", "x".repeat(10_000))))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 400 && !err.contains('\r'), "escaped and bounded: {err}");
         let mut big = render(&for_box(&inputs(), &secrets().0));
         big.push_str(&"#".repeat(MAX_BYTES));
         assert!(matches!(parse(&big), Err(BundleError::TooLarge)));
+    }
+
+    #[test]
+    fn both_backends_and_both_sides_parse() {
+        let (b, s) = secrets();
+        for backend in [Backend::WgQuick, Backend::Networkd] {
+            let mut i = inputs();
+            i.box_backend = backend;
+            i.source_backend = backend;
+            for bundle in [for_box(&i, &b), for_source(&i, &s)] {
+                assert_eq!(parse(&render(&bundle)).unwrap(), bundle, "{backend:?} {}", bundle.side);
+            }
+        }
+    }
+
+    #[test]
+    fn a_bundle_installs_and_enables_only_what_box_new_makes() {
+        let networkd = || {
+            let mut i = inputs();
+            i.box_backend = Backend::Networkd;
+            render(&for_box(&i, &secrets().0))
+        };
+        let dropin = "path = \"/etc/ssh/sshd_config.d/zoffsite.conf\"";
+        let cases: Vec<(String, &str)> = vec![
+            (tampered(dropin, "path = \"/etc/sudoers.d/x\""), "is not a file a bundle for box friend installs: only"),
+            (tampered(dropin, "path = \"/usr/local/bin/zoffsite\""), "/etc/ssh/sshd_config.d/zoffsite.conf"),
+            (tampered(dropin, "path = \"/etc/wireguard/zo-other.conf\""), "not a file"),
+            (
+                tampered(dropin, "path = \"/etc/ssh/ssh_host_zoffsite_ed25519_key\""),
+                "ssh_host_zoffsite_ed25519_key is not a file",
+            ),
+            (
+                tampered("path = \"/etc/ssh/ssh_host_zoffsite_ed25519_key\"", "path = \"/root/.ssh/authorized_keys\""),
+                "is not a private key a bundle for box friend installs: only /etc/wireguard/zo-friend.key",
+            ),
+            (tampered("mode = \"0644\"", "mode = \"0755\""), "no execute bit"),
+            (tampered("mode = \"0644\"", "mode = \"0744\""), "no execute bit"),
+            (tampered("\"zoffsite-box-check.timer\"", "\"debug-shell.service\""), "only zoffsite-firewall.service"),
+            (tampered("\"zoffsite-box-check.timer\"", "\"wg-quick@zo-other.service\""), "not a unit"),
+            (
+                tampered("net.ipv4.ip_nonlocal_bind = 1", "kernel.core_pattern = |/tmp/x"),
+                "sets `net.ipv4.ip_nonlocal_bind = 1` only",
+            ),
+            (
+                tampered("net.ipv4.ip_nonlocal_bind = 1", "net.ipv4.ip_nonlocal_bind = 1\nnet.ipv4.ip_forward = 1"),
+                "sysctl file",
+            ),
+            (
+                networkd().replacen("group = \"systemd-network\"", "group = \"zoffsite\"", 1),
+                "only /etc/systemd/network/zo-friend.key is given to a group",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).expect_err(want).to_string();
+            assert!(err.contains(want), "wanted {want:?} in {err:?}");
+        }
+        // Comments and blank lines in the sysctl file are fine.
+        let ok = tampered("net.ipv4.ip_nonlocal_bind = 1", "\n; a comment\n  net.ipv4.ip_nonlocal_bind = 1");
+        parse(&ok).unwrap();
+    }
+
+    #[test]
+    fn sha256_is_sha256sums_hex() {
+        assert_eq!(sha256(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     proptest::proptest! {

@@ -100,7 +100,7 @@ impl Backend {
     /// its key lives beside its files (0640 root:systemd-network).
     pub fn key_file(self, interface: &str) -> String {
         match self {
-            Backend::WgQuick => format!("/etc/wireguard/{interface}.key"),
+            Backend::WgQuick => format!("{WG_DIR}/{interface}.key"),
             Backend::Networkd => format!("/etc/systemd/network/{interface}.key"),
         }
     }
@@ -203,8 +203,66 @@ pub struct File {
     pub text: String,
 }
 
-const UNIT_DIR: &str = "/etc/systemd/system";
-const NETWORK_DIR: &str = "/etc/systemd/network";
+/// wireguard-tools' directory (0700: it holds wg-quick's keys).
+pub const WG_DIR: &str = "/etc/wireguard";
+/// Where the generated units (and wg-quick's drop-in) go.
+pub const UNIT_DIR: &str = "/etc/systemd/system";
+/// Where systemd-networkd's `.netdev` and `.network` go.
+pub const NETWORK_DIR: &str = "/etc/systemd/network";
+
+/// wg-quick's configuration of `interface`.
+pub fn wg_quick_path(interface: &str) -> String {
+    format!("{WG_DIR}/{interface}.conf")
+}
+
+/// systemd-networkd's `.netdev` of `interface` (the WireGuard device,
+/// its key file and peer).
+pub fn netdev_path(interface: &str) -> String {
+    format!("{NETWORK_DIR}/{interface}.netdev")
+}
+
+/// systemd-networkd's `.network` of `interface` (its address).
+pub fn network_path(interface: &str) -> String {
+    format!("{NETWORK_DIR}/{interface}.network")
+}
+
+/// The drop-in zoffsite adds to `wg-quick@interface.service`.
+pub fn wg_quick_dropin_path(interface: &str) -> String {
+    format!("{UNIT_DIR}/wg-quick@{interface}.service.d/zoffsite.conf")
+}
+
+/// Where a generated unit goes.
+pub fn unit_path(unit: &str) -> String {
+    format!("{UNIT_DIR}/{unit}")
+}
+
+/// Every path a bundle for box `name` may install, for either side and
+/// either backend: exactly what [`source_files`], [`box_files`] and the
+/// bundles' key files can name, and nothing else (`box apply` runs as
+/// root; see [`bundle::parse`]). Secrets (private keys) first.
+pub fn allowed_paths(name: &BoxName) -> (Vec<String>, Vec<String>) {
+    let interface = name.interface();
+    let secrets = vec![
+        Backend::WgQuick.key_file(&interface),
+        Backend::Networkd.key_file(&interface),
+        DEFAULT_HOST_KEY_FILE.to_owned(),
+    ];
+    let mut files = vec![
+        wg_quick_path(&interface),
+        netdev_path(&interface),
+        network_path(&interface),
+        wg_quick_dropin_path(&interface),
+        nft::BOX_PATH.to_owned(),
+        nft::source_path(name),
+        sshd::DROPIN_PATH.to_owned(),
+        sshd::SYSCTL_PATH.to_owned(),
+        crate::boxside::DEFAULT_PATH.to_owned(),
+        unit_path(&units::firewall_unit_name(None)),
+        unit_path(&units::firewall_unit_name(Some(name))),
+    ];
+    files.extend(units::ALL.iter().map(|u| unit_path(u)));
+    (secrets, files)
+}
 
 fn file(path: String, mode: u32, text: String) -> File {
     File { path, mode, text }
@@ -214,11 +272,10 @@ fn wireguard_files(backend: Backend, interface: &str, conf: String, pair: (Strin
     match backend {
         // wg-quick warns about a configuration others can read, though
         // this one holds no secret.
-        Backend::WgQuick => vec![file(format!("/etc/wireguard/{interface}.conf"), 0o600, conf)],
-        Backend::Networkd => vec![
-            file(format!("{NETWORK_DIR}/{interface}.netdev"), 0o644, pair.0),
-            file(format!("{NETWORK_DIR}/{interface}.network"), 0o644, pair.1),
-        ],
+        Backend::WgQuick => vec![file(wg_quick_path(interface), 0o600, conf)],
+        Backend::Networkd => {
+            vec![file(netdev_path(interface), 0o644, pair.0), file(network_path(interface), 0o644, pair.1)]
+        }
     }
 }
 
@@ -232,17 +289,13 @@ pub fn source_files(i: &Inputs) -> Vec<File> {
         (wireguard::source_netdev(i), wireguard::source_network(i)),
     );
     if i.source_backend == Backend::WgQuick {
-        files.push(file(
-            format!("{UNIT_DIR}/wg-quick@{interface}.service.d/zoffsite.conf"),
-            0o644,
-            wireguard::source_wg_quick_dropin(),
-        ));
+        files.push(file(wg_quick_dropin_path(&interface), 0o644, wireguard::source_wg_quick_dropin()));
     }
     let nft_path = nft::source_path(&i.name);
     let firewall_unit = units::firewall_unit_name(Some(&i.name));
     files.push(file(nft_path.clone(), 0o644, nft::source_table(i)));
     files.push(file(
-        format!("{UNIT_DIR}/{firewall_unit}"),
+        unit_path(&firewall_unit),
         0o644,
         units::firewall_service(&nft_path, &i.name.nft_table(), &format!("the tunnel to box {}", i.name)),
     ));
@@ -252,7 +305,7 @@ pub fn source_files(i: &Inputs) -> Vec<File> {
         (units::DRILL, units::drill_service(i)),
         (units::DRILL_TIMER, units::drill_timer()),
     ] {
-        files.push(file(format!("{UNIT_DIR}/{name}"), 0o644, text));
+        files.push(file(unit_path(name), 0o644, text));
     }
     files
 }
@@ -267,15 +320,11 @@ pub fn box_files(i: &Inputs) -> Vec<File> {
         (wireguard::box_netdev(i), wireguard::box_network(i)),
     );
     if i.box_backend == Backend::WgQuick {
-        files.push(file(
-            format!("{UNIT_DIR}/wg-quick@{interface}.service.d/zoffsite.conf"),
-            0o644,
-            wireguard::box_wg_quick_dropin(),
-        ));
+        files.push(file(wg_quick_dropin_path(&interface), 0o644, wireguard::box_wg_quick_dropin()));
     }
     files.push(file(nft::BOX_PATH.to_owned(), 0o644, nft::box_ruleset(i)));
     files.push(file(
-        format!("{UNIT_DIR}/{}", units::firewall_unit_name(None)),
+        unit_path(&units::firewall_unit_name(None)),
         0o644,
         units::firewall_service(nft::BOX_PATH, nft::BOX_TABLE, "the box"),
     ));
@@ -292,7 +341,7 @@ pub fn box_files(i: &Inputs) -> Vec<File> {
         (units::BOX_DOCTOR, units::box_doctor_service(i)),
         (units::BOX_DOCTOR_TIMER, units::box_doctor_timer()),
     ] {
-        files.push(file(format!("{UNIT_DIR}/{name}"), 0o644, text));
+        files.push(file(unit_path(name), 0o644, text));
     }
     files
 }

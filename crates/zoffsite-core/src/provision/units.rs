@@ -37,6 +37,21 @@ pub const KEEPALIVE: &str = "zoffsite-box-keepalive.service";
 pub const KEEPALIVE_TIMER: &str = "zoffsite-box-keepalive.timer";
 pub const BOX_DOCTOR: &str = "zoffsite-box-doctor.service";
 pub const BOX_DOCTOR_TIMER: &str = "zoffsite-box-doctor.timer";
+/// Every unit above (the firewall's have their own [`firewall_unit_name`]).
+pub const ALL: [&str; 12] = [
+    BACKUP,
+    BACKUP_TIMER,
+    DRILL,
+    DRILL_TIMER,
+    BOX_PRUNE,
+    BOX_PRUNE_TIMER,
+    BOX_CHECK,
+    BOX_CHECK_TIMER,
+    KEEPALIVE,
+    KEEPALIVE_TIMER,
+    BOX_DOCTOR,
+    BOX_DOCTOR_TIMER,
+];
 
 /// The unit loading a firewall file: one per box on the source, one on
 /// the box (`None`).

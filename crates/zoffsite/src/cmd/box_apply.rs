@@ -4,8 +4,11 @@
 //! ([`zoffsite_core::provision::apply::plan`] over the facts
 //! [`zoffsite_exec::boxapply::gather`] finds), show (every directory, file
 //! and command; a secret by its path only; with `-v` the text of a new
-//! public file or the diff of a replaced one), execute. Nothing is changed
-//! while the plan has a problem, or with `-n`.
+//! public file or the diff of a replaced one, never the old text of a file
+//! that may hold a private key: [`apply::old_text_shown`]), execute. The
+//! bundle's SHA-256 is printed first (and is `sha256` in `--json`), to
+//! compare with the one `box new` printed. Nothing is changed while the plan
+//! has a problem, or with `-n`.
 
 use std::path::{Path, PathBuf};
 
@@ -29,7 +32,7 @@ pub(crate) fn run(args: &BoxApplyArgs, verbose: bool) -> Exit {
             return ui.bail();
         }
     };
-    if args.root.is_none() && !system::is_root() {
+    if must_be_root(&opts) && !system::is_root() {
         ui.err(
             Exit::Usage,
             "box apply: run it as root (it installs files under /etc, enables units and runs what `box init` does); \
@@ -37,8 +40,8 @@ pub(crate) fn run(args: &BoxApplyArgs, verbose: bool) -> Exit {
         );
         return ui.bail();
     }
-    let bundle = match boxapply::read_bundle(&args.bundle) {
-        Ok(b) => b,
+    let (bundle, sha256) = match boxapply::read_bundle(&args.bundle) {
+        Ok(r) => (r.bundle, r.sha256),
         Err(e) => {
             ui.err(Exit::Usage, format_args!("box apply: {e}"));
             return ui.bail();
@@ -57,7 +60,7 @@ pub(crate) fn run(args: &BoxApplyArgs, verbose: bool) -> Exit {
     plan.warnings.extend(boxapply::init_warnings(&bundle, &facts));
     // Show.
     if !args.json {
-        show(&bundle, &opts, &plan, &facts, verbose);
+        show(&bundle, &sha256, &opts, &plan, &facts, verbose);
     }
     for w in &plan.warnings {
         ui.warning(w);
@@ -86,9 +89,15 @@ pub(crate) fn run(args: &BoxApplyArgs, verbose: bool) -> Exit {
         }
     }
     if args.json {
-        print_json(args, &bundle, &opts, &plan, applied, &ui);
+        print_json(args, &bundle, &sha256, &opts, &plan, applied, &ui);
     }
     ui.exit()
+}
+
+/// Whether this installs into the machine itself (`/`, however it was
+/// given: `--root /` too), which only root may.
+fn must_be_root(opts: &Options) -> bool {
+    opts.live_root()
 }
 
 fn options(args: &BoxApplyArgs) -> Result<Options, String> {
@@ -104,9 +113,10 @@ fn mode(m: u32) -> String {
     format!("{m:04o}")
 }
 
-fn show(bundle: &Bundle, opts: &Options, plan: &Plan, facts: &Facts, verbose: bool) {
+fn show(bundle: &Bundle, sha256: &str, opts: &Options, plan: &Plan, facts: &Facts, verbose: bool) {
     let how = if opts.offline { "offline: nothing started or reloaded" } else { "live" };
     println!("zoffsite box apply: the {} bundle of box {}, under {} ({how})", bundle.side, bundle.name, opts.root);
+    println!("  bundle SHA-256: {sha256} (compare it with the one `zoffsite box new` printed)");
     for d in &plan.mkdirs {
         println!("  create     {}/ (directory, {})", d.path, mode(d.mode));
     }
@@ -117,14 +127,7 @@ fn show(bundle: &Bundle, opts: &Options, plan: &Plan, facts: &Facts, verbose: bo
         println!("  {:<10} {} ({}{secret}){details}", f.action.word(), f.path, mode(f.mode));
         if verbose && !f.secret && f.action.changes() {
             let new = bundle.files.iter().find(|x| x.path == f.path).map_or("", |x| x.text.as_str());
-            let old = match facts.files.get(&f.path) {
-                Some(Current::File { bytes: Some(b), .. }) => Some(String::from_utf8_lossy(b).into_owned()),
-                _ => None,
-            };
-            let lines = match old {
-                Some(old) => apply::diff(&old, new),
-                None => new.lines().map(|l| format!("+ {l}")).collect(),
-            };
+            let lines = verbose_lines(&f.path, facts.files.get(&f.path), new);
             for l in lines {
                 println!("      {l}");
             }
@@ -155,17 +158,37 @@ fn show(bundle: &Bundle, opts: &Options, plan: &Plan, facts: &Facts, verbose: bo
     }
 }
 
+/// What `-v` shows of a file being installed: the diff from the old text,
+/// or, when the old text may hold a private key
+/// ([`apply::old_text_shown`]), the new text after a note.
+fn verbose_lines(path: &str, current: Option<&Current>, new: &str) -> Vec<String> {
+    let all_new = || new.lines().map(|l| format!("+ {l}")).collect::<Vec<_>>();
+    match current {
+        Some(Current::File { bytes: Some(b), .. }) => match apply::old_text_shown(path, b) {
+            Some(old) => apply::diff(&old, new),
+            None => {
+                let mut v = vec!["(the old text is not shown: it may hold a private key)".to_owned()];
+                v.extend(all_new());
+                v
+            }
+        },
+        _ => all_new(),
+    }
+}
+
 fn summary(bundle: &Bundle, plan: &Plan) -> String {
     let count = |w: &str| plan.files.iter().filter(|f| f.action.word() == w).count();
     let (c, r, u) = (count("create"), count("replace"), count("unchanged"));
     if plan.changes() {
         format!("applied the {} bundle of box {}: {c} created, {r} replaced, {u} unchanged", bundle.side, bundle.name)
     } else {
-        format!("nothing to change: all {u} files were already installed (units enabled again, which changes nothing)")
+        format!(
+            "nothing to change: all {u} files were already installed (the commands that make them take effect ran again, which changes nothing)"
+        )
     }
 }
 
-fn print_json(args: &BoxApplyArgs, bundle: &Bundle, opts: &Options, plan: &Plan, applied: bool, ui: &Ui) {
+fn print_json(args: &BoxApplyArgs, bundle: &Bundle, sha256: &str, opts: &Options, plan: &Plan, applied: bool, ui: &Ui) {
     let init = match &plan.init {
         InitPlan::None => json!(null),
         InitPlan::Deferred => json!({"state": "deferred", "steps": [], "ok": [], "warnings": []}),
@@ -178,6 +201,7 @@ fn print_json(args: &BoxApplyArgs, bundle: &Bundle, opts: &Options, plan: &Plan,
     };
     let doc = json!({
         "bundle": path_text(&args.bundle),
+        "sha256": sha256,
         "side": bundle.side,
         "name": bundle.name.as_str(),
         "root": opts.root,
@@ -206,4 +230,42 @@ fn print_json(args: &BoxApplyArgs, bundle: &Bundle, opts: &Options, plan: &Plan,
 
 fn path_text(p: &Path) -> String {
     p.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(root: Option<&str>) -> BoxApplyArgs {
+        BoxApplyArgs {
+            bundle: PathBuf::from("box.bundle"),
+            root: root.map(PathBuf::from),
+            offline: false,
+            dry_run: true,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn root_slash_must_be_root_like_no_root() {
+        assert!(must_be_root(&options(&args(None)).unwrap()));
+        assert!(must_be_root(&options(&args(Some("/"))).unwrap()), "--root / is the machine itself");
+        assert!(must_be_root(&options(&args(Some("/etc/.."))).unwrap()));
+        let d = tempfile::tempdir().unwrap();
+        assert!(!must_be_root(&options(&args(Some(d.path().to_str().unwrap()))).unwrap()));
+    }
+
+    #[test]
+    fn verbose_shows_no_old_private_key() {
+        let old = |text: &str| Current::File { bytes: Some(text.as_bytes().to_vec()), mode: 0o600, uid: 0, gid: 0 };
+        let conf = old("[Interface]\nPrivateKey = c2VjcmV0a2V5\n");
+        let shown = verbose_lines("/etc/wireguard/zo-friend.conf", Some(&conf), "[Interface]\nPostUp = x\n").join("\n");
+        assert!(!shown.contains("c2VjcmV0a2V5") && shown.contains("+ PostUp = x"), "{shown}");
+        let shown = verbose_lines("/etc/systemd/network/zo-friend.netdev", Some(&conf), "[NetDev]\n").join("\n");
+        assert!(!shown.contains("c2VjcmV0a2V5"), "{shown}");
+        let shown = verbose_lines("/etc/zoffsite/box.nft", Some(&conf), "table\n").join("\n");
+        assert!(!shown.contains("c2VjcmV0a2V5") && shown.contains("- PrivateKey = (hidden)"), "{shown}");
+        let shown = verbose_lines("/etc/zoffsite/box.nft", Some(&old("a\n")), "b\n");
+        assert_eq!(shown, ["- a", "+ b"]);
+    }
 }

@@ -67,6 +67,13 @@ pub(crate) fn run(args: &BoxNewArgs) -> Exit {
         }
     };
     ui.say(format_args!("box {} is made; next:", plan.inputs.name));
+    ui.say(format_args!(
+        "  (SHA-256 of {src}: {}, of {boxf}: {}; `zoffsite box apply` prints the SHA-256 of the bundle it read: compare them)",
+        made.source_sha256,
+        made.box_sha256,
+        src = zoffsite_core::provision::bundle::SOURCE_FILE,
+        boxf = zoffsite_core::provision::bundle::BOX_FILE,
+    ));
     say_next_steps(&plan, &ui);
     report(&plan, Some(&made), false, &ui)
 }
@@ -208,9 +215,10 @@ fn next_steps(plan: &Plan) -> Vec<String> {
     ]
 }
 
-fn bundle_json(path: &Path, b: &Bundle) -> serde_json::Value {
+fn bundle_json(path: &Path, b: &Bundle, sha256: Option<&str>) -> serde_json::Value {
     serde_json::json!({
         "path": path,
+        "sha256": sha256,
         "files": b.files.iter().map(|f| serde_json::json!({"path": f.path, "mode": mode(f.mode)})).collect::<Vec<_>>(),
         "secrets": b.secrets.iter().map(|s| serde_json::json!({
             "path": s.path.as_str(),
@@ -250,8 +258,16 @@ fn report(plan: &Plan, made: Option<&Made>, dry_run: bool, ui: &Ui) -> Exit {
             "identity_file": plan.identity_file,
             "writes": plan.written(),
             "bundles": {
-                "source": bundle_json(&plan.dir.join(zoffsite_core::provision::bundle::SOURCE_FILE), &source),
-                "box": bundle_json(&plan.dir.join(zoffsite_core::provision::bundle::BOX_FILE), &boxb),
+                "source": bundle_json(
+                    &plan.dir.join(zoffsite_core::provision::bundle::SOURCE_FILE),
+                    &source,
+                    made.map(|m| m.source_sha256.as_str()),
+                ),
+                "box": bundle_json(
+                    &plan.dir.join(zoffsite_core::provision::bundle::BOX_FILE),
+                    &boxb,
+                    made.map(|m| m.box_sha256.as_str()),
+                ),
             },
             "config_added": plan.config.added,
             "keys": made.map(|m| keys_json(&m.keys)),
