@@ -84,6 +84,22 @@ pub fn audit_state_directory() -> &'static str {
         .unwrap_or_else(|| unreachable!("the audit lives in a directory under /var/lib"))
 }
 
+/// The hardening every zoffsite unit shares (its kernel, its privileges,
+/// its memory), whatever else its sandbox allows.
+const PROTECT: &str = "\
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+";
+
 /// What a unit driving ZFS needs in its sandbox.
 struct Needs<'a> {
     /// Sockets: `AF_UNIX` only when false (and a private network).
@@ -114,18 +130,7 @@ ProtectHome=read-only
 PrivateTmp=yes
 DevicePolicy=closed
 DeviceAllow=/dev/zfs rw
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-SystemCallArchitectures=native
+{PROTECT}SystemCallArchitectures=native
 SystemCallFilter=@system-service{mount}
 SystemCallErrorNumber=EPERM
 UMask=0077
@@ -272,25 +277,15 @@ pub fn keepalive_service(i: &Inputs) -> String {
         true,
         &format!("{} box keepalive --interface {}", i.box_exe, i.interface()),
         "",
-        "# Sandbox: it may change network interfaces and nothing else.
+        &format!(
+            "# Sandbox: it may change network interfaces and nothing else.
 CapabilityBoundingSet=CAP_NET_ADMIN
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-ProtectProc=invisible
+{PROTECT}ProtectProc=invisible
 ProcSubset=pid
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
@@ -298,7 +293,8 @@ SystemCallFilter=~@privileged @resources
 SystemCallErrorNumber=EPERM
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 UMask=0077
-",
+"
+        ),
     )
 }
 
@@ -338,18 +334,7 @@ PrivateTmp=yes
 DevicePolicy=closed
 DeviceAllow=/dev/zfs rw
 DeviceAllow=block-* r
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-SystemCallArchitectures=native
+{PROTECT}SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallErrorNumber=EPERM
 RestrictAddressFamilies=AF_UNIX AF_NETLINK
