@@ -413,13 +413,7 @@ fn no_tunnel(id: CheckId, why: &str) -> Check {
 }
 
 fn sshd_checks(host: &Host, want: &Result<BoxExpect, String>) -> Vec<Check> {
-    const IDS: [CheckId; 5] = [
-        CheckId::SshdListen,
-        CheckId::SshdPasswordAuth,
-        CheckId::SshdKbdInteractive,
-        CheckId::SshdRootLogin,
-        CheckId::SshdAllowUsers,
-    ];
+    const IDS: [CheckId; 5] = sshd::IDS;
     let want = match want {
         Ok(w) => w,
         Err(e) => return IDS.iter().map(|id| no_tunnel(*id, e)).collect(),

@@ -89,15 +89,17 @@ fn is_read(k: &str) -> bool {
 
 const DROP_IN: &str = "install zoffsite's sshd drop-in (`zoffsite box apply`) or set it in /etc/ssh/sshd_config.d/, then `systemctl reload ssh`";
 
-/// All five sshd checks from `sshd -T` output.
+/// The sshd checks, in the order [`check`] returns them.
+pub const IDS: [CheckId; 5] = [
+    CheckId::SshdListen,
+    CheckId::SshdPasswordAuth,
+    CheckId::SshdKbdInteractive,
+    CheckId::SshdRootLogin,
+    CheckId::SshdAllowUsers,
+];
+
+/// All five sshd checks ([`IDS`]) from `sshd -T` output.
 pub fn check(text: &str, want: &Expect) -> Vec<Check> {
-    const IDS: [CheckId; 5] = [
-        CheckId::SshdListen,
-        CheckId::SshdPasswordAuth,
-        CheckId::SshdKbdInteractive,
-        CheckId::SshdRootLogin,
-        CheckId::SshdAllowUsers,
-    ];
     let eff = match Effective::parse(text) {
         Ok(e) => e,
         Err(e) => {

@@ -1396,16 +1396,21 @@ mod tests {
         assert!(log.contains(&format!("set zoffsite:keywrap={} {T}\n", key_of(RAW_FULL))), "{log}");
     }
 
-    #[test]
-    fn one_session_at_a_time_receives_into_a_dataset() {
-        let f = Fake::new();
-        let s = Server::new(
+    /// A server whose receive locks are scoped to `f` (tests run side by side).
+    fn locking_server(f: &Fake) -> Server<Cursor<Vec<u8>>, Vec<u8>> {
+        Server::new(
             Zfs::with_binary(f.zfs.path()),
             Dataset::new("offsite/home").unwrap(),
             Cursor::new(Vec::new()),
             Vec::new(),
         )
-        .with_lock_scope(f.zfs.dir().display().to_string());
+        .with_lock_scope(f.zfs.dir().display().to_string())
+    }
+
+    #[test]
+    fn one_session_at_a_time_receives_into_a_dataset() {
+        let f = Fake::new();
+        let s = locking_server(&f);
         let target = Dataset::new(T).unwrap();
         let held = s.lock_dataset(&target).ok().expect("free");
         let (r, msgs) = f.serve(session(&[(request("s1", S1, None, false), RAW_FULL)]));
@@ -1427,13 +1432,7 @@ mod tests {
         // What a fork in another thread does: the lock stays bound for a
         // moment after its holder let go.
         let f = Fake::new();
-        let s = Server::new(
-            Zfs::with_binary(f.zfs.path()),
-            Dataset::new("offsite/home").unwrap(),
-            Cursor::new(Vec::new()),
-            Vec::new(),
-        )
-        .with_lock_scope(f.zfs.dir().display().to_string());
+        let s = locking_server(&f);
         let target = Dataset::new(T).unwrap();
         let held = s.lock_dataset(&target).ok().expect("free");
         let releaser = std::thread::spawn(move || {
