@@ -685,46 +685,58 @@ ENV
 	mv -f "$tmp" "$STATE/env"
 }
 
-home_handshake_done() {
-	local _k ts
-	read -r _k ts < <(in_home wg show "$PROV_IF" latest-handshakes) || return 1
-	[[ ${ts:-0} =~ ^[0-9]+$ && $ts -gt 0 ]]
-}
-
 verify_provisioned() {
 	# The box dialled the source by name; the source saw its handshake.
-	wait_for 60 home_handshake_done || die "no WireGuard handshake seen on $PROV_IF in $HOME_NS"
+	wait_for 60 handshake_done "$PROV_IF" || die "no WireGuard handshake seen on $PROV_IF in $HOME_NS"
 	log "verified: the box dialled $SOURCE_NAME; WireGuard handshake"
 	# The source logs in as the box user with what box new made: its key for
 	# this box and the pinned host key; the forced command runs.
-	local rc=0
-	timeout 60 ip netns exec "$HOME_NS" ssh -F none -i "$STATE/bundle/id_ed25519" \
-		-o IdentitiesOnly=yes -o IdentityAgent=none \
-		-o UserKnownHostsFile="$STATE/bundle/known_hosts" -o GlobalKnownHostsFile=/dev/null \
-		-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=20 \
-		"$PROV_USER@$BOX_ADDR" anything </dev/null >"$STATE/verify-ssh.out" 2>"$STATE/verify-ssh.err" || rc=$?
-	if ((rc == 255 || rc == 124)); then
-		cat "$STATE/verify-ssh.err" "$STATE/sshd.log" >&2
-		die "ssh from $HOME_NS to $PROV_USER@$BOX_ADDR failed (exit $rc)"
-	fi
-	log "verified: ssh source -> $PROV_USER@$BOX_ADDR with the pinned host key (forced command exit $rc)"
-	# sshd listens on the tunnel address only; ssh is closed on the internet link.
-	local listeners
-	listeners=$(in_friend ss -Hltn | awk '{print $4}' | sort -u | tr '\n' ' ')
-	[[ $listeners == "$BOX_ADDR:$SSH_PORT " ]] || die "unexpected TCP listeners in $FRIEND_NS: $listeners"
-	if tcp_open "$HOME_NS" "$FRIEND_WAN_ADDR" "$SSH_PORT"; then
-		die "TCP $SSH_PORT on $FRIEND_WAN_ADDR is reachable from $HOME_NS"
-	fi
-	log "verified: only $BOX_ADDR:$SSH_PORT listens in $FRIEND_NS; closed on $FRIEND_WAN_ADDR"
+	ssh_to_box "$PROV_USER" "$STATE/bundle/id_ed25519" "$STATE/bundle/known_hosts"
+	only_tunnel_ssh
 }
 
 # ---------------------------------------------------------------------------
 # checks run at the end of `up`
 
+# Whether the source's interface $1 saw a handshake from the box.
 handshake_done() {
 	local _k ts
-	read -r _k ts < <(in_home wg show "$HOME_WG_IF" latest-handshakes) || return 1
+	read -r _k ts < <(in_home wg show "$1" latest-handshakes) || return 1
 	[[ ${ts:-0} =~ ^[0-9]+$ && $ts -gt 0 ]]
+}
+
+# The source reaches the box's sshd through the tunnel as user $1 with key
+# $2, pinning the host key in $3, and the forced command runs. Exit 255 is
+# ssh's own failure (connect, host key, auth); anything else is the forced
+# command's status, whatever ZOFFSITE_BIN does with "anything" and an empty
+# stdin.
+ssh_to_box() {
+	local user=$1 key=$2 known=$3 rc=0
+	timeout 60 ip netns exec "$HOME_NS" ssh -F none -i "$key" \
+		-o IdentitiesOnly=yes -o IdentityAgent=none \
+		-o UserKnownHostsFile="$known" -o GlobalKnownHostsFile=/dev/null \
+		-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=20 \
+		"$user@$BOX_ADDR" anything </dev/null >"$STATE/verify-ssh.out" 2>"$STATE/verify-ssh.err" || rc=$?
+	if ((rc == 255 || rc == 124)); then
+		cat "$STATE/verify-ssh.err" "$STATE/sshd.log" >&2
+		die "ssh from $HOME_NS to $user@$BOX_ADDR failed (exit $rc)"
+	fi
+	grep -q "Accepted publickey for $user" "$STATE/sshd.log" ||
+		die "sshd log shows no accepted publickey login for $user"
+	log "verified: ssh source -> $user@$BOX_ADDR with the pinned host key (forced command exit $rc)"
+}
+
+# The box's SSH port is not reachable on its internet address (sshd does
+# not listen there, and the firewall drops it anyway), and sshd listens on
+# nothing but the tunnel address.
+only_tunnel_ssh() {
+	if tcp_open "$HOME_NS" "$FRIEND_WAN_ADDR" "$SSH_PORT"; then
+		die "TCP $SSH_PORT on $FRIEND_WAN_ADDR is reachable from $HOME_NS"
+	fi
+	local listeners
+	listeners=$(in_friend ss -Hltn | awk '{print $4}' | sort -u | tr '\n' ' ')
+	[[ $listeners == "$BOX_ADDR:$SSH_PORT " ]] || die "unexpected TCP listeners in $FRIEND_NS: $listeners"
+	log "verified: TCP $SSH_PORT closed on $FRIEND_WAN_ADDR; only $BOX_ADDR:$SSH_PORT listens in $FRIEND_NS"
 }
 
 ping_through_tunnel() {
@@ -742,37 +754,12 @@ verify() {
 	# out), and the box firewall drops unsolicited ICMP from the source,
 	# replies to the box's own ping pass as established.
 	wait_for 30 ping_through_tunnel || die "no ping reply from $SOURCE_ADDR through the tunnel"
-	wait_for 10 handshake_done || die "no WireGuard handshake seen on $HOME_WG_IF"
+	wait_for 10 handshake_done "$HOME_WG_IF" || die "no WireGuard handshake seen on $HOME_WG_IF"
 	log "verified: WireGuard handshake; ping box -> source through the tunnel"
-
-	# 2. The source reaches the box's sshd through the tunnel, with the pinned
-	# host key, and the forced command runs. Exit 255 is ssh's own failure
-	# (connect, host key, auth); anything else is the forced command's status,
-	# whatever ZOFFSITE_BIN does with "anything" and an empty stdin.
-	local rc=0
-	timeout 60 ip netns exec "$HOME_NS" ssh -F none -i "$STATE/id_ed25519" \
-		-o IdentitiesOnly=yes -o IdentityAgent=none \
-		-o UserKnownHostsFile="$STATE/known_hosts" -o GlobalKnownHostsFile=/dev/null \
-		-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=20 \
-		"root@$BOX_ADDR" anything </dev/null >"$STATE/verify-ssh.out" 2>"$STATE/verify-ssh.err" || rc=$?
-	if ((rc == 255 || rc == 124)); then
-		cat "$STATE/verify-ssh.err" >&2
-		die "ssh from $HOME_NS to root@$BOX_ADDR failed (exit $rc)"
-	fi
-	grep -q 'Accepted publickey for root' "$STATE/sshd.log" ||
-		die "sshd log shows no accepted publickey login"
-	log "verified: ssh source -> root@$BOX_ADDR with pinned host key (forced command exit $rc)"
-
-	# 3. The box's SSH port is not reachable on its internet address (sshd
-	# does not listen there, and the firewall drops it anyway), and sshd
-	# listens on nothing but the tunnel address.
-	if tcp_open "$HOME_NS" "$FRIEND_WAN_ADDR" "$SSH_PORT"; then
-		die "TCP $SSH_PORT on $FRIEND_WAN_ADDR is reachable from $HOME_NS"
-	fi
-	local listeners
-	listeners=$(in_friend ss -Hltn | awk '{print $4}' | sort -u | tr '\n' ' ')
-	[[ $listeners == "$BOX_ADDR:$SSH_PORT " ]] || die "unexpected TCP listeners in $FRIEND_NS: $listeners"
-	log "verified: TCP $SSH_PORT closed on $FRIEND_WAN_ADDR; only $BOX_ADDR:$SSH_PORT listens in $FRIEND_NS"
+	# 2. The forced command runs for root's pinned login.
+	ssh_to_box root "$STATE/id_ed25519" "$STATE/known_hosts"
+	# 3. ssh inside the tunnel only.
+	only_tunnel_ssh
 }
 
 # ---------------------------------------------------------------------------
