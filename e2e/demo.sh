@@ -59,7 +59,7 @@ say "The box: pool $offsite; zoffsite sets up both machines (docs/box.md)"
 echo "\$ zoffsite box new friend --endpoint home.zoffsite.test:51820 --root $offsite/home -c zoffsite.toml --dir BUNDLE   # on the source"
 echo "\$ zoffsite box apply BUNDLE/source.bundle   # on the source"
 echo "\$ zoffsite box apply box.bundle             # on the box"
-ZOFFSITE_BIN="$ZOFFSITE_BIN" BOX_ROOT="$offsite/home" SOURCE_CONFIG="$work/zoffsite.toml" \
+ZOFFSITE_BIN="$ZOFFSITE_BIN" BOX_ROOT="$offsite/home" SOURCE_CONFIG="$work/zoffsite.toml" BOX_USER=zoffsite \
 	"$here/topology.sh" up-provisioned "$state" >/dev/null
 home_ns=$(sed -n 's/^HOME_NS=//p' "$state/env")
 friend_etc=$(sed -n 's/^FRIEND_ETC=//p' "$state/env")

@@ -28,7 +28,9 @@
 # `down`, for post-mortems).
 # `up-provisioned` also needs SOURCE_CONFIG (the source's config, with its
 # [source] datasets and no target yet: `box new` appends the target) and
-# makes box "friend" with user "zoffsite": one such topology at a time.
+# BOX_USER (the box user `box apply` makes; one per run, so that several
+# provisioned topologies can stand side by side; the caller serializes the
+# useradd of `up` and the userdel of `down` with its other users' ones).
 #
 # Provisioned machines get their own /etc where zoffsite writes: `ip netns
 # exec NS` bind-mounts each entry of /etc/netns/NS over the same entry of
@@ -46,7 +48,7 @@
 # touches /etc (no wg-quick, no resolvconf, no systemd units), and names
 # everything global after a random per-run id so parallel or leftover runs
 # cannot collide. `up-provisioned` writes /etc/netns/<ns> (see above) and
-# makes the user "zoffsite"; it refuses to run outside the VM unless
+# makes the user BOX_USER; it refuses to run outside the VM unless
 # ZOFFSITE_E2E_WRITE_ETC=1.
 set -euo pipefail
 
@@ -142,6 +144,7 @@ load_names() {
 		HOME_NS) HOME_NS=$v ;;
 		FRIEND_NS) FRIEND_NS=$v ;;
 		PROVISIONED) PROVISIONED=$v ;;
+		PROV_USER) [[ $v =~ ^[a-z][a-z0-9]{1,15}$ ]] && PROV_USER=$v ;;
 		esac
 	done <"$f"
 	[[ ${HOME_NS:-} =~ ^zh-[0-9a-f]+$ && ${FRIEND_NS:-} =~ ^zf-[0-9a-f]+$ ]] ||
@@ -569,7 +572,6 @@ EOF
 
 readonly BOX_NAME=friend
 readonly PROV_IF=zo-friend
-readonly PROV_USER=zoffsite
 # The source's name as the box dials it (the box resolves it through its
 # own /etc/hosts, which a test rewrites to move the source).
 readonly SOURCE_NAME=home.zoffsite.test
@@ -604,11 +606,14 @@ cmd_up_provisioned() {
 	[[ ${ZOFFSITE_VM:-} == 1 || ${ZOFFSITE_E2E_WRITE_ETC:-} == 1 ]] ||
 		die "up-provisioned writes /etc/netns and makes the user $PROV_USER: it runs in the project's VM (vm/run); on a throw-away host set ZOFFSITE_E2E_WRITE_ETC=1"
 	: "${SOURCE_CONFIG:?SOURCE_CONFIG must be set (the config of the source, without a target yet)}"
+	: "${BOX_USER:?BOX_USER must be set (the box user box apply makes)}"
+	[[ $BOX_USER =~ ^[a-z][a-z0-9]{1,15}$ ]] || die "BOX_USER is not a plain user name: '$BOX_USER'"
+	PROV_USER=$BOX_USER
 	check_safe_path SOURCE_CONFIG "$SOURCE_CONFIG"
 	need_tools wg-quick systemctl
 	! id "$PROV_USER" >/dev/null 2>&1 || die "user $PROV_USER exists: another provisioned topology is up"
 	make_link
-	echo PROVISIONED=1 >>"$STATE/names"
+	printf 'PROVISIONED=1\nPROV_USER=%s\n' "$PROV_USER" >>"$STATE/names"
 	PROVISIONED=1
 
 	ns_etc "$HOME_NS" wireguard systemd zoffsite
@@ -619,6 +624,7 @@ cmd_up_provisioned() {
 	log "box new $BOX_NAME (in $HOME_NS)"
 	in_home "$ZOFFSITE_BIN" box new "$BOX_NAME" --endpoint "$SOURCE_NAME:$WG_PORT" --root "$BOX_ROOT" \
 		-c "$SOURCE_CONFIG" --dir "$STATE/bundle" --box-exe "$ZOFFSITE_BIN" --source-exe "$ZOFFSITE_BIN" \
+		--user "$PROV_USER" \
 		>"$STATE/box-new.out" 2>&1 || { cat "$STATE/box-new.out" >&2; die "box new failed"; }
 	in_home "$ZOFFSITE_BIN" box apply --offline "$STATE/bundle/source.bundle" \
 		>"$STATE/apply-source.out" 2>&1 || { cat "$STATE/apply-source.out" >&2; die "box apply (source) failed"; }
@@ -782,7 +788,7 @@ teardown() {
 	if [[ ${PROVISIONED:-0} == 1 ]]; then
 		[[ -z ${HOME_NS:-} ]] || rm -rf -- "/etc/netns/$HOME_NS"
 		[[ -z ${FRIEND_NS:-} ]] || rm -rf -- "/etc/netns/$FRIEND_NS"
-		id "$PROV_USER" >/dev/null 2>&1 && userdel -r "$PROV_USER" 2>/dev/null
+		[[ -n ${PROV_USER:-} ]] && id "$PROV_USER" >/dev/null 2>&1 && userdel -r "$PROV_USER" 2>/dev/null
 	fi
 	set -e
 }

@@ -67,13 +67,9 @@ pub(crate) struct World {
     pub(crate) root: String,
     net: BTreeMap<String, String>,
     net_up: bool,
-    /// Held by a provisioned world: its box user and /etc entries are
-    /// fixed names, so one at a time (dropped after the teardown).
-    _provisioned: Option<std::sync::MutexGuard<'static, ()>>,
+    /// A provisioned world's box user (`box apply` made it; `down` removes it).
+    pub(crate) box_user: Option<String>,
 }
-
-/// One provisioned world at a time (see `World::provisioned`).
-static PROVISIONED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl World {
     pub(crate) fn new() -> World {
@@ -88,12 +84,12 @@ impl World {
     /// source pool first: `box new` reads their mountpoints), then `box apply`
     /// of each bundle in its machine's namespace, and the units' commands
     /// started as systemd would (`e2e/topology.sh up-provisioned`). The box
-    /// user is "zoffsite", unprivileged, as on a real box. The source's config
-    /// is [`World::source_config`].
+    /// user is unprivileged, as on a real box, and the world's own
+    /// ([`World::box_user`]). The source's config is [`World::source_config`].
     pub(crate) fn provisioned(datasets: &[&str]) -> World {
-        let guard = PROVISIONED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut w = World::pools();
-        w._provisioned = Some(guard);
+        let user = format!("zp{}", w.tank.trim_start_matches("tank"));
+        w.box_user = Some(user.clone());
         let full: Vec<String> = datasets.iter().map(|d| format!("{}/{d}", w.tank)).collect();
         for d in &full {
             w.create_encrypted(d);
@@ -104,8 +100,15 @@ impl World {
         ok(&["chmod", "666", "/dev/zfs"]);
         let state = w.dir.join("net");
         let config = w.source_config();
-        w.topology("up-provisioned", &state, &[("SOURCE_CONFIG", config.to_str().unwrap())]);
+        // box apply's useradd, beside box init's in other tests.
+        let _g = BOX_INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.topology("up-provisioned", &state, &[("SOURCE_CONFIG", config.to_str().unwrap()), ("BOX_USER", &user)]);
         w
+    }
+
+    /// A provisioned world's box user.
+    pub(crate) fn box_user(&self) -> &str {
+        self.box_user.as_deref().expect("a provisioned world")
     }
 
     /// The source's config of a provisioned world (`box new` added its target).
@@ -147,7 +150,7 @@ impl World {
             offsite,
             net: BTreeMap::new(),
             net_up: false,
-            _provisioned: None,
+            box_user: None,
         };
         for pool in [&w.tank, &w.offsite] {
             let vdev = w.vdev(pool);
@@ -308,6 +311,9 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // `down` removes a provisioned world's box user: not beside a useradd.
+        let _g =
+            self.box_user.as_ref().map(|_| BOX_INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         if self.net_up {
             let _ = run(&[
                 repo_root().join("e2e/topology.sh").to_str().unwrap(),

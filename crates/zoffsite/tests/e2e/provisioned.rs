@@ -78,7 +78,7 @@ fn a_box_made_by_box_new_and_box_apply_backs_up_restores_and_runs_its_timers() {
     assert_eq!(on_box.get(&at_box), Some(guid), "the box holds the source's snapshot by GUID: {on_box:?}");
     // serve ran as the unprivileged user box apply made, not as root.
     let sshd_log = std::fs::read_to_string(w.env("SSHD_LOG")).unwrap();
-    assert!(sshd_log.contains("Accepted publickey for zoffsite from 10.77.0.1"), "{sshd_log}");
+    assert!(sshd_log.contains(&format!("Accepted publickey for {} from 10.77.0.1", w.box_user())), "{sshd_log}");
     assert!(!sshd_log.contains("for root"), "{sshd_log}");
 
     // A second, incremental backup by hand, and a restore to a new name.
@@ -309,10 +309,10 @@ fn doctor_passes_the_provisioned_box_and_fails_each_broken_variant() {
         (
             "box.zfs-delegation",
             Box::new(|w: &World| {
-                zfs(&["allow", "-u", "zoffsite", "destroy", &w.root]);
+                zfs(&["allow", "-u", w.box_user(), "destroy", &w.root]);
             }),
             Box::new(|w: &World| {
-                zfs(&["unallow", "-u", "zoffsite", "destroy", &w.root]);
+                zfs(&["unallow", "-u", w.box_user(), "destroy", &w.root]);
             }),
         ),
         (
