@@ -188,7 +188,7 @@ pub fn box_report(host: &Host, cfg: &BoxConfig, now: i64) -> Report {
     r.extend(box_zfs(host, cfg, &dropin, now));
     let mut units = vec![units::firewall_unit_name(None)];
     if let Ok((t, backend)) = &tunnel {
-        units.push(wg_unit(*backend, &t.interface));
+        units.push(backend.unit(&t.interface));
     }
     units.extend([units::BOX_PRUNE_TIMER, units::BOX_CHECK_TIMER, units::KEEPALIVE_TIMER].map(str::to_owned));
     r.push(enabled(host, Side::Box, &units));
@@ -511,13 +511,6 @@ fn wg_checks(host: &Host, side: Side, interface: &str, now: i64) -> Vec<Check> {
     wireguard::check(side, &show, now)
 }
 
-fn wg_unit(backend: Backend, interface: &str) -> String {
-    match backend {
-        Backend::WgQuick => format!("wg-quick@{interface}.service"),
-        Backend::Networkd => "systemd-networkd.service".to_owned(),
-    }
-}
-
 fn zfs_version(host: &Host, side: Side) -> Check {
     let id = match side {
         Side::Box => CheckId::ZfsVersion,
@@ -626,7 +619,7 @@ pub fn source_report(host: &Host, cfg: &Config, config_path: &Path, now: i64) ->
         };
         if let Some(b) = backend {
             units_wanted.push(units::firewall_unit_name(Some(&name)));
-            units_wanted.push(wg_unit(b, &interface));
+            units_wanted.push(b.unit(&interface));
         }
         let c = wg_checks(host, Side::Source, &interface, now).into_iter().next();
         wg.push((t.name.clone(), c.unwrap_or_else(|| no_tunnel(CheckId::SourceWgHandshake, "no check"))));

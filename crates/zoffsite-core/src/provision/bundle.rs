@@ -209,13 +209,6 @@ fn wg_secret(backend: Backend, interface: &str, key: &Secret) -> SecretFile {
     SecretFile { path: abs(&backend.key_file(interface)), mode, group, text: key.clone() }
 }
 
-fn wg_unit(backend: Backend, interface: &str) -> String {
-    match backend {
-        Backend::WgQuick => format!("wg-quick@{interface}.service"),
-        Backend::Networkd => "systemd-networkd.service".to_owned(),
-    }
-}
-
 /// The box's bundle.
 pub fn for_box(i: &Inputs, secrets: &BoxSecrets) -> Bundle {
     let interface = i.interface();
@@ -230,7 +223,7 @@ pub fn for_box(i: &Inputs, secrets: &BoxSecrets) -> Bundle {
         ],
         enable: vec![
             units::firewall_unit_name(None),
-            wg_unit(i.box_backend, &interface),
+            i.box_backend.unit(&interface),
             units::BOX_PRUNE_TIMER.to_owned(),
             units::BOX_CHECK_TIMER.to_owned(),
             units::KEEPALIVE_TIMER.to_owned(),
@@ -256,7 +249,7 @@ pub fn for_source(i: &Inputs, secrets: &SourceSecrets) -> Bundle {
         secrets: vec![wg_secret(i.source_backend, &interface, &secrets.wg)],
         enable: vec![
             units::firewall_unit_name(Some(&i.name)),
-            wg_unit(i.source_backend, &interface),
+            i.source_backend.unit(&interface),
             units::BACKUP_TIMER.to_owned(),
             units::DRILL_TIMER.to_owned(),
         ],
@@ -346,8 +339,8 @@ fn allowed_units(name: &BoxName) -> Vec<String> {
     let mut u = vec![
         units::firewall_unit_name(None),
         units::firewall_unit_name(Some(name)),
-        wg_unit(Backend::WgQuick, &interface),
-        wg_unit(Backend::Networkd, &interface),
+        Backend::WgQuick.unit(&interface),
+        Backend::Networkd.unit(&interface),
     ];
     u.extend(units::ALL.iter().map(|s| (*s).to_owned()));
     u

@@ -104,6 +104,14 @@ impl Backend {
             Backend::Networkd => format!("/etc/systemd/network/{interface}.key"),
         }
     }
+
+    /// The unit that brings the interface up (and that `box apply` enables).
+    pub fn unit(self, interface: &str) -> String {
+        match self {
+            Backend::WgQuick => format!("wg-quick@{interface}.service"),
+            Backend::Networkd => "systemd-networkd.service".to_owned(),
+        }
+    }
 }
 
 /// The public halves of the four key pairs of one box.
