@@ -305,24 +305,39 @@ sshd_listening() {
 		in_friend ss -Hltn 2>/dev/null | awk '{print $4}' | grep -qx "$BOX_ADDR:$SSH_PORT"
 }
 
-# Rewrite STATE_DIR/env (also after rotate-hostkey, whose sshd pid differs).
-write_env() {
+# Writes STATE_DIR/env atomically: the keys both kinds of `up` share (the
+# box user $1), then the kind's own, read from stdin.
+write_env_file() {
 	local tmp="$STATE/env.tmp"
-	cat >"$tmp" <<EOF
+	{
+		cat <<EOF
 HOME_NS=$HOME_NS
 FRIEND_NS=$FRIEND_NS
 STATE_DIR=$STATE
 SOURCE_ADDR=$SOURCE_ADDR
 BOX_ADDR=$BOX_ADDR
 SSH_PORT=$SSH_PORT
-SSH_USER=root
+SSH_USER=$1
 HOME_WAN_ADDR=$HOME_WAN_ADDR
 FRIEND_WAN_ADDR=$FRIEND_WAN_ADDR
 HOME_WAN_IF=$HOME_WAN_IF
 FRIEND_WAN_IF=$FRIEND_WAN_IF
+WG_PORT=$WG_PORT
+SSHD_LOG=$STATE/sshd.log
+SSHD_PID=$(sshd_pid || echo 0)
+ZOFFSITE_BIN=$ZOFFSITE_BIN
+BOX_ROOT=$BOX_ROOT
+EOF
+		cat
+	} >"$tmp"
+	mv -f "$tmp" "$STATE/env"
+}
+
+# Rewrite STATE_DIR/env (also after rotate-hostkey, whose sshd pid differs).
+write_env() {
+	write_env_file root <<EOF
 HOME_WG_IF=$HOME_WG_IF
 FRIEND_WG_IF=$FRIEND_WG_IF
-WG_PORT=$WG_PORT
 IDENTITY=$STATE/id_ed25519
 KNOWN_HOSTS=$STATE/known_hosts
 SSH_CONFIG=$STATE/ssh_config
@@ -332,12 +347,7 @@ HOST_KEY=$STATE/ssh_host_ed25519_key
 OTHER_HOST_KEY=$STATE/other_host_key
 ACTIVE_HOST_KEY=$1
 SSHD_CONFIG=$STATE/sshd_config
-SSHD_LOG=$STATE/sshd.log
-SSHD_PID=$(sshd_pid || echo 0)
-ZOFFSITE_BIN=$ZOFFSITE_BIN
-BOX_ROOT=$BOX_ROOT
 EOF
-	mv -f "$tmp" "$STATE/env"
 }
 
 # Reads one key from STATE_DIR/env (parsed, not sourced).
@@ -659,23 +669,10 @@ cmd_up_provisioned() {
 }
 
 write_env_provisioned() {
-	local tmp="$STATE/env.tmp"
-	cat >"$tmp" <<ENV
+	write_env_file "$PROV_USER" <<ENV
 PROVISIONED=1
-HOME_NS=$HOME_NS
-FRIEND_NS=$FRIEND_NS
-STATE_DIR=$STATE
-SOURCE_ADDR=$SOURCE_ADDR
-BOX_ADDR=$BOX_ADDR
-SSH_PORT=$SSH_PORT
-SSH_USER=$PROV_USER
-HOME_WAN_ADDR=$HOME_WAN_ADDR
-FRIEND_WAN_ADDR=$FRIEND_WAN_ADDR
-HOME_WAN_IF=$HOME_WAN_IF
-FRIEND_WAN_IF=$FRIEND_WAN_IF
 HOME_WG_IF=$PROV_IF
 FRIEND_WG_IF=$PROV_IF
-WG_PORT=$WG_PORT
 SOURCE_NAME=$SOURCE_NAME
 BOX_HOSTS=/etc/netns/$FRIEND_NS/hosts
 HOME_ETC=/etc/netns/$HOME_NS
@@ -683,12 +680,7 @@ FRIEND_ETC=/etc/netns/$FRIEND_NS
 BUNDLE_DIR=$STATE/bundle
 IDENTITY=$STATE/bundle/id_ed25519
 KNOWN_HOSTS=$STATE/bundle/known_hosts
-SSHD_LOG=$STATE/sshd.log
-SSHD_PID=$(sshd_pid || echo 0)
-ZOFFSITE_BIN=$ZOFFSITE_BIN
-BOX_ROOT=$BOX_ROOT
 ENV
-	mv -f "$tmp" "$STATE/env"
 }
 
 verify_provisioned() {

@@ -11,29 +11,35 @@ use std::process::{Command, Output, Stdio};
 
 use crate::harness::*;
 
-/// The argv of each `ExecStart=` of `unit` as installed on one machine
-/// (`etc` is its /etc: HOME_ETC or FRIEND_ETC), split as systemd splits
-/// the unquoted lines zoffsite renders.
-fn exec_start(etc: &str, unit: &str) -> Vec<Vec<String>> {
-    let text = std::fs::read_to_string(Path::new(etc).join("systemd/system").join(unit))
-        .unwrap_or_else(|e| panic!("{unit} not installed in {etc}: {e}"));
-    text.lines()
-        .filter_map(|l| l.strip_prefix("ExecStart="))
-        .map(|l| l.split_whitespace().map(str::to_owned).collect())
-        .collect()
+/// The text of `unit` as installed on one machine (`etc` is its /etc:
+/// HOME_ETC or FRIEND_ETC).
+fn unit_text(etc: &str, unit: &str) -> String {
+    std::fs::read_to_string(Path::new(etc).join("systemd/system").join(unit))
+        .unwrap_or_else(|e| panic!("{unit} not installed in {etc}: {e}"))
 }
 
-/// Runs `unit`'s command in namespace `ns`, as systemd would: its
-/// StateDirectory and RuntimeDirectory made first.
+/// The value of each `KEY=` line of a unit.
+fn unit_values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    text.lines().filter_map(|l| l.strip_prefix(key)?.strip_prefix('=')).collect()
+}
+
+/// Runs `unit`'s commands in namespace `ns`, as systemd would: the
+/// StateDirectory and RuntimeDirectory it names made first, with its
+/// modes, then each `ExecStart=` split as systemd splits the unquoted lines
+/// zoffsite renders.
 fn run_unit(w: &World, ns_key: &str, etc_key: &str, unit: &str) -> Vec<Output> {
-    for d in ["/var/lib/zoffsite-box", "/run/zoffsite"] {
-        ok(&["mkdir", "-p", "-m", "0700", d]);
+    let text = unit_text(w.env(etc_key), unit);
+    for (base, key) in [("/var/lib", "StateDirectory"), ("/run", "RuntimeDirectory")] {
+        let mode = unit_values(&text, &format!("{key}Mode")).first().copied().unwrap_or("0755");
+        for dir in unit_values(&text, key) {
+            ok(&["install", "-d", "-m", mode, &format!("{base}/{dir}")]);
+        }
     }
-    exec_start(w.env(etc_key), unit)
+    unit_values(&text, "ExecStart")
         .into_iter()
-        .map(|argv| {
+        .map(|line| {
             let mut full = vec!["ip", "netns", "exec", w.env(ns_key)];
-            full.extend(argv.iter().map(String::as_str));
+            full.extend(line.split_whitespace());
             run(&full)
         })
         .collect()
