@@ -6,7 +6,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build test check fmt-check clippy unit fuzz e2e demo setup bench clean
+.PHONY: all build test check fmt-check clippy unit fuzz e2e demo setup bench image-test clean
 
 all: build
 
@@ -52,6 +52,13 @@ demo: setup
 ## syncoid, as ratios) and the planner on the host; writes docs/benchmarks.md.
 bench: setup
 	scripts/bench
+
+## The box image, really booted: `zoffsite box image` (mkosi), then QEMU with
+## OVMF's Secure Boot firmware and swtpm across five boots (enroll, install,
+## first boot + a real backup, a tampered UKI, another TPM). Slow under
+## software emulation, so not part of `make test`; see scripts/image-test.
+image-test:
+	scripts/image-test
 
 clean:
 	$(CARGO) clean

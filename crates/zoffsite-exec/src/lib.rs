@@ -14,6 +14,7 @@
 
 pub mod boxapply;
 pub mod boxaudit;
+pub mod boximage;
 pub mod boxinit;
 pub mod boxnew;
 pub mod boxstate;

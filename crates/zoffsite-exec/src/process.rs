@@ -276,6 +276,22 @@ pub fn run_by(cmd: &Cmd, stdout_limit: usize, deadline: Option<Duration>) -> Res
     Ok(Output { status, stdout, stderr })
 }
 
+/// Runs a long build step (mkosi) with its stdout and stderr appended to
+/// `log` (unbounded in size on disk, never in memory), killed after
+/// `deadline`. Success is the exit status; the caller points at the log.
+pub fn run_logged(cmd: &Cmd, log: &std::fs::File, deadline: Option<Duration>) -> Result<ExitStatus, ExecError> {
+    let io = |source| ExecError::Io { program: cmd.program.to_string_lossy().into_owned(), source };
+    let out = log.try_clone().map_err(io)?;
+    let err = log.try_clone().map_err(io)?;
+    tracing::debug!(cmd = %cmd, "run (logged)");
+    let mut c = cmd.command();
+    c.stdin(Stdio::null()).stdout(out).stderr(err);
+    let mut child =
+        c.spawn().map_err(|source| ExecError::Spawn { program: cmd.program.to_string_lossy().into_owned(), source })?;
+    let watchdog = deadline.map(|d| Watchdog::start(&child, d));
+    reap(&mut child, cmd, watchdog)
+}
+
 /// [`run_by`] with `input` on the command's stdin: for a secret a tool
 /// reads (`wg pubkey`), which in the argv every user could read in
 /// `/proc`. A command that exits without reading all of it is judged by

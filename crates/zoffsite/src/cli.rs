@@ -252,6 +252,11 @@ pub(crate) enum BoxCommand {
     /// stale and the source's name now resolves elsewhere, set the peer's
     /// endpoint (WireGuard resolves it only once). Run by a timer.
     Keepalive(BoxKeepaliveArgs),
+    /// On the source: build box NAME's installer image with mkosi (its
+    /// bundle, this zoffsite, OpenZFS signed with your Secure Boot db key,
+    /// a signed unified kernel image, your PK/KEK/db enrollment files) and
+    /// write it to a file or a USB stick.
+    Image(BoxImageArgs),
 }
 
 #[derive(Args)]
@@ -423,6 +428,40 @@ pub(crate) struct BoxNewArgs {
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Print the result (or, with -n, the plan) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["output", "write"])))]
+pub(crate) struct BoxImageArgs {
+    /// The box's name, as given to `box new`.
+    pub name: String,
+    /// Write the image to this file (0600: it holds the box's private keys).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Write the image to this USB stick (a whole removable disk, nothing
+    /// mounted), e.g. /dev/sdb.
+    #[arg(long, value_name = "DEVICE")]
+    pub write: Option<PathBuf>,
+    /// The box's directory from `box new` (default /etc/zoffsite/boxes/NAME).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Your Secure Boot keys (made there on first use; default
+    /// /etc/zoffsite/secureboot). Keep a copy offline: every box trusts them.
+    #[arg(long, value_name = "DIR")]
+    pub keys: Option<PathBuf>,
+    /// The build tree and mkosi's cache (default /var/cache/zoffsite/image/NAME).
+    #[arg(long, value_name = "DIR")]
+    pub work: Option<PathBuf>,
+    /// Make the serial port the console (a box with one, or a VM): the
+    /// screen is otherwise.
+    #[arg(long)]
+    pub serial_console: bool,
+    /// Show what would be made and run; make no key, build nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print the outcome as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

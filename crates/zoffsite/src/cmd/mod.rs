@@ -1,6 +1,7 @@
 pub(crate) mod backup;
 pub(crate) mod box_apply;
 pub(crate) mod box_check;
+pub(crate) mod box_image;
 pub(crate) mod box_init;
 pub(crate) mod box_keepalive;
 pub(crate) mod box_new;
