@@ -173,7 +173,7 @@ pub struct TreeInputs<'a> {
 pub fn write_tree(work: &Path, t: &TreeInputs<'_>) -> Result<(), ImageError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(work).map_err(io_at(work))?;
     fs::set_permissions(work, fs::Permissions::from_mode(0o700)).map_err(io_at(work))?;
-    for d in [tree::EXTRA, "mkosi.pkgmngr"] {
+    for d in [tree::EXTRA, "mkosi.pkgmngr", tree::INITRD] {
         let p = work.join(d);
         match fs::remove_dir_all(&p) {
             Ok(()) => {}

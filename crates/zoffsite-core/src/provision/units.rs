@@ -351,7 +351,8 @@ ReadWritePaths=-/run/cryptsetup
 
 /// The box's `zoffsite-box-doctor.timer`: daily, and soon after each boot
 /// (a reboot is when Secure Boot, the TPM binding or the firewall may have
-/// changed). The source calls an audit stale after two days
+/// changed). Two minutes: the tunnel is up by then (it dials at once), and
+/// a new box's first audit is what `box wait` on the source shows. The source calls an audit stale after two days
 /// ([`crate::doctor::boxaudit::STALE_AFTER_SECS`]).
 pub fn box_doctor_timer() -> String {
     format!(
@@ -360,7 +361,7 @@ pub fn box_doctor_timer() -> String {
 Description=zoffsite box doctor
 
 [Timer]
-OnBootSec=10min
+OnBootSec=2min
 OnCalendar=daily
 RandomizedDelaySec=1h
 FixedRandomDelay=yes
