@@ -16,6 +16,7 @@ pub mod boxapply;
 pub mod boxaudit;
 pub mod boxinit;
 pub mod boxnew;
+pub mod boxwait;
 pub mod boxstate;
 pub mod doctor;
 pub mod drill;

@@ -252,6 +252,11 @@ pub(crate) enum BoxCommand {
     /// stale and the source's name now resolves elsewhere, set the peer's
     /// endpoint (WireGuard resolves it only once). Run by a timer.
     Keepalive(BoxKeepaliveArgs),
+    /// On the source, once the box is powered on: wait for its tunnel and
+    /// a session with its pinned host key, show its audit, enable the
+    /// backup timer and run the first backup to it. Stops (exit 3) when
+    /// the box's audit has a failed check, unless --force.
+    Wait(BoxWaitArgs),
 }
 
 #[derive(Args)]
@@ -355,6 +360,32 @@ pub(crate) struct BoxKeepaliveArgs {
     /// Print what was found and done as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct BoxWaitArgs {
+    /// The box's name: its target in the config (`box new NAME` made it).
+    pub name: String,
+    /// Configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Give up waiting for the box after this long, e.g. "10m", "2h".
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+    /// Back up even when the box's audit has a failed check (the exit code
+    /// still says 3).
+    #[arg(long)]
+    pub force: bool,
+    /// Wait and show the box's audit; enable nothing, only plan the backup.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print what was reached and done as JSON on stdout (on failure too).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    zoffsite_core::config::parse_duration("--timeout", s).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
