@@ -431,7 +431,9 @@ pub fn gate(target: &str, posture: &Posture, force: bool) -> Gate {
         let what = if posture.state == PostureState::Invalid {
             "the box's audit was refused as inconsistent".to_owned()
         } else {
-            let ids: Vec<String> = posture.not_ok.iter().take(5).map(ToString::to_string).collect();
+            // `not_ok` is worst first: the failed checks lead it.
+            let failed = posture.counts.map_or(0, |c| c.fail).clamp(1, 5);
+            let ids: Vec<String> = posture.not_ok.iter().take(failed).map(ToString::to_string).collect();
             format!("the box's audit has a failed check ({})", ids.join(", "))
         };
         return if force {

@@ -240,7 +240,11 @@ fn posture(f: &Fetched) -> Posture {
 #[test]
 fn a_failed_audit_stops_the_run_unless_forced() {
     let f = audit(
-        &[Check::ok(CheckId::Firewall, "fine"), Check::fail(CheckId::SshdListen, "on every address", "the tunnel only")],
+        &[
+            Check::ok(CheckId::Firewall, "fine"),
+            Check::unknown(CheckId::BiosPassword, "not exposed", "look"),
+            Check::fail(CheckId::SshdListen, "on every address", "the tunnel only"),
+        ],
         T0,
     );
     let g = gate("friend", &posture(&f), false);
