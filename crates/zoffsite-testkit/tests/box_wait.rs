@@ -79,8 +79,7 @@ impl World {
         let cfg = self.config();
         let target: Target = cfg.targets[0].clone();
         let now = Cell::new(T0);
-        let mut tunnel =
-            || TunnelSeen::Peer { latest_handshake: (now.get() >= T0 + 10).then_some(now.get() - 2) };
+        let mut tunnel = || TunnelSeen::Peer { latest_handshake: (now.get() >= T0 + 10).then_some(now.get() - 2) };
         let mut clock = || now.get();
         let mut sleep = |d: Duration| now.set(now.get() + i64::try_from(d.as_secs()).unwrap());
         let tries = Arc::new(AtomicU32::new(0));
@@ -169,8 +168,16 @@ fn a_failed_audit_stops_before_the_timer_and_the_backup_unless_forced() {
     let (out, ev, tries) = w.wait(false, false);
     assert_eq!(ev.worst, Severity::Partial, "doctor's 3: {:?}", ev.errors);
     assert_eq!(out.report.phases, [Phase::Tunnel, Phase::Session]);
-    assert!(ev.errors[0].1.contains("failed check (box.sshd-listen)") && ev.errors[0].1.contains("--force"), "{:?}", ev.errors);
-    assert!(ev.lines.iter().any(|l| l.starts_with("  fail     box.sshd-listen")), "the failure is shown: {:?}", ev.lines);
+    assert!(
+        ev.errors[0].1.contains("failed check (box.sshd-listen)") && ev.errors[0].1.contains("--force"),
+        "{:?}",
+        ev.errors
+    );
+    assert!(
+        ev.lines.iter().any(|l| l.starts_with("  fail     box.sshd-listen")),
+        "the failure is shown: {:?}",
+        ev.lines
+    );
     assert_eq!(tries, 2, "no session for a backup");
     assert!(out.report.timer.is_none() && out.report.backup.is_none() && out.backup.is_none());
     assert!(w.systemctl_calls().is_empty(), "the timer was left as it is");
@@ -196,7 +203,11 @@ fn a_dry_run_waits_and_shows_and_changes_nothing() {
     assert!(r.dry_run);
     assert_eq!(r.timer.as_ref().unwrap().action, TimerAction::WouldEnable);
     assert!(w.systemctl_calls().iter().all(|c| c.starts_with("is-")), "{:?}", w.systemctl_calls());
-    assert!(ev.lines.iter().any(|l| l == "would run: systemctl enable --now -- zoffsite-backup.timer"), "{:?}", ev.lines);
+    assert!(
+        ev.lines.iter().any(|l| l == "would run: systemctl enable --now -- zoffsite-backup.timer"),
+        "{:?}",
+        ev.lines
+    );
     let backup = r.backup.as_ref().unwrap();
     assert!(backup.dry_run);
     assert_eq!(backup.targets[0].datasets[0].status, DatasetStatus::Planned);

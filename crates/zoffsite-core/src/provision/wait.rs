@@ -272,7 +272,7 @@ impl Wait {
     }
 
     /// Sleep, or give up when the time is over.
-    fn again(&mut self, now: i64, status: String) -> Action {
+    fn again(&self, now: i64, status: &str) -> Action {
         match self.remaining(now) {
             0 => Action::Done(self.timed_out(now)),
             r => Action::Sleep { secs: self.poll.min(r), status: format!("{status} ({} left)", left(r)) },
@@ -296,12 +296,13 @@ impl Wait {
             }
             _ => {
                 let last = self.last.as_deref().unwrap_or("no attempt finished");
-                let hint = if self.phases.contains(&Phase::Tunnel) {
-                    String::new()
-                } else {
-                    format!("; {UNREACHABLE_HINT}")
-                };
-                format!("no session with box {t} within {within} ({} attempts); the last: {last}{hint}", self.attempts)
+                let hint =
+                    if self.phases.contains(&Phase::Tunnel) { String::new() } else { format!("; {UNREACHABLE_HINT}") };
+                format!(
+                    "no session with box {t} within {within} ({} attempt{}); the last: {last}{hint}",
+                    self.attempts,
+                    if self.attempts == 1 { "" } else { "s" }
+                )
             }
         };
         Verdict::TimedOut { phase: self.phase, message }
@@ -341,7 +342,7 @@ impl Wait {
                     Some(at) => format!("last handshake {} ago", left(self.age(at, now).unsigned_abs())),
                 };
                 self.last = Some(seen.clone());
-                self.again(now, format!("waiting for box {t} to dial in on {interface}: {seen}"))
+                self.again(now, &format!("waiting for box {t} to dial in on {interface}: {seen}"))
             }
             TunnelSeen::Down(why) => {
                 let since = *self.down_since.get_or_insert(now);
@@ -352,7 +353,7 @@ impl Wait {
                     )));
                 }
                 self.last = Some(why.clone());
-                self.again(now, format!("waiting for this machine's {interface} to come up: {why}"))
+                self.again(now, &format!("waiting for this machine's {interface} to come up: {why}"))
             }
             TunnelSeen::OtherPeers(why) => Action::Done(Verdict::SourceTunnel(format!(
                 "{interface} is not the tunnel to box {t}: {why}. Apply the box's source.bundle again (`zoffsite box apply /etc/zoffsite/boxes/{t}/source.bundle`), or restart the interface"
@@ -378,7 +379,7 @@ impl Wait {
             Login::Unreachable(msg) | Login::NotYet(msg) => {
                 let up = if self.phases.contains(&Phase::Tunnel) { "the tunnel is up, but " } else { "" };
                 self.last = Some(msg.clone());
-                self.again(now, format!("box {t}: {up}no session yet (attempt {}): {msg}", self.attempts))
+                self.again(now, &format!("box {t}: {up}no session yet (attempt {}): {msg}", self.attempts))
             }
         }
     }
@@ -446,7 +447,10 @@ pub fn gate(target: &str, posture: &Posture, force: bool) -> Gate {
     }
     let ok = posture.state == PostureState::Audited && posture.status == Status::Ok && !posture.stale;
     let fix = if posture.state == PostureState::Missing {
-        format!("its doctor timer ({}) writes it 10 min or more after boot; `zoffsite doctor --source` shows it then", units::BOX_DOCTOR_TIMER)
+        format!(
+            "its doctor timer ({}) writes it 10 min or more after boot; `zoffsite doctor --source` shows it then",
+            units::BOX_DOCTOR_TIMER
+        )
     } else {
         fix.to_owned()
     };

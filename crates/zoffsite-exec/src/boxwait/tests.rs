@@ -1,7 +1,7 @@
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 use crate::events::Recorded;
@@ -53,8 +53,12 @@ fn the_tunnel_is_the_boxs_peer_on_the_sources_interface() {
         observe_tunnel(d.path(), &wg, Some("zo-friend"))
     };
     // `wg show zo-friend latest-handshakes`, and nothing else is asked.
-    let (d, wg) = world(&format!("echo \"$@\" > \"$(dirname \"$0\")/args\"; printf '%s\\t%s\\n' '{BOX_WG}' 1799999990"));
-    assert_eq!(observe_tunnel(d.path(), &wg, Some("zo-friend")), TunnelSeen::Peer { latest_handshake: Some(1_799_999_990) });
+    let (d, wg) =
+        world(&format!("echo \"$@\" > \"$(dirname \"$0\")/args\"; printf '%s\\t%s\\n' '{BOX_WG}' 1799999990"));
+    assert_eq!(
+        observe_tunnel(d.path(), &wg, Some("zo-friend")),
+        TunnelSeen::Peer { latest_handshake: Some(1_799_999_990) }
+    );
     assert_eq!(std::fs::read_to_string(d.path().join("args")).unwrap(), "show zo-friend latest-handshakes\n");
     assert_eq!(seen(&format!("printf '%s\\t0\\n' '{BOX_WG}'")), TunnelSeen::Peer { latest_handshake: None });
     let TunnelSeen::Down(m) = seen("echo 'Unable to access interface: No such device' >&2; exit 1") else { panic!() };
@@ -62,7 +66,8 @@ fn the_tunnel_is_the_boxs_peer_on_the_sources_interface() {
     assert!(matches!(seen("true"), TunnelSeen::Down(m) if m.contains("no peer yet")));
     let TunnelSeen::OtherPeers(m) = seen(&format!("printf '%s\\t5\\n' '{OTHER}'")) else { panic!() };
     assert!(m.contains(BOX_WG), "{m}");
-    let TunnelSeen::Unreadable(m) = seen("echo 'Unable to access interface: Operation not permitted' >&2; exit 1") else {
+    let TunnelSeen::Unreadable(m) = seen("echo 'Unable to access interface: Operation not permitted' >&2; exit 1")
+    else {
         panic!()
     };
     assert!(m.contains("Operation not permitted"), "{m}");
@@ -186,7 +191,10 @@ fn a_changed_host_key_ends_the_wait_at_the_first_attempt() {
     assert_eq!(tries.load(Ordering::SeqCst), 1);
     assert_eq!(ev.worst, Severity::Target);
     let (_, msg) = &ev.errors[0];
-    assert!(msg.contains("box friend: the box's SSH host key is not the one pinned in /nonexistent/known_hosts"), "{msg}");
+    assert!(
+        msg.contains("box friend: the box's SSH host key is not the one pinned in /nonexistent/known_hosts"),
+        "{msg}"
+    );
     assert!(out.report.phases.is_empty() && out.report.box_posture.is_none() && out.report.backup.is_none());
     assert_eq!(out.report.attempts, 1);
     assert!(out.backup.is_none());
@@ -265,7 +273,8 @@ fn the_backup_timer_is_enabled_once_and_its_failure_is_reported() {
     let d = tempfile::tempdir().unwrap();
     let p = fake_systemctl(d.path(), "enabled", "active", false);
     let mut ev = Recorded::default();
-    let r = backup_timer(&System { root: false, systemd: true, systemctl: p.clone().into(), lock: &lock }, false, &mut ev);
+    let r =
+        backup_timer(&System { root: false, systemd: true, systemctl: p.clone().into(), lock: &lock }, false, &mut ev);
     assert_eq!(r.action, TimerAction::Skipped);
     let r = backup_timer(&System { root: true, systemd: false, systemctl: p.into(), lock: &lock }, false, &mut ev);
     assert_eq!(r.action, TimerAction::Skipped);

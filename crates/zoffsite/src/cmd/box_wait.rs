@@ -135,7 +135,8 @@ mod tests {
         assert_eq!(doc["phases"], serde_json::json!(["tunnel"]));
         assert_eq!(doc["exit_code"], 4);
         assert_eq!(doc["errors"][0], "box friend did not come up within 30m");
-        for key in ["dry_run", "force", "interface", "handshake_age", "attempts", "waited", "box_posture", "timer", "backup"]
+        for key in
+            ["dry_run", "force", "interface", "handshake_age", "attempts", "waited", "box_posture", "timer", "backup"]
         {
             assert!(doc.get(key).is_some(), "{key} is always there");
         }

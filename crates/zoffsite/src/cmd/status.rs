@@ -20,8 +20,8 @@ use serde::Serialize;
 use zoffsite_core::doctor::boxaudit::{self, Fetched, Posture};
 use zoffsite_core::doctor::Status as DoctorStatus;
 use zoffsite_core::names::{Dataset, SnapName};
-use zoffsite_core::status::{self, DatasetStatus, State};
 use zoffsite_core::provision::wait::UNREACHABLE_HINT;
+use zoffsite_core::status::{self, DatasetStatus, State};
 use zoffsite_exec::proto::client::{RemoteError, Session};
 use zoffsite_exec::zfs::Zfs;
 

@@ -47,7 +47,7 @@ fn drive(w: &mut Wait, tunnels: &[TunnelSeen], logins: &[Login]) -> (Verdict, i6
                 w.login(l, now)
             }
             Action::Sleep { secs, status } => {
-                assert!(secs >= 1 && secs <= POLL_SECS, "{secs}");
+                assert!((1..=POLL_SECS).contains(&secs), "{secs}");
                 statuses.push(status);
                 now += i64::try_from(secs).unwrap();
                 w.woke(now)
@@ -80,7 +80,10 @@ fn an_old_or_no_handshake_waits_and_polls() {
     let mut w = wait(600);
     let Action::Sleep { secs, status } = w.tunnel(peer(Some(T0 - 136)), T0) else { panic!() };
     assert_eq!(secs, POLL_SECS);
-    assert!(status.contains("waiting for box friend to dial in on zo-friend: last handshake 2m ago (10m left)"), "{status}");
+    assert!(
+        status.contains("waiting for box friend to dial in on zo-friend: last handshake 2m ago (10m left)"),
+        "{status}"
+    );
     assert_eq!(w.phase(), Phase::Tunnel);
     let Action::Sleep { status, .. } = w.tunnel(peer(None), T0) else { panic!() };
     assert!(status.contains("no handshake yet"), "{status}");
@@ -112,8 +115,7 @@ fn a_timeout_of_zero_looks_once() {
     assert!(matches!(w.tunnel(peer(None), T0), Action::Done(Verdict::TimedOut { phase: Phase::Tunnel, .. })));
     // ... and tries the session once when the tunnel is up.
     let mut w = wait(0);
-    let (v, _, _, statuses) =
-        drive(&mut w, &[peer(Some(T0))], &[Login::Unreachable("Connection refused".into())]);
+    let (v, _, _, statuses) = drive(&mut w, &[peer(Some(T0))], &[Login::Unreachable("Connection refused".into())]);
     assert!(matches!(v, Verdict::TimedOut { phase: Phase::Session, .. }), "{v:?}");
     assert!(statuses.is_empty());
     assert_eq!(w.attempts, 1);
@@ -155,7 +157,8 @@ fn handshake_seen_but_ssh_refused_until_the_timeout_names_the_last_failure() {
 #[test]
 fn a_host_key_mismatch_fails_at_once_with_the_fix() {
     let mut w = wait(600);
-    let msg = "the box's SSH host key is not the one pinned in /etc/zoffsite/boxes/friend/known_hosts ... replace its line";
+    let msg =
+        "the box's SSH host key is not the one pinned in /etc/zoffsite/boxes/friend/known_hosts ... replace its line";
     let (v, now, _, _) = drive(&mut w, &[peer(Some(T0))], &[Login::HostKey(msg.into())]);
     assert_eq!(now, T0 + 2, "no retry");
     assert_eq!(w.attempts, 1);
@@ -177,7 +180,7 @@ fn ssh_that_cannot_start_fails_at_once() {
 fn a_missing_source_interface_is_waited_out_for_a_grace_then_fails_with_the_fix() {
     let down = TunnelSeen::Down("no such interface".into());
     let mut w = wait(600);
-    let (v, now, _, statuses) = drive(&mut w, &[down.clone()], &[]);
+    let (v, now, _, statuses) = drive(&mut w, std::slice::from_ref(&down), &[]);
     assert_eq!(now, T0 + i64::try_from(SOURCE_TUNNEL_GRACE_SECS).unwrap());
     assert!(statuses[0].contains("waiting for this machine's zo-friend to come up"), "{}", statuses[0]);
     let Verdict::SourceTunnel(m) = &v else { panic!("{v:?}") };
@@ -260,7 +263,8 @@ fn a_failed_audit_stops_the_run_unless_forced() {
 
 #[test]
 fn an_audit_the_box_made_up_stops_the_run() {
-    let made_up = Fetched::Report(r#"{"status":"ok","counts":{"ok":5,"warn":0,"unknown":0,"fail":0},"checks":[]}"#.into());
+    let made_up =
+        Fetched::Report(r#"{"status":"ok","counts":{"ok":5,"warn":0,"unknown":0,"fail":0},"checks":[]}"#.into());
     let g = gate("friend", &posture(&made_up), false);
     let Gate::Stop(m) = &g else { panic!("{g:?}") };
     assert!(m.contains("refused as inconsistent"), "{m}");
@@ -318,7 +322,10 @@ fn the_report_is_the_json_docs_json_shows() {
     assert_eq!(v["box_posture"]["status"], "ok");
     assert_eq!(v["timer"], serde_json::json!({"unit": "zoffsite-backup.timer", "action": "already"}));
     assert_eq!(v["backup"], serde_json::Value::Null);
-    assert_eq!((v["handshake_age"].as_i64(), v["attempts"].as_u64(), v["waited"].as_u64()), (Some(4), Some(2), Some(95)));
+    assert_eq!(
+        (v["handshake_age"].as_i64(), v["attempts"].as_u64(), v["waited"].as_u64()),
+        (Some(4), Some(2), Some(95))
+    );
     for p in [Phase::Tunnel, Phase::Session, Phase::Posture, Phase::Timer, Phase::Backup] {
         assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
     }
