@@ -335,6 +335,16 @@ pub fn run(
         ..WaitReport::default()
     };
     let out = |report, backup| Outcome { report, backup };
+    // A run that could never take the lock (not root: /run/zoffsite is
+    // root's) would fail only after the whole wait: say so now. A run
+    // holding it is fine: it is likely over by the time the box is up.
+    match (sys.lock)() {
+        Err(e) if !matches!(e, LockError::Busy { .. }) => {
+            events.error(Severity::Error, &e.to_string());
+            return out(report, None);
+        }
+        _ => {}
+    }
     let (w, verdict) = wait(opts, obs, events);
     let now = (obs.clock)();
     report.phases.clone_from(&w.phases);

@@ -51,11 +51,14 @@ fn wait(d: &Path, args: &[&str]) -> (Output, serde_json::Value) {
 #[test]
 fn a_box_that_never_answers_exits_4_with_the_tpm_hint_in_one_json_document() {
     let d = world("ssh: connect to host 10.77.0.2 port 22: Connection timed out");
-    let (out, doc) = wait(d.path(), &["zwtest", "--timeout", "0s"]);
+    // -n: waits as a real run does, and needs no run lock (root's), so
+    // this runs as any user.
+    let (out, doc) = wait(d.path(), &["zwtest", "--timeout", "0s", "-n"]);
     assert_eq!(out.status.code(), Some(4), "{doc}");
     assert_eq!(doc["exit_code"], 4);
     assert_eq!(doc["phases"], serde_json::json!([]));
     assert_eq!(doc["attempts"], 1);
+    assert_eq!(doc["dry_run"], true);
     assert_eq!(doc["interface"], "zo-zwtest");
     assert_eq!((doc["box_posture"].is_null(), doc["backup"].is_null()), (true, true));
     let e = doc["errors"][0].as_str().unwrap();
@@ -69,7 +72,7 @@ fn a_box_that_never_answers_exits_4_with_the_tpm_hint_in_one_json_document() {
 fn a_changed_host_key_ends_a_long_wait_at_once_with_the_fix() {
     let d = world("@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @");
     let start = Instant::now();
-    let (out, doc) = wait(d.path(), &["zwtest", "--timeout", "30m"]);
+    let (out, doc) = wait(d.path(), &["zwtest", "--timeout", "30m", "-n"]);
     assert!(start.elapsed() < Duration::from_secs(60), "no retry: {:?}", start.elapsed());
     assert_eq!(out.status.code(), Some(4), "{doc}");
     assert_eq!(doc["attempts"], 1);

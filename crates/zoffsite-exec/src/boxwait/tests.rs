@@ -24,6 +24,13 @@ fn target(name: &str) -> Target {
     }
 }
 
+fn config() -> Config {
+    Config::parse(
+        "[source]\ndatasets = [\"tank/data\"]\n[[target]]\nname = \"friend\"\nhost = \"10.77.0.2\"\nuser = \"zoffsite\"\nidentity_file = \"/nonexistent/id\"\nknown_hosts = \"/nonexistent/known_hosts\"\n",
+    )
+    .unwrap()
+}
+
 /// An executable shell script in `dir`.
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
@@ -180,11 +187,13 @@ fn a_changed_host_key_ends_the_wait_at_the_first_attempt() {
         force: false,
         config_path: Path::new("/etc/zoffsite/zoffsite.toml"),
     };
-    let cfg = Config::parse(
-        "[source]\ndatasets = [\"tank/data\"]\n[[target]]\nname = \"friend\"\nhost = \"10.77.0.2\"\nuser = \"zoffsite\"\nidentity_file = \"/nonexistent/id\"\nknown_hosts = \"/nonexistent/known_hosts\"\n",
-    )
-    .unwrap();
-    let lock = || panic!("no lock is taken when the box was not reached");
+    let cfg = config();
+    // Taken (and let go) once before the wait, to fail early; not again.
+    let locks = Cell::new(0);
+    let lock = || {
+        locks.set(locks.get() + 1);
+        Ok(None)
+    };
     let sys = System { root: true, systemd: true, systemctl: "/nonexistent/systemctl".into(), lock: &lock };
     let mut ev = Recorded::default();
     let out = run(&cfg, &Zfs::with_binary("/nonexistent/zfs"), &opts, &mut obs, &sys, &mut ev);
@@ -199,6 +208,52 @@ fn a_changed_host_key_ends_the_wait_at_the_first_attempt() {
     assert_eq!(out.report.attempts, 1);
     assert!(out.backup.is_none());
     assert!(ev.lines.iter().any(|l| l.contains("trying the box directly")), "{:?}", ev.lines);
+    assert_eq!(locks.get(), 1);
+}
+
+#[test]
+fn a_lock_that_can_never_be_taken_fails_before_the_wait() {
+    let now = Cell::new(T0);
+    let mut tunnel = || panic!("no wait");
+    let mut clock = || now.get();
+    let mut sleep = |_d: Duration| panic!("no wait");
+    let tries = Arc::new(AtomicU32::new(0));
+    let mut obs = observed(&mut tunnel, &mut clock, &mut sleep, |_| RemoteError::Local("x".into()), tries);
+    let t = target("friend");
+    let opts = Options {
+        target: &t,
+        timeout: Duration::from_secs(1800),
+        poll: Duration::from_secs(5),
+        dry_run: false,
+        force: false,
+        config_path: Path::new("/c"),
+    };
+    let cfg = config();
+    let denied = || {
+        Err(LockError::Io {
+            lock: "/run/zoffsite/zoffsite-1.lock".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        })
+    };
+    let sys = System { root: false, systemd: true, systemctl: "/nonexistent".into(), lock: &denied };
+    let mut ev = Recorded::default();
+    let out = run(&cfg, &Zfs::with_binary("/nonexistent/zfs"), &opts, &mut obs, &sys, &mut ev);
+    assert_eq!(ev.worst, Severity::Error);
+    assert!(ev.errors[0].1.contains("/run/zoffsite/zoffsite-1.lock"), "{:?}", ev.errors);
+    assert!(out.report.phases.is_empty() && out.report.attempts == 0);
+    // Busy is not a reason to refuse: that run ends before the box is up.
+    let busy = || Err(LockError::Busy { pid: "7".into(), config: "/c".into(), lock: "/l".into() });
+    let mut tunnel = || TunnelSeen::Peer { latest_handshake: None };
+    let mut sleep = |d: Duration| now.set(now.get() + i64::try_from(d.as_secs()).unwrap());
+    let mut clock = || now.get();
+    let tries = Arc::new(AtomicU32::new(0));
+    let mut obs = observed(&mut tunnel, &mut clock, &mut sleep, |_| RemoteError::Local("x".into()), tries);
+    let sys = System { root: true, systemd: true, systemctl: "/nonexistent".into(), lock: &busy };
+    let opts = Options { timeout: Duration::from_secs(5), ..opts };
+    let mut ev = Recorded::default();
+    let out = run(&cfg, &Zfs::with_binary("/nonexistent/zfs"), &opts, &mut obs, &sys, &mut ev);
+    assert_eq!(ev.worst, Severity::Target, "it waited, and timed out: {:?}", ev.errors);
+    assert!(out.report.waited >= 5);
 }
 
 /// [`Recorded`], with the status lines kept too.
