@@ -22,9 +22,10 @@
 //!
 //! # Decisions
 //!
-//! - **Bounded**: the whole wait ends at its timeout (a session attempt
-//!   started before it may end up to its `connect_timeout` after it). With
-//!   a timeout of 0 each phase is looked at once.
+//! - **Bounded**: the whole wait ends at its timeout; a session attempt
+//!   started before it is bounded by the session's own deadlines (the
+//!   target's `connect_timeout`, then the box's greeting's) and may end
+//!   after it. With a timeout of 0 each phase is looked at once.
 //! - **A host key that is not the pinned one ends the wait at once** (exit
 //!   4), with the fix: waiting cannot change it, and it may be someone
 //!   else's machine. So does a host key missing from `known_hosts`.
