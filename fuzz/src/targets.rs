@@ -1033,7 +1033,13 @@ const KEEPALIVE_SEEDS: &[&str] = &[
 fn keepalive(ctx: &mut Ctx, t: &str) -> bool {
     use zoffsite_core::provision::keepalive as k;
     let mut any = false;
-    for r in [k::parse_wg_quick(t).map(|_| ()), k::parse_netdev(t).map(|_| ())] {
+    for r in [
+        k::parse_wg_quick(t).map(|_| ()),
+        k::parse_netdev(t).map(|_| ()),
+        // box wait: the box's key from the source's own file.
+        k::parse_source_peer_key(t, zoffsite_core::provision::Backend::WgQuick).map(|_| ()),
+        k::parse_source_peer_key(t, zoffsite_core::provision::Backend::Networkd).map(|_| ()),
+    ] {
         match r {
             Ok(()) => any = true,
             Err(e) => ctx.refused(e),

@@ -42,6 +42,10 @@ pub trait Events {
     fn error(&mut self, severity: Severity, text: &str);
     /// A transfer's progress; ignored unless the caller shows progress.
     fn progress(&mut self, _p: Progress<'_>) {}
+    /// What a wait is waiting for (`box wait`): one line that replaces the
+    /// previous one, for a person watching a terminal; not part of the
+    /// narrative (nothing is recorded), and ignored by default.
+    fn status(&mut self, _text: &str) {}
     /// Whether the caller shows progress: a driver spends work on it (a
     /// size estimate, one zfs call per send) only then.
     fn wants_progress(&self) -> bool {

@@ -18,6 +18,7 @@ pub mod boximage;
 pub mod boxinit;
 pub mod boxnew;
 pub mod boxstate;
+pub mod boxwait;
 pub mod doctor;
 pub mod drill;
 pub mod events;

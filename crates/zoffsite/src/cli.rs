@@ -36,7 +36,10 @@ pub(crate) enum Command {
     /// the fix. Exits 0 when all are ok, 6 on a warning or an unknown, 3 on
     /// a failure.
     Doctor(DoctorArgs),
-    /// Box-side administration, run by root on the box.
+    /// Boxes: make one (new), build its installer image (image), wait for it
+    /// and back up to it the first time (wait), all on the source; install a
+    /// bundle (apply, both machines); and the box-side tasks run by root on
+    /// the box (init, prune, check, keepalive, install).
     #[command(subcommand)]
     Box(BoxCommand),
     /// The box side: speak the zoffsite protocol on stdin/stdout. Meant to be
@@ -257,6 +260,11 @@ pub(crate) enum BoxCommand {
     /// a signed unified kernel image, your PK/KEK/db enrollment files) and
     /// write it to a file or a USB stick.
     Image(BoxImageArgs),
+    /// On the source, once the box is powered on: wait for its tunnel and
+    /// a session with its pinned host key, show its audit, enable the
+    /// backup timer and run the first backup to it. Stops (exit 3) when
+    /// the box's audit has a failed check, unless --force.
+    Wait(BoxWaitArgs),
 }
 
 #[derive(Args)]
@@ -360,6 +368,32 @@ pub(crate) struct BoxKeepaliveArgs {
     /// Print what was found and done as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct BoxWaitArgs {
+    /// The box's name: its target in the config (`box new NAME` made it).
+    pub name: String,
+    /// Configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Give up waiting for the box after this long, e.g. "10m", "2h".
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+    /// Back up even when the box's audit has a failed check (the exit code
+    /// still says 3).
+    #[arg(long)]
+    pub force: bool,
+    /// Wait and show the box's audit; enable nothing, only plan the backup.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print what was reached and done as JSON on stdout (on failure too).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    zoffsite_core::config::parse_duration("--timeout", s).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

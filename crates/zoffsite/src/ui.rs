@@ -18,9 +18,14 @@ use crate::exit::{Code as _, Exit};
 pub(crate) struct Ui {
     json: bool,
     show_progress: bool,
+    /// Whether a wait's status line is shown: on a terminal, not with
+    /// `--json` (a dry run waits too).
+    show_status: bool,
     worst: Exit,
     errors: Vec<String>,
     bar: Option<indicatif::ProgressBar>,
+    /// The status line, cleared before anything else is printed.
+    status: Option<indicatif::ProgressBar>,
 }
 
 impl Ui {
@@ -28,8 +33,23 @@ impl Ui {
     /// progress bars only when stderr is a terminal, never in JSON mode or
     /// a dry run (nothing moves).
     pub(crate) fn new(json: bool, dry_run: bool) -> Self {
-        let show_progress = !json && !dry_run && std::io::stderr().is_terminal();
-        Ui { json, show_progress, worst: Exit::Ok, errors: Vec::new(), bar: None }
+        let terminal = std::io::stderr().is_terminal();
+        Ui {
+            json,
+            show_progress: !json && !dry_run && terminal,
+            show_status: !json && terminal,
+            worst: Exit::Ok,
+            errors: Vec::new(),
+            bar: None,
+            status: None,
+        }
+    }
+
+    /// Takes the status line off the terminal (the next one starts anew).
+    fn clear_status(&self) {
+        if let Some(s) = &self.status {
+            s.finish_and_clear();
+        }
     }
 
     /// Whether stdout carries only the JSON document.
@@ -41,6 +61,7 @@ impl Ui {
     /// the exit code to `severity`.
     pub(crate) fn err(&mut self, severity: Exit, msg: impl Display) {
         let msg = msg.to_string();
+        self.clear_status();
         eprintln!("zoffsite: {msg}");
         self.errors.push(msg);
         self.worst.raise(severity);
@@ -55,12 +76,14 @@ impl Ui {
     /// A line of the narrative on stdout (not in JSON mode).
     pub(crate) fn say(&self, line: impl Display) {
         if !self.json {
+            self.clear_status();
             println!("{line}");
         }
     }
 
     /// A warning on stderr; it does not change the exit code.
     pub(crate) fn warning(&self, msg: impl Display) {
+        self.clear_status();
         eprintln!("zoffsite: warning: {msg}");
     }
 
@@ -99,6 +122,21 @@ impl Events for Ui {
     }
     fn wants_progress(&self) -> bool {
         self.show_progress
+    }
+    fn status(&mut self, text: &str) {
+        if !self.show_status {
+            return;
+        }
+        let s = match &self.status {
+            Some(s) if !s.is_finished() => s,
+            _ => {
+                let s = indicatif::ProgressBar::new_spinner()
+                    .with_style(indicatif::ProgressStyle::with_template("{wide_msg}").expect("valid template"));
+                s.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                self.status.insert(s)
+            }
+        };
+        s.set_message(text.to_owned());
     }
     fn progress(&mut self, p: Progress<'_>) {
         if !self.show_progress {

@@ -137,6 +137,13 @@ impl BoxAudit {
     pub fn counts(&self) -> Counts {
         count(self.checks.iter().map(|c| c.status))
     }
+
+    /// The box's report as people read it: the same renderer as the
+    /// source's own doctor ([`super::render_text`]). Its texts were checked
+    /// to be safe single lines by [`parse`].
+    pub fn text(&self) -> String {
+        super::render_text(self.checks.iter().map(super::Line::from))
+    }
 }
 
 fn count(statuses: impl Iterator<Item = Status>) -> Counts {

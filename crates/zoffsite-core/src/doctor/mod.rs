@@ -422,6 +422,62 @@ impl Serialize for Report {
     }
 }
 
+/// One check as the text report shows it: one of this machine's
+/// [`Check`]s, or one of a box's as the source read it
+/// ([`boxaudit::BoxCheck`]). Both are one safe line each already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line<'a> {
+    pub status: Status,
+    pub id: &'a str,
+    pub summary: &'a str,
+    pub fix: Option<&'a str>,
+}
+
+impl<'a> From<&'a Check> for Line<'a> {
+    fn from(c: &'a Check) -> Self {
+        Line { status: c.status, id: c.id.as_str(), summary: &c.summary, fix: c.fix.as_deref() }
+    }
+}
+
+impl<'a> From<&'a boxaudit::BoxCheck> for Line<'a> {
+    fn from(c: &'a boxaudit::BoxCheck) -> Self {
+        Line { status: c.status, id: c.id.as_str(), summary: &c.summary, fix: c.fix.as_deref() }
+    }
+}
+
+/// The text form of a doctor report, the one renderer of every report
+/// people read (`doctor`, and a box's audit in `box wait`): one line per
+/// check, `STATUS  ID  SUMMARY`, the fix indented below when not ok, then
+/// the status (the worst; `unknown` when there is no check) and the counts.
+pub fn render_text<'a>(checks: impl IntoIterator<Item = Line<'a>>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let (mut worst, mut n) = (None, Counts::default());
+    for c in checks {
+        let _ = writeln!(s, "{:<7}  {:<26}  {}", c.status.as_str(), c.id, c.summary);
+        if let Some(fix) = c.fix {
+            let _ = writeln!(s, "         fix: {fix}");
+        }
+        worst = worst.max(Some(c.status));
+        match c.status {
+            Status::Ok => n.ok += 1,
+            Status::Warn => n.warn += 1,
+            Status::Unknown => n.unknown += 1,
+            Status::Fail => n.fail += 1,
+        }
+    }
+    let status = worst.unwrap_or(Status::Unknown);
+    let _ = writeln!(s, "{status}: {} ok, {} warn, {} unknown, {} fail", n.ok, n.warn, n.unknown, n.fail);
+    s
+}
+
+impl Report {
+    /// This report as people read it ([`render_text`]).
+    pub fn text(&self) -> String {
+        render_text(self.checks.iter().map(Line::from))
+    }
+}
+
 /// One check from several of the same id (one per target, or `sshd -T`
 /// with and without a connection's `Match`): the worst status decides,
 /// and the summaries of the checks with that status are joined, each after

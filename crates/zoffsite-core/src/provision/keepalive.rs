@@ -86,6 +86,14 @@ fn bad(msg: impl Into<String>) -> ParseError {
 /// are skipped; a second peer, a key twice, a missing key or a line that
 /// is neither a section, a comment nor `KEY = VALUE` is refused.
 fn parse_peer(text: &str, section: &str) -> Result<Peer, ParseError> {
+    let (key, endpoint) = peer_fields(text, section)?;
+    let endpoint = endpoint.ok_or_else(|| bad(format!("no Endpoint in the [{section}] section")))?;
+    Ok(Peer { key, endpoint: Endpoint::parse(&endpoint).map_err(|e| bad(format!("Endpoint: {e}")))? })
+}
+
+/// The one peer section's `PublicKey`, checked, and its `Endpoint` text
+/// if it has one (see [`parse_peer`] for what is refused).
+fn peer_fields(text: &str, section: &str) -> Result<(WgKey, Option<String>), ParseError> {
     if text.len() > MAX_BYTES {
         return Err(bad(format!("longer than {MAX_BYTES} bytes")));
     }
@@ -119,11 +127,7 @@ fn parse_peer(text: &str, section: &str) -> Result<Peer, ParseError> {
         }
     }
     let key = key.ok_or_else(|| bad(format!("no PublicKey in a [{section}] section")))?;
-    let endpoint = endpoint.ok_or_else(|| bad(format!("no Endpoint in the [{section}] section")))?;
-    Ok(Peer {
-        key: WgKey::new(&key).map_err(|e| bad(format!("PublicKey: {e}")))?,
-        endpoint: Endpoint::parse(&endpoint).map_err(|e| bad(format!("Endpoint: {e}")))?,
-    })
+    Ok((WgKey::new(&key).map_err(|e| bad(format!("PublicKey: {e}")))?, endpoint))
 }
 
 /// The box's wg-quick file (`/etc/wireguard/IF.conf`).
@@ -134,6 +138,18 @@ pub fn parse_wg_quick(text: &str) -> Result<Peer, ParseError> {
 /// The box's systemd-networkd file (`/etc/systemd/network/IF.netdev`).
 pub fn parse_netdev(text: &str) -> Result<Peer, ParseError> {
     parse_peer(text, "WireGuardPeer")
+}
+
+/// The box's key, from the source's own WireGuard file of its tunnel
+/// (`/etc/wireguard/zo-NAME.conf` or `zo-NAME.netdev`, as `backend`
+/// writes it): the file's one peer, which has no `Endpoint` on the source
+/// (the box dials). For `box wait`, which watches that peer's handshakes.
+pub fn parse_source_peer_key(text: &str, backend: super::Backend) -> Result<WgKey, ParseError> {
+    let section = match backend {
+        super::Backend::WgQuick => "Peer",
+        super::Backend::Networkd => "WireGuardPeer",
+    };
+    peer_fields(text, section).map(|(key, _)| key)
 }
 
 /// `wg show IF FIELD`: one `KEY<TAB>VALUE` line per peer, no key twice.
@@ -519,11 +535,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_source_files_give_the_boxs_key_for_both_backends() {
+        let i = example();
+        let from_conf = parse_source_peer_key(&wireguard::source_wg_quick(&i), Backend::WgQuick).unwrap();
+        let from_netdev = parse_source_peer_key(&wireguard::source_netdev(&i), Backend::Networkd).unwrap();
+        assert_eq!(from_conf, i.keys.box_wg);
+        assert_eq!(from_netdev, i.keys.box_wg);
+        // The box's file is not the source's: its peer is the source.
+        assert_ne!(parse_source_peer_key(&wireguard::box_wg_quick(&i), Backend::WgQuick).unwrap(), i.keys.box_wg);
+        // The other backend's section is not read.
+        assert!(parse_source_peer_key(&wireguard::source_netdev(&i), Backend::WgQuick).is_err());
+        let two = format!("{}[Peer]\nPublicKey = {}\n", wireguard::source_wg_quick(&i), i.keys.box_wg);
+        assert!(parse_source_peer_key(&two, Backend::WgQuick).unwrap_err().0.contains("more than one"));
+    }
+
     proptest::proptest! {
         #[test]
         fn parsers_never_panic(s in "\\PC{0,300}") {
             let _ = parse_wg_quick(&s);
             let _ = parse_netdev(&s);
+            let _ = parse_source_peer_key(&s, Backend::WgQuick);
             let _ = parse_handshakes(&s);
             let _ = parse_endpoints(&s);
         }

@@ -66,6 +66,7 @@ pub mod sshd;
 pub mod target;
 pub mod units;
 pub mod values;
+pub mod wait;
 pub mod wireguard;
 
 use crate::boxinit::{PublicKey, UserName};

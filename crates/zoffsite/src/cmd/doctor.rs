@@ -73,7 +73,7 @@ pub(crate) fn run(args: &DoctorArgs) -> Exit {
     if ui.json() {
         println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
     } else {
-        print!("{}", text(&report));
+        print!("{}", report.text());
     }
     ui.exit()
 }
@@ -119,21 +119,6 @@ fn document(report: &Report, side: Side, now: i64, exit: Exit) -> serde_json::Va
     doc
 }
 
-/// One line per check, `STATUS  ID  SUMMARY`, the fix indented below when
-/// not ok.
-fn text(report: &Report) -> String {
-    let mut s = String::new();
-    for c in report.checks() {
-        s.push_str(&format!("{:<7}  {:<26}  {}\n", c.status().as_str(), c.id().as_str(), c.summary()));
-        if let Some(fix) = c.fix() {
-            s.push_str(&format!("         fix: {fix}\n"));
-        }
-    }
-    let n = report.counts();
-    s.push_str(&format!("{}: {} ok, {} warn, {} unknown, {} fail\n", report.status(), n.ok, n.warn, n.unknown, n.fail));
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,7 +147,7 @@ mod tests {
 
     #[test]
     fn text_is_one_line_per_check_with_the_fix_below() {
-        let t = text(&report());
+        let t = report().text();
         assert_eq!(
             t,
             "ok       box.secure-boot             Secure Boot is enabled, in user mode\n\

@@ -6,6 +6,7 @@ pub(crate) mod box_init;
 pub(crate) mod box_keepalive;
 pub(crate) mod box_new;
 pub(crate) mod box_prune;
+pub(crate) mod box_wait;
 pub(crate) mod common;
 pub(crate) mod doctor;
 pub(crate) mod prune;

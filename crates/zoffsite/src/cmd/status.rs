@@ -20,8 +20,9 @@ use serde::Serialize;
 use zoffsite_core::doctor::boxaudit::{self, Fetched, Posture};
 use zoffsite_core::doctor::Status as DoctorStatus;
 use zoffsite_core::names::{Dataset, SnapName};
+use zoffsite_core::provision::wait::UNREACHABLE_HINT;
 use zoffsite_core::status::{self, DatasetStatus, State};
-use zoffsite_exec::proto::client::Session;
+use zoffsite_exec::proto::client::{RemoteError, Session};
 use zoffsite_exec::zfs::Zfs;
 
 use zoffsite_core::config::Config;
@@ -36,6 +37,10 @@ struct TargetStatus {
     name: String,
     max_age: u64,
     error: Option<String>,
+    /// With an unreachable box: the cause nobody at the source can see
+    /// ([`UNREACHABLE_HINT`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<&'static str>,
     datasets: Vec<DatasetStatus>,
     /// The box's posture (`None` when the box could not be reached).
     box_posture: Option<Posture>,
@@ -86,6 +91,7 @@ fn status(cfg: &Config, args: &StatusArgs, zfs: &Zfs, now: i64, ui: &mut Ui) -> 
             name: t.name.clone(),
             max_age: t.max_age.as_secs(),
             error: None,
+            hint: None,
             datasets: vec![],
             box_posture: None,
         };
@@ -118,12 +124,19 @@ fn status(cfg: &Config, args: &StatusArgs, zfs: &Zfs, now: i64, ui: &mut Ui) -> 
             Err(e) => {
                 // The table shows it as UNREACHABLE; the JSON has it per target.
                 ts.error = Some(format!("target {}: {e}", t.name));
+                ts.hint = hint(&e);
                 ui.raise(Exit::Target);
             }
         }
         out.push(ts);
     }
     out
+}
+
+/// The hint for a box that could not be reached: only one the network did
+/// not get to (a box whose ssh answered is up, whatever else failed).
+fn hint(e: &RemoteError) -> Option<&'static str> {
+    matches!(e, RemoteError::Unreachable { .. }).then_some(UNREACHABLE_HINT)
 }
 
 /// `written@SNAP` for each dataset whose box-newest is still a snapshot on
@@ -159,6 +172,9 @@ fn render_target(t: &TargetStatus) -> String {
     let _ = writeln!(out, "target {} (max_age {}):", t.name, age(i64::try_from(t.max_age).unwrap_or(i64::MAX)));
     if let Some(e) = &t.error {
         let _ = writeln!(out, "  UNREACHABLE: {e}");
+        if let Some(h) = t.hint {
+            let _ = writeln!(out, "  hint: {h}");
+        }
         return out;
     }
     for d in &t.datasets {
@@ -198,7 +214,14 @@ mod tests {
     use zoffsite_core::doctor::{Check, CheckId, Report};
 
     fn target(posture: Option<Posture>) -> TargetStatus {
-        TargetStatus { name: "friend".into(), max_age: 93_600, error: None, datasets: vec![], box_posture: posture }
+        TargetStatus {
+            name: "friend".into(),
+            max_age: 93_600,
+            error: None,
+            hint: None,
+            datasets: vec![],
+            box_posture: posture,
+        }
     }
 
     #[test]
@@ -233,5 +256,28 @@ mod tests {
         t.error = Some("target friend: cannot reach the box".into());
         assert!(!render_target(&t).contains("posture"));
         assert_eq!(serde_json::to_value(&t).unwrap()["box_posture"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn an_unreachable_box_gets_the_tpm_recovery_hint_and_no_other_failure_does() {
+        let e = RemoteError::Unreachable { host: "10.77.0.2".into(), detail: "Connection timed out".into() };
+        let mut t = target(None);
+        t.error = Some(format!("target friend: {e}"));
+        t.hint = hint(&e);
+        let text = render_target(&t);
+        assert!(text.ends_with(&format!("  hint: {UNREACHABLE_HINT}\n")), "{text}");
+        assert_eq!(text.lines().filter(|l| l.contains("TPM")).count(), 1, "one line: {text}");
+        assert!(UNREACHABLE_HINT.contains("docs/box.md#when-the-box-does-not-come-back"));
+        assert_eq!(serde_json::to_value(&t).unwrap()["hint"], UNREACHABLE_HINT);
+        for other in [
+            RemoteError::HostKeyChanged { known_hosts: "k".into() },
+            RemoteError::AuthFailed { identity: "id".into() },
+            RemoteError::Timeout(std::time::Duration::from_secs(300)),
+        ] {
+            assert_eq!(hint(&other), None, "{other}");
+        }
+        t.hint = None;
+        assert!(!render_target(&t).contains("hint"));
+        assert!(serde_json::to_value(&t).unwrap().get("hint").is_none());
     }
 }

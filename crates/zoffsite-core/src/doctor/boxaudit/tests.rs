@@ -342,3 +342,19 @@ proptest! {
         }
     }
 }
+
+/// A box's audit is shown by the source's own doctor renderer: the same
+/// text the box's doctor would print for those checks, its escapes kept.
+#[test]
+fn a_boxs_audit_renders_as_doctor_renders_its_report() {
+    let mut r = Report::new();
+    r.extend(a_box());
+    let audit = parse(&report(&a_box(), Some(NOW))).unwrap();
+    assert_eq!(audit.text(), r.text());
+    let text = audit.text();
+    assert!(text.starts_with("ok       box.secure-boot"), "{text}");
+    assert!(text.contains("fail     box.sshd-listen             sshd listens on 0.0.0.0:22\\nforged\n         fix: listen on the tunnel only\n"), "{text}");
+    assert!(text.ends_with("fail: 1 ok, 1 warn, 1 unknown, 1 fail\n"), "{text}");
+    assert_eq!(text.lines().count(), 4 + 3 + 1, "one line per check, a fix under each not ok, the summary");
+    assert_eq!(parse(&report(&[], Some(NOW))).unwrap().text(), "unknown: 0 ok, 0 warn, 0 unknown, 0 fail\n");
+}
