@@ -179,15 +179,29 @@ struct RawDevice {
     size: u64,
     rm: bool,
     ro: bool,
+    #[serde(deserialize_with = "nullable")]
     pttype: Option<String>,
+    #[serde(deserialize_with = "nullable")]
     parttype: Option<String>,
+    #[serde(deserialize_with = "nullable")]
     fstype: Option<String>,
     mountpoints: Vec<Option<String>>,
+    #[serde(deserialize_with = "nullable")]
     tran: Option<String>,
+    #[serde(deserialize_with = "nullable")]
     model: Option<String>,
+    #[serde(deserialize_with = "nullable")]
     serial: Option<String>,
+    /// Absent when it has none (lsblk never prints it empty or null).
     #[serde(default)]
-    children: Option<Vec<RawDevice>>,
+    children: Vec<RawDevice>,
+}
+
+/// A column that may be `null` but must be there: serde would take a
+/// missing `Option` field for `None`, and a missing column means this is not
+/// the lsblk whose output zoffsite understands.
+fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
 }
 
 /// Printable ASCII of a disk's own words (model, serial): anything else
@@ -255,7 +269,7 @@ fn device(raw: RawDevice, depth: usize, count: &mut usize) -> Result<BlockDevice
     let model = shown(raw.model)?;
     let serial = shown(raw.serial)?;
     let mut children = Vec::new();
-    for c in raw.children.unwrap_or_default() {
+    for c in raw.children {
         children.push(device(c, depth + 1, count)?);
     }
     Ok(BlockDevice {
@@ -1075,7 +1089,7 @@ impl Keyslots {
     /// The one slot of the token of type `kind`, if there is exactly one
     /// such token naming exactly one slot.
     fn only(&self, kind: &str) -> Result<u32, String> {
-        let of: Vec<&Vec<u32>> = self.tokens.values().filter(|(k, _)| k == kind).map(|(_, s)| s).collect();
+        let of: Vec<&[u32]> = self.tokens.values().filter(|(k, _)| k == kind).map(|(_, s)| s.as_slice()).collect();
         match of.as_slice() {
             [[s]] => Ok(*s),
             _ => Err(format!("{} {kind} tokens where one naming one key slot was expected", of.len())),
@@ -1202,6 +1216,12 @@ impl Report {
     }
 }
 
+/// `s` with every character that is not ASCII as `?`: the report is a
+/// file on a FAT stick, read on any OS, and on a console without fonts.
+pub fn ascii(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii() { c } else { '?' }).collect()
+}
+
 fn time_text(t: i64) -> String {
     jiff::Timestamp::from_second(t).map_or_else(|_| format!("{t} (Unix seconds)"), |ts| ts.to_string())
 }
@@ -1310,7 +1330,7 @@ pub fn render_text(r: &Report) -> String {
             line(&format!("fix: {fix}"));
         }
     }
-    out
+    ascii(&out)
 }
 
 fn check_json(c: &Check) -> Value {
@@ -1363,6 +1383,13 @@ pub fn render_json(r: &Report) -> Value {
         "failed_step": step,
         "error": error,
     })
+}
+
+/// [`render_json`] as the text written and printed: pretty, ASCII only
+/// (JSON escapes nothing it need not, so [`ascii`] goes over it).
+pub fn render_json_text(r: &Report) -> String {
+    let text = serde_json::to_string_pretty(&render_json(r)).unwrap_or_else(|e| unreachable!("a Value serializes: {e}"));
+    ascii(&format!("{text}\n"))
 }
 
 #[cfg(test)]
