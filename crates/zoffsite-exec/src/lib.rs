@@ -15,6 +15,7 @@
 pub mod boxapply;
 pub mod boxaudit;
 pub mod boxinit;
+pub mod boxinstall;
 pub mod boxnew;
 pub mod boxstate;
 pub mod doctor;
