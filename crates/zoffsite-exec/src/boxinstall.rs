@@ -334,6 +334,14 @@ fn run(env: &Env, c: &Command, input: Option<&[u8]>, deadline: Duration) -> Resu
     Ok(out.stdout)
 }
 
+/// `systemd-repart --dry-run=yes` of `plan` (its definitions and a key
+/// file in a scratch directory that is gone when this returns): what `-n`
+/// runs. Changes no disk.
+pub fn repart_check(env: &Env, plan: &InstallPlan) -> Result<(), String> {
+    let scratch = Scratch::new(env, plan)?;
+    run(env, &plan.repart(scratch.defs(), scratch.key(), true), None, env.deadline).map(|_| ()).map_err(|StepError(e)| e)
+}
+
 /// Carries out `plan`, recording in `report` what was done (and the
 /// recovery key), writing the report into `report_dir` as soon as the
 /// recovery key exists. Sets `report.outcome`: [`Outcome::Installed`],
@@ -421,4 +429,257 @@ fn install_steps(
     step(report, &plan.zpool_create(), env.long_deadline, None)?;
     step(report, &plan.zpool_export(), env.deadline, None)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use zoffsite_core::image::install::{plan, Role};
+
+    use super::*;
+    use crate::events::Recorded;
+
+    const KEY: &str = "fjfhcgbd-kkbnvfrv-cvhgcdtn-jhvtnvkb-lctetbvh-ekdkrvtd-ehtrcrnj-uurvtlhi";
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../zoffsite-core/testdata/install").join(name)
+    }
+
+    /// A box as the installer sees it: efivars, the TPM, by-id links under
+    /// a fake root; lsblk, repart, cryptenroll, cryptsetup and zpool as
+    /// scripts that log their argv (and stdin) and answer as the real ones
+    /// did (the headers are `testdata/install`'s real ones).
+    struct World {
+        dir: tempfile::TempDir,
+        env: Env,
+    }
+
+    impl World {
+        fn new(lsblk_json: &str) -> World {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            let efivars = root.join("sys/firmware/efi/efivars");
+            std::fs::create_dir_all(&efivars).unwrap();
+            let guid = zoffsite_core::doctor::firmware::EFI_GLOBAL_GUID;
+            std::fs::write(efivars.join(format!("SecureBoot-{guid}")), [6, 0, 0, 0, 1]).unwrap();
+            std::fs::write(efivars.join(format!("SetupMode-{guid}")), [6, 0, 0, 0, 0]).unwrap();
+            std::fs::create_dir_all(root.join("sys/class/tpm/tpm0")).unwrap();
+            std::fs::write(root.join("sys/class/tpm/tpm0/tpm_version_major"), "2\n").unwrap();
+            std::fs::create_dir_all(root.join("dev/disk/by-id")).unwrap();
+            std::os::unix::fs::symlink("/dev/null", root.join("dev/tpmrm0")).unwrap();
+            std::os::unix::fs::symlink("../../sdb", root.join("dev/disk/by-id/ata-WDC_WD20EFRX_WD-1")).unwrap();
+            std::os::unix::fs::symlink("../../sdb", root.join("dev/disk/by-id/wwn-0x50014ee2")).unwrap();
+            std::fs::create_dir_all(dir.path().join("esp/zoffsite")).unwrap();
+            let bin = dir.path().join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            let log = dir.path().join("log");
+            std::fs::write(dir.path().join("lsblk.json"), lsblk_json).unwrap();
+            let d = dir.path().display();
+            let script = |name: &str, body: &str| {
+                let p = bin.join(name);
+                std::fs::write(&p, format!("#!/bin/sh\necho \"{name} $*\" >>{}\n{body}\n", log.display())).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            };
+            script("lsblk", &format!("cat {d}/lsblk.json"));
+            script("systemd-repart", "exit 0");
+            script("udevadm", "exit 0");
+            script(
+                "systemd-cryptenroll",
+                &format!(
+                    "case \"$*\" in *--recovery-key*) echo {KEY}; echo 'New recovery key enrolled as key slot 2.' >&2;; *--wipe-slot=*) touch {d}/wiped;; esac"
+                ),
+            );
+            script(
+                "cryptsetup",
+                &format!(
+                    "case \"$1\" in luksDump) if [ -e {d}/wiped ]; then cat {}; else cat {}; fi;; open) [ \"$(cat)\" = {KEY} ];; esac",
+                    fixture("luks2-tpm2-recovery.json").display(),
+                    fixture("luks2-keyfile-tpm2-recovery.json").display(),
+                ),
+            );
+            script("zpool", &format!("[ -e {d}/zpool-fails ] && {{ echo 'cannot create: busy' >&2; exit 1; }}; exit 0"));
+            let env = Env {
+                root,
+                bin: Some(bin),
+                deadline: Duration::from_secs(20),
+                long_deadline: Duration::from_secs(20),
+                require_memory_fs: false,
+                run_dir: Some(dir.path().join("run")),
+            };
+            World { dir, env }
+        }
+
+        fn esp(&self) -> String {
+            self.dir.path().join("esp").to_str().unwrap().to_owned()
+        }
+
+        fn report_dir(&self) -> PathBuf {
+            self.dir.path().join("esp/zoffsite")
+        }
+
+        fn log(&self) -> Vec<String> {
+            std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default().lines().map(str::to_owned).collect()
+        }
+
+        fn facts(&self) -> Facts {
+            let mut f = gather(&self.env, &self.dir.path().join("no-bundle"), &self.report_dir(), false);
+            assert!(f.bundle.is_err(), "no bundle there");
+            f.bundle = Ok(BundleFacts { name: "friend".into(), pool: Dataset::new("offsite").unwrap(), sha256: "00".repeat(32) });
+            f
+        }
+    }
+
+    /// lsblk 2.38's JSON of a mini PC: the stick (ESP on `esp`, root on
+    /// /), a 256 GiB and a 2 TiB blank disk.
+    fn mini_pc(esp: &str) -> String {
+        let dev = |path: &str, kind: &str, size: u64, mounts: &str, rest: &str| {
+            let name = path.rsplit('/').next().unwrap();
+            format!(
+                r#"{{"name": "{name}", "path": "{path}", "type": "{kind}", "size": {size}, "rm": false, "ro": false,
+                "pttype": {pt}, "parttype": {parttype}, "fstype": null, "mountpoints": [{mounts}], "tran": null,
+                "model": null, "serial": null{rest}}}"#,
+                pt = if path == "/dev/sda" { "\"gpt\"".to_owned() } else { "null".to_owned() },
+                parttype = if path == "/dev/sda1" { format!("\"{}\"", install::ESP_PARTTYPE) } else { "null".to_owned() },
+            )
+        };
+        let children = format!(
+            r#", "children": [{}, {}]"#,
+            dev("/dev/sda1", "part", 512 << 20, &format!("\"{esp}\""), ""),
+            dev("/dev/sda2", "part", 4 << 30, "\"/\"", "")
+        );
+        format!(
+            r#"{{"blockdevices": [{}, {}, {}]}}"#,
+            dev("/dev/sda", "disk", 32 << 30, "null", &children),
+            dev("/dev/nvme0n1", "disk", 256 << 30, "null", ""),
+            dev("/dev/sdb", "disk", 2048 << 30, "null", "")
+        )
+    }
+
+    fn world() -> World {
+        let w = World::new("");
+        std::fs::write(w.dir.path().join("lsblk.json"), mini_pc(&w.esp())).unwrap();
+        w
+    }
+
+    #[test]
+    fn gather_reads_the_fake_root_and_the_plan_is_made_from_it() {
+        let w = world();
+        let f = w.facts();
+        assert!(f.efi);
+        assert_eq!(f.secure_boot, Ok(Some(vec![6, 0, 0, 0, 1])));
+        assert_eq!(f.tpm_version, Ok(Some("2\n".into())));
+        assert_eq!(f.tpm_device, Ok(true), "a character device");
+        assert_eq!(f.report_dir.as_deref(), Ok(w.report_dir().canonicalize().unwrap().to_str().unwrap()));
+        let p = plan(&f).expect("a plan");
+        assert_eq!(p.data.stable, "/dev/disk/by-id/ata-WDC_WD20EFRX_WD-1");
+        assert_eq!(p.system.path, "/dev/nvme0n1");
+        assert!(!w.report_dir().join(".zoffsite-install.probe").exists(), "the probe is removed");
+        // Without a TPM device, and with a regular file where it should be.
+        std::fs::remove_file(w.env.path(install::TPM_DEVICE)).unwrap();
+        assert_eq!(tpm_device(&w.env), Ok(false));
+        std::fs::write(w.env.path(install::TPM_DEVICE), "").unwrap();
+        assert_eq!(tpm_device(&w.env), Ok(false), "not a character device");
+        // No by-id directory: no links, not an error.
+        std::fs::remove_dir_all(w.env.path(install::BY_ID_DIR)).unwrap();
+        assert_eq!(by_id(&w.env), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn an_install_runs_every_step_in_order_and_leaves_the_key_only_in_the_report() {
+        let w = world();
+        let p = plan(&w.facts()).unwrap();
+        let mut r = Report::planned(&p, 1_796_000_000, Outcome::Installed);
+        let mut ev = Recorded::default();
+        execute(&w.env, &p, &mut r, &w.report_dir(), &mut ev);
+        assert_eq!(r.outcome, Outcome::Installed, "{:?}", r.outcome);
+        assert_eq!(r.recovery_key.as_ref().map(install::RecoveryKey::expose), Some(KEY));
+        let log = w.log();
+        let programs: Vec<&str> = log.iter().filter(|l| !l.starts_with("lsblk")).map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(
+            programs,
+            [
+                "systemd-repart",
+                "systemd-repart",
+                "udevadm",
+                "systemd-cryptenroll",
+                "cryptsetup",
+                "systemd-cryptenroll",
+                "cryptsetup",
+                "cryptsetup",
+                "zpool",
+                "zpool"
+            ]
+        );
+        assert!(log[1].contains("--dry-run=yes") && log[2].contains("--dry-run=no") && log[2].ends_with(" /dev/nvme0n1"));
+        assert!(log.iter().any(|l| l.starts_with("systemd-cryptenroll") && l.contains("--wipe-slot=0 /dev/nvme0n1p2")));
+        assert!(log.iter().any(|l| l == "zpool create -o ashift=12 -o cachefile=none -O mountpoint=none -O canmount=off offsite /dev/disk/by-id/ata-WDC_WD20EFRX_WD-1"));
+        // The key file is gone with its directory; the definitions too.
+        let run = w.dir.path().join("run");
+        assert_eq!(std::fs::read_dir(&run).unwrap().count(), 0, "the scratch directory is removed");
+        // The report written during the run holds the key; the command
+        // writes the final one.
+        let text = std::fs::read_to_string(w.report_dir().join(REPORT_TEXT)).unwrap();
+        assert!(text.contains(KEY) && text.contains("WRITE THIS DOWN"), "{text}");
+        write_report(&w.report_dir(), &r).unwrap();
+        let json = std::fs::read_to_string(w.report_dir().join(REPORT_JSON)).unwrap();
+        assert!(json.contains("\"outcome\": \"installed\"") && json.contains(&format!("\"recovery_key\": \"{KEY}\"")), "{json}");
+        assert_eq!(std::fs::read_dir(w.report_dir()).unwrap().count(), 2, "no temporary file left");
+    }
+
+    #[test]
+    fn a_failure_after_the_recovery_key_keeps_it_in_the_report_and_says_how_to_start_over() {
+        let w = world();
+        std::fs::write(w.dir.path().join("zpool-fails"), "").unwrap();
+        let p = plan(&w.facts()).unwrap();
+        let mut r = Report::planned(&p, 0, Outcome::Installed);
+        execute(&w.env, &p, &mut r, &w.report_dir(), &mut Recorded::default());
+        let Outcome::Failed { step, error, fix } = &r.outcome else { panic!("{:?}", r.outcome) };
+        assert_eq!(step, "create the pool on the data disk");
+        assert!(error.contains("cannot create: busy"), "{error}");
+        assert!(fix.contains("wipefs -a /dev/nvme0n1 /dev/sdb"), "{fix}");
+        assert!(r.recovery_key.is_some());
+        let text = std::fs::read_to_string(w.report_dir().join(REPORT_TEXT)).unwrap();
+        assert!(text.contains(KEY), "written as soon as it existed");
+    }
+
+    #[test]
+    fn repart_refusing_the_dry_run_changes_nothing() {
+        let w = world();
+        let repart = w.env.bin.as_ref().unwrap().join("systemd-repart");
+        std::fs::write(&repart, "#!/bin/sh\necho 'Unable to automatically discover suitable partition to copy blocks from.' >&2\nexit 1\n").unwrap();
+        let p = plan(&w.facts()).unwrap();
+        assert!(repart_check(&w.env, &p).unwrap_err().contains("Unable to automatically discover"));
+        let mut r = Report::planned(&p, 0, Outcome::Installed);
+        execute(&w.env, &p, &mut r, &w.report_dir(), &mut Recorded::default());
+        let Outcome::Refused { reason, .. } = &r.outcome else { panic!("{:?}", r.outcome) };
+        assert!(reason.contains("systemd-repart refuses the plan"), "{reason}");
+        assert!(r.done.is_empty() && r.recovery_key.is_none());
+        assert!(!w.log().iter().any(|l| l.starts_with("zpool") || l.starts_with("systemd-cryptenroll")));
+    }
+
+    #[test]
+    fn a_key_that_does_not_open_the_root_fails_the_install() {
+        let w = world();
+        let cs = w.env.bin.as_ref().unwrap().join("cryptsetup");
+        let body = std::fs::read_to_string(&cs).unwrap().replace(&format!("= {KEY} ]"), "= other ]");
+        std::fs::write(&cs, body).unwrap();
+        let p = plan(&w.facts()).unwrap();
+        let mut r = Report::planned(&p, 0, Outcome::Installed);
+        execute(&w.env, &p, &mut r, &w.report_dir(), &mut Recorded::default());
+        assert!(matches!(&r.outcome, Outcome::Failed { step, .. } if step == "check that the recovery key opens the root"));
+        assert!(!w.log().iter().any(|l| l.starts_with("zpool")), "no pool on a box whose key does not work");
+        assert!(matches!(r.disks.iter().find(|d| d.path == "/dev/sdb").map(|d| &d.role), Some(Role::Data)));
+    }
+
+    #[test]
+    fn the_report_dir_must_be_writable() {
+        let w = world();
+        assert!(report_dir(&w.dir.path().join("new/dir"), false).is_ok(), "made when missing");
+        assert!(report_dir(&w.dir.path().join("other"), true).unwrap().contains("made by a real run"));
+        assert!(!w.dir.path().join("other").exists(), "-n makes nothing");
+        let file = w.dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(report_dir(&file, false).is_err());
+    }
 }

@@ -27,6 +27,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Box(cli::BoxCommand::Check(a)) => cmd::box_check::run(&a),
         cli::Command::Box(cli::BoxCommand::Apply(a)) => cmd::box_apply::run(&a, cli.verbose > 0),
         cli::Command::Box(cli::BoxCommand::Keepalive(a)) => cmd::box_keepalive::run(&a),
+        cli::Command::Box(cli::BoxCommand::Install(a)) => cmd::box_install::run(&a),
         cli::Command::Serve(a) => cmd::serve::run(a),
     };
     std::process::ExitCode::from(exit::Code::code(code))

@@ -1303,6 +1303,19 @@ pub fn render_text(r: &Report) -> String {
         line("");
         line(&format!("system disk: {} ({}): ESP, root (LUKS2, TPM PCR {TPM2_PCRS} + recovery key) {}", p.system.path, gib(p.system.size), p.root_partition));
         line(&format!("pool: {} on {}", p.bundle.pool, p.data.stable));
+        if r.outcome == Outcome::DryRun {
+            line("");
+            line("would run (RUN: a new 0700 directory in /run/zoffsite):");
+            for c in p.commands("RUN/repart.d", "RUN/key") {
+                line(&format!("  {}", c.argv.join(" ")));
+            }
+            for d in &p.definitions {
+                line(&format!("RUN/repart.d/{}:", d.file));
+                for l in d.text.lines() {
+                    line(&format!("  {l}"));
+                }
+            }
+        }
     }
     if !r.done.is_empty() {
         line("");
