@@ -325,7 +325,11 @@ fn install_lsblk(ctx: &mut Ctx, input: &[u8]) -> bool {
             }
             let facts = Facts {
                 report_dir: Ok("/efi/zoffsite".into()),
-                bundle: Ok(BundleFacts { name: "friend".into(), pool: Dataset::new("offsite").expect("pool"), sha256: "00".repeat(32) }),
+                bundle: Ok(BundleFacts {
+                    name: "friend".into(),
+                    pool: Dataset::new("offsite").expect("pool"),
+                    sha256: "00".repeat(32),
+                }),
                 efi: true,
                 secure_boot: Ok(Some(vec![6, 0, 0, 0, 1])),
                 setup_mode: Ok(Some(vec![6, 0, 0, 0, 0])),
@@ -339,16 +343,25 @@ fn install_lsblk(ctx: &mut Ctx, input: &[u8]) -> bool {
                     for disk in [&p.system, &p.data] {
                         let d = devices.iter().find(|d| d.path == disk.path);
                         ctx.check(
-                            d.is_some_and(|d| d.kind == "disk" && d.pttype.is_none() && d.fstype.is_none() && d.children.is_empty() && !d.removable && !d.holds_root()),
+                            d.is_some_and(|d| {
+                                d.kind == "disk"
+                                    && d.pttype.is_none()
+                                    && d.fstype.is_none()
+                                    && d.children.is_empty()
+                                    && !d.removable
+                                    && !d.holds_root()
+                            }),
                             || format!("{} chosen but not blank", disk.path),
                         );
                     }
-                    ctx.check(p.system.path != p.data.path && p.system.size <= p.data.size, || "system and data".into());
+                    ctx.check(p.system.path != p.data.path && p.system.size <= p.data.size, || {
+                        "system and data".into()
+                    });
                     Report::planned(&p, 0, Outcome::DryRun)
                 }
                 Err(r) => {
                     ctx.check(!r.reason.is_empty() && !r.fix.is_empty(), || "a refusal without a reason or fix".into());
-                    Report::refused(r, 0)
+                    Report::refused(*r, 0)
                 }
             };
             let text = install::render_text(&report);

@@ -58,7 +58,11 @@ fn plan_with_esp(esp: &Path) -> InstallPlan {
     ]});
     let facts = Facts {
         report_dir: Ok(format!("{esp}/zoffsite")),
-        bundle: Ok(BundleFacts { name: "friend".into(), pool: Dataset::new("offsite").unwrap(), sha256: "00".repeat(32) }),
+        bundle: Ok(BundleFacts {
+            name: "friend".into(),
+            pool: Dataset::new("offsite").unwrap(),
+            sha256: "00".repeat(32),
+        }),
         efi: true,
         secure_boot: Ok(Some(vec![6, 0, 0, 0, 1])),
         setup_mode: Ok(Some(vec![6, 0, 0, 0, 0])),

@@ -161,7 +161,8 @@ fn tpm_device(env: &Env) -> Result<bool, String> {
 pub fn lsblk(env: &Env) -> Result<Vec<install::BlockDevice>, String> {
     let mut argv = vec!["lsblk".to_owned()];
     argv.extend(install::lsblk_args());
-    let out = process::run_by(&env.cmd(&argv), install::LSBLK_MAX_BYTES, Some(env.deadline)).map_err(|e| e.to_string())?;
+    let out =
+        process::run_by(&env.cmd(&argv), install::LSBLK_MAX_BYTES, Some(env.deadline)).map_err(|e| e.to_string())?;
     if !out.success() {
         return Err(format!("lsblk failed: {}", first_line(&out.stderr)));
     }
@@ -266,8 +267,11 @@ impl Scratch {
         let defs = dir.subdir("repart.d").map_err(|e| format!("cannot make the definitions' directory: {e}"))?;
         let s = Scratch { _dir: dir, key, defs };
         let mut bytes = [0u8; KEY_BYTES];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?, &mut bytes)
-            .map_err(|e| format!("/dev/urandom: {e}"))?;
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?,
+            &mut bytes,
+        )
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -339,7 +343,9 @@ fn run(env: &Env, c: &Command, input: Option<&[u8]>, deadline: Duration) -> Resu
 /// runs. Changes no disk.
 pub fn repart_check(env: &Env, plan: &InstallPlan) -> Result<(), String> {
     let scratch = Scratch::new(env, plan)?;
-    run(env, &plan.repart(scratch.defs(), scratch.key(), true), None, env.deadline).map(|_| ()).map_err(|StepError(e)| e)
+    run(env, &plan.repart(scratch.defs(), scratch.key(), true), None, env.deadline)
+        .map(|_| ())
+        .map_err(|StepError(e)| e)
 }
 
 /// Carries out `plan`, recording in `report` what was done (and the
@@ -416,7 +422,8 @@ fn install_steps(
 
     let dump = plan.luks_dump();
     let header = String::from_utf8_lossy(&step(report, &dump, env.deadline, None)?).into_owned();
-    let slot = install::parse_keyslots(&header).and_then(|k| k.key_file_slot()).map_err(|e| (dump.why.to_owned(), e))?;
+    let slot =
+        install::parse_keyslots(&header).and_then(|k| k.key_file_slot()).map_err(|e| (dump.why.to_owned(), e))?;
     step(report, &plan.wipe_slot(scratch.key(), slot), env.deadline, None)?;
     scratch.forget_key();
     let header = String::from_utf8_lossy(&step(report, &dump, env.deadline, None)?).into_owned();
@@ -498,7 +505,10 @@ mod tests {
                     fixture("luks2-keyfile-tpm2-recovery.json").display(),
                 ),
             );
-            script("zpool", &format!("[ -e {d}/zpool-fails ] && {{ echo 'cannot create: busy' >&2; exit 1; }}; exit 0"));
+            script(
+                "zpool",
+                &format!("[ -e {d}/zpool-fails ] && {{ echo 'cannot create: busy' >&2; exit 1; }}; exit 0"),
+            );
             let env = Env {
                 root,
                 bin: Some(bin),
@@ -519,13 +529,21 @@ mod tests {
         }
 
         fn log(&self) -> Vec<String> {
-            std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default().lines().map(str::to_owned).collect()
+            std::fs::read_to_string(self.dir.path().join("log"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect()
         }
 
         fn facts(&self) -> Facts {
             let mut f = gather(&self.env, &self.dir.path().join("no-bundle"), &self.report_dir(), false);
             assert!(f.bundle.is_err(), "no bundle there");
-            f.bundle = Ok(BundleFacts { name: "friend".into(), pool: Dataset::new("offsite").unwrap(), sha256: "00".repeat(32) });
+            f.bundle = Ok(BundleFacts {
+                name: "friend".into(),
+                pool: Dataset::new("offsite").unwrap(),
+                sha256: "00".repeat(32),
+            });
             f
         }
     }
@@ -540,7 +558,8 @@ mod tests {
                 "pttype": {pt}, "parttype": {parttype}, "fstype": null, "mountpoints": [{mounts}], "tran": null,
                 "model": null, "serial": null{rest}}}"#,
                 pt = if path == "/dev/sda" { "\"gpt\"".to_owned() } else { "null".to_owned() },
-                parttype = if path == "/dev/sda1" { format!("\"{}\"", install::ESP_PARTTYPE) } else { "null".to_owned() },
+                parttype =
+                    if path == "/dev/sda1" { format!("\"{}\"", install::ESP_PARTTYPE) } else { "null".to_owned() },
             )
         };
         let children = format!(
@@ -595,7 +614,8 @@ mod tests {
         assert_eq!(r.outcome, Outcome::Installed, "{:?}", r.outcome);
         assert_eq!(r.recovery_key.as_ref().map(install::RecoveryKey::expose), Some(KEY));
         let log = w.log();
-        let programs: Vec<&str> = log.iter().filter(|l| !l.starts_with("lsblk")).map(|l| l.split(' ').next().unwrap()).collect();
+        let programs: Vec<&str> =
+            log.iter().filter(|l| !l.starts_with("lsblk")).map(|l| l.split(' ').next().unwrap()).collect();
         assert_eq!(
             programs,
             [
@@ -611,7 +631,9 @@ mod tests {
                 "zpool"
             ]
         );
-        assert!(log[1].contains("--dry-run=yes") && log[2].contains("--dry-run=no") && log[2].ends_with(" /dev/nvme0n1"));
+        assert!(
+            log[1].contains("--dry-run=yes") && log[2].contains("--dry-run=no") && log[2].ends_with(" /dev/nvme0n1")
+        );
         assert!(log.iter().any(|l| l.starts_with("systemd-cryptenroll") && l.contains("--wipe-slot=0 /dev/nvme0n1p2")));
         assert!(log.iter().any(|l| l == "zpool create -o ashift=12 -o cachefile=none -O mountpoint=none -O canmount=off offsite /dev/disk/by-id/ata-WDC_WD20EFRX_WD-1"));
         // The key file is gone with its directory; the definitions too.
@@ -623,7 +645,10 @@ mod tests {
         assert!(text.contains(KEY) && text.contains("WRITE THIS DOWN"), "{text}");
         write_report(&w.report_dir(), &r).unwrap();
         let json = std::fs::read_to_string(w.report_dir().join(REPORT_JSON)).unwrap();
-        assert!(json.contains("\"outcome\": \"installed\"") && json.contains(&format!("\"recovery_key\": \"{KEY}\"")), "{json}");
+        assert!(
+            json.contains("\"outcome\": \"installed\"") && json.contains(&format!("\"recovery_key\": \"{KEY}\"")),
+            "{json}"
+        );
         assert_eq!(std::fs::read_dir(w.report_dir()).unwrap().count(), 2, "no temporary file left");
     }
 
@@ -647,7 +672,11 @@ mod tests {
     fn repart_refusing_the_dry_run_changes_nothing() {
         let w = world();
         let repart = w.env.bin.as_ref().unwrap().join("systemd-repart");
-        std::fs::write(&repart, "#!/bin/sh\necho 'Unable to automatically discover suitable partition to copy blocks from.' >&2\nexit 1\n").unwrap();
+        std::fs::write(
+            &repart,
+            "#!/bin/sh\necho 'Unable to automatically discover suitable partition to copy blocks from.' >&2\nexit 1\n",
+        )
+        .unwrap();
         let p = plan(&w.facts()).unwrap();
         assert!(repart_check(&w.env, &p).unwrap_err().contains("Unable to automatically discover"));
         let mut r = Report::planned(&p, 0, Outcome::Installed);
@@ -667,7 +696,9 @@ mod tests {
         let p = plan(&w.facts()).unwrap();
         let mut r = Report::planned(&p, 0, Outcome::Installed);
         execute(&w.env, &p, &mut r, &w.report_dir(), &mut Recorded::default());
-        assert!(matches!(&r.outcome, Outcome::Failed { step, .. } if step == "check that the recovery key opens the root"));
+        assert!(
+            matches!(&r.outcome, Outcome::Failed { step, .. } if step == "check that the recovery key opens the root")
+        );
         assert!(!w.log().iter().any(|l| l.starts_with("zpool")), "no pool on a box whose key does not work");
         assert!(matches!(r.disks.iter().find(|d| d.path == "/dev/sdb").map(|d| &d.role), Some(Role::Data)));
     }

@@ -328,8 +328,11 @@ impl ByIdLink {
     /// The device node it names: the target resolved against
     /// [`BY_ID_DIR`] (`../../sda` is `/dev/sda`), by text only.
     pub fn resolved(&self) -> String {
-        let mut parts: Vec<&str> =
-            if self.target.starts_with('/') { Vec::new() } else { BY_ID_DIR.split('/').filter(|p| !p.is_empty()).collect() };
+        let mut parts: Vec<&str> = if self.target.starts_with('/') {
+            Vec::new()
+        } else {
+            BY_ID_DIR.split('/').filter(|p| !p.is_empty()).collect()
+        };
         for p in self.target.split('/') {
             match p {
                 "" | "." => {}
@@ -470,11 +473,8 @@ fn wipe_fix(path: &str) -> String {
 
 /// Why a top-level device is not a candidate (`None`: it is one).
 fn not_taken(d: &BlockDevice) -> Option<(String, Option<String>)> {
-    let mounted: Vec<String> = d
-        .walk()
-        .iter()
-        .flat_map(|x| x.mountpoints.iter().map(move |m| format!("{} on {m}", x.path)))
-        .collect();
+    let mounted: Vec<String> =
+        d.walk().iter().flat_map(|x| x.mountpoints.iter().map(move |m| format!("{} on {m}", x.path))).collect();
     if d.holds_root() {
         return Some(("the installer's own disk (it holds the running system's /)".into(), None));
     }
@@ -628,7 +628,8 @@ fn secure_boot_check(f: &Facts) -> Check {
 
 fn tpm_check(f: &Facts) -> Check {
     const N: CheckName = CheckName::Tpm2;
-    const FIX: &str = "in the firmware setup, turn the TPM 2.0 on (Security Chip / PTT / fTPM), then boot the stick again";
+    const FIX: &str =
+        "in the firmware setup, turn the TPM 2.0 on (Security Chip / PTT / fTPM), then boot the stick again";
     let version = match &f.tpm_version {
         Ok(Some(v)) => v.strip_suffix('\n').unwrap_or(v).to_owned(),
         Ok(None) => return Check::fail(N, format!("no TPM: {} is missing", firmware::TPM_VERSION_PATH), FIX),
@@ -643,7 +644,11 @@ fn tpm_check(f: &Facts) -> Check {
     }
     match &f.tpm_device {
         Ok(true) => Check::ok(N, format!("TPM 2.0, {TPM_DEVICE}")),
-        Ok(false) => Check::fail(N, format!("TPM 2.0, but no {TPM_DEVICE}"), "use a kernel with the TPM resource manager (4.12 or newer)"),
+        Ok(false) => Check::fail(
+            N,
+            format!("TPM 2.0, but no {TPM_DEVICE}"),
+            "use a kernel with the TPM resource manager (4.12 or newer)",
+        ),
         Err(e) => Check::fail(N, format!("cannot look at {TPM_DEVICE}: {e}"), FIX),
     }
 }
@@ -749,7 +754,11 @@ fn choose_disks(f: &Facts, disks: &mut Vec<DiskSeen>) -> Result<DiskChoice, (Str
     if system.size < MIN_SYSTEM_DISK || data.size < MIN_DATA_DISK {
         return Err((
             format!("the disks are too small ({} and {})", gib(system.size), gib(data.size)),
-            format!("use a system disk of at least {} and a data disk of at least {}", gib(MIN_SYSTEM_DISK), gib(MIN_DATA_DISK)),
+            format!(
+                "use a system disk of at least {} and a data disk of at least {}",
+                gib(MIN_SYSTEM_DISK),
+                gib(MIN_DATA_DISK)
+            ),
         ));
     }
     for (d, role) in [(system, Role::System), (data, Role::Data)] {
@@ -764,7 +773,7 @@ fn choose_disks(f: &Facts, disks: &mut Vec<DiskSeen>) -> Result<DiskChoice, (Str
 /// Every check, every disk seen, and the plan, or why the installer refuses
 /// (the first failed check: the checks run in [`CheckName`]'s order, and
 /// all of them run, so the report names every problem at once).
-pub fn plan(f: &Facts) -> Result<InstallPlan, Refused> {
+pub fn plan(f: &Facts) -> Result<InstallPlan, Box<Refused>> {
     let mut checks = Vec::new();
     checks.push(match &f.report_dir {
         Ok(d) => Check::ok(CheckName::ReportDir, format!("the report goes to {d}")),
@@ -776,7 +785,11 @@ pub fn plan(f: &Facts) -> Result<InstallPlan, Refused> {
     });
     checks.push(match &f.bundle {
         Ok(b) => Check::ok(CheckName::Bundle, format!("box {}, pool {} (bundle SHA-256 {})", b.name, b.pool, b.sha256)),
-        Err(e) => Check::fail(CheckName::Bundle, format!("cannot read the box's bundle: {e}"), "build the stick again with `zoffsite box image`"),
+        Err(e) => Check::fail(
+            CheckName::Bundle,
+            format!("cannot read the box's bundle: {e}"),
+            "build the stick again with `zoffsite box image`",
+        ),
     });
     checks.push(secure_boot_check(f));
     checks.push(tpm_check(f));
@@ -785,19 +798,25 @@ pub fn plan(f: &Facts) -> Result<InstallPlan, Refused> {
     checks.push(match &choice {
         Ok(c) => Check::ok(
             CheckName::Disks,
-            format!("system disk {} ({}), data disk {} ({})", c.system.path, gib(c.system.size), c.data.path, gib(c.data.size)),
+            format!(
+                "system disk {} ({}), data disk {} ({})",
+                c.system.path,
+                gib(c.system.size),
+                c.data.path,
+                gib(c.data.size)
+            ),
         ),
         Err((why, fix)) => Check::fail(CheckName::Disks, why.clone(), fix.clone()),
     });
     let bundle = f.bundle.as_ref().ok().cloned();
     if let Some(failed) = checks.iter().find(|c| !c.ok) {
-        return Err(Refused {
+        return Err(Box::new(Refused {
             reason: format!("{}: {}", failed.name.as_str(), failed.detail),
             fix: failed.fix.clone().unwrap_or_default(),
             checks,
             disks,
             bundle,
-        });
+        }));
     }
     let (Ok(c), Some(bundle), Ok(report_dir)) = (choice, bundle, &f.report_dir) else {
         unreachable!("every check passed")
@@ -1126,7 +1145,10 @@ impl Keyslots {
         let recovery = self.only(RECOVERY_TOKEN)?;
         let want: BTreeSet<u32> = [tpm, recovery].into();
         if self.slots != want || self.tokens.len() != 2 {
-            return Err(format!("key slots {:?} remain, not only the TPM's ({tpm}) and the recovery key's ({recovery})", self.slots));
+            return Err(format!(
+                "key slots {:?} remain, not only the TPM's ({tpm}) and the recovery key's ({recovery})",
+                self.slots
+            ));
         }
         Ok(())
     }
@@ -1301,7 +1323,12 @@ pub fn render_text(r: &Report) -> String {
     }
     if let Some(p) = &r.plan {
         line("");
-        line(&format!("system disk: {} ({}): ESP, root (LUKS2, TPM PCR {TPM2_PCRS} + recovery key) {}", p.system.path, gib(p.system.size), p.root_partition));
+        line(&format!(
+            "system disk: {} ({}): ESP, root (LUKS2, TPM PCR {TPM2_PCRS} + recovery key) {}",
+            p.system.path,
+            gib(p.system.size),
+            p.root_partition
+        ));
         line(&format!("pool: {} on {}", p.bundle.pool, p.data.stable));
         if r.outcome == Outcome::DryRun {
             line("");
@@ -1401,7 +1428,8 @@ pub fn render_json(r: &Report) -> Value {
 /// [`render_json`] as the text written and printed: pretty, ASCII only
 /// (JSON escapes nothing it need not, so [`ascii`] goes over it).
 pub fn render_json_text(r: &Report) -> String {
-    let text = serde_json::to_string_pretty(&render_json(r)).unwrap_or_else(|e| unreachable!("a Value serializes: {e}"));
+    let text =
+        serde_json::to_string_pretty(&render_json(r)).unwrap_or_else(|e| unreachable!("a Value serializes: {e}"));
     ascii(&format!("{text}\n"))
 }
 

@@ -30,8 +30,8 @@ pub(crate) fn run(args: &BoxInstallArgs) -> Exit {
     let env = Env::default();
     let now = jiff::Timestamp::now().as_second();
     let facts = boxinstall::gather(&env, &args.bundle, &args.report_dir, args.dry_run);
-    let mut report = match install::plan(&facts) {
-        Err(refused) => Report::refused(refused, now),
+    let report = match install::plan(&facts) {
+        Err(refused) => Report::refused(*refused, now),
         Ok(plan) if args.dry_run => {
             let mut r = Report::planned(&plan, now, Outcome::DryRun);
             if let Err(e) = boxinstall::repart_check(&env, &plan) {

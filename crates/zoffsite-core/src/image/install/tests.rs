@@ -32,8 +32,13 @@ fn set(mut v: Value, key: &str, value: Value) -> Value {
 
 /// The stick: GPT, an ESP on /efi and the root partition on /.
 fn stick() -> Value {
-    let esp = set(set(dev("/dev/sda1", "part", 512 << 20, &["/efi"]), "parttype", json!(ESP_PARTTYPE)), "fstype", json!("vfat"));
-    let root = set(set(dev("/dev/sda2", "part", 3 << 30, &["/"]), "parttype", json!(ROOT_TYPE)), "fstype", json!("ext4"));
+    let esp = set(
+        set(dev("/dev/sda1", "part", 512 << 20, &["/efi"]), "parttype", json!(ESP_PARTTYPE)),
+        "fstype",
+        json!("vfat"),
+    );
+    let root =
+        set(set(dev("/dev/sda2", "part", 3 << 30, &["/"]), "parttype", json!(ROOT_TYPE)), "fstype", json!("ext4"));
     let d = dev("/dev/sda", "disk", 32 * GB, &[]);
     let d = set(set(set(d, "rm", json!(true)), "tran", json!("usb")), "pttype", json!("gpt"));
     set(set(d, "model", json!("Cruzer Blade    ")), "children", json!([esp, root]))
@@ -85,7 +90,7 @@ fn facts(devices: &[Value]) -> Facts {
     }
 }
 
-fn refused(f: &Facts) -> Refused {
+fn refused(f: &Facts) -> Box<Refused> {
     plan(f).expect_err("refused")
 }
 
@@ -107,11 +112,17 @@ fn a_mini_pc_with_two_blank_disks_gets_the_smaller_for_the_system_and_the_larger
     assert_eq!(p.esp_mount, "/efi");
     assert_eq!(role(&p.disks, "/dev/nvme0n1"), Role::System);
     assert_eq!(role(&p.disks, "/dev/sdb"), Role::Data);
-    assert!(matches!(role(&p.disks, "/dev/sda"), Role::NotTaken { why, fix: None } if why.contains("installer's own disk")));
+    assert!(
+        matches!(role(&p.disks, "/dev/sda"), Role::NotTaken { why, fix: None } if why.contains("installer's own disk"))
+    );
     for d in &p.definitions {
         insta::assert_snapshot!(format!("definition_{}", d.file), d.text);
     }
-    let cmds: Vec<String> = p.commands("/run/zoffsite/install/repart.d", "/run/zoffsite/install/key").iter().map(|c| c.argv.join(" ")).collect();
+    let cmds: Vec<String> = p
+        .commands("/run/zoffsite/install/repart.d", "/run/zoffsite/install/key")
+        .iter()
+        .map(|c| c.argv.join(" "))
+        .collect();
     insta::assert_snapshot!("commands", cmds.join("\n"));
     insta::assert_snapshot!("report_dry_run", render_text(&Report::planned(&p, 1_796_000_000, Outcome::DryRun)));
 }
@@ -122,7 +133,8 @@ fn the_smaller_disk_is_the_system_whichever_order_lsblk_lists_them_and_equal_siz
     devs.swap(1, 2);
     let p = plan(&facts(&devs)).unwrap();
     assert_eq!((p.system.path.as_str(), p.data.path.as_str()), ("/dev/nvme0n1", "/dev/sdb"));
-    let devs = vec![stick(), blank("/dev/sdc", 500 * GB, "sata", "B", "2"), blank("/dev/sdb", 500 * GB, "sata", "A", "1")];
+    let devs =
+        vec![stick(), blank("/dev/sdc", 500 * GB, "sata", "B", "2"), blank("/dev/sdb", 500 * GB, "sata", "A", "1")];
     let p = plan(&facts(&devs)).unwrap();
     assert_eq!((p.system.path.as_str(), p.data.path.as_str()), ("/dev/sdb", "/dev/sdc"));
     assert_eq!(p.root_partition, "/dev/sdb2");
@@ -140,7 +152,7 @@ fn a_disk_with_a_partition_table_is_refused_with_the_wipefs_fix() {
         format!("/dev/sdb: {why}: {}", fix.unwrap()),
         "/dev/sdb: has a partition table (gpt): zoffsite installs only onto blank disks; wipe it with `wipefs -a /dev/sdb` on another machine if it holds nothing you need"
     );
-    let text = render_text(&Report::refused(r, 1_796_000_000));
+    let text = render_text(&Report::refused(*r, 1_796_000_000));
     assert!(text.contains("wipefs -a /dev/sdb") && text.contains("Nothing was changed on any disk"), "{text}");
     insta::assert_snapshot!("report_refused_partition_table", text);
 }
@@ -411,7 +423,11 @@ fn the_key_files_slot_is_the_one_no_token_names_and_only_tpm_and_recovery_remain
 fn a_header_not_as_expected_refuses_to_pick_a_slot() {
     let ks = |slots: &[u32], tokens: &[(&str, &[u32])]| Keyslots {
         slots: slots.iter().copied().collect(),
-        tokens: tokens.iter().enumerate().map(|(i, (k, s))| (i as u32, ((*k).to_owned(), s.to_vec()))).collect(),
+        tokens: tokens
+            .iter()
+            .enumerate()
+            .map(|(i, (k, s))| (u32::try_from(i).unwrap(), ((*k).to_owned(), s.to_vec())))
+            .collect(),
     };
     let t = TPM2_TOKEN;
     let r = RECOVERY_TOKEN;
@@ -436,7 +452,8 @@ fn a_header_not_as_expected_refuses_to_pick_a_slot() {
 fn installed_report() -> Report {
     let p = plan(&facts(&mini_pc())).unwrap();
     let mut r = Report::planned(&p, 1_796_000_000, Outcome::Installed);
-    r.recovery_key = Some(parse_recovery_key(b"fjfhcgbd-kkbnvfrv-cvhgcdtn-jhvtnvkb-lctetbvh-ekdkrvtd-ehtrcrnj-uurvtlhi\n").unwrap());
+    r.recovery_key =
+        Some(parse_recovery_key(b"fjfhcgbd-kkbnvfrv-cvhgcdtn-jhvtnvkb-lctetbvh-ekdkrvtd-ehtrcrnj-uurvtlhi\n").unwrap());
     r.done = p.commands("/run/x", "/run/x/key").iter().map(|c| c.why.to_owned()).collect();
     r
 }
@@ -461,7 +478,11 @@ fn the_recovery_key_is_loud_in_the_report_and_ascii() {
 #[test]
 fn a_failure_after_the_disks_changed_keeps_the_key_and_says_what_was_done() {
     let mut r = installed_report();
-    r.outcome = Outcome::Failed { step: "create the pool".into(), error: "zpool: \u{2026} busy".into(), fix: "wipe both".into() };
+    r.outcome = Outcome::Failed {
+        step: "create the pool".into(),
+        error: "zpool: \u{2026} busy".into(),
+        fix: "wipe both".into(),
+    };
     let text = render_text(&r);
     assert!(text.contains("FAILED at: create the pool") && text.contains("WRITE THIS DOWN"), "{text}");
     assert!(text.contains("error: zpool: ? busy"), "non-ASCII becomes ?: {text}");
@@ -472,7 +493,7 @@ fn a_failure_after_the_disks_changed_keeps_the_key_and_says_what_was_done() {
 #[test]
 fn a_refusal_report_has_no_key_and_its_json_the_reason() {
     let f = Facts { tpm_version: Ok(None), ..facts(&mini_pc()) };
-    let r = Report::refused(refused(&f), 1_796_000_000);
+    let r = Report::refused(*refused(&f), 1_796_000_000);
     let j = render_json(&r);
     assert_eq!(j["outcome"], "refused");
     assert!(j["reason"].as_str().unwrap().starts_with("tpm2: no TPM"));
