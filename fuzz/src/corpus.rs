@@ -772,3 +772,71 @@ pub const DOCTOR_TEXT: &[&str] = &[
     "zfs-2.3.4-1\nzfs-kmod-2.3.4-1\n",
     "---- Permissions on offsite/home ----\nLocal+Descendent permissions:\n\tuser zoffsite create,mount,receive:append,send,userprop\n",
 ];
+
+macro_rules! install {
+    ($f:literal) => {
+        include_str!(concat!("../../crates/zoffsite-core/testdata/install/", $f))
+    };
+}
+
+/// `lsblk --json --bytes --output ... --tree` (util-linux 2.38): the VM's
+/// real output, and a mini PC with the installer stick (an ESP and the
+/// root mounted), a blank NVMe disk, a blank SATA disk and a used one.
+pub const LSBLK: &[&str] = &[
+    install!("lsblk-vm.json"),
+    r#"{"blockdevices": [
+  {"name": "sda", "path": "/dev/sda", "type": "disk", "size": 32000000000, "rm": true, "ro": false, "pttype": "gpt",
+   "parttype": null, "fstype": null, "mountpoints": [null], "tran": "usb", "model": "Cruzer Blade", "serial": "4C53",
+   "children": [
+    {"name": "sda1", "path": "/dev/sda1", "type": "part", "size": 536870912, "rm": true, "ro": false, "pttype": "gpt",
+     "parttype": "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "fstype": "vfat", "mountpoints": ["/efi"], "tran": null,
+     "model": null, "serial": null},
+    {"name": "sda2", "path": "/dev/sda2", "type": "part", "size": 3221225472, "rm": true, "ro": false, "pttype": "gpt",
+     "parttype": "4f68bce3-e8cd-4db1-96e7-fbcaf984b709", "fstype": "ext4", "mountpoints": ["/"], "tran": null,
+     "model": null, "serial": null}]},
+  {"name": "nvme0n1", "path": "/dev/nvme0n1", "type": "disk", "size": 256060514304, "rm": false, "ro": false,
+   "pttype": null, "parttype": null, "fstype": null, "mountpoints": [null], "tran": "nvme",
+   "model": "Samsung SSD 980 250GB", "serial": "S64BNJ0R123456"},
+  {"name": "sdb", "path": "/dev/sdb", "type": "disk", "size": 2000398934016, "rm": false, "ro": false,
+   "pttype": null, "parttype": null, "fstype": null, "mountpoints": [null], "tran": "sata",
+   "model": "WDC WD20EFRX-68EUZN0", "serial": "WD-WCC4M1234567"},
+  {"name": "sdc", "path": "/dev/sdc", "type": "disk", "size": 1000204886016, "rm": false, "ro": false,
+   "pttype": "dos", "parttype": null, "fstype": null, "mountpoints": [null], "tran": "sata", "model": "ST1000",
+   "serial": "Z1D",
+   "children": [
+    {"name": "sdc1", "path": "/dev/sdc1", "type": "part", "size": 1000203837440, "rm": false, "ro": false,
+     "pttype": "dos", "parttype": "0x83", "fstype": "crypto_LUKS", "mountpoints": [null], "tran": null,
+     "model": null, "serial": null,
+     "children": [
+      {"name": "data", "path": "/dev/mapper/data", "type": "crypt", "size": 1000186994688, "rm": false, "ro": false,
+       "pttype": null, "parttype": null, "fstype": "ext4", "mountpoints": ["/mnt/data", "/srv"], "tran": null,
+       "model": null, "serial": null}]}]}
+]}
+"#,
+];
+
+/// The LUKS2 headers of the installer's root before and after the key
+/// file's slot is wiped (testdata/install/capture.sh).
+pub const INSTALL_LUKS: &[&str] = &[install!("luks2-keyfile-tpm2-recovery.json"), install!("luks2-tpm2-recovery.json")];
+
+pub const LSBLK_DICT: &[&[u8]] = &[
+    b"\"blockdevices\"",
+    b"\"children\"",
+    b"\"mountpoints\"",
+    b"\"type\"",
+    b"\"disk\"",
+    b"\"part\"",
+    b"\"crypt\"",
+    b"\"/\"",
+    b"\"/dev/sdb\"",
+    b"\"/dev/../sdb\"",
+    b"\"gpt\"",
+    b"\"c12a7328-f81f-11d2-ba4b-00a0c93ec93b\"",
+    b"null",
+    b"true",
+    b"false",
+    b"[null]",
+    b"18446744073709551615",
+    b"\"\\u0000\"",
+    b"\"\\u202e\"",
+];

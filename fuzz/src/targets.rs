@@ -279,12 +279,121 @@ pub fn all() -> Vec<Target> {
     bundle.max_len = 256 * 1024;
     bundle.mem_per_byte = 1024;
     v.push(bundle);
+    // `box install`: lsblk's tree (a disk's model and serial come from its
+    // firmware), decided into a plan or a refusal and rendered; and the
+    // root's LUKS2 header.
+    v.push(Target {
+        name: "install-lsblk",
+        shape: Shape::Json,
+        dict: corpus::LSBLK_DICT,
+        seeds: corpus::LSBLK.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        max_len: 256 * 1024,
+        mem_base: MIB,
+        mem_per_byte: 1024,
+        hostile: true,
+        weight: 1,
+        run: Box::new(install_lsblk),
+    });
+    let mut luks = text_target("install-luks", corpus::INSTALL_LUKS, corpus::JSON_DICT, install_luks);
+    luks.shape = Shape::Json;
+    luks.mem_per_byte = 1024;
+    v.push(luks);
     for t in &mut v {
         if t.name.starts_with("frames") || t.name == "stream-validator" {
             t.weight = 2;
         }
     }
     v
+}
+
+// ---- box install ----
+
+/// lsblk's tree: refused, or every device bounded and plain, and the plan
+/// made from it (a stick and whatever disks it lists) never a disk that
+/// is not blank, and its report plain ASCII.
+fn install_lsblk(ctx: &mut Ctx, input: &[u8]) -> bool {
+    use zoffsite_core::image::install::{self, BundleFacts, Facts, Outcome, Report};
+    match install::parse_lsblk(input) {
+        Ok(devices) => {
+            let all: Vec<&install::BlockDevice> = devices.iter().flat_map(install::BlockDevice::walk).collect();
+            ctx.check(all.len() <= install::MAX_DEVICES, || format!("{} devices", all.len()));
+            for d in &all {
+                ctx.check(d.path.starts_with("/dev/") && !d.path.contains(".."), || format!("path {:?}", d.path));
+                for w in [&d.model, &d.serial].into_iter().flatten() {
+                    ctx.check(w.bytes().all(|b| b == b' ' || b.is_ascii_graphic()), || format!("shown {w:?}"));
+                }
+            }
+            let facts = Facts {
+                report_dir: Ok("/efi/zoffsite".into()),
+                bundle: Ok(BundleFacts {
+                    name: "friend".into(),
+                    pool: Dataset::new("offsite").expect("pool"),
+                    sha256: "00".repeat(32),
+                }),
+                efi: true,
+                secure_boot: Ok(Some(vec![6, 0, 0, 0, 1])),
+                setup_mode: Ok(Some(vec![6, 0, 0, 0, 0])),
+                tpm_version: Ok(Some("2\n".into())),
+                tpm_device: Ok(true),
+                lsblk: Ok(devices.clone()),
+                by_id: Ok(Vec::new()),
+            };
+            let report = match install::plan(&facts) {
+                Ok(p) => {
+                    for disk in [&p.system, &p.data] {
+                        let d = devices.iter().find(|d| d.path == disk.path);
+                        ctx.check(
+                            d.is_some_and(|d| {
+                                d.kind == "disk"
+                                    && d.pttype.is_none()
+                                    && d.fstype.is_none()
+                                    && d.children.is_empty()
+                                    && !d.removable
+                                    && !d.holds_root()
+                            }),
+                            || format!("{} chosen but not blank", disk.path),
+                        );
+                    }
+                    ctx.check(p.system.path != p.data.path && p.system.size <= p.data.size, || {
+                        "system and data".into()
+                    });
+                    Report::planned(&p, 0, Outcome::DryRun)
+                }
+                Err(r) => {
+                    ctx.check(!r.reason.is_empty() && !r.fix.is_empty(), || "a refusal without a reason or fix".into());
+                    Report::refused(*r, 0)
+                }
+            };
+            let text = install::render_text(&report);
+            ctx.check(text.is_ascii(), || "a report that is not ASCII".into());
+            ctx.check(install::render_json_text(&report).is_ascii(), || "a JSON report that is not ASCII".into());
+            true
+        }
+        Err(e) => {
+            ctx.refused(e);
+            false
+        }
+    }
+}
+
+/// The root's LUKS2 header: refused, or a key file slot that no token
+/// names, and never both a slot to wipe and a finished header.
+fn install_luks(ctx: &mut Ctx, t: &str) -> bool {
+    use zoffsite_core::image::install;
+    match install::parse_keyslots(t) {
+        Ok(k) => {
+            if let Ok(slot) = k.key_file_slot() {
+                ctx.check(k.slots.contains(&slot), || format!("slot {slot} not in the header"));
+                ctx.check(!k.tokens.values().any(|(_, s)| s.contains(&slot)), || format!("slot {slot} has a token"));
+                ctx.check(k.check_final().is_err(), || "a slot to wipe in a finished header".into());
+            }
+            true
+        }
+        Err(e) => {
+            ctx.refused(e);
+            false
+        }
+    }
 }
 
 // ---- files read back: the restored manifest, the box's txg journal ----

@@ -16,6 +16,7 @@ pub mod boxapply;
 pub mod boxaudit;
 pub mod boximage;
 pub mod boxinit;
+pub mod boxinstall;
 pub mod boxnew;
 pub mod boxstate;
 pub mod boxwait;

@@ -265,6 +265,11 @@ pub(crate) enum BoxCommand {
     /// backup timer and run the first backup to it. Stops (exit 3) when
     /// the box's audit has a failed check, unless --force.
     Wait(BoxWaitArgs),
+    /// On the box's USB stick (its unit runs it at boot): check Secure Boot
+    /// and the TPM 2.0, put the system on the smaller of exactly two blank
+    /// internal disks (LUKS2 unlocked by the TPM, and a recovery key written
+    /// only to the report on the stick) and the pool on the larger.
+    Install(BoxInstallArgs),
 }
 
 #[derive(Args)]
@@ -388,6 +393,25 @@ pub(crate) struct BoxWaitArgs {
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Print what was reached and done as JSON on stdout (on failure too).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct BoxInstallArgs {
+    /// The box's bundle (its [init].root names the pool).
+    #[arg(long, value_name = "PATH", default_value = zoffsite_core::image::STICK_BUNDLE)]
+    pub bundle: PathBuf,
+    /// Where the report goes (zoffsite-install.txt and .json): a directory
+    /// on the stick's ESP. The recovery key is written there and nowhere
+    /// else.
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: PathBuf,
+    /// Check and show the plan (also systemd-repart's own dry run); change
+    /// nothing and write no report.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

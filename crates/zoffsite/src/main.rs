@@ -29,6 +29,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Box(cli::BoxCommand::Keepalive(a)) => cmd::box_keepalive::run(&a),
         cli::Command::Box(cli::BoxCommand::Image(a)) => cmd::box_image::run(&a),
         cli::Command::Box(cli::BoxCommand::Wait(a)) => cmd::box_wait::run(&a),
+        cli::Command::Box(cli::BoxCommand::Install(a)) => cmd::box_install::run(&a),
         cli::Command::Serve(a) => cmd::serve::run(a),
     };
     std::process::ExitCode::from(exit::Code::code(code))

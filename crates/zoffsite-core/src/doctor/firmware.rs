@@ -23,8 +23,9 @@ pub fn efivar_path(name: &str) -> String {
 const BS_RT: u32 = 0x2 | 0x4;
 
 /// A one-byte boolean EFI variable as efivarfs shows it: 4 attribute bytes
-/// (little-endian), then the data byte, which must be 0 or 1.
-fn efi_bool(name: &str, bytes: &[u8]) -> Result<bool, String> {
+/// (little-endian), then the data byte, which must be 0 or 1. Also read by
+/// the installer's Secure Boot check (`image::install`).
+pub(crate) fn efi_bool(name: &str, bytes: &[u8]) -> Result<bool, String> {
     let [a0, a1, a2, a3, data] = bytes else {
         return Err(format!("{name} is {} bytes, not 5 (4 attribute bytes and 1 data byte)", bytes.len()));
     };

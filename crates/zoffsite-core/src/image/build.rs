@@ -44,9 +44,7 @@ use crate::provision::values::{AbsPath, BoxName};
 /// The Debian release the image is built from.
 pub const RELEASE: &str = "bookworm";
 
-/// Where the bundle is in the image (read by `box install` on the stick
-/// and by the installed system's first boot).
-pub const STICK_BUNDLE: &str = "/usr/lib/zoffsite/box.bundle";
+pub use super::STICK_BUNDLE;
 
 /// Where the stick's ESP is mounted (systemd's gpt-auto-generator mounts
 /// the ESP the system booted from on `/efi` when that directory exists).

@@ -3,6 +3,7 @@ pub(crate) mod box_apply;
 pub(crate) mod box_check;
 pub(crate) mod box_image;
 pub(crate) mod box_init;
+pub(crate) mod box_install;
 pub(crate) mod box_keepalive;
 pub(crate) mod box_new;
 pub(crate) mod box_prune;
