@@ -187,7 +187,26 @@ pub fn write_tree(work: &Path, t: &TreeInputs<'_>) -> Result<(), ImageError> {
     let exe = fs::read(t.exe).map_err(io_at(t.exe))?;
     put(&work.join(format!("{}{}", tree::EXTRA, t.exe_dest)), &exe, 0o755)?;
     put(&work.join(format!("{}{}", tree::EXTRA, build::STICK_BUNDLE)), t.bundle, 0o600)?;
+    make_stub(work)?;
     make_auth(t.keys, &work.join(tree::AUTH_DIR), &work.join("mkosi.workspace-auth"))
+}
+
+/// The initrd's stand-in package ([`build::stub_control`]), built once:
+/// mkosi's cache key includes its file's name and mtime, so it is never
+/// rebuilt while its control text is unchanged.
+pub fn make_stub(work: &Path) -> Result<(), ImageError> {
+    let dir = work.join(tree::STUB);
+    let deb = dir.join("systemd-cryptsetup_254~zoffsite1_all.deb");
+    let src = work.join("mkosi.initrd-stub");
+    let control = src.join("DEBIAN/control");
+    if deb.is_file() && fs::read(&control).ok().as_deref() == Some(build::stub_control().as_bytes()) {
+        return Ok(());
+    }
+    let _ = fs::remove_dir_all(&dir);
+    put(&control, build::stub_control().as_bytes(), 0o644)?;
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir).map_err(io_at(&dir))?;
+    run_ok(&tool("dpkg-deb").args(["--build", "--root-owner-group"]).arg(&src).arg(&deb))?;
+    Ok(())
 }
 
 /// The enrollment files (`PK.auth`, `KEK.auth`, `db.auth`): each

@@ -64,6 +64,9 @@ pub struct Env {
     pub require_memory_fs: bool,
     /// The runtime directory (`None`: [`RunDir::open_default`]).
     pub run_dir: Option<PathBuf>,
+    /// The zoffsite that installs the bundle into the new root (`None`:
+    /// this one).
+    pub exe: Option<PathBuf>,
 }
 
 impl Default for Env {
@@ -75,6 +78,7 @@ impl Default for Env {
             long_deadline: Duration::from_secs(3600),
             require_memory_fs: true,
             run_dir: None,
+            exe: None,
         }
     }
 }
@@ -87,7 +91,8 @@ impl Env {
 
     fn program(&self, name: &str) -> OsString {
         match &self.bin {
-            Some(d) => d.join(name).into_os_string(),
+            // By its file name: the plan names zoffsite by its path.
+            Some(d) => d.join(Path::new(name).file_name().unwrap_or(name.as_ref())).into_os_string(),
             None => process::find_program(name),
         }
     }
@@ -353,7 +358,14 @@ pub fn repart_check(env: &Env, plan: &InstallPlan) -> Result<(), String> {
 /// recovery key exists. Sets `report.outcome`: [`Outcome::Installed`],
 /// [`Outcome::Refused`] (nothing was changed: repart's dry run or the
 /// scratch directory failed) or [`Outcome::Failed`].
-pub fn execute(env: &Env, plan: &InstallPlan, report: &mut Report, report_dir: &Path, events: &mut dyn Events) {
+pub fn execute(
+    env: &Env,
+    plan: &InstallPlan,
+    bundle: &Path,
+    report: &mut Report,
+    report_dir: &Path,
+    events: &mut dyn Events,
+) {
     let refuse = |report: &mut Report, reason: String, fix: &str| {
         report.outcome = Outcome::Refused { reason, fix: fix.to_owned() };
     };
@@ -371,7 +383,7 @@ pub fn execute(env: &Env, plan: &InstallPlan, report: &mut Report, report_dir: &
         );
     }
     report.done.push(check.why.to_owned());
-    if let Err((step, error)) = install_steps(env, plan, &scratch, report, report_dir, events) {
+    if let Err((step, error)) = install_steps(env, plan, bundle, &scratch, report, report_dir, events) {
         let fix = format!(
             "the disks are no longer blank: to start over, wipe both (`wipefs -a {} {}` from the stick's console, Ctrl-Alt-F2) and boot the stick again{}",
             plan.system.path,
@@ -387,6 +399,7 @@ pub fn execute(env: &Env, plan: &InstallPlan, report: &mut Report, report_dir: &
 fn install_steps(
     env: &Env,
     plan: &InstallPlan,
+    bundle: &Path,
     scratch: &Scratch,
     report: &mut Report,
     report_dir: &Path,
@@ -419,6 +432,50 @@ fn install_steps(
     if let Err(e) = write_report(report_dir, report) {
         return Err(("write the recovery key to the report".into(), e));
     }
+
+    // The copied root becomes the box's: the bundle installed into it, its
+    // units switched, while the one-time key still opens it.
+    step(report, &plan.open_root(scratch.key()), env.deadline, None)?;
+    let exe = match &env.exe {
+        Some(e) => e.clone(),
+        None => std::env::current_exe().map_err(|e| ("find this zoffsite binary".to_owned(), e.to_string()))?,
+    }
+    .to_string_lossy()
+    .into_owned();
+    let target = env.path(install::TARGET_MOUNT);
+    std::fs::create_dir_all(&target).map_err(|e| (format!("make {}", target.display()), e.to_string()))?;
+    let finish = plan.finish(&exe, &bundle.to_string_lossy());
+    let (grow_mount, rest) = finish.split_at(2);
+    let result = (|| {
+        for c in grow_mount {
+            step(report, c, env.long_deadline, None)?;
+        }
+        // The root's fstab: read-write (the stick's root stays read-only).
+        let etc = target.join("etc");
+        std::fs::create_dir_all(&etc)
+            .and_then(|()| std::fs::write(etc.join("fstab"), zoffsite_core::image::build::FSTAB))
+            .map_err(|e| ("write the new root's /etc/fstab".to_owned(), e.to_string()))?;
+        for c in rest {
+            step(report, c, env.long_deadline, None)?;
+        }
+        Ok::<(), (String, String)>(())
+    })();
+    if result.is_err() {
+        // Leave nothing open on the way out; the report says what failed.
+        let _ = run(
+            env,
+            &Command { argv: vec!["umount".into(), install::TARGET_MOUNT.into()], why: "" },
+            None,
+            env.deadline,
+        );
+        let _ = run(
+            env,
+            &Command { argv: vec!["cryptsetup".into(), "close".into(), install::TARGET_MAPPER.into()], why: "" },
+            None,
+            env.deadline,
+        );
+    }
+    result?;
 
     let dump = plan.luks_dump();
     let header = String::from_utf8_lossy(&step(report, &dump, env.deadline, None)?).into_owned();
@@ -500,11 +557,14 @@ mod tests {
             script(
                 "cryptsetup",
                 &format!(
-                    "case \"$1\" in luksDump) if [ -e {d}/wiped ]; then cat {}; else cat {}; fi;; open) [ \"$(cat)\" = {KEY} ];; esac",
+                    "case \"$1\" in luksDump) if [ -e {d}/wiped ]; then cat {}; else cat {}; fi;; open) case \"$*\" in *--test-passphrase*) [ \"$(cat)\" = {KEY} ];; esac;; esac",
                     fixture("luks2-tpm2-recovery.json").display(),
                     fixture("luks2-keyfile-tpm2-recovery.json").display(),
                 ),
             );
+            for tool in ["resize2fs", "mount", "umount", "systemctl", "zoffsite"] {
+                script(tool, "exit 0");
+            }
             script(
                 "zpool",
                 &format!("[ -e {d}/zpool-fails ] && {{ echo 'cannot create: busy' >&2; exit 1; }}; exit 0"),
@@ -516,6 +576,7 @@ mod tests {
                 long_deadline: Duration::from_secs(20),
                 require_memory_fs: false,
                 run_dir: Some(dir.path().join("run")),
+                exe: Some(PathBuf::from("/usr/local/bin/zoffsite")),
             };
             World { dir, env }
         }
@@ -610,7 +671,7 @@ mod tests {
         let p = plan(&w.facts()).unwrap();
         let mut r = Report::planned(&p, 1_796_000_000, Outcome::Installed);
         let mut ev = Recorded::default();
-        execute(&w.env, &p, &mut r, &w.report_dir(), &mut ev);
+        execute(&w.env, &p, Path::new("/usr/lib/zoffsite/box.bundle"), &mut r, &w.report_dir(), &mut ev);
         assert_eq!(r.outcome, Outcome::Installed, "{:?}", r.outcome);
         assert_eq!(r.recovery_key.as_ref().map(install::RecoveryKey::expose), Some(KEY));
         let log = w.log();
@@ -624,6 +685,14 @@ mod tests {
                 "udevadm",
                 "systemd-cryptenroll",
                 "cryptsetup",
+                "mount",
+                "resize2fs",
+                "zoffsite",
+                "systemctl",
+                "systemctl",
+                "umount",
+                "cryptsetup",
+                "cryptsetup",
                 "systemd-cryptenroll",
                 "cryptsetup",
                 "cryptsetup",
@@ -635,6 +704,16 @@ mod tests {
             log[1].contains("--dry-run=yes") && log[2].contains("--dry-run=no") && log[2].ends_with(" /dev/nvme0n1")
         );
         assert!(log.iter().any(|l| l.starts_with("systemd-cryptenroll") && l.contains("--wipe-slot=0 /dev/nvme0n1p2")));
+        // The copied root is made the box's before the one-time key goes.
+        assert!(
+            log.iter()
+                .any(|l| l == "zoffsite box apply --root /run/zoffsite/target --offline /usr/lib/zoffsite/box.bundle"),
+            "{log:?}"
+        );
+        assert!(log.iter().any(|l| l == "systemctl --root=/run/zoffsite/target disable zoffsite-install.service"));
+        assert!(log.iter().any(|l| l == "systemctl --root=/run/zoffsite/target enable zoffsite-firstboot.service"));
+        let fstab = std::fs::read_to_string(w.env.path("/run/zoffsite/target/etc/fstab")).unwrap();
+        assert!(fstab.contains("/dev/gpt-auto-root / ext4 rw"), "{fstab}");
         assert!(log.iter().any(|l| l == "zpool create -o ashift=12 -o cachefile=none -O mountpoint=none -O canmount=off offsite /dev/disk/by-id/ata-WDC_WD20EFRX_WD-1"));
         // The key file is gone with its directory; the definitions too.
         let run = w.dir.path().join("run");
@@ -658,7 +737,14 @@ mod tests {
         std::fs::write(w.dir.path().join("zpool-fails"), "").unwrap();
         let p = plan(&w.facts()).unwrap();
         let mut r = Report::planned(&p, 0, Outcome::Installed);
-        execute(&w.env, &p, &mut r, &w.report_dir(), &mut Recorded::default());
+        execute(
+            &w.env,
+            &p,
+            Path::new("/usr/lib/zoffsite/box.bundle"),
+            &mut r,
+            &w.report_dir(),
+            &mut Recorded::default(),
+        );
         let Outcome::Failed { step, error, fix } = &r.outcome else { panic!("{:?}", r.outcome) };
         assert_eq!(step, "create the pool on the data disk");
         assert!(error.contains("cannot create: busy"), "{error}");
@@ -680,7 +766,14 @@ mod tests {
         let p = plan(&w.facts()).unwrap();
         assert!(repart_check(&w.env, &p).unwrap_err().contains("Unable to automatically discover"));
         let mut r = Report::planned(&p, 0, Outcome::Installed);
-        execute(&w.env, &p, &mut r, &w.report_dir(), &mut Recorded::default());
+        execute(
+            &w.env,
+            &p,
+            Path::new("/usr/lib/zoffsite/box.bundle"),
+            &mut r,
+            &w.report_dir(),
+            &mut Recorded::default(),
+        );
         let Outcome::Refused { reason, .. } = &r.outcome else { panic!("{:?}", r.outcome) };
         assert!(reason.contains("systemd-repart refuses the plan"), "{reason}");
         assert!(r.done.is_empty() && r.recovery_key.is_none());
@@ -695,7 +788,14 @@ mod tests {
         std::fs::write(&cs, body).unwrap();
         let p = plan(&w.facts()).unwrap();
         let mut r = Report::planned(&p, 0, Outcome::Installed);
-        execute(&w.env, &p, &mut r, &w.report_dir(), &mut Recorded::default());
+        execute(
+            &w.env,
+            &p,
+            Path::new("/usr/lib/zoffsite/box.bundle"),
+            &mut r,
+            &w.report_dir(),
+            &mut Recorded::default(),
+        );
         assert!(
             matches!(&r.outcome, Outcome::Failed { step, .. } if step == "check that the recovery key opens the root")
         );

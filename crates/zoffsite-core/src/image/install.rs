@@ -991,6 +991,45 @@ impl InstallPlan {
         )
     }
 
+    /// Opens the new root with the one-time key, to finish it
+    /// ([`Self::finish`]) before that key's slot is wiped.
+    pub fn open_root(&self, key_file: &str) -> Command {
+        let key = format!("--key-file={key_file}");
+        command(
+            "open the new root with the one-time key",
+            &["cryptsetup", "open", &key, &self.root_partition, TARGET_MAPPER],
+        )
+    }
+
+    /// What makes the copied root the box's, once opened and mounted at
+    /// [`TARGET_MOUNT`] (the shell writes [`super::build::FSTAB`] there
+    /// first): the bundle installed offline (`box apply --root`: the keys,
+    /// the configuration, its units enabled; its `box init` runs at the
+    /// first boot, live, where the pool is), the installer's unit disabled
+    /// and the first-boot unit enabled. `exe` is this zoffsite, `bundle`
+    /// the stick's.
+    pub fn finish(&self, exe: &str, bundle: &str) -> Vec<Command> {
+        let dev = format!("/dev/mapper/{TARGET_MAPPER}");
+        let root = format!("--root={TARGET_MOUNT}");
+        vec![
+            command("mount the new root", &["mount", &dev, TARGET_MOUNT]),
+            // Online, mounted: an unmounted ext4 is grown only after a
+            // forced fsck.
+            command("grow the new root's file system to its partition", &["resize2fs", &dev]),
+            command(
+                "install the bundle into the new root (box apply, offline)",
+                &[exe, "box", "apply", "--root", TARGET_MOUNT, "--offline", bundle],
+            ),
+            command(
+                "the new root: the installer's unit off, the first boot's on",
+                &["systemctl", &root, "disable", super::build::INSTALL_UNIT],
+            ),
+            command("enable the first boot's unit", &["systemctl", &root, "enable", super::build::FIRSTBOOT_UNIT]),
+            command("unmount the new root", &["umount", TARGET_MOUNT]),
+            command("close the new root", &["cryptsetup", "close", TARGET_MAPPER]),
+        ]
+    }
+
     /// Every command a run makes, in order, for the dry run's plan; the
     /// slot to wipe is found when the header can be read (`SLOT`).
     pub fn commands(&self, defs: &str, key_file: &str) -> Vec<Command> {
@@ -1003,15 +1042,26 @@ impl InstallPlan {
             self.repart(defs, key_file, false),
             self.settle(),
             self.recovery_key(key_file),
+            self.open_root(key_file),
+        ]
+        .into_iter()
+        .chain(self.finish(crate::provision::DEFAULT_EXE, super::STICK_BUNDLE))
+        .chain([
             self.luks_dump(),
             wipe,
             self.luks_dump(),
             self.test_recovery_key(),
             self.zpool_create(),
             self.zpool_export(),
-        ]
+        ])
+        .collect()
     }
 }
+
+/// The device-mapper name and the mount point of the new root while the
+/// installer finishes it.
+pub const TARGET_MAPPER: &str = "zoffsite-target";
+pub const TARGET_MOUNT: &str = "/run/zoffsite/target";
 
 // ---------------------------------------------------------------------------
 // The recovery key and the LUKS2 header

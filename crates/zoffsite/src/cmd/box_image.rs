@@ -66,13 +66,21 @@ pub(crate) fn run(args: &BoxImageArgs) -> Exit {
             return ui.bail();
         }
     };
-    let inputs = match Inputs::new(b.name.clone(), init.exe.clone(), &init.root, keys_abs, args.serial_console) {
-        Ok(i) => i,
-        Err(e) => {
-            ui.err(Exit::Usage, format_args!("box image: {e}"));
+    let work_abs = match work.to_str().map(zoffsite_core::provision::values::AbsPath::new) {
+        Some(Ok(w)) => w,
+        _ => {
+            ui.err(Exit::Usage, format_args!("box image: --work {}: give an absolute path", work.display()));
             return ui.bail();
         }
     };
+    let inputs =
+        match Inputs::new(b.name.clone(), init.exe.clone(), &init.root, keys_abs, work_abs, args.serial_console) {
+            Ok(i) => i,
+            Err(e) => {
+                ui.err(Exit::Usage, format_args!("box image: {e}"));
+                return ui.bail();
+            }
+        };
     let files = build::files(&inputs);
     let missing = match boximage::missing_keys(&keys) {
         Ok(m) => m,

@@ -44,7 +44,7 @@ pub(crate) fn run(args: &BoxInstallArgs) -> Exit {
         }
         Ok(plan) => {
             let mut r = Report::planned(&plan, now, Outcome::Installed);
-            boxinstall::execute(&env, &plan, &mut r, &args.report_dir, &mut ui);
+            boxinstall::execute(&env, &plan, &args.bundle, &mut r, &args.report_dir, &mut ui);
             r
         }
     };
