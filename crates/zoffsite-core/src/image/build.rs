@@ -46,13 +46,15 @@ pub const RELEASE: &str = "bookworm";
 
 pub use super::STICK_BUNDLE;
 
-/// Where the stick's ESP is mounted (systemd's gpt-auto-generator mounts
-/// the ESP the system booted from on `/efi` when that directory exists).
-pub const ESP_MOUNT: &str = "/efi";
+/// Where the stick's ESP is mounted: systemd's gpt-auto-generator mounts
+/// the ESP the system booted from on `/boot` when that directory is empty
+/// in the root, as mkosi leaves it (an automount: the first access mounts
+/// it).
+pub const ESP_MOUNT: &str = "/boot";
 
 /// The directory on the stick's ESP that gets the installer's report: FAT,
 /// so the owner can read it on any computer.
-pub const REPORT_DIR: &str = "/efi/zoffsite";
+pub const REPORT_DIR: &str = "/boot/zoffsite";
 
 /// The stick's installer unit.
 pub const INSTALL_UNIT: &str = "zoffsite-install.service";
@@ -368,6 +370,7 @@ Documentation=https://github.com/zoffsite/zoffsite/blob/main/docs/box.md
 After=local-fs.target systemd-udev-settle.service zfs-load-module.service
 Wants=systemd-udev-settle.service zfs-load-module.service
 ConditionPathExists={STICK_BUNDLE}
+RequiresMountsFor={ESP_MOUNT}
 
 [Service]
 Type=oneshot
@@ -594,7 +597,7 @@ mod tests {
         assert!(fb.contains(&format!("ExecStart=/usr/local/bin/zoffsite box apply {STICK_BUNDLE}\n")));
         assert!(fb.contains("StateDirectory=zoffsite-firstboot\n"));
         let inst = install_unit(&i);
-        assert!(inst.contains("ExecStart=/usr/local/bin/zoffsite box install --bundle /usr/lib/zoffsite/box.bundle --report-dir /efi/zoffsite\n"));
+        assert!(inst.contains("ExecStart=/usr/local/bin/zoffsite box install --bundle /usr/lib/zoffsite/box.bundle --report-dir /boot/zoffsite\n"));
         assert!(inst.contains("SuccessAction=poweroff\n"));
     }
 }
