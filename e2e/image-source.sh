@@ -112,6 +112,17 @@ CONF
 	cat "$STATE/box-wait.out" "$STATE/box-wait.err" >&2
 	((rc == 0)) || die "box wait exited $rc"
 	"$ZOFFSITE_BIN" status -c "$CONFIG" --json >"$STATE/status.json" || die "status after the first backup"
+	# The box audits itself two minutes after boot: wait for that audit
+	# (status shows it as box_posture) before judging it.
+	local tries=0
+	until python3 -c '
+import json, sys
+t = json.load(open(sys.argv[1]))["targets"][0]
+sys.exit(0 if (t.get("box_posture") or {}).get("state") == "audited" else 1)' "$STATE/status.json"; do
+		((++tries < 60)) || die "no audit from the box after 20 minutes: $(cat "$STATE/status.json")"
+		sleep 20
+		"$ZOFFSITE_BIN" status -c "$CONFIG" --json >"$STATE/status.json" || true
+	done
 	"$ZOFFSITE_BIN" doctor --source -c "$CONFIG" --json >"$STATE/doctor-source.json" || true
 	zfs list -H -p -o name,guid -t snapshot -r tank/data >"$STATE/source-snapshots"
 	wg-quick down "zo-$BOX" 2>>"$STATE/wg-quick.log" || true

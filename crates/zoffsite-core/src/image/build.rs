@@ -414,6 +414,10 @@ StateDirectory={state}
 # Already imported (a rerun after a failure below): fine.
 ExecStart=-/usr/sbin/zpool import -N -d /dev/disk/by-id {pool}
 ExecStart=/usr/sbin/zpool set cachefile=/etc/zfs/zpool.cache {pool}
+# Scrubbed once now (the pool is empty: seconds), and monthly from now on
+# (OpenZFS's own timer): the audit judges the last scrub's age.
+ExecStart=/usr/sbin/zpool scrub -w {pool}
+ExecStart=/usr/bin/systemctl enable --now --no-block zfs-scrub-monthly@{pool}.timer
 ExecStart={exe} box apply {STICK_BUNDLE}
 ExecStart=/usr/bin/touch {FIRSTBOOT_DONE}
 StandardOutput=journal+console
