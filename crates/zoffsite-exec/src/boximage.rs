@@ -173,7 +173,7 @@ pub struct TreeInputs<'a> {
 pub fn write_tree(work: &Path, t: &TreeInputs<'_>) -> Result<(), ImageError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(work).map_err(io_at(work))?;
     fs::set_permissions(work, fs::Permissions::from_mode(0o700)).map_err(io_at(work))?;
-    for d in [tree::EXTRA, "mkosi.pkgmngr", tree::INITRD] {
+    for d in [tree::EXTRA, "mkosi.pkgmngr", tree::INITRD, tree::TOOLS, tree::WORKSPACE] {
         let p = work.join(d);
         match fs::remove_dir_all(&p) {
             Ok(()) => {}
@@ -188,6 +188,10 @@ pub fn write_tree(work: &Path, t: &TreeInputs<'_>) -> Result<(), ImageError> {
     put(&work.join(format!("{}{}", tree::EXTRA, t.exe_dest)), &exe, 0o755)?;
     put(&work.join(format!("{}{}", tree::EXTRA, build::STICK_BUNDLE)), t.bundle, 0o600)?;
     make_stub(work)?;
+    // The db key's public half: the key the root's TPM policy trusts to
+    // sign PCR 11 (zoffsite_core::image::install::TPM2_SIGNED_PCRS).
+    let pem = run_ok(&tool("openssl").args(["x509", "-pubkey", "-noout", "-in"]).arg(t.keys.join(build::DB_CRT)))?;
+    put(&work.join(format!("{}{}", tree::EXTRA, build::PCR_PUBLIC_KEY)), &pem.stdout, 0o644)?;
     make_auth(t.keys, &work.join(tree::AUTH_DIR), &work.join("mkosi.workspace-auth"))
 }
 
@@ -281,6 +285,8 @@ pub fn run_mkosi(work: &Path, image_id: &str) -> Result<PathBuf, ImageError> {
     if !image.is_file() {
         return Err(ImageError::NoImage(image));
     }
+    // mkosi writes it 0644; it holds the box's private keys.
+    fs::set_permissions(&image, fs::Permissions::from_mode(0o600)).map_err(io_at(&image))?;
     Ok(image)
 }
 
@@ -300,6 +306,9 @@ pub struct DeviceFacts {
     pub removable: bool,
     /// Its mounted partitions (or itself), as the mount table names them.
     pub mounted: Vec<String>,
+    /// What holds it or its partitions (device-mapper, md, LVM: sysfs's
+    /// `holders`), and whether it or one of them is swap.
+    pub held_by: Vec<String>,
 }
 
 /// Whether `--write` may write to the disk, and if not why (with the fix).
@@ -319,6 +328,12 @@ pub fn write_refusal(dev: &Path, f: &DeviceFacts) -> Option<String> {
     }
     if !f.mounted.is_empty() {
         return Some(format!("{d} has mounted filesystems ({}): unmount them first", f.mounted.join(", ")));
+    }
+    if !f.held_by.is_empty() {
+        return Some(format!(
+            "{d} is in use ({}: an encrypted volume, RAID, LVM or swap on it): close it first",
+            f.held_by.join(", ")
+        ));
     }
     None
 }
@@ -345,7 +360,31 @@ pub fn device_facts(dev: &Path) -> DeviceFacts {
             }
         }
     }
-    DeviceFacts { is_block, kernel_name, removable, mounted }
+    let mut held_by = Vec::new();
+    if kernel_name.is_some() {
+        let mut dirs = vec![sys.clone()];
+        if let Ok(rd) = fs::read_dir(&sys) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&base) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        for d in dirs {
+            if let Ok(rd) = fs::read_dir(d.join("holders")) {
+                held_by.extend(rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            }
+        }
+        let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
+        for line in swaps.lines().skip(1) {
+            if let Some(src) = line.split_whitespace().next().and_then(|s| s.strip_prefix("/dev/")) {
+                if src == base || (src.starts_with(&base) && sys.join(src).exists()) {
+                    held_by.push(format!("swap {src}"));
+                }
+            }
+        }
+    }
+    DeviceFacts { is_block, kernel_name, removable, mounted, held_by }
 }
 
 /// Copies the image to its target: a file (0600: it holds the box's
@@ -368,7 +407,13 @@ pub fn deliver(image: &Path, target: &Target) -> Result<(), ImageError> {
                 return Err(ImageError::Refused(why));
             }
             let mut src = fs::File::open(image).map_err(io_at(image))?;
-            let mut dst = fs::OpenOptions::new().write(true).open(dev).map_err(io_at(dev))?;
+            // O_EXCL on a block device: the kernel refuses (EBUSY) one that
+            // is mounted or held, also if that happened since the check.
+            let mut dst = fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::EXCL.bits().cast_signed())
+                .open(dev)
+                .map_err(io_at(dev))?;
             io::copy(&mut src, &mut dst).map_err(io_at(dev))?;
             dst.sync_all().map_err(io_at(dev))
         }
@@ -385,6 +430,7 @@ mod tests {
             kernel_name: name.map(str::to_owned),
             removable,
             mounted: mounted.iter().map(|s| (*s).to_owned()).collect(),
+            held_by: Vec::new(),
         }
     }
 
@@ -397,6 +443,9 @@ mod tests {
         assert!(write_refusal(d, &facts(true, Some("sdb"), false, &[])).unwrap().contains("not a removable disk"));
         let m = write_refusal(d, &facts(true, Some("sdb"), true, &["/dev/sdb1"])).unwrap();
         assert!(m.contains("/dev/sdb1") && m.contains("unmount"), "{m}");
+        let mut held = facts(true, Some("sdb"), true, &[]);
+        held.held_by = vec!["dm-0".into()];
+        assert!(write_refusal(d, &held).unwrap().contains("in use (dm-0"));
     }
 
     #[test]

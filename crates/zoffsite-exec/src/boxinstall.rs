@@ -231,11 +231,23 @@ fn write_synced(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Writes the report (text and JSON) into `dir`.
-pub fn write_report(dir: &Path, r: &Report) -> Result<(), String> {
-    write_synced(dir, REPORT_TEXT, &install::render_text(r))
-        .and_then(|()| write_synced(dir, REPORT_JSON, &install::render_json_text(r)))
-        .map_err(|e| format!("cannot write the report into {}: {e}", dir.display()))
+/// Writes the report (text and JSON) into `dir`. A report without a
+/// recovery key never replaces one with a key: a stick booted again on an
+/// installed box (it refuses: the disks are no longer blank) must not
+/// destroy the only copy of that box's key. It then goes beside it, named
+/// by its time. Returns the text report's file name.
+pub fn write_report(dir: &Path, r: &Report) -> Result<String, String> {
+    let holds_key = |name: &str| std::fs::read(dir.join(name)).is_ok_and(|b| install::report_holds_key(&b));
+    let (text, json) = if r.recovery_key.is_none() && holds_key(REPORT_JSON) {
+        let stem = REPORT_TEXT.trim_end_matches(".txt");
+        (format!("{stem}-{}.txt", r.time), format!("{stem}-{}.json", r.time))
+    } else {
+        (REPORT_TEXT.to_owned(), REPORT_JSON.to_owned())
+    };
+    write_synced(dir, &text, &install::render_text(r))
+        .and_then(|()| write_synced(dir, &json, &install::render_json_text(r)))
+        .map_err(|e| format!("cannot write the report into {}: {e}", dir.display()))?;
+    Ok(text)
 }
 
 // ---------------------------------------------------------------------------
@@ -371,7 +383,7 @@ pub fn execute(
     };
     let scratch = match Scratch::new(env, plan) {
         Ok(s) => s,
-        Err(e) => return refuse(report, e, "look at /run on the box's console (Ctrl-Alt-F2)"),
+        Err(e) => return refuse(report, e, "the stick's /run (a memory file system) could not take the one-time key: boot the stick again; if it happens again, rebuild it with `zoffsite box image`"),
     };
     let check = plan.repart(scratch.defs(), scratch.key(), true);
     events.line(&format!("checking the plan with {}", check.argv.join(" ")));
@@ -385,7 +397,7 @@ pub fn execute(
     report.done.push(check.why.to_owned());
     if let Err((step, error)) = install_steps(env, plan, bundle, &scratch, report, report_dir, events) {
         let fix = format!(
-            "the disks are no longer blank: to start over, wipe both (`wipefs -a {} {}` from the stick's console, Ctrl-Alt-F2) and boot the stick again{}",
+            "the disks are no longer blank: to start over, wipe both ({} and {}: `wipefs -a` on each, with the disks in another computer; the stick has no login) and boot the stick again{}",
             plan.system.path,
             plan.data.path,
             if report.recovery_key.is_some() { "; the recovery key above is then worthless" } else { "" }
@@ -477,6 +489,9 @@ fn install_steps(
     }
     result?;
 
+    // The recovery key must open the root before the one-time key goes:
+    // otherwise a bad key would leave only the TPM.
+    step(report, &plan.test_recovery_key(), env.deadline, Some(key.expose().as_bytes()))?;
     let dump = plan.luks_dump();
     let header = String::from_utf8_lossy(&step(report, &dump, env.deadline, None)?).into_owned();
     let slot =
@@ -488,7 +503,6 @@ fn install_steps(
         .and_then(|k| k.check_final())
         .and_then(|()| install::check_tpm2_pcr7(&header))
         .map_err(|e| ("check the root's key slots".to_owned(), e))?;
-    step(report, &plan.test_recovery_key(), env.deadline, Some(key.expose().as_bytes()))?;
 
     step(report, &plan.zpool_create(), env.long_deadline, None)?;
     step(report, &plan.zpool_export(), env.deadline, None)?;
@@ -693,8 +707,8 @@ mod tests {
                 "umount",
                 "cryptsetup",
                 "cryptsetup",
-                "systemd-cryptenroll",
                 "cryptsetup",
+                "systemd-cryptenroll",
                 "cryptsetup",
                 "zpool",
                 "zpool"
@@ -711,7 +725,9 @@ mod tests {
             "{log:?}"
         );
         assert!(log.iter().any(|l| l == "systemctl --root=/run/zoffsite/target disable zoffsite-install.service"));
-        assert!(log.iter().any(|l| l == "systemctl --root=/run/zoffsite/target enable zoffsite-firstboot.service"));
+        assert!(log
+            .iter()
+            .any(|l| l == "systemctl --root=/run/zoffsite/target enable zoffsite-firstboot.service ssh.service"));
         let fstab = std::fs::read_to_string(w.env.path("/run/zoffsite/target/etc/fstab")).unwrap();
         assert!(fstab.contains("/dev/gpt-auto-root / ext4 rw"), "{fstab}");
         assert!(log.iter().any(|l| l == "zpool create -o ashift=12 -o cachefile=none -O mountpoint=none -O canmount=off offsite /dev/disk/by-id/ata-WDC_WD20EFRX_WD-1"));
@@ -748,7 +764,7 @@ mod tests {
         let Outcome::Failed { step, error, fix } = &r.outcome else { panic!("{:?}", r.outcome) };
         assert_eq!(step, "create the pool on the data disk");
         assert!(error.contains("cannot create: busy"), "{error}");
-        assert!(fix.contains("wipefs -a /dev/nvme0n1 /dev/sdb"), "{fix}");
+        assert!(fix.contains("(/dev/nvme0n1 and /dev/sdb: `wipefs -a` on each"), "{fix}");
         assert!(r.recovery_key.is_some());
         let text = std::fs::read_to_string(w.report_dir().join(REPORT_TEXT)).unwrap();
         assert!(text.contains(KEY), "written as soon as it existed");
@@ -801,6 +817,22 @@ mod tests {
         );
         assert!(!w.log().iter().any(|l| l.starts_with("zpool")), "no pool on a box whose key does not work");
         assert!(matches!(r.disks.iter().find(|d| d.path == "/dev/sdb").map(|d| &d.role), Some(Role::Data)));
+    }
+
+    #[test]
+    fn a_report_without_a_key_never_replaces_one_with_a_key() {
+        let w = world();
+        let p = plan(&w.facts()).unwrap();
+        let mut installed = Report::planned(&p, 100, Outcome::Installed);
+        installed.recovery_key = Some(install::parse_recovery_key(format!("{KEY}\n").as_bytes()).unwrap());
+        assert_eq!(write_report(&w.report_dir(), &installed).unwrap(), REPORT_TEXT);
+        // The stick booted again on the installed box: refused, no key.
+        let refused = Report::planned(&p, 200, Outcome::Refused { reason: "not blank".into(), fix: "-".into() });
+        let name = write_report(&w.report_dir(), &refused).unwrap();
+        assert_eq!(name, "zoffsite-install-200.txt");
+        let kept = std::fs::read_to_string(w.report_dir().join(REPORT_TEXT)).unwrap();
+        assert!(kept.contains(KEY), "the key's report was replaced: {kept}");
+        assert!(std::fs::read_to_string(w.report_dir().join(&name)).unwrap().contains("not blank"));
     }
 
     #[test]

@@ -65,9 +65,21 @@ pub const MIN_DATA_DISK: u64 = 8 * GIB;
 /// The installed ESP's size: room for two unified kernel images (the
 /// running one and an update) and the boot loader.
 pub const ESP_SIZE: &str = "512M";
-/// The PCRs the root's TPM key is bound to: 7, the Secure Boot state and
-/// keys (docs/box.md). Trixie could add 15; this image's systemd is 254.
+/// The PCRs the root's TPM key is bound to by value: 7, the Secure Boot
+/// state and keys (docs/box.md). Trixie could add 15; this image's
+/// systemd is 254.
 pub const TPM2_PCRS: &str = "7";
+/// And by a signed policy ([`super::build::PCR_PUBLIC_KEY`]): 11, which
+/// systemd-stub extends with the unified kernel image and systemd with
+/// each boot phase. The image's kernel images carry a signature of PCR
+/// 11's value in the `enter-initrd` phase only, so the key unseals only
+/// inside the signed initrd, which unlocks only the root of the disk it
+/// booted from. PCR 7 alone would not do: it is the same for every
+/// system the owner's db key signed, including the stick, so anyone who
+/// boots a signed kernel image beside a root partition of their own
+/// could unseal the box's key from that root's userspace. Once the
+/// initrd is left, PCR 11 has moved on and nothing unseals it.
+pub const TPM2_SIGNED_PCRS: &str = "11";
 /// The TPM resource manager device `systemd-repart --tpm2-device=auto`
 /// uses.
 pub const TPM_DEVICE: &str = "/dev/tpmrm0";
@@ -672,7 +684,7 @@ fn stable_name(disk: &BlockDevice, by_id: &[ByIdLink]) -> String {
 }
 
 fn choose_disks(f: &Facts, disks: &mut Vec<DiskSeen>) -> Result<DiskChoice, (String, String)> {
-    const LOOK: &str = "look at `lsblk` on the box's console (Ctrl-Alt-F2)";
+    const LOOK: &str = "the stick's system could not list the disks: boot it again; if it happens again, rebuild it with `zoffsite box image`";
     let devices = f.lsblk.as_ref().map_err(|e| (format!("cannot list the disks: {e}"), LOOK.to_owned()))?;
     let by_id = f.by_id.as_ref().map_err(|e| (format!("cannot read {BY_ID_DIR}: {e}"), LOOK.to_owned()))?;
     let mut candidates = Vec::new();
@@ -857,13 +869,24 @@ pub fn definitions(esp_mount: &str, report_dir: &str) -> Vec<Definition> {
     );
     let inside = report_dir == esp_mount || report_dir.starts_with(&format!("{}/", esp_mount.trim_end_matches('/')));
     if inside && plain_path(report_dir) {
-        for f in [REPORT_TEXT, REPORT_JSON] {
-            esp.push_str(&format!("ExcludeFiles={}/{f}\n", report_dir.trim_end_matches('/')));
+        let dir = report_dir.trim_end_matches('/');
+        if dir == esp_mount.trim_end_matches('/') {
+            for f in [REPORT_TEXT, REPORT_JSON] {
+                esp.push_str(&format!("ExcludeFiles={dir}/{f}\n"));
+            }
+        } else {
+            // The whole directory: the reports (one holds the recovery
+            // key), older ones and any half-written one stay on the stick.
+            esp.push_str(&format!("ExcludeFiles={dir}/\n"));
         }
     }
     esp.push_str(&format!("ExcludeFiles={}/loader/random-seed\n", esp_mount.trim_end_matches('/')));
+    // The enrollment files stay on the stick: a box put back into setup
+    // mode must not silently take the keys again (loader.conf's
+    // `secure-boot-enroll force` finds nothing to enroll on the box).
+    esp.push_str(&format!("ExcludeFiles={}/loader/keys/\n", esp_mount.trim_end_matches('/')));
     let root = format!(
-        "# The box's root: the stick's root partition, encrypted, unlocked by the TPM (PCR {TPM2_PCRS}).\n[Partition]\nType=root\nCopyBlocks=auto\nEncrypt=key-file+tpm2\n"
+        "# The box's root: the stick's root partition, encrypted, unlocked by the TPM (PCR {TPM2_PCRS}, signed policy on PCR {TPM2_SIGNED_PCRS}).\n[Partition]\nType=root\nCopyBlocks=auto\nEncrypt=key-file+tpm2\n"
     );
     vec![Definition { file: ESP_DEFINITION, text: esp }, Definition { file: ROOT_DEFINITION, text: root }]
 }
@@ -892,6 +915,8 @@ impl InstallPlan {
         let defs = format!("--definitions={defs}");
         let key = format!("--key-file={key_file}");
         let pcrs = format!("--tpm2-pcrs={TPM2_PCRS}");
+        let pubkey = format!("--tpm2-public-key={}", super::build::PCR_PUBLIC_KEY);
+        let pubkey_pcrs = format!("--tpm2-public-key-pcrs={TPM2_SIGNED_PCRS}");
         let run = if dry_run { "--dry-run=yes" } else { "--dry-run=no" };
         let why = if dry_run {
             "repart checks the definitions against the disk (and finds the stick's root), writing nothing"
@@ -910,6 +935,8 @@ impl InstallPlan {
                 &key,
                 "--tpm2-device=auto",
                 &pcrs,
+                &pubkey,
+                &pubkey_pcrs,
                 &self.system.path,
             ],
         )
@@ -1024,7 +1051,10 @@ impl InstallPlan {
                 "the new root: the installer's unit off, the first boot's on",
                 &["systemctl", &root, "disable", super::build::INSTALL_UNIT],
             ),
-            command("enable the first boot's unit", &["systemctl", &root, "enable", super::build::FIRSTBOOT_UNIT]),
+            command(
+                "enable the first boot's unit and sshd (the image's presets leave both off on the stick)",
+                &["systemctl", &root, "enable", super::build::FIRSTBOOT_UNIT, super::build::SSH_UNIT],
+            ),
             command("unmount the new root", &["umount", TARGET_MOUNT]),
             command("close the new root", &["cryptsetup", "close", TARGET_MAPPER]),
         ]
@@ -1047,10 +1077,10 @@ impl InstallPlan {
         .into_iter()
         .chain(self.finish(crate::provision::DEFAULT_EXE, super::STICK_BUNDLE))
         .chain([
+            self.test_recovery_key(),
             self.luks_dump(),
             wipe,
             self.luks_dump(),
-            self.test_recovery_key(),
             self.zpool_create(),
             self.zpool_export(),
         ])
@@ -1204,13 +1234,27 @@ impl Keyslots {
     }
 }
 
+/// Whether a JSON report ([`render_json_text`], read back from the stick)
+/// holds a recovery key. Anything unreadable counts as holding one: the
+/// caller then writes beside it rather than over it.
+pub fn report_holds_key(json: &[u8]) -> bool {
+    match serde_json::from_slice::<Value>(json) {
+        Ok(v) => !matches!(v.get("recovery_key"), None | Some(Value::Null)),
+        Err(_) => true,
+    }
+}
+
 /// The root's `systemd-tpm2` token is bound to exactly PCR [`TPM2_PCRS`]
-/// (the doctor's own parser of the header: what `doctor --box` will read).
+/// and the signed policy on PCR [`TPM2_SIGNED_PCRS`] (the doctor's own
+/// parser of the header: what `doctor --box` will read).
 pub fn check_tpm2_pcr7(dump: &str) -> Result<(), String> {
     let h = crate::doctor::luks::parse_dump(dump)?;
     match h.tpm2.as_slice() {
-        [t] if t.pcrs == [7] && t.pubkey_pcrs.is_empty() && !t.pcrlock => Ok(()),
-        [t] => Err(format!("the TPM token is bound to PCRs {:?}, not only 7", t.pcrs)),
+        [t] if t.pcrs == [7] && t.pubkey_pcrs == [11] && !t.pcrlock => Ok(()),
+        [t] => Err(format!(
+            "the TPM token is bound to PCRs {:?} and a signed policy on {:?}, not PCR 7 and a signed policy on 11",
+            t.pcrs, t.pubkey_pcrs
+        )),
         ts => Err(format!("{} TPM tokens, not one", ts.len())),
     }
 }
@@ -1374,7 +1418,7 @@ pub fn render_text(r: &Report) -> String {
     if let Some(p) = &r.plan {
         line("");
         line(&format!(
-            "system disk: {} ({}): ESP, root (LUKS2, TPM PCR {TPM2_PCRS} + recovery key) {}",
+            "system disk: {} ({}): ESP, root (LUKS2, TPM PCR {TPM2_PCRS} + signed PCR {TPM2_SIGNED_PCRS} + recovery key) {}",
             p.system.path,
             gib(p.system.size),
             p.root_partition

@@ -38,8 +38,12 @@ TPM2TOOLS_TCTI="swtpm:path=$tmp/tpm.sock" tpm2_pcrextend \
 truncate -s 32M "$tmp/root.img"
 cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
 	--key-file "$tmp/key" "$tmp/root.img"
+# As the installer enrolls it: PCR 7, and a policy on PCR 11 signed by the
+# db key (here a throw-away key: only its public half is enrolled).
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$tmp/db.key" 2>/dev/null
+openssl pkey -in "$tmp/db.key" -pubout -out "$tmp/db.pub.pem"
 systemd-cryptenroll --unlock-key-file="$tmp/key" --tpm2-device=swtpm:path="$tmp/tpm.sock" \
-	--tpm2-pcrs=7 "$tmp/root.img"
+	--tpm2-pcrs=7 --tpm2-public-key="$tmp/db.pub.pem" --tpm2-public-key-pcrs=11 "$tmp/root.img"
 # The installer's steps. stdout is not a terminal: the key alone on stdout.
 systemd-cryptenroll --unlock-key-file="$tmp/key" --recovery-key "$tmp/root.img" \
 	>"$out/cryptenroll-recovery-key.stdout" 2>"$out/cryptenroll-recovery-key.stderr"

@@ -56,9 +56,11 @@ pub(crate) fn run(args: &BoxInstallArgs) -> Exit {
     // The report on the stick: the only place the recovery key is written.
     // Not with -n (it writes nothing), nor when the directory was the
     // problem.
+    let mut written = None;
     if !args.dry_run && facts.report_dir.is_ok() {
-        if let Err(e) = boxinstall::write_report(&args.report_dir, &report) {
-            ui.err(Exit::Error, format_args!("box install: {e}; the report below is the only copy"));
+        match boxinstall::write_report(&args.report_dir, &report) {
+            Ok(name) => written = Some(name),
+            Err(e) => ui.err(Exit::Error, format_args!("box install: {e}; the report below is the only copy")),
         }
     }
     if args.json {
@@ -71,7 +73,13 @@ pub(crate) fn run(args: &BoxInstallArgs) -> Exit {
         let text = serde_json::to_string_pretty(&doc).expect("serializes");
         println!("{}", install::ascii(&text));
     } else {
-        print!("{}", install::render_text(&report));
+        // The screen (and the console's journal) gets the key only when
+        // the report on the stick could not be written.
+        let mut text = install::render_text(&report);
+        if let (Some(key), Some(name)) = (&report.recovery_key, &written) {
+            text = text.replace(key.expose(), &format!("(in {name} on the stick)"));
+        }
+        print!("{text}");
     }
     ui.exit()
 }
