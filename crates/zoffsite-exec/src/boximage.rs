@@ -70,6 +70,27 @@ pub enum ImageError {
     Refused(String),
 }
 
+/// `dir` is ours (root's, when root runs this) and no one else may write
+/// in it: the build tree holds the finalize script mkosi runs as root with
+/// the db key mounted, and the key directory the keys.
+fn check_own_dir(dir: &Path, what: &str) -> Result<(), ImageError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = fs::symlink_metadata(dir).map_err(io_at(dir))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !m.is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+        return Err(ImageError::Refused(format!(
+            "{what} {} must be a directory of user {me}'s that no one else may write (it is {}, user {}, mode {:04o}): \
+             give another with {}",
+            dir.display(),
+            if m.is_dir() { "a directory" } else { "not a directory" },
+            m.uid(),
+            m.mode() & 0o7777,
+            if what == "the build tree" { "--work DIR" } else { "--keys DIR" },
+        )));
+    }
+    Ok(())
+}
+
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
     move |source| ImageError::Io { path: path.to_owned(), source }
 }
@@ -117,6 +138,7 @@ pub fn ensure_keys(dir: &Path, host: &str) -> Result<Vec<PathBuf>, ImageError> {
     if !dir.exists() {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_at(dir))?;
     }
+    check_own_dir(dir, "the key directory")?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_at(dir))?;
     for var in missing {
         let key = dir.join(format!("{var}.key"));
@@ -172,6 +194,7 @@ pub struct TreeInputs<'a> {
 /// a second build fast).
 pub fn write_tree(work: &Path, t: &TreeInputs<'_>) -> Result<(), ImageError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(work).map_err(io_at(work))?;
+    check_own_dir(work, "the build tree")?;
     fs::set_permissions(work, fs::Permissions::from_mode(0o700)).map_err(io_at(work))?;
     for d in [tree::EXTRA, "mkosi.pkgmngr", tree::INITRD, tree::TOOLS, tree::WORKSPACE] {
         let p = work.join(d);
@@ -181,6 +204,8 @@ pub fn write_tree(work: &Path, t: &TreeInputs<'_>) -> Result<(), ImageError> {
             Err(e) => return Err(ImageError::Io { path: p, source: e }),
         }
     }
+    let workspace = work.join(tree::WORKSPACE);
+    fs::DirBuilder::new().mode(0o700).create(&workspace).map_err(io_at(&workspace))?;
     for f in t.files {
         put(&work.join(&f.path), f.text.as_bytes(), f.mode)?;
     }
@@ -446,6 +471,18 @@ mod tests {
         let mut held = facts(true, Some("sdb"), true, &[]);
         held.held_by = vec!["dm-0".into()];
         assert!(write_refusal(d, &held).unwrap().contains("in use (dm-0"));
+    }
+
+    #[test]
+    fn a_build_tree_others_may_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        fs::create_dir(&work).unwrap();
+        fs::set_permissions(&work, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_own_dir(&work, "the build tree").unwrap_err().to_string();
+        assert!(e.contains("no one else may write") && e.contains("--work DIR"), "{e}");
+        fs::set_permissions(&work, fs::Permissions::from_mode(0o700)).unwrap();
+        check_own_dir(&work, "the build tree").unwrap();
     }
 
     #[test]
