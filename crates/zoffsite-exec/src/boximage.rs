@@ -196,7 +196,7 @@ pub fn write_tree(work: &Path, t: &TreeInputs<'_>) -> Result<(), ImageError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(work).map_err(io_at(work))?;
     check_own_dir(work, "the build tree")?;
     fs::set_permissions(work, fs::Permissions::from_mode(0o700)).map_err(io_at(work))?;
-    for d in [tree::EXTRA, "mkosi.pkgmngr", tree::INITRD, tree::TOOLS, tree::WORKSPACE] {
+    for d in [tree::EXTRA, "mkosi.pkgmngr", tree::INITRD, tree::WORKSPACE] {
         let p = work.join(d);
         match fs::remove_dir_all(&p) {
             Ok(()) => {}
@@ -280,9 +280,23 @@ pub fn make_auth(keys: &Path, out: &Path, scratch: &Path) -> Result<(), ImageErr
     Ok(())
 }
 
-/// The mkosi command for the tree at `work`.
+/// The mkosi command for the tree at `work`: [`build::TOOLS_DIR`] first
+/// on its `PATH`.
 pub fn mkosi_cmd(work: &Path) -> Cmd {
-    tool("mkosi").arg("-C").arg(work).args(["--force", "build"])
+    Cmd::new("/usr/bin/env")
+        .arg(format!("PATH={}:/usr/sbin:/usr/bin:/sbin:/bin", build::TOOLS_DIR))
+        .arg("mkosi")
+        .arg("-C")
+        .arg(work)
+        .args(["--force", "build"])
+}
+
+/// Installs the ukify wrapper ([`build::ukify_wrapper`]) in
+/// [`build::TOOLS_DIR`] (root's, 0755), replacing what is there.
+pub fn install_tools() -> Result<(), ImageError> {
+    let dir = Path::new(build::TOOLS_DIR);
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(io_at(dir))?;
+    put(&dir.join("ukify"), build::ukify_wrapper().as_bytes(), 0o755)
 }
 
 /// Runs mkosi, its output to [`LOG`] in the tree; the image it made.
@@ -295,6 +309,7 @@ pub fn run_mkosi(work: &Path, image_id: &str) -> Result<PathBuf, ImageError> {
         .mode(0o600)
         .open(&log_path)
         .map_err(io_at(&log_path))?;
+    install_tools()?;
     let status = process::run_logged(&mkosi_cmd(work), &log, Some(BUILD_DEADLINE))?;
     if !status.success() {
         let text = fs::read_to_string(&log_path).unwrap_or_default();

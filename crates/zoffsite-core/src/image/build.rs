@@ -113,10 +113,7 @@ pub mod tree {
     /// mkosi's workspace (the staged root, with the bundle): in the 0700
     /// build tree, not /var/tmp.
     pub const WORKSPACE: &str = "mkosi.workspace";
-    /// Tools mkosi looks up before the system's (`ExtraSearchPaths=`): the
-    /// ukify wrapper ([`super::ukify_wrapper`]).
-    pub const TOOLS: &str = "mkosi.tools";
-    pub const UKIFY: &str = "mkosi.tools/ukify";
+
     pub const OUTPUT: &str = "mkosi.output";
     /// Where the owner's key directory appears in the finalize script's
     /// build sources (`$SRCDIR/secureboot`), mounted, never copied.
@@ -124,6 +121,12 @@ pub mod tree {
     /// The enrollment files, in the extra tree (so on the stick's ESP).
     pub const AUTH_DIR: &str = "mkosi.extra/efi/loader/keys/auto";
 }
+
+/// The directory put first on mkosi's `PATH`, for the ukify wrapper
+/// ([`ukify_wrapper`]). Under /usr: mkosi runs its tools in a sandbox
+/// that sees the host's /usr and not much else (its `ExtraSearchPaths=`
+/// makes the directory a tools tree, which this is not).
+pub const TOOLS_DIR: &str = "/usr/local/lib/zoffsite/mkosi-bin";
 
 /// The db key and certificate's names under [`tree::KEYS`] (and in the
 /// owner's key directory).
@@ -264,6 +267,19 @@ pub fn mkosi_conf(i: &Inputs) -> String {
 Distribution=debian
 Release={RELEASE}
 Repositories=contrib
+PackageManagerTrees=mkosi.pkgmngr
+
+[Config]
+InitrdInclude={initrd}
+
+[Host]
+Incremental=yes
+
+[Validation]
+SecureBoot=yes
+SecureBootKey={keys}/{DB_KEY}
+SecureBootCertificate={keys}/{DB_CRT}
+SecureBootAutoEnroll=no
 
 [Output]
 Format=disk
@@ -277,20 +293,12 @@ Bootable=yes
 Bootloader=systemd-boot
 UnifiedKernelImages=yes
 KernelCommandLine={cmdline}
-SecureBoot=yes
-SecureBootKey={keys}/{DB_KEY}
-SecureBootCertificate={keys}/{DB_CRT}
-SecureBootAutoEnroll=no
-PackageManagerTrees=mkosi.pkgmngr
 ExtraTrees={extra}
 FinalizeScripts={finalize}
 BuildSources={keys}:{src_keys}
 Hostname=zoffsite-{name}
 Locale=C.UTF-8
 Timezone=UTC
-Incremental=yes
-InitrdInclude={initrd}
-ExtraSearchPaths={work}/{tools}
 Packages=
 {packages}",
         name = i.name,
@@ -304,12 +312,11 @@ Packages=
         initrd = tree::INITRD,
         work = i.work,
         workspace = tree::WORKSPACE,
-        tools = tree::TOOLS,
     )
 }
 
-/// A wrapper mkosi finds before ukify (`ExtraSearchPaths=`; mkosi runs it
-/// with Python, as it runs ukify): the real ukify with
+/// A wrapper mkosi finds before ukify ([`TOOLS_DIR`] first on its
+/// `PATH`; mkosi runs it with Python, as it runs ukify): the real ukify with
 /// `--phases=enter-initrd` when it signs PCR 11's expected values. mkosi
 /// 24 has no setting for the phases, and ukify's default signs every
 /// phase, which would let the root's key unseal after the initrd too
@@ -589,7 +596,6 @@ pub fn files(i: &Inputs) -> Vec<Rendered> {
         },
         Rendered { path: extra(NETWORK_FILE), mode: 0o644, text: network_file().into() },
         Rendered { path: extra(PRESET_FILE), mode: 0o644, text: preset_file() },
-        Rendered { path: tree::UKIFY.into(), mode: 0o755, text: ukify_wrapper().into() },
     ]
 }
 

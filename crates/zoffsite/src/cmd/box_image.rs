@@ -117,7 +117,11 @@ pub(crate) fn run(args: &BoxImageArgs) -> Exit {
     ui.say(format_args!("      {}{} (the bundle, 0600)", tree::EXTRA, build::STICK_BUNDLE));
     ui.say(format_args!("      {}/{{PK,KEK,db}}.auth (enrollment files)", tree::AUTH_DIR));
     ui.say(format_args!("  kernel command line: {}", build::kernel_cmdline(&inputs)));
-    ui.say(format_args!("  runs: {}", boximage::mkosi_cmd(&work)));
+    ui.say(format_args!(
+        "  installs {}/ukify (signs the kernel image's PCR 11 policy for the initrd only) and runs: {}",
+        zoffsite_core::image::build::TOOLS_DIR,
+        boximage::mkosi_cmd(&work)
+    ));
     match &target {
         Target::File(f) => ui.say(format_args!("  writes {} (0600: it holds the box's private keys)", f.display())),
         Target::Device(d) => ui.say(format_args!("  writes the stick {}", d.display())),
