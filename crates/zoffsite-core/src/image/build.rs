@@ -224,6 +224,8 @@ pub const PACKAGES: &[&str] = &[
     "systemd-sysv",
     "systemd-boot",
     "systemd-resolved",
+    // The box's clock ages its retention and its alarms: NTP.
+    "systemd-timesyncd",
     "udev",
     "dbus",
     "zfs-dkms",
@@ -343,6 +345,14 @@ pub fn preset_file() -> String {
 # enables them on the box.
 disable {FIRSTBOOT_UNIT}
 disable {SSH_UNIT}
+# sshd by socket would listen on every address (the box's sshd binds the
+# tunnel's only: docs/box.md); Debian's nftables.service loads
+# /etc/nftables.conf, whose `flush ruleset` would race the box's firewall;
+# nothing here updates by systemd-sysupdate.
+disable ssh.socket
+disable nftables.service
+disable systemd-sysupdate.timer
+disable systemd-sysupdate-reboot.timer
 "
     )
 }
@@ -441,15 +451,15 @@ After=local-fs.target systemd-udev-settle.service zfs-load-module.service
 Wants=systemd-udev-settle.service zfs-load-module.service
 ConditionPathExists={STICK_BUNDLE}
 RequiresMountsFor={ESP_MOUNT}
+# Done: power off, so the owner knows to pull the stick. Refused: stay up,
+# with the reason on the screen (and in the report on the stick).
+SuccessAction=poweroff
 
 [Service]
 Type=oneshot
 ExecStart={exe} box install --bundle {STICK_BUNDLE} --report-dir {REPORT_DIR}
 StandardOutput=journal+console
 StandardError=journal+console
-# Done: power off, so the owner knows to pull the stick. Refused: stay up,
-# with the reason on the screen (and in the report on the stick).
-SuccessAction=poweroff
 TimeoutStartSec=4h
 
 [Install]
@@ -481,8 +491,10 @@ ConditionPathExists=!{FIRSTBOOT_DONE}
 Type=oneshot
 RemainAfterExit=yes
 StateDirectory={state}
-# Already imported (a rerun after a failure below): fine.
-ExecStart=-/usr/sbin/zpool import -N -d /dev/disk/by-id {pool}
+# Already imported (a rerun after a failure below): fine. By name, from
+# zpool's default search (by-id first, then every device: a disk without
+# a serial has no by-id name).
+ExecStart=-/usr/sbin/zpool import -N {pool}
 ExecStart=/usr/sbin/zpool set cachefile=/etc/zfs/zpool.cache {pool}
 # Scrubbed once now (the pool is empty: seconds), and monthly from now on
 # (OpenZFS's own timer): the audit judges the last scrub's age.
@@ -658,6 +670,7 @@ mod tests {
         assert!(fin.contains("rm -f \"$BUILDROOT\"/etc/ssh/ssh_host_*"));
         let preset = preset_file();
         assert!(preset.contains("disable zoffsite-firstboot.service\n") && preset.contains("disable ssh.service\n"));
+        assert!(preset.contains("disable ssh.socket\n") && preset.contains("disable nftables.service\n"));
     }
 
     #[test]
@@ -675,7 +688,7 @@ mod tests {
     fn units_name_the_bundle_the_pool_and_the_binary() {
         let i = inputs();
         let fb = firstboot_unit(&i);
-        assert!(fb.contains("ExecStart=-/usr/sbin/zpool import -N -d /dev/disk/by-id offsite\n"));
+        assert!(fb.contains("ExecStart=-/usr/sbin/zpool import -N offsite\n"));
         assert!(fb.contains(&format!("ExecStart=/usr/local/bin/zoffsite box apply {STICK_BUNDLE}\n")));
         assert!(fb.contains("StateDirectory=zoffsite-firstboot\n"));
         let inst = install_unit(&i);
