@@ -491,6 +491,11 @@ ConditionPathExists=!{FIRSTBOOT_DONE}
 Type=oneshot
 RemainAfterExit=yes
 StateDirectory={state}
+# `box apply` checks sshd's whole configuration (`sshd -t`) before it
+# reloads sshd, and `sshd -t` refuses to run without its privilege
+# separation directory, which ssh.service makes: this unit runs before it.
+RuntimeDirectory=sshd
+RuntimeDirectoryPreserve=yes
 # Already imported (a rerun after a failure below): fine. By name, from
 # zpool's default search (by-id first, then every device: a disk without
 # a serial has no by-id name).
@@ -691,6 +696,7 @@ mod tests {
         assert!(fb.contains("ExecStart=-/usr/sbin/zpool import -N offsite\n"));
         assert!(fb.contains(&format!("ExecStart=/usr/local/bin/zoffsite box apply {STICK_BUNDLE}\n")));
         assert!(fb.contains("StateDirectory=zoffsite-firstboot\n"));
+        assert!(fb.contains("RuntimeDirectory=sshd\nRuntimeDirectoryPreserve=yes\n"), "sshd -t needs /run/sshd before ssh.service");
         let inst = install_unit(&i);
         assert!(inst.contains("ExecStart=/usr/local/bin/zoffsite box install --bundle /usr/lib/zoffsite/box.bundle --report-dir /boot/zoffsite\n"));
         assert!(inst.contains("SuccessAction=poweroff\n"));

@@ -20,7 +20,8 @@
 //!
 //! Timers are `Persistent=` (a run missed while the machine was off
 //! happens at boot) and spread by `RandomizedDelaySec=`, fixed per machine
-//! (`FixedRandomDelay=`) so runs stay a day apart.
+//! (`FixedRandomDelay=`) so runs stay a day apart; the box's doctor timer
+//! is not spread (its boot run must come soon after boot).
 
 use super::values::{AbsPath, BoxName};
 use super::Inputs;
@@ -352,8 +353,12 @@ ReadWritePaths=-/run/cryptsetup
 /// The box's `zoffsite-box-doctor.timer`: daily, and soon after each boot
 /// (a reboot is when Secure Boot, the TPM binding or the firewall may have
 /// changed). Two minutes: the tunnel is up by then (it dials at once), and
-/// a new box's first audit is what `box wait` on the source shows. The source calls an audit stale after two days
-/// ([`crate::doctor::boxaudit::STALE_AFTER_SECS`]).
+/// a new box's first audit is what `box wait` on the source shows. The
+/// source calls an audit stale after two days
+/// ([`crate::doctor::boxaudit::STALE_AFTER_SECS`]). No
+/// `RandomizedDelaySec=`: systemd applies it to every trigger, the boot
+/// one too (the image test saw a first audit 35 minutes after boot), and
+/// an audit reads only the box itself, so there is no herd to spread.
 pub fn box_doctor_timer() -> String {
     format!(
         "{HEADER}\
@@ -363,8 +368,6 @@ Description=zoffsite box doctor
 [Timer]
 OnBootSec=2min
 OnCalendar=daily
-RandomizedDelaySec=1h
-FixedRandomDelay=yes
 Persistent=true
 
 [Install]
