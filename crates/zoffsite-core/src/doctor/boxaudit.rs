@@ -55,8 +55,9 @@ pub const MAX_TEXT: usize = super::MAX_LINE + '…'.len_utf8();
 /// Most `errors` lines kept from a box report.
 pub const MAX_ERRORS: usize = 16;
 
-/// A box audit older than this is stale: the box's doctor timer runs daily,
-/// so two days means at least one run was missed.
+/// A box audit older than this is stale: the box's doctor timer runs
+/// hourly, so two days means the audits stopped (the timer disabled, the
+/// box off or its clock wrong), not that one was late.
 pub const STALE_AFTER_SECS: i64 = 2 * 86_400;
 
 /// How far the box's clock may run ahead of the source's before a report
@@ -452,7 +453,7 @@ impl Posture {
                 let fix = if !self.not_ok.is_empty() {
                     format!("on the box, as root, run `zoffsite doctor --box` and fix: {}", named(&self.not_ok))
                 } else {
-                    "on the box, as root: systemctl enable --now zoffsite-box-doctor.timer (the audit is renewed daily)"
+                    "on the box, as root: systemctl enable --now zoffsite-box-doctor.timer (the audit is renewed hourly)"
                         .to_owned()
                 };
                 Check::with_status(ID, status, summary, fix)

@@ -152,6 +152,13 @@ fn the_audit_directory_is_the_doctor_units_state_directory_readable_by_the_box_u
     assert!(unit.contains("UMask=0022\n"), "the report must come out 0644: {unit}");
     assert!(unit.contains(&format!("--output {}\n", crate::doctor::AUDIT_PATH)), "{unit}");
     assert!(!unit.contains("PrivateNetwork"), "nft and wg must see the host's network: {unit}");
+    // At boot the audit judges the tunnel: it waits for the tunnel's unit
+    // (whichever backend brings it up), in [Unit], where ordering belongs.
+    let unit_section = unit.split("[Service]").next().unwrap();
+    assert!(unit_section.contains("After=wg-quick@zo-friend.service network-online.target\n"), "{unit}");
+    let mut nd = example();
+    nd.box_backend = Backend::Networkd;
+    assert!(units::box_doctor_service(&nd).contains("After=systemd-networkd.service network-online.target\n"));
     assert!(box_files(&example()).iter().any(|f| f.path.ends_with(units::BOX_DOCTOR_TIMER)));
 }
 

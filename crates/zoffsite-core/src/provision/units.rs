@@ -156,13 +156,17 @@ RuntimeDirectoryPreserve=yes
     s
 }
 
-fn service(description: &str, network: bool, exec: &str, extra: &str, sandbox: &str) -> String {
-    let online = if network { "Wants=network-online.target\nAfter=network-online.target\n" } else { "" };
+/// A service's `[Unit]` lines for one that needs the network.
+const ONLINE: &str = "Wants=network-online.target\nAfter=network-online.target\n";
+
+/// A oneshot service: `unit` is its `[Unit]` lines beyond the description
+/// (ordering), `extra` and `sandbox` its `[Service]` lines.
+fn service(description: &str, unit: &str, exec: &str, extra: &str, sandbox: &str) -> String {
     format!(
         "{HEADER}\
 [Unit]
 Description={description}
-{online}
+{unit}
 [Service]
 Type=oneshot
 ExecStart={exec}
@@ -198,7 +202,7 @@ pub fn backup_service(i: &Inputs) -> String {
     let needs = Needs { network: true, write: &i.backup_write_paths, journal: false, mount: false };
     service(
         "zoffsite backup: snapshot and send, raw, to every box",
-        true,
+        ONLINE,
         &format!("{} backup --config {}", i.source_exe, i.source_config),
         POLITE,
         &zfs_sandbox(&needs),
@@ -217,7 +221,7 @@ pub fn drill_service(i: &Inputs) -> String {
     let needs = Needs { network: true, write: &[], journal: false, mount: true };
     service(
         "zoffsite verify --drill: restore a snapshot from a box and compare every file",
-        true,
+        ONLINE,
         &format!("{} verify --drill --random --config {}", i.source_exe, i.source_config),
         POLITE,
         &zfs_sandbox(&needs),
@@ -235,7 +239,7 @@ pub fn box_prune_service(i: &Inputs) -> String {
     let needs = Needs { network: false, write: &[], journal: true, mount: false };
     service(
         "zoffsite box prune: box retention by the box's receive times",
-        false,
+        "",
         &format!("{} box prune --config {}", i.box_exe, i.box_config),
         "",
         &zfs_sandbox(&needs),
@@ -254,7 +258,7 @@ pub fn box_check_service(i: &Inputs) -> String {
     let needs = Needs { network: true, write: &[], journal: true, mount: false };
     service(
         "zoffsite box check: the dead-man's switch",
-        true,
+        ONLINE,
         &format!("{} box check --config {}", i.box_exe, i.box_config),
         "",
         &zfs_sandbox(&needs),
@@ -276,7 +280,7 @@ pub fn box_check_timer() -> String {
 pub fn keepalive_service(i: &Inputs) -> String {
     service(
         "zoffsite box keepalive: follow the source's address when it changes",
-        true,
+        ONLINE,
         &format!("{} box keepalive --interface {}", i.box_exe, i.interface()),
         "",
         &format!(
@@ -323,7 +327,11 @@ pub fn box_doctor_service(i: &Inputs) -> String {
     let dir = audit_state_directory();
     service(
         "zoffsite doctor --box: audit the box's posture for the source",
-        false,
+        // After the tunnel's unit: the audit judges the tunnel (a
+        // handshake), so at boot it waits for the unit that brings it up,
+        // which itself waits for the network; an audit that ran first would
+        // fail every WireGuard check, and `box wait` refuses a failed audit.
+        &format!("After={} network-online.target\n", i.box_backend.unit(&i.interface())),
         &format!("{} doctor --box --config {} --output {}", i.box_exe, i.box_config, crate::doctor::AUDIT_PATH),
         "SuccessExitStatus=3 6\n",
         &format!(
@@ -350,15 +358,18 @@ ReadWritePaths=-/run/cryptsetup
     )
 }
 
-/// The box's `zoffsite-box-doctor.timer`: daily, and soon after each boot
-/// (a reboot is when Secure Boot, the TPM binding or the firewall may have
-/// changed). Two minutes: the tunnel is up by then (it dials at once), and
-/// a new box's first audit is what `box wait` on the source shows. The
-/// source calls an audit stale after two days
-/// ([`crate::doctor::boxaudit::STALE_AFTER_SECS`]). No
-/// `RandomizedDelaySec=`: systemd applies it to every trigger, the boot
+/// The box's `zoffsite-box-doctor.timer`: soon after each boot (a reboot
+/// is when Secure Boot, the TPM binding or the firewall may have changed)
+/// and hourly. Three minutes: systemd-networkd-wait-online gives up after
+/// two, so the tunnel's unit has started by then even on a slow network,
+/// and a new box's first audit is what `box wait` on the source shows.
+/// Hourly: an audit reads only the box itself (well under a second), and a
+/// check that failed for a passing reason (the source was down) is judged
+/// again within the hour rather than the next day; the source calls an
+/// audit stale after two days ([`crate::doctor::boxaudit::STALE_AFTER_SECS`]).
+/// No `RandomizedDelaySec=`: systemd applies it to every trigger, the boot
 /// one too (the image test saw a first audit 35 minutes after boot), and
-/// an audit reads only the box itself, so there is no herd to spread.
+/// there is no herd to spread.
 pub fn box_doctor_timer() -> String {
     format!(
         "{HEADER}\
@@ -366,9 +377,8 @@ pub fn box_doctor_timer() -> String {
 Description=zoffsite box doctor
 
 [Timer]
-OnBootSec=2min
-OnCalendar=daily
-Persistent=true
+OnBootSec=3min
+OnUnitActiveSec=1h
 
 [Install]
 WantedBy=timers.target

@@ -47,7 +47,7 @@
 //!   enabled or sent (exit 3, doctor's "fix"), unless `--force`, which
 //!   still exits at least 3 so a script sees the finding. Warnings and
 //!   unknowns (most firmware cannot show a BIOS password), a missing audit
-//!   (the box's doctor timer runs 2 min after boot) and a stale one (a box
+//!   (the box's doctor timer runs 3 min after boot, then hourly) and a stale one (a box
 //!   that sat powered off since its install) are shown and do not stop it,
 //!   as in `status`.
 //! - **The backup timer** ([`timer_step`]) is enabled and started with
@@ -442,14 +442,14 @@ pub fn gate(target: &str, posture: &Posture, force: bool) -> Gate {
             Gate::Forced(format!("box {target}: {what}; backing up anyway (--force); {fix}"))
         } else {
             Gate::Stop(format!(
-                "box {target}: {what}: nothing was enabled or sent; {fix}; then run `zoffsite box wait {target}` again (or add --force to back up to it anyway)"
+                "box {target}: {what}: nothing was enabled or sent; {fix}; the box audits itself again within the hour (or at once with `systemctl start zoffsite-box-doctor.service` there): then run `zoffsite box wait {target}` again (or add --force to back up to it anyway)"
             ))
         };
     }
     let ok = posture.state == PostureState::Audited && posture.status == Status::Ok && !posture.stale;
     let fix = if posture.state == PostureState::Missing {
         format!(
-            "its doctor timer ({}) writes it 2 min or more after boot; `zoffsite doctor --source` shows it then",
+            "its doctor timer ({}) writes it 3 min after boot (then hourly); `zoffsite doctor --source` shows it then",
             units::BOX_DOCTOR_TIMER
         )
     } else {
