@@ -381,6 +381,15 @@ pub fn execute(
     let refuse = |report: &mut Report, reason: String, fix: &str| {
         report.outcome = Outcome::Refused { reason, fix: fix.to_owned() };
     };
+    // Held open until the report is written. The report directory is on
+    // the stick's ESP, which systemd's gpt-auto generator mounts on /boot
+    // through an automount that unmounts it after two idle minutes, and the
+    // install unit requires that mount (`RequiresMountsFor=`): when repart's
+    // copy took longer than that (the image test, under load), the idle
+    // unmount stopped the unit with no word. An open directory keeps the
+    // mount busy. Failing to open it is not fatal here: writing the report
+    // says what is wrong.
+    let _keep_mounted = std::fs::File::open(report_dir).ok();
     let scratch = match Scratch::new(env, plan) {
         Ok(s) => s,
         Err(e) => return refuse(report, e, "the stick's /run (a memory file system) could not take the one-time key: boot the stick again; if it happens again, rebuild it with `zoffsite box image`"),
@@ -677,6 +686,33 @@ mod tests {
         // No by-id directory: no links, not an error.
         std::fs::remove_dir_all(w.env.path(install::BY_ID_DIR)).unwrap();
         assert_eq!(by_id(&w.env), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn the_report_directory_is_held_open_while_repart_copies_the_root() {
+        let w = world();
+        // repart fails unless its parent (this process) holds the report
+        // directory open: an idle automount must not unmount it mid-copy.
+        let repart = w.env.bin.as_ref().unwrap().join("systemd-repart");
+        std::fs::write(
+            &repart,
+            format!(
+                "#!/bin/sh\nls -l /proc/$PPID/fd | grep -qF -- '{}' || {{ echo 'the report directory is not held open' >&2; exit 1; }}\n",
+                w.report_dir().display()
+            ),
+        )
+        .unwrap();
+        let p = plan(&w.facts()).unwrap();
+        let mut r = Report::planned(&p, 1_796_000_000, Outcome::Installed);
+        execute(
+            &w.env,
+            &p,
+            Path::new("/usr/lib/zoffsite/box.bundle"),
+            &mut r,
+            &w.report_dir(),
+            &mut Recorded::default(),
+        );
+        assert_eq!(r.outcome, Outcome::Installed, "{:?}", r.outcome);
     }
 
     #[test]
