@@ -211,7 +211,9 @@ impl Window {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("{window} is empty (`from` and `to` are the same time); for one limit all day, set bandwidth_limit instead")]
+    #[error(
+        "{window} is empty (`from` and `to` are the same time); for one limit all day, set bandwidth_limit instead"
+    )]
     Empty { index: usize, window: String },
     #[error("{window} overlaps bandwidth_window[{other}] ({other_window}); windows must not overlap (one may end where the next begins)")]
     Overlap { index: usize, window: String, other: usize, other_window: String },
@@ -327,17 +329,14 @@ impl Schedule {
             for edge in self.windows.iter().flat_map(|w| [w.from, w.to]) {
                 let Some(time) = edge.to_time() else { continue };
                 let at = tz.to_ambiguous_timestamp(date.to_datetime(time));
-                candidates.extend(at.clone().earlier().ok());
+                candidates.extend(at.earlier().ok());
                 candidates.extend(at.later().ok());
             }
         }
         candidates.retain(|c| *c > t && *c <= horizon);
         candidates.sort_unstable();
         candidates.dedup();
-        candidates
-            .into_iter()
-            .map(|at| Change { at, limit: self.limit_at(at, tz) })
-            .find(|c| c.limit != now)
+        candidates.into_iter().map(|at| Change { at, limit: self.limit_at(at, tz) }).find(|c| c.limit != now)
     }
 
     /// The schedule in words, e.g. `1 MiB/s, except unlimited from 01:00 to

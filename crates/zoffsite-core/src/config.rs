@@ -141,8 +141,7 @@ fn parse_bandwidth(key: &str, limit: Option<&str>, windows: &[RawWindow]) -> Res
             limit: parse_rate(&k("limit"), &w.limit)?,
         });
     }
-    Schedule::new(default, parsed)
-        .map_err(|e| invalid(format!("{key}.bandwidth_window[{}]", e.index()), e.to_string()))
+    Schedule::new(default, parsed).map_err(|e| invalid(format!("{key}.bandwidth_window[{}]", e.index()), e.to_string()))
 }
 
 /// Parses a duration such as `"15s"`, `"26h"` or `"1d 2h"`.
@@ -230,7 +229,8 @@ impl Config {
                 Some(s) => parse_duration(&key("max_age"), s)?,
                 None => Duration::from_secs(26 * 3600),
             };
-            let bandwidth = parse_bandwidth(&format!("target[{i}]"), t.bandwidth_limit.as_deref(), &t.bandwidth_window)?;
+            let bandwidth =
+                parse_bandwidth(&format!("target[{i}]"), t.bandwidth_limit.as_deref(), &t.bandwidth_window)?;
             targets.push(Target {
                 name: t.name,
                 host: t.host,
@@ -332,12 +332,10 @@ limit = "20Mbit/s"
         let b = &c.targets[0].bandwidth;
         assert_eq!(b.default_limit(), Limit::BytesPerSec(1 << 20));
         let at = |h, m| b.limit_at_time(TimeOfDay::new(h, m).unwrap());
-        assert_eq!((at(0, 59), at(1, 0), at(5, 59), at(6, 0)), (
-            Limit::BytesPerSec(2_500_000),
-            Limit::Unlimited,
-            Limit::Unlimited,
-            Limit::BytesPerSec(1 << 20)
-        ));
+        assert_eq!(
+            (at(0, 59), at(1, 0), at(5, 59), at(6, 0)),
+            (Limit::BytesPerSec(2_500_000), Limit::Unlimited, Limit::Unlimited, Limit::BytesPerSec(1 << 20))
+        );
         assert_eq!(
             b.describe(),
             "1 MiB/s, except unlimited from 01:00 to 06:00, and 2.4 MiB/s from 22:00 to 01:00 the next day (the source's local time)"
@@ -359,7 +357,10 @@ limit = "20Mbit/s"
             err(&format!("{EXAMPLE}{WINDOWS}\n[[target.bandwidth_window]]\nfrom = \"{from}\"\nto = \"{to}\"\nlimit = \"{limit}\"\n"))
         };
         let cases = [
-            (with("05:00", "07:00", "2MiB/s"), "target[0].bandwidth_window[2]: 05:00-07:00 overlaps bandwidth_window[0] (01:00-06:00)"),
+            (
+                with("05:00", "07:00", "2MiB/s"),
+                "target[0].bandwidth_window[2]: 05:00-07:00 overlaps bandwidth_window[0] (01:00-06:00)",
+            ),
             (with("23:00", "23:30", "2MiB/s"), "overlaps bandwidth_window[1] (22:00-01:00)"),
             (with("07:00", "07:00", "2MiB/s"), "target[0].bandwidth_window[2]: 07:00-07:00 is empty"),
             (with("7:00", "08:00", "2MiB/s"), "target[0].bandwidth_window[2].from: \"7:00\" is not a time of day"),
@@ -372,7 +373,10 @@ limit = "20Mbit/s"
             assert!(e.contains(want), "want {want:?} in {e:?}");
         }
         // A window that ends where another begins is fine.
-        assert!(Config::parse(&format!("{EXAMPLE}{WINDOWS}\n[[target.bandwidth_window]]\nfrom = \"06:00\"\nto = \"08:00\"\nlimit = \"2MiB/s\"\n")).is_ok());
+        assert!(Config::parse(&format!(
+            "{EXAMPLE}{WINDOWS}\n[[target.bandwidth_window]]\nfrom = \"06:00\"\nto = \"08:00\"\nlimit = \"2MiB/s\"\n"
+        ))
+        .is_ok());
         // Strict tables: a typo, a missing key, a number for a time.
         for (bad, want) in [
             (WINDOWS.replace("limit = \"unlimited\"", "limt = \"unlimited\""), "unknown field `limt`"),

@@ -27,6 +27,7 @@ pub mod journal;
 pub mod keepalive;
 pub mod lock;
 pub mod manifest_file;
+pub mod pace;
 pub mod private;
 pub mod process;
 pub mod proto;

@@ -69,9 +69,30 @@ fn rates_in_bytes_and_bits() {
 #[test]
 fn bad_rates_name_the_value_and_the_accepted_forms() {
     for bad in [
-        "2MiB", "fast", "-1MiB/s", "2 mib/s", "20Mb/s", "20 mbit/s", "20MBps", "2 MiB /s", "1 0MiB/s", ".5MiB/s",
-        "1.MiB/s", "NaNMiB/s", "1e400MiB/s", "", "/s", "MiB/s", "2MiB/h", "2 MiB/s/s", "Unlimited", "none", "0x10MiB/s",
-        "2Mib/s", "2kiB/s", "2mB/s",
+        "2MiB",
+        "fast",
+        "-1MiB/s",
+        "2 mib/s",
+        "20Mb/s",
+        "20 mbit/s",
+        "20MBps",
+        "2 MiB /s",
+        "1 0MiB/s",
+        ".5MiB/s",
+        "1.MiB/s",
+        "NaNMiB/s",
+        "1e400MiB/s",
+        "",
+        "/s",
+        "MiB/s",
+        "2MiB/h",
+        "2 MiB/s/s",
+        "Unlimited",
+        "none",
+        "0x10MiB/s",
+        "2Mib/s",
+        "2kiB/s",
+        "2mB/s",
     ] {
         let e = parse_limit(bad).unwrap_err();
         assert!(matches!(e, RateError::Malformed(_)), "{bad:?}: {e:?}");
@@ -104,7 +125,8 @@ fn times_of_day_are_exactly_hh_mm() {
     assert_eq!(TimeOfDay::parse("01:30", false).unwrap().to_string(), "01:30");
     assert_eq!(TimeOfDay::parse("24:00", true).unwrap().minutes(), 0, "a window may end at 24:00 (midnight)");
     assert!(TimeOfDay::parse("24:00", false).is_err(), "but not start there");
-    for bad in ["1:00", "25:00", "01:60", "0100", "01:00:00", " 01:00", "01:0a", "１1:00", "-1:00", "24:01", "", "1am"] {
+    for bad in ["1:00", "25:00", "01:60", "0100", "01:00:00", " 01:00", "01:0a", "１1:00", "-1:00", "24:01", "", "1am"]
+    {
         let e = TimeOfDay::parse(bad, true).unwrap_err().to_string();
         assert!(e.contains(&format!("{bad:?}")) && e.contains("HH:MM"), "{e}");
     }
@@ -159,7 +181,11 @@ fn the_limit_by_time_of_day_across_midnight() {
 fn the_next_change_is_the_next_edge_with_a_different_limit() {
     let s = Schedule::new(
         rate(MIB),
-        vec![win("01:00", "06:00", Limit::Unlimited), win("06:00", "07:00", rate(MIB)), win("23:00", "23:30", rate(MIB))],
+        vec![
+            win("01:00", "06:00", Limit::Unlimited),
+            win("06:00", "07:00", rate(MIB)),
+            win("23:00", "23:30", rate(MIB)),
+        ],
     )
     .unwrap();
     let utc = TimeZone::UTC;
@@ -215,8 +241,9 @@ fn clocks_going_back_repeat_the_windows_of_the_repeated_hour() {
 
 #[test]
 fn the_ends_of_time_do_not_panic() {
-    let s = Schedule::new(rate(MIB), vec![win("23:00", "01:00", Limit::Unlimited), win("02:00", "02:30", rate(2 * MIB))])
-        .unwrap();
+    let s =
+        Schedule::new(rate(MIB), vec![win("23:00", "01:00", Limit::Unlimited), win("02:00", "02:30", rate(2 * MIB))])
+            .unwrap();
     let edge = SignedDuration::from_hours(30);
     for tz in zones() {
         for t in [
@@ -240,7 +267,11 @@ fn describe_says_it_in_words() {
     assert_eq!(Schedule::constant(rate(2 * MIB)).describe(), "2 MiB/s");
     let s = Schedule::new(
         rate(MIB),
-        vec![win("22:30", "02:00", rate(4 * MIB)), win("18:00", "22:00", rate(512 * 1024)), win("02:00", "06:00", Limit::Unlimited)],
+        vec![
+            win("22:30", "02:00", rate(4 * MIB)),
+            win("18:00", "22:00", rate(512 * 1024)),
+            win("02:00", "06:00", Limit::Unlimited),
+        ],
     )
     .unwrap();
     assert_eq!(
@@ -292,7 +323,8 @@ fn any_instant() -> impl Strategy<Value = Timestamp> {
 /// Instants within a day and a bit of one of the zone's transitions (when
 /// it has any), where the wall clock jumps: the hard cases.
 fn near_transition(tz: &TimeZone, year: i16, which: usize, secs: i64) -> Timestamp {
-    let start = jiff::civil::date(year, 1, 1).to_datetime(Time::midnight()).to_zoned(TimeZone::UTC).unwrap().timestamp();
+    let start =
+        jiff::civil::date(year, 1, 1).to_datetime(Time::midnight()).to_zoned(TimeZone::UTC).unwrap().timestamp();
     let base = tz.following(start).nth(which).map_or(start, |tr| tr.timestamp());
     base.checked_add(SignedDuration::from_secs(secs)).unwrap()
 }
