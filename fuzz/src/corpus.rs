@@ -450,6 +450,16 @@ identity_file = "/i"
 known_hosts = "/k"
 max_age = "26h"
 bandwidth_limit = "1.5 KiB/s"
+
+[[target.bandwidth_window]]
+from = "01:00"
+to = "06:00"
+limit = "unlimited"
+
+[[target.bandwidth_window]]
+from = "22:30"
+to = "01:00"
+limit = "20 Mbit/s"
 "#,
 ];
 
@@ -647,6 +657,17 @@ pub const CONFIG_DICT: &[&[u8]] = &[
     b"connect_timeout = ",
     b"max_age = ",
     b"bandwidth_limit = ",
+    b"[[target.bandwidth_window]]",
+    b"bandwidth_window = [{ from = \"01:00\", to = \"06:00\", limit = \"unlimited\" }]",
+    b"from = ",
+    b"to = ",
+    b"limit = ",
+    b"\"00:00\"",
+    b"\"23:59\"",
+    b"\"24:00\"",
+    b"\"unlimited\"",
+    b"\"20Mbit/s\"",
+    b"\"2.5 MiB/s\"",
     b"last = ",
     b"hourly = ",
     b"daily = ",

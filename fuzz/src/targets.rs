@@ -231,6 +231,9 @@ pub fn all() -> Vec<Target> {
     let mut config = text_target("config", corpus::CONFIGS, corpus::CONFIG_DICT, |ctx, t| match Config::parse(t) {
         Ok(c) => {
             ctx.check(!c.source.datasets.is_empty() && !c.targets.is_empty(), || "empty config accepted".into());
+            for t in &c.targets {
+                bandwidth(ctx, &t.bandwidth);
+            }
             true
         }
         Err(e) => {
@@ -1063,6 +1066,26 @@ fn resume_nvt(ctx: &mut Ctx, t: &str) -> bool {
 }
 
 // ---- names ----
+
+/// A parsed bandwidth schedule's decisions never panic, and a change it
+/// announces is one (around both of a year's DST jumps, and far out).
+fn bandwidth(ctx: &mut Ctx, s: &zoffsite_core::bandwidth::Schedule) {
+    let _ = s.describe();
+    let tz = jiff::tz::TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").expect("a valid rule");
+    // 1970, 2025-03-30T00:30Z, 2025-10-26T00:30Z, the end of time.
+    for t in [jiff::Timestamp::UNIX_EPOCH, ts(1_743_294_600), ts(1_761_438_600), jiff::Timestamp::MAX] {
+        let now = s.limit_at(t, &tz);
+        if let Some(c) = s.next_change(t, &tz) {
+            ctx.check(c.at > t && c.limit != now && s.limit_at(c.at, &tz) == c.limit, || {
+                format!("next_change from {t} ({now}): {c:?}")
+            });
+        }
+    }
+}
+
+fn ts(secs: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(secs).expect("in range")
+}
 
 fn names(ctx: &mut Ctx, s: &str) -> bool {
     let mut any = false;

@@ -5,12 +5,19 @@
 //! value is validated into a typed form here, so the rest of the program
 //! never sees an unchecked host name or dataset. Errors name the key and
 //! what to do.
+//!
+//! A target's bandwidth is a [`Schedule`]: `bandwidth_limit` (the default;
+//! unlimited without it) and any `[[target.bandwidth_window]]` tables, each
+//! `from`, `to` (`"HH:MM"`, the source's local time) and `limit`, that
+//! replace it for part of the day. Its rules (no overlap, across midnight,
+//! daylight saving time, the units) are [`crate::bandwidth`]'s.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::bandwidth::{self, Schedule, TimeOfDay, Window};
 use crate::names::Dataset;
 
 pub const DEFAULT_PATH: &str = "/etc/zoffsite/zoffsite.toml";
@@ -43,8 +50,10 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// `status` fails when the newest snapshot on this target is older.
     pub max_age: Duration,
-    /// Bytes per second for streams to this target (a friend's upload line).
-    pub bandwidth_limit: Option<u64>,
+    /// The most bytes per second streams to this target may take, by time
+    /// of day (a friend's upload line): `bandwidth_limit` and the
+    /// `bandwidth_window`s.
+    pub bandwidth: Schedule,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,38 +102,46 @@ struct RawTarget {
     max_age: Option<String>,
     #[serde(default)]
     bandwidth_limit: Option<String>,
+    #[serde(default)]
+    bandwidth_window: Vec<RawWindow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    from: String,
+    to: String,
+    limit: String,
 }
 
 fn default_port() -> u16 {
     22
 }
 
-/// Parses a rate such as `"2MiB/s"`, `"500KiB/s"`, `"10MB/s"` or
-/// `"1000000B/s"` into bytes per second.
-pub fn parse_rate(key: &str, s: &str) -> Result<u64, ConfigError> {
-    let bad = || invalid(key, format!("{s:?} is not a rate; write it like \"2MiB/s\", \"500KiB/s\" or \"10MB/s\""));
-    let body = s.trim().strip_suffix("/s").ok_or_else(bad)?.trim();
-    let split = body.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(body.len());
-    let (num, unit) = body.split_at(split);
-    let mult: f64 = match unit.trim() {
-        "B" => 1.0,
-        "KB" | "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(bad()),
+/// Parses a rate such as `"2MiB/s"`, `"20Mbit/s"` or `"unlimited"` for
+/// `key` ([`bandwidth::parse_limit`] says which forms).
+pub fn parse_rate(key: &str, s: &str) -> Result<bandwidth::Limit, ConfigError> {
+    bandwidth::parse_limit(s).map_err(|e| invalid(key, e.to_string()))
+}
+
+/// The schedule of a target from its `bandwidth_limit` and
+/// `bandwidth_window`s; errors name the key at fault (`key` is `target[i]`).
+fn parse_bandwidth(key: &str, limit: Option<&str>, windows: &[RawWindow]) -> Result<Schedule, ConfigError> {
+    let default = match limit {
+        Some(s) => parse_rate(&format!("{key}.bandwidth_limit"), s)?,
+        None => bandwidth::Limit::Unlimited,
     };
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let rate = n * mult;
-    if !(rate.is_finite() && rate >= 1024.0) {
-        return Err(invalid(key, format!("{s:?} is below 1KiB/s; zoffsite would never finish")));
+    let mut parsed = Vec::new();
+    for (j, w) in windows.iter().enumerate() {
+        let k = |f: &str| format!("{key}.bandwidth_window[{j}].{f}");
+        let time = |f: &str, v: &str, end: bool| TimeOfDay::parse(v, end).map_err(|e| invalid(k(f), e.to_string()));
+        parsed.push(Window {
+            from: time("from", &w.from, false)?,
+            to: time("to", &w.to, true)?,
+            limit: parse_rate(&k("limit"), &w.limit)?,
+        });
     }
-    // Finite and at least 1024 (checked above): the float-to-int cast
-    // saturates at u64::MAX for absurd rates, which means "no limit".
-    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "finite, positive, saturating")]
-    Ok(rate as u64)
+    Schedule::new(default, parsed).map_err(|e| invalid(format!("{key}.bandwidth_window[{}]", e.index()), e.to_string()))
 }
 
 /// Parses a duration such as `"15s"`, `"26h"` or `"1d 2h"`.
@@ -212,8 +229,8 @@ impl Config {
                 Some(s) => parse_duration(&key("max_age"), s)?,
                 None => Duration::from_secs(26 * 3600),
             };
-            let bandwidth_limit =
-                t.bandwidth_limit.as_deref().map(|s| parse_rate(&key("bandwidth_limit"), s)).transpose()?;
+            let bandwidth =
+                parse_bandwidth(&format!("target[{i}]"), t.bandwidth_limit.as_deref(), &t.bandwidth_window)?;
             targets.push(Target {
                 name: t.name,
                 host: t.host,
@@ -223,7 +240,7 @@ impl Config {
                 known_hosts: t.known_hosts,
                 connect_timeout,
                 max_age,
-                bandwidth_limit,
+                bandwidth,
             });
         }
         Ok(Config { source: Source { datasets, exclude, keep: raw.source.keep }, targets })
@@ -251,6 +268,7 @@ fn valid_user(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bandwidth::Limit;
 
     /// The exact file from the README / issue #2.
     pub(super) const EXAMPLE: &str = r#"
@@ -276,21 +294,99 @@ known_hosts = "/tmp/box/known_hosts"   # pinned host key; unknown or changed key
         assert_eq!(t.known_hosts, PathBuf::from("/tmp/box/known_hosts"));
         assert_eq!(t.connect_timeout, Duration::from_secs(15));
         assert_eq!(t.max_age, Duration::from_secs(26 * 3600));
-        assert_eq!(t.bandwidth_limit, None);
+        assert_eq!(t.bandwidth, Schedule::default());
     }
 
     #[test]
     fn target_limits() {
         let c = Config::parse(&format!("{EXAMPLE}max_age = \"2d\"\nbandwidth_limit = \"2MiB/s\"\n")).unwrap();
         assert_eq!(c.targets[0].max_age, Duration::from_secs(2 * 86400));
-        assert_eq!(c.targets[0].bandwidth_limit, Some(2 * 1024 * 1024));
-        assert_eq!(parse_rate("k", "10MB/s").unwrap(), 10_000_000);
-        assert_eq!(parse_rate("k", "1.5 KiB/s").unwrap(), 1536);
+        assert_eq!(c.targets[0].bandwidth, Schedule::constant(Limit::BytesPerSec(2 * 1024 * 1024)));
+        assert_eq!(parse_rate("k", "10MB/s").unwrap(), Limit::BytesPerSec(10_000_000));
+        assert_eq!(parse_rate("k", "1.5 KiB/s").unwrap(), Limit::BytesPerSec(1536));
+        assert_eq!(parse_rate("k", "20 Mbit/s").unwrap(), Limit::BytesPerSec(2_500_000));
         for bad in ["2MiB", "fast", "-1MiB/s", "2 mib/s", "10B/s", "NaNMiB/s", "1e400MiB/s"] {
             assert!(parse_rate("target[0].bandwidth_limit", bad).is_err(), "{bad}");
         }
         let e = Config::parse(&format!("{EXAMPLE}bandwidth_limit = \"lots\"\n")).unwrap_err().to_string();
-        assert!(e.contains("target[0].bandwidth_limit") && e.contains("2MiB/s"), "{e}");
+        assert!(e.contains("target[0].bandwidth_limit") && e.contains("2MiB/s") && e.contains("\"lots\""), "{e}");
+    }
+
+    /// The friend's line: 1 MiB/s by day, full speed at night.
+    const WINDOWS: &str = r#"bandwidth_limit = "1MiB/s"
+
+[[target.bandwidth_window]]
+from = "01:00"
+to = "06:00"
+limit = "unlimited"
+
+[[target.bandwidth_window]]
+from = "22:00"
+to = "01:00"          # across midnight, up to the next window
+limit = "20Mbit/s"
+"#;
+
+    #[test]
+    fn bandwidth_windows() {
+        let c = Config::parse(&format!("{EXAMPLE}{WINDOWS}")).unwrap();
+        let b = &c.targets[0].bandwidth;
+        assert_eq!(b.default_limit(), Limit::BytesPerSec(1 << 20));
+        let at = |h, m| b.limit_at_time(TimeOfDay::new(h, m).unwrap());
+        assert_eq!(
+            (at(0, 59), at(1, 0), at(5, 59), at(6, 0)),
+            (Limit::BytesPerSec(2_500_000), Limit::Unlimited, Limit::Unlimited, Limit::BytesPerSec(1 << 20))
+        );
+        assert_eq!(
+            b.describe(),
+            "1 MiB/s, except unlimited from 01:00 to 06:00, and 2.4 MiB/s from 22:00 to 01:00 the next day (the source's local time)"
+        );
+        // The inline form of the same array is the same.
+        let inline = format!(
+            "{EXAMPLE}bandwidth_limit = \"1MiB/s\"\nbandwidth_window = [{{ from = \"01:00\", to = \"06:00\", limit = \"unlimited\" }}, {{ from = \"22:00\", to = \"01:00\", limit = \"20Mbit/s\" }}]\n"
+        );
+        assert_eq!(&Config::parse(&inline).unwrap().targets[0].bandwidth, b);
+        // Windows without a default: unlimited outside them.
+        let night = WINDOWS.replace("bandwidth_limit = \"1MiB/s\"\n", "");
+        let c = Config::parse(&format!("{EXAMPLE}{night}")).unwrap();
+        assert_eq!(c.targets[0].bandwidth.default_limit(), Limit::Unlimited);
+    }
+
+    #[test]
+    fn bad_bandwidth_windows_name_the_key_and_the_fix() {
+        let with = |from: &str, to: &str, limit: &str| {
+            err(&format!("{EXAMPLE}{WINDOWS}\n[[target.bandwidth_window]]\nfrom = \"{from}\"\nto = \"{to}\"\nlimit = \"{limit}\"\n"))
+        };
+        let cases = [
+            (
+                with("05:00", "07:00", "2MiB/s"),
+                "target[0].bandwidth_window[2]: 05:00-07:00 overlaps bandwidth_window[0] (01:00-06:00)",
+            ),
+            (with("23:00", "23:30", "2MiB/s"), "overlaps bandwidth_window[1] (22:00-01:00)"),
+            (with("07:00", "07:00", "2MiB/s"), "target[0].bandwidth_window[2]: 07:00-07:00 is empty"),
+            (with("7:00", "08:00", "2MiB/s"), "target[0].bandwidth_window[2].from: \"7:00\" is not a time of day"),
+            (with("07:00", "24:30", "2MiB/s"), "target[0].bandwidth_window[2].to: \"24:30\""),
+            (with("24:00", "02:00", "2MiB/s"), "target[0].bandwidth_window[2].from"),
+            (with("07:00", "08:00", "2 Mb/s"), "target[0].bandwidth_window[2].limit: \"2 Mb/s\" is not a rate"),
+            (with("07:00", "08:00", "1kB/s"), "below 1KiB/s"),
+        ];
+        for (e, want) in cases {
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+        }
+        // A window that ends where another begins is fine.
+        assert!(Config::parse(&format!(
+            "{EXAMPLE}{WINDOWS}\n[[target.bandwidth_window]]\nfrom = \"06:00\"\nto = \"08:00\"\nlimit = \"2MiB/s\"\n"
+        ))
+        .is_ok());
+        // Strict tables: a typo, a missing key, a number for a time.
+        for (bad, want) in [
+            (WINDOWS.replace("limit = \"unlimited\"", "limt = \"unlimited\""), "unknown field `limt`"),
+            (WINDOWS.replace("limit = \"unlimited\"", ""), "missing field `limit`"),
+            (WINDOWS.replace("from = \"01:00\"", "from = 1"), "from"),
+            (WINDOWS.replace("to = \"06:00\"", "to = \"06:00\"\ndays = \"weekends\""), "unknown field `days`"),
+        ] {
+            let e = err(&format!("{EXAMPLE}{bad}"));
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+        }
     }
 
     fn err(text: &str) -> String {

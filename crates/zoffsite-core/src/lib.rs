@@ -18,6 +18,7 @@
 //!   [`plan::prune_source`] to zoffsite's own snapshots on the source, and
 //!   later on the box by its owner), and this crate never executes them.
 
+pub mod bandwidth;
 pub mod boxinit;
 pub mod boxside;
 pub mod config;

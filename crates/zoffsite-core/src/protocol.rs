@@ -70,6 +70,8 @@ pub const MAX_LIST_DATASETS: usize = 10_000;
 /// Longest free-text error message kept from the other side.
 pub const MAX_ERROR_TEXT: usize = 4096;
 
+/// A frame's header: its kind (1 byte) and its length (4, big-endian).
+pub const FRAME_HEAD_LEN: usize = 5;
 const KIND_MSG: u8 = b'M';
 const KIND_DATA: u8 = b'D';
 const KIND_END: u8 = b'E';
@@ -111,7 +113,7 @@ pub enum FrameHead {
 /// caller's to read (exactly that many bytes). A clean end of input before a
 /// frame starts is [`ProtoError::Closed`].
 pub fn read_frame_head(r: &mut impl Read, max_msg: usize) -> Result<FrameHead, ProtoError> {
-    let mut hdr = [0u8; 5];
+    let mut hdr = [0u8; FRAME_HEAD_LEN];
     loop {
         match r.read(&mut hdr[..1]) {
             Ok(0) => return Err(ProtoError::Closed),
@@ -163,7 +165,7 @@ pub fn eof_is_closed(e: io::Error) -> ProtoError {
 
 fn write_head(w: &mut impl Write, kind: u8, len: usize) -> io::Result<()> {
     let len = u32::try_from(len).map_err(|_| io::Error::other("frame too large"))?;
-    let mut hdr = [0u8; 5];
+    let mut hdr = [0u8; FRAME_HEAD_LEN];
     hdr[0] = kind;
     hdr[1..].copy_from_slice(&len.to_be_bytes());
     w.write_all(&hdr)

@@ -43,8 +43,8 @@ fn has_line(text: &str, start: &str) -> bool {
     text.lines().any(|l| l.trim_start().starts_with(start))
 }
 
-/// A whole source config without `[source.keep]`, that a `[source.keep]`
-/// fragment is checked inside.
+/// A whole source config without `[source.keep]`, that a fragment (a
+/// `[source.keep]`, a target's bandwidth keys) is checked inside.
 const BASE: &str = "[source]\ndatasets = [\"tank/data\"]\n\n[[target]]\nname = \"friend\"\nhost = \"10.77.0.2\"\nuser = \"zoffsite\"\nidentity_file = \"/k\"\nknown_hosts = \"/h\"\n";
 
 /// Parses `block` as what it is.
@@ -53,7 +53,12 @@ fn check(origin: &str, block: &str) {
         Config::parse(block).map(drop).map_err(|e| e.to_string())
     } else if has_line(block, "root =") {
         BoxConfig::parse(block).map(drop).map_err(|e| e.to_string())
-    } else if block.trim_start().starts_with("[source.keep]") {
+    } else if block.trim_start().starts_with("[source.keep]")
+        || block.trim_start().starts_with("bandwidth_limit")
+        || has_line(block, "[[target.bandwidth_window]]")
+    {
+        // A fragment: the keep policy, or a target's bandwidth keys (BASE
+        // ends inside its [[target]]).
         Config::parse(&format!("{BASE}\n{block}")).map(drop).map_err(|e| e.to_string())
     } else {
         panic!("{origin}: a ```toml block this test cannot place; teach it:\n{block}")
@@ -68,7 +73,8 @@ fn the_shipped_examples_parse_and_set_every_key() {
     let source = read("examples/zoffsite.toml");
     let c = Config::parse(&source).unwrap();
     let t = &c.targets[0];
-    assert!(c.source.keep.is_some() && t.bandwidth_limit.is_some(), "the example shows the optional keys too");
+    assert!(c.source.keep.is_some() && !t.bandwidth.windows().is_empty(), "the example shows the optional keys too");
+    assert_ne!(t.bandwidth.default_limit(), zoffsite_core::bandwidth::Limit::Unlimited);
     let boxed = BoxConfig::parse(&read("examples/box.toml")).unwrap();
     assert!(boxed.keep.is_some() && !boxed.notify.is_empty());
     assert_eq!(boxed.journal, Path::new(zoffsite_core::journal::DEFAULT_PATH), "the example names the default");
@@ -108,5 +114,10 @@ fn a_wrong_example_is_caught() {
     let r = std::panic::catch_unwind(|| check("test", "[source.keep]\nlsat = 3\n"));
     assert!(r.is_err());
     let r = std::panic::catch_unwind(|| check("test", "root = \"offsite/home\"\nmin_age = \"a week\"\n"));
+    assert!(r.is_err());
+    check("test", "[[target.bandwidth_window]]\nfrom = \"01:00\"\nto = \"06:00\"\nlimit = \"unlimited\"\n");
+    let r = std::panic::catch_unwind(|| {
+        check("test", "[[target.bandwidth_window]]\nfrom = \"01:00\"\nto = \"06:00\"\nlimit = \"20Mb/s\"\n");
+    });
     assert!(r.is_err());
 }

@@ -3,7 +3,8 @@
 //! [`process`] spawns every child process, by argv, never a shell, its
 //! stderr collected bounded: the ssh to a box too (by the argv [`ssh`]
 //! builds; its pipes are the session). [`zfs`] builds every zfs argv;
-//! [`proto::client`] speaks the protocol to a box, and [`proto::server`] is
+//! [`proto::client`] speaks the protocol to a box (its streams paced to the
+//! target's bandwidth schedule by [`pace`]), and [`proto::server`] is
 //! the box's end of it. [`replicate`] runs a backup, [`prune`] the
 //! source's retention; [`restore`](mod@restore) and [`drill`](mod@drill)
 //! bring a tree back (one checked "send raw into a sink" for both, and for
@@ -27,6 +28,7 @@ pub mod journal;
 pub mod keepalive;
 pub mod lock;
 pub mod manifest_file;
+pub mod pace;
 pub mod private;
 pub mod process;
 pub mod proto;

@@ -78,10 +78,11 @@ impl Relay {
     }
 
     /// Moves what `from` has (at least 1 byte, blocking until then; at most
-    /// [`capacity`](Self::capacity)) into the empty relay. `Ok(0)`: `from`
-    /// is at its end.
-    pub fn fill(&self, from: impl AsFd) -> io::Result<usize> {
-        splice_some(from, &self.write, self.capacity)
+    /// `max` or [`capacity`](Self::capacity), whichever is less: a paced
+    /// stream takes small chunks) into the empty relay. `Ok(0)`: `from` is
+    /// at its end.
+    pub fn fill(&self, from: impl AsFd, max: usize) -> io::Result<usize> {
+        splice_some(from, &self.write, max.clamp(1, self.capacity.max(1)))
     }
 
     /// Moves the `len` bytes the last fill brought on to `to`.
@@ -111,12 +112,14 @@ mod tests {
         let relay = Relay::new(1 << 20).unwrap();
         assert!(relay.capacity() > 0 && relay.capacity() <= 1 << 20);
         let mut total = 0;
-        loop {
-            let n = relay.fill(&src_r).unwrap();
+        for round in 0.. {
+            // Every other chunk a small one, as a paced stream takes them.
+            let max = if round % 2 == 0 { 777 } else { usize::MAX };
+            let n = relay.fill(&src_r, max).unwrap();
             if n == 0 {
                 break;
             }
-            assert!(n <= relay.capacity());
+            assert!(n <= relay.capacity() && n <= max);
             relay.drain(&dst_w, n).unwrap();
             total += n;
         }
@@ -125,7 +128,7 @@ mod tests {
         assert_eq!(total, data.len());
         assert_eq!(consumer.join().unwrap().unwrap(), data);
         // At the end, the source reads as ended again, not as an error.
-        assert_eq!(relay.fill(&src_r).unwrap(), 0);
+        assert_eq!(relay.fill(&src_r, usize::MAX).unwrap(), 0);
         let _ = src_r.read(&mut [0u8; 1]);
     }
 

@@ -112,7 +112,7 @@ mod tests {
             known_hosts: PathBuf::from("/tmp/box/known_hosts"),
             connect_timeout: Duration::from_secs(7),
             max_age: Duration::from_secs(3600),
-            bandwidth_limit: None,
+            bandwidth: Default::default(),
         }
     }
 

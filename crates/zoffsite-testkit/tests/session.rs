@@ -470,3 +470,47 @@ fn the_boxs_audit_reaches_the_source_and_is_judged_there() {
     server.outcome().unwrap();
     assert_eq!(b.fake.calls("receive").len(), 0);
 }
+
+#[test]
+fn a_stream_keeps_to_the_bandwidth_window_in_force_and_lands_whole() {
+    use jiff::tz::TimeZone;
+    use std::time::{Duration, Instant};
+    use zoffsite_core::bandwidth::{Limit, Schedule, TimeOfDay, Window};
+
+    let _one = serial();
+    let src = source();
+    src.snapshot("tank/data@zoffsite-1");
+    let b = BoxSide::new("offsite/home");
+    let (s, server) = b.connect();
+    // Unlimited by default; 128 KiB/s in a window around now (UTC), so the
+    // session's pacer takes its limit from the window.
+    let hour = u8::try_from(jiff::Timestamp::now().to_zoned(TimeZone::UTC).hour()).unwrap();
+    let limit = 128 * 1024;
+    let window = Window {
+        from: TimeOfDay::new((hour + 23) % 24, 0).unwrap(),
+        to: TimeOfDay::new((hour + 2) % 24, 0).unwrap(),
+        limit: Limit::BytesPerSec(limit),
+    };
+    let schedule = Schedule::new(Limit::Unlimited, vec![window]).unwrap();
+    let mut s = s.with_bandwidth(schedule, TimeZone::UTC);
+    let started = Instant::now();
+    let mut at: Vec<(Duration, u64)> = Vec::new();
+    let req = receive(DS, "zoffsite-1", src.guid("tank/data@zoffsite-1").unwrap(), None);
+    let (g, bytes) =
+        s.receive(&req, send(&src, "tank/data@zoffsite-1", None), &mut |n| at.push((started.elapsed(), n))).unwrap();
+    let took = started.elapsed();
+    assert_eq!(g.get(), src.guid("tank/data@zoffsite-1").unwrap());
+    assert_eq!(b.fake.content(&b.at("tank/data@zoffsite-1")), src.content("tank/data@zoffsite-1"));
+    // Never faster than the limit allows (a tenth of a second's burst)...
+    let least = Duration::from_secs_f64((bytes as f64 - limit as f64 / 10.0) / limit as f64);
+    assert!(took >= least, "{bytes} bytes in {took:?}; at {limit} B/s at least {least:?}");
+    // ...nor more than a fifth over it in any second (progress is told
+    // after each write, with the bytes so far).
+    for (i, &(t0, before)) in at.iter().enumerate() {
+        let base = if i == 0 { 0 } else { at[i - 1].1 };
+        let within = at.iter().take_while(|(t, _)| *t < t0 + Duration::from_secs(1)).last().map_or(before, |x| x.1);
+        assert!((within - base) as f64 <= 1.2 * limit as f64, "{} bytes in the second from {t0:?}", within - base);
+    }
+    s.close();
+    server.outcome().unwrap();
+}

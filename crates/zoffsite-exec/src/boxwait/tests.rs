@@ -20,7 +20,7 @@ fn target(name: &str) -> Target {
         known_hosts: PathBuf::from("/nonexistent/known_hosts"),
         connect_timeout: Duration::from_secs(15),
         max_age: Duration::from_secs(93_600),
-        bandwidth_limit: None,
+        bandwidth: Default::default(),
     }
 }
 

@@ -20,6 +20,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use jiff::tz::TimeZone;
+use zoffsite_core::bandwidth::Schedule;
 use zoffsite_core::config::Target;
 use zoffsite_core::doctor::boxaudit::{Fetched, MAX_AUDIT_LEN};
 use zoffsite_core::names::{Dataset, Guid, SnapName};
@@ -28,6 +30,7 @@ use zoffsite_core::protocol::{
     PROTOCOL_NAME, PROTOCOL_VERSION,
 };
 
+use crate::pace::{Pacer, SystemClock};
 use crate::process::{self, Running, StderrCollector};
 use crate::ssh::{self, SshFailure};
 use crate::zfs::{Zfs, ZfsError};
@@ -165,8 +168,11 @@ pub struct Session {
     watchdog_stop: Arc<AtomicBool>,
     out: Option<BufWriter<Box<dyn Outgoing>>>,
     rx: Receiver<Result<Incoming, ProtoError>>,
-    /// Most stream bytes per second sent to the box (none: no pacing).
-    bandwidth_limit: Option<u64>,
+    /// Most stream bytes per second sent to the box, by time of day in
+    /// `tz` (unlimited: no pacing).
+    bandwidth: Schedule,
+    /// The source's time zone, for the bandwidth windows.
+    tz: TimeZone,
     /// The box's root dataset, as it announced it.
     pub root: Dataset,
     /// The box's software version, sanitized.
@@ -187,9 +193,11 @@ impl Session {
             identity: target.identity_file.display().to_string(),
         };
         let hello_wait = target.connect_timeout + REPLY_TIMEOUT;
-        let mut s = Self::start(ssh.stdout, Box::new(ssh.stdin), Arc::new(peer), hello_wait, WRITE_STALL)?;
-        s.bandwidth_limit = target.bandwidth_limit;
-        Ok(s)
+        let s = Self::start(ssh.stdout, Box::new(ssh.stdin), Arc::new(peer), hello_wait, WRITE_STALL)?;
+        if !target.bandwidth.is_unlimited() {
+            tracing::info!(target = %target.name, "bandwidth: {}", target.bandwidth.describe());
+        }
+        Ok(s.with_bandwidth(target.bandwidth.clone(), TimeZone::system()))
     }
 
     /// Greets `serve` over any transport: the box's frames are read from
@@ -204,10 +212,13 @@ impl Session {
         Self::start(reader, Box::new(writer), Arc::new(peer), REPLY_TIMEOUT, WRITE_STALL)
     }
 
-    /// Paces this session's stream sends to `limit` bytes per second
-    /// ([`connect`](Self::connect) takes the target's `bandwidth_limit`).
-    pub fn with_bandwidth_limit(mut self, limit: Option<u64>) -> Self {
-        self.bandwidth_limit = limit;
+    /// Paces this session's stream sends to `schedule`, its windows read on
+    /// the wall clock of `tz` ([`connect`](Self::connect) takes the
+    /// target's `bandwidth_limit` and `bandwidth_window`s, and the system's
+    /// time zone).
+    pub fn with_bandwidth(mut self, schedule: Schedule, tz: TimeZone) -> Self {
+        self.bandwidth = schedule;
+        self.tz = tz;
         self
     }
 
@@ -246,7 +257,8 @@ impl Session {
             watchdog_stop,
             out,
             rx,
-            bandwidth_limit: None,
+            bandwidth: Schedule::default(),
+            tz: TimeZone::UTC,
             root: Dataset::new("unknown").expect("valid"),
             server: String::new(),
         };
@@ -468,8 +480,10 @@ impl Session {
         let mut relay = crate::splice::Relay::new(CHUNK).ok();
         let mut buf = Vec::new();
         let mut sent = 0u64;
-        let started = std::time::Instant::now();
-        let limit = self.bandwidth_limit;
+        // Paced to the target's bandwidth schedule, asked again as the
+        // stream runs (a window may open or close mid-transfer).
+        let mut pacer = (!self.bandwidth.is_unlimited())
+            .then(|| Pacer::new(self.bandwidth.clone(), self.tz.clone(), SystemClock::new()));
         let mut early: Option<Result<Response, ProtoError>> = None;
         let mut read_err = None;
         loop {
@@ -485,8 +499,9 @@ impl Session {
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {}
             }
+            let max = pacer.as_mut().map_or(CHUNK, |p| p.chunk_len(CHUNK));
             let chunk = match &relay {
-                Some(r) => match r.fill(&out) {
+                Some(r) => match r.fill(&out, max) {
                     Ok(n) => Ok(Chunk::Relayed(n)),
                     Err(e) if crate::splice::unsupported(&e) && sent == 0 => {
                         tracing::debug!("splice unsupported here ({e}): copying the stream");
@@ -496,7 +511,7 @@ impl Session {
                     Err(e) => Err(e),
                 },
                 None => {
-                    buf.resize(CHUNK, 0);
+                    buf.resize(max, 0);
                     out.read(&mut buf).map(Chunk::Copied)
                 }
             };
@@ -524,13 +539,9 @@ impl Session {
             }
             sent += n as u64;
             progress(sent);
-            // Pace to the target's bandwidth limit: never ahead of the
-            // schedule `sent / limit` seconds after the start.
-            if let Some(rate) = limit {
-                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
+            if let Some(p) = &mut pacer {
+                // What went on the wire: the frame's header too.
+                p.sent((n + protocol::FRAME_HEAD_LEN) as u64);
             }
         }
         drop(out);
