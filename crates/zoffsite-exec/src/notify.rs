@@ -162,6 +162,7 @@ fn ping_once(url: &PingUrl, body: &str, timeout: Duration) -> Result<(), (String
         }
         Err(ureq::Error::Timeout(_)) => Err((format!("no answer within {}s", timeout.as_secs_f32().ceil()), false)),
         Err(ureq::Error::HostNotFound) => Err((format!("host {} not found", url.redacted()), true)),
+        Err(ureq::Error::Io(e)) => Err((url.scrub(&e.to_string()), true)),
         Err(e) => Err((url.scrub(&e.to_string()), true)),
     }
 }
