@@ -43,7 +43,7 @@ fn has_line(text: &str, start: &str) -> bool {
     text.lines().any(|l| l.trim_start().starts_with(start))
 }
 
-/// A whole source config without `[source.keep]`, that a `[source.keep]`
+/// A whole source config without `[source.keep]` or `[notify]`, that such a
 /// fragment is checked inside.
 const BASE: &str = "[source]\ndatasets = [\"tank/data\"]\n\n[[target]]\nname = \"friend\"\nhost = \"10.77.0.2\"\nuser = \"zoffsite\"\nidentity_file = \"/k\"\nknown_hosts = \"/h\"\n";
 
@@ -53,7 +53,7 @@ fn check(origin: &str, block: &str) {
         Config::parse(block).map(drop).map_err(|e| e.to_string())
     } else if has_line(block, "root =") {
         BoxConfig::parse(block).map(drop).map_err(|e| e.to_string())
-    } else if block.trim_start().starts_with("[source.keep]") {
+    } else if block.trim_start().starts_with("[source.keep]") || block.trim_start().starts_with("[notify]") {
         Config::parse(&format!("{BASE}\n{block}")).map(drop).map_err(|e| e.to_string())
     } else {
         panic!("{origin}: a ```toml block this test cannot place; teach it:\n{block}")
@@ -69,6 +69,16 @@ fn the_shipped_examples_parse_and_set_every_key() {
     let c = Config::parse(&source).unwrap();
     let t = &c.targets[0];
     assert!(c.source.keep.is_some() && t.bandwidth_limit.is_some(), "the example shows the optional keys too");
+    // `[notify]` is shown commented out (it needs the user's own program
+    // and URL); uncommented, it parses and sets every key.
+    let notify: String = source
+        .lines()
+        .skip_while(|l| *l != "# [notify]")
+        .map_while(|l| l.strip_prefix("# "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let n = Config::parse(&format!("{source}\n{notify}")).unwrap().notify;
+    assert!(n.on_failure.is_some() && n.on_success.is_some() && n.on_start.is_some() && n.ping_url.is_some(), "{notify}");
     let boxed = BoxConfig::parse(&read("examples/box.toml")).unwrap();
     assert!(boxed.keep.is_some() && !boxed.notify.is_empty());
     assert_eq!(boxed.journal, Path::new(zoffsite_core::journal::DEFAULT_PATH), "the example names the default");

@@ -49,7 +49,12 @@ pub struct HttpRecorder {
 impl HttpRecorder {
     /// Listens on a free port of 127.0.0.1.
     pub fn start(answer: Answer) -> HttpRecorder {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        HttpRecorder::on(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1"), answer)
+    }
+
+    /// Serves on `listener`, bound by the caller (e.g. inside another
+    /// network namespace: the VM tests' source namespace).
+    pub fn on(listener: TcpListener, answer: Answer) -> HttpRecorder {
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
