@@ -78,7 +78,10 @@ fn the_shipped_examples_parse_and_set_every_key() {
         .map(|l| format!("{l}\n"))
         .collect();
     let n = Config::parse(&format!("{source}\n{notify}")).unwrap().notify;
-    assert!(n.on_failure.is_some() && n.on_success.is_some() && n.on_start.is_some() && n.ping_url.is_some(), "{notify}");
+    assert!(
+        n.on_failure.is_some() && n.on_success.is_some() && n.on_start.is_some() && n.ping_url.is_some(),
+        "{notify}"
+    );
     let boxed = BoxConfig::parse(&read("examples/box.toml")).unwrap();
     assert!(boxed.keep.is_some() && !boxed.notify.is_empty());
     assert_eq!(boxed.journal, Path::new(zoffsite_core::journal::DEFAULT_PATH), "the example names the default");
