@@ -26,6 +26,8 @@ pub const DEFAULT_PATH: &str = "/etc/zoffsite/zoffsite.toml";
 pub struct Config {
     pub source: Source,
     pub targets: Vec<Target>,
+    /// Who hears about runs (`[notify]`; [`crate::notify`]).
+    pub notify: crate::notify::Notify,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +76,8 @@ struct RawConfig {
     source: RawSource,
     #[serde(default)]
     target: Vec<RawTarget>,
+    #[serde(default)]
+    notify: Option<crate::notify::RawNotify>,
 }
 
 #[derive(Deserialize)]
@@ -243,7 +247,8 @@ impl Config {
                 bandwidth,
             });
         }
-        Ok(Config { source: Source { datasets, exclude, keep: raw.source.keep }, targets })
+        let notify = raw.notify.map(crate::notify::Notify::from_raw).transpose()?.unwrap_or_default();
+        Ok(Config { source: Source { datasets, exclude, keep: raw.source.keep }, targets, notify })
     }
 }
 
@@ -431,6 +436,43 @@ limit = "20Mbit/s"
         let e = err(&EXAMPLE.replace("[[target]]", "[source.keep]\nlats = 3\n\n[[target]]"));
         assert!(e.contains("lats"), "{e}");
         assert_eq!(Config::parse(EXAMPLE).unwrap().source.keep, None);
+    }
+
+    #[test]
+    fn notify_section() {
+        let text = format!(
+            "{EXAMPLE}\n[notify]\non_failure = [\"/usr/local/bin/alert\", \"--to\", \"me\"]\non_success = [\"/bin/true\"]\non_start = [\"/bin/true\"]\nping_url = \"https://hc-ping.com/5ec2e5c1-0b0a-4a11-9d1e-5b2d1c0a9e11\"\ntimeout = \"20s\"\n"
+        );
+        let n = Config::parse(&text).unwrap().notify;
+        assert_eq!(n.on_failure.unwrap().as_slice(), ["/usr/local/bin/alert", "--to", "me"]);
+        assert!(n.on_success.is_some() && n.on_start.is_some());
+        assert_eq!(n.ping_url.unwrap().redacted(), "https://hc-ping.com");
+        assert_eq!(n.timeout, Duration::from_secs(20));
+        // Without the section, or with an empty one: nobody is told.
+        assert!(Config::parse(EXAMPLE).unwrap().notify.is_empty());
+        let empty = Config::parse(&format!("{EXAMPLE}\n[notify]\n")).unwrap().notify;
+        assert_eq!(empty, crate::notify::Notify::default());
+    }
+
+    #[test]
+    fn bad_notify_values_name_the_key_and_never_repeat_the_url() {
+        let with = |body: &str| format!("{EXAMPLE}\n[notify]\n{body}\n");
+        for (body, want) in [
+            ("on_faillure = [\"/bin/true\"]", "unknown field `on_faillure`"),
+            ("on_failure = [\"mail\", \"-s\", \"backup\"]", "notify.on_failure: \"mail\" must be an absolute path"),
+            ("on_success = [\"./tell\"]", "notify.on_success"),
+            ("on_start = []", "notify.on_start: is empty"),
+            ("on_failure = \"/bin/sh -c 'mail me'\"", "invalid type"),
+            ("ping_url = \"ftp://hc.example.org/s3cr3t-uuid\"", "notify.ping_url"),
+            ("ping_url = \"hc.example.org/s3cr3t-uuid\"", "notify.ping_url"),
+            ("timeout = \"0s\"", "notify.timeout: must be from 1s"),
+            ("timeout = \"1h\"", "notify.timeout"),
+            ("timeout = \"soon\"", "notify.timeout"),
+        ] {
+            let e = err(&with(body));
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+            assert!(!e.contains("s3cr3t"), "the URL is a secret: {e}");
+        }
     }
 
     #[test]

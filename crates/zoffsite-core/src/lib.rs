@@ -29,6 +29,7 @@ pub mod journal;
 pub mod limits;
 pub mod manifest;
 pub mod names;
+pub mod notify;
 pub mod nvlist;
 pub mod parse;
 pub mod plan;

@@ -43,8 +43,9 @@ fn has_line(text: &str, start: &str) -> bool {
     text.lines().any(|l| l.trim_start().starts_with(start))
 }
 
-/// A whole source config without `[source.keep]`, that a fragment (a
-/// `[source.keep]`, a target's bandwidth keys) is checked inside.
+/// A whole source config without `[source.keep]` or `[notify]`, that a
+/// fragment (a `[source.keep]`, a `[notify]`, a target's bandwidth keys) is
+/// checked inside.
 const BASE: &str = "[source]\ndatasets = [\"tank/data\"]\n\n[[target]]\nname = \"friend\"\nhost = \"10.77.0.2\"\nuser = \"zoffsite\"\nidentity_file = \"/k\"\nknown_hosts = \"/h\"\n";
 
 /// Parses `block` as what it is.
@@ -54,10 +55,11 @@ fn check(origin: &str, block: &str) {
     } else if has_line(block, "root =") {
         BoxConfig::parse(block).map(drop).map_err(|e| e.to_string())
     } else if block.trim_start().starts_with("[source.keep]")
+        || block.trim_start().starts_with("[notify]")
         || block.trim_start().starts_with("bandwidth_limit")
         || has_line(block, "[[target.bandwidth_window]]")
     {
-        // A fragment: the keep policy, or a target's bandwidth keys (BASE
+        // A fragment: the keep policy, [notify], or a target's bandwidth keys (BASE
         // ends inside its [[target]]).
         Config::parse(&format!("{BASE}\n{block}")).map(drop).map_err(|e| e.to_string())
     } else {
@@ -75,6 +77,19 @@ fn the_shipped_examples_parse_and_set_every_key() {
     let t = &c.targets[0];
     assert!(c.source.keep.is_some() && !t.bandwidth.windows().is_empty(), "the example shows the optional keys too");
     assert_ne!(t.bandwidth.default_limit(), zoffsite_core::bandwidth::Limit::Unlimited);
+    // `[notify]` is shown commented out (it needs the user's own program
+    // and URL); uncommented, it parses and sets every key.
+    let notify: String = source
+        .lines()
+        .skip_while(|l| *l != "# [notify]")
+        .map_while(|l| l.strip_prefix("# "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let n = Config::parse(&format!("{source}\n{notify}")).unwrap().notify;
+    assert!(
+        n.on_failure.is_some() && n.on_success.is_some() && n.on_start.is_some() && n.ping_url.is_some(),
+        "{notify}"
+    );
     let boxed = BoxConfig::parse(&read("examples/box.toml")).unwrap();
     assert!(boxed.keep.is_some() && !boxed.notify.is_empty());
     assert_eq!(boxed.journal, Path::new(zoffsite_core::journal::DEFAULT_PATH), "the example names the default");

@@ -10,7 +10,8 @@
 //! bring a tree back (one checked "send raw into a sink" for both, and for
 //! the box's sends); [`boxstate`] is what `box prune` and `box check` read
 //! and record on the box; [`doctor`](mod@doctor) gathers the audit's facts;
-//! [`boxnew`] makes a new box's keys and bundles on the source. Decisions are made in `zoffsite-core`; this crate
+//! [`boxnew`] makes a new box's keys and bundles on the source; [`notify`]
+//! runs the `[notify]` programs and sends the pings. Decisions are made in `zoffsite-core`; this crate
 //! gathers facts and carries plans out.
 
 pub mod boxapply;
@@ -28,6 +29,7 @@ pub mod journal;
 pub mod keepalive;
 pub mod lock;
 pub mod manifest_file;
+pub mod notify;
 pub mod pace;
 pub mod private;
 pub mod process;

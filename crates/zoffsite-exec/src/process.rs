@@ -168,6 +168,11 @@ fn spawn_with(cmd: &Cmd, stdin: Stdio, stdout: Stdio, own_group: bool) -> Result
     if own_group {
         c.process_group(0);
     }
+    spawn_command(&mut c, cmd)
+}
+
+/// Spawns `c` (built from `cmd`).
+fn spawn_command(c: &mut Command, cmd: &Cmd) -> Result<Child, ExecError> {
     // ETXTBSY: an executable that was just written can be briefly "busy"
     // while another thread's fork still holds its write descriptor (a
     // known Linux race); it clears within milliseconds.
@@ -327,6 +332,110 @@ pub fn run_with_input(
     }
     Ok(Output { status, stdout, stderr })
 }
+
+/// How a program run by [`run_bounded`] ended.
+#[derive(Debug)]
+pub struct Bounded {
+    pub status: ExitStatus,
+    /// Its stdout and stderr, interleaved as written (one pipe), at most
+    /// the limit asked for; what came after is dropped.
+    pub output: String,
+}
+
+/// Runs a program that must never hold us up (a `[notify]` program): `cmd`
+/// with `env` added to our environment and `input` on its stdin, in a
+/// process group of its own, its stdout and stderr sharing one pipe of
+/// which at most `output_limit` bytes are kept.
+///
+/// Returns within about `deadline` (plus [`BOUNDED_GRACE`]) whatever the
+/// program does: when the deadline passes its whole process group is
+/// killed (a shell script's `sleep` too, which a kill of the script alone
+/// would leave holding the pipe), and output still held open by a process
+/// that left the group is not waited for. A program that exits in time is
+/// not cleaned up after: what it started in the background is its own.
+pub fn run_bounded(
+    cmd: &Cmd,
+    env: &[(String, String)],
+    input: &[u8],
+    output_limit: usize,
+    deadline: Duration,
+) -> Result<Bounded, ExecError> {
+    use rustix::process::{kill_process_group, waitid, Pid, Signal, WaitId, WaitIdOptions};
+    use std::io::Write as _;
+    use std::os::unix::process::CommandExt as _;
+    let started = Instant::now();
+    let program = || cmd.program.to_string_lossy().into_owned();
+    let io_err = |source| ExecError::Io { program: program(), source };
+    tracing::debug!(cmd = %cmd, "run (bounded)");
+    let (reader, writer) = io::pipe().map_err(io_err)?;
+    let mut c = cmd.command();
+    c.envs(env.iter().map(|(k, v)| (k, v)));
+    c.stdin(Stdio::piped()).stdout(writer.try_clone().map_err(io_err)?).stderr(writer).process_group(0);
+    let mut child = spawn_command(&mut c, cmd)?;
+    // Our copies of the pipe's write end: the reader sees EOF once the
+    // program's are closed.
+    drop(c);
+    if let Some(mut stdin) = child.stdin.take() {
+        let input = input.to_vec();
+        // A program that exits without reading gives EPIPE: its status decides.
+        std::thread::spawn(move || drop(stdin.write_all(&input)));
+    }
+    let (tx, chunks) = mpsc::channel::<Option<Vec<u8>>>();
+    std::thread::spawn(move || {
+        let mut reader = reader;
+        let mut buf = [0u8; 8192];
+        let mut room = output_limit;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let keep = n.min(room);
+                    room -= keep;
+                    if keep > 0 && tx.send(Some(buf[..keep].to_vec())).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(None);
+    });
+    let pid = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
+    // Waits for the exit without reaping: while the child is a zombie its
+    // pid, and so its process group's id, cannot be reused.
+    let exited = loop {
+        let Some(pid) = pid else { break true };
+        match waitid(WaitId::Pid(pid), WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG) {
+            Ok(Some(_)) | Err(rustix::io::Errno::CHILD) => break true,
+            Ok(None) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                let _ = kill_process_group(pid, Signal::KILL);
+                let _ = child.wait();
+                return Err(io_err(e.into()));
+            }
+        }
+        if started.elapsed() >= deadline {
+            let _ = kill_process_group(pid, Signal::KILL);
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let status = child.wait().map_err(io_err)?;
+    let until = Instant::now() + BOUNDED_GRACE.min(deadline);
+    let mut output = Vec::new();
+    while let Ok(Some(chunk)) = chunks.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        output.extend_from_slice(&chunk);
+    }
+    if !exited {
+        return Err(ExecError::Deadline { cmd: cmd.to_string(), after: deadline });
+    }
+    Ok(Bounded { status, output: String::from_utf8_lossy(&output).into_owned() })
+}
+
+/// How long [`run_bounded`] waits for the rest of a program's output once
+/// it has exited (or been killed).
+pub const BOUNDED_GRACE: Duration = Duration::from_secs(1);
 
 /// A running child whose stdout (or stdin) the caller streams.
 pub struct Running {
@@ -517,6 +626,38 @@ mod tests {
         // A command that reads nothing is judged by its status.
         let out = run_with_input(&Cmd::new("false"), &big, 10, None).unwrap();
         assert!(!out.success());
+    }
+
+    #[test]
+    fn a_bounded_program_gets_its_env_and_input_and_its_output_is_kept_bounded() {
+        let env = [("ZOFFSITE_EVENT".to_owned(), "failure".to_owned())];
+        let c =
+            Cmd::new("sh").args(["-c", "printf '%s|' \"$ZOFFSITE_EVENT\" \"$0\"; cat; echo err >&2; exit 3", "arg"]);
+        let b = run_bounded(&c, &env, b"the report", 1000, Duration::from_secs(30)).unwrap();
+        assert_eq!(b.status.code(), Some(3));
+        assert_eq!(b.output, "failure|arg|the reporterr\n");
+        let c = Cmd::new("sh").args(["-c", "head -c 100000 /dev/zero | tr '\\0' x"]);
+        let b = run_bounded(&c, &[], b"", 100, Duration::from_secs(30)).unwrap();
+        assert!(b.status.success());
+        assert_eq!(b.output, "x".repeat(100));
+    }
+
+    #[test]
+    fn a_bounded_program_past_its_deadline_is_killed_with_its_children() {
+        // The script's `sleep` holds the output pipe: killing only the
+        // script would leave us waiting 30 s for its EOF.
+        let started = Instant::now();
+        let c = Cmd::new("sh").args(["-c", "echo started; sleep 30; echo never"]);
+        let e = run_bounded(&c, &[], b"", 1000, Duration::from_millis(500)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(matches!(e, ExecError::Deadline { .. }), "{e}");
+        // One that left the group and holds the pipe is not waited for
+        // beyond the grace period once the program itself has exited.
+        let started = Instant::now();
+        let c = Cmd::new("sh").args(["-c", "setsid sleep 30 & echo done"]);
+        let b = run_bounded(&c, &[], b"", 1000, Duration::from_secs(10)).unwrap();
+        assert!(b.status.success() && b.output.starts_with("done"), "{b:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -44,6 +44,12 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZOFFSITE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // The HTTP client's own logs quote the `[notify] ping_url`, a secret:
+    // never shown, whatever the level asked for (zoffsite's own messages
+    // about a ping name only its host).
+    let filter = ["ureq=off", "ureq_proto=off"]
+        .into_iter()
+        .fold(filter, |f, d| f.add_directive(d.parse().expect("a valid directive")));
     // Logs go to stderr: stdout carries results (and, in `serve`, the
     // protocol itself).
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();

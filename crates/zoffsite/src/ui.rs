@@ -98,16 +98,26 @@ impl Ui {
     /// (docs/json.md), so a monitor reading stdout always gets JSON.
     pub(crate) fn bail(&self) -> Exit {
         if self.json {
-            let doc = serde_json::json!({ "errors": self.errors, "exit_code": self.worst.code() });
-            println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
+            println!("{}", self.bail_doc());
         }
         self.worst
+    }
+
+    /// The document [`bail`](Self::bail) prints, as text, for a command
+    /// whose document is printed (and sent to `[notify]`) by its caller.
+    pub(crate) fn bail_doc(&self) -> String {
+        doc(&serde_json::json!({ "errors": self.errors, "exit_code": self.worst.code() }))
     }
 
     /// The errors reported so far, for the JSON report.
     pub(crate) fn errors(&self) -> &[String] {
         &self.errors
     }
+}
+
+/// A command's JSON document, as `--json` prints it.
+pub(crate) fn doc(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).expect("serializes")
 }
 
 impl Events for Ui {

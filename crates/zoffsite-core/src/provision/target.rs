@@ -182,6 +182,18 @@ mod tests {
     }
 
     #[test]
+    fn a_notify_section_at_the_end_is_kept_and_the_table_still_becomes_a_target() {
+        let with_notify = format!(
+            "{SOURCE_ONLY}\n[notify]\non_failure = [\"/usr/local/bin/alert-owner\"]\nping_url = \"https://hc-ping.com/k\"\n"
+        );
+        let a = appended(&with_notify);
+        assert!(a.text.starts_with(&with_notify));
+        assert_eq!(a.config.targets.len(), 1);
+        assert_eq!(a.config.notify.on_failure.as_ref().unwrap().as_slice(), ["/usr/local/bin/alert-owner"]);
+        assert_eq!(a.config.notify.ping_url.as_ref().unwrap().redacted(), "https://hc-ping.com");
+    }
+
+    #[test]
     fn a_target_of_the_same_name_is_refused() {
         let a = appended(SOURCE_ONLY);
         let e = append(&a.text, &example(), "/x/id", "/x/kh").unwrap_err();

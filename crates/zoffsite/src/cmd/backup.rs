@@ -4,10 +4,12 @@
 //! order of work and why). Here: the config and its files are checked
 //! first (a bad config changes nothing), the run lock is taken (none for
 //! `-n`, which changes nothing anywhere), and the run is rendered: text and
-//! progress as it goes, the JSON report at the end with `--json`.
+//! progress as it goes, the JSON report at the end with `--json`; and
+//! `[notify]` hears of the start and the end ([`common::notified`]).
 
 use std::sync::Arc;
 
+use zoffsite_core::notify::Command;
 use zoffsite_exec::proto::client::Session;
 use zoffsite_exec::replicate::{self, Options};
 use zoffsite_exec::zfs::Zfs;
@@ -20,20 +22,19 @@ use crate::ui::Ui;
 pub(crate) fn run(args: &BackupArgs) -> Exit {
     let mut ui = Ui::new(args.json, args.dry_run);
     let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
-    let Some(_lock) = common::lock_unless_dry_run(&args.config, args.dry_run, &mut ui) else { return ui.bail() };
-    let opts = Options {
-        dry_run: args.dry_run,
-        force_snapshot: args.force_snapshot,
-        config_path: &args.config,
-        now: jiff::Timestamp::now(),
-        connect: Arc::new(Session::connect),
-    };
-    let mut report = replicate::backup(&cfg, &Zfs::new(), &opts, &mut ui);
-    report.exit_code = ui.exit().code();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
-    }
-    ui.exit()
+    common::notified(&cfg, Command::Backup, args.dry_run, &mut ui, |ui| {
+        let Some(_lock) = common::lock_unless_dry_run(&args.config, args.dry_run, ui) else { return ui.bail_doc() };
+        let opts = Options {
+            dry_run: args.dry_run,
+            force_snapshot: args.force_snapshot,
+            config_path: &args.config,
+            now: jiff::Timestamp::now(),
+            connect: Arc::new(Session::connect),
+        };
+        let mut report = replicate::backup(&cfg, &Zfs::new(), &opts, ui);
+        report.exit_code = ui.exit().code();
+        crate::ui::doc(&report)
+    })
 }
 
 #[cfg(test)]

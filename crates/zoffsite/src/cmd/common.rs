@@ -1,12 +1,14 @@
-//! What several subcommands share: loading the config.
+//! What several subcommands share: loading the config, the run lock, and
+//! the frame of a reporting command ([`notified`]: its `[notify]`, its JSON).
 
 use std::path::Path;
 
 use anyhow::Context as _;
 use zoffsite_core::config::Config;
+use zoffsite_core::notify::{self, Ended, Phase, Run};
 use zoffsite_exec::lock::{self, RunLock};
 
-use crate::exit::Exit;
+use crate::exit::{Code as _, Exit};
 use crate::ui::Ui;
 
 /// Reads and validates the config, and checks that the files it names exist.
@@ -92,4 +94,33 @@ pub(crate) fn lock(config: &Path, ui: &mut Ui) -> Option<RunLock> {
             None
         }
     }
+}
+
+/// Runs a reporting command's `work` between its notifications: `[notify]`'s
+/// start (before the work: `on_start`, `ping_url/start`), then `work`, whose
+/// JSON document is printed with `--json`, then success or failure with
+/// that very text as the report (`zoffsite_core::notify` decides what is
+/// sent; a dry run sends nothing). A notification that fails or hangs is a
+/// warning, bounded by `[notify] timeout`: the exit code is the work's.
+///
+/// `work` returns its document ([`crate::ui::doc`]) with its `exit_code`
+/// set; on a path that stops early, [`Ui::bail_doc`].
+pub(crate) fn notified(
+    cfg: &Config,
+    command: notify::Command,
+    dry_run: bool,
+    ui: &mut Ui,
+    work: impl FnOnce(&mut Ui) -> String,
+) -> Exit {
+    let host = zoffsite_exec::boxnew::hostname().unwrap_or_else(|| "the source".into());
+    let run = Run { command, host: &host, dry_run };
+    zoffsite_exec::notify::send(notify::plan(&cfg.notify, &run, Phase::Start), cfg.notify.timeout, ui);
+    let text = work(ui);
+    if ui.json() {
+        println!("{text}");
+    }
+    let ended = Ended { severity: ui.exit(), exit_code: ui.exit().code(), errors: ui.errors(), report: &text };
+    let actions = notify::plan(&cfg.notify, &run, Phase::End(ended));
+    zoffsite_exec::notify::send(actions, cfg.notify.timeout, ui);
+    ui.exit()
 }

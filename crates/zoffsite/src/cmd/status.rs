@@ -13,6 +13,8 @@
 //! A warning or an unknown does not (most boxes cannot show a BIOS
 //! password, so a well set up box stays unknown), nor a box without an
 //! audit (set up by hand, or an older zoffsite): `doctor --source` tells.
+//!
+//! `[notify]` hears of every run, and of a stale one as a failure.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +22,7 @@ use serde::Serialize;
 use zoffsite_core::doctor::boxaudit::{self, Fetched, Posture};
 use zoffsite_core::doctor::Status as DoctorStatus;
 use zoffsite_core::names::{Dataset, SnapName};
+use zoffsite_core::notify::Command;
 use zoffsite_core::provision::wait::UNREACHABLE_HINT;
 use zoffsite_core::status::{self, DatasetStatus, State};
 use zoffsite_exec::proto::client::{RemoteError, Session};
@@ -49,20 +52,21 @@ struct TargetStatus {
 pub(crate) fn run(args: &StatusArgs) -> Exit {
     let mut ui = Ui::new(args.json, true);
     let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
-    let now = jiff::Timestamp::now().as_second();
-    let targets = status(&cfg, args, &Zfs::new(), now, &mut ui);
-    if ui.json() {
-        let doc = serde_json::json!({
+    // Read-only, but not a dry run: a stale backup is what `[notify]` is
+    // for (a failure, exit 6).
+    common::notified(&cfg, Command::Status, false, &mut ui, |ui| {
+        let now = jiff::Timestamp::now().as_second();
+        let targets = status(&cfg, args, &Zfs::new(), now, ui);
+        if !ui.json() {
+            print_table(&targets);
+        }
+        crate::ui::doc(&serde_json::json!({
             "now": now,
             "errors": ui.errors(),
             "targets": targets,
             "exit_code": ui.exit().code(),
-        });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
-    } else {
-        print_table(&targets);
-    }
-    ui.exit()
+        }))
+    })
 }
 
 /// Plans nothing and changes nothing: lists both sides and evaluates them.

@@ -1,12 +1,14 @@
 //! `zoffsite verify`: without any key, checks that every target holds the
 //! snapshot it last confirmed for each selected dataset, that whatever it
 //! holds matches the source by GUID, and that its pool is healthy and
-//! scrubbed. Read-only on both sides.
+//! scrubbed. Read-only on both sides. `[notify]` hears of every run
+//! (`--drill` too: the drill timer runs it).
 
 use serde::Serialize;
 use zoffsite_core::config::Config;
 use zoffsite_core::holds;
 use zoffsite_core::names::{Dataset, SnapName};
+use zoffsite_core::notify::Command;
 use zoffsite_core::parse::{HoldRow, SnapshotRow};
 use zoffsite_core::verify::{self, DatasetCheck, PoolCheck, TreeDiff};
 use zoffsite_exec::drill::{self, Pick};
@@ -48,9 +50,9 @@ struct TargetVerify {
 pub(crate) fn run(args: &VerifyArgs) -> Exit {
     let mut ui = Ui::new(args.json, true);
     let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
-    if args.drill {
-        let d = drill(&cfg, args, &Zfs::new(), &mut ui);
-        if ui.json() {
+    common::notified(&cfg, Command::Verify, false, &mut ui, |ui| {
+        if args.drill {
+            let d = drill(&cfg, args, &Zfs::new(), ui);
             let doc = DrillJson {
                 drill: d.as_ref().map(|d| DrillDoc {
                     dataset: &d.dataset,
@@ -61,16 +63,11 @@ pub(crate) fn run(args: &VerifyArgs) -> Exit {
                 errors: ui.errors(),
                 exit_code: ui.exit().code(),
             };
-            println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
+            return crate::ui::doc(&doc);
         }
-        return ui.exit();
-    }
-    let targets = verify(&cfg, args, &Zfs::new(), &mut ui);
-    if ui.json() {
-        let doc = serde_json::json!({ "targets": targets, "errors": ui.errors(), "exit_code": ui.exit().code() });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
-    }
-    ui.exit()
+        let targets = verify(&cfg, args, &Zfs::new(), ui);
+        crate::ui::doc(&serde_json::json!({ "targets": targets, "errors": ui.errors(), "exit_code": ui.exit().code() }))
+    })
 }
 
 /// What both modes need from the source: the selected datasets, their
