@@ -228,7 +228,7 @@ pub struct Wait {
 
 /// "27m", "45s": a duration for the status line.
 fn left(secs: u64) -> String {
-    crate::doctor::boxaudit::ago(i64::try_from(secs).unwrap_or(i64::MAX))
+    crate::human::secs(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 impl Wait {

@@ -5,6 +5,8 @@
 //! first (a bad config changes nothing), the run lock is taken (none for
 //! `-n`, which changes nothing anywhere), and the run is rendered: text and
 //! progress as it goes, the JSON report at the end with `--json`.
+//! `--target NAME` runs it as if the config had that target alone (the
+//! snapshot is taken all the same; the other targets get it next time).
 
 use std::sync::Arc;
 
@@ -20,6 +22,8 @@ use crate::ui::Ui;
 pub(crate) fn run(args: &BackupArgs) -> Exit {
     let mut ui = Ui::new(args.json, args.dry_run);
     let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
+    // `--target NAME`: the run as if the config had only that target.
+    let Some(cfg) = common::only_target(&cfg, args.target.as_deref(), &args.config, &mut ui) else { return ui.bail() };
     let Some(_lock) = common::lock_unless_dry_run(&args.config, args.dry_run, &mut ui) else { return ui.bail() };
     let opts = Options {
         dry_run: args.dry_run,
@@ -44,7 +48,8 @@ mod tests {
     #[test]
     fn missing_config_file_names_the_file_and_the_fix() {
         let e = common::load_config(Path::new("/nonexistent/zoffsite.toml")).unwrap_err();
-        let msg = format!("{e:#}");
+        let msg = e.to_string();
         assert!(msg.contains("/nonexistent/zoffsite.toml") && msg.contains("-c FILE"), "{msg}");
+        assert!(e.hint.is_some_and(|h| h.starts_with("create it") && h.contains("examples/zoffsite.toml")));
     }
 }

@@ -1,11 +1,14 @@
 //! `zoffsite verify`: without any key, checks that every target holds the
 //! snapshot it last confirmed for each selected dataset, that whatever it
 //! holds matches the source by GUID, and that its pool is healthy and
-//! scrubbed. Read-only on both sides.
+//! scrubbed. Read-only on both sides. `--drill` shows the transfer's
+//! progress on a terminal (as `backup` does), its total the source's own
+//! estimate of the snapshot's stream.
 
 use serde::Serialize;
 use zoffsite_core::config::Config;
 use zoffsite_core::holds;
+use zoffsite_core::human;
 use zoffsite_core::names::{Dataset, SnapName};
 use zoffsite_core::parse::{HoldRow, SnapshotRow};
 use zoffsite_core::verify::{self, DatasetCheck, PoolCheck, TreeDiff};
@@ -16,7 +19,7 @@ use zoffsite_exec::zfs::Zfs;
 use crate::cli::VerifyArgs;
 use crate::cmd::common;
 use crate::exit::{Code as _, Exit};
-use crate::ui::Ui;
+use crate::ui::{StopKind, Ui};
 
 /// `verify --drill --json`'s document (docs/json.md).
 #[derive(Debug, Serialize)]
@@ -46,7 +49,8 @@ struct TargetVerify {
 }
 
 pub(crate) fn run(args: &VerifyArgs) -> Exit {
-    let mut ui = Ui::new(args.json, true);
+    // Progress (on a terminal) only for a drill: nothing else moves.
+    let mut ui = Ui::new(args.json, !args.drill);
     let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
     if args.drill {
         let d = drill(&cfg, args, &Zfs::new(), &mut ui);
@@ -84,7 +88,7 @@ struct Source {
 fn source(cfg: &Config, args: &VerifyArgs, zfs: &Zfs, ui: &mut Ui) -> Option<Source> {
     if let Some(t) = &args.target {
         if !cfg.targets.iter().any(|x| x.name == *t) {
-            ui.err(Exit::Usage, format_args!("no target {t:?} in {}", args.config.display()));
+            ui.stop(StopKind::Usage, common::unknown_target(t, &args.config), Some(common::known_targets(cfg)));
             return None;
         }
     }
@@ -159,8 +163,13 @@ fn drill(cfg: &Config, args: &VerifyArgs, zfs: &Zfs, ui: &mut Ui) -> Option<dril
         }
     };
     ui.say(format_args!(
-        "drill {ds}@{} from {}: {} files, {} bytes compared, {} differences; scratch {} destroyed",
-        d.snapshot, t.name, d.diff.files, d.diff.bytes, d.diff.different, d.scratch
+        "drill {ds}@{} from {}: {} files, {} compared, {} differences; scratch {} destroyed",
+        d.snapshot,
+        t.name,
+        d.diff.files,
+        human::bytes(d.diff.bytes),
+        d.diff.different,
+        d.scratch
     ));
     for p in &d.diff.differences {
         ui.err(Exit::Partial, format_args!("drill: {p}"));
