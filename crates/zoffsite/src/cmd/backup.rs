@@ -21,9 +21,10 @@ use crate::ui::Ui;
 
 pub(crate) fn run(args: &BackupArgs) -> Exit {
     let mut ui = Ui::new(args.json, args.dry_run);
-    let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
     // `--target NAME`: the run as if the config had only that target.
-    let Some(cfg) = common::only_target(&cfg, args.target.as_deref(), &args.config, &mut ui) else { return ui.bail() };
+    let Some(cfg) = common::config_for_target(&args.config, args.target.as_deref(), &mut ui) else {
+        return ui.bail();
+    };
     let Some(_lock) = common::lock_unless_dry_run(&args.config, args.dry_run, &mut ui) else { return ui.bail() };
     let opts = Options {
         dry_run: args.dry_run,

@@ -87,26 +87,35 @@ pub(crate) fn box_config(path: &Path, ui: &mut Ui) -> Option<BoxConfig> {
     zoffsite_exec::boxstate::load_config(path).map_err(|e| ui.stop(StopKind::Config, e.problem(), Some(e.hint()))).ok()
 }
 
-/// `cfg` with only the target named `--target NAME` (all of them without
-/// one); an unknown name is a usage error listing the known ones.
-pub(crate) fn only_target(cfg: &Config, name: Option<&str>, config: &Path, ui: &mut Ui) -> Option<Config> {
-    let Some(name) = name else { return Some(cfg.clone()) };
-    match cfg.targets.iter().find(|t| t.name == name) {
-        Some(t) => Some(Config { targets: vec![t.clone()], ..cfg.clone() }),
-        None => {
-            ui.stop(StopKind::Usage, unknown_target(name, config), Some(known_targets(cfg)));
-            None
-        }
+/// [`config`] for `--target NAME`: the config with only that target (all
+/// of them without one), whose files alone must exist. An unknown name is
+/// a usage error listing the known ones.
+pub(crate) fn config_for_target(path: &Path, name: Option<&str>, ui: &mut Ui) -> Option<Config> {
+    let cfg = parse_config(path).map_err(|p| ui.stop(StopKind::Config, p.message, p.hint)).ok()?;
+    let cfg = match name {
+        None => cfg,
+        Some(name) => match cfg.targets.iter().find(|t| t.name == name) {
+            Some(t) => Config { targets: vec![t.clone()], ..cfg.clone() },
+            None => {
+                ui.stop(StopKind::Usage, unknown_target(name, path), Some(known_targets(&cfg)));
+                return None;
+            }
+        },
+    };
+    if let Some(p) = cfg.targets.iter().flat_map(target_files).next() {
+        ui.stop(StopKind::Config, p.message, p.hint);
+        return None;
     }
+    Some(cfg)
 }
 
 /// The message for a `--target` the config does not have.
-pub(crate) fn unknown_target(name: &str, config: &Path) -> String {
+fn unknown_target(name: &str, config: &Path) -> String {
     format!("no target {name:?} in {}", config.display())
 }
 
 /// The hint that lists the config's targets.
-pub(crate) fn known_targets(cfg: &Config) -> String {
+fn known_targets(cfg: &Config) -> String {
     let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
     format!("its targets: {}", names.join(", "))
 }

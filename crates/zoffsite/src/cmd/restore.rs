@@ -25,8 +25,7 @@ pub(crate) fn run(args: &RestoreArgs) -> Exit {
     let mut ui = Ui::new(args.json, args.dry_run);
     let origin = match (&args.target, &args.from_pool) {
         (Some(name), None) => {
-            let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
-            let Some(cfg) = common::only_target(&cfg, Some(name), &args.config, &mut ui) else { return ui.bail() };
+            let Some(cfg) = common::config_for_target(&args.config, Some(name), &mut ui) else { return ui.bail() };
             match Session::connect(&cfg.targets[0]) {
                 Ok(s) => Origin::Box(Box::new(s)),
                 Err(e) => {

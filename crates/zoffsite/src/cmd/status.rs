@@ -56,8 +56,9 @@ struct TargetStatus {
 
 pub(crate) fn run(args: &StatusArgs) -> Exit {
     let mut ui = Ui::new(args.json, true);
-    let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
-    let Some(cfg) = common::only_target(&cfg, args.target.as_deref(), &args.config, &mut ui) else { return ui.bail() };
+    let Some(cfg) = common::config_for_target(&args.config, args.target.as_deref(), &mut ui) else {
+        return ui.bail();
+    };
     let now = jiff::Timestamp::now().as_second();
     let targets = status(&cfg, args, &Zfs::new(), now, &mut ui);
     if ui.json() {

@@ -19,7 +19,7 @@ use zoffsite_exec::zfs::Zfs;
 use crate::cli::VerifyArgs;
 use crate::cmd::common;
 use crate::exit::{Code as _, Exit};
-use crate::ui::{StopKind, Ui};
+use crate::ui::Ui;
 
 /// `verify --drill --json`'s document (docs/json.md).
 #[derive(Debug, Serialize)]
@@ -51,7 +51,9 @@ struct TargetVerify {
 pub(crate) fn run(args: &VerifyArgs) -> Exit {
     // Progress (on a terminal) only for a drill: nothing else moves.
     let mut ui = Ui::new(args.json, !args.drill);
-    let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
+    let Some(cfg) = common::config_for_target(&args.config, args.target.as_deref(), &mut ui) else {
+        return ui.bail();
+    };
     if args.drill {
         let d = drill(&cfg, args, &Zfs::new(), &mut ui);
         if ui.json() {
@@ -86,12 +88,6 @@ struct Source {
 }
 
 fn source(cfg: &Config, args: &VerifyArgs, zfs: &Zfs, ui: &mut Ui) -> Option<Source> {
-    if let Some(t) = &args.target {
-        if !cfg.targets.iter().any(|x| x.name == *t) {
-            ui.stop(StopKind::Usage, common::unknown_target(t, &args.config), Some(common::known_targets(cfg)));
-            return None;
-        }
-    }
     let (sel, missing) = match common::list_selection(cfg, zfs, &args.config) {
         Ok(x) => x,
         Err(e) => {
