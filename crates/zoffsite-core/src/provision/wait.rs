@@ -332,7 +332,8 @@ impl Wait {
                 self.phases.push(Phase::Tunnel);
                 Action::Connect {
                     say: Some(format!(
-                        "box {t} is up: a WireGuard handshake on {interface} {age} s ago; connecting with its pinned host key"
+                        "box {t} is up: a WireGuard handshake on {interface} {} ago; connecting with its pinned host key",
+                        crate::human::secs(i64::try_from(age).unwrap_or(i64::MAX))
                     )),
                 }
             }
