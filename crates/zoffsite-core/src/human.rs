@@ -28,7 +28,8 @@ pub fn secs(s: i64) -> String {
     let span = Span::new().seconds(s.clamp(0, MAX));
     let units = [Unit::Day, Unit::Hour, Unit::Minute, Unit::Second];
     let balanced = round(span, Unit::Second);
-    let fields = [balanced.get_days().into(), balanced.get_hours().into(), balanced.get_minutes(), balanced.get_seconds()];
+    let fields =
+        [balanced.get_days().into(), balanced.get_hours().into(), balanced.get_minutes(), balanced.get_seconds()];
     let largest = fields.iter().position(|&f: &i64| f != 0).unwrap_or(units.len() - 1);
     let two = round(balanced, units[(largest + 1).min(units.len() - 1)]);
     SpanPrinter::new()
@@ -45,12 +46,10 @@ pub fn duration(d: Duration) -> String {
 
 /// `span` balanced into days down to `smallest`, truncated.
 fn round(span: Span, smallest: Unit) -> Span {
-    span.round(
-        SpanRound::new().largest(Unit::Day).smallest(smallest).mode(RoundMode::Trunc).days_are_24_hours(),
-    )
-    // Whole seconds below jiff's limit, balanced with 24 h days: rounding
-    // cannot fail (nothing relative, nothing out of range).
-    .unwrap_or(span)
+    span.round(SpanRound::new().largest(Unit::Day).smallest(smallest).mode(RoundMode::Trunc).days_are_24_hours())
+        // Whole seconds below jiff's limit, balanced with 24 h days: rounding
+        // cannot fail (nothing relative, nothing out of range).
+        .unwrap_or(span)
 }
 
 #[cfg(test)]

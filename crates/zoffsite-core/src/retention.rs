@@ -126,7 +126,11 @@ impl KeepPolicy {
     pub fn in_words(&self) -> String {
         let mut parts = Vec::new();
         if self.last > 0 {
-            parts.push(if self.last == 1 { "the newest snapshot".to_owned() } else { format!("the newest {}", self.last) });
+            parts.push(if self.last == 1 {
+                "the newest snapshot".to_owned()
+            } else {
+                format!("the newest {}", self.last)
+            });
         }
         for (n, one, many) in [
             (self.hourly, "hour", "hours"),

@@ -44,7 +44,8 @@ const DESTROY_CHUNK: usize = 200;
 
 /// Where the format of `box.toml` is described, for the hint of a missing
 /// one (`box apply` of a box bundle writes it).
-pub const CONFIG_KEYS: &str = "every key: docs/box.md, \"box.toml\", and examples/box.toml; `zoffsite box apply` of a box bundle writes it";
+pub const CONFIG_KEYS: &str =
+    "every key: docs/box.md, \"box.toml\", and examples/box.toml; `zoffsite box apply` of a box bundle writes it";
 
 /// Why `box.toml` cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +60,9 @@ impl BoxConfigError {
     /// What is wrong, without the fix.
     pub fn problem(&self) -> String {
         match self {
-            BoxConfigError::Read { path, source } => format!("cannot read box config file {}: {source}", path.display()),
+            BoxConfigError::Read { path, source } => {
+                format!("cannot read box config file {}: {source}", path.display())
+            }
             BoxConfigError::Invalid { .. } => self.to_string(),
         }
     }

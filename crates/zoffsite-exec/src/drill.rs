@@ -106,7 +106,10 @@ pub fn drill(
     let estimate = zfs.estimate(&source_snap, None)?;
     let bytes = ByteBudget::new(
         limits::drill_bytes(estimate),
-        format!("what the source would send for {source_snap}, {}, and a margin", zoffsite_core::human::bytes(estimate)),
+        format!(
+            "what the source would send for {source_snap}, {}, and a margin",
+            zoffsite_core::human::bytes(estimate)
+        ),
     );
     let (max_time, why) = match max_time {
         Some(t) => (t, "--max-time"),

@@ -31,9 +31,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use zoffsite_core::human;
 use zoffsite_core::config::{Config, Target};
 use zoffsite_core::holds::{self, Step};
+use zoffsite_core::human;
 use zoffsite_core::names::{Bookmark, Dataset, Guid, SnapName, Snapshot};
 use zoffsite_core::parse::{BookmarkRow, SnapshotRow};
 use zoffsite_core::plan::{self, BaseKind, Send, Skip};

@@ -118,8 +118,14 @@ mod tests {
             clap_message("error: unexpected argument '--bogus' found\n\nUsage: ..."),
             "unexpected argument '--bogus' found"
         );
-        assert_eq!(clap_hint(&argv(&["zoffsite", "box", "check", "--bogus"])), "`zoffsite box check --help` lists the options");
+        assert_eq!(
+            clap_hint(&argv(&["zoffsite", "box", "check", "--bogus"])),
+            "`zoffsite box check --help` lists the options"
+        );
         assert_eq!(clap_hint(&argv(&["zoffsite", "--bogus"])), "`zoffsite --help` lists the options");
-        assert_eq!(clap_hint(&argv(&["zoffsite", "-q", "status", "nope"])), "`zoffsite status --help` lists the options");
+        assert_eq!(
+            clap_hint(&argv(&["zoffsite", "-q", "status", "nope"])),
+            "`zoffsite status --help` lists the options"
+        );
     }
 }

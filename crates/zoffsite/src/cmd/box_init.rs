@@ -42,12 +42,7 @@ struct StepDoc {
 
 pub(crate) fn run(args: &BoxInitArgs) -> Exit {
     let mut ui = Ui::new(args.json, args.dry_run);
-    let mut doc = Doc {
-        root: args.root.to_string(),
-        user: args.user.clone(),
-        dry_run: args.dry_run,
-        ..Doc::default()
-    };
+    let mut doc = Doc { root: args.root.to_string(), user: args.user.clone(), dry_run: args.dry_run, ..Doc::default() };
     box_init(args, &mut ui, &mut doc);
     if ui.json() {
         doc.errors = ui.errors().to_vec();
@@ -189,7 +184,13 @@ mod tests {
     fn the_json_document_has_every_documented_field_on_failure_too() {
         let mut ui = Ui::new(true, true);
         ui.stop(StopKind::Usage, "box init: --source-key /x: cannot read it", None);
-        let doc = Doc { root: "offsite/home".into(), user: "zoffsite".into(), errors: ui.errors().to_vec(), exit_code: ui.exit().code(), ..Doc::default() };
+        let doc = Doc {
+            root: "offsite/home".into(),
+            user: "zoffsite".into(),
+            errors: ui.errors().to_vec(),
+            exit_code: ui.exit().code(),
+            ..Doc::default()
+        };
         let v = serde_json::to_value(&doc).unwrap();
         let docs = include_str!("../../../../docs/json.md");
         assert!(docs.contains("zoffsite box init --json"));

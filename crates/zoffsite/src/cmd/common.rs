@@ -39,7 +39,9 @@ pub(crate) fn parse_config(path: &Path) -> Result<Config, ConfigProblem> {
     })?;
     Config::parse(&text).map_err(|e| ConfigProblem {
         message: format!("config file {}: {e}", path.display()),
-        hint: Some("fix that key (every key: examples/zoffsite.toml); `zoffsite config check` checks the file alone".into()),
+        hint: Some(
+            "fix that key (every key: examples/zoffsite.toml); `zoffsite config check` checks the file alone".into(),
+        ),
     })
 }
 

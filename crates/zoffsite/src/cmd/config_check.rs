@@ -198,7 +198,11 @@ fn box_side(cfg: &BoxConfig, path: &Path, ui: &mut Ui) -> serde_json::Value {
     ui.say(format_args!(
         "box check: fails when a dataset received nothing for {} (max_age); notifies {}",
         human::duration(cfg.max_age),
-        if cfg.notify.is_empty() { "nobody (only its exit code tells)".to_owned() } else { format!("{:?}", cfg.notify) }
+        if cfg.notify.is_empty() {
+            "nobody (only its exit code tells)".to_owned()
+        } else {
+            format!("{:?}", cfg.notify)
+        }
     ));
     let keep = match &cfg.keep {
         Some(k) => format!(
@@ -249,14 +253,21 @@ mod tests {
             "friend: zoffsite@10.77.0.2 port 22, key /nonexistent/id, host key pinned in /nonexistent/kh; connect timeout 15s; stale (status exits 6) after 1d 2h; bandwidth at most 2.00 MiB/s"
         );
         let mut ui = Ui::new(true, true);
-        let schedule = Schedule { path: "/etc/systemd/system/zoffsite-backup.timer".into(), on_calendar: vec!["daily".into()], enabled: true };
+        let schedule = Schedule {
+            path: "/etc/systemd/system/zoffsite-backup.timer".into(),
+            on_calendar: vec!["daily".into()],
+            enabled: true,
+        };
         let doc = source(&cfg, Path::new("/etc/zoffsite/zoffsite.toml"), &Some(schedule), &mut ui);
         assert_eq!(ui.exit(), Exit::Usage, "its key files are missing");
         assert_eq!(doc["targets"][0]["missing"].as_array().unwrap().len(), 2);
         assert_eq!(doc["targets"][0]["bandwidth_limit"], 2 * 1024 * 1024);
         assert_eq!(doc["targets"][0]["max_age"], 26 * 3600);
         assert_eq!(doc["keep"]["daily"], 7);
-        assert!(doc["keep_words"].as_str().unwrap().starts_with("keeps the newest 24, and the newest of each of the last 7 days"));
+        assert!(doc["keep_words"]
+            .as_str()
+            .unwrap()
+            .starts_with("keeps the newest 24, and the newest of each of the last 7 days"));
         assert_eq!(doc["schedule"]["on_calendar"][0], "daily");
         let docs = include_str!("../../../../docs/json.md");
         let section = &docs[docs.find("zoffsite config check --json").expect("documented")..];

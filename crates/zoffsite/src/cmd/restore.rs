@@ -128,13 +128,24 @@ mod tests {
         assert_eq!(doc["steps"][0]["bytes"], 4096);
         assert_eq!(doc["steps"][1]["state"], "failed");
         assert_eq!(doc["steps"].as_array().unwrap().len(), 2, "a child left out is no step");
-        assert_eq!(doc["left_out"][0], serde_json::json!({"dataset": "tank/data/b", "reason": "not listed by the manifest"}));
+        assert_eq!(
+            doc["left_out"][0],
+            serde_json::json!({"dataset": "tank/data/b", "reason": "not listed by the manifest"})
+        );
         assert_eq!(doc["exit_code"], 1);
         assert_eq!(doc["errors"].as_array().unwrap().len(), 1);
         let docs = include_str!("../../../../docs/json.md");
-        for key in
-            ["dry_run", "steps", "left_out", "unverified", "max_bytes", "max_time", "keylocation", "unlocked", "mountpoint"]
-        {
+        for key in [
+            "dry_run",
+            "steps",
+            "left_out",
+            "unverified",
+            "max_bytes",
+            "max_time",
+            "keylocation",
+            "unlocked",
+            "mountpoint",
+        ] {
             assert!(doc.get(key).is_some(), "{key} is always there");
             assert!(docs.contains(&format!("\"{key}\"")), "docs/json.md documents restore's {key}");
         }

@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use zoffsite_core::doctor::boxaudit::{Fetched, Posture};
-use zoffsite_core::human;
 use zoffsite_core::doctor::Status as DoctorStatus;
+use zoffsite_core::human;
 use zoffsite_core::names::{Dataset, SnapName};
 use zoffsite_core::provision::wait::UNREACHABLE_HINT;
 use zoffsite_core::status::{self, DatasetStatus, State};
