@@ -113,7 +113,7 @@ mod tests {
         };
         assert_eq!(style(&journal), Style { ansi: false, timestamp: false });
         // JOURNAL_STREAM alone, naming stderr: the journal too.
-        assert_eq!(style(&Facts { invocation_id: false, ..journal.clone() }).timestamp, false);
+        assert!(!style(&Facts { invocation_id: false, ..journal.clone() }).timestamp);
         // A unit whose stderr is a file (StandardError=file:...): still
         // systemd's, no second timestamp either.
         let unit = Facts { invocation_id: true, ..Facts::default() };

@@ -333,7 +333,7 @@ impl Wait {
                 Action::Connect {
                     say: Some(format!(
                         "box {t} is up: a WireGuard handshake on {interface} {} ago; connecting with its pinned host key",
-                        crate::human::secs(i64::try_from(age).unwrap_or(i64::MAX))
+                        crate::human::secs(age)
                     )),
                 }
             }

@@ -146,7 +146,10 @@ fn describe(plan: &Plan, zfs: &Zfs, doc: &mut Doc) {
     doc.steps = plan
         .steps
         .iter()
-        .map(|s| StepDoc { step: s.to_string(), commands: commands(zfs, s).iter().map(|c| c.argv()).collect() })
+        .map(|s| StepDoc {
+            step: s.to_string(),
+            commands: commands(zfs, s).iter().map(zoffsite_exec::process::Cmd::argv).collect(),
+        })
         .collect();
 }
 
