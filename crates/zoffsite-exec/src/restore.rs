@@ -993,7 +993,7 @@ esac
         let ev = from_pool(&f, &options(false));
         assert_eq!(ev.worst, Severity::Ok, "{:?}", ev.errors);
         assert!(
-            ev.lines[0].starts_with("accepting at most 950000000 bytes from the box (the default)"),
+            ev.lines[0].starts_with("accepting at most 905.99 MiB from the box (the default)"),
             "{:?}",
             ev.lines
         );
@@ -1065,7 +1065,7 @@ esac
             "{:?}",
             ev.errors
         );
-        assert!(ev.lines[0].contains("accepting at most 1000 bytes from the box (--max-bytes)"), "{:?}", ev.lines);
+        assert!(ev.lines[0].contains("accepting at most 1000 B from the box (--max-bytes)"), "{:?}", ev.lines);
         assert!(f.read("received").is_empty(), "the chunk past the limit never reached zfs receive");
     }
 
