@@ -14,6 +14,9 @@ use serde::Deserialize;
 use crate::names::Dataset;
 
 pub const DEFAULT_PATH: &str = "/etc/zoffsite/zoffsite.toml";
+/// The environment variable that names the config file (below `-c`,
+/// above the default).
+pub const ENV: &str = "ZOFFSITE_CONFIG";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -152,13 +155,13 @@ pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
 pub fn read_hint(kind: std::io::ErrorKind, keys: &str) -> String {
     use std::io::ErrorKind;
     match kind {
-        ErrorKind::NotFound => format!("create it ({keys}) or name another with -c FILE or ZOFFSITE_CONFIG"),
-        ErrorKind::IsADirectory => "that is a directory: name the file itself with -c FILE or ZOFFSITE_CONFIG".into(),
+        ErrorKind::NotFound => format!("create it ({keys}) or name another with -c FILE or {ENV}"),
+        ErrorKind::IsADirectory => format!("that is a directory: name the file itself with -c FILE or {ENV}"),
         ErrorKind::PermissionDenied => {
             "this user may not read it: run as root (the services do), or name another with -c FILE".into()
         }
         ErrorKind::InvalidData => format!("it is not UTF-8 text: is it the config file? ({keys})"),
-        _ => "name a readable file with -c FILE or ZOFFSITE_CONFIG".into(),
+        _ => format!("name a readable file with -c FILE or {ENV}"),
     }
 }
 

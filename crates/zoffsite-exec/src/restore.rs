@@ -992,11 +992,7 @@ esac
         let f = Fake::new(RAW_FULL);
         let ev = from_pool(&f, &options(false));
         assert_eq!(ev.worst, Severity::Ok, "{:?}", ev.errors);
-        assert!(
-            ev.lines[0].starts_with("accepting at most 905.99 MiB from the box (the default)"),
-            "{:?}",
-            ev.lines
-        );
+        assert!(ev.lines[0].starts_with("accepting at most 905.99 MiB from the box (the default)"), "{:?}", ev.lines);
         let done = format!("restored tank/data@s1 as tank/data ({}, guid {S1})", human::bytes(RAW_FULL.len() as u64));
         assert_eq!(ev.lines[1], done);
         assert!(ev.lines[2].starts_with("restored, not mounted: the keys are not loaded"), "{:?}", ev.lines);

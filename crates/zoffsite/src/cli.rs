@@ -21,7 +21,7 @@ pub(crate) struct Cli {
     /// and box keepalive the box's (default /etc/zoffsite/box.toml); doctor
     /// reads the one of its side. -c wins over ZOFFSITE_CONFIG, which wins
     /// over the default.
-    #[arg(short, long, value_name = "FILE", global = true, env = CONFIG_ENV)]
+    #[arg(short, long, value_name = "FILE", global = true, env = zoffsite_core::config::ENV)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -29,7 +29,7 @@ pub(crate) struct Cli {
 
 impl Cli {
     /// Parses `argv` and puts the configuration file (`-c`, before or after
-    /// the subcommand, else [`CONFIG_ENV`], else the command's default)
+    /// the subcommand, else [`zoffsite_core::config::ENV`], else the command's default)
     /// where the command reads it. `-c` on a command that reads no
     /// configuration is a usage error (the variable is not: it may be set
     /// for every command).
@@ -96,10 +96,6 @@ impl Command {
         true
     }
 }
-
-/// The environment variable that names the configuration file (docs: the
-/// `--config` help and README's "Using it").
-pub(crate) const CONFIG_ENV: &str = "ZOFFSITE_CONFIG";
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
