@@ -275,6 +275,45 @@ mod tests {
     }
 
     #[test]
+    fn the_table_shows_bytes_and_ages_for_people_and_quiet_shows_only_what_is_wrong() {
+        use zoffsite_core::names::{Guid, SnapName};
+        use zoffsite_core::status::Point;
+        let point = |name: &str| Point {
+            name: SnapName::new(name).unwrap(),
+            guid: Guid::new(7).unwrap(),
+            creation: 1_796_000_000,
+        };
+        let row = |ds: &str, state: State, age: i64| DatasetStatus {
+            dataset: Dataset::new(ds).unwrap(),
+            source_newest: Some(point("zoffsite-b")),
+            box_newest: Some(point("zoffsite-a")),
+            age: Some(age),
+            behind_bytes: Some(3 << 20),
+            partial: false,
+            state,
+        };
+        let mut t = target(None);
+        t.datasets =
+            vec![row("tank/data", State::Behind, 3 * 3600 + 600), row("tank/old", State::Stale, 3 * 86400 + 7200)];
+        assert_eq!(
+            render_target(&t, false),
+            "target friend (max_age 1d 2h):\n\
+             \x20 behind   tank/data  box @zoffsite-a (3h 10m old)  source @zoffsite-b  behind 3.00 MiB\n\
+             \x20 STALE    tank/old  box @zoffsite-a (3d 2h old)  source @zoffsite-b  behind 3.00 MiB\n"
+        );
+        let quiet = render_target(&t, true);
+        assert!(quiet.contains("tank/old") && !quiet.contains("tank/data"), "{quiet}");
+        t.datasets.pop();
+        assert_eq!(render_target(&t, true), "", "a healthy target: nothing with -q");
+        // The JSON keeps raw numbers.
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(
+            (v["datasets"][0]["behind_bytes"].as_u64(), v["datasets"][0]["age"].as_u64()),
+            (Some(3 << 20), Some(11400))
+        );
+    }
+
+    #[test]
     fn an_unreachable_box_gets_the_tpm_recovery_hint_and_no_other_failure_does() {
         let e = RemoteError::Unreachable { host: "10.77.0.2".into(), detail: "Connection timed out".into() };
         let mut t = target(None);
