@@ -200,10 +200,9 @@ impl PublicKey {
         if line.chars().any(|c| c.is_control() && c != '\t') {
             return Err(bad("the source key contains control characters"));
         }
-        let mut parts = line.splitn(3, [' ', '\t']);
-        let kind = parts.next().unwrap_or_default();
-        let body = parts.next().unwrap_or_default().trim();
-        let comment = parts.next().map(str::trim).filter(|c| !c.is_empty());
+        let kind = line.split([' ', '\t']).next().unwrap_or_default();
+        // Our allowlist first: a line with options (`restrict,command=...
+        // KEY`) or a type we do not take is refused with what to give.
         if !KEY_TYPES.contains(&kind) {
             return Err(bad(format!(
                 "the source key starts with {:?}, not a key type ({}); give the .pub file itself, not an authorized_keys line with options",
@@ -211,14 +210,16 @@ impl PublicKey {
                 KEY_TYPES.join(", ")
             )));
         }
-        let blob = base64_decode(body).ok_or_else(|| bad("the source key's body is not valid base64"))?;
-        let embedded = blob
-            .get(..4)
-            .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
-            .and_then(|n| blob.get(4..4 + n));
-        if embedded != Some(kind.as_bytes()) {
+        // The ssh-key crate decodes the rest: canonical base64, the key
+        // data for that type, and the type written inside the data the
+        // same as in front of it.
+        let key = ssh_key::PublicKey::from_openssh(line)
+            .map_err(|e| bad(format!("the source key's body is not a valid {kind} key ({e})")))?;
+        if key.algorithm().as_str() != kind {
             return Err(bad(format!("the source key's body is not an {kind} key")));
         }
+        let body = line.split(' ').nth(1).unwrap_or_default();
+        let comment = Some(key.comment().trim()).filter(|c| !c.is_empty());
         if let Some(c) = comment {
             if c.contains(['"', '\\']) || c.len() > 200 {
                 return Err(bad("the source key's comment has quotes or backslashes, or is over 200 bytes; edit it"));
@@ -1053,6 +1054,26 @@ mod tests {
         ] {
             assert!(PublicKey::parse(bad).is_err(), "{bad:?} accepted");
         }
+        // Every type we take, as ssh-keygen writes them (and a security
+        // key's, made by hand), each with its comment.
+        for (line, kind) in [
+            ("ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBNeFq/CeOOBhdTl3aJY+MBBDdMjjywDdMQXgM4R6KdBLnOGM8gUVl+T2/rQNFRYnNcFzcGSp0b62LeSSvhietr4= t@p256", "ecdsa-sha2-nistp256"),
+            ("ecdsa-sha2-nistp521 AAAAE2VjZHNhLXNoYTItbmlzdHA1MjEAAAAIbmlzdHA1MjEAAACFBADVXxFtiKfXvHTwJFUESmqu0ihlSV3tU+66IFYQ6R0WHAy6KtNNROE+Izvw/zM0HXtMoXcqohkB3H7fb+U+fG5mYADuGEVCUEb114iwTfuOR0WUmpz0BJSNvSXs9csroLPHX+czgORbxe9YgW+eY84YonuktRbgx49zh/bQCu4O5P4oiA== t@p521", "ecdsa-sha2-nistp521"),
+            ("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDhkFfOuaR8K6aNoiaWNno65kHDKAGaZEWOoBzmiIdkCCyvTe/S2Aa6cRkwGty0uy3OBwo50x78/OZPvsweeS53PSbdrtt89h+JANIwHZjeAdoL/e+ZqKL6Te+InuG2/ufo5lHuNjJOY1O5/AurMXZCFjbJa8bdT2WOm799EJvEpQ== t@rsa", "ssh-rsa"),
+            ("sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fAAAABHNzaDo= yubi", "sk-ssh-ed25519@openssh.com"),
+        ] {
+            let k = PublicKey::parse(line).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(k.kind, kind);
+            assert_eq!(k.to_string(), line, "shown as given");
+        }
+        // A known type the crate decodes but we do not take, and one it
+        // does not know: both refused by our list, naming what is taken.
+        for other in ["ssh-dss AAAAB3NzaC1kc3MAAACBAP", "ssh-ed448 AAAACXNzaC1lZDQ0OA=="] {
+            let e = PublicKey::parse(other).unwrap_err().to_string();
+            assert!(e.contains("not a key type") && e.contains("ssh-ed25519"), "{e}");
+        }
+        let e = PublicKey::parse(&ED.replace(' ', "\t")).unwrap_err().to_string();
+        assert!(e.contains("not a valid ssh-ed25519 key"), "a tab is not what ssh-keygen writes: {e}");
         assert_eq!(base64_decode("aGk="), Some(b"hi".to_vec()));
         assert_eq!(base64_decode("aGkh"), Some(b"hi!".to_vec()));
         assert_eq!(base64_decode("aA=="), Some(b"h".to_vec()));

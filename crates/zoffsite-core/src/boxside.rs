@@ -281,7 +281,7 @@ pub fn created_by_receive<'a>(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ClockError {
-    #[error("the box clock went back: it says {}, but {what} is dated {} ({} later); ages by box time cannot be trusted, so nothing is destroyed. Set the clock right (NTP) and run again", fmt_ts(*now), fmt_ts(*at), fmt_secs(at - now))]
+    #[error("the box clock went back: it says {}, but {what} is dated {} ({} later); ages by box time cannot be trusted, so nothing is destroyed. Set the clock right (NTP) and run again", fmt_ts(*now), fmt_ts(*at), crate::human::secs(at - now))]
     WentBack { now: i64, what: String, at: i64 },
     #[error("the box clock jumped forward: it says {}, more than {} days after the newest receive ({}) and the last run ({}); nothing is destroyed. If the clock is right (the box was off that long), run a backup first or record it with `zfs set {LASTRUN_PROPERTY}=$(date +%s) {root}`", fmt_ts(*now), MAX_CLOCK_JUMP.as_secs() / 86400, fmt_opt(*newest), fmt_opt(*lastrun))]
     JumpedForward { now: i64, newest: Option<i64>, lastrun: Option<i64>, root: String },
@@ -293,21 +293,6 @@ fn fmt_ts(t: i64) -> String {
 
 fn fmt_opt(t: Option<i64>) -> String {
     t.map_or_else(|| "never".into(), fmt_ts)
-}
-
-/// `3d 4h`, `5h 12m`, `42s`: an age for people.
-pub fn fmt_secs(s: i64) -> String {
-    let s = s.max(0);
-    let (d, h, m) = (s / 86400, s % 86400 / 3600, s % 3600 / 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m {}s", s % 60)
-    } else {
-        format!("{s}s")
-    }
 }
 
 /// The clock rules of the module docs. `lastrun` is [`LASTRUN_PROPERTY`].
@@ -461,12 +446,12 @@ pub enum Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let max = |m: &u64| fmt_secs(i64::try_from(*m).unwrap_or(i64::MAX));
+        let max = |m: &u64| crate::human::secs(i64::try_from(*m).unwrap_or(i64::MAX));
         match self {
             Finding::Stale { dataset, newest, received: Some(r), age, max_age } => write!(
                 f,
                 "{dataset}: nothing received for {} (newest {newest} received {}; max_age {}): is the source down, its backups failing, or the network?",
-                fmt_secs(age.unwrap_or(0)),
+                crate::human::secs(age.unwrap_or(0)),
                 fmt_ts(*r),
                 max(max_age)
             ),
@@ -480,7 +465,7 @@ impl fmt::Display for Finding {
                 f,
                 "{dataset}: a partial receive started {} ({} ago, max_age {}) was never finished; the next backup resumes it, or clear it with `zfs receive -A {dataset}`",
                 fmt_ts(*s),
-                fmt_secs(age.unwrap_or(0)),
+                crate::human::secs(age.unwrap_or(0)),
                 max(max_age)
             ),
             Finding::AbandonedPartial { dataset, since: None, .. } => write!(

@@ -21,6 +21,9 @@ use crate::bandwidth::{self, Schedule, TimeOfDay, Window};
 use crate::names::Dataset;
 
 pub const DEFAULT_PATH: &str = "/etc/zoffsite/zoffsite.toml";
+/// The environment variable that names the config file (below `-c`,
+/// above the default).
+pub const ENV: &str = "ZOFFSITE_CONFIG";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -153,10 +156,34 @@ pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
     let bad =
         |e: String| invalid(key, format!("{s:?} is not a duration ({e}); write it like \"15s\", \"26h\" or \"1d 2h\""));
     let span: jiff::Span = s.parse().map_err(|e: jiff::Error| bad(e.to_string()))?;
+    // Months and years have no fixed length (jiff would need a date to
+    // count from, and its error names its API): ours says what to write.
+    if span.get_years() != 0 || span.get_months() != 0 {
+        return Err(invalid(
+            key,
+            format!("{s:?}: months and years have no fixed length; write days or weeks, e.g. \"30d\" or \"52w\""),
+        ));
+    }
     // Days and weeks are exact multiples of 24 h here: these are ages and
     // timeouts, not calendar dates.
     let d = span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()).map_err(|e| bad(e.to_string()))?;
     Duration::try_from(d).map_err(|_| invalid(key, format!("{s:?} must not be negative")))
+}
+
+/// What to do about a config file that could not be read, by why (the
+/// `io::ErrorKind` of the read): "create it" only when it does not exist.
+/// `keys` says where its format is described.
+pub fn read_hint(kind: std::io::ErrorKind, keys: &str) -> String {
+    use std::io::ErrorKind;
+    match kind {
+        ErrorKind::NotFound => format!("create it ({keys}) or name another with -c FILE or {ENV}"),
+        ErrorKind::IsADirectory => format!("that is a directory: name the file itself with -c FILE or {ENV}"),
+        ErrorKind::PermissionDenied => {
+            "this user may not read it: run as root (the services do), or name another with -c FILE".into()
+        }
+        ErrorKind::InvalidData => format!("it is not UTF-8 text: is it the config file? ({keys})"),
+        _ => format!("name a readable file with -c FILE or {ENV}"),
+    }
 }
 
 impl Config {
@@ -285,8 +312,8 @@ exclude = ["tank/data/games"]     # ...except these, with their children
 name = "friend"
 host = "10.77.0.2"                # the box's address inside the VPN
 user = "root"
-identity_file = "/tmp/box/id_ed25519"
-known_hosts = "/tmp/box/known_hosts"   # pinned host key; unknown or changed key = refuse
+identity_file = "/etc/zoffsite/boxes/friend/id_ed25519"
+known_hosts = "/etc/zoffsite/boxes/friend/known_hosts"   # pinned host key; unknown or changed key = refuse
 "#;
 
     #[test]
@@ -296,7 +323,7 @@ known_hosts = "/tmp/box/known_hosts"   # pinned host key; unknown or changed key
         assert_eq!(c.source.exclude, [Dataset::new("tank/data/games").unwrap()]);
         let t = &c.targets[0];
         assert_eq!((t.name.as_str(), t.host.as_str(), t.port, t.user.as_str()), ("friend", "10.77.0.2", 22, "root"));
-        assert_eq!(t.known_hosts, PathBuf::from("/tmp/box/known_hosts"));
+        assert_eq!(t.known_hosts, PathBuf::from("/etc/zoffsite/boxes/friend/known_hosts"));
         assert_eq!(t.connect_timeout, Duration::from_secs(15));
         assert_eq!(t.max_age, Duration::from_secs(26 * 3600));
         assert_eq!(t.bandwidth, Schedule::default());
@@ -414,7 +441,7 @@ limit = "20Mbit/s"
             (EXAMPLE.replace("10.77.0.2", "-oProxyCommand=sh"), "target[0].host"),
             (EXAMPLE.replace("\"root\"", "\"root; rm\""), "target[0].user"),
             (EXAMPLE.replace("\"friend\"", "\"a b\""), "target[0].name"),
-            (EXAMPLE.replace("/tmp/box/id_ed25519", "id_ed25519"), "absolute path"),
+            (EXAMPLE.replace("/etc/zoffsite/boxes/friend/id_ed25519", "id_ed25519"), "absolute path"),
             (EXAMPLE.replace("datasets = [\"tank/data\"]", "datasets = []"), "is empty"),
             (EXAMPLE.split("[[target]]").next().unwrap().to_owned(), "no [[target]]"),
             (format!("{EXAMPLE}connect_timeout = \"soon\"\n"), "connect_timeout"),
@@ -483,5 +510,24 @@ limit = "20Mbit/s"
         assert_eq!(parse_duration("k", "1w 1d").unwrap(), Duration::from_secs(8 * 86400));
         assert!(parse_duration("k", "-5s").is_err());
         assert!(parse_duration("k", "five").is_err());
+        // Our words, not jiff's API: no `SpanRelativeTo` in front of a user.
+        for calendar in ["1month", "1y", "1mo 2d"] {
+            let e = parse_duration("max_age", calendar).unwrap_err().to_string();
+            assert!(e.starts_with("max_age: ") && e.contains("no fixed length") && e.contains("\"30d\""), "{e}");
+            assert!(!e.contains("Span") && !e.contains("relative"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_config_that_cannot_be_read_gets_the_fix_for_why() {
+        use std::io::ErrorKind;
+        let keys = "examples/zoffsite.toml";
+        assert!(read_hint(ErrorKind::NotFound, keys).starts_with("create it (examples/zoffsite.toml)"));
+        for other in [ErrorKind::IsADirectory, ErrorKind::PermissionDenied, ErrorKind::InvalidData, ErrorKind::Other] {
+            let h = read_hint(other, keys);
+            assert!(!h.contains("create"), "{other:?}: {h}");
+        }
+        assert!(read_hint(ErrorKind::IsADirectory, keys).contains("directory"));
+        assert!(read_hint(ErrorKind::PermissionDenied, keys).contains("may not read"));
     }
 }

@@ -24,6 +24,7 @@ pub mod boxside;
 pub mod config;
 pub mod doctor;
 pub mod holds;
+pub mod human;
 pub mod image;
 pub mod journal;
 pub mod limits;

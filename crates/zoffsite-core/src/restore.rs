@@ -29,8 +29,99 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Serialize;
+
 use crate::names::{Dataset, Guid, NameError, SnapName};
 use crate::protocol::RemoteDataset;
+
+/// What a restore did, or with `-n` would do: `zoffsite restore --json`'s
+/// document (docs/json.md), filled as the restore goes, so it says how far
+/// a failed one got.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    /// Every receive of the plan, parents first, with how it went.
+    pub steps: Vec<StepReport>,
+    /// Children that do not come back, with why.
+    pub left_out: Vec<LeftOut>,
+    /// Children brought back unchecked (`--children-unverified`).
+    pub unverified: Vec<Dataset>,
+    /// The most stream bytes accepted from the box in all.
+    pub max_bytes: Option<u64>,
+    /// The time limit, in seconds.
+    pub max_time: Option<u64>,
+    /// `--keylocation`, set on every restored dataset.
+    pub keylocation: Option<String>,
+    /// Every restored dataset's key is loaded.
+    pub unlocked: bool,
+    /// Where the tree is mounted (null when it is not).
+    pub mountpoint: Option<String>,
+}
+
+/// One receive of a [`Report`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepReport {
+    pub source: Dataset,
+    pub dest: Dataset,
+    pub snapshot: SnapName,
+    pub guid: Guid,
+    pub state: StepState,
+    /// Stream bytes received (restored only).
+    pub bytes: Option<u64>,
+}
+
+/// How far a receive got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// In the plan (`-n`, or not reached: an earlier step failed, or the
+    /// manifest left it out).
+    Planned,
+    Restored,
+    Failed,
+}
+
+/// A child that does not come back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeftOut {
+    pub dataset: Dataset,
+    pub reason: String,
+}
+
+impl Report {
+    /// The plan's steps, all [`StepState::Planned`].
+    pub fn planned(dry_run: bool, steps: &[Step]) -> Report {
+        Report {
+            dry_run,
+            steps: steps
+                .iter()
+                .map(|s| StepReport {
+                    source: s.source.clone(),
+                    dest: s.dest.clone(),
+                    snapshot: s.snapshot.clone(),
+                    guid: s.guid,
+                    state: StepState::Planned,
+                    bytes: None,
+                })
+                .collect(),
+            ..Report::default()
+        }
+    }
+
+    /// Records how the receive into `dest` went.
+    pub fn received(&mut self, dest: &Dataset, outcome: Option<u64>) {
+        if let Some(s) = self.steps.iter_mut().find(|s| s.dest == *dest) {
+            s.state = if outcome.is_some() { StepState::Restored } else { StepState::Failed };
+            s.bytes = outcome;
+        }
+    }
+
+    /// Records a child left out (and takes it out of the steps).
+    pub fn left_out(&mut self, dataset: &Dataset, reason: &str) {
+        self.steps.retain(|s| s.source != *dataset);
+        self.left_out.push(LeftOut { dataset: dataset.clone(), reason: reason.to_owned() });
+    }
+}
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]

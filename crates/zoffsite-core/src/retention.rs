@@ -120,6 +120,39 @@ impl KeepPolicy {
         self.counts().iter().map(|&(_, n)| u64::from(n)).sum()
     }
 
+    /// The policy in words, for `config check`: "keeps the newest 24, and
+    /// the newest of each of the last 7 days with a snapshot (periods in
+    /// UTC); ...".
+    pub fn in_words(&self) -> String {
+        let mut parts = Vec::new();
+        if self.last > 0 {
+            parts.push(if self.last == 1 {
+                "the newest snapshot".to_owned()
+            } else {
+                format!("the newest {}", self.last)
+            });
+        }
+        for (n, one, many) in [
+            (self.hourly, "hour", "hours"),
+            (self.daily, "day", "days"),
+            (self.weekly, "ISO week", "ISO weeks"),
+            (self.monthly, "month", "months"),
+            (self.yearly, "year", "years"),
+        ] {
+            match n {
+                0 => {}
+                1 => parts.push(format!("the newest of the last {one} with a snapshot")),
+                n => parts.push(format!("the newest of each of the last {n} {many} with a snapshot")),
+            }
+        }
+        let list = match parts.as_slice() {
+            [] => "nothing".to_owned(),
+            [one] => one.clone(),
+            [init @ .., last] => format!("{}, and {last}", init.join(", ")),
+        };
+        format!("keeps {list} (periods in UTC); at most {} by these counts", self.max_kept())
+    }
+
     fn counts(&self) -> [(&'static str, u32); 6] {
         [
             ("last", self.last),
@@ -401,6 +434,17 @@ pub fn plan<K: Ord + Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_in_words() {
+        let p = KeepPolicy { last: 24, daily: 14, weekly: 1, ..KeepPolicy::default() };
+        assert_eq!(
+            p.in_words(),
+            "keeps the newest 24, the newest of each of the last 14 days with a snapshot, and the newest of the last ISO week with a snapshot (periods in UTC); at most 39 by these counts"
+        );
+        let one = KeepPolicy { last: 1, ..KeepPolicy::default() };
+        assert_eq!(one.in_words(), "keeps the newest snapshot (periods in UTC); at most 1 by these counts");
+    }
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 

@@ -87,8 +87,8 @@ pub fn check_pool(pool: &str, health: &str, last_scrub: Option<i64>, now: i64) -
             "the box's pool {pool} has never finished a scrub: ask the box owner to schedule `zpool scrub {pool}` monthly"
         )),
         Some(t) if now - t > SCRUB_MAX_AGE_DAYS * 86_400 => c.warnings.push(format!(
-            "the box's pool {pool} was last scrubbed {} days ago (more than {SCRUB_MAX_AGE_DAYS}): ask the box owner to run `zpool scrub {pool}`",
-            (now - t) / 86_400
+            "the box's pool {pool} was last scrubbed {} ago (more than {SCRUB_MAX_AGE_DAYS} days): ask the box owner to run `zpool scrub {pool}`",
+            crate::human::secs(now - t)
         )),
         Some(_) => {}
     }
@@ -255,7 +255,7 @@ mod tests {
         let ok = check_pool("off", "ONLINE", Some(now - 86_400), now);
         assert!(ok.problems.is_empty() && ok.warnings.is_empty());
         assert_eq!(check_pool("off", "DEGRADED", Some(now), now).problems.len(), 1);
-        assert!(check_pool("off", "ONLINE", Some(now - 40 * 86_400), now).warnings[0].contains("40 days"));
+        assert!(check_pool("off", "ONLINE", Some(now - 40 * 86_400), now).warnings[0].contains("scrubbed 40d ago"));
         assert!(check_pool("off", "ONLINE", None, now).warnings[0].contains("never"));
     }
 }

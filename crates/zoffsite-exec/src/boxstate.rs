@@ -42,13 +42,38 @@ const MAX_MESSAGE: usize = 32 * 1024;
 /// Most names per `zfs destroy` call (keeps the argv well under limits).
 const DESTROY_CHUNK: usize = 200;
 
+/// Where the format of `box.toml` is described, for the hint of a missing
+/// one (`box apply` of a box bundle writes it).
+pub const CONFIG_KEYS: &str =
+    "every key: docs/box.md, \"box.toml\", and examples/box.toml; `zoffsite box apply` of a box bundle writes it";
+
 /// Why `box.toml` cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BoxConfigError {
-    #[error("cannot read box config file {}: {source}; create it (root = \"offsite/home\", see `zoffsite box prune --help`) or pass another with -c FILE", path.display())]
+    #[error("cannot read box config file {}: {source}; {}", path.display(), self.hint())]
     Read { path: PathBuf, source: io::Error },
     #[error("box config file {}: {source}", path.display())]
     Invalid { path: PathBuf, source: ConfigError },
+}
+
+impl BoxConfigError {
+    /// What is wrong, without the fix.
+    pub fn problem(&self) -> String {
+        match self {
+            BoxConfigError::Read { path, source } => {
+                format!("cannot read box config file {}: {source}", path.display())
+            }
+            BoxConfigError::Invalid { .. } => self.to_string(),
+        }
+    }
+
+    /// What to do about it, where the message alone does not say.
+    pub fn hint(&self) -> String {
+        match self {
+            BoxConfigError::Read { source, .. } => zoffsite_core::config::read_hint(source.kind(), CONFIG_KEYS),
+            BoxConfigError::Invalid { .. } => "fix that key (every key: docs/box.md, \"box.toml\"); `zoffsite config check --box` checks the file alone".into(),
+        }
+    }
 }
 
 /// Reads and validates the box config at `path`
@@ -286,6 +311,10 @@ mod tests {
         let p = dir.path().join("box.toml");
         let e = load_config(&p).unwrap_err();
         assert!(matches!(e, BoxConfigError::Read { .. }) && e.to_string().contains("create it"), "{e}");
+        assert!(e.to_string().contains("docs/box.md, \"box.toml\""), "the hint points at the format: {e}");
+        assert!(!e.to_string().contains("--help"), "{e}");
+        let e = load_config(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("is a directory") && !e.to_string().contains("create it"), "{e}");
         std::fs::write(&p, "root = \"offsite/home\"\nkeeep = 1\n").unwrap();
         let e = load_config(&p).unwrap_err();
         assert!(matches!(e, BoxConfigError::Invalid { .. }) && e.to_string().contains("keeep"), "{e}");

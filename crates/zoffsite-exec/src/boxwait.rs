@@ -185,7 +185,7 @@ pub fn wait(opts: &Options<'_>, obs: &mut Observers<'_>, events: &mut dyn Events
     let mut w = Wait::new(&target.name, interface.as_deref(), start, opts.timeout.as_secs(), opts.poll.as_secs());
     events.line(&format!(
         "waiting up to {} for box {} (power it on: it dials in over WireGuard)",
-        boxaudit::ago(i64::try_from(opts.timeout.as_secs()).unwrap_or(i64::MAX)),
+        zoffsite_core::human::duration(opts.timeout),
         target.name
     ));
     let mut action = w.start();

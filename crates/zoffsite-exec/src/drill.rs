@@ -31,7 +31,7 @@ use zoffsite_core::report::Severity;
 use zoffsite_core::restore::Step;
 use zoffsite_core::verify::{self, Entry, TreeDiff};
 
-use crate::events::Events;
+use crate::events::{Events, Progress};
 use crate::proto::client::Session;
 use crate::restore::{bounded_zfs, receive, unmount_or_say, Limits, Origin, RestoreError};
 use crate::rundir::{self, RunDir};
@@ -106,7 +106,10 @@ pub fn drill(
     let estimate = zfs.estimate(&source_snap, None)?;
     let bytes = ByteBudget::new(
         limits::drill_bytes(estimate),
-        format!("what the source would send for {source_snap}, {estimate} bytes, and a margin"),
+        format!(
+            "what the source would send for {source_snap}, {}, and a margin",
+            zoffsite_core::human::bytes(estimate)
+        ),
     );
     let (max_time, why) = match max_time {
         Some(t) => (t, "--max-time"),
@@ -115,7 +118,12 @@ pub fn drill(
     let mut limits = Limits::new(bytes, max_time, why);
     let mut origin = Origin::Box(Box::new(session));
     let step = Step { source: ds.clone(), dest: scratch.clone(), snapshot: snap.clone(), guid };
-    let received = receive(zfs, &mut origin, &step, &mut limits);
+    // The source's estimate is the bar's total (on a terminal only: the
+    // caller's `Events` decides).
+    let label = format!("drill {ds}@{snap}");
+    events.progress(Progress::Start { label: &label, estimate: Some(estimate) });
+    let received = receive(zfs, &mut origin, &step, &mut limits, &mut |n| events.progress(Progress::Bytes(n)));
+    events.progress(Progress::Done);
     origin.close();
     let deadline = limits.deadline;
     let result = received.and_then(|_| {

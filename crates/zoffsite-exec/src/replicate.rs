@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use zoffsite_core::config::{Config, Target};
 use zoffsite_core::holds::{self, Step};
+use zoffsite_core::human;
 use zoffsite_core::names::{Bookmark, Dataset, Guid, SnapName, Snapshot};
 use zoffsite_core::parse::{BookmarkRow, SnapshotRow};
 use zoffsite_core::plan::{self, BaseKind, Send, Skip};
@@ -540,7 +541,7 @@ impl Sends<'_> {
                 None
             };
             if dry_run {
-                let size = estimate.map_or_else(|| "size known once the snapshot exists".to_owned(), human_bytes);
+                let size = estimate.map_or_else(|| "size known once the snapshot exists".to_owned(), human::bytes);
                 t.line(ds, &format!("would send {} ({size}; {cmd})", describe(&send)));
                 let mut row = DatasetReport::done(ds, DatasetStatus::Planned, send, None);
                 row.estimated_bytes = estimate;
@@ -569,7 +570,7 @@ impl Sends<'_> {
                         &format!(
                             "sent {}, {}; the box holds it with the same GUID",
                             describe(&send),
-                            human_bytes(bytes)
+                            human::bytes(bytes)
                         ),
                     );
                     let mut row = DatasetReport::done(ds, DatasetStatus::Ok, send, Some(bytes));
@@ -750,7 +751,7 @@ fn resume(
     remote.snapshots.push(RemoteSnapshot { name: row.snapshot.name.clone(), guid, createtxg: txg });
     remote.resume_token = None;
     remote.exists = true;
-    Ok((format!("resumed the interrupted transfer of @{}: {} more", row.snapshot.name, human_bytes(bytes)), bytes))
+    Ok((format!("resumed the interrupted transfer of @{}: {} more", row.snapshot.name, human::bytes(bytes)), bytes))
 }
 
 fn describe(send: &Send) -> String {
@@ -764,21 +765,6 @@ fn describe(send: &Send) -> String {
             format!("incremental {from} -> {to} with {intermediates} snapshots in between")
         }
         Send::UpToDate { at } => format!("nothing (already at {at})"),
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
     }
 }
 
@@ -963,13 +949,6 @@ mod tests {
             "{log}"
         );
         assert_eq!(ev.warnings.len(), 1, "{:?}", ev.warnings);
-    }
-
-    #[test]
-    fn human_bytes_reads_well() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(256 << 20), "256.0 MiB");
     }
 
     #[test]

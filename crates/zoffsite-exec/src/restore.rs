@@ -50,15 +50,16 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use zoffsite_core::boxside;
+use zoffsite_core::human;
 use zoffsite_core::limits::{self, ByteBudget};
 use zoffsite_core::manifest::{Apply, Manifest, ManifestError};
 use zoffsite_core::names::{Dataset, Guid, NameError, SnapName, Snapshot};
 use zoffsite_core::protocol::{self, RemoteDataset};
 use zoffsite_core::records::{Expect, StreamError, StreamValidator};
 use zoffsite_core::report::Severity;
-use zoffsite_core::restore::{self, Plan, Request, Step, Witness};
+use zoffsite_core::restore::{self, Plan, Report, Request, Step, Witness};
 
-use crate::events::Events;
+use crate::events::{Events, Progress};
 use crate::manifest_file::ManifestFileError;
 use crate::process::{Cmd, ExecError, Output, Running};
 use crate::proto::client::{RemoteError, Session};
@@ -129,7 +130,7 @@ impl Limits {
     }
 
     fn out_of_time(&self) -> String {
-        format!("did not finish within {:?} ({}): stopped", self.max_time, self.time_why)
+        format!("did not finish within {} ({}): stopped", human::duration(self.max_time), self.time_why)
     }
 }
 
@@ -170,9 +171,17 @@ pub struct Options {
 }
 
 /// Restores `opts.request` from `origin`, reporting every step and failure
-/// through `events` (the worst severity reported is the outcome). Every
+/// through `events` (the worst severity reported is the outcome), and
+/// returns what was (or with `-n` would be) done: as far as it got. Every
 /// zfs command runs with [`bounded_zfs`]'s deadlines.
-pub fn restore(zfs: &Zfs, mut origin: Origin, opts: &Options, events: &mut dyn Events) {
+pub fn restore(zfs: &Zfs, origin: Origin, opts: &Options, events: &mut dyn Events) -> Report {
+    let mut report = Report { dry_run: opts.dry_run, keylocation: opts.keylocation.clone(), ..Report::default() };
+    run(zfs, origin, opts, events, &mut report);
+    report
+}
+
+/// [`restore()`], filling `report`.
+fn run(zfs: &Zfs, mut origin: Origin, opts: &Options, events: &mut dyn Events, report: &mut Report) {
     let zfs = &bounded_zfs(zfs.clone());
     let dataset = &opts.request.dataset;
     if let Origin::Pool(root) = &origin {
@@ -213,7 +222,9 @@ pub fn restore(zfs: &Zfs, mut origin: Origin, opts: &Options, events: &mut dyn E
             return;
         }
     };
+    *report = Report { keylocation: report.keylocation.take(), ..Report::planned(opts.dry_run, &plan.steps) };
     for (d, why) in &plan.skipped {
+        report.left_out(d, why);
         events.error(Severity::Partial, &format!("left out {d}: {why}"));
     }
     let mut limits = match restore_limits(zfs, opts, &plan) {
@@ -223,11 +234,13 @@ pub fn restore(zfs: &Zfs, mut origin: Origin, opts: &Options, events: &mut dyn E
             return;
         }
     };
+    report.max_bytes = Some(limits.bytes.limit());
+    report.max_time = Some(limits.max_time.as_secs());
     events.line(&format!(
-        "accepting at most {} bytes from the box ({}), for at most {:?} ({})",
-        limits.bytes.limit(),
+        "accepting at most {} from the box ({}), for at most {} ({})",
+        human::bytes(limits.bytes.limit()),
         if opts.max_bytes.is_some() { "--max-bytes" } else { "the default" },
-        limits.max_time,
+        human::duration(limits.max_time),
         limits.time_why
     ));
     let top = plan.steps[0].clone();
@@ -257,7 +270,7 @@ pub fn restore(zfs: &Zfs, mut origin: Origin, opts: &Options, events: &mut dyn E
         events.error(Severity::Usage, &refusal);
         return;
     }
-    if !receive_step(zfs, &mut origin, &top, &mut limits, events) {
+    if !receive_step(zfs, &mut origin, &top, &mut limits, events, report) {
         origin.close();
         return;
     }
@@ -310,8 +323,10 @@ pub fn restore(zfs: &Zfs, mut origin: Origin, opts: &Options, events: &mut dyn E
     };
     let vetted = restore::vet_children(&plan, &witness, opts.children_unverified);
     for (d, why) in &vetted.left_out {
+        report.left_out(d, why);
         events.error(Severity::Partial, &format!("left out {d}: {why}"));
     }
+    report.unverified.clone_from(&vetted.unverified);
     if !vetted.unverified.is_empty() {
         let why = match &witness {
             Witness::Missing(why) => why.as_str(),
@@ -324,16 +339,15 @@ pub fn restore(zfs: &Zfs, mut origin: Origin, opts: &Options, events: &mut dyn E
         ));
     }
     for step in &vetted.steps {
-        if !receive_step(zfs, &mut origin, step, &mut limits, events) {
+        if !receive_step(zfs, &mut origin, step, &mut limits, events, report) {
             origin.close();
             return;
         }
     }
     origin.close();
-    let children: Vec<&Dataset> = vetted.steps.iter().map(|s| &s.dest).collect();
     let mut restored = vec![top.clone()];
     restored.extend(vetted.steps.iter().cloned());
-    keys(zfs, opts, &top.dest, &children, manifest.as_ref(), &restored, events);
+    keys(zfs, opts, manifest.as_ref(), &restored, events, report);
 }
 
 /// `--max-bytes` and `--max-time`, or their defaults: what the
@@ -356,7 +370,10 @@ fn restore_limits(zfs: &Zfs, opts: &Options, plan: &Plan) -> Result<Limits, Rest
             let n = limits::restore_default_bytes(available);
             ByteBudget::new(
                 n,
-                format!("the default: {pool}'s available {available} bytes less a twentieth; a larger restore needs --max-bytes"),
+                format!(
+                    "the default: {pool}'s available {} less a twentieth; a larger restore needs --max-bytes",
+                    human::bytes(available)
+                ),
             )
         }
     };
@@ -371,12 +388,29 @@ fn restore_limits(zfs: &Zfs, opts: &Options, plan: &Plan) -> Result<Limits, Rest
 
 /// Receives one step and says so; on failure says what failed. False on
 /// failure.
-fn receive_step(zfs: &Zfs, origin: &mut Origin, step: &Step, limits: &mut Limits, events: &mut dyn Events) -> bool {
-    match receive(zfs, origin, step, limits) {
+fn receive_step(
+    zfs: &Zfs,
+    origin: &mut Origin,
+    step: &Step,
+    limits: &mut Limits,
+    events: &mut dyn Events,
+    report: &mut Report,
+) -> bool {
+    // The box lists no sizes: progress is bytes and rate, without a total.
+    let label = format!("{}@{}", step.source, step.snapshot);
+    events.progress(Progress::Start { label: &label, estimate: None });
+    let received = receive(zfs, origin, step, limits, &mut |n| events.progress(Progress::Bytes(n)));
+    events.progress(Progress::Done);
+    report.received(&step.dest, received.as_ref().ok().copied());
+    match received {
         Ok(bytes) => {
             events.line(&format!(
-                "restored {}@{} as {} ({} bytes, guid {})",
-                step.source, step.snapshot, step.dest, bytes, step.guid
+                "restored {}@{} as {} ({}, guid {})",
+                step.source,
+                step.snapshot,
+                step.dest,
+                human::bytes(bytes),
+                step.guid
             ));
             true
         }
@@ -456,8 +490,15 @@ impl<'a, W: Write> CheckedSink<'a, W> {
 /// record header first ([`CheckedSink`]); confirms the GUID. Returns the
 /// stream's size. Every chunk counts against `limits` before it is checked
 /// or received; past either limit, the stream is cut and `zfs receive`
-/// killed (without `-s`, it leaves nothing behind).
-pub fn receive(zfs: &Zfs, origin: &mut Origin, step: &Step, limits: &mut Limits) -> Result<u64, RestoreError> {
+/// killed (without `-s`, it leaves nothing behind). `progress` gets the
+/// bytes received so far after each chunk.
+pub fn receive(
+    zfs: &Zfs,
+    origin: &mut Origin,
+    step: &Step,
+    limits: &mut Limits,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, RestoreError> {
     if Instant::now() >= limits.deadline {
         return Err(RestoreError::Other(limits.out_of_time()));
     }
@@ -466,11 +507,16 @@ pub fn receive(zfs: &Zfs, origin: &mut Origin, step: &Step, limits: &mut Limits)
     let mut child = Running::with_stdin(&cmd)?.deadline(deadline);
     let stdin = child.child.stdin.take().expect("piped");
     let mut sink = CheckedSink::new(step.guid, limits, stdin);
+    let mut moved = 0u64;
+    let mut take = |c: &[u8]| {
+        sink.chunk(c)?;
+        moved += c.len() as u64;
+        progress(moved);
+        Ok(())
+    };
     let streamed = match origin {
-        Origin::Box(s) => {
-            s.fetch(&step.source, &step.snapshot, &mut |c| sink.chunk(c)).map(|(_, n)| n).map_err(RestoreError::from)
-        }
-        Origin::Pool(root) => send_local(zfs, root, &step.source, &step.snapshot, deadline, &mut |c| sink.chunk(c)),
+        Origin::Box(s) => s.fetch(&step.source, &step.snapshot, &mut take).map(|(_, n)| n).map_err(RestoreError::from),
+        Origin::Pool(root) => send_local(zfs, root, &step.source, &step.snapshot, deadline, &mut take),
     };
     // Closing the sink ends zfs receive's input.
     let checked = sink.finish();
@@ -616,21 +662,23 @@ impl RawSend {
 /// now), loads each child's key with it and sets it as the child's
 /// keylocation (each stays its own encryption root, wrapped as the box
 /// holds it: no `change-key`), sets the recorded properties, and mounts;
-/// without, says exactly how.
+/// without, says exactly how. `restored`: the top first, then its
+/// children.
 fn keys(
     zfs: &Zfs,
     opts: &Options,
-    top: &Dataset,
-    children: &[&Dataset],
     manifest: Option<&Manifest>,
     restored: &[Step],
     events: &mut dyn Events,
+    report: &mut Report,
 ) {
+    let top = &restored[0].dest;
+    let children: Vec<&Dataset> = restored[1..].iter().map(|s| &s.dest).collect();
     let Some(uri) = &opts.keylocation else {
         events.line(&format!(
             "restored, not mounted: the keys are not loaded. Each restored dataset is its own encryption root, wrapped as the box holds it, and they all open with the key file of {top}. To unlock and mount them:"
         ));
-        for c in restore::unlock_commands(top, children, "file:///PATH/TO/KEY") {
+        for c in restore::unlock_commands(top, &children, "file:///PATH/TO/KEY") {
             events.line(&format!("  {c}"));
         }
         events.line(
@@ -653,7 +701,7 @@ fn keys(
     // had a key of its own on the source) keeps keylocation=prompt, and
     // `zfs load-key -a` at boot does not trip over a wrong file.
     let mut ok = true;
-    for c in children {
+    for c in &children {
         ok = ok
             && step(
                 format!("load the key of {c} with {uri} (if it had a key of its own, load that: zfs load-key -L URI {c}, then zfs set keylocation=URI {c})"),
@@ -665,6 +713,7 @@ fn keys(
     if !ok {
         return;
     }
+    report.unlocked = true;
     if let Some(m) = manifest {
         match restore_properties(zfs, m, restored, opts.apply, events) {
             Ok(0) => {}
@@ -685,7 +734,7 @@ fn keys(
         say_keys(top, uri, events);
         return;
     }
-    for d in std::iter::once(&top).chain(children.iter()) {
+    for d in std::iter::once(top).chain(children.iter().copied()) {
         // Setting a recorded mountpoint on an unlocked dataset mounts it.
         let mounted = zfs.get_value(d.as_str(), "mounted").is_ok_and(|m| m == "yes");
         ok = ok && (mounted || step(format!("mount {d}"), zfs.mount(d), events));
@@ -694,6 +743,7 @@ fn keys(
         return;
     }
     events.line(&format!("{top} is unlocked with {uri} (one key file for the whole tree) and mounted at {mountpoint}"));
+    report.mountpoint = Some(mountpoint);
     say_keys(top, uri, events);
 }
 
@@ -942,12 +992,8 @@ esac
         let f = Fake::new(RAW_FULL);
         let ev = from_pool(&f, &options(false));
         assert_eq!(ev.worst, Severity::Ok, "{:?}", ev.errors);
-        assert!(
-            ev.lines[0].starts_with("accepting at most 950000000 bytes from the box (the default)"),
-            "{:?}",
-            ev.lines
-        );
-        let done = format!("restored tank/data@s1 as tank/data ({} bytes, guid {S1})", RAW_FULL.len());
+        assert!(ev.lines[0].starts_with("accepting at most 905.99 MiB from the box (the default)"), "{:?}", ev.lines);
+        let done = format!("restored tank/data@s1 as tank/data ({}, guid {S1})", human::bytes(RAW_FULL.len() as u64));
         assert_eq!(ev.lines[1], done);
         assert!(ev.lines[2].starts_with("restored, not mounted: the keys are not loaded"), "{:?}", ev.lines);
         assert_eq!(f.read("received"), RAW_FULL);
@@ -1015,7 +1061,7 @@ esac
             "{:?}",
             ev.errors
         );
-        assert!(ev.lines[0].contains("accepting at most 1000 bytes from the box (--max-bytes)"), "{:?}", ev.lines);
+        assert!(ev.lines[0].contains("accepting at most 1000 B from the box (--max-bytes)"), "{:?}", ev.lines);
         assert!(f.read("received").is_empty(), "the chunk past the limit never reached zfs receive");
     }
 

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use zoffsite_core::names::Dataset;
 
 #[derive(Parser)]
@@ -11,8 +12,89 @@ pub(crate) struct Cli {
     /// More log output on stderr (-v info, -vv debug). ZOFFSITE_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Print only warnings and errors (and, with --json, the document): no
+    /// narrative, tables or progress. The exit code says the rest.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// The configuration file, before or after the subcommand: the source's
+    /// (default /etc/zoffsite/zoffsite.toml), or for box prune, box check
+    /// and box keepalive the box's (default /etc/zoffsite/box.toml); doctor
+    /// reads the one of its side. -c wins over ZOFFSITE_CONFIG, which wins
+    /// over the default.
+    #[arg(short, long, value_name = "FILE", global = true, env = zoffsite_core::config::ENV)]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses `argv` and puts the configuration file (`-c`, before or after
+    /// the subcommand, else [`zoffsite_core::config::ENV`], else the command's default)
+    /// where the command reads it. `-c` on a command that reads no
+    /// configuration is a usage error (the variable is not: it may be set
+    /// for every command).
+    pub(crate) fn try_parse_resolved<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Cli::command().try_get_matches_from(argv)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let given = cli.config.clone();
+        let on_command_line = matches.value_source("config") == Some(ValueSource::CommandLine);
+        if !cli.command.take_config(given) && on_command_line {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "this command reads no configuration file: leave out -c/--config",
+            ));
+        }
+        Ok(cli)
+    }
+}
+
+impl Command {
+    /// Puts `given` (or the default) where this command reads its config;
+    /// false when it reads none.
+    fn take_config(&mut self, given: Option<PathBuf>) -> bool {
+        use zoffsite_core::{boxside, config};
+        let or = |default: &str| given.clone().unwrap_or_else(|| PathBuf::from(default));
+        let slot = match self {
+            Command::Backup(a) => &mut a.config,
+            Command::Prune(a) => &mut a.config,
+            Command::Status(a) => &mut a.config,
+            Command::Restore(a) => &mut a.config,
+            Command::Verify(a) => &mut a.config,
+            Command::Box(BoxCommand::New(a)) => &mut a.config,
+            Command::Box(BoxCommand::Wait(a)) => &mut a.config,
+            Command::Config(ConfigCommand::Check(a)) => {
+                a.config = or(if a.box_side { boxside::DEFAULT_PATH } else { config::DEFAULT_PATH });
+                return true;
+            }
+            Command::Box(BoxCommand::Prune(a)) => {
+                a.config = or(boxside::DEFAULT_PATH);
+                return true;
+            }
+            Command::Box(BoxCommand::Check(a)) => {
+                a.config = or(boxside::DEFAULT_PATH);
+                return true;
+            }
+            Command::Box(BoxCommand::Keepalive(a)) => {
+                a.config = or(boxside::DEFAULT_PATH);
+                return true;
+            }
+            // Its side decides the default.
+            Command::Doctor(a) => {
+                a.config = given;
+                return true;
+            }
+            Command::Box(
+                BoxCommand::Init(_) | BoxCommand::Apply(_) | BoxCommand::Image(_) | BoxCommand::Install(_),
+            )
+            | Command::Serve(_) => return false,
+        };
+        *slot = or(config::DEFAULT_PATH);
+        true
+    }
 }
 
 #[derive(Subcommand)]
@@ -45,12 +127,39 @@ pub(crate) enum Command {
     /// The box side: speak the zoffsite protocol on stdin/stdout. Meant to be
     /// the forced command of the source's key in the box's authorized_keys.
     Serve(ServeArgs),
+    /// The configuration file: `config check` validates it and says what it
+    /// means, touching neither ZFS nor the network.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Validate the config (-c FILE, ZOFFSITE_CONFIG or the default) and
+    /// print what it means: the datasets, each target, retention in words,
+    /// the backup timer's schedule and bandwidth limits. Reads only files:
+    /// no zfs, no ssh. Exits 0 when it is valid, 2 when not.
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct ConfigCheckArgs {
+    /// The config file (from -c, ZOFFSITE_CONFIG or the default).
+    #[arg(skip)]
+    pub config: PathBuf,
+    /// Check the box's config (box.toml, default /etc/zoffsite/box.toml)
+    /// instead of the source's.
+    #[arg(long = "box")]
+    pub box_side: bool,
+    /// Print what it means as JSON on stdout (on failure too).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
 pub(crate) struct BackupArgs {
-    /// Configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    /// The config file (from -c, ZOFFSITE_CONFIG or the default).
+    #[arg(skip)]
     pub config: PathBuf,
     /// Show what would be snapshotted and sent; change nothing anywhere.
     #[arg(short = 'n', long)]
@@ -62,12 +171,15 @@ pub(crate) struct BackupArgs {
     /// last zoffsite snapshot.
     #[arg(long)]
     pub force_snapshot: bool,
+    /// Send only to this target of the config (default: every target).
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
 }
 
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
-    /// Configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    /// The config file (from -c, ZOFFSITE_CONFIG or the default).
+    #[arg(skip)]
     pub config: PathBuf,
     /// Only this target (default: all; with --drill, the first).
     #[arg(long, value_name = "NAME")]
@@ -119,8 +231,8 @@ pub(crate) enum ApplyProperties {
 
 #[derive(Args)]
 pub(crate) struct RestoreArgs {
-    /// Configuration file (for --target).
-    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    /// The config file (from -c, ZOFFSITE_CONFIG or the default).
+    #[arg(skip)]
     pub config: PathBuf,
     /// Restore over the network from this target of the config.
     #[arg(long, value_name = "NAME", conflicts_with = "from_pool")]
@@ -171,12 +283,16 @@ pub(crate) struct RestoreArgs {
     /// limit at 256 KiB/s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_time: Option<std::time::Duration>,
+    /// Print what was (or, with -n, would be) restored as JSON on stdout
+    /// (on failure too).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
 pub(crate) struct PruneArgs {
-    /// Configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    /// The config file (from -c, ZOFFSITE_CONFIG or the default).
+    #[arg(skip)]
     pub config: PathBuf,
     /// List every snapshot with keep/destroy and the reason; destroy nothing.
     #[arg(short = 'n', long)]
@@ -191,12 +307,15 @@ pub(crate) struct PruneArgs {
 
 #[derive(Args)]
 pub(crate) struct StatusArgs {
-    /// Configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    /// The config file (from -c, ZOFFSITE_CONFIG or the default).
+    #[arg(skip)]
     pub config: PathBuf,
-    /// Print the status as JSON on stdout.
+    /// Print the status as JSON on stdout (on failure too).
     #[arg(long)]
     pub json: bool,
+    /// Only this target of the config (default: every target).
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
 }
 
 #[derive(Args)]
@@ -210,10 +329,10 @@ pub(crate) struct DoctorArgs {
     /// not).
     #[arg(long)]
     pub source: bool,
-    /// Configuration file: box.toml with --box (default
-    /// /etc/zoffsite/box.toml), zoffsite.toml with --source (default
-    /// /etc/zoffsite/zoffsite.toml).
-    #[arg(short, long, value_name = "FILE")]
+    /// The config file from -c or ZOFFSITE_CONFIG: box.toml with --box
+    /// (default /etc/zoffsite/box.toml), zoffsite.toml with --source
+    /// (default /etc/zoffsite/zoffsite.toml).
+    #[arg(skip)]
     pub config: Option<PathBuf>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
@@ -305,12 +424,15 @@ pub(crate) struct BoxInitArgs {
     /// Print what would be done; change nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Print the plan and what was done as JSON on stdout (on failure too).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
 pub(crate) struct BoxPruneArgs {
-    /// Box configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::boxside::DEFAULT_PATH)]
+    /// The config file (from -c, ZOFFSITE_CONFIG or the default).
+    #[arg(skip)]
     pub config: PathBuf,
     /// List every snapshot with keep/destroy and the reason; destroy nothing.
     #[arg(short = 'n', long)]
@@ -325,8 +447,8 @@ pub(crate) struct BoxPruneArgs {
 
 #[derive(Args)]
 pub(crate) struct BoxCheckArgs {
-    /// Box configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::boxside::DEFAULT_PATH)]
+    /// The config file (from -c, ZOFFSITE_CONFIG or the default).
+    #[arg(skip)]
     pub config: PathBuf,
     /// Pretend it is this time (RFC 3339).
     #[arg(long, value_name = "TIME")]
@@ -359,9 +481,10 @@ pub(crate) struct BoxApplyArgs {
 
 #[derive(Args)]
 pub(crate) struct BoxKeepaliveArgs {
-    /// Box configuration file. Not read by keepalive (the tunnel is
-    /// described by its WireGuard file); accepted like every box command.
-    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::boxside::DEFAULT_PATH)]
+    /// The box config file (from -c, ZOFFSITE_CONFIG or the default). Not
+    /// read by keepalive (the tunnel is described by its WireGuard file);
+    /// accepted like every box command.
+    #[arg(skip)]
     pub config: PathBuf,
     /// The WireGuard interface (default: the one zo-* interface installed,
     /// /etc/wireguard/zo-*.conf or /etc/systemd/network/zo-*.netdev).
@@ -379,8 +502,8 @@ pub(crate) struct BoxKeepaliveArgs {
 pub(crate) struct BoxWaitArgs {
     /// The box's name: its target in the config (`box new NAME` made it).
     pub name: String,
-    /// Configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    /// The config file (from -c, ZOFFSITE_CONFIG or the default).
+    #[arg(skip)]
     pub config: PathBuf,
     /// Give up waiting for the box after this long, e.g. "10m", "2h".
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout)]
@@ -449,8 +572,9 @@ pub(crate) struct BoxNewArgs {
     /// /etc/zoffsite/boxes/NAME). It must be new or empty.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// The source's configuration file, which gets the box's [[target]].
-    #[arg(short, long, value_name = "FILE", default_value = zoffsite_core::config::DEFAULT_PATH)]
+    /// The source's config file, which gets the box's [[target]] (from -c,
+    /// ZOFFSITE_CONFIG or the default).
+    #[arg(skip)]
     pub config: PathBuf,
     /// The box user that runs `zoffsite serve`.
     #[arg(long, default_value = zoffsite_core::boxinit::DEFAULT_USER)]

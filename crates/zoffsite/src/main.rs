@@ -7,13 +7,21 @@
 mod cli;
 mod cmd;
 mod exit;
+mod logging;
 mod ui;
 
-use clap::Parser;
+use std::ffi::OsString;
+
+use exit::Code as _;
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
-    init_logging(cli.verbose);
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = match cli::Cli::try_parse_resolved(&argv) {
+        Ok(c) => c,
+        Err(e) => return command_line_error(&e, &argv),
+    };
+    logging::init(cli.verbose);
+    ui::set_quiet(cli.quiet);
     let code = match cli.command {
         cli::Command::Backup(a) => cmd::backup::run(&a),
         cli::Command::Prune(a) => cmd::prune::run(&a),
@@ -31,26 +39,93 @@ fn main() -> std::process::ExitCode {
         cli::Command::Box(cli::BoxCommand::Wait(a)) => cmd::box_wait::run(&a),
         cli::Command::Box(cli::BoxCommand::Install(a)) => cmd::box_install::run(&a),
         cli::Command::Serve(a) => cmd::serve::run(a),
+        cli::Command::Config(cli::ConfigCommand::Check(a)) => cmd::config_check::run(&a),
     };
-    std::process::ExitCode::from(exit::Code::code(code))
+    std::process::ExitCode::from(code.code())
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ZOFFSITE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // The HTTP client's own logs quote the `[notify] ping_url`, a secret:
-    // never shown, whatever the level asked for (zoffsite's own messages
-    // about a ping name only its host).
-    let filter = ["ureq=off", "ureq_proto=off"]
-        .into_iter()
-        .fold(filter, |f, d| f.add_directive(d.parse().expect("a valid directive")));
-    // Logs go to stderr: stdout carries results (and, in `serve`, the
-    // protocol itself).
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+/// A command line clap refused (or `--help`, `--version`): clap's text on
+/// stderr (help on stdout) and exit 2; with `--json` among the arguments,
+/// also the short JSON document on stdout, so a monitor always gets JSON.
+fn command_line_error(e: &clap::Error, argv: &[OsString]) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    if wants_json(argv) {
+        let stop = ui::Stop {
+            kind: ui::StopKind::Usage,
+            message: clap_message(&e.render().to_string()),
+            hint: Some(clap_hint(argv)),
+        };
+        let doc = ui::short_document(std::slice::from_ref(&stop.message), Some(&stop), exit::Exit::Usage);
+        println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
+    }
+    // Printing to a closed stderr is no reason to panic.
+    let _ = e.print();
+    std::process::ExitCode::from(exit::Exit::Usage.code())
+}
+
+/// Whether `--json` is among the arguments (before a `--`).
+fn wants_json(argv: &[OsString]) -> bool {
+    argv.iter().skip(1).take_while(|a| *a != "--").any(|a| a == "--json")
+}
+
+/// clap's first line without its `error: ` prefix.
+fn clap_message(text: &str) -> String {
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
+/// Where the options are described: the `--help` of the (sub)command as
+/// far as the arguments name one.
+fn clap_hint(argv: &[OsString]) -> String {
+    use clap::CommandFactory as _;
+    let mut command = cli::Cli::command();
+    let mut words = Vec::new();
+    for a in argv.iter().skip(1).map_while(|a| a.to_str()) {
+        match command.find_subcommand(a) {
+            Some(sub) => {
+                words.push(a);
+                command = sub.clone();
+            }
+            None if a.starts_with('-') => continue,
+            None => break,
+        }
+    }
+    let named: String = words.iter().map(|w| format!("{w} ")).collect();
+    format!("`zoffsite {named}--help` lists the options")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn json_is_wanted_when_asked_before_a_double_dash() {
+        assert!(wants_json(&argv(&["zoffsite", "status", "--json", "--bogus"])));
+        assert!(!wants_json(&argv(&["zoffsite", "status", "--", "--json"])));
+        assert!(!wants_json(&argv(&["--json"])), "argv[0] is the program");
+    }
+
+    #[test]
+    fn clap_errors_become_a_message_and_a_hint() {
+        assert_eq!(
+            clap_message("error: unexpected argument '--bogus' found\n\nUsage: ..."),
+            "unexpected argument '--bogus' found"
+        );
+        assert_eq!(
+            clap_hint(&argv(&["zoffsite", "box", "check", "--bogus"])),
+            "`zoffsite box check --help` lists the options"
+        );
+        assert_eq!(clap_hint(&argv(&["zoffsite", "--bogus"])), "`zoffsite --help` lists the options");
+        assert_eq!(
+            clap_hint(&argv(&["zoffsite", "-q", "status", "nope"])),
+            "`zoffsite status --help` lists the options"
+        );
+    }
 }

@@ -426,7 +426,7 @@ impl Posture {
         let parts = if parts.is_empty() { format!("{} ok", c.ok) } else { parts.join(", ") };
         let when = match self.age {
             None => "undated (age unknown)".to_owned(),
-            Some(a) => format!("audited {} ago", ago(a)),
+            Some(a) => format!("audited {} ago", crate::human::secs(a)),
         };
         let stale = if self.stale && self.age.is_some() { ", STALE" } else { "" };
         let detail = self.detail.as_deref().map(|d| format!("; {d}")).unwrap_or_default();
@@ -475,16 +475,6 @@ impl Posture {
                 Check::unknown(ID, summary, "bring the tunnel up and check with `zoffsite status`")
             }
         }
-    }
-}
-
-/// An age for people: "45s", "12m", "3h", "4d".
-pub fn ago(secs: i64) -> String {
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
     }
 }
 

@@ -144,11 +144,12 @@ fn handshake(p: &Peer, now: i64) -> (Status, String) {
         Some(t) if now - t > HANDSHAKE_MAX_AGE_SECS => (
             Status::Fail,
             format!(
-                "{who}'s last handshake was {} s ago (more than {HANDSHAKE_MAX_AGE_SECS}): the tunnel is down",
-                now - t
+                "{who}'s last handshake was {} ago (more than {}): the tunnel is down",
+                crate::human::secs(now - t),
+                crate::human::secs(HANDSHAKE_MAX_AGE_SECS)
             ),
         ),
-        Some(t) => (Status::Ok, format!("{who} handshook {} s ago", (now - t).max(0))),
+        Some(t) => (Status::Ok, format!("{who} handshook {} ago", crate::human::secs(now - t))),
     }
 }
 

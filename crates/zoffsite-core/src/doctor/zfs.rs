@@ -176,14 +176,14 @@ pub fn check_pool_scrub(pool: &str, last_scrub: Option<i64>, now: i64) -> Check 
             match last_scrub {
                 None => format!("pool {pool_q} has never finished a scrub"),
                 Some(t) => format!(
-                    "pool {pool_q} was last scrubbed {} days ago (more than {})",
-                    (now - t) / 86_400,
+                    "pool {pool_q} was last scrubbed {} ago (more than {} days)",
+                    crate::human::secs(now - t),
                     verify::SCRUB_MAX_AGE_DAYS
                 ),
             },
             fix,
         ),
-        Some(t) => Check::ok(ID, format!("pool {pool_q} was scrubbed {} days ago", (now - t).max(0) / 86_400)),
+        Some(t) => Check::ok(ID, format!("pool {pool_q} was scrubbed {} ago", crate::human::secs(now - t))),
         None => Check::with_status(ID, Status::Unknown, "no scrub date", fix),
     }
 }
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(check_pool_scrub("off", Some(now - 86_400), now).status(), Status::Ok);
         let old = check_pool_scrub("off", Some(now - 40 * 86_400), now);
         assert_eq!(old.status(), Status::Warn);
-        assert!(old.summary().contains("40 days"), "{old:?}");
+        assert!(old.summary().contains("scrubbed 40d ago"), "{old:?}");
         assert_eq!(check_pool_scrub("off", None, now).status(), Status::Warn);
         assert_eq!(check_pool_scrub("off", Some(now + 10 * 86_400), now).status(), Status::Unknown);
     }

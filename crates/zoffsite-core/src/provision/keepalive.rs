@@ -266,25 +266,33 @@ impl Decision {
     }
 }
 
+/// Seconds for people ([`crate::human`]).
+fn human(secs: u64) -> String {
+    crate::human::secs(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ago = |age: &Option<u64>| age.map_or("never".to_owned(), |a| format!("{a} s ago"));
+        let ago = |age: &Option<u64>| age.map_or("never".to_owned(), |a| format!("{} ago", human(a)));
         match self {
-            Decision::Fresh { age } => write!(f, "the tunnel is up: last handshake {age} s ago"),
+            Decision::Fresh { age } => write!(f, "the tunnel is up: last handshake {} ago", human(*age)),
             Decision::StaleSame { age, endpoint } => write!(
                 f,
-                "no handshake within {STALE_AFTER} s (last: {}), but the source's name still resolves to {endpoint}: nothing to change (is the source up, and its port forwarded?)",
+                "no handshake within {} (last: {}), but the source's name still resolves to {endpoint}: nothing to change (is the source up, and its port forwarded?)",
+                human(STALE_AFTER),
                 ago(age)
             ),
             Decision::Update { age, from, to } => write!(
                 f,
-                "no handshake within {STALE_AFTER} s (last: {}) and the source's name now resolves to {to} (was {}): setting the peer's endpoint",
+                "no handshake within {} (last: {}) and the source's name now resolves to {to} (was {}): setting the peer's endpoint",
+                human(STALE_AFTER),
                 ago(age),
                 from.map_or("none".to_owned(), |a| a.to_string())
             ),
             Decision::Unresolvable { age, why } => write!(
                 f,
-                "no handshake within {STALE_AFTER} s (last: {}) and the source's name does not resolve ({why}); trying again at the next run",
+                "no handshake within {} (last: {}) and the source's name does not resolve ({why}); trying again at the next run",
+                human(STALE_AFTER),
                 ago(age)
             ),
             Decision::Configuring => f.write_str(

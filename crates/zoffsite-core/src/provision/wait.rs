@@ -228,7 +228,7 @@ pub struct Wait {
 
 /// "27m", "45s": a duration for the status line.
 fn left(secs: u64) -> String {
-    crate::doctor::boxaudit::ago(i64::try_from(secs).unwrap_or(i64::MAX))
+    crate::human::secs(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 impl Wait {
@@ -332,7 +332,8 @@ impl Wait {
                 self.phases.push(Phase::Tunnel);
                 Action::Connect {
                     say: Some(format!(
-                        "box {t} is up: a WireGuard handshake on {interface} {age} s ago; connecting with its pinned host key"
+                        "box {t} is up: a WireGuard handshake on {interface} {} ago; connecting with its pinned host key",
+                        crate::human::secs(age)
                     )),
                 }
             }

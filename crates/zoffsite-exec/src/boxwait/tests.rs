@@ -163,7 +163,7 @@ fn the_wait_polls_the_injected_observers_until_it_times_out() {
     assert_eq!(tries.load(Ordering::SeqCst), 8, "at 20, 25, ... 55 s");
     assert_eq!(w.attempts, 8);
     assert_eq!(now.get(), T0 + 60);
-    assert!(ev.recorded.lines[0].contains("waiting up to 60s for box friend"), "{:?}", ev.recorded.lines);
+    assert!(ev.recorded.lines[0].contains("waiting up to 1m for box friend"), "{:?}", ev.recorded.lines);
     assert!(ev.recorded.lines[1].contains("box friend is up"), "{:?}", ev.recorded.lines);
     assert_eq!(ev.statuses.len(), 4 + 8, "a status line per sleep: {:?}", ev.statuses);
     assert!(ev.statuses[5].contains("the tunnel is up, but no session yet"), "{}", ev.statuses[5]);

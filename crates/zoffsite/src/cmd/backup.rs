@@ -6,6 +6,8 @@
 //! `-n`, which changes nothing anywhere), and the run is rendered: text and
 //! progress as it goes, the JSON report at the end with `--json`; and
 //! `[notify]` hears of the start and the end ([`common::notified`]).
+//! `--target NAME` runs it as if the config had that target alone (the
+//! snapshot is taken all the same; the other targets get it next time).
 
 use std::sync::Arc;
 
@@ -21,7 +23,10 @@ use crate::ui::Ui;
 
 pub(crate) fn run(args: &BackupArgs) -> Exit {
     let mut ui = Ui::new(args.json, args.dry_run);
-    let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
+    // `--target NAME`: the run as if the config had only that target.
+    let Some(cfg) = common::config_for_target(&args.config, args.target.as_deref(), &mut ui) else {
+        return ui.bail();
+    };
     common::notified(&cfg, Command::Backup, args.dry_run, &mut ui, |ui| {
         let Some(_lock) = common::lock_unless_dry_run(&args.config, args.dry_run, ui) else { return ui.bail_doc() };
         let opts = Options {
@@ -45,7 +50,8 @@ mod tests {
     #[test]
     fn missing_config_file_names_the_file_and_the_fix() {
         let e = common::load_config(Path::new("/nonexistent/zoffsite.toml")).unwrap_err();
-        let msg = format!("{e:#}");
+        let msg = e.to_string();
         assert!(msg.contains("/nonexistent/zoffsite.toml") && msg.contains("-c FILE"), "{msg}");
+        assert!(e.hint.is_some_and(|h| h.starts_with("create it") && h.contains("examples/zoffsite.toml")));
     }
 }

@@ -59,7 +59,7 @@ pub(crate) fn run(args: &BoxApplyArgs, verbose: bool) -> Exit {
     let mut plan = apply::plan(&bundle, &opts, &facts);
     plan.warnings.extend(boxapply::init_warnings(&bundle, &facts));
     // Show.
-    if !args.json {
+    if ui.text() {
         show(&bundle, &sha256, &opts, &plan, &facts, verbose);
     }
     for w in &plan.warnings {

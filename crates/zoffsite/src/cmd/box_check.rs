@@ -35,13 +35,7 @@ use crate::ui::Ui;
 
 pub(crate) fn run(args: &BoxCheckArgs) -> Exit {
     let mut ui = Ui::new(args.json, true);
-    let cfg = match boxstate::load_config(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            ui.err(Exit::Usage, e);
-            return ui.bail();
-        }
-    };
+    let Some(cfg) = common::box_config(&args.config, &mut ui) else { return ui.bail() };
     let (now, fake_now) = match common::now_or_clock(args.now.as_deref()) {
         Ok(x) => x,
         Err(e) => {
@@ -117,7 +111,7 @@ pub(crate) fn run(args: &BoxCheckArgs) -> Exit {
         ui.say(format_args!(
             "ok: {} dataset(s) under {root} received within {}; pool {} is ONLINE",
             datasets.unwrap_or(0),
-            boxside::fmt_secs(i64::try_from(cfg.max_age.as_secs()).unwrap_or(i64::MAX)),
+            zoffsite_core::human::duration(cfg.max_age),
             root.pool()
         ));
         None

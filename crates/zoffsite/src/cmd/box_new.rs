@@ -40,7 +40,7 @@ pub(crate) fn run(args: &BoxNewArgs) -> Exit {
     for w in &plan.warnings {
         ui.warning(w);
     }
-    if !ui.json() {
+    if ui.text() {
         show(&plan);
     }
     if args.dry_run {

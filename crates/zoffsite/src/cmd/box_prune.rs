@@ -33,13 +33,7 @@ fn when(t: Option<i64>) -> String {
 
 pub(crate) fn run(args: &BoxPruneArgs) -> Exit {
     let mut ui = Ui::new(args.json, args.dry_run);
-    let cfg = match boxstate::load_config(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            ui.err(Exit::Usage, e);
-            return ui.bail();
-        }
-    };
+    let Some(cfg) = common::box_config(&args.config, &mut ui) else { return ui.bail() };
     let Some(policy) = cfg.keep else {
         ui.err(
             Exit::Usage,

@@ -103,7 +103,7 @@ mod tests {
     use zoffsite_core::provision::wait::{Phase, WaitReport, DEFAULT_TIMEOUT_SECS};
 
     fn parse(args: &[&str]) -> BoxWaitArgs {
-        let cli = crate::cli::Cli::try_parse_from([&["zoffsite", "box", "wait"], args].concat()).unwrap();
+        let cli = crate::cli::Cli::try_parse_resolved([&["zoffsite", "box", "wait"], args].concat()).unwrap();
         match cli.command {
             crate::cli::Command::Box(crate::cli::BoxCommand::Wait(a)) => a,
             _ => panic!("not box wait"),

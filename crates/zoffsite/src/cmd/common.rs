@@ -1,49 +1,128 @@
-//! What several subcommands share: loading the config, the run lock, and
-//! the frame of a reporting command ([`notified`]: its `[notify]`, its JSON).
+//! What several subcommands share: loading the config, picking a target,
+//! taking the run lock, and the frame of a reporting command ([`notified`]:
+//! its `[notify]`, its JSON).
 
+use std::fmt;
 use std::path::Path;
 
-use anyhow::Context as _;
-use zoffsite_core::config::Config;
+use zoffsite_core::boxside::BoxConfig;
+use zoffsite_core::config::{Config, Target};
 use zoffsite_core::notify::{self, Ended, Phase, Run};
 use zoffsite_exec::lock::{self, RunLock};
 
 use crate::exit::{Code as _, Exit};
-use crate::ui::Ui;
+use crate::ui::{StopKind, Ui};
 
-/// Reads and validates the config, and checks that the files it names exist.
-pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read config file {}: create it (see README.md, \"Quick start\") or pass another with -c FILE",
-            path.display()
-        )
-    })?;
-    let cfg = Config::parse(&text).with_context(|| format!("config file {}", path.display()))?;
-    for t in &cfg.targets {
-        if !t.identity_file.is_file() {
-            anyhow::bail!(
-                "target {}: identity_file {} does not exist: create the source's key with `ssh-keygen -t ed25519 -N '' -f {}` and install its .pub on the box, or fix the path",
-                t.name,
-                t.identity_file.display(),
-                t.identity_file.display()
-            );
-        }
-        if !t.known_hosts.is_file() {
-            anyhow::bail!(
-                "target {}: known_hosts {} does not exist: pin the box's host key there (its /etc/ssh/ssh_host_ed25519_key.pub, as `{} ssh-ed25519 AAAA...`), or fix the path",
-                t.name,
-                t.known_hosts.display(),
-                t.host
-            );
+/// Where the source config's format is described, for the hint of a
+/// missing one.
+const CONFIG_KEYS: &str = "every key: README.md, \"Using it\", and examples/zoffsite.toml";
+
+/// Why the config cannot be used: what is wrong, and what to do.
+#[derive(Debug)]
+pub(crate) struct ConfigProblem {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        match &self.hint {
+            Some(h) => write!(f, "; {h}"),
+            None => Ok(()),
         }
     }
-    Ok(cfg)
+}
+
+/// Reads and validates the config, without looking at anything it names.
+pub(crate) fn parse_config(path: &Path) -> Result<Config, ConfigProblem> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigProblem {
+        message: format!("cannot read config file {}: {e}", path.display()),
+        hint: Some(zoffsite_core::config::read_hint(e.kind(), CONFIG_KEYS)),
+    })?;
+    Config::parse(&text).map_err(|e| ConfigProblem {
+        message: format!("config file {}: {e}", path.display()),
+        hint: Some(
+            "fix that key (every key: examples/zoffsite.toml); `zoffsite config check` checks the file alone".into(),
+        ),
+    })
+}
+
+/// Reads and validates the config, and checks that the files it names exist.
+pub(crate) fn load_config(path: &Path) -> Result<Config, ConfigProblem> {
+    let cfg = parse_config(path)?;
+    match cfg.targets.iter().flat_map(target_files).next() {
+        Some(problem) => Err(problem),
+        None => Ok(cfg),
+    }
+}
+
+/// What is missing of the files a target names (its key, its pinned host
+/// key).
+pub(crate) fn target_files(t: &Target) -> Vec<ConfigProblem> {
+    let mut out = Vec::new();
+    if !t.identity_file.is_file() {
+        out.push(ConfigProblem {
+            message: format!("target {}: identity_file {} does not exist", t.name, t.identity_file.display()),
+            hint: Some(format!(
+                "create the source's key with `ssh-keygen -t ed25519 -N '' -f {}` and install its .pub on the box, or fix the path",
+                t.identity_file.display()
+            )),
+        });
+    }
+    if !t.known_hosts.is_file() {
+        out.push(ConfigProblem {
+            message: format!("target {}: known_hosts {} does not exist", t.name, t.known_hosts.display()),
+            hint: Some(format!(
+                "pin the box's host key there (its /etc/ssh/ssh_host_ed25519_key.pub, as `{} ssh-ed25519 AAAA...`), or fix the path",
+                t.host
+            )),
+        });
+    }
+    out
 }
 
 /// [`load_config`], reporting a failure through `ui` (exit code 2).
 pub(crate) fn config(path: &Path, ui: &mut Ui) -> Option<Config> {
-    load_config(path).map_err(|e| ui.err(Exit::Usage, format_args!("{e:#}"))).ok()
+    load_config(path).map_err(|p| ui.stop(StopKind::Config, p.message, p.hint)).ok()
+}
+
+/// The box's config, reporting a failure through `ui` (exit code 2).
+pub(crate) fn box_config(path: &Path, ui: &mut Ui) -> Option<BoxConfig> {
+    zoffsite_exec::boxstate::load_config(path).map_err(|e| ui.stop(StopKind::Config, e.problem(), Some(e.hint()))).ok()
+}
+
+/// [`config`] for `--target NAME`: the config with only that target (all
+/// of them without one), whose files alone must exist. An unknown name is
+/// a usage error listing the known ones.
+pub(crate) fn config_for_target(path: &Path, name: Option<&str>, ui: &mut Ui) -> Option<Config> {
+    let cfg = parse_config(path).map_err(|p| ui.stop(StopKind::Config, p.message, p.hint)).ok()?;
+    let cfg = match name {
+        None => cfg,
+        Some(name) => match cfg.targets.iter().find(|t| t.name == name) {
+            Some(t) => Config { targets: vec![t.clone()], ..cfg.clone() },
+            None => {
+                ui.stop(StopKind::Usage, unknown_target(name, path), Some(known_targets(&cfg)));
+                return None;
+            }
+        },
+    };
+    if let Some(p) = cfg.targets.iter().flat_map(target_files).next() {
+        ui.stop(StopKind::Config, p.message, p.hint);
+        return None;
+    }
+    Some(cfg)
+}
+
+/// The message for a `--target` the config does not have.
+fn unknown_target(name: &str, config: &Path) -> String {
+    format!("no target {name:?} in {}", config.display())
+}
+
+/// The hint that lists the config's targets.
+fn known_targets(cfg: &Config) -> String {
+    let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
+    format!("its targets: {}", names.join(", "))
 }
 
 /// Lists every filesystem and volume under the configured roots (only
@@ -86,11 +165,11 @@ pub(crate) fn lock(config: &Path, ui: &mut Ui) -> Option<RunLock> {
     match lock::acquire_default(config) {
         Ok(l) => Some(l),
         Err(e @ lock::LockError::Busy { .. }) => {
-            ui.err(Exit::Busy, e);
+            ui.stop(StopKind::Busy, e, Some("wait for that run to end; each config has one run at a time".into()));
             None
         }
         Err(e) => {
-            ui.err(Exit::Error, e);
+            ui.stop(StopKind::Error, e, None);
             None
         }
     }

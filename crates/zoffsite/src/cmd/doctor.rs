@@ -19,8 +19,9 @@ use zoffsite_core::doctor::{Report, Side};
 use zoffsite_exec::doctor::{self, Host};
 
 use crate::cli::DoctorArgs;
+use crate::cmd::common;
 use crate::exit::{Code as _, Exit};
-use crate::ui::Ui;
+use crate::ui::{StopKind, Ui};
 
 pub(crate) fn run(args: &DoctorArgs) -> Exit {
     let mut ui = Ui::new(args.json, true);
@@ -36,13 +37,7 @@ pub(crate) fn run(args: &DoctorArgs) -> Exit {
     let report = match side {
         Side::Box => {
             let path = args.config.clone().unwrap_or_else(|| PathBuf::from(BOX));
-            let cfg = match zoffsite_exec::boxstate::load_config(&path) {
-                Ok(c) => c,
-                Err(e) => {
-                    ui.err(Exit::Usage, e);
-                    return ui.bail();
-                }
-            };
+            let Some(cfg) = common::box_config(&path, &mut ui) else { return ui.bail() };
             if !zoffsite_exec::system::is_root() {
                 ui.warning("doctor --box reads what only root may (efivars, the LUKS header, sshd -T, nft): run it as root, or most checks say unknown");
             }
@@ -50,10 +45,12 @@ pub(crate) fn run(args: &DoctorArgs) -> Exit {
         }
         Side::Source => {
             let path = args.config.clone().unwrap_or_else(|| PathBuf::from(SOURCE));
-            let cfg = match source_config(&path) {
+            // Its key files need not exist: doctor reports a missing one as
+            // a finding (`source.box-ssh`).
+            let cfg = match common::parse_config(&path) {
                 Ok(c) => c,
-                Err(e) => {
-                    ui.err(Exit::Usage, e);
+                Err(p) => {
+                    ui.stop(StopKind::Config, p.message, p.hint);
                     return ui.bail();
                 }
             };
@@ -72,8 +69,10 @@ pub(crate) fn run(args: &DoctorArgs) -> Exit {
     }
     if ui.json() {
         println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
-    } else {
+    } else if ui.text() {
         print!("{}", report.text());
+    } else {
+        print!("{}", not_ok(&report.text()));
     }
     ui.exit()
 }
@@ -97,11 +96,13 @@ fn pick_side(args: &DoctorArgs, box_config: bool, source_config: bool) -> Result
     }
 }
 
-/// The source's config, read without requiring its key files to exist
-/// (doctor reports a missing one as a finding, `source.box-ssh`).
-fn source_config(path: &Path) -> Result<zoffsite_core::config::Config, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    zoffsite_core::config::Config::parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+/// `-q`: the report's text without the ok checks, and nothing at all when
+/// every check is ok (the exit code says so).
+fn not_ok(text: &str) -> String {
+    if text.lines().all(|l| l.starts_with("ok ") || l.starts_with("ok:")) {
+        return String::new();
+    }
+    text.lines().filter(|l| !l.starts_with("ok ")).map(|l| format!("{l}\n")).collect()
 }
 
 /// The JSON document (docs/json.md): core's report, the side, the time and
@@ -154,6 +155,15 @@ mod tests {
              unknown  box.bios-password           not exposed\n         fix: look in the firmware setup\n\
              unknown: 1 ok, 0 warn, 1 unknown, 0 fail\n"
         );
+        assert_eq!(
+            not_ok(&t),
+            "unknown  box.bios-password           not exposed\n         fix: look in the firmware setup\n\
+             unknown: 1 ok, 0 warn, 1 unknown, 0 fail\n",
+            "-q: the ok checks left out"
+        );
+        let mut ok = Report::new();
+        ok.push(Check::ok(CheckId::SecureBoot, "on"));
+        assert_eq!(not_ok(&ok.text()), "", "-q: nothing when all is well");
     }
 
     /// The exit codes of docs/exit-codes.md, and the JSON of docs/json.md.

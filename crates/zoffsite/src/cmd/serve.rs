@@ -5,8 +5,12 @@
 //! hands stdin and stdout to [`Server`] and maps its end to an exit code.
 //! The server, its invariants and its tests are in
 //! `zoffsite_exec::proto::server`.
+//!
+//! sshd runs it with pipes (the forced-command line has `restrict`, so no
+//! terminal is ever allocated). On a terminal, someone typed it: it says
+//! what it is instead of speaking binary at them, and exits 2.
 
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, IsTerminal as _};
 use std::os::fd::AsFd;
 
 use zoffsite_core::protocol;
@@ -16,7 +20,22 @@ use zoffsite_exec::zfs::Zfs;
 use crate::cli::ServeArgs;
 use crate::exit::Exit;
 
+/// What `serve` says to a person who ran it by hand.
+pub(crate) const BY_HAND: &str = "zoffsite serve: this speaks zoffsite's binary protocol on stdin and stdout, for the source, and is not run by hand. \
+It is the forced command of the source's SSH key in the box user's authorized_keys (`zoffsite box init` or `zoffsite box apply` writes that line): \
+the source's backup, status, verify and restore reach it through ssh. To look at the box, run `zoffsite status` on the source, or `zoffsite box check` and `zoffsite doctor --box` here as root. \
+See docs/design.md, \"The protocol\", and docs/box.md.";
+
+/// Whether a person, not sshd, started it: stdin or stdout is a terminal.
+pub(crate) fn by_hand(stdin_terminal: bool, stdout_terminal: bool) -> bool {
+    stdin_terminal || stdout_terminal
+}
+
 pub(crate) fn run(args: ServeArgs) -> Exit {
+    if by_hand(io::stdin().is_terminal(), io::stdout().is_terminal()) {
+        eprintln!("{BY_HAND}");
+        return Exit::Usage;
+    }
     if let Ok(asked) = std::env::var("SSH_ORIGINAL_COMMAND") {
         // The client may ask for anything; the forced command decides.
         tracing::info!(asked = %protocol::sanitize(&asked, 200), "ignoring the command the client asked for");
@@ -41,5 +60,19 @@ pub(crate) fn run(args: ServeArgs) -> Exit {
             eprintln!("zoffsite serve: {e}");
             Exit::Error
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_terminal_on_either_end_means_a_person() {
+        assert!(!by_hand(false, false), "sshd: pipes both ways");
+        assert!(by_hand(true, true));
+        assert!(by_hand(true, false), "typed, output piped to less");
+        assert!(by_hand(false, true), "input from a file, output on the screen");
+        assert!(BY_HAND.contains("forced command") && BY_HAND.contains("docs/"));
     }
 }

@@ -14,13 +14,21 @@
 //! password, so a well set up box stays unknown), nor a box without an
 //! audit (set up by hand, or an older zoffsite): `doctor --source` tells.
 //!
+//! `--target NAME` looks at that target alone. The table shows bytes and
+//! ages in [`zoffsite_core::human`]'s formats (the JSON keeps bytes and
+//! seconds); with `-q` it shows only what is wrong (unreachable targets,
+//! rows that are not `ok` or `behind`, a posture finding), so a quiet run
+//! that prints nothing is a healthy one. With `--json` the document comes
+//! on every failure too (the short one when the config cannot be used).
+//!
 //! `[notify]` hears of every run, and of a stale one as a failure.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use zoffsite_core::doctor::boxaudit::{self, Fetched, Posture};
+use zoffsite_core::doctor::boxaudit::{Fetched, Posture};
 use zoffsite_core::doctor::Status as DoctorStatus;
+use zoffsite_core::human;
 use zoffsite_core::names::{Dataset, SnapName};
 use zoffsite_core::notify::Command;
 use zoffsite_core::provision::wait::UNREACHABLE_HINT;
@@ -51,14 +59,16 @@ struct TargetStatus {
 
 pub(crate) fn run(args: &StatusArgs) -> Exit {
     let mut ui = Ui::new(args.json, true);
-    let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
+    let Some(cfg) = common::config_for_target(&args.config, args.target.as_deref(), &mut ui) else {
+        return ui.bail();
+    };
     // Read-only, but not a dry run: a stale backup is what `[notify]` is
     // for (a failure, exit 6).
     common::notified(&cfg, Command::Status, false, &mut ui, |ui| {
         let now = jiff::Timestamp::now().as_second();
         let targets = status(&cfg, args, &Zfs::new(), now, ui);
         if !ui.json() {
-            print_table(&targets);
+            print_table(&targets, ui.quiet());
         }
         crate::ui::doc(&serde_json::json!({
             "now": now,
@@ -163,16 +173,22 @@ fn fill_behind(zfs: &Zfs, rows: &mut [DatasetStatus]) {
     }
 }
 
-fn print_table(targets: &[TargetStatus]) {
+fn print_table(targets: &[TargetStatus], quiet: bool) {
     for t in targets {
-        print!("{}", render_target(t));
+        print!("{}", render_target(t, quiet));
     }
 }
 
-/// One target's lines of the table.
-fn render_target(t: &TargetStatus) -> String {
+/// One target's lines of the table; with `quiet`, only what is wrong
+/// (nothing at all for a healthy target).
+fn render_target(t: &TargetStatus, quiet: bool) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let finding = t.box_posture.as_ref().is_some_and(Posture::is_finding);
+    let problems = t.error.is_some() || finding || t.datasets.iter().any(|d| d.state.is_problem());
+    if quiet && !problems {
+        return out;
+    }
     let _ = writeln!(out, "target {} (max_age {}):", t.name, age(i64::try_from(t.max_age).unwrap_or(i64::MAX)));
     if let Some(e) = &t.error {
         let _ = writeln!(out, "  UNREACHABLE: {e}");
@@ -181,10 +197,10 @@ fn render_target(t: &TargetStatus) -> String {
         }
         return out;
     }
-    for d in &t.datasets {
+    for d in t.datasets.iter().filter(|d| !quiet || d.state.is_problem()) {
         let on_box = d.box_newest.as_ref().map_or("-".to_owned(), |p| format!("@{}", p.name));
         let on_src = d.source_newest.as_ref().map_or("-".to_owned(), |p| format!("@{}", p.name));
-        let behind = d.behind_bytes.map_or("?".to_owned(), |b| format!("{b} B"));
+        let behind = d.behind_bytes.map_or("?".to_owned(), human::bytes);
         let state = match d.state {
             State::Current => "ok",
             State::Behind => "behind",
@@ -200,7 +216,7 @@ fn render_target(t: &TargetStatus) -> String {
             if d.partial { "  [interrupted transfer waiting]" } else { "" }
         );
     }
-    if let Some(p) = &t.box_posture {
+    if let Some(p) = t.box_posture.as_ref().filter(|p| !quiet || p.is_finding()) {
         let details =
             if p.status == DoctorStatus::Ok && !p.stale { "" } else { "; run `zoffsite doctor --source` for details" };
         let _ = writeln!(out, "  box posture: {}{details}", p.line());
@@ -209,7 +225,7 @@ fn render_target(t: &TargetStatus) -> String {
 }
 
 fn age(secs: i64) -> String {
-    boxaudit::ago(secs)
+    human::secs(secs)
 }
 
 #[cfg(test)]
@@ -238,8 +254,8 @@ mod tests {
         r.set_generated_at(now - 3 * 3600);
         let p = Posture::judge(&Fetched::Report(serde_json::to_string(&r).unwrap()), now);
         assert_eq!(
-            render_target(&target(Some(p.clone()))),
-            "target friend (max_age 26h):\n  box posture: fail (1 fail, 1 unknown), audited 3h ago; run `zoffsite doctor --source` for details\n"
+            render_target(&target(Some(p.clone())), false),
+            "target friend (max_age 1d 2h):\n  box posture: fail (1 fail, 1 unknown), audited 3h ago; run `zoffsite doctor --source` for details\n"
         );
         let v = serde_json::to_value(target(Some(p))).unwrap();
         assert_eq!(v["box_posture"]["status"], "fail");
@@ -252,14 +268,53 @@ mod tests {
         ok.push(Check::ok(CheckId::Firewall, "fine"));
         ok.set_generated_at(now - 60);
         let p = Posture::judge(&Fetched::Report(serde_json::to_string(&ok).unwrap()), now);
-        assert!(render_target(&target(Some(p))).ends_with("\n  box posture: ok (1 ok), audited 60s ago\n"));
-        let old = render_target(&target(Some(Posture::judge(&Fetched::Unsupported, now))));
+        assert!(render_target(&target(Some(p)), false).ends_with("\n  box posture: ok (1 ok), audited 1m ago\n"));
+        let old = render_target(&target(Some(Posture::judge(&Fetched::Unsupported, now))), false);
         assert!(old.ends_with("box posture: unknown (the box's zoffsite is too old to report its posture); run `zoffsite doctor --source` for details\n"), "{old}");
         // Unreachable: no posture line, and null in the JSON.
         let mut t = target(None);
         t.error = Some("target friend: cannot reach the box".into());
-        assert!(!render_target(&t).contains("posture"));
+        assert!(!render_target(&t, false).contains("posture"));
         assert_eq!(serde_json::to_value(&t).unwrap()["box_posture"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_table_shows_bytes_and_ages_for_people_and_quiet_shows_only_what_is_wrong() {
+        use zoffsite_core::names::{Guid, SnapName};
+        use zoffsite_core::status::Point;
+        let point = |name: &str| Point {
+            name: SnapName::new(name).unwrap(),
+            guid: Guid::new(7).unwrap(),
+            creation: 1_796_000_000,
+        };
+        let row = |ds: &str, state: State, age: i64| DatasetStatus {
+            dataset: Dataset::new(ds).unwrap(),
+            source_newest: Some(point("zoffsite-b")),
+            box_newest: Some(point("zoffsite-a")),
+            age: Some(age),
+            behind_bytes: Some(3 << 20),
+            partial: false,
+            state,
+        };
+        let mut t = target(None);
+        t.datasets =
+            vec![row("tank/data", State::Behind, 3 * 3600 + 600), row("tank/old", State::Stale, 3 * 86400 + 7200)];
+        assert_eq!(
+            render_target(&t, false),
+            "target friend (max_age 1d 2h):\n\
+             \x20 behind   tank/data  box @zoffsite-a (3h 10m old)  source @zoffsite-b  behind 3.00 MiB\n\
+             \x20 STALE    tank/old  box @zoffsite-a (3d 2h old)  source @zoffsite-b  behind 3.00 MiB\n"
+        );
+        let quiet = render_target(&t, true);
+        assert!(quiet.contains("tank/old") && !quiet.contains("tank/data"), "{quiet}");
+        t.datasets.pop();
+        assert_eq!(render_target(&t, true), "", "a healthy target: nothing with -q");
+        // The JSON keeps raw numbers.
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(
+            (v["datasets"][0]["behind_bytes"].as_u64(), v["datasets"][0]["age"].as_u64()),
+            (Some(3 << 20), Some(11400))
+        );
     }
 
     #[test]
@@ -268,7 +323,7 @@ mod tests {
         let mut t = target(None);
         t.error = Some(format!("target friend: {e}"));
         t.hint = hint(&e);
-        let text = render_target(&t);
+        let text = render_target(&t, false);
         assert!(text.ends_with(&format!("  hint: {UNREACHABLE_HINT}\n")), "{text}");
         assert_eq!(text.lines().filter(|l| l.contains("TPM")).count(), 1, "one line: {text}");
         assert!(UNREACHABLE_HINT.contains("docs/box.md#when-the-box-does-not-come-back"));
@@ -281,7 +336,7 @@ mod tests {
             assert_eq!(hint(&other), None, "{other}");
         }
         t.hint = None;
-        assert!(!render_target(&t).contains("hint"));
+        assert!(!render_target(&t, false).contains("hint"));
         assert!(serde_json::to_value(&t).unwrap().get("hint").is_none());
     }
 }

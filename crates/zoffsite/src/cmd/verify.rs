@@ -2,11 +2,14 @@
 //! snapshot it last confirmed for each selected dataset, that whatever it
 //! holds matches the source by GUID, and that its pool is healthy and
 //! scrubbed. Read-only on both sides. `[notify]` hears of every run
-//! (`--drill` too: the drill timer runs it).
+//! (`--drill` too: the drill timer runs it). `--drill` shows the transfer's
+//! progress on a terminal (as `backup` does), its total the source's own
+//! estimate of the snapshot's stream.
 
 use serde::Serialize;
 use zoffsite_core::config::Config;
 use zoffsite_core::holds;
+use zoffsite_core::human;
 use zoffsite_core::names::{Dataset, SnapName};
 use zoffsite_core::notify::Command;
 use zoffsite_core::parse::{HoldRow, SnapshotRow};
@@ -48,8 +51,11 @@ struct TargetVerify {
 }
 
 pub(crate) fn run(args: &VerifyArgs) -> Exit {
-    let mut ui = Ui::new(args.json, true);
-    let Some(cfg) = common::config(&args.config, &mut ui) else { return ui.bail() };
+    // Progress (on a terminal) only for a drill: nothing else moves.
+    let mut ui = Ui::new(args.json, !args.drill);
+    let Some(cfg) = common::config_for_target(&args.config, args.target.as_deref(), &mut ui) else {
+        return ui.bail();
+    };
     common::notified(&cfg, Command::Verify, false, &mut ui, |ui| {
         if args.drill {
             let d = drill(&cfg, args, &Zfs::new(), ui);
@@ -79,12 +85,6 @@ struct Source {
 }
 
 fn source(cfg: &Config, args: &VerifyArgs, zfs: &Zfs, ui: &mut Ui) -> Option<Source> {
-    if let Some(t) = &args.target {
-        if !cfg.targets.iter().any(|x| x.name == *t) {
-            ui.err(Exit::Usage, format_args!("no target {t:?} in {}", args.config.display()));
-            return None;
-        }
-    }
     let (sel, missing) = match common::list_selection(cfg, zfs, &args.config) {
         Ok(x) => x,
         Err(e) => {
@@ -156,8 +156,13 @@ fn drill(cfg: &Config, args: &VerifyArgs, zfs: &Zfs, ui: &mut Ui) -> Option<dril
         }
     };
     ui.say(format_args!(
-        "drill {ds}@{} from {}: {} files, {} bytes compared, {} differences; scratch {} destroyed",
-        d.snapshot, t.name, d.diff.files, d.diff.bytes, d.diff.different, d.scratch
+        "drill {ds}@{} from {}: {} files, {} compared, {} differences; scratch {} destroyed",
+        d.snapshot,
+        t.name,
+        d.diff.files,
+        human::bytes(d.diff.bytes),
+        d.diff.different,
+        d.scratch
     ));
     for p in &d.diff.differences {
         ui.err(Exit::Partial, format_args!("drill: {p}"));

@@ -192,10 +192,10 @@ fn the_posture_says_status_counts_and_age_and_when_it_is_stale() {
     let good = [Check::ok(CheckId::Firewall, "fine"), Check::unknown(CheckId::BiosPassword, "not exposed", "look")];
     let p = Posture::judge(&Fetched::Report(report(&good, Some(NOW - 60))), NOW);
     assert_eq!((p.status, p.stale, p.is_finding()), (Status::Unknown, false, false));
-    assert_eq!(p.line(), "unknown (1 unknown), audited 60s ago");
+    assert_eq!(p.line(), "unknown (1 unknown), audited 1m ago");
     let all_ok = [Check::ok(CheckId::Firewall, "fine")];
     let p = Posture::judge(&Fetched::Report(report(&all_ok, Some(NOW - 60))), NOW);
-    assert_eq!((p.line(), p.check("t").status()), ("ok (1 ok), audited 60s ago".to_owned(), Status::Ok));
+    assert_eq!((p.line(), p.check("t").status()), ("ok (1 ok), audited 1m ago".to_owned(), Status::Ok));
 
     // Stale: the timer stopped. An ok posture becomes a warn and a finding.
     let p = Posture::judge(&Fetched::Report(report(&all_ok, Some(NOW - STALE_AFTER_SECS - 1))), NOW);
