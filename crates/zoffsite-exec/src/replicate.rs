@@ -183,7 +183,7 @@ impl Run<'_> {
         let unchanged: Vec<Option<&SnapshotRow>> = sel
             .included
             .iter()
-            .map(|i| if synced { plan::unchanged_since_ours(&i.row, &before) } else { None })
+            .map(|i| if synced { plan::unchanged_since_ours(&i.row, &before, self.opts.now.as_second()) } else { None })
             .collect();
         let snapped = if !self.opts.force_snapshot && unchanged.iter().all(Option::is_some) {
             self.events.line("no selected dataset changed since its last zoffsite snapshot: no new snapshot");
