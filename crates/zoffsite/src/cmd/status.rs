@@ -1,8 +1,10 @@
 //! `zoffsite status`: for every target and dataset, the newest snapshot on
-//! the source and on the box, its age and how many bytes the box is behind.
-//! Read-only on both sides. Exits 6 (stale) when any dataset on any target
-//! is older than the target's `max_age`, holds nothing, or diverged, so it
-//! serves as a monitoring check.
+//! the source and on the box, its age, when a backup run last confirmed
+//! the box held all of it, and how many bytes the box is behind. Read-only
+//! on both sides. Exits 6 (stale) when any dataset on any target was last
+//! confirmed longer than the target's `max_age` ago (a run that found
+//! nothing to send confirms the box's newest: [`status`]), holds nothing,
+//! or diverged, so it serves as a monitoring check.
 //!
 //! Each box's posture comes along: in the same session, after the listing,
 //! the box's last audit (root's `doctor --box`, handed over by `serve`),
@@ -23,6 +25,7 @@ use zoffsite_core::names::{Dataset, SnapName};
 use zoffsite_core::provision::wait::UNREACHABLE_HINT;
 use zoffsite_core::status::{self, DatasetStatus, State};
 use zoffsite_exec::proto::client::{RemoteError, Session};
+use zoffsite_exec::replicate;
 use zoffsite_exec::zfs::Zfs;
 
 use zoffsite_core::config::Config;
@@ -42,6 +45,10 @@ struct TargetStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     hint: Option<&'static str>,
     datasets: Vec<DatasetStatus>,
+    /// The start of the last backup run that confirmed the box holding the
+    /// source's newest of any dataset (Unix seconds, source clock; `None`:
+    /// none recorded).
+    last_run: Option<i64>,
     /// The box's posture (`None` when the box could not be reached).
     box_posture: Option<Posture>,
 }
@@ -60,7 +67,7 @@ pub(crate) fn run(args: &StatusArgs) -> Exit {
         });
         println!("{}", serde_json::to_string_pretty(&doc).expect("serializes"));
     } else {
-        print_table(&targets);
+        print_table(&targets, now);
     }
     ui.exit()
 }
@@ -93,6 +100,7 @@ fn status(cfg: &Config, args: &StatusArgs, zfs: &Zfs, now: i64, ui: &mut Ui) -> 
             error: None,
             hint: None,
             datasets: vec![],
+            last_run: None,
             box_posture: None,
         };
         let listing = Session::connect(t).and_then(|mut s| match s.list(&datasets) {
@@ -111,9 +119,16 @@ fn status(cfg: &Config, args: &StatusArgs, zfs: &Zfs, now: i64, ui: &mut Ui) -> 
                 }
                 ts.box_posture = Some(posture);
                 let max_age = i64::try_from(t.max_age.as_secs()).unwrap_or(i64::MAX);
+                // Without them, each dataset counts from its snapshot's
+                // creation, as before runs recorded them.
+                let confirmed = replicate::confirmations(zfs, &t.name, &datasets, &snaps, &remote).unwrap_or_else(|e| {
+                    ui.warning(format_args!("target {}: cannot read the backup runs' confirmations: {e}", t.name));
+                    BTreeMap::new()
+                });
+                ts.last_run = confirmed.values().copied().max();
                 ts.datasets = datasets
                     .iter()
-                    .map(|d| status::evaluate(d, &snaps, &bookmarks, remote.get(d), now, max_age))
+                    .map(|d| status::evaluate(d, &snaps, &bookmarks, remote.get(d), &confirmed, now, max_age))
                     .collect();
                 fill_behind(zfs, &mut ts.datasets);
                 if ts.datasets.iter().any(|d| d.state.is_problem()) {
@@ -159,17 +174,25 @@ fn fill_behind(zfs: &Zfs, rows: &mut [DatasetStatus]) {
     }
 }
 
-fn print_table(targets: &[TargetStatus]) {
+fn print_table(targets: &[TargetStatus], now: i64) {
     for t in targets {
-        print!("{}", render_target(t));
+        print!("{}", render_target(t, now));
     }
 }
 
-/// One target's lines of the table.
-fn render_target(t: &TargetStatus) -> String {
+/// One target's lines of the table (`now`: to say how long ago).
+fn render_target(t: &TargetStatus, now: i64) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let _ = writeln!(out, "target {} (max_age {}):", t.name, age(i64::try_from(t.max_age).unwrap_or(i64::MAX)));
+    let _ = write!(out, "target {} (max_age {}", t.name, age(i64::try_from(t.max_age).unwrap_or(i64::MAX)));
+    if t.error.is_none() {
+        let _ = write!(
+            out,
+            "; last backup run {}",
+            t.last_run.map_or("none recorded".to_owned(), |r| format!("{} ago", age(now - r)))
+        );
+    }
+    let _ = writeln!(out, "):");
     if let Some(e) = &t.error {
         let _ = writeln!(out, "  UNREACHABLE: {e}");
         if let Some(h) = t.hint {
@@ -188,9 +211,15 @@ fn render_target(t: &TargetStatus) -> String {
             State::Never => "NEVER",
             State::Diverged => "DIVERGED",
         };
+        // When a later run found nothing to send, the box's copy is
+        // current as of that run: say so beside the snapshot's own age.
+        let confirmed = match (d.confirmed_age, d.age) {
+            (Some(c), Some(a)) if c < a => format!(", confirmed {} ago", age(c)),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  {state:<8} {}  box {on_box} ({} old)  source {on_src}  behind {behind}{}",
+            "  {state:<8} {}  box {on_box} ({} old{confirmed})  source {on_src}  behind {behind}{}",
             d.dataset,
             d.age.map_or("-".to_owned(), age),
             if d.partial { "  [interrupted transfer waiting]" } else { "" }
@@ -220,6 +249,7 @@ mod tests {
             error: None,
             hint: None,
             datasets: vec![],
+            last_run: None,
             box_posture: posture,
         }
     }
@@ -234,8 +264,8 @@ mod tests {
         r.set_generated_at(now - 3 * 3600);
         let p = Posture::judge(&Fetched::Report(serde_json::to_string(&r).unwrap()), now);
         assert_eq!(
-            render_target(&target(Some(p.clone()))),
-            "target friend (max_age 26h):\n  box posture: fail (1 fail, 1 unknown), audited 3h ago; run `zoffsite doctor --source` for details\n"
+            render_target(&target(Some(p.clone())), now),
+            "target friend (max_age 26h; last backup run none recorded):\n  box posture: fail (1 fail, 1 unknown), audited 3h ago; run `zoffsite doctor --source` for details\n"
         );
         let v = serde_json::to_value(target(Some(p))).unwrap();
         assert_eq!(v["box_posture"]["status"], "fail");
@@ -248,14 +278,43 @@ mod tests {
         ok.push(Check::ok(CheckId::Firewall, "fine"));
         ok.set_generated_at(now - 60);
         let p = Posture::judge(&Fetched::Report(serde_json::to_string(&ok).unwrap()), now);
-        assert!(render_target(&target(Some(p))).ends_with("\n  box posture: ok (1 ok), audited 60s ago\n"));
-        let old = render_target(&target(Some(Posture::judge(&Fetched::Unsupported, now))));
+        assert!(render_target(&target(Some(p)), now).ends_with("\n  box posture: ok (1 ok), audited 60s ago\n"));
+        let old = render_target(&target(Some(Posture::judge(&Fetched::Unsupported, now))), now);
         assert!(old.ends_with("box posture: unknown (the box's zoffsite is too old to report its posture); run `zoffsite doctor --source` for details\n"), "{old}");
         // Unreachable: no posture line, and null in the JSON.
         let mut t = target(None);
         t.error = Some("target friend: cannot reach the box".into());
-        assert!(!render_target(&t).contains("posture"));
+        assert!(!render_target(&t, 0).contains("posture"));
         assert_eq!(serde_json::to_value(&t).unwrap()["box_posture"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_dataset_confirmed_by_a_later_run_shows_both_ages_and_the_last_run() {
+        use zoffsite_core::names::Guid;
+        use zoffsite_core::status::Point;
+        let now = 1_796_000_000;
+        let point = Point { name: SnapName::new("zoffsite-1").unwrap(), guid: Guid::new(7).unwrap(), creation: now - 5 * 86_400 };
+        let mut t = target(None);
+        t.last_run = Some(now - 3600);
+        t.datasets.push(DatasetStatus {
+            dataset: Dataset::new("tank/a").unwrap(),
+            source_newest: Some(point.clone()),
+            box_newest: Some(point),
+            age: Some(5 * 86_400),
+            confirmed: Some(now - 3600),
+            confirmed_age: Some(3600),
+            behind_bytes: Some(0),
+            partial: false,
+            state: State::Current,
+        });
+        let text = render_target(&t, now);
+        assert!(text.starts_with("target friend (max_age 26h; last backup run 60m ago):\n"), "{text}");
+        assert!(text.contains("  ok       tank/a  box @zoffsite-1 (5d old, confirmed 60m ago)  source @zoffsite-1"), "{text}");
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["last_run"], now - 3600);
+        assert_eq!(v["datasets"][0]["confirmed"], now - 3600);
+        assert_eq!(v["datasets"][0]["confirmed_age"], 3600);
+        assert_eq!(v["datasets"][0]["age"], 5 * 86_400, "the data's own age is kept");
     }
 
     #[test]
@@ -264,7 +323,7 @@ mod tests {
         let mut t = target(None);
         t.error = Some(format!("target friend: {e}"));
         t.hint = hint(&e);
-        let text = render_target(&t);
+        let text = render_target(&t, 0);
         assert!(text.ends_with(&format!("  hint: {UNREACHABLE_HINT}\n")), "{text}");
         assert_eq!(text.lines().filter(|l| l.contains("TPM")).count(), 1, "one line: {text}");
         assert!(UNREACHABLE_HINT.contains("docs/box.md#when-the-box-does-not-come-back"));
@@ -277,7 +336,7 @@ mod tests {
             assert_eq!(hint(&other), None, "{other}");
         }
         t.hint = None;
-        assert!(!render_target(&t).contains("hint"));
+        assert!(!render_target(&t, 0).contains("hint"));
         assert!(serde_json::to_value(&t).unwrap().get("hint").is_none());
     }
 }
