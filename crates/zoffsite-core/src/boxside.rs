@@ -991,12 +991,17 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         assert_eq!(DEFAULT_MAX_AGE + DEFAULT_HEARTBEAT_GRACE, Duration::from_secs(9 * 86400));
         // The defaults leave room for the source's refresh of an unchanged
         // dataset and a day between runs, with a day or more to spare.
-        assert!(DEFAULT_MAX_AGE + DEFAULT_HEARTBEAT_GRACE > crate::plan::REFRESH_AFTER + Duration::from_secs(2 * 86400));
+        assert!(
+            DEFAULT_MAX_AGE + DEFAULT_HEARTBEAT_GRACE > crate::plan::REFRESH_AFTER + Duration::from_secs(2 * 86400)
+        );
         let parse = |g: &str| BoxConfig::parse(&format!("root = \"offsite/home\"\nheartbeat_grace = \"{g}\"\n"));
         assert_eq!(parse("0s").unwrap().heartbeat_grace, Duration::ZERO);
         assert_eq!(parse("30d").unwrap().heartbeat_grace, MAX_HEARTBEAT_GRACE);
         let e = parse("31d").unwrap_err().to_string();
-        assert!(e.starts_with("heartbeat_grace: may be at most 30d") && e.contains("\"0s\" turns heartbeats off"), "{e}");
+        assert!(
+            e.starts_with("heartbeat_grace: may be at most 30d") && e.contains("\"0s\" turns heartbeats off"),
+            "{e}"
+        );
         let e = parse("soon").unwrap_err().to_string();
         assert!(e.starts_with("heartbeat_grace: \"soon\" is not a duration"), "{e}");
     }
@@ -1055,15 +1060,27 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         // A heartbeat older than max_age does not excuse.
         let (f, _) = with_heartbeat(rcv, Some("2026-11-03T23:00:00Z"), "2026-11-06T00:00:00Z");
         let msg = f[0].to_string();
-        assert!(msg.starts_with("offsite/home/tank/a: nothing received for 5d 0h") && msg.ends_with("(the source last checked in for it 2d 1h ago)"), "{msg}");
+        assert!(
+            msg.starts_with("offsite/home/tank/a: nothing received for 5d 0h")
+                && msg.ends_with("(the source last checked in for it 2d 1h ago)"),
+            "{msg}"
+        );
         // Day 9 and a second, a heartbeat a minute ago: past the bound,
         // stale, and said why.
         let (f, d) = with_heartbeat(rcv, Some("2026-11-09T23:59:00Z"), "2026-11-10T00:00:01Z");
         assert!(d[0].stale && !d[0].excused);
         let msg = f[0].to_string();
-        assert!(msg.contains("although the source checks in (last 1m 1s ago)") && msg.contains("max_age + heartbeat_grace (9d 0h)") && msg.contains("every 6 days"), "{msg}");
+        assert!(
+            msg.contains("although the source checks in (last 1m 1s ago)")
+                && msg.contains("max_age + heartbeat_grace (9d 0h)")
+                && msg.contains("every 6 days"),
+            "{msg}"
+        );
         let j = serde_json::to_value(&f[0]).unwrap();
-        assert_eq!((j["kind"].as_str(), j["heartbeat"].as_i64(), j["heartbeat_grace"].as_u64()), (Some("stale"), Some(secs("2026-11-09T23:59:00Z")), Some(7 * 86400)));
+        assert_eq!(
+            (j["kind"].as_str(), j["heartbeat"].as_i64(), j["heartbeat_grace"].as_u64()),
+            (Some("stale"), Some(secs("2026-11-09T23:59:00Z")), Some(7 * 86400))
+        );
         // A heartbeat dated ahead (clock gone back, or forged) is not taken.
         let (f, d) = with_heartbeat(rcv, Some("2026-12-01T00:00:00Z"), "2026-11-06T00:00:00Z");
         assert!(d[0].stale && matches!(&f[..], [Finding::Stale { heartbeat_age: None, .. }]), "{f:?}");
@@ -1081,11 +1098,14 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
             datasets: [(Dataset::new("offsite/home/tank/a").unwrap(), secs("2026-11-25T11:00:00Z"))].into(),
             ignored: vec![],
         };
-        let partials =
-            [Partial { dataset: Dataset::new("offsite/home/tank/a").unwrap(), since: Some(secs("2026-11-20T00:00:00Z")) }];
+        let partials = [Partial {
+            dataset: Dataset::new("offsite/home/tank/a").unwrap(),
+            since: Some(secs("2026-11-20T00:00:00Z")),
+        }];
         let mut i = input(&s, &partials, "ONLINE", "2026-11-25T12:00:00Z");
         i.heartbeats = &h;
-        let kinds: Vec<String> = check(&i).iter().map(|f| serde_json::to_value(f).unwrap()["kind"].to_string()).collect();
+        let kinds: Vec<String> =
+            check(&i).iter().map(|f| serde_json::to_value(f).unwrap()["kind"].to_string()).collect();
         assert_eq!(kinds, ["\"stale\"", "\"abandoned_partial\""]);
     }
 

@@ -565,7 +565,10 @@ mod tests {
             assert!(decode::<Request>(bad.as_bytes()).is_err(), "{bad}");
         }
         let ok: Request = decode(br#"{"type":"heartbeat","datasets":[{"name":"tank/a","guid":7}]}"#).unwrap();
-        assert_eq!(ok, Request::Heartbeat { datasets: vec![HeartbeatDataset { name: ds("tank/a"), guid: Guid::new(7).unwrap() }] });
+        assert_eq!(
+            ok,
+            Request::Heartbeat { datasets: vec![HeartbeatDataset { name: ds("tank/a"), guid: Guid::new(7).unwrap() }] }
+        );
         assert!(decode::<Response>(br#"{"type":"heartbeat","recorded":-1}"#).is_err());
     }
 

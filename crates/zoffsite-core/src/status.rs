@@ -107,9 +107,7 @@ pub fn confirmed_property(target: &str) -> String {
 /// only (anything else is left out: the snapshot then counts from its
 /// creation, as if it were never confirmed again).
 pub fn parse_confirmations(rows: &[(String, String)]) -> BTreeMap<Snapshot, i64> {
-    rows.iter()
-        .filter_map(|(n, v)| Some((Snapshot::new(n).ok()?, crate::boxside::parse_stamp(v).at()?)))
-        .collect()
+    rows.iter().filter_map(|(n, v)| Some((Snapshot::new(n).ok()?, crate::boxside::parse_stamp(v).at()?))).collect()
 }
 
 /// The source's snapshot that the box's newest snapshot of `dataset` is
@@ -245,7 +243,10 @@ mod tests {
             [(Snapshot::new("tank/a@zoffsite-2").unwrap(), last_run)].into_iter().collect();
         let now = last_run + 3600;
         let st = evaluate(&ds, &snaps, &[], Some(&remote(&[1, 2])), &c, now, max_age);
-        assert_eq!((st.state, st.age, st.confirmed, st.confirmed_age), (State::Current, Some(now - 5000), Some(last_run), Some(3600)));
+        assert_eq!(
+            (st.state, st.age, st.confirmed, st.confirmed_age),
+            (State::Current, Some(now - 5000), Some(last_run), Some(3600))
+        );
         // Without the record it is stale, as before; and a record older
         // than max_age does not help either.
         let none = BTreeMap::new();
@@ -255,8 +256,7 @@ mod tests {
         // A confirmation of a snapshot the box no longer has as its newest
         // counts for nothing: the box holds zoffsite-1 only (a rollback, a
         // lost receive), whose own age decides.
-        let c1: BTreeMap<Snapshot, i64> =
-            [(Snapshot::new("tank/a@zoffsite-2").unwrap(), now)].into_iter().collect();
+        let c1: BTreeMap<Snapshot, i64> = [(Snapshot::new("tank/a@zoffsite-2").unwrap(), now)].into_iter().collect();
         let st = evaluate(&ds, &snaps, &[], Some(&remote(&[1])), &c1, now, max_age);
         assert_eq!((st.state, st.confirmed), (State::Stale, Some(1000)));
         // Behind, confirmed recently: the next run sends it, not stale.

@@ -165,7 +165,10 @@ pub fn destroy(zfs: &Zfs, root: &Dataset, decisions: &[BoxDecision], events: &mu
 pub fn heartbeats(zfs: &Zfs, root: &Dataset, events: &mut dyn Events) -> Result<boxside::Heartbeats, ZfsError> {
     let h = boxside::parse_heartbeats(root, &zfs.box_heartbeats(root)?);
     for i in &h.ignored {
-        events.warn(&format!("{} {i} is not a heartbeat (not Unix seconds on a dataset under {root}); ignored", boxside::HEARTBEAT_PROPERTY));
+        events.warn(&format!(
+            "{} {i} is not a heartbeat (not Unix seconds on a dataset under {root}); ignored",
+            boxside::HEARTBEAT_PROPERTY
+        ));
     }
     Ok(h)
 }

@@ -54,12 +54,7 @@ impl World {
     fn new() -> World {
         let src = source();
         src.world(|w| w.clock = Some(T0));
-        World {
-            src,
-            the_box: Arc::new(BoxSide::new("offsite/home")),
-            box_clock: Arc::new(AtomicI64::new(T0)),
-            now: T0,
-        }
+        World { src, the_box: Arc::new(BoxSide::new("offsite/home")), box_clock: Arc::new(AtomicI64::new(T0)), now: T0 }
     }
 
     /// Moves both clocks on.
@@ -79,9 +74,7 @@ impl World {
     /// A session to the box, its `serve` on the box's clock.
     fn session(&self) -> zoffsite_exec::proto::client::Session {
         let clock = self.box_clock.clone();
-        self.the_box
-            .connect_with(move |srv| srv.with_clock(Arc::new(move || clock.load(Ordering::SeqCst))))
-            .0
+        self.the_box.connect_with(move |srv| srv.with_clock(Arc::new(move || clock.load(Ordering::SeqCst)))).0
     }
 
     /// One `zoffsite backup` run, now.
@@ -114,9 +107,17 @@ impl World {
         s.close();
         let max_age = i64::try_from(self.config().targets[0].max_age.as_secs()).unwrap();
         let confirmed = replicate::confirmations(&zfs, "friend", &ds, &l.snapshots, &remote).unwrap();
-        let with = status::evaluate(&ds[0], &l.snapshots, &l.bookmarks, remote.get(&ds[0]), &confirmed, self.now, max_age);
-        let without =
-            status::evaluate(&ds[0], &l.snapshots, &l.bookmarks, remote.get(&ds[0]), &BTreeMap::new(), self.now, max_age);
+        let with =
+            status::evaluate(&ds[0], &l.snapshots, &l.bookmarks, remote.get(&ds[0]), &confirmed, self.now, max_age);
+        let without = status::evaluate(
+            &ds[0],
+            &l.snapshots,
+            &l.bookmarks,
+            remote.get(&ds[0]),
+            &BTreeMap::new(),
+            self.now,
+            max_age,
+        );
         (with, without.state)
     }
 

@@ -255,7 +255,10 @@ impl<R: Input, W: Write> Server<R, W> {
     /// [`MAX_LIST_DATASETS`] names, is refused whole.
     fn heartbeat(&mut self, asked: &[HeartbeatDataset]) -> Result<u32, Reject> {
         if asked.len() > MAX_LIST_DATASETS {
-            return Err(Reject::new(ErrorCode::Protocol, format!("at most {MAX_LIST_DATASETS} datasets per heartbeat")));
+            return Err(Reject::new(
+                ErrorCode::Protocol,
+                format!("at most {MAX_LIST_DATASETS} datasets per heartbeat"),
+            ));
         }
         let mut wanted: BTreeMap<Dataset, Guid> = BTreeMap::new();
         for d in asked {

@@ -96,7 +96,10 @@ pub(crate) fn run(args: &BoxCheckArgs) -> Exit {
     // Without them, every dataset alarms as it did before heartbeats:
     // said, not a finding of its own.
     let heartbeats = boxstate::heartbeats(&zfs, root, &mut ui).unwrap_or_else(|e| {
-        ui.warning(format_args!("cannot read the source's heartbeats ({}) under {root}: {e}", boxside::HEARTBEAT_PROPERTY));
+        ui.warning(format_args!(
+            "cannot read the source's heartbeats ({}) under {root}: {e}",
+            boxside::HEARTBEAT_PROPERTY
+        ));
         Heartbeats::default()
     });
     // Decide.
@@ -202,7 +205,11 @@ fn summary(
     let max_age = boxside::fmt_secs(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
     let excused: Vec<&DatasetState> = states.iter().filter(|d| d.excused).collect();
     let mut out = vec![if excused.is_empty() {
-        format!("ok: {} dataset(s) under {root} received within {max_age}; pool {} is ONLINE", states.len(), root.pool())
+        format!(
+            "ok: {} dataset(s) under {root} received within {max_age}; pool {} is ONLINE",
+            states.len(),
+            root.pool()
+        )
     } else {
         format!(
             "ok: {} dataset(s) under {root}: {} received within {max_age}, {} unchanged on the source (it checked in within {max_age}); pool {} is ONLINE",
@@ -330,6 +337,9 @@ mod tests {
         assert!(b.get("alarm_at").is_some() && b.get("newest").is_some());
         let mut empty = serde_json::json!({});
         add_liveness(&mut empty, std::time::Duration::ZERO, &[], None);
-        assert_eq!(empty, serde_json::json!({"heartbeat_grace": 0, "heard": null, "last_received": null, "datasets": []}));
+        assert_eq!(
+            empty,
+            serde_json::json!({"heartbeat_grace": 0, "heard": null, "last_received": null, "datasets": []})
+        );
     }
 }

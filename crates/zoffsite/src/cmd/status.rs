@@ -121,10 +121,11 @@ fn status(cfg: &Config, args: &StatusArgs, zfs: &Zfs, now: i64, ui: &mut Ui) -> 
                 let max_age = i64::try_from(t.max_age.as_secs()).unwrap_or(i64::MAX);
                 // Without them, each dataset counts from its snapshot's
                 // creation, as before runs recorded them.
-                let confirmed = replicate::confirmations(zfs, &t.name, &datasets, &snaps, &remote).unwrap_or_else(|e| {
-                    ui.warning(format_args!("target {}: cannot read the backup runs' confirmations: {e}", t.name));
-                    BTreeMap::new()
-                });
+                let confirmed =
+                    replicate::confirmations(zfs, &t.name, &datasets, &snaps, &remote).unwrap_or_else(|e| {
+                        ui.warning(format_args!("target {}: cannot read the backup runs' confirmations: {e}", t.name));
+                        BTreeMap::new()
+                    });
                 ts.last_run = confirmed.values().copied().max();
                 ts.datasets = datasets
                     .iter()
@@ -293,7 +294,11 @@ mod tests {
         use zoffsite_core::names::Guid;
         use zoffsite_core::status::Point;
         let now = 1_796_000_000;
-        let point = Point { name: SnapName::new("zoffsite-1").unwrap(), guid: Guid::new(7).unwrap(), creation: now - 5 * 86_400 };
+        let point = Point {
+            name: SnapName::new("zoffsite-1").unwrap(),
+            guid: Guid::new(7).unwrap(),
+            creation: now - 5 * 86_400,
+        };
         let mut t = target(None);
         t.last_run = Some(now - 3600);
         t.datasets.push(DatasetStatus {
@@ -309,7 +314,10 @@ mod tests {
         });
         let text = render_target(&t, now);
         assert!(text.starts_with("target friend (max_age 26h; last backup run 60m ago):\n"), "{text}");
-        assert!(text.contains("  ok       tank/a  box @zoffsite-1 (5d old, confirmed 60m ago)  source @zoffsite-1"), "{text}");
+        assert!(
+            text.contains("  ok       tank/a  box @zoffsite-1 (5d old, confirmed 60m ago)  source @zoffsite-1"),
+            "{text}"
+        );
         let v = serde_json::to_value(&t).unwrap();
         assert_eq!(v["last_run"], now - 3600);
         assert_eq!(v["datasets"][0]["confirmed"], now - 3600);
