@@ -237,14 +237,14 @@ fn a_source_that_only_checks_in_is_reported_once_max_age_plus_the_grace_has_pass
     let mut w = World::new();
     w.run();
     let newest = w.the_box.fake.guid(&w.the_box.at(&w.newest())).unwrap();
-    // A compromised (or broken) source: every hour, a session that lists
-    // and sends a heartbeat naming exactly what the box holds, and never
-    // anything new.
+    // A compromised (or broken) source: every 6 hours, a session that
+    // lists and sends a heartbeat naming exactly what the box holds, and
+    // never anything new.
     let beat = [HeartbeatDataset { name: ds(DS), guid: guid(newest) }];
     let bound = T0 + i64::try_from((BOX_MAX_AGE + DEFAULT_HEARTBEAT_GRACE).as_secs()).unwrap();
     let mut last_quiet = None;
     while w.now < bound + 2 * DAY {
-        w.wait(3600);
+        w.wait(6 * 3600);
         let mut s = w.session();
         s.list(&[ds(DS)]).unwrap();
         assert_eq!(s.heartbeat(&beat).unwrap(), Heard::Recorded(1));
