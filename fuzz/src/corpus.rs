@@ -4,7 +4,7 @@
 //! types, and valid configs. Plus the dictionaries the mutator draws on.
 
 use zoffsite_core::names::{Dataset, Guid, SnapName};
-use zoffsite_core::protocol::{self, ErrorCode, RemoteDataset, RemoteSnapshot, Request, Response};
+use zoffsite_core::protocol::{self, ErrorCode, HeartbeatDataset, RemoteDataset, RemoteSnapshot, Request, Response};
 use zoffsite_core::stream::{encode_begin, FEATURE_RAW, FEATURE_RESUMING};
 
 macro_rules! testdata {
@@ -228,6 +228,12 @@ pub fn requests() -> Vec<Request> {
         Request::Abort { dataset: ds("tank/data") },
         Request::Bye,
         Request::Audit,
+        Request::Heartbeat {
+            datasets: vec![
+                HeartbeatDataset { name: ds("tank/data"), guid: g(guid("t/src@s1")) },
+                HeartbeatDataset { name: ds("tank/data/docs"), guid: g(guid("t/src@s4")) },
+            ],
+        },
     ]
 }
 
@@ -265,6 +271,7 @@ pub fn responses() -> Vec<Response> {
         Response::Error { code: ErrorCode::NoSpace, message: "out of space".into() },
         Response::Audit { report: Some(String::from_utf8(box_audits().remove(0)).expect("utf-8")) },
         Response::Audit { report: None },
+        Response::Heartbeat { recorded: 1 },
     ]
 }
 
@@ -305,7 +312,19 @@ pub fn sessions() -> Vec<Vec<u8>> {
         session(&[(reqs[2].clone(), &tiny_stream(RAW, guid("t/src@s1"), 0, "t/src@s1", true))], true),
         session(&[], true),
         audit_session(),
+        heartbeat_session(),
     ]
+}
+
+/// Hello, a listing, the heartbeat, bye: a backup run that found nothing
+/// to send.
+pub fn heartbeat_session() -> Vec<u8> {
+    let reqs = requests();
+    let mut v = Vec::new();
+    for r in [&reqs[0], &reqs[1], &reqs[8], &reqs[6]] {
+        protocol::write_msg(&mut v, r).expect("vec");
+    }
+    v
 }
 
 /// Hello, the box's audit, a listing, bye: `status`'s session.

@@ -14,6 +14,7 @@
 //! root = "offsite/home"
 //! min_age = "7d"      # nothing younger than this (by receive time) is ever destroyed; default 7d
 //! max_age = "48h"     # box check: newest receive per dataset must be younger; default 48h
+//! heartbeat_grace = "7d"   # box check: how much longer a heartbeat excuses no new data; default 7d
 //! notify = ["/usr/local/bin/alert-owner"]   # argv (absolute path); gets the message on stdin
 //! [keep]
 //! last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
@@ -68,7 +69,8 @@
 //! counts as backed up when it holds at least one snapshot (placeholders
 //! and the root itself hold none and are ignored). Findings:
 //! - a backed-up dataset whose newest receive stamp is older than
-//!   `max_age`, or which has no stamp at all;
+//!   `max_age` (and not excused by a heartbeat, below), or which has no
+//!   stamp at all;
 //! - nothing at all ever received under the root;
 //! - an abandoned partial receive: a dataset with a `receive_resume_token`
 //!   whose partial state is older than `max_age`. Its age is measured by
@@ -80,6 +82,33 @@
 //! - the clock check fails;
 //! - something could not be checked at all (the caller adds
 //!   [`Finding::Unchecked`] when `zfs` or `zpool` fails).
+//!
+//! # Heartbeats
+//!
+//! A backup run that finds nothing changed sends nothing, so the newest
+//! arrival of an unchanged dataset ages although the source and the box
+//! are fine. At the end of each run the source says so (`Heartbeat`,
+//! [`crate::protocol`]): for each dataset, the GUID of the source's newest
+//! snapshot, which the box holds. `serve` records its own clock in
+//! [`HEARTBEAT_PROPERTY`], set locally on each such dataset whose newest
+//! snapshot (by the box's `createtxg`) has exactly that GUID, and on the
+//! root whatever the list (the last time the source's backup reached the
+//! end of its session: shown, never decisive).
+//!
+//! A heartbeat is the source's word (and the box user's, which can set
+//! user properties), so it is never trusted to say that data arrived: the
+//! arrival stays the one the box's own pool and journal show. It only
+//! delays the "nothing new" alarm, and by a bound the box owner sets: a
+//! dataset whose newest arrival `a` is older than `max_age` (`M`) is
+//! excused while its last heartbeat `h` is within `M` of now and `a` is
+//! within `M + heartbeat_grace` (`G`) of now. So it alarms at
+//! [`alarm_at`] `= max(a + M, min(a + M + G, h + M))`: never later than
+//! `a + M + G`, whatever heartbeats say, and at `a + M` (as without
+//! heartbeats) when there is none newer than the arrival. A heartbeat
+//! dated more than [`CLOCK_TOLERANCE`] ahead of now is ignored. The source
+//! takes a new snapshot of a dataset that did not change once its newest
+//! is [`crate::plan::REFRESH_AFTER`] old, so an honest source's unchanged
+//! datasets get new data well within the default `M + G` (9 days).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -107,6 +136,13 @@ pub const RECEIVED_PROPERTY: &str = "zoffsite:received";
 /// clears it, to accept a key change.
 pub const KEYWRAP_PROPERTY: &str = "zoffsite:keywrap";
 
+/// The user property `serve` sets, locally, on each received dataset a
+/// source's heartbeat named with the GUID of the box's newest snapshot of
+/// it, and on the root for every heartbeat (Unix seconds, box clock). See
+/// the module docs: it delays the "nothing new" alarm by a bounded time,
+/// and never says that anything arrived.
+pub const HEARTBEAT_PROPERTY: &str = "zoffsite:heartbeat";
+
 /// The user property on the root holding the time of the last sane
 /// `box prune` or `box check` (Unix seconds, box clock).
 pub const LASTRUN_PROPERTY: &str = "zoffsite:lastrun";
@@ -121,6 +157,14 @@ pub const MAX_CLOCK_JUMP: Duration = Duration::from_secs(366 * 86400);
 
 const DEFAULT_MIN_AGE: Duration = Duration::from_secs(7 * 86400);
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(48 * 3600);
+/// With the default `max_age`, 9 days: above the source's refresh of an
+/// unchanged dataset ([`crate::plan::REFRESH_AFTER`], 6 days) plus a day
+/// between runs, with two days to spare.
+pub const DEFAULT_HEARTBEAT_GRACE: Duration = Duration::from_secs(7 * 86400);
+/// The most `heartbeat_grace` may be: however the box is configured, a
+/// source that only sends heartbeats is reported within `max_age` + 30
+/// days of its last new data.
+pub const MAX_HEARTBEAT_GRACE: Duration = Duration::from_secs(30 * 86400);
 
 /// The validated box configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +172,9 @@ pub struct BoxConfig {
     pub root: Dataset,
     pub min_age: Duration,
     pub max_age: Duration,
+    /// How much longer than `max_age` a dataset's heartbeats may excuse no
+    /// new data (module docs); zero: heartbeats excuse nothing.
+    pub heartbeat_grace: Duration,
     /// argv; `notify[0]` is an absolute path. Empty: no notification.
     pub notify: Vec<String>,
     pub keep: Option<KeepPolicy>,
@@ -143,6 +190,8 @@ struct RawBoxConfig {
     min_age: Option<String>,
     #[serde(default)]
     max_age: Option<String>,
+    #[serde(default)]
+    heartbeat_grace: Option<String>,
     #[serde(default)]
     notify: Option<Vec<String>>,
     #[serde(default)]
@@ -174,6 +223,21 @@ impl BoxConfig {
         if max_age.is_zero() {
             return Err(invalid("max_age", "must be more than 0s, e.g. \"48h\" (one missed daily backup plus slack)"));
         }
+        let heartbeat_grace = raw
+            .heartbeat_grace
+            .as_deref()
+            .map(|s| parse_duration("heartbeat_grace", s))
+            .transpose()?
+            .unwrap_or(DEFAULT_HEARTBEAT_GRACE);
+        if heartbeat_grace > MAX_HEARTBEAT_GRACE {
+            return Err(invalid(
+                "heartbeat_grace",
+                format!(
+                    "may be at most {}d: it is how long a source that only checks in, sending nothing new, goes unreported; \"7d\" covers the source's weekly snapshot of an unchanged dataset, \"0s\" turns heartbeats off",
+                    MAX_HEARTBEAT_GRACE.as_secs() / 86400
+                ),
+            ));
+        }
         if let Some(n) = &raw.notify {
             let Some(program) = n.first() else {
                 return Err(invalid("notify", "is empty: give a program and its arguments, e.g. [\"/usr/local/bin/alert-owner\"], or remove the key"));
@@ -198,7 +262,15 @@ impl BoxConfig {
                 format!("{:?} must be an absolute path to a file, e.g. {:?}", journal, crate::journal::DEFAULT_PATH),
             ));
         }
-        Ok(BoxConfig { root, min_age, max_age, notify: raw.notify.unwrap_or_default(), keep: raw.keep, journal })
+        Ok(BoxConfig {
+            root,
+            min_age,
+            max_age,
+            heartbeat_grace,
+            notify: raw.notify.unwrap_or_default(),
+            keep: raw.keep,
+            journal,
+        })
     }
 }
 
@@ -428,9 +500,20 @@ pub struct Partial {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Finding {
-    /// A backed-up dataset's newest receive is older than `max_age`
-    /// (`received` is `None` when none of its snapshots is stamped).
-    Stale { dataset: Dataset, newest: String, received: Option<i64>, age: Option<i64>, max_age: u64 },
+    /// A backed-up dataset's newest receive is older than `max_age`, and
+    /// no heartbeat excuses it (`received` is `None` when none of its
+    /// snapshots is stamped). `heartbeat` is the dataset's last one, if
+    /// any, and `heartbeat_age` its age.
+    Stale {
+        dataset: Dataset,
+        newest: String,
+        received: Option<i64>,
+        age: Option<i64>,
+        max_age: u64,
+        heartbeat: Option<i64>,
+        heartbeat_age: Option<i64>,
+        heartbeat_grace: u64,
+    },
     /// Nothing was ever received under the root.
     Empty { root: Dataset },
     /// Partial-receive state older than `max_age` (or of unknown age).
@@ -448,13 +531,37 @@ impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let max = |m: &u64| crate::human::secs(i64::try_from(*m).unwrap_or(i64::MAX));
         match self {
-            Finding::Stale { dataset, newest, received: Some(r), age, max_age } => write!(
+            Finding::Stale {
+                dataset,
+                newest,
+                received: Some(r),
+                age,
+                max_age,
+                heartbeat_age: Some(h),
+                heartbeat_grace,
+                ..
+            } if i64::try_from(*max_age).is_ok_and(|m| *h <= m) => write!(
                 f,
-                "{dataset}: nothing received for {} (newest {newest} received {}; max_age {}): is the source down, its backups failing, or the network?",
+                "{dataset}: nothing received for {} (newest {newest} received {}), although the source checks in (last {} ago): heartbeats excuse no new data for at most max_age + heartbeat_grace ({}), and the source snapshots even an unchanged dataset every {} days, so its snapshots of it are not arriving: are its sends of it failing, or is it only checking in?",
                 crate::human::secs(age.unwrap_or(0)),
                 fmt_ts(*r),
-                max(max_age)
+                crate::human::secs(*h),
+                max(&max_age.saturating_add(*heartbeat_grace)),
+                crate::plan::REFRESH_AFTER.as_secs() / 86400
             ),
+            Finding::Stale { dataset, newest, received: Some(r), age, max_age, heartbeat_age, .. } => {
+                write!(
+                    f,
+                    "{dataset}: nothing received for {} (newest {newest} received {}; max_age {}): is the source down, its backups failing, or the network?",
+                    crate::human::secs(age.unwrap_or(0)),
+                    fmt_ts(*r),
+                    max(max_age)
+                )?;
+                match heartbeat_age {
+                    Some(h) => write!(f, " (the source last checked in for it {} ago)", crate::human::secs(*h)),
+                    None => Ok(()),
+                }
+            }
             Finding::Stale { dataset, newest, received: None, .. } => {
                 write!(f, "{dataset}: no snapshot has a receive time recorded (newest {newest}), so nothing is known to have arrived")
             }
@@ -486,6 +593,10 @@ impl fmt::Display for Finding {
 pub struct CheckInput<'a> {
     pub root: &'a Dataset,
     pub max_age: Duration,
+    /// `heartbeat_grace` from box.toml (module docs).
+    pub heartbeat_grace: Duration,
+    /// What `serve` recorded of the source's heartbeats.
+    pub heartbeats: &'a Heartbeats,
     /// Every snapshot under the root; `None` when they could not be listed
     /// (the caller reports that; the dataset and clock checks are skipped).
     pub snaps: Option<&'a [BoxSnapshot]>,
@@ -515,36 +626,144 @@ pub fn check(input: &CheckInput<'_>) -> Vec<Finding> {
     if let Some(health) = input.pool_health.filter(|h| *h != "ONLINE") {
         out.push(Finding::Pool { pool: input.root.pool().to_owned(), health: health.to_owned() });
     }
-    let mut by_ds: BTreeMap<&Dataset, Vec<&BoxSnapshot>> = BTreeMap::new();
-    for s in input.snaps.unwrap_or_default().iter().filter(|s| s.snapshot.dataset.is_within(input.root)) {
-        by_ds.entry(&s.snapshot.dataset).or_default().push(s);
-    }
-    if input.snaps.is_some() && by_ds.is_empty() && input.partials.is_empty() {
+    let states = dataset_states(input);
+    if input.snaps.is_some() && states.is_empty() && input.partials.is_empty() {
         out.push(Finding::Empty { root: input.root.clone() });
     }
-    for (ds, list) in by_ds {
-        // What arrived last is the snapshot the box's own pool made last
-        // (createtxg), not the one with the freshest stamp: a stamp can be
-        // rewritten, and restamped old snapshots are not new data.
-        let Some(newest) = list.iter().max_by_key(|s| s.createtxg) else { continue };
-        let name = newest.snapshot.name.to_string();
-        match input.journal.received(newest.createtxg, newest.received.at()) {
-            Some(t) if too_old(now - t) => out.push(Finding::Stale {
-                dataset: ds.clone(),
-                newest: name,
-                received: Some(t),
-                age: Some(now - t),
-                max_age,
-            }),
-            Some(_) => {}
-            None => out.push(Finding::Stale { dataset: ds.clone(), newest: name, received: None, age: None, max_age }),
-        }
+    let grace = input.heartbeat_grace.as_secs();
+    for d in states.into_iter().filter(|d| d.stale) {
+        out.push(Finding::Stale {
+            age: d.received.map(|t| now - t),
+            // A heartbeat dated ahead is not taken, nor named.
+            heartbeat_age: usable_heartbeat(d.heartbeat, now).map(|h| now - h),
+            dataset: d.dataset,
+            newest: d.newest,
+            received: d.received,
+            max_age,
+            heartbeat: d.heartbeat,
+            heartbeat_grace: grace,
+        });
     }
     for p in input.partials {
         let age = p.since.map(|s| now - s);
         if age.is_none_or(too_old) {
             out.push(Finding::AbandonedPartial { dataset: p.dataset.clone(), since: p.since, age, max_age });
         }
+    }
+    out
+}
+
+/// The source's heartbeats as `serve` recorded them ([`HEARTBEAT_PROPERTY`],
+/// each set locally), read by [`parse_heartbeats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heartbeats {
+    /// The root's own: the last heartbeat of any kind (the last time the
+    /// source's backup reached the end of its session). Shown only.
+    pub root: Option<i64>,
+    /// Each dataset's own: the last heartbeat that named the GUID of the
+    /// box's newest snapshot of it.
+    pub datasets: BTreeMap<Dataset, i64>,
+    /// What was not taken, as `name=value` (sanitized): a value that is
+    /// not Unix seconds, a name that is not a dataset under the root.
+    pub ignored: Vec<String>,
+}
+
+/// Reads the `(name, value)` rows of `zfs get -r -s local` of
+/// [`HEARTBEAT_PROPERTY`] under `root` strictly: plain Unix seconds only
+/// ([`parse_stamp`]), names only the root or a dataset below it. Anything
+/// else is ignored (listed in [`Heartbeats::ignored`]), never guessed:
+/// without a heartbeat a dataset alarms as it would have before
+/// heartbeats existed. The box user can write these values, so they are
+/// hostile input; what they can change is bounded by [`alarm_at`].
+pub fn parse_heartbeats(root: &Dataset, rows: &[(String, String)]) -> Heartbeats {
+    let mut out = Heartbeats::default();
+    for (name, value) in rows {
+        let ds = Dataset::new(name).ok().filter(|d| d.is_within(root));
+        match (ds, parse_stamp(value)) {
+            (Some(d), Received::At(t)) if d == *root => out.root = Some(t),
+            (Some(d), Received::At(t)) => {
+                out.datasets.insert(d, t);
+            }
+            _ => out.ignored.push(crate::protocol::sanitize(&format!("{name}={value}"), 200)),
+        }
+    }
+    out
+}
+
+/// When `box check` reports a dataset stale that last received new data
+/// at `arrival` and last had a heartbeat at `heartbeat` (box clock, Unix
+/// seconds): stale exactly when `now > alarm_at(..)`. Without a heartbeat
+/// newer than the arrival, `arrival + max_age`, as before heartbeats
+/// existed; with one, `heartbeat + max_age`, but never later than
+/// `arrival + max_age + grace`, whatever the heartbeat says.
+pub fn alarm_at(arrival: i64, heartbeat: Option<i64>, max_age: Duration, grace: Duration) -> i64 {
+    let plain = arrival.saturating_add(secs(max_age));
+    match heartbeat {
+        Some(h) => plain.max(plain.saturating_add(secs(grace)).min(h.saturating_add(secs(max_age)))),
+        None => plain,
+    }
+}
+
+/// A heartbeat's time as [`alarm_at`] may use it at `now`: one dated more
+/// than [`CLOCK_TOLERANCE`] ahead is not taken (a clock gone back, or a
+/// forged value), one a little ahead counts as `now`.
+pub fn usable_heartbeat(heartbeat: Option<i64>, now: i64) -> Option<i64> {
+    heartbeat.filter(|h| *h <= now.saturating_add(secs(CLOCK_TOLERANCE))).map(|h| h.min(now))
+}
+
+/// One backed-up dataset as `box check` sees it (`--json`'s `datasets`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DatasetState {
+    pub dataset: Dataset,
+    /// Its newest snapshot by the box's `createtxg`: what arrived last.
+    pub newest: String,
+    /// When that arrived (box clock), as retention ages it (the stamp
+    /// within the txg journal's window); `None`: unknown.
+    pub received: Option<i64>,
+    /// Its last heartbeat (box clock) as recorded; `None`: none.
+    pub heartbeat: Option<i64>,
+    /// When it is reported stale if nothing new arrives and no further
+    /// heartbeat comes; `None` when its arrival is unknown (stale now).
+    pub alarm_at: Option<i64>,
+    /// The latest it can be reported stale without new data, whatever
+    /// heartbeats come: `received + max_age + heartbeat_grace`.
+    pub alarm_at_latest: Option<i64>,
+    /// Older than `max_age`, and only a heartbeat keeps it from being
+    /// stale (the source checks in, and found nothing to send).
+    pub excused: bool,
+    pub stale: bool,
+}
+
+/// Every backed-up dataset under the root (one holding a snapshot), by
+/// name: its newest arrival, heartbeat, and whether it is stale.
+pub fn dataset_states(input: &CheckInput<'_>) -> Vec<DatasetState> {
+    let now = input.now.as_second();
+    let mut by_ds: BTreeMap<&Dataset, Vec<&BoxSnapshot>> = BTreeMap::new();
+    for s in input.snaps.unwrap_or_default().iter().filter(|s| s.snapshot.dataset.is_within(input.root)) {
+        by_ds.entry(&s.snapshot.dataset).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for (ds, list) in by_ds {
+        // What arrived last is the snapshot the box's own pool made last
+        // (createtxg), not the one with the freshest stamp: a stamp can be
+        // rewritten, and restamped old snapshots are not new data.
+        let Some(newest) = list.iter().max_by_key(|s| s.createtxg) else { continue };
+        let received = input.journal.received(newest.createtxg, newest.received.at());
+        let heartbeat = input.heartbeats.datasets.get(ds).copied();
+        let usable = usable_heartbeat(heartbeat, now);
+        let alarm = received.map(|a| alarm_at(a, usable, input.max_age, input.heartbeat_grace));
+        let plain = received.map(|a| alarm_at(a, None, input.max_age, input.heartbeat_grace));
+        let stale = alarm.is_none_or(|t| now > t);
+        out.push(DatasetState {
+            dataset: ds.clone(),
+            newest: newest.snapshot.name.to_string(),
+            received,
+            heartbeat,
+            alarm_at: alarm,
+            alarm_at_latest: received.map(|a| alarm_at(a, Some(i64::MAX), input.max_age, input.heartbeat_grace)),
+            excused: !stale && plain.is_some_and(|t| now > t),
+            stale,
+        });
     }
     out
 }
@@ -748,6 +967,228 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         assert_eq!(minimal.journal, Path::new(crate::journal::DEFAULT_PATH));
         let other = BoxConfig::parse("root = \"offsite/home\"\njournal = \"/srv/j\"\n").unwrap();
         assert_eq!(other.journal, Path::new("/srv/j"));
+    }
+
+    #[test]
+    fn heartbeat_grace_defaults_to_a_week_and_is_capped() {
+        let minimal = BoxConfig::parse("root = \"offsite/home\"\n").unwrap();
+        assert_eq!(minimal.heartbeat_grace, Duration::from_secs(7 * 86400));
+        assert_eq!(DEFAULT_MAX_AGE + DEFAULT_HEARTBEAT_GRACE, Duration::from_secs(9 * 86400));
+        // The defaults leave room for the source's refresh of an unchanged
+        // dataset and a day between runs, with a day or more to spare.
+        assert!(
+            DEFAULT_MAX_AGE + DEFAULT_HEARTBEAT_GRACE > crate::plan::REFRESH_AFTER + Duration::from_secs(2 * 86400)
+        );
+        let parse = |g: &str| BoxConfig::parse(&format!("root = \"offsite/home\"\nheartbeat_grace = \"{g}\"\n"));
+        assert_eq!(parse("0s").unwrap().heartbeat_grace, Duration::ZERO);
+        assert_eq!(parse("30d").unwrap().heartbeat_grace, MAX_HEARTBEAT_GRACE);
+        let e = parse("31d").unwrap_err().to_string();
+        assert!(
+            e.starts_with("heartbeat_grace: may be at most 30d") && e.contains("\"0s\" turns heartbeats off"),
+            "{e}"
+        );
+        let e = parse("soon").unwrap_err().to_string();
+        assert!(e.starts_with("heartbeat_grace: \"soon\" is not a duration"), "{e}");
+    }
+
+    #[test]
+    fn heartbeats_are_read_strictly_and_anything_odd_is_ignored() {
+        let rows: Vec<(String, String)> = [
+            ("offsite/home", "1795000000"),
+            ("offsite/home/tank/a", "1795000100"),
+            ("offsite/home/tank/b", "yesterday"),
+            ("offsite/home/tank/c", "-5"),
+            ("offsite/home/tank/d", "1e9"),
+            ("offsite/homework", "1795000000"),
+            ("offsite", "1795000000"),
+            ("offsite/home/tank/e\u{1b}[2J", "1795000000"),
+        ]
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+        let h = parse_heartbeats(&root(), &rows);
+        assert_eq!(h.root, Some(1_795_000_000));
+        assert_eq!(h.datasets.len(), 1);
+        assert_eq!(h.datasets[&Dataset::new("offsite/home/tank/a").unwrap()], 1_795_000_100);
+        assert_eq!(h.ignored.len(), 6, "{:?}", h.ignored);
+        assert!(h.ignored.iter().all(|i| !i.contains('\u{1b}')), "sanitized: {:?}", h.ignored);
+    }
+
+    /// One dataset received at `rcv` (box clock), with a heartbeat `hb`.
+    fn with_heartbeat(rcv: &str, hb: Option<&str>, now: &str) -> (Vec<Finding>, Vec<DatasetState>) {
+        let s = vec![snap("a", "s1", 1, Some(rcv))];
+        let h = Heartbeats {
+            root: hb.map(secs),
+            datasets: hb.map(|t| (Dataset::new("offsite/home/tank/a").unwrap(), secs(t))).into_iter().collect(),
+            ignored: vec![],
+        };
+        let h: &'static Heartbeats = Box::leak(Box::new(h));
+        let mut i = input(&s, &[], "ONLINE", now);
+        i.heartbeats = h;
+        (check(&i), dataset_states(&i))
+    }
+
+    #[test]
+    fn a_heartbeat_excuses_no_new_data_only_within_the_grace() {
+        // Received on the 1st; max_age 48h, grace 7d: at most 9 days.
+        let rcv = "2026-11-01T00:00:00Z";
+        // Day 5, a heartbeat an hour ago: quiet, excused.
+        let (f, d) = with_heartbeat(rcv, Some("2026-11-05T23:00:00Z"), "2026-11-06T00:00:00Z");
+        assert_eq!(f, []);
+        assert!(d[0].excused && !d[0].stale, "{d:?}");
+        assert_eq!(d[0].alarm_at, Some(secs("2026-11-07T23:00:00Z")), "the heartbeat + max_age");
+        assert_eq!(d[0].alarm_at_latest, Some(secs("2026-11-10T00:00:00Z")), "arrival + max_age + grace");
+        // The same without a heartbeat: stale, as before heartbeats.
+        let (f, d) = with_heartbeat(rcv, None, "2026-11-06T00:00:00Z");
+        assert!(matches!(&f[..], [Finding::Stale { heartbeat: None, .. }]), "{f:?}");
+        assert_eq!(d[0].alarm_at, Some(secs("2026-11-03T00:00:00Z")));
+        // A heartbeat older than max_age does not excuse.
+        let (f, _) = with_heartbeat(rcv, Some("2026-11-03T23:00:00Z"), "2026-11-06T00:00:00Z");
+        let msg = f[0].to_string();
+        assert!(
+            msg.starts_with("offsite/home/tank/a: nothing received for 5d 0h")
+                && msg.ends_with("(the source last checked in for it 2d 1h ago)"),
+            "{msg}"
+        );
+        // Day 9 and a second, a heartbeat a minute ago: past the bound,
+        // stale, and said why.
+        let (f, d) = with_heartbeat(rcv, Some("2026-11-09T23:59:00Z"), "2026-11-10T00:00:01Z");
+        assert!(d[0].stale && !d[0].excused);
+        let msg = f[0].to_string();
+        assert!(
+            msg.contains("although the source checks in (last 1m 1s ago)")
+                && msg.contains("max_age + heartbeat_grace (9d 0h)")
+                && msg.contains("every 6 days"),
+            "{msg}"
+        );
+        let j = serde_json::to_value(&f[0]).unwrap();
+        assert_eq!(
+            (j["kind"].as_str(), j["heartbeat"].as_i64(), j["heartbeat_grace"].as_u64()),
+            (Some("stale"), Some(secs("2026-11-09T23:59:00Z")), Some(7 * 86400))
+        );
+        // A heartbeat dated ahead (clock gone back, or forged) is not taken.
+        let (f, d) = with_heartbeat(rcv, Some("2026-12-01T00:00:00Z"), "2026-11-06T00:00:00Z");
+        assert!(d[0].stale && matches!(&f[..], [Finding::Stale { heartbeat_age: None, .. }]), "{f:?}");
+        assert!(!f[0].to_string().contains("checked in"), "{}", f[0]);
+        // A little ahead (an NTP step) counts as now.
+        let (f, _) = with_heartbeat(rcv, Some("2026-11-06T00:05:00Z"), "2026-11-06T00:00:00Z");
+        assert_eq!(f, []);
+    }
+
+    #[test]
+    fn a_heartbeat_never_excuses_an_unknown_arrival_or_an_abandoned_partial() {
+        let s = vec![snap("a", "legacy", 1, None)];
+        let h = Heartbeats {
+            root: None,
+            datasets: [(Dataset::new("offsite/home/tank/a").unwrap(), secs("2026-11-25T11:00:00Z"))].into(),
+            ignored: vec![],
+        };
+        let partials = [Partial {
+            dataset: Dataset::new("offsite/home/tank/a").unwrap(),
+            since: Some(secs("2026-11-20T00:00:00Z")),
+        }];
+        let mut i = input(&s, &partials, "ONLINE", "2026-11-25T12:00:00Z");
+        i.heartbeats = &h;
+        let kinds: Vec<String> =
+            check(&i).iter().map(|f| serde_json::to_value(f).unwrap()["kind"].to_string()).collect();
+        assert_eq!(kinds, ["\"stale\"", "\"abandoned_partial\""]);
+    }
+
+    /// What a source can do to the box over time, in the model of the
+    /// property below.
+    #[derive(Debug, Clone)]
+    enum Act {
+        /// A receive lands a new snapshot, `dt` seconds on.
+        Send(i64),
+        /// A heartbeat naming the box's newest, `dt` seconds on.
+        Heartbeat(i64),
+        /// The box user (a bug in serve) writes any value at all.
+        Forge(i64),
+    }
+
+    fn act() -> impl proptest::strategy::Strategy<Value = Act> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0i64..20 * 86400).prop_map(Act::Send),
+            (0i64..3 * 86400).prop_map(Act::Heartbeat),
+            (-400 * 86400i64..400 * 86400).prop_map(Act::Forge),
+        ]
+    }
+
+    proptest::proptest! {
+        /// For any sequence of source actions (and any value the box user
+        /// could forge), box check with heartbeats alarms no later than
+        /// `max_age + heartbeat_grace` after the last new data, never
+        /// reports stale what it would not have reported without them, and
+        /// is exactly as before when no heartbeat came after the data.
+        #[test]
+        fn heartbeats_delay_the_alarm_by_at_most_the_grace(
+            acts in proptest::collection::vec(act(), 1..40),
+            max_age_h in 1u64..240,
+            grace_h in 0u64..=720,
+            wait in 0i64..40 * 86400,
+        ) {
+            let start = secs("2026-01-01T00:00:00Z");
+            let (mut t, mut txg) = (start, 0u64);
+            let mut snaps = Vec::new();
+            let mut hb: Option<i64> = None;
+            // The first receive, then whatever the source does.
+            for a in std::iter::once(Act::Send(0)).chain(acts) {
+                match a {
+                    Act::Send(dt) => {
+                        t += dt;
+                        txg += 1;
+                        snaps.push(BoxSnapshot {
+                            snapshot: Snapshot::new(&format!("offsite/home/tank/a@s{txg}")).unwrap(),
+                            guid: Guid::new(txg).unwrap(),
+                            createtxg: txg,
+                            creation: 0,
+                            received: Received::At(t),
+                        });
+                    }
+                    Act::Heartbeat(dt) => {
+                        t += dt;
+                        hb = Some(t);
+                    }
+                    Act::Forge(v) => hb = Some(t + v),
+                }
+            }
+            let now = t + wait;
+            let arrival = t.min(snaps.iter().filter_map(|s| s.received.at()).max().unwrap());
+            let (m, g) = (Duration::from_secs(max_age_h * 3600), Duration::from_secs(grace_h * 3600));
+            let ds = Dataset::new("offsite/home/tank/a").unwrap();
+            let with = Heartbeats { root: hb, datasets: hb.map(|h| (ds, h)).into_iter().collect(), ignored: vec![] };
+            let none = Heartbeats::default();
+            let j = nojournal();
+            let mk = |h: &'static Heartbeats| CheckInput {
+                root: Box::leak(Box::new(root())),
+                max_age: m,
+                heartbeat_grace: g,
+                heartbeats: h,
+                snaps: Some(Box::leak(snaps.clone().into_boxed_slice())),
+                partials: &[],
+                pool_health: Some("ONLINE"),
+                lastrun: None,
+                journal: Box::leak(Box::new(j.clone())),
+                now: Timestamp::from_second(now).unwrap(),
+            };
+            let stale = |i: &CheckInput<'_>| check(i).iter().any(|f| matches!(f, Finding::Stale { .. }));
+            let new = mk(Box::leak(Box::new(with)));
+            let old = mk(Box::leak(Box::new(none)));
+            let (s_new, s_old) = (stale(&new), stale(&old));
+            let bound = arrival + i64::try_from(m.as_secs() + g.as_secs()).unwrap();
+            proptest::prop_assert!(!s_new || s_old, "heartbeats made something stale");
+            proptest::prop_assert!(now <= bound || s_new, "quiet at {now}, past the bound {bound}");
+            if hb.is_none_or(|h| h <= arrival) {
+                proptest::prop_assert_eq!(s_new, s_old);
+            }
+            // What --json shows agrees with the verdict.
+            let d = dataset_states(&new);
+            proptest::prop_assert_eq!(d[0].stale, s_new);
+            proptest::prop_assert!(d[0].alarm_at.unwrap() <= d[0].alarm_at_latest.unwrap());
+            proptest::prop_assert_eq!(d[0].alarm_at_latest, Some(bound));
+            proptest::prop_assert_eq!(s_new, now > d[0].alarm_at.unwrap());
+        }
     }
 
     #[test]
@@ -964,6 +1405,8 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         CheckInput {
             root: ROOT.get_or_init(root),
             max_age: Duration::from_secs(48 * 3600),
+            heartbeat_grace: DEFAULT_HEARTBEAT_GRACE,
+            heartbeats: NOHEARTBEATS.get_or_init(Heartbeats::default),
             snaps: Some(snaps),
             partials,
             pool_health: Some(health),
@@ -974,6 +1417,7 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
     }
 
     static NOJOURNAL: std::sync::OnceLock<Journal> = std::sync::OnceLock::new();
+    static NOHEARTBEATS: std::sync::OnceLock<Heartbeats> = std::sync::OnceLock::new();
 
     fn nojournal() -> Journal {
         Journal::new(1, root())

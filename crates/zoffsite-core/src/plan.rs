@@ -171,13 +171,26 @@ pub fn snapshot_name(now: jiff::Timestamp, taken: impl Fn(&SnapName) -> bool) ->
     }
 }
 
-/// The dataset's newest snapshot, if it is one of ours and nothing was
+/// How old a dataset's newest zoffsite snapshot may get before a run
+/// takes a new one although nothing changed. A box learns that the source
+/// is alive from its heartbeats, but takes them as an excuse for no new
+/// data only for a bounded time (`heartbeat_grace`,
+/// [`crate::boxside`]: by default 9 days without new data): a snapshot of
+/// an unchanged dataset is a few hundred bytes of stream, and with one at
+/// least every 6 days plus a day between runs an honest source stays well
+/// inside that bound.
+pub const REFRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 86400);
+
+/// The dataset's newest snapshot, if it is one of ours, nothing was
 /// written since (`written` counts from the newest snapshot of any kind, so
 /// a newer snapshot of the user's hides whether anything changed since
-/// ours: that counts as changed).
-pub fn unchanged_since_ours<'a>(row: &DatasetRow, snaps: &'a [SnapshotRow]) -> Option<&'a SnapshotRow> {
+/// ours: that counts as changed), and it is younger than
+/// [`REFRESH_AFTER`] at `now` (Unix seconds, the source's clock).
+pub fn unchanged_since_ours<'a>(row: &DatasetRow, snaps: &'a [SnapshotRow], now: i64) -> Option<&'a SnapshotRow> {
     let newest = snaps.iter().filter(|s| s.snapshot.dataset == row.dataset).max_by_key(|s| s.createtxg)?;
-    (row.written == 0 && newest.snapshot.name.as_str().starts_with(SNAPSHOT_PREFIX)).then_some(newest)
+    let refresh = i64::try_from(REFRESH_AFTER.as_secs()).unwrap_or(i64::MAX);
+    let fresh = now.saturating_sub(newest.creation) < refresh;
+    (row.written == 0 && fresh && newest.snapshot.name.as_str().starts_with(SNAPSHOT_PREFIX)).then_some(newest)
 }
 
 /// Groups the new snapshots by pool: `zfs snapshot` of several names in one
@@ -502,12 +515,28 @@ mod tests {
     fn unchanged_means_nothing_written_since_our_newest_snapshot() {
         let mut r = row("tank/a", true);
         let ours = [snap("tank/a@zoffsite-1", 1, 10), snap("tank/a@zoffsite-2", 2, 20)];
-        assert_eq!(unchanged_since_ours(&r, &ours).map(|s| s.guid.get()), Some(2));
-        assert_eq!(unchanged_since_ours(&r, &[]), None, "never snapshotted");
+        let now = ours[1].creation + 3600;
+        assert_eq!(unchanged_since_ours(&r, &ours, now).map(|s| s.guid.get()), Some(2));
+        assert_eq!(unchanged_since_ours(&r, &[], now), None, "never snapshotted");
         let users_newer = [snap("tank/a@zoffsite-1", 1, 10), snap("tank/a@manual", 3, 30)];
-        assert_eq!(unchanged_since_ours(&r, &users_newer), None);
+        assert_eq!(unchanged_since_ours(&r, &users_newer, now), None);
         r.written = 4096;
-        assert_eq!(unchanged_since_ours(&r, &ours), None);
+        assert_eq!(unchanged_since_ours(&r, &ours, now), None);
+    }
+
+    #[test]
+    fn an_unchanged_dataset_is_snapshotted_again_once_its_newest_is_six_days_old() {
+        // So that a box, which takes heartbeats as an excuse for no new
+        // data only for a bounded time, still gets new data.
+        let r = row("tank/a", true);
+        let ours = [snap("tank/a@zoffsite-1", 1, 10)];
+        let refresh = i64::try_from(REFRESH_AFTER.as_secs()).unwrap();
+        assert_eq!(refresh, 6 * 86400);
+        let t = ours[0].creation;
+        assert!(unchanged_since_ours(&r, &ours, t + refresh - 1).is_some());
+        assert_eq!(unchanged_since_ours(&r, &ours, t + refresh), None);
+        // A source clock behind the snapshot (set back) is no reason.
+        assert!(unchanged_since_ours(&r, &ours, t - 86400).is_some());
     }
 
     #[test]

@@ -42,7 +42,15 @@
 //!    session: the source asks it last and takes that answer to mean "too
 //!    old" (the protocol version stays 1: both sides still speak every
 //!    other message alike).
-//! 8. `Bye`, or end of input.
+//! 8. `Heartbeat{datasets}` → `Heartbeat{recorded}`: at the end of a
+//!    backup run, each dataset the box holds the source's newest snapshot
+//!    of, with that snapshot's GUID. `serve` records the time on each
+//!    dataset whose newest snapshot (by the box's `createtxg`) has that
+//!    GUID, and on the root ([`crate::boxside`], "Heartbeats"); `recorded`
+//!    is how many datasets it recorded. Like `Audit`, a box that predates
+//!    it answers `Error{code:"protocol"}` and ends the session, so it is
+//!    sent last.
+//! 9. `Bye`, or end of input.
 //!
 //! Both sides treat the other's messages as hostile: sizes are bounded
 //! before allocation, names are parsed into validated types by serde, and
@@ -261,7 +269,21 @@ pub enum Request {
     },
     /// The box root's last audit (read-only; ask it last: see the module).
     Audit,
+    /// The run is over and the box holds the source's newest snapshot of
+    /// each of these (at most [`MAX_LIST_DATASETS`], each once).
+    Heartbeat {
+        datasets: Vec<HeartbeatDataset>,
+    },
     Bye,
+}
+
+/// One dataset of a [`Request::Heartbeat`]: its source name and the GUID
+/// of the source's newest snapshot of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatDataset {
+    pub name: Dataset,
+    pub guid: Guid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +327,10 @@ pub enum Response {
     /// (`None`: there is none yet).
     Audit {
         report: Option<String>,
+    },
+    /// How many datasets of a `Heartbeat` the box recorded.
+    Heartbeat {
+        recorded: u32,
     },
     Error {
         code: ErrorCode,
@@ -526,6 +552,26 @@ mod tests {
         }
         let ok: Request = decode(br#"{"type":"list","datasets":["tank/a:b c"]}"#).unwrap();
         assert_eq!(ok, Request::List { datasets: vec![ds("tank/a:b c")] });
+    }
+
+    #[test]
+    fn heartbeats_are_strict_too() {
+        for bad in [
+            r#"{"type":"heartbeat"}"#,
+            r#"{"type":"heartbeat","datasets":[{"name":"tank/a","guid":0}]}"#,
+            r#"{"type":"heartbeat","datasets":[{"name":"tank/a"}]}"#,
+            r#"{"type":"heartbeat","datasets":[{"name":"tank/a","guid":1,"at":1}]}"#,
+            r#"{"type":"heartbeat","datasets":[],"at":1795000000}"#,
+            r#"{"type":"heartbeat","datasets":[{"name":"/etc","guid":1}]}"#,
+        ] {
+            assert!(decode::<Request>(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let ok: Request = decode(br#"{"type":"heartbeat","datasets":[{"name":"tank/a","guid":7}]}"#).unwrap();
+        assert_eq!(
+            ok,
+            Request::Heartbeat { datasets: vec![HeartbeatDataset { name: ds("tank/a"), guid: Guid::new(7).unwrap() }] }
+        );
+        assert!(decode::<Response>(br#"{"type":"heartbeat","recorded":-1}"#).is_err());
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub struct TargetReport {
     /// Set when the target as a whole failed (unreachable, host key, ...).
     pub error: Option<String>,
     pub datasets: Vec<DatasetReport>,
+    /// How many datasets the box recorded this run's heartbeat of
+    /// ([`crate::boxside`], "Heartbeats"); `None` when none was sent or
+    /// recorded (a dry run, a lost session, an older box).
+    pub heartbeat: Option<u32>,
 }
 
 /// How one dataset's send to one target ended.

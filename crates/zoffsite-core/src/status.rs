@@ -4,10 +4,23 @@
 //! box holds (matched by GUID): the box's own `creation` of a received
 //! snapshot is copied from the stream, and the source's clock is the one
 //! the user trusts here.
+//!
+//! A run that finds nothing changed takes no snapshot, so the box's newest
+//! ages although the box holds everything there is. Each backup run
+//! therefore records, on each snapshot a target confirmed holding (the
+//! run's own snapshot of a dataset, or its newest when nothing changed
+//! since), the run's start in [`confirmed_property`] (Unix seconds, source
+//! clock). At that time the box held data at least as new as the
+//! source's, so a dataset is stale only when neither the box's newest
+//! snapshot nor such a confirmation of it is younger than `max_age`
+//! (`confirmed`). The record is the source's own, written only after the
+//! box reported the snapshot's GUID; nothing the box says can set it.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::names::{Dataset, Guid, SnapName};
+use crate::names::{Dataset, Guid, SnapName, Snapshot};
 use crate::parse::{BookmarkRow, SnapshotRow};
 use crate::plan::SNAPSHOT_PREFIX;
 use crate::protocol::RemoteDataset;
@@ -54,6 +67,13 @@ pub struct DatasetStatus {
     pub box_newest: Option<Point>,
     /// Seconds since `box_newest` was taken (source clock).
     pub age: Option<i64>,
+    /// The last time the box was known to hold all of this dataset (Unix
+    /// seconds, source clock): `box_newest`'s creation, or the start of a
+    /// later backup run that found the box holding it with nothing newer
+    /// to send.
+    pub confirmed: Option<i64>,
+    /// Seconds since `confirmed`: what `state` compares with `max_age`.
+    pub confirmed_age: Option<i64>,
     /// Bytes written on the source since `box_newest`, where known.
     pub behind_bytes: Option<u64>,
     /// An interrupted transfer waits on the box.
@@ -61,12 +81,54 @@ pub struct DatasetStatus {
     pub state: State,
 }
 
-/// Evaluates one dataset on one target.
+/// The prefix of [`confirmed_property`].
+pub const CONFIRMED_PREFIX: &str = "zoffsite:confirmed:";
+
+/// The user property a backup run sets on each snapshot target `target`
+/// confirmed holding: `zoffsite:confirmed:` and the target's name. ZFS
+/// allows only lowercase letters in a user property's name, and a target's
+/// name may have capitals, so each capital is written as `.` and its
+/// lowercase letter (a target's name has no `.`, so no two names meet).
+pub fn confirmed_property(target: &str) -> String {
+    let mut p = String::from(CONFIRMED_PREFIX);
+    for c in target.chars() {
+        if c.is_ascii_uppercase() {
+            p.push('.');
+            p.push(c.to_ascii_lowercase());
+        } else {
+            p.push(c);
+        }
+    }
+    p
+}
+
+/// The confirmations of one target as `zfs get -s local -o name,value` of
+/// its [`confirmed_property`] lists them: by snapshot, plain Unix seconds
+/// only (anything else is left out: the snapshot then counts from its
+/// creation, as if it were never confirmed again).
+pub fn parse_confirmations(rows: &[(String, String)]) -> BTreeMap<Snapshot, i64> {
+    rows.iter().filter_map(|(n, v)| Some((Snapshot::new(n).ok()?, crate::boxside::parse_stamp(v).at()?))).collect()
+}
+
+/// The source's snapshot that the box's newest snapshot of `dataset` is
+/// (by GUID): the one whose confirmation [`evaluate`] takes.
+pub fn box_newest_on_source(
+    dataset: &Dataset,
+    snaps: &[SnapshotRow],
+    remote: Option<&RemoteDataset>,
+) -> Option<Snapshot> {
+    let g = remote.filter(|r| r.exists)?.snapshots.iter().max_by_key(|s| s.createtxg)?.guid;
+    snaps.iter().find(|s| s.snapshot.dataset == *dataset && s.guid == g).map(|s| s.snapshot.clone())
+}
+
+/// Evaluates one dataset on one target, with that target's confirmations
+/// ([`parse_confirmations`]).
 pub fn evaluate(
     dataset: &Dataset,
     snaps: &[SnapshotRow],
     bookmarks: &[BookmarkRow],
     remote: Option<&RemoteDataset>,
+    confirmations: &BTreeMap<Snapshot, i64>,
     now: i64,
     max_age_secs: i64,
 ) -> DatasetStatus {
@@ -93,7 +155,15 @@ pub fn evaluate(
             })
     });
     let age = known.as_ref().map(|p| now.saturating_sub(p.creation));
-    let state = match (box_guid, &known, age) {
+    // Only a snapshot carries a confirmation (a bookmark counts from its
+    // creation).
+    let stamp = snaps
+        .iter()
+        .find(|r| r.snapshot.dataset == *dataset && Some(r.guid) == box_guid)
+        .and_then(|r| confirmations.get(&r.snapshot).copied());
+    let confirmed = known.as_ref().map(|p| stamp.map_or(p.creation, |t| t.max(p.creation)));
+    let confirmed_age = confirmed.map(|c| now.saturating_sub(c).max(0));
+    let state = match (box_guid, &known, confirmed_age) {
         (None, _, _) => State::Never,
         (Some(_), None, _) => State::Diverged,
         (Some(_), Some(_), Some(a)) if a > max_age_secs => State::Stale,
@@ -105,6 +175,8 @@ pub fn evaluate(
         source_newest,
         box_newest: known,
         age,
+        confirmed,
+        confirmed_age,
         behind_bytes: None,
         partial,
         state,
@@ -145,7 +217,8 @@ mod tests {
         let ds = Dataset::new("tank/a").unwrap();
         let snaps = [snap("tank/a@zoffsite-1", 1, 10, 1000), snap("tank/a@zoffsite-2", 2, 20, 5000)];
         let hour = 3600;
-        let at = |r: Option<&RemoteDataset>, now| evaluate(&ds, &snaps, &[], r, now, hour);
+        let none = BTreeMap::new();
+        let at = |r: Option<&RemoteDataset>, now| evaluate(&ds, &snaps, &[], r, &none, now, hour);
         assert_eq!(at(None, 5000).state, State::Never);
         let cur = at(Some(&remote(&[1, 2])), 5100);
         assert_eq!((cur.state, cur.age), (State::Current, Some(100)));
@@ -155,5 +228,78 @@ mod tests {
         assert_eq!(at(Some(&remote(&[2])), 5000 + hour + 1).state, State::Stale, "current but old is stale");
         assert_eq!(at(Some(&remote(&[99])), 5000).state, State::Diverged);
         assert!(State::Stale.is_problem() && !State::Behind.is_problem());
+    }
+
+    #[test]
+    fn a_run_that_found_nothing_to_send_keeps_the_dataset_from_going_stale() {
+        let ds = Dataset::new("tank/a").unwrap();
+        let snaps = [snap("tank/a@zoffsite-1", 1, 10, 1000), snap("tank/a@zoffsite-2", 2, 20, 5000)];
+        let day = 86_400;
+        let max_age = 26 * 3600;
+        // The box holds zoffsite-2, taken at 5000; runs found nothing
+        // changed since, the last of them 10 days later.
+        let last_run = 5000 + 10 * day;
+        let c: BTreeMap<Snapshot, i64> =
+            [(Snapshot::new("tank/a@zoffsite-2").unwrap(), last_run)].into_iter().collect();
+        let now = last_run + 3600;
+        let st = evaluate(&ds, &snaps, &[], Some(&remote(&[1, 2])), &c, now, max_age);
+        assert_eq!(
+            (st.state, st.age, st.confirmed, st.confirmed_age),
+            (State::Current, Some(now - 5000), Some(last_run), Some(3600))
+        );
+        // Without the record it is stale, as before; and a record older
+        // than max_age does not help either.
+        let none = BTreeMap::new();
+        assert_eq!(evaluate(&ds, &snaps, &[], Some(&remote(&[1, 2])), &none, now, max_age).state, State::Stale);
+        let later = last_run + max_age + 1;
+        assert_eq!(evaluate(&ds, &snaps, &[], Some(&remote(&[1, 2])), &c, later, max_age).state, State::Stale);
+        // A confirmation of a snapshot the box no longer has as its newest
+        // counts for nothing: the box holds zoffsite-1 only (a rollback, a
+        // lost receive), whose own age decides.
+        let c1: BTreeMap<Snapshot, i64> = [(Snapshot::new("tank/a@zoffsite-2").unwrap(), now)].into_iter().collect();
+        let st = evaluate(&ds, &snaps, &[], Some(&remote(&[1])), &c1, now, max_age);
+        assert_eq!((st.state, st.confirmed), (State::Stale, Some(1000)));
+        // Behind, confirmed recently: the next run sends it, not stale.
+        let c2: BTreeMap<Snapshot, i64> =
+            [(Snapshot::new("tank/a@zoffsite-1").unwrap(), now - 60)].into_iter().collect();
+        assert_eq!(evaluate(&ds, &snaps, &[], Some(&remote(&[1])), &c2, now, max_age).state, State::Behind);
+        assert_eq!(box_newest_on_source(&ds, &snaps, Some(&remote(&[1]))).unwrap().to_string(), "tank/a@zoffsite-1");
+        assert_eq!(box_newest_on_source(&ds, &snaps, Some(&remote(&[99]))), None);
+    }
+
+    #[test]
+    fn confirmations_are_read_strictly() {
+        let rows: Vec<(String, String)> = [
+            ("tank/a@zoffsite-1", "1795000000"),
+            ("tank/b@zoffsite-1", "yesterday"),
+            ("tank/c@zoffsite-1", "-5"),
+            ("tank/d", "1795000000"),
+            ("tank/../x@y", "1"),
+        ]
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+        let c = parse_confirmations(&rows);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[&Snapshot::new("tank/a@zoffsite-1").unwrap()], 1_795_000_000);
+    }
+
+    #[test]
+    fn confirmed_property_names_are_valid_zfs_user_properties() {
+        assert_eq!(confirmed_property("friend"), "zoffsite:confirmed:friend");
+        assert_eq!(confirmed_property("Friend_2-B"), "zoffsite:confirmed:.friend_2-.b");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn confirmed_property_names_are_distinct_per_target_and_valid(
+            a in "[A-Za-z0-9_-]{1,64}", b in "[A-Za-z0-9_-]{1,64}",
+        ) {
+            let (pa, pb) = (confirmed_property(&a), confirmed_property(&b));
+            // ZFS: lowercase letters, digits, ':', '-', '.', '_'; at most 256.
+            proptest::prop_assert!(pa.len() < 256);
+            proptest::prop_assert!(pa.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b":-._".contains(&c)));
+            proptest::prop_assert_eq!(a == b, pa == pb);
+        }
     }
 }

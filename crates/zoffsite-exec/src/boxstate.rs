@@ -1,8 +1,9 @@
 //! The box's own state, as `box prune` and `box check` (root, from timers)
 //! read and record it: `box.toml`, the snapshots under the root with the
 //! txg journal entry their listing makes, `zoffsite:lastrun` on the root,
-//! the journal file ([`crate::journal`]), partial receives; and what they
-//! carry out: box prune's destroys, box check's notification.
+//! the journal file ([`crate::journal`]), partial receives, the source's
+//! heartbeats as `serve` recorded them; and what they carry out: box
+//! prune's destroys, box check's notification.
 //!
 //! Decisions are `zoffsite_core::boxside`'s; this gathers the facts and
 //! carries them out. Invariants:
@@ -181,6 +182,20 @@ pub fn destroy(zfs: &Zfs, root: &Dataset, decisions: &[BoxDecision], events: &mu
             }
         }
     }
+}
+
+/// The source's heartbeats under the root
+/// ([`boxside::HEARTBEAT_PROPERTY`]), read strictly; what was not taken is
+/// a warning (without it, a dataset alarms as it did before heartbeats).
+pub fn heartbeats(zfs: &Zfs, root: &Dataset, events: &mut dyn Events) -> Result<boxside::Heartbeats, ZfsError> {
+    let h = boxside::parse_heartbeats(root, &zfs.box_heartbeats(root)?);
+    for i in &h.ignored {
+        events.warn(&format!(
+            "{} {i} is not a heartbeat (not Unix seconds on a dataset under {root}); ignored",
+            boxside::HEARTBEAT_PROPERTY
+        ));
+    }
+    Ok(h)
 }
 
 /// Datasets under the root with partial-receive state, dated by the box:

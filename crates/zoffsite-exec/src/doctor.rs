@@ -650,6 +650,11 @@ pub fn source_report(host: &Host, cfg: &Config, config_path: &Path, now: i64) ->
                 let max_age = i64::try_from(t.max_age.as_secs()).unwrap_or(i64::MAX);
                 let c = match &local {
                     Ok(l) => {
+                        // As `status` judges it: a run that found nothing
+                        // to send confirmed the box's newest.
+                        let confirmed =
+                            crate::replicate::confirmations(&zfs, &t.name, &datasets, &l.snapshots, &remote)
+                                .unwrap_or_default();
                         let st: Vec<_> = datasets
                             .iter()
                             .map(|d| {
@@ -658,6 +663,7 @@ pub fn source_report(host: &Host, cfg: &Config, config_path: &Path, now: i64) ->
                                     &l.snapshots,
                                     &l.bookmarks,
                                     remote.get(d),
+                                    &confirmed,
                                     now,
                                     max_age,
                                 )

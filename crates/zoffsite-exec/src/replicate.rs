@@ -37,12 +37,12 @@ use zoffsite_core::human;
 use zoffsite_core::names::{Bookmark, Dataset, Guid, SnapName, Snapshot};
 use zoffsite_core::parse::{BookmarkRow, SnapshotRow};
 use zoffsite_core::plan::{self, BaseKind, Send, Skip};
-use zoffsite_core::protocol::{RemoteDataset, RemoteSnapshot, Request};
+use zoffsite_core::protocol::{HeartbeatDataset, RemoteDataset, RemoteSnapshot, Request};
 use zoffsite_core::report::{BackupReport, DatasetReport, DatasetStatus, Severity, SkippedDataset, TargetReport};
 
 use crate::events::{Events, Progress};
 use crate::process::Running;
-use crate::proto::client::{RemoteError, Session};
+use crate::proto::client::{Heard, RemoteError, Session};
 use crate::prune::{self, Prune};
 use crate::zfs::{SendFrom, Zfs, ZfsError, ARGV_CHUNK};
 
@@ -184,7 +184,7 @@ impl Run<'_> {
         let unchanged: Vec<Option<&SnapshotRow>> = sel
             .included
             .iter()
-            .map(|i| if synced { plan::unchanged_since_ours(&i.row, &before) } else { None })
+            .map(|i| if synced { plan::unchanged_since_ours(&i.row, &before, self.opts.now.as_second()) } else { None })
             .collect();
         let snapped = if !self.opts.force_snapshot && unchanged.iter().all(Option::is_some) {
             self.events.line("no selected dataset changed since its last zoffsite snapshot: no new snapshot");
@@ -231,6 +231,7 @@ impl Run<'_> {
                         name: target.name.clone(),
                         error: Some(msg),
                         datasets: Vec::new(),
+                        heartbeat: None,
                     });
                 }
             }
@@ -238,6 +239,7 @@ impl Run<'_> {
         let ctx = Sends {
             zfs,
             dry_run,
+            now: self.opts.now.as_second(),
             new_snaps: &snapped.new_snaps,
             source_snaps: &snapped.source_snaps,
             bookmarks: &RefCell::new(bookmarks),
@@ -410,6 +412,8 @@ fn list(
 struct Sends<'a> {
     zfs: &'a Zfs,
     dry_run: bool,
+    /// The run's start (Unix seconds): what a confirmation records.
+    now: i64,
     /// The run's new snapshot of each dataset to send, parents first.
     new_snaps: &'a [SnapshotRow],
     /// All of the source's snapshots of those datasets.
@@ -453,10 +457,10 @@ impl Sends<'_> {
         remote: &BTreeMap<Dataset, RemoteDataset>,
         events: &mut dyn Events,
     ) -> TargetReport {
-        let Sends { zfs, dry_run, new_snaps, source_snaps, bookmarks, held } = *self;
+        let Sends { zfs, dry_run, now, new_snaps, source_snaps, bookmarks, held } = *self;
         let mut t = TargetRun {
             name: &target.name,
-            report: TargetReport { name: target.name.clone(), error: None, datasets: Vec::new() },
+            report: TargetReport { name: target.name.clone(), error: None, datasets: Vec::new(), heartbeat: None },
             failed: BTreeSet::new(),
             events,
         };
@@ -597,16 +601,60 @@ impl Sends<'_> {
                 }
             }
         }
-        // Saying goodbye (the box finishes its bookkeeping and ssh exits)
-        // and anchoring the chain here are independent: do both at once.
-        let anchored = std::thread::scope(|scope| {
-            scope.spawn(move || session.close());
-            (!dry_run).then(|| anchor_chain(zfs, &target.name, &confirmed, source_snaps, bookmarks, held))
+        // The heartbeat (the run is over, and the box holds the source's
+        // newest of each confirmed dataset: its `box check` may take that
+        // as an excuse, for a bounded time, for no new data), the goodbye
+        // (the box finishes its bookkeeping and ssh exits), and anchoring
+        // the chain here are independent: do them at once. No heartbeat
+        // from a dry run, or over a session that was lost.
+        let beats: Vec<HeartbeatDataset> =
+            confirmed.iter().map(|c| HeartbeatDataset { name: c.snapshot.dataset.clone(), guid: c.guid }).collect();
+        let beat = !dry_run && t.report.error.is_none();
+        let (heard, anchored) = std::thread::scope(|scope| {
+            let closing = scope.spawn(move || {
+                let heard = beat.then(|| session.heartbeat(&beats));
+                session.close();
+                heard
+            });
+            let anchored = (!dry_run).then(|| {
+                let anchored = anchor_chain(zfs, &target.name, &confirmed, source_snaps, bookmarks, held);
+                (anchored, record_confirmations(zfs, &target.name, &confirmed, now))
+            });
+            (closing.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), anchored)
         });
-        if let Some(Err(e)) = anchored {
-            let msg = format!("target {}: could not protect the next incremental's base: {e}", target.name);
-            t.events.error(Severity::Partial, &msg);
-            t.report.error.get_or_insert(msg);
+        if let Some((anchored, recorded)) = anchored {
+            if let Err(e) = anchored {
+                let msg = format!("target {}: could not protect the next incremental's base: {e}", target.name);
+                t.events.error(Severity::Partial, &msg);
+                t.report.error.get_or_insert(msg);
+            }
+            if let Err(e) = recorded {
+                t.events.warn(&format!(
+                    "target {}: could not record this run's confirmation on the source's snapshots ({e}); `status` counts the box's data from when it was taken until a run records one",
+                    target.name
+                ));
+            }
+        }
+        match heard {
+            Some(Ok(Heard::Recorded(n))) => {
+                if usize::try_from(n).is_ok_and(|n| n < confirmed.len()) {
+                    t.events.warn(&format!(
+                        "target {}: the box recorded the heartbeat of {n} of {} datasets (its newest snapshot of the others is not the one this run confirmed)",
+                        target.name,
+                        confirmed.len()
+                    ));
+                }
+                t.report.heartbeat = Some(n);
+            }
+            Some(Ok(Heard::Unsupported)) => t.events.warn(&format!(
+                "target {}: the box's zoffsite is too old to record heartbeats, so its `box check` reports a dataset that did not change as stale after max_age; update zoffsite on the box",
+                target.name
+            )),
+            Some(Err(e)) => t.events.warn(&format!(
+                "target {}: the box did not record this run's heartbeat ({e}); its `box check` may report datasets that did not change as stale",
+                target.name
+            )),
+            None => {}
         }
         t.report
     }
@@ -669,6 +717,44 @@ fn anchor_chain(
         }
     }
     Ok(())
+}
+
+/// Records, on each snapshot `target` confirmed holding in this run, the
+/// run's start `now` in the target's
+/// [`confirmed_property`](zoffsite_core::status::confirmed_property): from
+/// then on the box held data at least as new as the source's (the run's
+/// own snapshot, or the newest one when nothing had changed since), which
+/// is what `status` ages the box's copy by. One `zfs set` for all of them.
+fn record_confirmations(zfs: &Zfs, target: &str, confirmed: &[&SnapshotRow], now: i64) -> Result<(), ZfsError> {
+    if confirmed.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = confirmed.iter().map(|c| c.snapshot.to_string()).collect();
+    zfs.set_user_property(&names, &zoffsite_core::status::confirmed_property(target), &now.to_string())
+}
+
+/// The confirmations [`record_confirmations`] made for `target` of the
+/// snapshots the box holds as its newest of each of `datasets` (`remote`:
+/// the box's listing), as `status` reads them
+/// ([`zoffsite_core::status::evaluate`]).
+pub fn confirmations(
+    zfs: &Zfs,
+    target: &str,
+    datasets: &[Dataset],
+    snaps: &[SnapshotRow],
+    remote: &BTreeMap<Dataset, RemoteDataset>,
+) -> Result<BTreeMap<Snapshot, i64>, ZfsError> {
+    let names: Vec<String> = datasets
+        .iter()
+        .filter_map(|d| zoffsite_core::status::box_newest_on_source(d, snaps, remote.get(d)))
+        .map(|s| s.to_string())
+        .collect();
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let rows = zfs.local_values(&names, &zoffsite_core::status::confirmed_property(target))?;
+    let rows: Vec<(String, String)> = rows.into_iter().collect();
+    Ok(zoffsite_core::status::parse_confirmations(&rows))
 }
 
 #[derive(Debug, thiserror::Error)]

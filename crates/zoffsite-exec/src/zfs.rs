@@ -553,6 +553,20 @@ impl Zfs {
         Ok(zoffsite_core::boxside::box_snapshots(rows, &stamps))
     }
 
+    /// The source's heartbeats as `serve` recorded them under `root`
+    /// (`zoffsite:heartbeat` set locally on the root and its filesystems and
+    /// volumes; an inherited value is no dataset's own), as `(name, value)`
+    /// rows for [`zoffsite_core::boxside::parse_heartbeats`].
+    pub fn box_heartbeats(&self, root: &Dataset) -> Result<Vec<(String, String)>, ZfsError> {
+        let cmd = self
+            .cmd()
+            .args(["get", "-H", "-p", "-r", "-t", "filesystem,volume", "-s", "local", "-o", "name,value"])
+            .arg(zoffsite_core::boxside::HEARTBEAT_PROPERTY)
+            .arg(root.as_str());
+        let out = self.run_ok(&cmd, || format!("dataset {root}"))?;
+        Self::parsed(&cmd, &out, parse::name_values)
+    }
+
     /// The pool's GUID (`zpool get -H -p -o value guid POOL`): what the
     /// box's txg journal is kept for.
     pub fn pool_guid(&self, pool: &str) -> Result<u64, ZfsError> {

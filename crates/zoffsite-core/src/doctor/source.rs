@@ -145,7 +145,8 @@ pub fn check_last_run(targets: &[(String, Vec<DatasetStatus>)]) -> Check {
     for (target, datasets) in targets {
         for d in datasets.iter().filter(|d| d.state.is_problem()) {
             let why = match d.state {
-                State::Stale => format!("{} days old", d.age.unwrap_or_default() / 86_400),
+                // Since the box was last known to hold all of it.
+                State::Stale => format!("{} days old", d.confirmed_age.or(d.age).unwrap_or_default() / 86_400),
                 State::Never => "never backed up".to_owned(),
                 _ => "diverged".to_owned(),
             };
@@ -247,6 +248,8 @@ mod tests {
             source_newest: None,
             box_newest: None,
             age,
+            confirmed: None,
+            confirmed_age: age,
             behind_bytes: None,
             partial: false,
             state,

@@ -20,6 +20,7 @@ pub fn render(i: &Inputs) -> String {
 root = {root}
 min_age = \"7d\"             # nothing younger than this (by receive time) is destroyed
 max_age = \"48h\"            # box check: each dataset must have received within this
+heartbeat_grace = \"7d\"     # ...or, while the source checks in and finds nothing changed, within max_age + this
 journal = {journal}
 # notify = [\"/usr/local/bin/alert-owner\", \"--to\", \"owner\"]   # argv; gets the message on stdin
 

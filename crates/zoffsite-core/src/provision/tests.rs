@@ -135,6 +135,8 @@ fn rendered_box_toml_parses_with_the_box_parser_and_matches_the_example() {
     let example = BoxConfig::parse(include_str!("../../../../examples/box.toml")).unwrap();
     assert_eq!((parsed.min_age, parsed.max_age, parsed.keep), (example.min_age, example.max_age, example.keep));
     assert_eq!(parsed.journal, example.journal);
+    assert_eq!(parsed.heartbeat_grace, example.heartbeat_grace);
+    assert_eq!(parsed.heartbeat_grace, crate::boxside::DEFAULT_HEARTBEAT_GRACE, "written out, as the default");
 }
 
 #[test]

@@ -26,8 +26,8 @@ use zoffsite_core::config::Target;
 use zoffsite_core::doctor::boxaudit::{Fetched, MAX_AUDIT_LEN};
 use zoffsite_core::names::{Dataset, Guid, SnapName};
 use zoffsite_core::protocol::{
-    self, ErrorCode, ProtoError, RemoteDataset, Request, Response, MAX_ERROR_TEXT, MAX_LIST_DATASETS, MAX_RESPONSE_LEN,
-    PROTOCOL_NAME, PROTOCOL_VERSION,
+    self, ErrorCode, HeartbeatDataset, ProtoError, RemoteDataset, Request, Response, MAX_ERROR_TEXT, MAX_LIST_DATASETS,
+    MAX_RESPONSE_LEN, PROTOCOL_NAME, PROTOCOL_VERSION,
 };
 
 use crate::pace::{Pacer, SystemClock};
@@ -398,6 +398,41 @@ impl Session {
         Ok(fetched)
     }
 
+    /// Tells the box that this backup run is over and that it holds the
+    /// source's newest snapshot of each of `datasets` (name, GUID): the
+    /// heartbeat its `box check` takes as an excuse, for a bounded time,
+    /// for no new data ([`zoffsite_core::boxside`]). Send it last: a box
+    /// older than the request answers `Error{protocol}` and ends the
+    /// session, which is [`Heard::Unsupported`], not a failure. Otherwise
+    /// how many datasets the box recorded (it records only those whose
+    /// newest snapshot has the GUID given).
+    pub fn heartbeat(&mut self, datasets: &[HeartbeatDataset]) -> Result<Heard, RemoteError> {
+        let mut recorded = 0u32;
+        // An empty list still tells the box that the source checked in.
+        let chunks: Vec<&[HeartbeatDataset]> =
+            if datasets.is_empty() { vec![&[]] } else { datasets.chunks(MAX_LIST_DATASETS).collect() };
+        for chunk in chunks {
+            self.send(&Request::Heartbeat { datasets: chunk.to_vec() })?;
+            match self.recv(REPLY_TIMEOUT) {
+                Ok(Response::Heartbeat { recorded: n }) => {
+                    if usize::try_from(n).map_or(true, |n| n > chunk.len()) {
+                        return Err(self.violation(format!(
+                            "the box says it recorded {n} datasets of a heartbeat that named {}",
+                            chunk.len()
+                        )));
+                    }
+                    recorded = recorded.saturating_add(n);
+                }
+                Err(RemoteError::Refused { code: ErrorCode::Protocol, .. }) if recorded == 0 => {
+                    return Ok(Heard::Unsupported);
+                }
+                Ok(other) => return Err(self.violation(format!("expected a heartbeat, got {:?}", short(&other)))),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Heard::Recorded(recorded))
+    }
+
     /// What the box holds of `dataset` and everything below it (restores).
     pub fn list_tree(&mut self, dataset: &Dataset) -> Result<BTreeMap<Dataset, RemoteDataset>, RemoteError> {
         self.send(&Request::ListTree { dataset: dataset.clone() })?;
@@ -593,6 +628,15 @@ impl Drop for Session {
     }
 }
 
+/// The box's answer to a heartbeat ([`Session::heartbeat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// It recorded the heartbeat of this many datasets (and the root's).
+    Recorded(u32),
+    /// Its `serve` predates heartbeats (and ended the session).
+    Unsupported,
+}
+
 /// One chunk of the send stream, by how it travels.
 enum Chunk {
     /// In the splice relay, this many bytes.
@@ -772,6 +816,50 @@ mod tests {
         let s = Session::over(ours.try_clone().unwrap(), ours, peer).unwrap();
         assert_eq!(s.audit().unwrap(), Fetched::Unsupported);
         the_box.join().unwrap();
+    }
+
+    /// A box that greets, then answers the next request with `answer` and
+    /// hangs up; returns the request's bytes.
+    fn one_answer_box(answer: Response) -> (Session, std::thread::JoinHandle<Vec<u8>>) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let the_box = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let _hello = protocol::read_msg::<Request>(&mut theirs, MAX_RESPONSE_LEN).unwrap();
+            let root = Dataset::new("offsite/home").unwrap();
+            let reply =
+                Response::Hello { protocol: PROTOCOL_NAME.into(), version: PROTOCOL_VERSION, server: "x".into(), root };
+            protocol::write_msg(&mut theirs, &reply).unwrap();
+            theirs.flush().unwrap();
+            let body = match protocol::read_frame(&mut theirs, MAX_RESPONSE_LEN).unwrap() {
+                protocol::Frame::Msg(b) => b,
+                other => panic!("{other:?}"),
+            };
+            protocol::write_msg(&mut theirs, &answer).unwrap();
+            theirs.flush().unwrap();
+            body
+        });
+        let peer = Socket(ours.try_clone().unwrap());
+        (Session::over(ours.try_clone().unwrap(), ours, peer).unwrap(), the_box)
+    }
+
+    #[test]
+    fn a_box_older_than_heartbeats_is_unsupported_not_a_failure() {
+        let message = "peer sent a malformed message: unknown variant `heartbeat`, expected one of `hello`".into();
+        let (mut s, the_box) = one_answer_box(Response::Error { code: ErrorCode::Protocol, message });
+        let beat = [HeartbeatDataset { name: Dataset::new("tank/a").unwrap(), guid: Guid::new(7).unwrap() }];
+        assert_eq!(s.heartbeat(&beat).unwrap(), Heard::Unsupported);
+        assert_eq!(the_box.join().unwrap(), br#"{"type":"heartbeat","datasets":[{"name":"tank/a","guid":7}]}"#);
+        s.close();
+        // A box that says it recorded more than it was told of is lying.
+        let (mut s, the_box) = one_answer_box(Response::Heartbeat { recorded: 2 });
+        let e = s.heartbeat(&beat).unwrap_err();
+        assert!(matches!(e, RemoteError::Protocol { error: ProtoError::Violation(_), .. }), "{e}");
+        the_box.join().unwrap();
+        // Any other refusal is an error the run reports.
+        let (mut s, the_box) =
+            one_answer_box(Response::Error { code: ErrorCode::Zfs, message: "cannot set property".into() });
+        assert!(matches!(s.heartbeat(&[]).unwrap_err(), RemoteError::Refused { code: ErrorCode::Zfs, .. }));
+        assert_eq!(the_box.join().unwrap(), br#"{"type":"heartbeat","datasets":[]}"#, "an empty one still goes");
     }
 
     #[test]

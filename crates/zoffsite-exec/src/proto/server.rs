@@ -23,6 +23,12 @@
 //!   write them, and only up to
 //!   [`MAX_AUDIT_LEN`](zoffsite_core::doctor::boxaudit::MAX_AUDIT_LEN)
 //!   bytes. Whatever goes wrong is an answer, never the end of the session.
+//! - A heartbeat ([`Request::Heartbeat`]) is recorded
+//!   ([`HEARTBEAT_PROPERTY`], the box's clock) only on the root and on each
+//!   named dataset whose newest snapshot, listed afresh, has the named GUID:
+//!   the source's word that nothing is missing, which `box check` takes as
+//!   an excuse for no new data for a bounded time only
+//!   ([`zoffsite_core::boxside`], "Heartbeats").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
@@ -30,14 +36,14 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use zoffsite_core::boxside::{self, KEYWRAP_PROPERTY, RECEIVED_PROPERTY};
+use zoffsite_core::boxside::{self, HEARTBEAT_PROPERTY, KEYWRAP_PROPERTY, RECEIVED_PROPERTY};
 use zoffsite_core::doctor::{boxaudit::MAX_AUDIT_LEN, AUDIT_PATH};
 use zoffsite_core::names::{Dataset, Guid, SnapName, Snapshot};
 use zoffsite_core::nvlist::{KeyWrap, NvError};
 use zoffsite_core::parse::SnapshotRow;
 use zoffsite_core::protocol::{
-    self, ErrorCode, Frame, FrameHead, ProtoError, RemoteDataset, RemoteSnapshot, Request, Response, MAX_LIST_DATASETS,
-    MAX_REQUEST_LEN, PROTOCOL_NAME, PROTOCOL_VERSION,
+    self, ErrorCode, Frame, FrameHead, HeartbeatDataset, ProtoError, RemoteDataset, RemoteSnapshot, Request, Response,
+    MAX_LIST_DATASETS, MAX_REQUEST_LEN, PROTOCOL_NAME, PROTOCOL_VERSION,
 };
 use zoffsite_core::records::{Expect, Held, StreamError, StreamValidator, Summary};
 
@@ -109,15 +115,36 @@ pub struct Server<R: Input, W: Write> {
     lock_scope: String,
     /// The audit file `Audit` hands over, and who must own it.
     audit: (PathBuf, u32),
+    /// The box's clock (Unix seconds) for receive stamps and heartbeats:
+    /// the real one, unless a test sets another.
+    clock: Clock,
     input: R,
     output: W,
 }
+
+/// Where a server reads the time.
+pub type Clock = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;
 
 impl<R: Input, W: Write> Server<R, W> {
     /// A session served from `input` to `output`, under `root`. The lock
     /// scope is empty: every session of the box shares its dataset locks.
     pub fn new(zfs: Zfs, root: Dataset, input: R, output: W) -> Self {
-        Self { zfs, root, lock_scope: String::new(), audit: (PathBuf::from(AUDIT_PATH), 0), input, output }
+        Self {
+            zfs,
+            root,
+            lock_scope: String::new(),
+            audit: (PathBuf::from(AUDIT_PATH), 0),
+            clock: std::sync::Arc::new(|| jiff::Timestamp::now().as_second()),
+            input,
+            output,
+        }
+    }
+
+    /// Reads the time from `clock` in place of the real clock: for tests
+    /// that play out days of receives and heartbeats.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Hands over the audit at `path`, which (with its directory) must be
@@ -209,9 +236,58 @@ impl<R: Input, W: Write> Server<R, W> {
                     };
                     r?;
                 }
+                Request::Heartbeat { datasets } => {
+                    let r = match self.heartbeat(&datasets) {
+                        Ok(recorded) => self.reply(&Response::Heartbeat { recorded }),
+                        Err(rej) => self.reject(rej),
+                    };
+                    r?;
+                }
                 Request::Bye => return Ok(()),
             }
         }
+    }
+
+    /// Records the source's heartbeat (the module docs): the box's clock
+    /// on the root, and on each named dataset whose newest snapshot under
+    /// the root, by `createtxg` in a listing taken now, has the named GUID.
+    /// Returns how many datasets that was. A name given twice, or more than
+    /// [`MAX_LIST_DATASETS`] names, is refused whole.
+    fn heartbeat(&mut self, asked: &[HeartbeatDataset]) -> Result<u32, Reject> {
+        if asked.len() > MAX_LIST_DATASETS {
+            return Err(Reject::new(
+                ErrorCode::Protocol,
+                format!("at most {MAX_LIST_DATASETS} datasets per heartbeat"),
+            ));
+        }
+        let mut wanted: BTreeMap<Dataset, Guid> = BTreeMap::new();
+        for d in asked {
+            let local =
+                self.root.join(&d.name).map_err(|e| Reject::new(ErrorCode::Refused, format!("{}: {e}", d.name)))?;
+            if wanted.insert(local, d.guid).is_some() {
+                return Err(Reject::new(ErrorCode::Protocol, format!("{} named twice in one heartbeat", d.name)));
+            }
+        }
+        let mut newest: BTreeMap<Dataset, (u64, Guid)> = BTreeMap::new();
+        if !wanted.is_empty() {
+            let (_, snapshots) = self.zfs.list_box(&self.root)?;
+            for s in snapshots.into_iter().filter(|s| wanted.contains_key(&s.snapshot.dataset)) {
+                let e = newest.entry(s.snapshot.dataset).or_insert((s.createtxg, s.guid));
+                if s.createtxg > e.0 {
+                    *e = (s.createtxg, s.guid);
+                }
+            }
+        }
+        let current: Vec<String> = wanted
+            .iter()
+            .filter(|(ds, guid)| newest.get(*ds).is_some_and(|(_, g)| g == *guid))
+            .map(|(ds, _)| ds.to_string())
+            .collect();
+        let names: Vec<String> = std::iter::once(self.root.to_string()).chain(current.iter().cloned()).collect();
+        let now = (self.clock)();
+        self.zfs.set_user_property(&names, HEARTBEAT_PROPERTY, &now.to_string())?;
+        tracing::info!(datasets = current.len(), of = wanted.len(), "heartbeat");
+        Ok(u32::try_from(current.len()).unwrap_or(u32::MAX))
     }
 
     fn list_tree(&mut self, asked: &Dataset) -> Result<Vec<RemoteDataset>, Reject> {
@@ -674,7 +750,7 @@ impl<R: Input, W: Write> Server<R, W> {
             }
         };
         let todo: Vec<String> = names.into_iter().filter(|n| !stamped.contains_key(n)).collect();
-        let now = jiff::Timestamp::now().as_second().to_string();
+        let now = (self.clock)().to_string();
         if let Err(e) = self.zfs.set_user_property(&todo, RECEIVED_PROPERTY, &now) {
             tracing::warn!("cannot record the receive time of {} snapshots of {target}: {e}", todo.len());
         }
@@ -959,6 +1035,60 @@ mod tests {
     const PLAIN_INCR: &[u8] = include_bytes!("../../../zoffsite-core/testdata/plain-incr.zstream");
     const P1: u64 = 8786584037763858465;
     const P2: u64 = 13308449606923206071;
+
+    fn heartbeat(datasets: &[(&str, u64)]) -> Vec<u8> {
+        let mut v = hello();
+        let datasets = datasets
+            .iter()
+            .map(|(n, g)| HeartbeatDataset { name: Dataset::new(*n).unwrap(), guid: Guid::new(*g).unwrap() })
+            .collect();
+        protocol::write_msg(&mut v, &Request::Heartbeat { datasets }).unwrap();
+        v
+    }
+
+    #[test]
+    fn a_heartbeat_is_recorded_only_where_the_box_holds_what_the_source_names() {
+        let f = Fake::new().holding(&[("a", 11), ("b", 12)]);
+        f.zfs.create("offsite/home/tank/other", true);
+        let before = jiff::Timestamp::now().as_second();
+        // tank/data's newest is b (12): named right. tank/other holds
+        // nothing; tank/gone is not on the box; a is not the newest.
+        let (r, msgs) = f.serve(heartbeat(&[("tank/data", 12), ("tank/other", 5), ("tank/gone", 6)]));
+        r.unwrap();
+        assert_eq!(msgs[1..], [Response::Heartbeat { recorded: 1 }]);
+        let at = |n: &str| f.zfs.local(n, HEARTBEAT_PROPERTY).map(|v| v.parse::<i64>().unwrap());
+        let t = at(T).expect("recorded on tank/data");
+        assert!(t >= before && t <= jiff::Timestamp::now().as_second());
+        assert_eq!(at("offsite/home"), Some(t), "and on the root: the source checked in");
+        assert_eq!(at("offsite/home/tank/other"), None);
+        assert!(!f.zfs.exists("offsite/home/tank/gone"), "nothing is created for a heartbeat");
+        // Naming an older snapshot records nothing on the dataset, but the
+        // root still hears of it.
+        let f = Fake::new().holding(&[("a", 11), ("b", 12)]);
+        let (r, msgs) = f.serve(heartbeat(&[("tank/data", 11)]));
+        r.unwrap();
+        assert_eq!(msgs[1..], [Response::Heartbeat { recorded: 0 }]);
+        assert_eq!(f.zfs.local(T, HEARTBEAT_PROPERTY), None);
+        assert!(f.zfs.local("offsite/home", HEARTBEAT_PROPERTY).is_some());
+    }
+
+    #[test]
+    fn a_heartbeat_naming_a_dataset_twice_or_too_many_is_refused_whole() {
+        let f = Fake::new().holding(&[("a", 11)]);
+        let (r, msgs) = f.serve(heartbeat(&[("tank/data", 11), ("tank/data", 11)]));
+        r.unwrap();
+        assert!(
+            matches!(&msgs[1..], [Response::Error { code: ErrorCode::Protocol, message }] if message.contains("named twice")),
+            "{msgs:?}"
+        );
+        let many: Vec<(String, u64)> = (0..=MAX_LIST_DATASETS).map(|i| (format!("tank/d{i}"), 1)).collect();
+        let many: Vec<(&str, u64)> = many.iter().map(|(n, g)| (n.as_str(), *g)).collect();
+        let (r, msgs) = f.serve(heartbeat(&many));
+        r.unwrap();
+        assert!(matches!(&msgs[1..], [Response::Error { code: ErrorCode::Protocol, .. }]), "{msgs:?}");
+        assert_eq!(f.zfs.local("offsite/home", HEARTBEAT_PROPERTY), None, "nothing recorded");
+        assert_eq!(f.zfs.local(T, HEARTBEAT_PROPERTY), None);
+    }
 
     /// A session that asks for the audit, then lists (the session must go
     /// on whatever the audit's answer).

@@ -1,8 +1,10 @@
 //! `zoffsite status`: for every target and dataset, the newest snapshot on
-//! the source and on the box, its age and how many bytes the box is behind.
-//! Read-only on both sides. Exits 6 (stale) when any dataset on any target
-//! is older than the target's `max_age`, holds nothing, or diverged, so it
-//! serves as a monitoring check.
+//! the source and on the box, its age, when a backup run last confirmed
+//! the box held all of it, and how many bytes the box is behind. Read-only
+//! on both sides. Exits 6 (stale) when any dataset on any target was last
+//! confirmed longer than the target's `max_age` ago (a run that found
+//! nothing to send confirms the box's newest: [`status`]), holds nothing,
+//! or diverged, so it serves as a monitoring check.
 //!
 //! Each box's posture comes along: in the same session, after the listing,
 //! the box's last audit (root's `doctor --box`, handed over by `serve`),
@@ -34,6 +36,7 @@ use zoffsite_core::notify::Command;
 use zoffsite_core::provision::wait::UNREACHABLE_HINT;
 use zoffsite_core::status::{self, DatasetStatus, State};
 use zoffsite_exec::proto::client::{RemoteError, Session};
+use zoffsite_exec::replicate;
 use zoffsite_exec::zfs::Zfs;
 
 use zoffsite_core::config::Config;
@@ -53,6 +56,10 @@ struct TargetStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     hint: Option<&'static str>,
     datasets: Vec<DatasetStatus>,
+    /// The start of the last backup run that confirmed the box holding the
+    /// source's newest of any dataset (Unix seconds, source clock; `None`:
+    /// none recorded).
+    last_run: Option<i64>,
     /// The box's posture (`None` when the box could not be reached).
     box_posture: Option<Posture>,
 }
@@ -68,7 +75,7 @@ pub(crate) fn run(args: &StatusArgs) -> Exit {
         let now = jiff::Timestamp::now().as_second();
         let targets = status(&cfg, args, &Zfs::new(), now, ui);
         if !ui.json() {
-            print_table(&targets, ui.quiet());
+            print_table(&targets, now, ui.quiet());
         }
         crate::ui::doc(&serde_json::json!({
             "now": now,
@@ -107,6 +114,7 @@ fn status(cfg: &Config, args: &StatusArgs, zfs: &Zfs, now: i64, ui: &mut Ui) -> 
             error: None,
             hint: None,
             datasets: vec![],
+            last_run: None,
             box_posture: None,
         };
         let listing = Session::connect(t).and_then(|mut s| match s.list(&datasets) {
@@ -125,9 +133,17 @@ fn status(cfg: &Config, args: &StatusArgs, zfs: &Zfs, now: i64, ui: &mut Ui) -> 
                 }
                 ts.box_posture = Some(posture);
                 let max_age = i64::try_from(t.max_age.as_secs()).unwrap_or(i64::MAX);
+                // Without them, each dataset counts from its snapshot's
+                // creation, as before runs recorded them.
+                let confirmed =
+                    replicate::confirmations(zfs, &t.name, &datasets, &snaps, &remote).unwrap_or_else(|e| {
+                        ui.warning(format_args!("target {}: cannot read the backup runs' confirmations: {e}", t.name));
+                        BTreeMap::new()
+                    });
+                ts.last_run = confirmed.values().copied().max();
                 ts.datasets = datasets
                     .iter()
-                    .map(|d| status::evaluate(d, &snaps, &bookmarks, remote.get(d), now, max_age))
+                    .map(|d| status::evaluate(d, &snaps, &bookmarks, remote.get(d), &confirmed, now, max_age))
                     .collect();
                 fill_behind(zfs, &mut ts.datasets);
                 if ts.datasets.iter().any(|d| d.state.is_problem()) {
@@ -173,15 +189,15 @@ fn fill_behind(zfs: &Zfs, rows: &mut [DatasetStatus]) {
     }
 }
 
-fn print_table(targets: &[TargetStatus], quiet: bool) {
+fn print_table(targets: &[TargetStatus], now: i64, quiet: bool) {
     for t in targets {
-        print!("{}", render_target(t, quiet));
+        print!("{}", render_target(t, now, quiet));
     }
 }
 
-/// One target's lines of the table; with `quiet`, only what is wrong
-/// (nothing at all for a healthy target).
-fn render_target(t: &TargetStatus, quiet: bool) -> String {
+/// One target's lines of the table (`now`: to say how long ago); with
+/// `quiet`, only what is wrong (nothing at all for a healthy target).
+fn render_target(t: &TargetStatus, now: i64, quiet: bool) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let finding = t.box_posture.as_ref().is_some_and(Posture::is_finding);
@@ -189,7 +205,15 @@ fn render_target(t: &TargetStatus, quiet: bool) -> String {
     if quiet && !problems {
         return out;
     }
-    let _ = writeln!(out, "target {} (max_age {}):", t.name, age(i64::try_from(t.max_age).unwrap_or(i64::MAX)));
+    let _ = write!(out, "target {} (max_age {}", t.name, age(i64::try_from(t.max_age).unwrap_or(i64::MAX)));
+    if t.error.is_none() {
+        let _ = write!(
+            out,
+            "; last backup run {}",
+            t.last_run.map_or("none recorded".to_owned(), |r| format!("{} ago", age(now - r)))
+        );
+    }
+    let _ = writeln!(out, "):");
     if let Some(e) = &t.error {
         let _ = writeln!(out, "  UNREACHABLE: {e}");
         if let Some(h) = t.hint {
@@ -208,9 +232,15 @@ fn render_target(t: &TargetStatus, quiet: bool) -> String {
             State::Never => "NEVER",
             State::Diverged => "DIVERGED",
         };
+        // When a later run found nothing to send, the box's copy is
+        // current as of that run: say so beside the snapshot's own age.
+        let confirmed = match (d.confirmed_age, d.age) {
+            (Some(c), Some(a)) if c < a => format!(", confirmed {} ago", age(c)),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  {state:<8} {}  box {on_box} ({} old)  source {on_src}  behind {behind}{}",
+            "  {state:<8} {}  box {on_box} ({} old{confirmed})  source {on_src}  behind {behind}{}",
             d.dataset,
             d.age.map_or("-".to_owned(), age),
             if d.partial { "  [interrupted transfer waiting]" } else { "" }
@@ -240,6 +270,7 @@ mod tests {
             error: None,
             hint: None,
             datasets: vec![],
+            last_run: None,
             box_posture: posture,
         }
     }
@@ -254,8 +285,8 @@ mod tests {
         r.set_generated_at(now - 3 * 3600);
         let p = Posture::judge(&Fetched::Report(serde_json::to_string(&r).unwrap()), now);
         assert_eq!(
-            render_target(&target(Some(p.clone())), false),
-            "target friend (max_age 1d 2h):\n  box posture: fail (1 fail, 1 unknown), audited 3h ago; run `zoffsite doctor --source` for details\n"
+            render_target(&target(Some(p.clone())), now, false),
+            "target friend (max_age 1d 2h; last backup run none recorded):\n  box posture: fail (1 fail, 1 unknown), audited 3h ago; run `zoffsite doctor --source` for details\n"
         );
         let v = serde_json::to_value(target(Some(p))).unwrap();
         assert_eq!(v["box_posture"]["status"], "fail");
@@ -268,19 +299,19 @@ mod tests {
         ok.push(Check::ok(CheckId::Firewall, "fine"));
         ok.set_generated_at(now - 60);
         let p = Posture::judge(&Fetched::Report(serde_json::to_string(&ok).unwrap()), now);
-        assert!(render_target(&target(Some(p)), false).ends_with("\n  box posture: ok (1 ok), audited 1m ago\n"));
-        let old = render_target(&target(Some(Posture::judge(&Fetched::Unsupported, now))), false);
+        assert!(render_target(&target(Some(p)), now, false).ends_with("\n  box posture: ok (1 ok), audited 1m ago\n"));
+        let old = render_target(&target(Some(Posture::judge(&Fetched::Unsupported, now))), now, false);
         assert!(old.ends_with("box posture: unknown (the box's zoffsite is too old to report its posture); run `zoffsite doctor --source` for details\n"), "{old}");
         // Unreachable: no posture line, and null in the JSON.
         let mut t = target(None);
         t.error = Some("target friend: cannot reach the box".into());
-        assert!(!render_target(&t, false).contains("posture"));
+        assert!(!render_target(&t, 0, false).contains("posture"));
         assert_eq!(serde_json::to_value(&t).unwrap()["box_posture"], serde_json::Value::Null);
     }
 
     #[test]
     fn the_table_shows_bytes_and_ages_for_people_and_quiet_shows_only_what_is_wrong() {
-        use zoffsite_core::names::{Guid, SnapName};
+        use zoffsite_core::names::Guid;
         use zoffsite_core::status::Point;
         let point = |name: &str| Point {
             name: SnapName::new(name).unwrap(),
@@ -292,6 +323,8 @@ mod tests {
             source_newest: Some(point("zoffsite-b")),
             box_newest: Some(point("zoffsite-a")),
             age: Some(age),
+            confirmed: None,
+            confirmed_age: None,
             behind_bytes: Some(3 << 20),
             partial: false,
             state,
@@ -300,15 +333,15 @@ mod tests {
         t.datasets =
             vec![row("tank/data", State::Behind, 3 * 3600 + 600), row("tank/old", State::Stale, 3 * 86400 + 7200)];
         assert_eq!(
-            render_target(&t, false),
-            "target friend (max_age 1d 2h):\n\
+            render_target(&t, 0, false),
+            "target friend (max_age 1d 2h; last backup run none recorded):\n\
              \x20 behind   tank/data  box @zoffsite-a (3h 10m old)  source @zoffsite-b  behind 3.00 MiB\n\
              \x20 STALE    tank/old  box @zoffsite-a (3d 2h old)  source @zoffsite-b  behind 3.00 MiB\n"
         );
-        let quiet = render_target(&t, true);
+        let quiet = render_target(&t, 0, true);
         assert!(quiet.contains("tank/old") && !quiet.contains("tank/data"), "{quiet}");
         t.datasets.pop();
-        assert_eq!(render_target(&t, true), "", "a healthy target: nothing with -q");
+        assert_eq!(render_target(&t, 0, true), "", "a healthy target: nothing with -q");
         // The JSON keeps raw numbers.
         let v = serde_json::to_value(&t).unwrap();
         assert_eq!(
@@ -318,12 +351,48 @@ mod tests {
     }
 
     #[test]
+    fn a_dataset_confirmed_by_a_later_run_shows_both_ages_and_the_last_run() {
+        use zoffsite_core::names::Guid;
+        use zoffsite_core::status::Point;
+        let now = 1_796_000_000;
+        let point = Point {
+            name: SnapName::new("zoffsite-1").unwrap(),
+            guid: Guid::new(7).unwrap(),
+            creation: now - 5 * 86_400,
+        };
+        let mut t = target(None);
+        t.last_run = Some(now - 3600);
+        t.datasets.push(DatasetStatus {
+            dataset: Dataset::new("tank/a").unwrap(),
+            source_newest: Some(point.clone()),
+            box_newest: Some(point),
+            age: Some(5 * 86_400),
+            confirmed: Some(now - 3600),
+            confirmed_age: Some(3600),
+            behind_bytes: Some(0),
+            partial: false,
+            state: State::Current,
+        });
+        let text = render_target(&t, now, false);
+        assert!(text.starts_with("target friend (max_age 1d 2h; last backup run 1h ago):\n"), "{text}");
+        assert!(
+            text.contains("  ok       tank/a  box @zoffsite-1 (5d old, confirmed 1h ago)  source @zoffsite-1"),
+            "{text}"
+        );
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["last_run"], now - 3600);
+        assert_eq!(v["datasets"][0]["confirmed"], now - 3600);
+        assert_eq!(v["datasets"][0]["confirmed_age"], 3600);
+        assert_eq!(v["datasets"][0]["age"], 5 * 86_400, "the data's own age is kept");
+    }
+
+    #[test]
     fn an_unreachable_box_gets_the_tpm_recovery_hint_and_no_other_failure_does() {
         let e = RemoteError::Unreachable { host: "10.77.0.2".into(), detail: "Connection timed out".into() };
         let mut t = target(None);
         t.error = Some(format!("target friend: {e}"));
         t.hint = hint(&e);
-        let text = render_target(&t, false);
+        let text = render_target(&t, 0, false);
         assert!(text.ends_with(&format!("  hint: {UNREACHABLE_HINT}\n")), "{text}");
         assert_eq!(text.lines().filter(|l| l.contains("TPM")).count(), 1, "one line: {text}");
         assert!(UNREACHABLE_HINT.contains("docs/box.md#when-the-box-does-not-come-back"));
@@ -336,7 +405,7 @@ mod tests {
             assert_eq!(hint(&other), None, "{other}");
         }
         t.hint = None;
-        assert!(!render_target(&t, false).contains("hint"));
+        assert!(!render_target(&t, 0, false).contains("hint"));
         assert!(serde_json::to_value(&t).unwrap().get("hint").is_none());
     }
 }

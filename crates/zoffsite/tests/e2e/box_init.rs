@@ -1,7 +1,8 @@
 //! End-to-end area `box_init`: the box `zoffsite box init` prepares. An
 //! append-only box under ZFS delegation (what the kernel refuses the box
-//! user, what sshd refuses the source's key), a refused abort of a partial
-//! receive under delegation, and the snapshot, filesystem and space limits.
+//! user, what sshd refuses the source's key, and that `serve` may still
+//! record the source's heartbeat), a refused abort of a partial receive
+//! under delegation, and the snapshot, filesystem and space limits.
 //!
 //! Needs root and real OpenZFS: `scripts/e2e --area box_init` (see
 //! `harness.rs` and `e2e/README.md`).
@@ -117,6 +118,41 @@ fn box_init_makes_an_append_only_box() {
     let box_ds = format!("{home2}/{data}");
     assert_eq!(w.prop(&box_ds, "mounted"), "no");
     assert!(w.prop(&format!("{home2}/{s2}"), "zoffsite:received").parse::<u64>().is_ok());
+
+    // A run that finds nothing changed sends nothing but ends with a
+    // heartbeat, which the delegated `serve` may record (`userprop` covers
+    // the root and what is below it); the source records the run on s2.
+    let out = w.backup(&cfg, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = json(&out);
+    assert_eq!((r["snapshot"].is_null(), r["targets"][0]["heartbeat"].as_u64()), (true, Some(1)), "{r}");
+    let local =
+        |name: &str, prop: &str| zfs(&["get", "-H", "-p", "-s", "local", "-o", "value", prop, name]).trim().to_owned();
+    let beat: i64 = local(&box_ds, "zoffsite:heartbeat").parse().unwrap();
+    assert!((unix_now() - beat).abs() < 600, "{beat}");
+    assert_eq!(local(&home2, "zoffsite:heartbeat"), beat.to_string(), "the root's own");
+    assert!(local(&s2, "zoffsite:confirmed:friend").parse::<i64>().is_ok(), "the source's record");
+    // `box check`: the data arrived 3 h ago (its stamp set back, as root),
+    // the source checked in just now. With max_age 1h the heartbeat
+    // excuses it within the grace; with heartbeats off it is stale.
+    let rcv = format!("{home2}/{s2}");
+    zfs(&["set", &format!("zoffsite:received={}", beat - 3 * 3600), &rcv]);
+    let soon = rfc3339(beat + 600);
+    for (grace, code, excused) in [("7d", 0, true), ("0s", 6, false)] {
+        let bcfg = w.dir.join(format!("box-{grace}.toml"));
+        let journal = w.dir.join("state/hb-journal");
+        let body = format!(
+            "root = \"{home2}\"\njournal = \"{}\"\nmax_age = \"1h\"\nheartbeat_grace = \"{grace}\"\n",
+            journal.display()
+        );
+        std::fs::write(&bcfg, body).unwrap();
+        let out = box_cmd("check", &bcfg, &["--now", &soon, "--json"]);
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+        let d = json(&out);
+        assert_eq!((d["heard"].as_i64(), d["last_received"].as_i64()), (Some(beat), Some(beat - 3 * 3600)), "{d}");
+        assert_eq!(d["datasets"][0]["heartbeat"], beat, "{d}");
+        assert_eq!(d["datasets"][0]["excused"], excused, "{d}");
+    }
 
     let before = (w.datasets(&w.offsite), w.snapshots(&w.offsite));
 
