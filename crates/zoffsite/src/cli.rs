@@ -45,6 +45,22 @@ pub(crate) enum Command {
     /// The box side: speak the zoffsite protocol on stdin/stdout. Meant to be
     /// the forced command of the source's key in the box's authorized_keys.
     Serve(ServeArgs),
+    /// For packagers: write the man pages, the shell completions and the
+    /// systemd units a package installs under DIR (dist/ in the
+    /// repository holds them; `make dist-files` refreshes it). Hidden: not
+    /// an operator's command.
+    #[command(hide = true)]
+    Dist(DistArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct DistArgs {
+    /// Where to write them: DIR/man, DIR/completions, DIR/systemd.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// List the files it would write; write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args)]

@@ -31,6 +31,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Box(cli::BoxCommand::Wait(a)) => cmd::box_wait::run(&a),
         cli::Command::Box(cli::BoxCommand::Install(a)) => cmd::box_install::run(&a),
         cli::Command::Serve(a) => cmd::serve::run(a),
+        cli::Command::Dist(a) => cmd::dist::run(&a),
     };
     std::process::ExitCode::from(exit::Code::code(code))
 }

@@ -696,7 +696,10 @@ mod tests {
         assert!(fb.contains("ExecStart=-/usr/sbin/zpool import -N offsite\n"));
         assert!(fb.contains(&format!("ExecStart=/usr/local/bin/zoffsite box apply {STICK_BUNDLE}\n")));
         assert!(fb.contains("StateDirectory=zoffsite-firstboot\n"));
-        assert!(fb.contains("RuntimeDirectory=sshd\nRuntimeDirectoryPreserve=yes\n"), "sshd -t needs /run/sshd before ssh.service");
+        assert!(
+            fb.contains("RuntimeDirectory=sshd\nRuntimeDirectoryPreserve=yes\n"),
+            "sshd -t needs /run/sshd before ssh.service"
+        );
         let inst = install_unit(&i);
         assert!(inst.contains("ExecStart=/usr/local/bin/zoffsite box install --bundle /usr/lib/zoffsite/box.bundle --report-dir /boot/zoffsite\n"));
         assert!(inst.contains("SuccessAction=poweroff\n"));
