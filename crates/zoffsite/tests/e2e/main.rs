@@ -21,5 +21,6 @@ mod box_retention;
 mod compromised_source;
 mod faults;
 mod hostile_box;
+mod package;
 mod provisioned;
 mod restore;
