@@ -6,7 +6,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build test check fmt-check clippy unit fuzz e2e demo setup bench image-test clean
+.PHONY: all build test check fmt-check clippy unit fuzz e2e demo setup bench image-test clean deb dist-files package-check
 
 all: build
 
@@ -17,7 +17,7 @@ build:
 ## real tools (sshd, nft, systemd-analyze), which setup installs; under `make
 ## test` a missing tool is a failure, not a skipped test.
 test: REQUIRE_TOOLS = 1
-test: fmt-check clippy setup unit fuzz e2e
+test: fmt-check clippy setup unit package-check fuzz e2e
 
 check: fmt-check clippy unit
 
@@ -34,6 +34,23 @@ unit:
 ## FUZZ_SECONDS in total (default 60), FUZZ_SEED to repeat a run (each run prints its seed).
 fuzz:
 	$(CARGO) run --locked --release --manifest-path fuzz/Cargo.toml
+
+## The Debian package of a release build (cargo-deb, installed once if
+## missing): target/debian/zoffsite_VERSION-1_ARCH.deb. README.md, "Install".
+deb:
+	scripts/deb
+
+## The man pages, shell completions and packaged units in dist/, generated
+## from the binary (`zoffsite dist`); a unit test fails when they are stale.
+dist-files:
+	rm -rf dist/man dist/completions dist/systemd
+	$(CARGO) run --locked -q -p zoffsite -- dist --out dist
+
+## Both packages built from this checkout (the Debian one from the dev
+## build, the PKGBUILD's package() by makepkg) and their file lists
+## compared; the `package` e2e area installs the .deb in the VM.
+package-check: setup
+	scripts/package-check
 
 ## Installs the VM's kernel, OpenZFS, QEMU and test tools; builds the initramfs (cached).
 setup:

@@ -1046,7 +1046,7 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         let (f, _) = with_heartbeat(rcv, Some("2026-11-03T23:00:00Z"), "2026-11-06T00:00:00Z");
         let msg = f[0].to_string();
         assert!(
-            msg.starts_with("offsite/home/tank/a: nothing received for 5d 0h")
+            msg.starts_with("offsite/home/tank/a: nothing received for 5d")
                 && msg.ends_with("(the source last checked in for it 2d 1h ago)"),
             "{msg}"
         );
@@ -1057,7 +1057,7 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         let msg = f[0].to_string();
         assert!(
             msg.contains("although the source checks in (last 1m 1s ago)")
-                && msg.contains("max_age + heartbeat_grace (9d 0h)")
+                && msg.contains("max_age + heartbeat_grace (9d)")
                 && msg.contains("every 6 days"),
             "{msg}"
         );

@@ -90,7 +90,8 @@ impl Command {
             Command::Box(
                 BoxCommand::Init(_) | BoxCommand::Apply(_) | BoxCommand::Image(_) | BoxCommand::Install(_),
             )
-            | Command::Serve(_) => return false,
+            | Command::Serve(_)
+            | Command::Dist(_) => return false,
         };
         *slot = or(config::DEFAULT_PATH);
         true
@@ -131,6 +132,12 @@ pub(crate) enum Command {
     /// means, touching neither ZFS nor the network.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// For packagers: write the man pages, the shell completions and the
+    /// systemd units a package installs under DIR (dist/ in the
+    /// repository holds them; `make dist-files` refreshes it). Hidden: not
+    /// an operator's command.
+    #[command(hide = true)]
+    Dist(DistArgs),
 }
 
 #[derive(Subcommand)]
@@ -154,6 +161,16 @@ pub(crate) struct ConfigCheckArgs {
     /// Print what it means as JSON on stdout (on failure too).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct DistArgs {
+    /// Where to write them: DIR/man, DIR/completions, DIR/systemd.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// List the files it would write; write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args)]

@@ -40,6 +40,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Box(cli::BoxCommand::Install(a)) => cmd::box_install::run(&a),
         cli::Command::Serve(a) => cmd::serve::run(a),
         cli::Command::Config(cli::ConfigCommand::Check(a)) => cmd::config_check::run(&a),
+        cli::Command::Dist(a) => cmd::dist::run(&a),
     };
     std::process::ExitCode::from(code.code())
 }

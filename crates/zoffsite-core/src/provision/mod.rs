@@ -76,6 +76,11 @@ use values::{AbsPath, BoxName, BoxRoot, Endpoint, HostKey, Keepalive, Port, Sche
 /// README installs it).
 pub const DEFAULT_EXE: &str = "/usr/local/bin/zoffsite";
 
+/// Where the Debian package and the Arch PKGBUILD install zoffsite: the
+/// units they ship ([`units::packaged`]) run it there, and a box that has
+/// the package is made with `box new --box-exe /usr/bin/zoffsite`.
+pub const PACKAGE_EXE: &str = "/usr/bin/zoffsite";
+
 /// The box's WireGuard port: fixed (not random), so the box's firewall
 /// can name it.
 pub const DEFAULT_BOX_WG_PORT: u16 = 51820;

@@ -440,3 +440,40 @@ proptest! {
         prop_assert_eq!(sshd::known_hosts_line(&i).lines().count(), 1);
     }
 }
+
+/// The units a package ships are `box new`'s, for a machine with the
+/// package's binary and the default configs, but for their first lines: one
+/// owner for their text.
+#[test]
+fn packaged_units_are_box_news_with_the_package_path() {
+    let exe = AbsPath::new(PACKAGE_EXE).unwrap();
+    let mut i = example();
+    i.source_exe = exe.clone();
+    i.box_exe = exe.clone();
+    let rendered: Vec<File> = source_files(&i).into_iter().chain(box_files(&i)).collect();
+    let packaged = units::packaged(&exe);
+    assert_eq!(packaged.len(), 8);
+    for (name, text) in &packaged {
+        let made =
+            rendered.iter().find(|f| f.path == unit_path(name)).unwrap_or_else(|| panic!("box new renders no {name}"));
+        let (head, body) = text.split_once("\n[").unwrap();
+        let (made_head, made_body) = made.text.split_once("\n[").unwrap();
+        // Except that the packaged audit cannot name the box's tunnel unit
+        // (a box set up by hand names it nowhere the package sees).
+        let tunnel = format!("After={} network-online.target", i.box_backend.unit(&i.interface()));
+        let made_body = made_body.replace(&tunnel, "After=network-online.target");
+        assert_eq!(body, made_body, "{name}");
+        assert_ne!(head, made_head, "{name}: the package's copy says where it came from");
+        assert!(head.lines().all(|l| l.starts_with('#')), "{name}: {head}");
+        assert!(!head.contains("box new"), "{name}: {head}");
+        // Run by the package's binary and nothing else.
+        for exec in text.lines().filter(|l| l.starts_with("ExecStart=")) {
+            assert!(exec.starts_with("ExecStart=/usr/bin/zoffsite "), "{name}: {exec}");
+        }
+    }
+    // The per-machine ones are left to `box new`.
+    let names: Vec<&str> = packaged.iter().map(|(n, _)| *n).collect();
+    for per_machine in [units::BACKUP, units::BACKUP_TIMER, units::KEEPALIVE, units::KEEPALIVE_TIMER] {
+        assert!(!names.contains(&per_machine), "{per_machine}");
+    }
+}

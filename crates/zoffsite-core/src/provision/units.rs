@@ -218,11 +218,15 @@ pub fn backup_timer(i: &Inputs) -> String {
 /// snapshot the box holds (over months, old ones get drilled too, which
 /// the plain `verify` cannot read).
 pub fn drill_service(i: &Inputs) -> String {
+    drill_service_of(&i.source_exe, &i.source_config)
+}
+
+fn drill_service_of(exe: &AbsPath, config: &AbsPath) -> String {
     let needs = Needs { network: true, write: &[], journal: false, mount: true };
     service(
         "zoffsite verify --drill: restore a snapshot from a box and compare every file",
         ONLINE,
-        &format!("{} verify --drill --random --config {}", i.source_exe, i.source_config),
+        &format!("{exe} verify --drill --random --config {config}"),
         POLITE,
         &zfs_sandbox(&needs),
     )
@@ -236,11 +240,15 @@ pub fn drill_timer() -> String {
 
 /// The box's `zoffsite-box-prune.service`: it needs no network.
 pub fn box_prune_service(i: &Inputs) -> String {
+    box_prune_service_of(&i.box_exe, &i.box_config)
+}
+
+fn box_prune_service_of(exe: &AbsPath, config: &AbsPath) -> String {
     let needs = Needs { network: false, write: &[], journal: true, mount: false };
     service(
         "zoffsite box prune: box retention by the box's receive times",
         "",
-        &format!("{} box prune --config {}", i.box_exe, i.box_config),
+        &format!("{exe} box prune --config {config}"),
         "",
         &zfs_sandbox(&needs),
     )
@@ -255,11 +263,15 @@ pub fn box_prune_timer() -> String {
 /// the same sandbox: network, but writes only to /run/zoffsite and a
 /// private /tmp.
 pub fn box_check_service(i: &Inputs) -> String {
+    box_check_service_of(&i.box_exe, &i.box_config)
+}
+
+fn box_check_service_of(exe: &AbsPath, config: &AbsPath) -> String {
     let needs = Needs { network: true, write: &[], journal: true, mount: false };
     service(
         "zoffsite box check: the dead-man's switch",
         ONLINE,
-        &format!("{} box check --config {}", i.box_exe, i.box_config),
+        &format!("{exe} box check --config {config}"),
         "",
         &zfs_sandbox(&needs),
     )
@@ -324,15 +336,25 @@ UMask=0077
 ///   check and 6 on a warning or an unknown (most boxes cannot show a
 ///   BIOS password), and the report says which (`SuccessExitStatus=`).
 pub fn box_doctor_service(i: &Inputs) -> String {
+    // After the tunnel's unit: the audit judges the tunnel (a handshake),
+    // so at boot it waits for the unit that brings it up, which itself
+    // waits for the network; an audit that ran first would fail every
+    // WireGuard check, and `box wait` refuses a failed audit.
+    let after = format!("After={} network-online.target\n", i.box_backend.unit(&i.interface()));
+    box_doctor_service_of(&i.box_exe, &i.box_config, &after)
+}
+
+/// The packaged audit's ordering: a box set up by hand names its tunnel's
+/// unit nowhere the package can see, so only the network; the timer's
+/// first run, 3 minutes after boot, comes after a tunnel started at boot.
+const PACKAGED_DOCTOR_AFTER: &str = "After=network-online.target\n";
+
+fn box_doctor_service_of(exe: &AbsPath, config: &AbsPath, after: &str) -> String {
     let dir = audit_state_directory();
     service(
         "zoffsite doctor --box: audit the box's posture for the source",
-        // After the tunnel's unit: the audit judges the tunnel (a
-        // handshake), so at boot it waits for the unit that brings it up,
-        // which itself waits for the network; an audit that ran first would
-        // fail every WireGuard check, and `box wait` refuses a failed audit.
-        &format!("After={} network-online.target\n", i.box_backend.unit(&i.interface())),
-        &format!("{} doctor --box --config {} --output {}", i.box_exe, i.box_config, crate::doctor::AUDIT_PATH),
+        after,
+        &format!("{exe} doctor --box --config {config} --output {}", crate::doctor::AUDIT_PATH),
         "SuccessExitStatus=3 6\n",
         &format!(
             "# Sandbox: reads what doctor checks; writes only its report.
@@ -437,4 +459,46 @@ ProtectHome=yes
 WantedBy=sysinit.target
 "
     )
+}
+
+/// What the first line of a unit the package installs says instead of
+/// [`HEADER`].
+const PACKAGED_HEADER: &str = "\
+# Installed by the zoffsite package, disabled. `zoffsite box apply` writes its own
+# copy to /etc/systemd/system, which takes precedence over this one.
+";
+
+/// The units a package installs (in /usr/lib/systemd/system, none
+/// enabled): those that are the same on every machine once zoffsite is at
+/// `exe` and its configs at their default paths, for a box or a source set
+/// up by hand (`box init`, box.toml): the box's prune, check and audit,
+/// and the source's restore drill, each with its timer.
+///
+/// The rest depend on the machine, so only `box new` renders them (and
+/// `box apply` installs them in /etc/systemd/system): the backup service
+/// writes the manifest at its datasets' mountpoints (`ReadWritePaths=`,
+/// [`Inputs::backup_write_paths`]) and runs on the `--schedule` given to
+/// `box new`; the keepalive names the box's WireGuard interface; each
+/// firewall unit loads its box's own nftables file.
+pub fn packaged(exe: &AbsPath) -> Vec<(&'static str, String)> {
+    let source_config = AbsPath::new(crate::config::DEFAULT_PATH)
+        .unwrap_or_else(|e| unreachable!("the default config path is valid: {e}"));
+    let box_config = AbsPath::new(crate::boxside::DEFAULT_PATH)
+        .unwrap_or_else(|e| unreachable!("the default box config path is valid: {e}"));
+    [
+        (BOX_PRUNE, box_prune_service_of(exe, &box_config)),
+        (BOX_PRUNE_TIMER, box_prune_timer()),
+        (BOX_CHECK, box_check_service_of(exe, &box_config)),
+        (BOX_CHECK_TIMER, box_check_timer()),
+        (BOX_DOCTOR, box_doctor_service_of(exe, &box_config, PACKAGED_DOCTOR_AFTER)),
+        (BOX_DOCTOR_TIMER, box_doctor_timer()),
+        (DRILL, drill_service_of(exe, &source_config)),
+        (DRILL_TIMER, drill_timer()),
+    ]
+    .into_iter()
+    .map(|(name, text)| {
+        let body = text.strip_prefix(HEADER).unwrap_or_else(|| unreachable!("{name} starts with the header"));
+        (name, format!("{PACKAGED_HEADER}{body}"))
+    })
+    .collect()
 }

@@ -309,14 +309,14 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "ok: 2 dataset(s) under offsite/home: 1 received within 2d 0h, 1 unchanged on the source (it checked in within 2d 0h); pool offsite is ONLINE",
-                "last new data received 1h 0m ago, last heard from the source 30m 0s ago",
-                "offsite/home/tank/b: nothing new for 5d 0h, the source confirmed it unchanged 30m 0s ago; stale 2026-11-29T12:00:00Z at the latest unless new data arrives",
+                "ok: 2 dataset(s) under offsite/home: 1 received within 2d, 1 unchanged on the source (it checked in within 2d); pool offsite is ONLINE",
+                "last new data received 1h ago, last heard from the source 30m ago",
+                "offsite/home/tank/b: nothing new for 5d, the source confirmed it unchanged 30m ago; stale 2026-11-29T12:00:00Z at the latest unless new data arrives",
             ]
         );
         let lines = summary(&root, day2, now, &states[..1], None);
-        assert_eq!(lines[0], "ok: 1 dataset(s) under offsite/home received within 2d 0h; pool offsite is ONLINE");
-        assert_eq!(lines[1], "last new data received 1h 0m ago, last heard from the source never");
+        assert_eq!(lines[0], "ok: 1 dataset(s) under offsite/home received within 2d; pool offsite is ONLINE");
+        assert_eq!(lines[1], "last new data received 1h ago, last heard from the source never");
 
         let mut doc = serde_json::json!({"exit_code": 0});
         add_liveness(&mut doc, std::time::Duration::from_secs(7 * 86400), &states, Some(t - 1800));

@@ -278,7 +278,7 @@ mod tests {
         let cfg = Config::parse(text).unwrap();
         assert_eq!(
             target_line(&cfg.targets[0]),
-            "friend: zoffsite@10.77.0.2 port 22, key /nonexistent/id, host key pinned in /nonexistent/kh; connect timeout 15s; stale (status exits 6) after 1d 2h; bandwidth at most 2.00 MiB/s"
+            "friend: zoffsite@10.77.0.2 port 22, key /nonexistent/id, host key pinned in /nonexistent/kh; connect timeout 15s; stale (status exits 6) after 1d 2h; bandwidth 2 MiB/s"
         );
         let mut ui = Ui::new(true, true);
         let schedule = Schedule {

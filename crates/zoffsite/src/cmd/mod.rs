@@ -10,6 +10,7 @@ pub(crate) mod box_prune;
 pub(crate) mod box_wait;
 pub(crate) mod common;
 pub(crate) mod config_check;
+pub(crate) mod dist;
 pub(crate) mod doctor;
 pub(crate) mod prune;
 pub(crate) mod restore;

@@ -22,5 +22,6 @@ mod compromised_source;
 mod faults;
 mod hostile_box;
 mod notify;
+mod package;
 mod provisioned;
 mod restore;
