@@ -238,6 +238,23 @@ impl BoxConfig {
                 ),
             ));
         }
+        // Short of the source's weekly snapshot of an unchanged dataset
+        // (plus a day between runs), every unchanged dataset would alarm
+        // for part of each week: refused, but "0s" (no heartbeats) is the
+        // owner's explicit choice.
+        let needed = crate::plan::REFRESH_AFTER + Duration::from_secs(86_400);
+        if !heartbeat_grace.is_zero() && max_age + heartbeat_grace < needed {
+            return Err(invalid(
+                "heartbeat_grace",
+                format!(
+                    "{} with max_age {} leaves an unchanged dataset stale before the source snapshots it again (every {}d, runs a day apart): give at least {}, or \"0s\" to turn heartbeats off",
+                    crate::human::duration(heartbeat_grace),
+                    crate::human::duration(max_age),
+                    crate::plan::REFRESH_AFTER.as_secs() / 86_400,
+                    crate::human::duration(needed.saturating_sub(max_age)),
+                ),
+            ));
+        }
         if let Some(n) = &raw.notify {
             let Some(program) = n.first() else {
                 return Err(invalid("notify", "is empty: give a program and its arguments, e.g. [\"/usr/local/bin/alert-owner\"], or remove the key"));
@@ -989,6 +1006,13 @@ last = 7            # plus hourly/daily/weekly/monthly/yearly bucket counts
         );
         let e = parse("soon").unwrap_err().to_string();
         assert!(e.starts_with("heartbeat_grace: \"soon\" is not a duration"), "{e}");
+        // Too short to cover the source's weekly refresh: refused, with
+        // the least that does (max_age 48h by default).
+        assert_eq!(
+            parse("1d").unwrap_err().to_string(),
+            "heartbeat_grace: 1d with max_age 2d leaves an unchanged dataset stale before the source snapshots it again (every 6d, runs a day apart): give at least 5d, or \"0s\" to turn heartbeats off"
+        );
+        assert_eq!(parse("5d").unwrap().heartbeat_grace, Duration::from_secs(5 * 86400));
     }
 
     #[test]

@@ -75,6 +75,35 @@ pub const MAX_RESPONSE_LEN: usize = 64 << 20;
 pub const MAX_DATA_LEN: usize = 1 << 20;
 /// Most datasets in one `List`.
 pub const MAX_LIST_DATASETS: usize = 10_000;
+/// Splits the datasets of a `List` or `Heartbeat` into requests the box
+/// takes: at most [`MAX_LIST_DATASETS`] each, and small enough by the
+/// names' lengths (`name_len`; an entry's JSON is its name plus at most
+/// [`ENTRY_OVERHEAD`]) to fit half of [`MAX_REQUEST_LEN`]. A count alone
+/// would not do: 10,000 names of 200 bytes are 2 MB. Always at least one
+/// chunk (an empty one for no items: a heartbeat with nothing named still
+/// checks in).
+pub fn request_chunks<T>(items: &[T], name_len: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let budget = MAX_REQUEST_LEN / 2;
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let len = name_len(item) + ENTRY_OVERHEAD;
+        if i > start && (i - start == MAX_LIST_DATASETS || bytes + len > budget) {
+            out.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < items.len() || out.is_empty() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// The most an entry of a `List` or `Heartbeat` adds to the JSON beyond
+/// its name (`{"name":"","guid":18446744073709551615},` is 42 bytes).
+pub const ENTRY_OVERHEAD: usize = 48;
+
 /// Longest free-text error message kept from the other side.
 pub const MAX_ERROR_TEXT: usize = 4096;
 
@@ -644,5 +673,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn requests_are_split_by_count_and_by_size_and_each_fits() {
+        let long = |n: usize| {
+            let name = format!("tank/{}{n:06}", "d".repeat(190));
+            HeartbeatDataset { name: Dataset::new(&name).unwrap(), guid: Guid::new(u64::MAX).unwrap() }
+        };
+        let many: Vec<HeartbeatDataset> = (0..10_000).map(long).collect();
+        let chunks = request_chunks(&many, |d| d.name.as_str().len());
+        assert!(chunks.len() > 1, "10,000 long names do not fit one request");
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), many.len());
+        assert_eq!(chunks.concat(), many, "in order, each once");
+        for c in &chunks {
+            let req = serde_json::to_vec(&Request::Heartbeat { datasets: c.to_vec() }).unwrap();
+            assert!(req.len() <= MAX_REQUEST_LEN / 2, "{} bytes", req.len());
+        }
+        // Short names: by count.
+        let short: Vec<usize> = (0..25_000).collect();
+        let sizes: Vec<usize> = request_chunks(&short, |_| 0).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [10_000, 10_000, 5_000]);
+        // Nothing: one empty request.
+        assert_eq!(request_chunks(&[] as &[usize], |_| 1).len(), 1);
     }
 }

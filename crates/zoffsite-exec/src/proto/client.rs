@@ -26,8 +26,8 @@ use zoffsite_core::config::Target;
 use zoffsite_core::doctor::boxaudit::{Fetched, MAX_AUDIT_LEN};
 use zoffsite_core::names::{Dataset, Guid, SnapName};
 use zoffsite_core::protocol::{
-    self, ErrorCode, HeartbeatDataset, ProtoError, RemoteDataset, Request, Response, MAX_ERROR_TEXT, MAX_LIST_DATASETS,
-    MAX_RESPONSE_LEN, PROTOCOL_NAME, PROTOCOL_VERSION,
+    self, ErrorCode, HeartbeatDataset, ProtoError, RemoteDataset, Request, Response, MAX_ERROR_TEXT, MAX_RESPONSE_LEN,
+    PROTOCOL_NAME, PROTOCOL_VERSION,
 };
 
 use crate::pace::{Pacer, SystemClock};
@@ -342,7 +342,7 @@ impl Session {
     /// What the box holds of each source dataset in `datasets`.
     pub fn list(&mut self, datasets: &[Dataset]) -> Result<BTreeMap<Dataset, RemoteDataset>, RemoteError> {
         let mut all = BTreeMap::new();
-        for chunk in datasets.chunks(MAX_LIST_DATASETS) {
+        for chunk in protocol::request_chunks(datasets, |d| d.as_str().len()) {
             self.send(&Request::List { datasets: chunk.to_vec() })?;
             match self.recv(REPLY_TIMEOUT)? {
                 Response::Listing { datasets: listing } => {
@@ -408,10 +408,9 @@ impl Session {
     /// newest snapshot has the GUID given).
     pub fn heartbeat(&mut self, datasets: &[HeartbeatDataset]) -> Result<Heard, RemoteError> {
         let mut recorded = 0u32;
-        // An empty list still tells the box that the source checked in.
-        let chunks: Vec<&[HeartbeatDataset]> =
-            if datasets.is_empty() { vec![&[]] } else { datasets.chunks(MAX_LIST_DATASETS).collect() };
-        for chunk in chunks {
+        // An empty list still tells the box that the source checked in
+        // (request_chunks gives one empty chunk).
+        for chunk in protocol::request_chunks(datasets, |d| d.name.as_str().len()) {
             self.send(&Request::Heartbeat { datasets: chunk.to_vec() })?;
             match self.recv(REPLY_TIMEOUT) {
                 Ok(Response::Heartbeat { recorded: n }) => {

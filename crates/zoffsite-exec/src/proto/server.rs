@@ -118,6 +118,9 @@ pub struct Server<R: Input, W: Write> {
     /// The box's clock (Unix seconds) for receive stamps and heartbeats:
     /// the real one, unless a test sets another.
     clock: Clock,
+    /// What this session's heartbeats recorded: each dataset, and the root,
+    /// is written at most once per session (`None`: no heartbeat yet).
+    heard: Option<BTreeSet<Dataset>>,
     input: R,
     output: W,
 }
@@ -135,6 +138,7 @@ impl<R: Input, W: Write> Server<R, W> {
             lock_scope: String::new(),
             audit: (PathBuf::from(AUDIT_PATH), 0),
             clock: std::sync::Arc::new(|| jiff::Timestamp::now().as_second()),
+            heard: None,
             input,
             output,
         }
@@ -261,11 +265,16 @@ impl<R: Input, W: Write> Server<R, W> {
             ));
         }
         let mut wanted: BTreeMap<Dataset, Guid> = BTreeMap::new();
+        let heard = self.heard.get_or_insert_with(BTreeSet::new);
+        let first = !heard.contains(&self.root);
         for d in asked {
             let local =
                 self.root.join(&d.name).map_err(|e| Reject::new(ErrorCode::Refused, format!("{}: {e}", d.name)))?;
-            if wanted.insert(local, d.guid).is_some() {
-                return Err(Reject::new(ErrorCode::Protocol, format!("{} named twice in one heartbeat", d.name)));
+            if heard.contains(&local) || wanted.insert(local, d.guid).is_some() {
+                return Err(Reject::new(
+                    ErrorCode::Protocol,
+                    format!("{} named twice in one session's heartbeats", d.name),
+                ));
             }
         }
         let mut newest: BTreeMap<Dataset, (u64, Guid)> = BTreeMap::new();
@@ -283,9 +292,19 @@ impl<R: Input, W: Write> Server<R, W> {
             .filter(|(ds, guid)| newest.get(*ds).is_some_and(|(_, g)| g == *guid))
             .map(|(ds, _)| ds.to_string())
             .collect();
-        let names: Vec<String> = std::iter::once(self.root.to_string()).chain(current.iter().cloned()).collect();
-        let now = (self.clock)();
-        self.zfs.set_user_property(&names, HEARTBEAT_PROPERTY, &now.to_string())?;
+        // Each name at most once a session, the root with the first
+        // heartbeat: a source that repeats heartbeats (each `zfs set` is
+        // a pool sync and a line of `zpool history`) gets no more writes
+        // than datasets the box holds.
+        let heard = self.heard.get_or_insert_with(BTreeSet::new);
+        heard.extend(wanted.keys().cloned());
+        let first_root = first.then(|| self.root.to_string());
+        heard.insert(self.root.clone());
+        let names: Vec<String> = first_root.into_iter().chain(current.iter().cloned()).collect();
+        if !names.is_empty() {
+            let now = (self.clock)();
+            self.zfs.set_user_property(&names, HEARTBEAT_PROPERTY, &now.to_string())?;
+        }
         tracing::info!(datasets = current.len(), of = wanted.len(), "heartbeat");
         Ok(u32::try_from(current.len()).unwrap_or(u32::MAX))
     }
@@ -1088,6 +1107,63 @@ mod tests {
         assert!(matches!(&msgs[1..], [Response::Error { code: ErrorCode::Protocol, .. }]), "{msgs:?}");
         assert_eq!(f.zfs.local("offsite/home", HEARTBEAT_PROPERTY), None, "nothing recorded");
         assert_eq!(f.zfs.local(T, HEARTBEAT_PROPERTY), None);
+    }
+
+    #[test]
+    fn a_session_writes_each_heartbeat_name_once_however_often_the_source_repeats() {
+        let f = Fake::new().holding(&[("a", 11), ("b", 12)]);
+        let mut input = heartbeat(&[("tank/data", 12)]);
+        let again = |v: &mut Vec<u8>, datasets: Vec<HeartbeatDataset>| {
+            protocol::write_msg(v, &Request::Heartbeat { datasets }).unwrap();
+        };
+        for _ in 0..3 {
+            again(&mut input, vec![]);
+        }
+        again(
+            &mut input,
+            vec![HeartbeatDataset { name: Dataset::new("tank/data").unwrap(), guid: Guid::new(12).unwrap() }],
+        );
+        // Each reading of the clock is a second later: a rewrite would show.
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1_800_000_000));
+        let clock: Clock = {
+            let ticks = ticks.clone();
+            std::sync::Arc::new(move || ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+        };
+        let _one_at_a_time = serial();
+        let mut s = Server::new(
+            Zfs::with_binary(f.zfs.path()),
+            Dataset::new("offsite/home").unwrap(),
+            Cursor::new(input),
+            Vec::new(),
+        )
+        .with_lock_scope(f.zfs.dir().display().to_string())
+        .with_clock(clock);
+        s.serve().unwrap();
+        let mut out = Cursor::new(s.output);
+        let mut msgs = Vec::new();
+        while let Ok(m) = protocol::read_msg::<Response>(&mut out, usize::MAX) {
+            msgs.push(m);
+        }
+        assert_eq!(
+            msgs[1..5],
+            [
+                Response::Heartbeat { recorded: 1 },
+                Response::Heartbeat { recorded: 0 },
+                Response::Heartbeat { recorded: 0 },
+                Response::Heartbeat { recorded: 0 }
+            ]
+        );
+        assert!(
+            matches!(&msgs[5..], [Response::Error { code: ErrorCode::Protocol, message }] if message.contains("named twice in one session")),
+            "{msgs:?}"
+        );
+        assert_eq!(
+            ticks.load(std::sync::atomic::Ordering::SeqCst),
+            1_800_000_001,
+            "one write, one reading of the clock"
+        );
+        assert_eq!(f.zfs.local("offsite/home", HEARTBEAT_PROPERTY).as_deref(), Some("1800000000"));
+        assert_eq!(f.zfs.local(T, HEARTBEAT_PROPERTY).as_deref(), Some("1800000000"));
     }
 
     /// A session that asks for the audit, then lists (the session must go
