@@ -139,7 +139,12 @@ cmd_inspect() {
 		((++tries < 50)) || die "no $dev (the box's data disk)"
 		sleep 0.2
 	done
-	zpool import -d "$dev" -o readonly=on -N offsite || die "import the box's pool"
+	# ZFS put the pool in a partition of the whole disk it was given, and
+	# -d names the devices to scan, so the partitions are named too. -f: the
+	# box was powered off with the pool imported (another host's), which is
+	# what a disk taken from a box looks like; read-only, nothing is written.
+	local devs=("$dev"*)
+	zpool import "${devs[@]/#/-d}" -f -o readonly=on -N offsite || die "import the box's pool (scanned ${devs[*]})"
 	zfs list -H -p -o name,guid -t snapshot -r offsite >"$STATE/box-snapshots"
 	zfs get -H -o name,property,value -r encryption,keystatus,encryptionroot offsite >"$STATE/box-keys"
 	zpool export offsite

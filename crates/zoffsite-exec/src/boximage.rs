@@ -107,6 +107,12 @@ fn tool(program: &str) -> Cmd {
     Cmd::new("/usr/bin/env").arg(TOOL_PATH).arg(program)
 }
 
+/// What of [`build::HOST_NEEDS`] this machine lacks (none of its paths
+/// exists).
+pub fn host_missing() -> Vec<&'static build::HostNeed> {
+    build::HOST_NEEDS.iter().filter(|n| !n.paths.iter().any(|p| Path::new(p).exists())).collect()
+}
+
 /// Which key sets ([`VARS`]) are missing in `dir`; a half set is an error.
 pub fn missing_keys(dir: &Path) -> Result<Vec<&'static str>, ImageError> {
     let mut missing = Vec::new();

@@ -128,6 +128,85 @@ pub mod tree {
 /// makes the directory a tools tree, which this is not).
 pub const TOOLS_DIR: &str = "/usr/local/lib/zoffsite/mkosi-bin";
 
+/// One thing the build needs on the source, found by any of `paths` (a
+/// program or a shared library, where the tool that uses it looks), and
+/// the Debian package that has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostNeed {
+    pub what: &'static str,
+    pub paths: &'static [&'static str],
+    pub package: &'static str,
+}
+
+/// What `box image` needs on the source, checked before anything is made:
+/// a build fails 10 to 25 minutes in without some of them, and the TPM
+/// libraries in particular nothing depends on (systemd-measure dlopens
+/// them to sign the PCR 11 policy and says only "TPM2 support not
+/// installed"). The packages are Debian 12's, with `systemd`, `mkosi` and
+/// `systemd-boot-efi` from bookworm-backports (systemd 254, mkosi 24).
+pub const HOST_NEEDS: &[HostNeed] = &[
+    HostNeed { what: "mkosi", paths: &["/usr/bin/mkosi"], package: "mkosi (bookworm-backports)" },
+    HostNeed {
+        what: "ukify and systemd-measure (systemd 254)",
+        paths: &["/usr/lib/systemd/ukify"],
+        package: "systemd (bookworm-backports)",
+    },
+    HostNeed {
+        what: "systemd-boot and its kernel stub",
+        paths: &["/usr/lib/systemd/boot/efi/linuxx64.efi.stub"],
+        package: "systemd-boot-efi (bookworm-backports)",
+    },
+    HostNeed { what: "sbsign", paths: &["/usr/bin/sbsign"], package: "sbsigntool" },
+    HostNeed {
+        what: "pefile for ukify",
+        paths: &["/usr/lib/python3/dist-packages/pefile.py"],
+        package: "python3-pefile",
+    },
+    HostNeed { what: "bwrap, mkosi's sandbox", paths: &["/usr/bin/bwrap"], package: "bubblewrap" },
+    HostNeed { what: "mkfs.vfat", paths: &["/usr/sbin/mkfs.vfat", "/sbin/mkfs.vfat"], package: "dosfstools" },
+    HostNeed { what: "mcopy", paths: &["/usr/bin/mcopy"], package: "mtools" },
+    HostNeed { what: "reprepro", paths: &["/usr/bin/reprepro"], package: "reprepro" },
+    HostNeed {
+        what: "the TPM library libtss2-esys",
+        paths: &["/usr/lib/x86_64-linux-gnu/libtss2-esys.so.0", "/lib/x86_64-linux-gnu/libtss2-esys.so.0"],
+        package: "libtss2-esys-3.0.2-0",
+    },
+    HostNeed {
+        what: "the TPM library libtss2-mu",
+        paths: &["/usr/lib/x86_64-linux-gnu/libtss2-mu.so.0", "/lib/x86_64-linux-gnu/libtss2-mu.so.0"],
+        package: "libtss2-mu0",
+    },
+    HostNeed {
+        what: "the TPM library libtss2-rc",
+        paths: &["/usr/lib/x86_64-linux-gnu/libtss2-rc.so.0", "/lib/x86_64-linux-gnu/libtss2-rc.so.0"],
+        package: "libtss2-rc0",
+    },
+];
+
+/// The refusal for what is missing (`None`: nothing is): each thing with
+/// its package, and one command that installs them all.
+pub fn host_refusal(missing: &[&HostNeed]) -> Option<String> {
+    if missing.is_empty() {
+        return None;
+    }
+    let things: Vec<String> = missing.iter().map(|n| format!("{} ({})", n.what, n.package)).collect();
+    let (bpo, plain): (Vec<&&HostNeed>, Vec<&&HostNeed>) =
+        missing.iter().partition(|n| n.package.ends_with(" (bookworm-backports)"));
+    let name = |n: &&&HostNeed| n.package.trim_end_matches(" (bookworm-backports)").to_owned();
+    let mut fix = Vec::new();
+    if !bpo.is_empty() {
+        fix.push(format!("apt install -t bookworm-backports {}", bpo.iter().map(name).collect::<Vec<_>>().join(" ")));
+    }
+    if !plain.is_empty() {
+        fix.push(format!("apt install {}", plain.iter().map(name).collect::<Vec<_>>().join(" ")));
+    }
+    Some(format!(
+        "this machine lacks what the build needs: {}; install it ({}; docs/box.md, \"The image\")",
+        things.join(", "),
+        fix.join(" && ")
+    ))
+}
+
 /// The db key and certificate's names under [`tree::KEYS`] (and in the
 /// owner's key directory).
 pub const DB_KEY: &str = "db.key";
@@ -630,6 +709,25 @@ mod tests {
             false,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_host_without_the_tools_is_told_each_package_and_one_command() {
+        assert_eq!(host_refusal(&[]), None);
+        let by = |w: &str| HOST_NEEDS.iter().find(|n| n.what.contains(w)).unwrap();
+        let msg = host_refusal(&[by("mkosi"), by("libtss2-esys"), by("libtss2-rc")]).unwrap();
+        assert_eq!(
+            msg,
+            "this machine lacks what the build needs: mkosi (mkosi (bookworm-backports)), \
+             the TPM library libtss2-esys (libtss2-esys-3.0.2-0), the TPM library libtss2-rc (libtss2-rc0); \
+             install it (apt install -t bookworm-backports mkosi && apt install libtss2-esys-3.0.2-0 libtss2-rc0; \
+             docs/box.md, \"The image\")"
+        );
+        // Every need names absolute paths and a package.
+        for n in HOST_NEEDS {
+            assert!(!n.paths.is_empty() && n.paths.iter().all(|p| p.starts_with('/')), "{n:?}");
+            assert!(!n.package.is_empty(), "{n:?}");
+        }
     }
 
     #[test]

@@ -95,6 +95,13 @@ pub(crate) fn run(args: &BoxImageArgs) -> Exit {
             return ui.bail();
         }
     }
+    // Before anything is made: a build without them fails far in.
+    let lacking = boximage::host_missing();
+    let host_refusal = build::host_refusal(&lacking);
+    if let (Some(why), false) = (&host_refusal, args.dry_run) {
+        ui.err(Exit::Usage, format_args!("box image: {why}"));
+        return ui.bail();
+    }
     let image_id = format!("zoffsite-{}", b.name);
     ui.say(format_args!(
         "zoffsite box image: box {} (bundle {}, sha256 {})",
@@ -125,6 +132,9 @@ pub(crate) fn run(args: &BoxImageArgs) -> Exit {
     match &target {
         Target::File(f) => ui.say(format_args!("  writes {} (0600: it holds the box's private keys)", f.display())),
         Target::Device(d) => ui.say(format_args!("  writes the stick {}", d.display())),
+    }
+    if let Some(why) = &host_refusal {
+        ui.say(format_args!("  would refuse to build: {why}"));
     }
     let mut made = Vec::new();
     let mut image = None;
@@ -172,6 +182,7 @@ pub(crate) fn run(args: &BoxImageArgs) -> Exit {
             "bundle_sha256": read.sha256,
             "keys": keys.display().to_string(),
             "keys_missing": missing,
+            "host_missing": lacking.iter().map(|n| n.package).collect::<Vec<_>>(),
             "keys_made": made.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "work": work.display().to_string(),
             "files": files.iter().map(|f| &f.path).collect::<Vec<_>>(),
