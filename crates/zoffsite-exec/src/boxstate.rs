@@ -14,13 +14,15 @@
 //!   decision (a run whose clock check passed, with the real clock): an
 //!   entry from a wrong clock would skew every later bound.
 //! - The notify program is an argv (never a shell), gets the message on
-//!   stdin, and is killed after [`NOTIFY_TIMEOUT`].
+//!   stdin, and is killed after [`NOTIFY_TIMEOUT`] with everything it
+//!   started (its process group: [`process::run_bounded`], as the source's
+//!   `[notify]`).
 
 use std::collections::BTreeMap;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zoffsite_core::boxside::{self, BoxConfig, BoxDecision, BoxSnapshot, Partial};
 use zoffsite_core::config::ConfigError;
@@ -30,7 +32,7 @@ use zoffsite_core::report::Severity;
 
 use crate::events::Events;
 use crate::journal::{self, JournalFileError};
-use crate::process::{Cmd, ExecError, Running};
+use crate::process::{self, Cmd, ExecError};
 use crate::zfs::{Zfs, ZfsError};
 
 /// Longest the notify program may take.
@@ -226,8 +228,6 @@ pub enum NotifyError {
     Exec(#[from] ExecError),
     #[error("{program} did not finish within {}s and was killed", NOTIFY_TIMEOUT.as_secs())]
     Timeout { program: String },
-    #[error("cannot wait for {program}: {source}")]
-    Wait { program: String, source: io::Error },
     #[error("{program} failed ({status}): {stderr}")]
     Failed { program: String, status: ExitStatus, stderr: String },
 }
@@ -244,45 +244,42 @@ pub enum Notified {
 /// Runs the notify argv with `msg` on stdin (at most 32 KiB of it),
 /// killed after [`NOTIFY_TIMEOUT`].
 pub fn notify(argv: &[String], msg: &str) -> Result<Notified, NotifyError> {
+    notify_within(argv, msg, NOTIFY_TIMEOUT)
+}
+
+fn notify_within(argv: &[String], msg: &str, timeout: Duration) -> Result<Notified, NotifyError> {
     let Some((program, rest)) = argv.split_first() else {
         return Ok(Notified::Nobody);
     };
     let cmd = Cmd::new(program).args(rest);
-    let mut r = Running::with_stdin(&cmd)?;
     let mut bytes = msg.as_bytes();
     if bytes.len() > MAX_MESSAGE {
         bytes = &bytes[..MAX_MESSAGE];
     }
-    if let Some(mut stdin) = r.child.stdin.take() {
-        // A program that exits without reading gives EPIPE: not a failure
-        // of ours; its exit status decides.
-        let _ = stdin.write_all(bytes);
-    }
-    let start = Instant::now();
-    loop {
-        match r.child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if start.elapsed() >= NOTIFY_TIMEOUT => {
-                let _ = r.kill();
-                return Err(NotifyError::Timeout { program: program.clone() });
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(source) => return Err(NotifyError::Wait { program: program.clone(), source }),
-        }
-    }
-    let out = r.finish()?;
-    if out.success() {
-        Ok(Notified::Owner)
-    } else {
-        Err(NotifyError::Failed { program: program.clone(), status: out.status, stderr: out.stderr.trim().to_owned() })
+    // The source's [notify] runner: its own process group, killed whole at
+    // the deadline (a script's `curl` or `sleep` with it), a program that
+    // does not read its stdin is no failure, bounded output.
+    match process::run_bounded(&cmd, &[], bytes, MAX_OUTPUT, timeout) {
+        Ok(out) if out.status.success() => Ok(Notified::Owner),
+        Ok(out) => Err(NotifyError::Failed {
+            program: program.clone(),
+            status: out.status,
+            stderr: out.output.trim().to_owned(),
+        }),
+        Err(ExecError::Deadline { .. }) => Err(NotifyError::Timeout { program: program.clone() }),
+        Err(e) => Err(e.into()),
     }
 }
+
+/// The most of a notify program's output kept for its failure message.
+const MAX_OUTPUT: usize = 4096;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::events::Recorded;
     use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
     use zoffsite_core::names::Snapshot;
 
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -304,6 +301,28 @@ mod tests {
         let argv = [prog.to_str().unwrap().to_owned(), "--urgent".into()];
         assert_eq!(notify(&argv, "line one\nline two\n").unwrap(), Notified::Owner);
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "--urgent\nline one\nline two\n");
+    }
+
+    #[test]
+    fn a_hung_notify_program_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dir.path().join("child.pid");
+        let p = script(dir.path(), "hang", &format!("sleep 300 &\necho $! > {}\nsleep 300", pid.display()));
+        let started = Instant::now();
+        let e = notify_within(&[p.display().to_string()], "m", Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(e, NotifyError::Timeout { .. }), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+        // Its background child went with it (the whole process group).
+        let child: i32 = std::fs::read_to_string(&pid).unwrap().trim().parse().unwrap();
+        let gone = (0..50).any(|_| {
+            let alive = std::path::Path::new(&format!("/proc/{child}")).exists()
+                && !std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default().contains(") Z ");
+            if alive {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            !alive
+        });
+        assert!(gone, "the notify program's background sleep {child} still runs");
     }
 
     #[test]
