@@ -863,24 +863,10 @@ mod tests {
 
     #[test]
     fn a_box_audit_that_is_not_an_audit_answer_is_a_violation() {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let the_box = std::thread::spawn(move || {
-            let mut theirs = theirs;
-            let _hello = protocol::read_msg::<Request>(&mut theirs, MAX_RESPONSE_LEN).unwrap();
-            let root = Dataset::new("offsite/home").unwrap();
-            let reply =
-                Response::Hello { protocol: PROTOCOL_NAME.into(), version: PROTOCOL_VERSION, server: "x".into(), root };
-            protocol::write_msg(&mut theirs, &reply).unwrap();
-            theirs.flush().unwrap();
-            let _audit = protocol::read_frame(&mut theirs, MAX_RESPONSE_LEN).unwrap();
-            protocol::write_msg(&mut theirs, &Response::Sent { bytes: 1 }).unwrap();
-            theirs.flush().unwrap();
-        });
-        let peer = Socket(ours.try_clone().unwrap());
-        let s = Session::over(ours.try_clone().unwrap(), ours, peer).unwrap();
+        let (s, the_box) = one_answer_box(Response::Sent { bytes: 1 });
         let e = s.audit().unwrap_err();
         assert!(matches!(e, RemoteError::Protocol { error: ProtoError::Violation(_), .. }), "{e}");
-        the_box.join().unwrap();
+        assert_eq!(the_box.join().unwrap(), br#"{"type":"audit"}"#);
     }
 
     /// A box (the fake `zfs` of `zoffsite_testkit`): its root unmounted,
