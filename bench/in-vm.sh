@@ -10,7 +10,10 @@
 # Environment: ZOFFSITE_BIN (absolute path of a release build, required),
 # ZOFFSITE_VM_OUT (where results.txt and bench.log go; set by vm/run),
 # and for quick trial runs BENCH_REPS (3), BENCH_TP_REPS (5, throughput's own),
-# BENCH_SCENARIOS (all: "calibration throughput memory noop backlog"),
+# BENCH_SCENARIOS (all: "calibration throughput memory bwlimit wan noop backlog"),
+# BENCH_BW_LIMIT (1MiB/s), BENCH_BW_MIB (24), BENCH_WAN_RATE (20mbit),
+# BENCH_WAN_DELAY (40ms), BENCH_WAN_JITTER (10ms), BENCH_WAN_LOSS (0.5%),
+# BENCH_WAN_MIB (128), BENCH_WAN_REPS (2),
 # BENCH_MIB (256), BENCH_MEM_SMALL_MIB (64),
 # BENCH_NOOP_CHILDREN (100), BENCH_BACKLOG (200), BENCH_RTT_DELAY (25ms),
 # BENCH_SYNCOID_CAP (90 seconds; see syncoid_noop), BENCH_BUDGET (2640 seconds).
@@ -25,7 +28,11 @@
 #   c. backlog: 200 pending snapshots of one dataset, zoffsite vs syncoid;
 #   d. memory: peak RSS of the source process and of `serve` on the box, for
 #      a small and a large full send (flat = the transfer path streams), in
-#      runs of their own: no sampler runs beside a timed run.
+#      runs of their own: no sampler runs beside a timed run;
+#   e. bandwidth limit: a send under `bandwidth_limit`, its average rate and
+#      its fastest second as the box received them;
+#   f. a home line (netem rate, delay, jitter, loss): zoffsite vs the bare
+#      pipe vs syncoid, on a smooth and on a jittery line.
 # Each timed measurement runs BENCH_REPS times (throughput BENCH_TP_REPS),
 # alternating which side goes first, so neither always gets the warm caches,
 # and the median is kept.
@@ -87,7 +94,7 @@ REPS=${BENCH_REPS:-3}
 # swayed by whatever else the host does: it gets more repetitions.
 TP_REPS=${BENCH_TP_REPS:-$((REPS > 5 ? REPS : 5))}
 # Which scenarios run (all by default; e.g. "noop" to look at one).
-SCENARIOS=${BENCH_SCENARIOS:-calibration throughput memory noop backlog}
+SCENARIOS=${BENCH_SCENARIOS:-calibration throughput memory bwlimit wan noop backlog}
 MIB=${BENCH_MIB:-256}
 MEM_SMALL_MIB=${BENCH_MEM_SMALL_MIB:-64}
 NOOP_CHILDREN=${BENCH_NOOP_CHILDREN:-100}
@@ -589,6 +596,201 @@ memory() {
 }
 
 # ---------------------------------------------------------------------------
+# e. the bandwidth limit, honestly kept: `bandwidth_limit = BENCH_BW_LIMIT`
+# (1MiB/s) over a full send of BENCH_BW_MIB (24) MiB. What counts is the
+# stream the box receives: the bytes `zfs receive` there has read (its
+# rchar in /proc, exact, without SSH's, TCP's or WireGuard's overhead),
+# sampled every 50 ms. The average runs from the last sample before its
+# first byte to the first sample with its last; a one-second window is
+# every pair of samples at least 1 s apart (the first such after each),
+# so a burst cannot fall between windows.
+
+# bw_sample PATTERN: "microseconds rchar" lines of the newest process whose
+# command line matches PATTERN (waiting up to 120 s for it), until it ends.
+bw_sample() {
+	local pid='' i k v nap
+	exec {nap}<> <(:)
+	for ((i = 0; i < 2400; i++)); do
+		pid=$(pgrep -n -f -- "$1" || true)
+		[[ -z $pid ]] || break
+		read -r -t 0.05 -u "$nap" _ || true
+	done
+	[[ -n $pid ]] || return 0
+	while [[ -r /proc/$pid/io ]]; do
+		# Builtins only, as --hwm: no fork per sample.
+		while read -r k v; do
+			[[ $k == rchar: ]] && echo "${EPOCHREALTIME/./} $v"
+		done <"/proc/$pid/io" 2>/dev/null || break
+		read -r -t 0.05 -u "$nap" _ || true
+	done
+}
+
+bwlimit() {
+	local limit=${BENCH_BW_LIMIT:-1MiB/s} mib=${BENCH_BW_MIB:-24} limit_bps
+	limit_bps=$(awk -v l="$limit" 'BEGIN { n = l + 0; if (l ~ /MiB\/s$/) n *= 1048576; else if (l ~ /KiB\/s$/) n *= 1024; else n = 0; print n }')
+	((limit_bps > 0)) || die "BENCH_BW_LIMIT must be in KiB/s or MiB/s: $limit"
+	create_encrypted bw
+	# The manifest run, as for throughput: the timed run then sends exactly
+	# the snapshot below.
+	write_config "$WORK/bw0.toml" "$SRC/bw"
+	zoffsite_backup "$WORK/bw0.toml" || true
+	zfs destroy -r "$BOX/z/$SRC/bw" 2>/dev/null || true
+	head -c $((mib << 20)) /dev/urandom >"$WORK/mnt/bw/random.bin"
+	local snap bytes
+	snap=$(zname "$(date +%s)")
+	zfs snapshot "$SRC/bw@$snap"
+	bytes=$(zfs send -nP -w "$SRC/bw@$snap" | awk '$1 == "size" {print $2}')
+	write_config "$WORK/bw.toml" "$SRC/bw"
+	printf 'bandwidth_limit = "%s"\n' "$limit" >>"$WORK/bw.toml"
+	settle_box
+	record bwlimit_limit "$limit"
+	record bwlimit_limit_bps "$limit_bps"
+	record bwlimit_stream_bytes "$bytes"
+	local samples=$WORK/bw.samples us
+	bw_sample "receive -u.* $BOX/z/" >"$samples" &
+	local sampler=$!
+	if timed us zoffsite_backup "$WORK/bw.toml"; then
+		wait "$sampler" || true
+		record bwlimit_zoffsite_us "$us"
+		record bwlimit_samples "$(wc -l <"$samples")"
+		# Each line: avg_bps max_window_bps bytes_seen.
+		local got
+		got=$(awk '
+			{ t[NR] = $1 / 1e6; r[NR] = $2 }
+			END {
+				n = NR
+				if (n < 3) { print "nan nan 0"; exit }
+				s = 1; for (i = 1; i <= n; i++) if (r[i] > 0) { s = (i > 1) ? i - 1 : 1; break }
+				e = n; for (i = 1; i <= n; i++) if (r[i] == r[n]) { e = i; break }
+				avg = (t[e] > t[s]) ? (r[e] - r[s]) / (t[e] - t[s]) : 0
+				max = 0; j = s
+				for (i = s; i <= e; i++) {
+					if (j <= i) j = i + 1
+					while (j <= n && t[j] - t[i] < 1.0) j++
+					if (j > n) break
+					w = (r[j] - r[i]) / (t[j] - t[i]); if (w > max) max = w
+				}
+				printf "%.0f %.0f %d\n", avg, max, r[n]
+			}' "$samples")
+		read -r avg maxw seen <<<"$got"
+		record bwlimit_avg_bps "$avg"
+		record bwlimit_max_window_bps "$maxw"
+		record bwlimit_bytes_read "$seen"
+		record bwlimit_avg_ratio "$(ratio "$avg" "$limit_bps")"
+		record bwlimit_max_window_ratio "$(ratio "$maxw" "$limit_bps")"
+		if [[ $avg == nan ]] || ((seen < bytes)); then
+			record bwlimit_status failed
+			record bwlimit_error "the sampler saw $seen of $bytes bytes in $(wc -l <"$samples") samples"
+		else
+			record bwlimit_status ok
+		fi
+	else
+		kill "$sampler" 2>/dev/null || true
+		wait "$sampler" 2>/dev/null || true
+		record bwlimit_status failed
+		record bwlimit_error "$(error_line)"
+	fi
+	zfs destroy -r "$BOX/z/$SRC/bw" 2>/dev/null || true
+	settle_box
+}
+
+# ---------------------------------------------------------------------------
+# f. a friend's home line: netem on the source's side of the outer link
+# (the upload a backup crosses), carrying the WireGuard tunnel: a smooth
+# line, rate BENCH_WAN_RATE (20mbit) with BENCH_WAN_DELAY (40ms), and a
+# jittery one with BENCH_WAN_JITTER (10ms) and BENCH_WAN_LOSS (0.5%) on top.
+# The rate is below what this VM's emulated CPU moves through the tunnel,
+# so the line is the limit. On each, a full raw send of BENCH_WAN_MIB (128)
+# MiB by zoffsite, by the bare pipe and by syncoid (with mbuffer, its
+# default when installed), BENCH_WAN_REPS (2) times each, in turns.
+
+wan_send() { # TOOL SNAP: one full send to that tool's box root, timed into $us
+	case $1 in
+	z) timed us zoffsite_backup "$WORK/wan.toml" ;;
+	b)
+		# shellcheck disable=SC2016 # expanded by the inner bash, from its argv
+		timed us bash -c 'set -o pipefail; zfs send -w "$1" | ip netns exec "$2" "${@:4}" zfs receive -u "$3"' \
+			_ "$SRC/wan@$2" "$HOME_NS" "$BOX/bare/wan" "${SSH_BARE[@]}"
+		;;
+	s) timed us syncoid_run "$SRC/wan" "root@$BOX_ADDR:$BOX/sync/wan" ;;
+	esac
+}
+
+wan_clear() {
+	zfs destroy -r "$BOX/z/$SRC/wan" 2>/dev/null || true
+	zfs destroy -r "$BOX/bare/wan" 2>/dev/null || true
+	zfs destroy -r "$BOX/sync/wan" 2>/dev/null || true
+	settle_box
+}
+
+wan() {
+	local rate=${BENCH_WAN_RATE:-20mbit} delay=${BENCH_WAN_DELAY:-40ms} jitter=${BENCH_WAN_JITTER:-10ms}
+	local loss=${BENCH_WAN_LOSS:-0.5%} mib=${BENCH_WAN_MIB:-128} reps=${BENCH_WAN_REPS:-2}
+	create_encrypted wan
+	write_config "$WORK/wan.toml" "$SRC/wan"
+	zoffsite_backup "$WORK/wan.toml" || true
+	wan_clear
+	head -c $((mib << 20)) /dev/urandom >"$WORK/mnt/wan/random.bin"
+	local snap bytes
+	snap=$(zname "$(date +%s)")
+	zfs snapshot "$SRC/wan@$snap"
+	bytes=$(zfs send -nP -w "$SRC/wan@$snap" | awk '$1 == "size" {print $2}')
+	record wan_stream_bytes "$bytes"
+	record wan_rate "$rate"
+	local profile name
+	for name in smooth jittery; do
+		if [[ $name == smooth ]]; then
+			profile="rate $rate delay $delay"
+		else
+			profile="rate $rate delay $delay $jitter loss $loss"
+		fi
+		record "wan_${name}_netem" "$profile"
+		# shellcheck disable=SC2086 # a list of tc arguments
+		ip netns exec "$HOME_NS" tc qdisc replace dev "$HOME_WAN_IF" root netem $profile
+		local i who us z=() b=() sy=() failed=''
+		local rep_t0=$SECONDS
+		for ((i = 0; ; i++)); do
+			next_rep "wan_$name" "$i" "$rep_t0" "$reps" || break
+			rep_t0=$SECONDS
+			local order=(z b s)
+			((i % 3 == 1)) && order=(b s z)
+			((i % 3 == 2)) && order=(s z b)
+			for who in "${order[@]}"; do
+				if wan_send "$who" "$snap"; then
+					case $who in z) z+=("$us") ;; b) b+=("$us") ;; s) sy+=("$us") ;; esac
+				else
+					failed+="$who: $(error_line); "
+				fi
+				wan_clear
+			done
+		done
+		ip netns exec "$HOME_NS" tc qdisc del dev "$HOME_WAN_IF" root 2>/dev/null || true
+		record "wan_${name}_zoffsite_runs_us" "${z[*]:-none}"
+		record "wan_${name}_bare_runs_us" "${b[*]:-none}"
+		record "wan_${name}_syncoid_runs_us" "${sy[*]:-none}"
+		[[ -z $failed ]] || record "wan_${name}_errors" "$failed"
+		local mz='' mb='' ms=''
+		((${#z[@]})) && mz=$(median "${z[@]}") && record "wan_${name}_zoffsite_us" "$mz"
+		((${#b[@]})) && mb=$(median "${b[@]}") && record "wan_${name}_bare_us" "$mb"
+		((${#sy[@]})) && ms=$(median "${sy[@]}") && record "wan_${name}_syncoid_us" "$ms"
+		# Speeds relative to each other (time ratios) and to the line.
+		[[ -z $mz || -z $mb ]] || record "wan_${name}_zoffsite_over_bare" "$(ratio "$mb" "$mz")"
+		[[ -z $mz || -z $ms ]] || record "wan_${name}_zoffsite_over_syncoid" "$(ratio "$ms" "$mz")"
+		local t
+		for t in zoffsite:$mz bare:$mb syncoid:$ms; do
+			[[ -n ${t#*:} ]] || continue
+			record "wan_${name}_${t%%:*}_mbitps" "$(awk -v n="$bytes" -v u="${t#*:}" 'BEGIN { printf "%.2f", n * 8 / u }')"
+		done
+	done
+	if [[ -n $(sed -n 's/^wan_smooth_zoffsite_us=//p' "$RESULTS") ]]; then
+		record wan_status ok
+	else
+		record wan_status failed
+		record wan_error "$(sed -n 's/^wan_smooth_errors=//p' "$RESULTS" | cut -c1-300)"
+	fi
+}
+
+# ---------------------------------------------------------------------------
 # b. no-op run, 50 ms RTT
 
 # syncoid_noop REP: one syncoid no-op over the whole tree, stopped after
@@ -852,6 +1054,6 @@ backlog() {
 # In this order whatever BENCH_SCENARIOS says: backlog is last, the longest
 # (200 snapshots received twice per repetition), so that a busy host's time
 # budget cuts its repetitions rather than the others'.
-for s in calibration throughput memory noop backlog; do
+for s in calibration throughput memory bwlimit wan noop backlog; do
 	if [[ " $SCENARIOS " == *" $s "* ]]; then run_scenario "$s"; fi
 done
