@@ -543,6 +543,22 @@ mod tests {
     }
 
     impl World {
+        /// Plans the install from this world's facts and carries it out,
+        /// the report started at `now`.
+        fn install(&self, now: i64) -> Report {
+            let p = plan(&self.facts()).unwrap();
+            let mut r = Report::planned(&p, now, Outcome::Installed);
+            execute(
+                &self.env,
+                &p,
+                Path::new("/usr/lib/zoffsite/box.bundle"),
+                &mut r,
+                &self.report_dir(),
+                &mut Recorded::default(),
+            );
+            r
+        }
+
         fn new(lsblk_json: &str) -> World {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path().join("root");
@@ -702,16 +718,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let p = plan(&w.facts()).unwrap();
-        let mut r = Report::planned(&p, 1_796_000_000, Outcome::Installed);
-        execute(
-            &w.env,
-            &p,
-            Path::new("/usr/lib/zoffsite/box.bundle"),
-            &mut r,
-            &w.report_dir(),
-            &mut Recorded::default(),
-        );
+        let r = w.install(1_796_000_000);
         assert_eq!(r.outcome, Outcome::Installed, "{:?}", r.outcome);
     }
 
@@ -787,16 +794,7 @@ mod tests {
     fn a_failure_after_the_recovery_key_keeps_it_in_the_report_and_says_how_to_start_over() {
         let w = world();
         std::fs::write(w.dir.path().join("zpool-fails"), "").unwrap();
-        let p = plan(&w.facts()).unwrap();
-        let mut r = Report::planned(&p, 0, Outcome::Installed);
-        execute(
-            &w.env,
-            &p,
-            Path::new("/usr/lib/zoffsite/box.bundle"),
-            &mut r,
-            &w.report_dir(),
-            &mut Recorded::default(),
-        );
+        let r = w.install(0);
         let Outcome::Failed { step, error, fix } = &r.outcome else { panic!("{:?}", r.outcome) };
         assert_eq!(step, "create the pool on the data disk");
         assert!(error.contains("cannot create: busy"), "{error}");
@@ -817,15 +815,7 @@ mod tests {
         .unwrap();
         let p = plan(&w.facts()).unwrap();
         assert!(repart_check(&w.env, &p).unwrap_err().contains("Unable to automatically discover"));
-        let mut r = Report::planned(&p, 0, Outcome::Installed);
-        execute(
-            &w.env,
-            &p,
-            Path::new("/usr/lib/zoffsite/box.bundle"),
-            &mut r,
-            &w.report_dir(),
-            &mut Recorded::default(),
-        );
+        let r = w.install(0);
         let Outcome::Refused { reason, .. } = &r.outcome else { panic!("{:?}", r.outcome) };
         assert!(reason.contains("systemd-repart refuses the plan"), "{reason}");
         assert!(r.done.is_empty() && r.recovery_key.is_none());
@@ -838,16 +828,7 @@ mod tests {
         let cs = w.env.bin.as_ref().unwrap().join("cryptsetup");
         let body = std::fs::read_to_string(&cs).unwrap().replace(&format!("= {KEY} ]"), "= other ]");
         std::fs::write(&cs, body).unwrap();
-        let p = plan(&w.facts()).unwrap();
-        let mut r = Report::planned(&p, 0, Outcome::Installed);
-        execute(
-            &w.env,
-            &p,
-            Path::new("/usr/lib/zoffsite/box.bundle"),
-            &mut r,
-            &w.report_dir(),
-            &mut Recorded::default(),
-        );
+        let r = w.install(0);
         assert!(
             matches!(&r.outcome, Outcome::Failed { step, .. } if step == "check that the recovery key opens the root")
         );
