@@ -333,6 +333,26 @@ fn is_transition(tz: &TimeZone, at: Timestamp) -> bool {
     tz.preceding(at.checked_add(SignedDuration::from_nanos(1)).unwrap()).next().is_some_and(|tr| tr.timestamp() == at)
 }
 
+/// What both `next_change` properties check: the limit at `t` holds, probed
+/// every 59 s, up to the change `next_change` names (or the horizon), and
+/// that change is later than `t`, different, and only just: an instant
+/// before it the old limit still holds. Returns the change.
+fn limit_holds_until_next_change(s: &Schedule, t: Timestamp, tz: &TimeZone) -> Result<Option<Change>, TestCaseError> {
+    let now = s.limit_at(t, tz);
+    let change = s.next_change(t, tz);
+    let end = change.map_or(t.checked_add(NEXT_CHANGE_HORIZON).unwrap(), |c| c.at);
+    let mut probe = t;
+    while probe < end {
+        prop_assert_eq!(s.limit_at(probe, tz), now, "at {} (from {}, change {:?})", probe, t, change);
+        probe = probe.checked_add(SignedDuration::from_secs(59)).unwrap();
+    }
+    if let Some(c) = change {
+        prop_assert!(c.at > t && c.limit != now);
+        prop_assert_eq!(s.limit_at(c.at.checked_sub(SignedDuration::from_nanos(1)).unwrap(), tz), now);
+    }
+    Ok(change)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -341,19 +361,8 @@ proptest! {
     #[test]
     fn next_change_is_the_first_change(s in any_schedule(), t in any_instant(), zone in 0..5_usize) {
         let tz = &zones()[zone];
-        let now = s.limit_at(t, tz);
-        let change = s.next_change(t, tz);
-        let end = change.map_or(t.checked_add(NEXT_CHANGE_HORIZON).unwrap(), |c| c.at);
-        let mut probe = t;
-        while probe < end {
-            prop_assert_eq!(s.limit_at(probe, tz), now, "at {} (from {}, change {:?})", probe, t, change);
-            probe = probe.checked_add(SignedDuration::from_secs(59)).unwrap();
-        }
-        if let Some(c) = change {
-            prop_assert!(c.at > t);
+        if let Some(c) = limit_holds_until_next_change(&s, t, tz)? {
             prop_assert_eq!(s.limit_at(c.at, tz), c.limit);
-            prop_assert_ne!(c.limit, now);
-            prop_assert_eq!(s.limit_at(c.at.checked_sub(SignedDuration::from_nanos(1)).unwrap(), tz), now);
         }
     }
 
@@ -368,18 +377,7 @@ proptest! {
     ) {
         let tz = &zones()[zone];
         let t = near_transition(tz, year, which, secs);
-        let now = s.limit_at(t, tz);
-        let change = s.next_change(t, tz);
-        let end = change.map_or(t.checked_add(NEXT_CHANGE_HORIZON).unwrap(), |c| c.at);
-        let mut probe = t;
-        while probe < end {
-            prop_assert_eq!(s.limit_at(probe, tz), now, "at {} (from {}, change {:?})", probe, t, change);
-            probe = probe.checked_add(SignedDuration::from_secs(59)).unwrap();
-        }
-        if let Some(c) = change {
-            prop_assert!(c.at > t && c.limit != now);
-            prop_assert_eq!(s.limit_at(c.at.checked_sub(SignedDuration::from_nanos(1)).unwrap(), tz), now);
-        }
+        limit_holds_until_next_change(&s, t, tz)?;
     }
 
     /// The limit changes only where the wall clock shows a window's edge, or
