@@ -118,9 +118,10 @@ pub struct Server<R: Input, W: Write> {
     /// The box's clock (Unix seconds) for receive stamps and heartbeats:
     /// the real one, unless a test sets another.
     clock: Clock,
-    /// What this session's heartbeats recorded: each dataset, and the root,
-    /// is written at most once per session (`None`: no heartbeat yet).
-    heard: Option<BTreeSet<Dataset>>,
+    /// What this session's heartbeats named: each dataset, and the root
+    /// (there once the first heartbeat came), is written at most once per
+    /// session.
+    heard: BTreeSet<Dataset>,
     input: R,
     output: W,
 }
@@ -138,7 +139,7 @@ impl<R: Input, W: Write> Server<R, W> {
             lock_scope: String::new(),
             audit: (PathBuf::from(AUDIT_PATH), 0),
             clock: std::sync::Arc::new(|| jiff::Timestamp::now().as_second()),
-            heard: None,
+            heard: BTreeSet::new(),
             input,
             output,
         }
@@ -265,12 +266,11 @@ impl<R: Input, W: Write> Server<R, W> {
             ));
         }
         let mut wanted: BTreeMap<Dataset, Guid> = BTreeMap::new();
-        let heard = self.heard.get_or_insert_with(BTreeSet::new);
-        let first = !heard.contains(&self.root);
+        let first = !self.heard.contains(&self.root);
         for d in asked {
             let local =
                 self.root.join(&d.name).map_err(|e| Reject::new(ErrorCode::Refused, format!("{}: {e}", d.name)))?;
-            if heard.contains(&local) || wanted.insert(local, d.guid).is_some() {
+            if self.heard.contains(&local) || wanted.insert(local, d.guid).is_some() {
                 return Err(Reject::new(
                     ErrorCode::Protocol,
                     format!("{} named twice in one session's heartbeats", d.name),
@@ -296,10 +296,9 @@ impl<R: Input, W: Write> Server<R, W> {
         // heartbeat: a source that repeats heartbeats (each `zfs set` is
         // a pool sync and a line of `zpool history`) gets no more writes
         // than datasets the box holds.
-        let heard = self.heard.get_or_insert_with(BTreeSet::new);
-        heard.extend(wanted.keys().cloned());
+        self.heard.extend(wanted.keys().cloned());
+        self.heard.insert(self.root.clone());
         let first_root = first.then(|| self.root.to_string());
-        heard.insert(self.root.clone());
         let names: Vec<String> = first_root.into_iter().chain(current.iter().cloned()).collect();
         if !names.is_empty() {
             let now = (self.clock)();
