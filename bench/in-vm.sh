@@ -8,14 +8,16 @@
 #                                       (VmHWM, KiB) to FILE, exit with its status
 #
 # Environment: ZOFFSITE_BIN (absolute path of a release build, required),
+# BENCH_PLAN_BIN (the planner benchmark, run once in calibration: optional),
 # ZOFFSITE_VM_OUT (where results.txt and bench.log go; set by vm/run),
 # and for quick trial runs BENCH_REPS (3), BENCH_TP_REPS (5, throughput's own),
-# BENCH_SCENARIOS (all: "calibration throughput memory bwlimit wan noop backlog"),
+# BENCH_SCENARIOS (all: "calibration throughput memory bwlimit wan noop history backlog"),
 # BENCH_BW_LIMIT (1MiB/s), BENCH_BW_MIB (24), BENCH_WAN_RATE (20mbit),
 # BENCH_WAN_DELAY (40ms), BENCH_WAN_JITTER (10ms), BENCH_WAN_LOSS (0.5%),
 # BENCH_WAN_MIB (128), BENCH_WAN_REPS (2),
 # BENCH_MIB (256), BENCH_MEM_SMALL_MIB (64),
-# BENCH_NOOP_CHILDREN (100), BENCH_BACKLOG (200), BENCH_RTT_DELAY (25ms),
+# BENCH_NOOP_CHILDREN (100), BENCH_BACKLOG (200), BENCH_HIST_DATASETS (100),
+# BENCH_HIST_SNAPSHOTS (30), BENCH_RTT_DELAY (25ms),
 # BENCH_SYNCOID_CAP (90 seconds; see syncoid_noop), BENCH_BUDGET (5400 seconds).
 #
 # What it measures, always as zoffsite vs a baseline in the same run (the
@@ -94,11 +96,13 @@ REPS=${BENCH_REPS:-3}
 # swayed by whatever else the host does: it gets more repetitions.
 TP_REPS=${BENCH_TP_REPS:-$((REPS > 5 ? REPS : 5))}
 # Which scenarios run (all by default; e.g. "noop" to look at one).
-SCENARIOS=${BENCH_SCENARIOS:-calibration throughput memory bwlimit wan noop backlog}
+SCENARIOS=${BENCH_SCENARIOS:-calibration throughput memory bwlimit wan noop history backlog}
 MIB=${BENCH_MIB:-256}
 MEM_SMALL_MIB=${BENCH_MEM_SMALL_MIB:-64}
 NOOP_CHILDREN=${BENCH_NOOP_CHILDREN:-100}
 BACKLOG=${BENCH_BACKLOG:-200}
+HIST_DATASETS=${BENCH_HIST_DATASETS:-100}
+HIST_SNAPSHOTS=${BENCH_HIST_SNAPSHOTS:-30}
 # One-way delay on each end of the "internet" link: 25 ms + 25 ms = 50 ms RTT.
 RTT_DELAY=${BENCH_RTT_DELAY:-25ms}
 # Longest a syncoid no-op run may take before it is stopped and extrapolated.
@@ -137,7 +141,7 @@ record() {
 [[ $(id -u) == 0 ]] || die "must run as root"
 [[ -e /dev/zfs ]] || die "no /dev/zfs: run through vm/run (scripts/bench)"
 [[ -x $ZOFFSITE_BIN ]] || die "ZOFFSITE_BIN is not executable: $ZOFFSITE_BIN"
-for t in zpool zfs ssh ssh-keygen syncoid ip tc /usr/bin/time awk; do
+for t in zpool zfs ssh ssh-keygen syncoid ip tc /usr/bin/time awk accton dump-acct; do
 	command -v "$t" >/dev/null || die "missing tool: $t"
 done
 
@@ -228,6 +232,9 @@ BENCH_LINE=$(cat "$BENCH_KEY.pub")
 # set_forced_command [CMD]: rewrite authorized_keys with the source key forced
 # to CMD (default: the topology's own `zoffsite serve --root`), plus the bench
 # key. sshd reads the file at every login, so the next session uses it.
+# A scenario may add lines of its own (EXTRA_AUTH: a second source key for a
+# second box root), kept by every rewrite until it clears them.
+EXTRA_AUTH=''
 set_forced_command() {
 	local key=${FORCED_LINE#*\" }
 	if (($#)); then
@@ -235,6 +242,7 @@ set_forced_command() {
 	else
 		printf '%s\n%s\n' "$FORCED_LINE" "$BENCH_LINE" >"$AUTHORIZED_KEYS"
 	fi
+	[[ -z $EXTRA_AUTH ]] || printf '%s\n' "$EXTRA_AUTH" >>"$AUTHORIZED_KEYS"
 }
 set_forced_command
 
@@ -422,6 +430,14 @@ calibration() {
 	done
 	record calib_zfs_list_us "$(median "${zl[@]}")"
 	record calib_ssh_login_us "$(median "${sl[@]}")"
+	# How much slower this guest computes than the host: the planner
+	# benchmark (pure CPU and memory, no I/O), the same binary scripts/bench
+	# runs on the host, median of 3 iterations here. docs/benchmarks.md's
+	# scale section divides the guest's CPU seconds by it.
+	if [[ -n ${BENCH_PLAN_BIN:-} && -x $BENCH_PLAN_BIN ]]; then
+		"$BENCH_PLAN_BIN" 3 >"$WORK/plan-guest.txt"
+		record calib_plan_bench_ms "$(sed -n 's/^elapsed_ms=//p' "$WORK/plan-guest.txt")"
+	fi
 }
 
 # ---------------------------------------------------------------------------
@@ -458,6 +474,147 @@ mem_of() {
 
 max_of() { printf '%s\n' "$@" | sort -n | tail -n 1; }
 
+# ---------------------------------------------------------------------------
+# zoffsite's own CPU cost. BSD process accounting (accton, from the acct
+# package) writes one record per process as it exits, with its user and
+# system time summed over all its threads, whatever network namespace it ran
+# in: both ends of the tunnel land in one file. A send's pipeline is every
+# zoffsite (the source's `backup`, the box's `serve`), zfs and zpool command
+# either end starts, ssh, and the box's sshd processes for the session;
+# zoffsite's share is its two processes' time over the pipeline's. Times are
+# in accounting ticks (1/100 s), rounded down per process: a short listing
+# loses up to one tick, which only raises zoffsite's share. Kernel threads
+# (WireGuard's encryption, ZFS's I/O pipeline) belong to no process and are
+# counted on neither side.
+
+# acct_on FILE / acct_off: accounting into FILE around a timed run (outside
+# its timing: acct_off waits for the box's side to exit).
+acct_on() {
+	: >"$1"
+	accton "$1" >/dev/null
+}
+acct_off() {
+	local i
+	# serve and the box's sshd exit just after the client's ssh returns.
+	for ((i = 0; i < 50; i++)); do
+		pgrep -f -- "serve --root $BOX/" >/dev/null || break
+		sleep 0.1
+	done
+	sleep 0.2
+	accton off >/dev/null
+}
+
+# cpu_of FILE: "zoffsite pipeline box source" ticks of that file's records:
+# zoffsite's (both ends), the whole pipeline's, and the pipeline's part on
+# each end. A process is on the box if it or an ancestor that exited within
+# the file is an sshd (the box's forced command runs under sshd; the
+# source's processes descend from this script, which has not exited).
+cpu_of() {
+	dump-acct "$1" | awk -F'|' '
+		{ c = $1; sub(/ +$/, "", c); n++; comm[n] = c; t[n] = $3 + $4; pid[n] = $10 + 0; par[n] = $11 + 0; at[$10 + 0] = n }
+		END {
+			for (i = 1; i <= n; i++) {
+				c = comm[i]
+				if (c != "zoffsite" && c != "zfs" && c != "zpool" && c != "ssh" && c != "sshd") continue
+				box = 0; j = i
+				for (k = 0; k < 64 && j; k++) {
+					if (comm[j] == "sshd") { box = 1; break }
+					j = (par[j] in at) ? at[par[j]] : 0
+				}
+				p += t[i]; if (box) b += t[i]; else s += t[i]
+				if (c == "zoffsite") z += t[i]
+			}
+			printf "%d %d %d %d\n", z, p, b, s
+		}'
+}
+
+# cpu_share FILE...: zoffsite's share of the pipeline's CPU over those runs
+# together, "share zoffsite_s pipeline_s box_s_per_run source_s_per_run"
+# (the share as a fraction, 4 decimals; seconds).
+cpu_share() {
+	local f z=0 p=0 bx=0 sc=0 a b c d
+	for f in "$@"; do
+		read -r a b c d < <(cpu_of "$f")
+		z=$((z + a))
+		p=$((p + b))
+		bx=$((bx + c))
+		sc=$((sc + d))
+	done
+	awk -v z="$z" -v p="$p" -v b="$bx" -v s="$sc" -v n=$# 'BEGIN {
+		if (p > 0) printf "%.4f %.2f %.2f %.3f %.3f\n", z / p, z / 100, p / 100, b / 100 / n, s / 100 / n
+		else print "nan 0 0 0 0" }'
+}
+
+# record_cpu NAME FILE...: NAME_cpu_share, NAME_cpu_zoffsite_s and
+# NAME_cpu_pipeline_s over the runs accounted in FILE..., and what one run
+# cost each end (NAME_cpu_box_s_per_run, NAME_cpu_source_s_per_run).
+record_cpu() {
+	local name=$1 share zs ps bs ss
+	shift
+	(($#)) || return 0
+	read -r share zs ps bs ss < <(cpu_share "$@")
+	record "${name}_cpu_share" "$share"
+	record "${name}_cpu_zoffsite_s" "$zs"
+	record "${name}_cpu_pipeline_s" "$ps"
+	record "${name}_cpu_box_s_per_run" "$bs"
+	record "${name}_cpu_source_s_per_run" "$ss"
+}
+
+# ---------------------------------------------------------------------------
+# How many zfs and zpool processes a run starts: wrappers first on PATH that
+# write down their arguments and exec the real command. zoffsite finds both
+# through PATH (zpool next to zfs), the source's directly, the box's through
+# its forced command's environment.
+
+# count_shim DIR LOG: DIR/zfs and DIR/zpool, each appending "zfs ARGS" or
+# "zpool ARGS" to LOG.
+count_shim() {
+	local dir=$1 log=$2 t real
+	mkdir -p "$dir"
+	: >"$log"
+	for t in zfs zpool; do
+		real=$(command -v "$t")
+		printf '#!/bin/sh\necho "%s $*" >>"%s"\nexec "%s" "$@"\n' "$t" "$log" "$real" >"$dir/$t"
+		chmod +x "$dir/$t"
+	done
+}
+
+# The forced command of a box root with the counting wrappers on its PATH.
+counted_serve() { # ROOT SHIM_DIR
+	echo "env PATH=$2:/usr/sbin:/usr/bin:/sbin:/bin $ZOFFSITE_BIN serve --root $1"
+}
+
+# summarize_counts LOG: "N (list x2, get x1, ...)" for a report cell.
+summarize_counts() {
+	printf '%s (%s)\n' "$(wc -l <"$1")" "$(awk '{ print ($1 == "zpool" ? "zpool " $2 : $2) }' "$1" |
+		sort | uniq -c | awk '{ c = $1; $1 = ""; sub(/^ /, ""); printf "%s%s x%d", s, $0, c; s = ", " }')"
+}
+
+# count_run NAME CONFIG [ROOT2 PUB2]: one untimed run of CONFIG with the
+# counting wrappers on both ends (and on the second box root's forced
+# command, for the key PUB2, if given); records NAME_zfs_source and
+# NAME_zfs_box (both targets' box sides together), each "N (what xcount)".
+count_run() {
+	local name=$1 cfg=$2 root2=${3:-} pub2=${4:-} d=$WORK/count-$1 saved=$EXTRA_AUTH rc=0
+	count_shim "$d/src" "$d/src.log"
+	count_shim "$d/box" "$d/box.log"
+	[[ -z $root2 ]] || EXTRA_AUTH="restrict,command=\"$(counted_serve "$root2" "$d/box")\" $pub2"
+	set_forced_command "$(counted_serve "$BOX/z" "$d/box")"
+	(
+		PATH="$d/src:$PATH"
+		timed _ zoffsite_backup "$cfg" --json
+	) || rc=$?
+	EXTRA_AUTH=$saved
+	set_forced_command
+	if ((rc != 0)); then
+		record "${name}_zfs_count_error" "$(error_line)"
+		return 0
+	fi
+	record "${name}_zfs_source" "$(summarize_counts "$d/src.log")"
+	record "${name}_zfs_box" "$(summarize_counts "$d/box.log")"
+	record "${name}_zfs_count_up_to_date" "$(grep -c '"kind": "up_to_date"' "$WORK/last.out" || true)"
+}
+
 throughput() {
 	create_encrypted tp
 	# One untimed run while the dataset is still empty: it records the
@@ -481,7 +638,7 @@ throughput() {
 	local cfg=$WORK/tp.toml
 	write_config "$cfg" "$SRC/tp"
 
-	local i us z_times=() b_times=() z_failed=''
+	local i us z_times=() b_times=() z_failed='' z_acct=() b_acct=()
 	local rep_t0=$SECONDS
 	for ((i = 0; ; i++)); do
 		next_rep throughput "$i" "$rep_t0" "$TP_REPS" || break
@@ -495,8 +652,11 @@ throughput() {
 				# Timed exactly like the bare pipe: nothing else runs beside
 				# it (memory is watched in a run of its own below; a sampler
 				# here would take CPU from the transfer under emulation).
+				acct_on "$WORK/acct-tp-z$i"
 				if timed us zoffsite_backup "$cfg"; then
+					acct_off
 					z_times+=("$us")
+					z_acct+=("$WORK/acct-tp-z$i")
 					# Once: what a run costs that finds the box up to date
 					# (connect, list, plan, verify, holds): the fixed part
 					# of the times above, for reading a missed ratio.
@@ -504,15 +664,20 @@ throughput() {
 						record throughput_zoffsite_fixed_us "$us"
 					fi
 				else
+					acct_off
 					z_failed=$(error_line)
 				fi
 				zfs destroy -r "$BOX/z/$SRC/tp" 2>/dev/null || true
 			else
+				acct_on "$WORK/acct-tp-b$i"
 				# shellcheck disable=SC2016 # expanded by the inner bash, from its argv
 				if timed us bash -c 'set -o pipefail; zfs send -w "$1" | ip netns exec "$2" "${@:4}" zfs receive -u "$3"' \
 					_ "$SRC/tp@$snap" "$HOME_NS" "$BOX/bare/tp" "${SSH_BARE[@]}"; then
+					acct_off
 					b_times+=("$us")
+					b_acct+=("$WORK/acct-tp-b$i")
 				else
+					acct_off
 					record throughput_bare_error "$(error_line)"
 				fi
 				zfs destroy -r "$BOX/bare/tp" 2>/dev/null || true
@@ -545,6 +710,15 @@ throughput() {
 		pairs+=("$(ratio "${b_times[k]}" "${z_times[k]}")")
 	done
 	record throughput_pair_ratios "${pairs[*]:-none}"
+	# zoffsite's own CPU over its pipeline's, and the bare pipe's pipeline
+	# (zfs, ssh, sshd) for comparison: what zoffsite adds, in CPU seconds.
+	record_cpu throughput "${z_acct[@]}"
+	if ((${#b_acct[@]})); then
+		local bs
+		read -r _ _ bs _ < <(cpu_share "${b_acct[@]}")
+		record throughput_bare_cpu_pipeline_s "$bs"
+		record throughput_cpu_runs "${#z_acct[@]} ${#b_acct[@]}"
+	fi
 	local b=''
 	if ((${#b_times[@]})); then
 		b=$(median "${b_times[@]}")
@@ -651,7 +825,10 @@ bwlimit() {
 	local samples=$WORK/bw.samples us
 	bw_sample "receive -u.* $BOX/z/" >"$samples" &
 	local sampler=$!
+	acct_on "$WORK/acct-bw"
 	if timed us zoffsite_backup "$WORK/bw.toml"; then
+		acct_off
+		record_cpu bwlimit "$WORK/acct-bw"
 		wait "$sampler" || true
 		record bwlimit_zoffsite_us "$us"
 		record bwlimit_samples "$(wc -l <"$samples")"
@@ -687,6 +864,7 @@ bwlimit() {
 			record bwlimit_status ok
 		fi
 	else
+		acct_off
 		kill "$sampler" 2>/dev/null || true
 		wait "$sampler" 2>/dev/null || true
 		record bwlimit_status failed
@@ -704,7 +882,9 @@ bwlimit() {
 # The rate is below what this VM's emulated CPU moves through the tunnel,
 # so the line is the limit. On each, a full raw send of BENCH_WAN_MIB (128)
 # MiB by zoffsite, by the bare pipe and by syncoid (with mbuffer, its
-# default when installed), BENCH_WAN_REPS (2) times each, in turns.
+# default when installed), BENCH_WAN_REPS (2) times each, in turns. Then
+# the jittery line once more with the source's TCP congestion control set to
+# BBR (zoffsite and the bare pipe): what an owner's loss-limited line gains.
 
 wan_send() { # TOOL SNAP: one full send to that tool's box root, timed into $us
 	case $1 in
@@ -739,17 +919,30 @@ wan() {
 	bytes=$(zfs send -nP -w "$SRC/wan@$snap" | awk '$1 == "size" {print $2}')
 	record wan_stream_bytes "$bytes"
 	record wan_rate "$rate"
-	local profile name
-	for name in smooth jittery; do
+	local profile name cc_was
+	cc_was=$(ip netns exec "$HOME_NS" sysctl -n net.ipv4.tcp_congestion_control)
+	for name in smooth jittery bbr; do
 		if [[ $name == smooth ]]; then
 			profile="rate $rate delay $delay"
 		else
 			profile="rate $rate delay $delay $jitter loss $loss"
 		fi
+		if [[ $name == bbr ]]; then
+			# The jittery line again, with the source's TCP congestion
+			# control BBR instead of the default (CUBIC), which backs off at
+			# every loss: what an owner can change (docs/benchmarks.md).
+			# zoffsite and the bare pipe only, to show what it is worth.
+			modprobe tcp_bbr 2>/dev/null || true
+			if ! ip netns exec "$HOME_NS" sysctl -q -w net.ipv4.tcp_congestion_control=bbr; then
+				record wan_bbr_errors "BBR is not available in this kernel"
+				continue
+			fi
+		fi
 		record "wan_${name}_netem" "$profile"
+		record "wan_${name}_congestion_control" "$(ip netns exec "$HOME_NS" sysctl -n net.ipv4.tcp_congestion_control)"
 		# shellcheck disable=SC2086 # a list of tc arguments
 		ip netns exec "$HOME_NS" tc qdisc replace dev "$HOME_WAN_IF" root netem $profile
-		local i who us z=() b=() sy=() failed=''
+		local i who us z=() b=() sy=() failed='' z_acct=()
 		local rep_t0=$SECONDS
 		for ((i = 0; ; i++)); do
 			next_rep "wan_$name" "$i" "$rep_t0" "$reps" || break
@@ -757,20 +950,28 @@ wan() {
 			local order=(z b s)
 			((i % 3 == 1)) && order=(b s z)
 			((i % 3 == 2)) && order=(s z b)
+			if [[ $name == bbr ]]; then
+				order=(z b)
+				((i % 2)) && order=(b z)
+			fi
 			for who in "${order[@]}"; do
+				[[ $who != z ]] || acct_on "$WORK/acct-wan-$name$i"
 				if wan_send "$who" "$snap"; then
-					case $who in z) z+=("$us") ;; b) b+=("$us") ;; s) sy+=("$us") ;; esac
+					case $who in z) z+=("$us") z_acct+=("$WORK/acct-wan-$name$i") ;; b) b+=("$us") ;; s) sy+=("$us") ;; esac
 				else
 					failed+="$who: $(error_line); "
 				fi
+				[[ $who != z ]] || acct_off
 				wan_clear
 			done
 		done
 		ip netns exec "$HOME_NS" tc qdisc del dev "$HOME_WAN_IF" root 2>/dev/null || true
+		ip netns exec "$HOME_NS" sysctl -q -w "net.ipv4.tcp_congestion_control=$cc_was"
 		record "wan_${name}_zoffsite_runs_us" "${z[*]:-none}"
 		record "wan_${name}_bare_runs_us" "${b[*]:-none}"
 		record "wan_${name}_syncoid_runs_us" "${sy[*]:-none}"
 		[[ -z $failed ]] || record "wan_${name}_errors" "$failed"
+		record_cpu "wan_${name}" "${z_acct[@]}"
 		local mz='' mb='' ms=''
 		((${#z[@]})) && mz=$(median "${z[@]}") && record "wan_${name}_zoffsite_us" "$mz"
 		((${#b[@]})) && mb=$(median "${b[@]}") && record "wan_${name}_bare_us" "$mb"
@@ -869,6 +1070,9 @@ noop() {
 	fi
 	record noop_first_zoffsite_us "$us"
 	record noop_first_zoffsite_up_to_date "$(grep -c '"kind": "up_to_date"' "$WORK/last.out" || true)"
+	# What a no-op starts, counted once, untimed (the wrappers cost a
+	# shell each).
+	count_run noop "$cfg"
 	local snaps_before
 	snaps_before=$(zfs list -H -t snapshot -o name -r "$SRC" | wc -l)
 
@@ -957,6 +1161,163 @@ noop() {
 }
 
 # ---------------------------------------------------------------------------
+# g. a long history: HIST_DATASETS (100) datasets with HIST_SNAPSHOTS (30)
+# zoffsite snapshots each, backed up to two targets (two box roots, each
+# with its own source key and forced command), nothing changed, at the
+# no-op's RTT. The floor: per target one login and one listing of what the
+# box holds, one target after the other. And the number of zfs and zpool
+# processes such a no-op starts on each end (count_run), beside the no-op
+# scenario's (one snapshot per dataset, one target): it should follow the
+# targets, not the datasets or the snapshots.
+
+# One SSH login per target, each listing that target's box as serve does.
+history_floor() {
+	local root
+	for root in z z2; do
+		ip netns exec "$HOME_NS" "${SSH_BARE[@]}" zfs list -H -p -r -t filesystem,volume,snapshot \
+			-o name,guid,createtxg,creation,receive_resume_token "$BOX/$root/$SRC/hist" || return
+	done
+}
+
+history() {
+	create_encrypted hist
+	say "creating $((HIST_DATASETS - 1)) child datasets, $HIST_SNAPSHOTS snapshots of each"
+	seq -f "$SRC/hist/c%03g" 1 $((HIST_DATASETS - 1)) | xargs -r -P 8 -n 1 zfs create -o canmount=off
+	# zoffsite's names, an hour apart, the newest a minute old: retention
+	# (last = HIST_SNAPSHOTS) keeps them all and no refresh is due.
+	local now i newest
+	now=$(date +%s)
+	for ((i = HIST_SNAPSHOTS - 1; i >= 0; i--)); do
+		newest="$SRC/hist@$(zname $((now - 60 - i * 3600)))"
+		zfs snapshot -r "$newest"
+	done
+	record history_datasets "$(zfs list -H -o name -r "$SRC/hist" | wc -l)"
+	record history_source_snapshots "$(zfs list -H -t snapshot -o name -r "$SRC/hist" | wc -l)"
+	record history_targets 2
+	record history_snapshots_each "$HIST_SNAPSHOTS"
+
+	# The second target: a key of its own, forced to a box root of its own.
+	local key2=$WORK/hist_key2
+	ssh-keygen -q -t ed25519 -N '' -C zoffsite-bench-target2 -f "$key2"
+	zfs list "$BOX/z2" >/dev/null 2>&1 || zfs create -o canmount=off "$BOX/z2"
+	EXTRA_AUTH="restrict,command=\"$ZOFFSITE_BIN serve --root $BOX/z2\" $(<"$key2.pub")"
+	set_forced_command
+
+	# Both boxes hold the whole history, made locally (as for the no-op),
+	# both receives at once so that they share transaction groups.
+	say "replicating the history to both box roots locally"
+	local root pids=()
+	for root in z z2; do
+		zfs list "$BOX/$root/$SRC" >/dev/null 2>&1 || zfs create -o canmount=off "$BOX/$root/$SRC"
+		zfs send -R -w "$newest" | zfs receive -u "$BOX/$root/$SRC/hist" &
+		pids+=($!)
+	done
+	for i in "${pids[@]}"; do wait "$i"; done
+	record history_box_snapshots "$(zfs list -H -t snapshot -o name -r "$BOX/z/$SRC/hist" | wc -l)"
+
+	local cfg=$WORK/hist.toml
+	cat >"$cfg" <<CONFIG
+[source]
+datasets = ["$SRC/hist"]
+exclude = []
+
+[source.keep]
+last = $HIST_SNAPSHOTS
+
+[[target]]
+name = "friend"
+host = "$BOX_ADDR"
+user = "root"
+identity_file = "$IDENTITY"
+known_hosts = "$KNOWN_HOSTS"
+
+[[target]]
+name = "second"
+host = "$BOX_ADDR"
+user = "root"
+identity_file = "$key2"
+known_hosts = "$KNOWN_HOSTS"
+CONFIG
+	say "first (untimed) zoffsite run: $HIST_DATASETS datasets, two targets"
+	local us
+	if ! timed us zoffsite_backup "$cfg" --json; then
+		record history_status failed
+		record history_error "first run: $(error_line)"
+		EXTRA_AUTH=''
+		set_forced_command
+		return 0
+	fi
+	record history_first_zoffsite_us "$us"
+	record history_first_zoffsite_up_to_date "$(grep -c '"kind": "up_to_date"' "$WORK/last.out" || true)"
+	count_run history "$cfg" "$BOX/z2" "$(<"$key2.pub")"
+	local snaps_before
+	snaps_before=$(zfs list -H -t snapshot -o name -r "$SRC/hist" | wc -l)
+
+	netem on
+	local z_times=() f_times=() z_failed='' z_acct=()
+	local rep_t0=$SECONDS
+	for ((i = 0; ; i++)); do
+		next_rep history "$i" "$rep_t0" || break
+		rep_t0=$SECONDS
+		local order=(z f)
+		((i % 2)) && order=(f z)
+		local who
+		for who in "${order[@]}"; do
+			if [[ $who == z ]]; then
+				[[ -z $z_failed ]] || continue
+				acct_on "$WORK/acct-hist$i"
+				if timed us zoffsite_backup "$cfg" --json; then
+					acct_off
+					z_acct+=("$WORK/acct-hist$i")
+					z_times+=("$us")
+					record "history_zoffsite_run${i}_up_to_date" "$(grep -c '"kind": "up_to_date"' "$WORK/last.out" || true)"
+				else
+					acct_off
+					z_failed=$(error_line)
+				fi
+			elif timed us history_floor; then
+				f_times+=("$us")
+			fi
+		done
+	done
+	netem off
+	record history_new_snapshots $(($(zfs list -H -t snapshot -o name -r "$SRC/hist" | wc -l) - snaps_before))
+	EXTRA_AUTH=''
+	set_forced_command
+	# Later scenarios' serve lists its whole root: leave the boxes as the
+	# other scenarios found them.
+	zfs destroy -r "$BOX/z/$SRC/hist" &
+	zfs destroy -r "$BOX/z2" &
+	zfs destroy -r "$SRC/hist" &
+	wait
+	settle_box
+
+	if [[ -n $z_failed ]]; then
+		record history_status failed
+		record history_error "$z_failed"
+		return 0
+	fi
+	if ((${#z_times[@]} == 0)); then
+		record history_status skipped
+		record history_error "no repetition fitted in the time budget"
+		return 0
+	fi
+	record history_zoffsite_runs_us "${z_times[*]}"
+	local z f
+	z=$(median "${z_times[@]}")
+	record history_zoffsite_us "$z"
+	# What one no-op costs each end in CPU (for docs/benchmarks.md's scale).
+	record_cpu history "${z_acct[@]}"
+	if ((${#f_times[@]})); then
+		f=$(median "${f_times[@]}")
+		record history_floor_runs_us "${f_times[*]}"
+		record history_floor_us "$f"
+		record history_zoffsite_over_floor "$(ratio "$z" "$f")"
+	fi
+	record history_status ok
+}
+
+# ---------------------------------------------------------------------------
 # c. backlog: BACKLOG pending snapshots of one dataset
 
 backlog() {
@@ -994,7 +1355,7 @@ backlog() {
 	newest=$(zfs list -H -o name -t snapshot -s createtxg "$SRC/bl" | tail -n 1)
 	record backlog_stream_bytes "$(zfs send -nP -w -I "@$base" "$newest" | awk '$1 == "size" {print $2}')"
 
-	local z_times=() s_times=() z_failed=''
+	local z_times=() s_times=() z_failed='' z_acct=()
 	local rep_t0=$SECONDS
 	for ((i = 0; ; i++)); do
 		next_rep backlog "$i" "$rep_t0" || break
@@ -1005,12 +1366,16 @@ backlog() {
 		for who in "${order[@]}"; do
 			if [[ $who == z ]]; then
 				[[ -z $z_failed ]] || continue
+				acct_on "$WORK/acct-bl$i"
 				if timed us zoffsite_backup "$cfg" --json; then
+					acct_off
+					z_acct+=("$WORK/acct-bl$i")
 					z_times+=("$us")
 					local held
 					held=$(zfs list -H -t snapshot -o name "$BOX/z/$SRC/bl" | wc -l)
 					record "backlog_zoffsite_run${i}_box_snapshots" "$held"
 				else
+					acct_off
 					z_failed=$(error_line)
 				fi
 				# Back to the starting state: the box holds only the base.
@@ -1047,6 +1412,7 @@ backlog() {
 	local z
 	z=$(median "${z_times[@]}")
 	record backlog_zoffsite_us "$z"
+	record_cpu backlog "${z_acct[@]}"
 	[[ -z $s ]] || record backlog_syncoid_over_zoffsite "$(ratio "$s" "$z")"
 	record backlog_status ok
 }
@@ -1057,6 +1423,6 @@ backlog() {
 # last, the longest (200 snapshots received twice per repetition; six sends
 # of 128 MiB at 20 Mbit/s, three of them through loss), so that a busy
 # host's time budget cuts their repetitions rather than the others'.
-for s in calibration throughput memory bwlimit noop backlog wan; do
+for s in calibration throughput memory bwlimit noop history backlog wan; do
 	if [[ " $SCENARIOS " == *" $s "* ]]; then run_scenario "$s"; fi
 done
