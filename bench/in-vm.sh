@@ -1085,7 +1085,7 @@ noop() {
 	rtt=$(ip netns exec "$FRIEND_NS" ping -n -q -c 5 -i 0.2 -I wg-friend 10.77.0.1 | awk -F/ '/^rtt/ {print $5}') || rtt=''
 	record noop_rtt_ms "${rtt:-unknown}"
 
-	local i z_times=() f_times=() s_tot=() s_per=() z_failed='' s_ok=1 s_line
+	local i z_times=() f_times=() s_tot=() s_per=() z_failed='' s_ok=1 s_line z_acct=()
 	local rep_t0=$SECONDS
 	for ((i = 0; ; i++)); do
 		next_rep noop "$i" "$rep_t0" || break
@@ -1096,11 +1096,15 @@ noop() {
 		for who in "${order[@]}"; do
 			if [[ $who == z ]]; then
 				[[ -z $z_failed ]] || continue
+				acct_on "$WORK/acct-noop$i"
 				if timed us zoffsite_backup "$cfg" --json; then
+					acct_off
+					z_acct+=("$WORK/acct-noop$i")
 					z_times+=("$us")
 					# A no-op must send nothing: every dataset up to date.
 					record "noop_zoffsite_run${i}_up_to_date" "$(grep -c '"kind": "up_to_date"' "$WORK/last.out" || true)"
 				else
+					acct_off
 					z_failed=$(error_line)
 				fi
 				# The floor: the least any tool must do to confirm a no-op
@@ -1147,6 +1151,8 @@ noop() {
 	record noop_zoffsite_runs_us "${z_times[*]}"
 	z=$(median "${z_times[@]}")
 	record noop_zoffsite_us "$z"
+	record_cpu noop "${z_acct[@]}"
+	record noop_box_snapshots "$(zfs list -H -t snapshot -o name -r "$BOX/z/$SRC/noop" | wc -l)"
 	if ((${#f_times[@]})); then
 		local f
 		f=$(median "${f_times[@]}")
