@@ -504,9 +504,9 @@ acct_off() {
 	accton off >/dev/null
 }
 
-# cpu_of FILE: "zoffsite pipeline box source" ticks of that file's records:
-# zoffsite's (both ends), the whole pipeline's, and the pipeline's part on
-# each end. A process is on the box if it or an ancestor that exited within
+# cpu_of FILE: "zoffsite pipeline box source zoffsite_box" ticks of that
+# file's records: zoffsite's (both ends), the whole pipeline's, the
+# pipeline's part on each end, and serve's (zoffsite on the box). A process is on the box if it or an ancestor that exited within
 # the file is an sshd (the box's forced command runs under sshd; the
 # source's processes descend from this script, which has not exited).
 cpu_of() {
@@ -522,42 +522,45 @@ cpu_of() {
 					j = (par[j] in at) ? at[par[j]] : 0
 				}
 				p += t[i]; if (box) b += t[i]; else s += t[i]
-				if (c == "zoffsite") z += t[i]
+				if (c == "zoffsite") { z += t[i]; if (box) zb += t[i] }
 			}
-			printf "%d %d %d %d\n", z, p, b, s
+			printf "%d %d %d %d %d\n", z, p, b, s, zb
 		}'
 }
 
 # cpu_share FILE...: zoffsite's share of the pipeline's CPU over those runs
-# together, "share zoffsite_s pipeline_s box_s_per_run source_s_per_run"
-# (the share as a fraction, 4 decimals; seconds).
+# together, "share zoffsite_s pipeline_s box_s_per_run source_s_per_run
+# serve_s_per_run" (the share as a fraction, 4 decimals; seconds).
 cpu_share() {
-	local f z=0 p=0 bx=0 sc=0 a b c d
+	local f z=0 p=0 bx=0 sc=0 zb=0 a b c d e
 	for f in "$@"; do
-		read -r a b c d < <(cpu_of "$f")
+		read -r a b c d e < <(cpu_of "$f")
 		z=$((z + a))
 		p=$((p + b))
 		bx=$((bx + c))
 		sc=$((sc + d))
+		zb=$((zb + e))
 	done
-	awk -v z="$z" -v p="$p" -v b="$bx" -v s="$sc" -v n=$# 'BEGIN {
-		if (p > 0) printf "%.4f %.2f %.2f %.3f %.3f\n", z / p, z / 100, p / 100, b / 100 / n, s / 100 / n
-		else print "nan 0 0 0 0" }'
+	awk -v z="$z" -v p="$p" -v b="$bx" -v s="$sc" -v zb="$zb" -v n=$# 'BEGIN {
+		if (p > 0) printf "%.4f %.2f %.2f %.3f %.3f %.3f\n", z / p, z / 100, p / 100, b / 100 / n, s / 100 / n, zb / 100 / n
+		else print "nan 0 0 0 0 0" }'
 }
 
 # record_cpu NAME FILE...: NAME_cpu_share, NAME_cpu_zoffsite_s and
 # NAME_cpu_pipeline_s over the runs accounted in FILE..., and what one run
-# cost each end (NAME_cpu_box_s_per_run, NAME_cpu_source_s_per_run).
+# cost each end (NAME_cpu_box_s_per_run, NAME_cpu_source_s_per_run) and
+# serve's part of the box's (NAME_cpu_serve_s_per_run).
 record_cpu() {
-	local name=$1 share zs ps bs ss
+	local name=$1 share zs ps bs ss zb
 	shift
 	(($#)) || return 0
-	read -r share zs ps bs ss < <(cpu_share "$@")
+	read -r share zs ps bs ss zb < <(cpu_share "$@")
 	record "${name}_cpu_share" "$share"
 	record "${name}_cpu_zoffsite_s" "$zs"
 	record "${name}_cpu_pipeline_s" "$ps"
 	record "${name}_cpu_box_s_per_run" "$bs"
 	record "${name}_cpu_source_s_per_run" "$ss"
+	record "${name}_cpu_serve_s_per_run" "$zb"
 }
 
 # ---------------------------------------------------------------------------
@@ -715,7 +718,7 @@ throughput() {
 	record_cpu throughput "${z_acct[@]}"
 	if ((${#b_acct[@]})); then
 		local bs
-		read -r _ _ bs _ < <(cpu_share "${b_acct[@]}")
+		read -r _ _ bs _ _ _ < <(cpu_share "${b_acct[@]}")
 		record throughput_bare_cpu_pipeline_s "$bs"
 		record throughput_cpu_runs "${#z_acct[@]} ${#b_acct[@]}"
 	fi

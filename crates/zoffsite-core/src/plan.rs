@@ -334,25 +334,34 @@ pub fn prune_source(
     holds: &[HoldRow],
     now: jiff::Timestamp,
 ) -> Result<Vec<PruneDecision>, PolicyError> {
-    let mut by_ds: BTreeMap<&Dataset, Vec<&SnapshotRow>> = BTreeMap::new();
+    // Grouped once, looked up by name: linear in snapshots and holds (a
+    // hold is often on every dataset; scanning every hold for every
+    // dataset was quadratic).
+    let mut by_ds: BTreeMap<&Dataset, BTreeMap<&Snapshot, &SnapshotRow>> = BTreeMap::new();
+    let mut ours = 0;
     for s in snaps.iter().filter(|s| s.snapshot.name.as_str().starts_with(SNAPSHOT_PREFIX)) {
-        by_ds.entry(&s.snapshot.dataset).or_default().push(s);
+        by_ds.entry(&s.snapshot.dataset).or_default().insert(&s.snapshot, s);
+        ours += 1;
     }
-    let mut out = Vec::new();
-    for (_, list) in by_ds {
+    let mut holds_by_ds: BTreeMap<&Dataset, Vec<&HoldRow>> = BTreeMap::new();
+    for h in holds {
+        holds_by_ds.entry(&h.snapshot.dataset).or_default().push(h);
+    }
+    let mut out = Vec::with_capacity(ours);
+    for (ds, list) in by_ds {
         let items: Vec<retention::Item<&Snapshot>> = list
-            .iter()
+            .values()
             .map(|s| retention::Item {
                 key: &s.snapshot,
                 time: jiff::Timestamp::from_second(s.creation).unwrap_or(jiff::Timestamp::MAX),
             })
             .collect();
         let mut protected: Vec<(&Snapshot, String)> = Vec::new();
-        if let Some(newest) = list.iter().max_by_key(|s| s.createtxg) {
+        if let Some(newest) = list.values().max_by_key(|s| s.createtxg) {
             protected.push((&newest.snapshot, "newest snapshot".into()));
         }
-        for h in holds {
-            if let Some(s) = list.iter().find(|s| s.snapshot == h.snapshot) {
+        for h in holds_by_ds.get(ds).into_iter().flatten() {
+            if let Some(s) = list.get(&h.snapshot) {
                 let why = match holds::target_of(&h.tag) {
                     Some(t) => format!("incremental base for target {t}"),
                     None => format!("held by {:?}", h.tag),
@@ -361,7 +370,7 @@ pub fn prune_source(
             }
         }
         for d in retention::plan(policy, &items, &protected, now, None)? {
-            let creation = list.iter().find(|s| &s.snapshot == d.key).map_or(0, |s| s.creation);
+            let creation = list.get(d.key).map_or(0, |s| s.creation);
             out.push(PruneDecision {
                 snapshot: d.key.clone(),
                 creation,
@@ -649,6 +658,34 @@ mod tests {
         // The JSON has the full name, as docs/json.md shows.
         let j = serde_json::to_value(&d[0]).unwrap();
         assert_eq!(j["snapshot"], serde_json::json!("tank/a@zoffsite-1"), "{j}");
+    }
+
+    #[test]
+    fn source_prune_applies_each_hold_to_its_own_dataset_only() {
+        // The same snapshot name in three datasets, held in one: only that
+        // dataset keeps it (holds are grouped by dataset, then looked up by
+        // the full name), and a hold on a snapshot nobody listed changes
+        // nothing.
+        let policy = KeepPolicy { last: 1, ..KeepPolicy::default() };
+        let mut snaps = Vec::new();
+        for (i, d) in ["tank/a", "tank/a/b", "tank/c"].iter().enumerate() {
+            let base = 10 * u64::try_from(i).unwrap();
+            snaps.push(snap(&format!("{d}@zoffsite-1"), base + 1, 10));
+            snaps.push(snap(&format!("{d}@zoffsite-2"), base + 2, 20));
+        }
+        let holds = [
+            HoldRow { snapshot: Snapshot::new("tank/a/b@zoffsite-1").unwrap(), tag: "zoffsite-friend".into() },
+            HoldRow { snapshot: Snapshot::new("tank/x@zoffsite-1").unwrap(), tag: "keep".into() },
+            HoldRow { snapshot: Snapshot::new("tank/c@manual").unwrap(), tag: "keep".into() },
+        ];
+        let now = jiff::Timestamp::from_second(1000).unwrap();
+        let d = prune_source(&policy, &snaps, &holds, now).unwrap();
+        let destroyed: Vec<String> = d.iter().filter(|d| d.destroy).map(|d| d.snapshot.to_string()).collect();
+        assert_eq!(destroyed, ["tank/a@zoffsite-1", "tank/c@zoffsite-1"]);
+        let held = d.iter().find(|d| d.snapshot.to_string() == "tank/a/b@zoffsite-1").unwrap();
+        assert_eq!(held.verdict, "keep (protected: incremental base for target friend)");
+        // Each decision carries its own snapshot's creation time.
+        assert!(d.iter().all(|d| d.creation == if d.snapshot.name.as_str().ends_with('1') { 10 } else { 20 }));
     }
 
     #[test]
