@@ -14,7 +14,7 @@
 # BENCH_SCENARIOS (all: "calibration throughput memory bwlimit wan noop history backlog"),
 # BENCH_BW_LIMIT (1MiB/s), BENCH_BW_MIB (24), BENCH_WAN_RATE (20mbit),
 # BENCH_WAN_DELAY (40ms), BENCH_WAN_JITTER (10ms), BENCH_WAN_LOSS (0.5%),
-# BENCH_WAN_MIB (128), BENCH_WAN_REPS (2),
+# BENCH_WAN_MIB (128), BENCH_WAN_REPS (2), BENCH_WAN_PROFILES ("smooth jittery bbr"),
 # BENCH_MIB (256), BENCH_MEM_SMALL_MIB (64),
 # BENCH_NOOP_CHILDREN (100), BENCH_BACKLOG (200), BENCH_HIST_DATASETS (100),
 # BENCH_HIST_SNAPSHOTS (30), BENCH_RTT_DELAY (25ms),
@@ -928,7 +928,7 @@ wan() {
 	record wan_rate "$rate"
 	local profile name cc_was
 	cc_was=$(ip netns exec "$HOME_NS" sysctl -n net.ipv4.tcp_congestion_control)
-	for name in smooth jittery bbr; do
+	for name in ${BENCH_WAN_PROFILES:-smooth jittery bbr}; do
 		if [[ $name == smooth ]]; then
 			profile="rate $rate delay $delay"
 		else
@@ -992,7 +992,7 @@ wan() {
 			record "wan_${name}_${t%%:*}_mbitps" "$(awk -v n="$bytes" -v u="${t#*:}" 'BEGIN { printf "%.2f", n * 8 / u }')"
 		done
 	done
-	if [[ -n $(sed -n 's/^wan_smooth_zoffsite_us=//p' "$RESULTS") ]]; then
+	if [[ -n $(sed -n 's/^wan_[a-z]*_zoffsite_us=//p' "$RESULTS") ]]; then
 		record wan_status ok
 	else
 		record wan_status failed
