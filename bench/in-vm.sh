@@ -778,13 +778,17 @@ memory() {
 
 # ---------------------------------------------------------------------------
 # e. the bandwidth limit, honestly kept: `bandwidth_limit = BENCH_BW_LIMIT`
-# (1MiB/s) over a full send of BENCH_BW_MIB (24) MiB. What counts is the
-# stream the box receives: the bytes `zfs receive` there has read (its
-# rchar in /proc, exact, without SSH's, TCP's or WireGuard's overhead),
-# sampled every 50 ms. The average runs from the last sample before its
-# first byte to the first sample with its last; a one-second window is
-# every pair of samples at least 1 s apart (the first such after each),
-# so a burst cannot fall between windows.
+# (1MiB/s) over a full send of BENCH_BW_MIB (24) MiB. What counts is what
+# the source puts on the line: the bytes the source's ssh has read from
+# zoffsite (its rchar in /proc: the stream and its frame headers, without
+# SSH's, TCP's or WireGuard's overhead), sampled every 50 ms. (The box's
+# `zfs receive` is the wrong place: when it stalls, the pipes and SSH's
+# window fill, and it then reads them in a burst the line never carried.)
+# The stream's part: from the last sample before the first 64 KiB (the
+# session's listing comes first) to the first within 64 KiB of the end
+# (the confirmation exchange after it); a one-second window is every pair
+# of samples at least 1 s apart (the first such after each), so a burst
+# cannot fall between windows.
 
 # bw_sample PATTERN: "microseconds rchar" lines of the newest process whose
 # command line matches PATTERN (waiting up to 120 s for it), until it ends.
@@ -822,7 +826,8 @@ bwlimit() {
 	local snap bytes
 	snap=$(zname "$(date +%s)")
 	zfs snapshot "$SRC/bw@$snap"
-	bytes=$(zfs send -nP -w "$SRC/bw@$snap" | awk '$1 == "size" {print $2}')
+	# Exact (-nP estimates): the sampler must see at least all of it.
+	bytes=$(zfs send -w "$SRC/bw@$snap" | wc -c)
 	write_config "$WORK/bw.toml" "$SRC/bw"
 	printf 'bandwidth_limit = "%s"\n' "$limit" >>"$WORK/bw.toml"
 	settle_box
@@ -830,7 +835,7 @@ bwlimit() {
 	record bwlimit_limit_bps "$limit_bps"
 	record bwlimit_stream_bytes "$bytes"
 	local samples=$WORK/bw.samples us
-	bw_sample "receive -u.* $BOX/z/" >"$samples" &
+	bw_sample "^ssh .*zoffsite serve\$" >"$samples" &
 	local sampler=$!
 	acct_on "$WORK/acct-bw"
 	if timed us zoffsite_backup "$WORK/bw.toml"; then
@@ -846,8 +851,8 @@ bwlimit() {
 			END {
 				n = NR
 				if (n < 3) { print "nan nan 0"; exit }
-				s = 1; for (i = 1; i <= n; i++) if (r[i] > 0) { s = (i > 1) ? i - 1 : 1; break }
-				e = n; for (i = 1; i <= n; i++) if (r[i] == r[n]) { e = i; break }
+				s = 1; for (i = 1; i <= n; i++) if (r[i] >= 65536) { s = (i > 1) ? i - 1 : 1; break }
+				e = n; for (i = 1; i <= n; i++) if (r[i] >= r[n] - 65536) { e = i; break }
 				avg = (t[e] > t[s]) ? (r[e] - r[s]) / (t[e] - t[s]) : 0
 				max = 0; j = s
 				for (i = s; i <= e; i++) {
