@@ -1008,6 +1008,24 @@ wan() {
 # ---------------------------------------------------------------------------
 # b. no-op run, 50 ms RTT
 
+# accounted_noop NAME I CONFIG: scenario NAME's repetition I of a timed,
+# accounted no-op run of CONFIG. Appends to the caller's z_times and z_acct
+# and records how many datasets it found up to date, or sets z_failed.
+accounted_noop() {
+	local name=$1 i=$2 cfg=$3 us
+	acct_on "$WORK/acct-$name$i"
+	if timed us zoffsite_backup "$cfg" --json; then
+		acct_off
+		z_acct+=("$WORK/acct-$name$i")
+		z_times+=("$us")
+		# A no-op must send nothing: every dataset up to date.
+		record "${name}_zoffsite_run${i}_up_to_date" "$(grep -c '"kind": "up_to_date"' "$WORK/last.out" || true)"
+	else
+		acct_off
+		z_failed=$(error_line)
+	fi
+}
+
 # syncoid_noop REP: one syncoid no-op over the whole tree, stopped after
 # SYNCOID_CAP seconds. syncoid handles datasets one after the other with
 # several SSH commands each (about 6 per dataset for a no-op), so under
@@ -1108,17 +1126,7 @@ noop() {
 		for who in "${order[@]}"; do
 			if [[ $who == z ]]; then
 				[[ -z $z_failed ]] || continue
-				acct_on "$WORK/acct-noop$i"
-				if timed us zoffsite_backup "$cfg" --json; then
-					acct_off
-					z_acct+=("$WORK/acct-noop$i")
-					z_times+=("$us")
-					# A no-op must send nothing: every dataset up to date.
-					record "noop_zoffsite_run${i}_up_to_date" "$(grep -c '"kind": "up_to_date"' "$WORK/last.out" || true)"
-				else
-					acct_off
-					z_failed=$(error_line)
-				fi
+				accounted_noop noop "$i" "$cfg"
 				# The floor: the least any tool must do to confirm a no-op
 				# (log in once, list what the box holds) over the same
 				# tunnel and netem, with the same listing serve makes.
@@ -1240,6 +1248,7 @@ history() {
 	if ((HIST_SNAPSHOTS > 1)); then
 		# Each bash: the oldest and newest names ($0, $1), then from xargs
 		# a dataset ($2) and where it goes ($3).
+		# shellcheck disable=SC2016 # expanded by the inner bash, from its argv
 		zfs list -H -o name -r "$SRC/hist" | while read -r ds; do
 			printf '%s %s\n%s %s\n' "$ds" "$BOX/z/$ds" "$ds" "$BOX/z2/$ds"
 		done | xargs -P 16 -n 2 bash -c 'set -o pipefail; zfs send -w -I "@$0" "$2@$1" | zfs receive -u "$3"' \
@@ -1298,16 +1307,7 @@ CONFIG
 		for who in "${order[@]}"; do
 			if [[ $who == z ]]; then
 				[[ -z $z_failed ]] || continue
-				acct_on "$WORK/acct-hist$i"
-				if timed us zoffsite_backup "$cfg" --json; then
-					acct_off
-					z_acct+=("$WORK/acct-hist$i")
-					z_times+=("$us")
-					record "history_zoffsite_run${i}_up_to_date" "$(grep -c '"kind": "up_to_date"' "$WORK/last.out" || true)"
-				else
-					acct_off
-					z_failed=$(error_line)
-				fi
+				accounted_noop history "$i" "$cfg"
 			elif timed us history_floor; then
 				f_times+=("$us")
 			fi
