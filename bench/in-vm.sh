@@ -162,6 +162,7 @@ cleanup() {
 	# Stop a scenario still running in the background (interrupted run).
 	jobs -p | xargs -r kill 2>/dev/null
 	if ((TOPO_UP)); then "$TOPOLOGY" down "$STATE" >/dev/null 2>&1; fi
+	((!${BOX_TOML_MADE:-0})) || rm -f /etc/zoffsite/box.toml
 	local p
 	for p in "${POOLS_MADE[@]}"; do zpool destroy -f "$p"; done
 	rm -rf "$WORK"
@@ -245,6 +246,29 @@ set_forced_command() {
 	[[ -z $EXTRA_AUTH ]] || printf '%s\n' "$EXTRA_AUTH" >>"$AUTHORIZED_KEYS"
 }
 set_forced_command
+
+# A real box has box.toml, and serve reads its max_age (how often a
+# dataset's heartbeat is written again). The box root's is the default
+# path; a second root (the long history's second target) gets its own,
+# passed with -c (serve_cmd).
+BOX_TOML_MADE=0
+if [[ ! -e /etc/zoffsite/box.toml ]]; then
+	mkdir -p /etc/zoffsite
+	printf 'root = "%s"\n' "$BOX/z" >/etc/zoffsite/box.toml
+	chmod 0644 /etc/zoffsite/box.toml
+	BOX_TOML_MADE=1
+fi
+# serve_cmd ROOT: the forced command serving ROOT, with its box.toml.
+serve_cmd() {
+	if [[ $1 == "$BOX/z" ]]; then
+		echo "$ZOFFSITE_BIN serve --root $1"
+	else
+		local cfg=$WORK/box-${1##*/}.toml
+		[[ -e $cfg ]] || printf 'root = "%s"\n' "$1" >"$cfg"
+		chmod 0644 "$cfg"
+		echo "$ZOFFSITE_BIN -c $cfg serve --root $1"
+	fi
+}
 
 
 # syncoid as one would run it against this box: existing snapshots only (it
@@ -588,7 +612,7 @@ count_shim() {
 
 # The forced command of a box root with the counting wrappers on its PATH.
 counted_serve() { # ROOT SHIM_DIR
-	echo "env PATH=$2:/usr/sbin:/usr/bin:/sbin:/bin $ZOFFSITE_BIN serve --root $1"
+	echo "env PATH=$2:/usr/sbin:/usr/bin:/sbin:/bin $(serve_cmd "$1")"
 }
 
 # summarize_counts LOG: "N (list x2, get x1, ...)" for a report cell.
@@ -1227,7 +1251,7 @@ history() {
 	local key2=$WORK/hist_key2
 	ssh-keygen -q -t ed25519 -N '' -C zoffsite-bench-target2 -f "$key2"
 	zfs list "$BOX/z2" >/dev/null 2>&1 || zfs create -o canmount=off "$BOX/z2"
-	EXTRA_AUTH="restrict,command=\"$ZOFFSITE_BIN serve --root $BOX/z2\" $(<"$key2.pub")"
+	EXTRA_AUTH="restrict,command=\"$(serve_cmd "$BOX/z2")\" $(<"$key2.pub")"
 	set_forced_command
 
 	# Both boxes hold the whole history, made locally (as for the no-op):

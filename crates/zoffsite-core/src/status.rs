@@ -14,7 +14,10 @@
 //! source's, so a dataset is stale only when neither the box's newest
 //! snapshot nor such a confirmation of it is younger than `max_age`
 //! (`confirmed`). The record is the source's own, written only after the
-//! box reported the snapshot's GUID; nothing the box says can set it.
+//! box reported the snapshot's GUID; nothing the box says can set it. It
+//! is written only when due ([`confirmation_due`]): `confirmed` may lag
+//! the last run by an eighth of `max_age`, which only makes a dataset
+//! stale sooner.
 
 use std::collections::BTreeMap;
 
@@ -100,6 +103,20 @@ pub fn confirmed_property(target: &str) -> String {
         }
     }
     p
+}
+
+/// Whether a backup run must record its confirmation, at `now`, of a
+/// snapshot created at `creation` whose recorded confirmation is `stored`
+/// (both source clock). [`evaluate`] ages the box's copy by the later of
+/// the two, so the run writes only when that is due again
+/// ([`crate::boxside::check_in_due`]) by the target's `max_age`
+/// ([`crate::boxside::check_in_refresh`]): a run that just sent the
+/// snapshot, or confirmed it within the refresh, writes nothing, and
+/// `status` then sees a confirmation at most the refresh older than the
+/// run, which only makes it report stale that much earlier.
+pub fn confirmation_due(creation: i64, stored: Option<i64>, now: i64, max_age: std::time::Duration) -> bool {
+    let latest = stored.map_or(creation, |t| t.max(creation));
+    crate::boxside::check_in_due(Some(latest), now, crate::boxside::check_in_refresh(max_age))
 }
 
 /// The confirmations of one target as `zfs get -s local -o name,value` of
@@ -282,6 +299,28 @@ mod tests {
         let c = parse_confirmations(&rows);
         assert_eq!(c.len(), 1, "{c:?}");
         assert_eq!(c[&Snapshot::new("tank/a@zoffsite-1").unwrap()], 1_795_000_000);
+    }
+
+    #[test]
+    fn a_confirmation_is_recorded_again_only_once_status_would_see_it_an_eighth_of_max_age_old() {
+        let day = std::time::Duration::from_secs(86400);
+        let now = 1_800_000_000;
+        assert!(!confirmation_due(now - 60, None, now, day), "just sent: its creation says as much");
+        assert!(confirmation_due(now - 3 * 3600, None, now, day), "older than 3h, never confirmed");
+        assert!(!confirmation_due(now - 30 * 86400, Some(now - 3600), now, day), "confirmed an hour ago");
+        assert!(confirmation_due(now - 30 * 86400, Some(now - 3 * 3600), now, day));
+        assert!(confirmation_due(now - 30 * 86400, Some(now + 86400), now, day), "a confirmation from the future");
+        // What status makes of it, either way: never later than recording
+        // every run, and at most the refresh earlier.
+        let (creation, last_run) = (now - 30 * 86400, now - 2 * 3600);
+        let snap = snap("tank/a@zoffsite-1", 1, 1, creation);
+        let judge = |stored: i64, at: i64| {
+            let c = BTreeMap::from([(snap.snapshot.clone(), stored)]);
+            evaluate(&snap.snapshot.dataset, std::slice::from_ref(&snap), &[], Some(&remote(&[1])), &c, at, 86400).state
+        };
+        assert!(!confirmation_due(creation, Some(last_run), now, day), "this run writes nothing");
+        assert_eq!(judge(last_run, now + 86400 - 2 * 3600), State::Current);
+        assert_eq!(judge(last_run, now + 86400 - 2 * 3600 + 1), State::Stale, "2h before recording every run would");
     }
 
     #[test]

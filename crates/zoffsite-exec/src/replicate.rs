@@ -618,7 +618,7 @@ impl Sends<'_> {
             });
             let anchored = (!dry_run).then(|| {
                 let anchored = anchor_chain(zfs, &target.name, &confirmed, source_snaps, bookmarks, held);
-                (anchored, record_confirmations(zfs, &target.name, &confirmed, now))
+                (anchored, record_confirmations(zfs, target, &confirmed, now))
             });
             (closing.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), anchored)
         });
@@ -724,13 +724,32 @@ fn anchor_chain(
 /// [`confirmed_property`](zoffsite_core::status::confirmed_property): from
 /// then on the box held data at least as new as the source's (the run's
 /// own snapshot, or the newest one when nothing had changed since), which
-/// is what `status` ages the box's copy by. One `zfs set` for all of them.
-fn record_confirmations(zfs: &Zfs, target: &str, confirmed: &[&SnapshotRow], now: i64) -> Result<(), ZfsError> {
-    if confirmed.is_empty() {
+/// is what `status` ages the box's copy by. Only where that is due again
+/// ([`zoffsite_core::status::confirmation_due`]): a snapshot this run
+/// sent is as new as its creation says, and one confirmed within the
+/// refresh needs no new record; each `zfs set` is a pool sync per
+/// snapshot. The recorded values are read only for snapshots older than
+/// the refresh. One `zfs get` and one `zfs set` at most.
+fn record_confirmations(zfs: &Zfs, target: &Target, confirmed: &[&SnapshotRow], now: i64) -> Result<(), ZfsError> {
+    use zoffsite_core::status::{confirmation_due, confirmed_property, parse_confirmations};
+    let prop = confirmed_property(&target.name);
+    let old: Vec<&SnapshotRow> =
+        confirmed.iter().copied().filter(|c| confirmation_due(c.creation, None, now, target.max_age)).collect();
+    if old.is_empty() {
         return Ok(());
     }
-    let names: Vec<String> = confirmed.iter().map(|c| c.snapshot.to_string()).collect();
-    zfs.set_user_property(&names, &zoffsite_core::status::confirmed_property(target), &now.to_string())
+    let names: Vec<String> = old.iter().map(|c| c.snapshot.to_string()).collect();
+    let rows: Vec<(String, String)> = zfs.local_values(&names, &prop)?.into_iter().collect();
+    let stored = parse_confirmations(&rows);
+    let due: Vec<String> = old
+        .iter()
+        .filter(|c| confirmation_due(c.creation, stored.get(&c.snapshot).copied(), now, target.max_age))
+        .map(|c| c.snapshot.to_string())
+        .collect();
+    if due.is_empty() {
+        return Ok(());
+    }
+    zfs.set_user_property(&due, &prop, &now.to_string())
 }
 
 /// The confirmations [`record_confirmations`] made for `target` of the

@@ -39,6 +39,9 @@ const DAY: i64 = 86_400;
 const T0: i64 = 1_767_225_600;
 /// The box's `max_age` (box.toml's default).
 const BOX_MAX_AGE: Duration = Duration::from_secs(48 * 3600);
+/// How old a heartbeat the box's `serve` writes again, as box.toml's
+/// default `max_age` makes it (6 h).
+const REFRESH: Duration = BOX_MAX_AGE.checked_div(8).unwrap();
 
 /// A source and one box ("friend"), each with a clock the test moves.
 struct World {
@@ -74,7 +77,11 @@ impl World {
     /// A session to the box, its `serve` on the box's clock.
     fn session(&self) -> zoffsite_exec::proto::client::Session {
         let clock = self.box_clock.clone();
-        self.the_box.connect_with(move |srv| srv.with_clock(Arc::new(move || clock.load(Ordering::SeqCst)))).0
+        self.the_box
+            .connect_with(move |srv| {
+                srv.with_clock(Arc::new(move || clock.load(Ordering::SeqCst))).with_heartbeat_refresh(REFRESH)
+            })
+            .0
     }
 
     /// One `zoffsite backup` run, now.
@@ -82,7 +89,10 @@ impl World {
         let (b, clock) = (self.the_box.clone(), self.box_clock.clone());
         let connect: Arc<Connect> = Arc::new(move |_t: &Target| {
             let clock = clock.clone();
-            Ok(b.connect_with(move |srv| srv.with_clock(Arc::new(move || clock.load(Ordering::SeqCst)))).0)
+            Ok(b.connect_with(move |srv| {
+                srv.with_clock(Arc::new(move || clock.load(Ordering::SeqCst))).with_heartbeat_refresh(REFRESH)
+            })
+            .0)
         });
         let opts = Options {
             dry_run: false,
@@ -169,7 +179,7 @@ fn a_run_that_finds_nothing_changed_keeps_status_and_box_check_from_calling_it_s
     assert_eq!(r.targets[0].heartbeat, Some(1), "the box recorded the first run's heartbeat");
     let first = w.newest();
     let confirmed = status::confirmed_property("friend");
-    assert_eq!(w.src.local(&first, &confirmed), Some(T0.to_string()), "the run's confirmation, on its snapshot");
+    assert_eq!(w.src.local(&first, &confirmed), None, "the run's own snapshot: its creation confirms as much");
     assert_eq!(w.box_heartbeat(&w.the_box.at(DS)), Some(T0));
     assert_eq!(w.box_heartbeat("offsite/home"), Some(T0));
 
@@ -203,6 +213,43 @@ fn a_run_that_finds_nothing_changed_keeps_status_and_box_check_from_calling_it_s
     let (f, _) = w.box_check();
     assert!(stale(&f), "{f:?}");
     assert!(f[0].to_string().contains("(the source last checked in for it 3d 1h ago)"), "{}", f[0]);
+}
+
+#[test]
+fn hourly_runs_that_find_nothing_changed_write_only_every_few_hours_and_nobody_alarms() {
+    let _one = serial();
+    let mut w = World::new();
+    w.run();
+    let sets = |f: &FakeZfs| f.log().lines().filter(|l| l.starts_with("set ")).count();
+    let (mut src_writes, mut box_writes) = (Vec::new(), Vec::new());
+    // Two days of hourly runs, nothing changing: status (max_age 26h) and
+    // box check (48h) are asked just before each run.
+    for hour in 1..=48 {
+        w.wait(3600);
+        let (st, _) = w.status();
+        assert_eq!(st.state, State::Current, "hour {hour}: {st:?}");
+        let (f, _) = w.box_check();
+        assert_eq!(f, [], "hour {hour}: {f:?}");
+        w.src.clear_log();
+        w.the_box.fake.clear_log();
+        let (r, ev) = w.run();
+        assert!(ev.errors.is_empty() && ev.warnings.is_empty(), "hour {hour}: {:?} {:?}", ev.errors, ev.warnings);
+        assert_eq!((r.snapshot.is_none(), r.targets[0].heartbeat), (true, Some(1)), "hour {hour}");
+        if sets(&w.src) > 0 {
+            src_writes.push(hour);
+        }
+        // The box writes its root's heartbeat (the last check-in) every
+        // run; the dataset's only when due.
+        let beat = w.the_box.fake.log().lines().any(|l| l.starts_with("set ") && l.contains(&w.the_box.at(DS)));
+        if beat {
+            box_writes.push(hour);
+        }
+        assert_eq!(w.box_heartbeat("offsite/home"), Some(w.now), "hour {hour}");
+    }
+    // The source's refresh is 26h / 8 = 3h15m, so every 4th run writes
+    // (the first when the snapshot itself is 4h old); the box's 6h.
+    assert_eq!(src_writes, (1..=12).map(|i| 4 * i).collect::<Vec<_>>());
+    assert_eq!(box_writes, [6, 12, 18, 24, 30, 36, 42, 48]);
 }
 
 #[test]

@@ -82,6 +82,11 @@ impl Command {
                 a.config = or(boxside::DEFAULT_PATH);
                 return true;
             }
+            // Read only for its max_age (heartbeat refresh), and optional.
+            Command::Serve(a) => {
+                a.config = or(boxside::DEFAULT_PATH);
+                return true;
+            }
             // Its side decides the default.
             Command::Doctor(a) => {
                 a.config = given;
@@ -90,7 +95,6 @@ impl Command {
             Command::Box(
                 BoxCommand::Init(_) | BoxCommand::Apply(_) | BoxCommand::Image(_) | BoxCommand::Install(_),
             )
-            | Command::Serve(_)
             | Command::Dist(_) => return false,
         };
         *slot = or(config::DEFAULT_PATH);
@@ -367,6 +371,10 @@ pub(crate) struct ServeArgs {
     /// `ROOT/tank/x`. Nothing outside it is ever touched.
     #[arg(long, value_name = "DATASET")]
     pub root: Dataset,
+    /// The box's config (from -c, ZOFFSITE_CONFIG or the default), read
+    /// only for `max_age`: how often a heartbeat is written again. Optional.
+    #[arg(skip)]
+    pub config: std::path::PathBuf,
 }
 
 #[derive(Subcommand)]

@@ -25,7 +25,9 @@
 //!   bytes. Whatever goes wrong is an answer, never the end of the session.
 //! - A heartbeat ([`Request::Heartbeat`]) is recorded
 //!   ([`HEARTBEAT_PROPERTY`], the box's clock) only on the root and on each
-//!   named dataset whose newest snapshot, listed afresh, has the named GUID:
+//!   named dataset whose newest snapshot (the session's listing, taken
+//!   again after anything it wrote) has the named GUID, a dataset's only
+//!   once its recorded one is [`Server::with_heartbeat_refresh`] old:
 //!   the source's word that nothing is missing, which `box check` takes as
 //!   an excuse for no new data for a bounded time only
 //!   ([`zoffsite_core::boxside`], "Heartbeats").
@@ -122,6 +124,15 @@ pub struct Server<R: Input, W: Write> {
     /// (there once the first heartbeat came), is written at most once per
     /// session.
     heard: BTreeSet<Dataset>,
+    /// The snapshots under the root as this session last listed them, while
+    /// it has written nothing since (a receive or an abort drops it): what
+    /// a heartbeat checks the source's GUIDs against, so that a run that
+    /// received nothing lists the box once, not twice.
+    listed: Option<Vec<SnapshotRow>>,
+    /// How old a dataset's recorded heartbeat may be before a heartbeat
+    /// writes it again ([`boxside::check_in_refresh`] of box.toml's
+    /// `max_age`); zero: every heartbeat writes every dataset it names.
+    heartbeat_refresh: std::time::Duration,
     input: R,
     output: W,
 }
@@ -140,6 +151,8 @@ impl<R: Input, W: Write> Server<R, W> {
             audit: (PathBuf::from(AUDIT_PATH), 0),
             clock: std::sync::Arc::new(|| jiff::Timestamp::now().as_second()),
             heard: BTreeSet::new(),
+            listed: None,
+            heartbeat_refresh: std::time::Duration::ZERO,
             input,
             output,
         }
@@ -149,6 +162,15 @@ impl<R: Input, W: Write> Server<R, W> {
     /// that play out days of receives and heartbeats.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Writes a dataset's heartbeat again only once the recorded one is
+    /// `refresh` old ([`boxside::check_in_refresh`] of box.toml's
+    /// `max_age`): the box's check then sees a heartbeat at most that much
+    /// older than the source's last, which only brings its alarm earlier.
+    pub fn with_heartbeat_refresh(mut self, refresh: std::time::Duration) -> Self {
+        self.heartbeat_refresh = refresh;
         self
     }
 
@@ -255,9 +277,14 @@ impl<R: Input, W: Write> Server<R, W> {
 
     /// Records the source's heartbeat (the module docs): the box's clock
     /// on the root, and on each named dataset whose newest snapshot under
-    /// the root, by `createtxg` in a listing taken now, has the named GUID.
-    /// Returns how many datasets that was. A name given twice, or more than
-    /// [`MAX_LIST_DATASETS`] names, is refused whole.
+    /// the root, by `createtxg`, has the named GUID, where its recorded
+    /// heartbeat is due ([`boxside::check_in_due`]). The listing is this
+    /// session's own when it has written nothing since it listed (a receive
+    /// in another session meanwhile can only make a dataset's newest newer
+    /// than the one named: recording the heartbeat there too excuses
+    /// nothing that did not arrive), else taken now. Returns how many
+    /// datasets have the named GUID as their newest. A name given twice, or
+    /// more than [`MAX_LIST_DATASETS`] names, is refused whole.
     fn heartbeat(&mut self, asked: &[HeartbeatDataset]) -> Result<u32, Reject> {
         if asked.len() > MAX_LIST_DATASETS {
             return Err(Reject::new(
@@ -277,35 +304,45 @@ impl<R: Input, W: Write> Server<R, W> {
                 ));
             }
         }
-        let mut newest: BTreeMap<Dataset, (u64, Guid)> = BTreeMap::new();
-        if !wanted.is_empty() {
-            let (_, snapshots) = self.zfs.list_box(&self.root)?;
-            for s in snapshots.into_iter().filter(|s| wanted.contains_key(&s.snapshot.dataset)) {
-                let e = newest.entry(s.snapshot.dataset).or_insert((s.createtxg, s.guid));
-                if s.createtxg > e.0 {
-                    *e = (s.createtxg, s.guid);
-                }
+        let mut newest: BTreeMap<&Dataset, (u64, Guid)> = BTreeMap::new();
+        if !wanted.is_empty() && self.listed.is_none() {
+            self.listed = Some(self.zfs.list_box(&self.root)?.1);
+        }
+        for s in self.listed.iter().flatten().filter(|s| wanted.contains_key(&s.snapshot.dataset)) {
+            let e = newest.entry(&s.snapshot.dataset).or_insert((s.createtxg, s.guid));
+            if s.createtxg > e.0 {
+                *e = (s.createtxg, s.guid);
             }
         }
-        let current: Vec<String> = wanted
+        let current: Vec<&Dataset> = wanted
             .iter()
-            .filter(|(ds, guid)| newest.get(*ds).is_some_and(|(_, g)| g == *guid))
-            .map(|(ds, _)| ds.to_string())
+            .filter(|(ds, guid)| newest.get(ds).is_some_and(|(_, g)| g == *guid))
+            .map(|(ds, _)| ds)
             .collect();
+        // The clock is read only for a heartbeat that may write.
+        let now = if first || !current.is_empty() { (self.clock)() } else { 0 };
+        // Only the heartbeats that are due: the others were written less
+        // than the refresh ago. Read only when it can spare a write.
+        let due: Vec<&Dataset> = if self.heartbeat_refresh.is_zero() || current.is_empty() {
+            current.clone()
+        } else {
+            let stored = boxside::parse_heartbeats(&self.root, &self.zfs.box_heartbeats(&self.root)?);
+            boxside::heartbeats_due(current.iter().copied(), &stored, now, self.heartbeat_refresh)
+        };
         // Each name at most once a session, the root with the first
         // heartbeat: a source that repeats heartbeats (each `zfs set` is
         // a pool sync and a line of `zpool history`) gets no more writes
         // than datasets the box holds.
-        self.heard.extend(wanted.keys().cloned());
         self.heard.insert(self.root.clone());
         let first_root = first.then(|| self.root.to_string());
-        let names: Vec<String> = first_root.into_iter().chain(current.iter().cloned()).collect();
+        let names: Vec<String> = first_root.into_iter().chain(due.iter().map(ToString::to_string)).collect();
+        let (recorded, written, of) = (current.len(), due.len(), wanted.len());
+        self.heard.extend(wanted.into_keys());
         if !names.is_empty() {
-            let now = (self.clock)();
             self.zfs.set_user_property(&names, HEARTBEAT_PROPERTY, &now.to_string())?;
         }
-        tracing::info!(datasets = current.len(), of = wanted.len(), "heartbeat");
-        Ok(u32::try_from(current.len()).unwrap_or(u32::MAX))
+        tracing::info!(datasets = recorded, of, written, "heartbeat");
+        Ok(u32::try_from(recorded).unwrap_or(u32::MAX))
     }
 
     fn list_tree(&mut self, asked: &Dataset) -> Result<Vec<RemoteDataset>, Reject> {
@@ -377,35 +414,25 @@ impl<R: Input, W: Write> Server<R, W> {
                 return Err(Fatal::Refused(msg.into()));
             }
         }
-        // The root must exist before anything is received under it; serve
-        // never creates it (that is the box owner's decision).
-        let usable = self.zfs.exists(&self.root);
-        if !matches!(usable, Ok(true)) {
-            let why = match usable {
-                Err(e) => e.to_string(),
-                Ok(_) => "it does not exist".into(),
-            };
-            let msg = format!(
-                "box root {} is not usable ({why}). On the box, create it: zfs create -o canmount=off -o mountpoint=none {}",
+        // The root must exist before anything is received under it (serve
+        // never creates it: that is the box owner's decision), with
+        // mountpoint=none: placeholders inherit it, so nothing under the
+        // root can ever be mounted on the box. One `zfs get` tells both.
+        let fix = format!("zfs create -o canmount=off -o mountpoint=none {}", self.root);
+        let why = match self.zfs.get_value(self.root.as_str(), "mountpoint") {
+            Ok(m) if m == "none" => None,
+            Ok(m) => Some(format!(
+                "box root {} must have mountpoint=none so that nothing under it is ever mounted (it is {m:?}); on the box run: zfs set mountpoint=none {}",
                 self.root, self.root
-            );
+            )),
+            Err(ZfsError::NotFound { .. }) => {
+                Some(format!("box root {} is not usable (it does not exist). On the box, create it: {fix}", self.root))
+            }
+            Err(e) => Some(format!("box root {} is not usable ({e}). On the box, create it: {fix}", self.root)),
+        };
+        if let Some(msg) = why {
             self.reject(Reject::new(ErrorCode::Root, msg.clone()))?;
             return Err(Fatal::Refused(msg));
-        }
-        // Placeholders inherit the root's mountpoint; with `none` nothing
-        // under the root can ever be mounted on the box.
-        match self.zfs.get_value(self.root.as_str(), "mountpoint") {
-            Ok(m) if m == "none" => {}
-            other => {
-                let msg = format!(
-                    "box root {} must have mountpoint=none so that nothing under it is ever mounted (it is {}); on the box run: zfs set mountpoint=none {}",
-                    self.root,
-                    other.map_or_else(|e| e.to_string(), |m| format!("{m:?}")),
-                    self.root
-                );
-                self.reject(Reject::new(ErrorCode::Root, msg.clone()))?;
-                return Err(Fatal::Refused(msg));
-            }
         }
         self.reply(&Response::Hello {
             protocol: PROTOCOL_NAME.into(),
@@ -421,6 +448,7 @@ impl<R: Input, W: Write> Server<R, W> {
             return Err(Reject::new(ErrorCode::Protocol, format!("at most {MAX_LIST_DATASETS} datasets per list")));
         }
         let (datasets, snapshots) = self.zfs.list_box(&self.root)?;
+        self.listed = Some(snapshots.clone());
         let tokens: BTreeMap<Dataset, Option<String>> =
             datasets.into_iter().map(|r| (r.dataset, r.resume_token)).collect();
         let mut snaps: BTreeMap<Dataset, Vec<RemoteSnapshot>> = BTreeMap::new();
@@ -457,6 +485,7 @@ impl<R: Input, W: Write> Server<R, W> {
     /// Discards partial-receive state of one dataset under the root, and
     /// only if it has some: this cannot touch received snapshots.
     fn abort(&mut self, dataset: &Dataset) -> Result<(), Reject> {
+        self.listed = None;
         let target = self.root.join(dataset).map_err(|e| Reject::new(ErrorCode::Refused, e.to_string()))?;
         let _lock = self.lock_dataset(&target)?;
         let partial =
@@ -488,6 +517,8 @@ impl<R: Input, W: Write> Server<R, W> {
         from: Option<Guid>,
         resume: bool,
     ) -> Result<(), Fatal> {
+        // Whatever happens below may change what the box holds.
+        self.listed = None;
         let target = match self.root.join(dataset).and_then(|t| t.snapshot(snapshot).map(|_| t)) {
             Ok(t) => t,
             Err(e) => {
@@ -928,19 +959,38 @@ mod tests {
         zfs: FakeZfs,
         /// The audit file its server hands over (none: the default path).
         audit: Option<PathBuf>,
+        /// Its server's heartbeat refresh (zero: none).
+        refresh: std::time::Duration,
+        /// Its server's clock (none: the real one).
+        now: std::cell::Cell<Option<i64>>,
     }
 
     impl Fake {
         fn new() -> Self {
             let zfs = FakeZfs::new();
             zfs.box_root("offsite/home");
-            Fake { zfs, audit: None }
+            Fake { zfs, audit: None, refresh: std::time::Duration::ZERO, now: std::cell::Cell::new(None) }
         }
 
         /// Its server hands over `path`, owned by whoever runs the tests.
         fn with_audit(mut self, path: PathBuf) -> Self {
             self.audit = Some(path);
             self
+        }
+
+        fn with_refresh(mut self, refresh: std::time::Duration) -> Self {
+            self.refresh = refresh;
+            self
+        }
+
+        /// Its next sessions run with the box's clock at `t`.
+        fn at(&self, t: i64) {
+            self.now.set(Some(t));
+        }
+
+        /// How many times its zfs listed something.
+        fn listings(&self) -> usize {
+            self.log().lines().filter(|l| l.starts_with("list ")).count()
         }
 
         fn with_mountpoint(mountpoint: &str) -> Self {
@@ -1017,6 +1067,10 @@ mod tests {
             if let Some(p) = &self.audit {
                 s = s.with_audit(p, crate::private::me());
             }
+            if let Some(t) = self.now.get() {
+                s = s.with_clock(std::sync::Arc::new(move || t));
+            }
+            s = s.with_heartbeat_refresh(self.refresh);
             let r = s.serve();
             let mut out = Cursor::new(s.output);
             let mut msgs = Vec::new();
@@ -1088,6 +1142,72 @@ mod tests {
         assert_eq!(msgs[1..], [Response::Heartbeat { recorded: 0 }]);
         assert_eq!(f.zfs.local(T, HEARTBEAT_PROPERTY), None);
         assert!(f.zfs.local("offsite/home", HEARTBEAT_PROPERTY).is_some());
+    }
+
+    /// A backup run's session: the listing, these receives, the heartbeat.
+    fn run(receives: &[(Request, &[u8])], beat: &[(&str, u64)]) -> Vec<u8> {
+        let mut v = hello();
+        protocol::write_msg(&mut v, &Request::List { datasets: vec![Dataset::new("tank/data").unwrap()] }).unwrap();
+        for (req, stream) in receives {
+            protocol::write_msg(&mut v, req).unwrap();
+            protocol::write_data(&mut v, stream).unwrap();
+            protocol::write_end(&mut v).unwrap();
+        }
+        let datasets = beat
+            .iter()
+            .map(|(n, g)| HeartbeatDataset { name: Dataset::new(*n).unwrap(), guid: Guid::new(*g).unwrap() })
+            .collect();
+        protocol::write_msg(&mut v, &Request::Heartbeat { datasets }).unwrap();
+        protocol::write_msg(&mut v, &Request::Bye).unwrap();
+        v
+    }
+
+    #[test]
+    fn a_run_that_received_nothing_lists_the_box_once_and_one_that_did_lists_again() {
+        let f = Fake::new().holding(&[("a", 11), ("b", 12)]);
+        let (r, msgs) = f.serve(run(&[], &[("tank/data", 12)]));
+        r.unwrap();
+        assert_eq!(msgs.last(), Some(&Response::Heartbeat { recorded: 1 }), "{msgs:?}");
+        assert_eq!(f.listings(), 1, "the heartbeat took the session's listing: {}", f.log());
+        // A receive since the listing: the heartbeat's listing must show
+        // it (the source names what it just sent, unknown to the first).
+        let f = Fake::new();
+        let (r, msgs) = f.serve(run(&[(request("s1", S1, None, false), RAW_FULL)], &[("tank/data", S1)]));
+        r.unwrap();
+        assert_eq!(msgs.last(), Some(&Response::Heartbeat { recorded: 1 }), "{msgs:?}");
+        assert!(f.zfs.local(T, HEARTBEAT_PROPERTY).is_some());
+        assert!(f.log().lines().rev().any(|l| l.starts_with("list ")) && f.listings() >= 2, "{}", f.log());
+    }
+
+    #[test]
+    fn with_a_refresh_a_heartbeat_is_written_again_only_once_the_recorded_one_is_that_old() {
+        let f = Fake::new().holding(&[("a", 11), ("b", 12)]).with_refresh(std::time::Duration::from_secs(6 * 3600));
+        let t0 = 1_800_000_000;
+        let beat = |f: &Fake, t: i64| {
+            f.at(t);
+            let (r, msgs) = f.serve(run(&[], &[("tank/data", 12)]));
+            r.unwrap();
+            assert_eq!(msgs.last(), Some(&Response::Heartbeat { recorded: 1 }), "recorded, written or not: {msgs:?}");
+            (f.zfs.local("offsite/home", HEARTBEAT_PROPERTY), f.zfs.local(T, HEARTBEAT_PROPERTY))
+        };
+        let v = |t: i64| Some(t.to_string());
+        assert_eq!(beat(&f, t0), (v(t0), v(t0)), "none recorded yet");
+        // An hour later: only the root (the last check-in, shown) moves.
+        assert_eq!(beat(&f, t0 + 3600), (v(t0 + 3600), v(t0)));
+        assert!(!f.log().lines().last().unwrap().contains(T), "{}", f.log());
+        assert_eq!(beat(&f, t0 + 6 * 3600 - 1), (v(t0 + 6 * 3600 - 1), v(t0)));
+        assert_eq!(beat(&f, t0 + 6 * 3600), (v(t0 + 6 * 3600), v(t0 + 6 * 3600)), "due again");
+        // A value forged ahead (box check would not take it) is replaced.
+        f.zfs.set(T, HEARTBEAT_PROPERTY, &(t0 + 30 * 86400).to_string());
+        assert_eq!(beat(&f, t0 + 7 * 3600).1, v(t0 + 7 * 3600));
+        // Without a refresh, every heartbeat writes (and reads nothing).
+        let f = Fake::new().holding(&[("b", 12)]);
+        f.at(t0);
+        f.serve(run(&[], &[("tank/data", 12)])).0.unwrap();
+        f.at(t0 + 60);
+        f.serve(run(&[], &[("tank/data", 12)])).0.unwrap();
+        assert_eq!(f.zfs.local(T, HEARTBEAT_PROPERTY), v(t0 + 60));
+        assert!(!f.log().contains("get -H -p -r"), "{}", f.log());
     }
 
     #[test]
@@ -1203,7 +1323,7 @@ mod tests {
         let (_dir, path) = audit_dir(text.as_bytes());
         let f = Fake::new().with_audit(path);
         assert_eq!(audit_answer(&f), Response::Audit { report: Some(text.to_owned()) });
-        assert_eq!(f.log().lines().count(), 3, "no zfs command for an audit, only the hello's two and the listing's");
+        assert_eq!(f.log().lines().count(), 2, "no zfs command for an audit, only the hello's one and the listing's");
     }
 
     #[test]
