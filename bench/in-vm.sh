@@ -162,7 +162,6 @@ cleanup() {
 	# Stop a scenario still running in the background (interrupted run).
 	jobs -p | xargs -r kill 2>/dev/null
 	if ((TOPO_UP)); then "$TOPOLOGY" down "$STATE" >/dev/null 2>&1; fi
-	((!${BOX_TOML_MADE:-0})) || rm -f /etc/zoffsite/box.toml
 	local p
 	for p in "${POOLS_MADE[@]}"; do zpool destroy -f "$p"; done
 	rm -rf "$WORK"
@@ -231,44 +230,29 @@ ssh-keygen -q -t ed25519 -N '' -C zoffsite-bench-baseline -f "$BENCH_KEY"
 FORCED_LINE=$(head -n 1 "$AUTHORIZED_KEYS")
 BENCH_LINE=$(cat "$BENCH_KEY.pub")
 # set_forced_command [CMD]: rewrite authorized_keys with the source key forced
-# to CMD (default: the topology's own `zoffsite serve --root`), plus the bench
+# to CMD (default: serve_cmd of the box root, as the topology forces it), plus the bench
 # key. sshd reads the file at every login, so the next session uses it.
 # A scenario may add lines of its own (EXTRA_AUTH: a second source key for a
 # second box root), kept by every rewrite until it clears them.
 EXTRA_AUTH=''
+# A real box has box.toml, and serve reads its max_age (how often a
+# dataset's heartbeat is written again): each box root here gets its own
+# (box.toml's defaults), passed with -c. Not /etc/zoffsite/box.toml: the
+# guest shares the host's root filesystem.
+# serve_cmd ROOT: the forced command serving ROOT, with its box.toml.
+serve_cmd() {
+	local cfg=$WORK/box-${1##*/}.toml
+	[[ -e $cfg ]] || printf 'root = "%s"\n' "$1" >"$cfg"
+	chmod 0644 "$cfg"
+	echo "$ZOFFSITE_BIN -c $cfg serve --root $1"
+}
 set_forced_command() {
 	local key=${FORCED_LINE#*\" }
-	if (($#)); then
-		printf 'restrict,command="%s" %s\n%s\n' "$1" "$key" "$BENCH_LINE" >"$AUTHORIZED_KEYS"
-	else
-		printf '%s\n%s\n' "$FORCED_LINE" "$BENCH_LINE" >"$AUTHORIZED_KEYS"
-	fi
+	printf 'restrict,command="%s" %s\n%s\n' "${1:-$(serve_cmd "$BOX/z")}" "$key" "$BENCH_LINE" >"$AUTHORIZED_KEYS"
 	[[ -z $EXTRA_AUTH ]] || printf '%s\n' "$EXTRA_AUTH" >>"$AUTHORIZED_KEYS"
 }
 set_forced_command
 
-# A real box has box.toml, and serve reads its max_age (how often a
-# dataset's heartbeat is written again). The box root's is the default
-# path; a second root (the long history's second target) gets its own,
-# passed with -c (serve_cmd).
-BOX_TOML_MADE=0
-if [[ ! -e /etc/zoffsite/box.toml ]]; then
-	mkdir -p /etc/zoffsite
-	printf 'root = "%s"\n' "$BOX/z" >/etc/zoffsite/box.toml
-	chmod 0644 /etc/zoffsite/box.toml
-	BOX_TOML_MADE=1
-fi
-# serve_cmd ROOT: the forced command serving ROOT, with its box.toml.
-serve_cmd() {
-	if [[ $1 == "$BOX/z" ]]; then
-		echo "$ZOFFSITE_BIN serve --root $1"
-	else
-		local cfg=$WORK/box-${1##*/}.toml
-		[[ -e $cfg ]] || printf 'root = "%s"\n' "$1" >"$cfg"
-		chmod 0644 "$cfg"
-		echo "$ZOFFSITE_BIN -c $cfg serve --root $1"
-	fi
-}
 
 
 # syncoid as one would run it against this box: existing snapshots only (it
@@ -475,7 +459,7 @@ calibration() {
 zoffsite_measured() {
 	local tag=$1 cfg=$2
 	shift 2
-	set_forced_command "/usr/bin/time -v -o $WORK/serve-$tag.time $SELF --hwm $WORK/serve-$tag.hwm $ZOFFSITE_BIN serve --root $BOX/z"
+	set_forced_command "/usr/bin/time -v -o $WORK/serve-$tag.time $SELF --hwm $WORK/serve-$tag.hwm $(serve_cmd "$BOX/z")"
 	local rc=0
 	ip netns exec "$HOME_NS" /usr/bin/time -v -o "$WORK/client-$tag.time" \
 		"$SELF" --hwm "$WORK/client-$tag.hwm" "$ZOFFSITE_BIN" backup -c "$cfg" "$@" || rc=$?
