@@ -115,6 +115,11 @@ pub fn confirmed_property(target: &str) -> String {
 /// `status` then sees a confirmation at most the refresh older than the
 /// run, which only makes it report stale that much earlier.
 pub fn confirmation_due(creation: i64, stored: Option<i64>, now: i64, max_age: std::time::Duration) -> bool {
+    // The run's own snapshot is taken after the run started: a creation
+    // within a clock step of `now` counts as `now`. A recorded value ahead
+    // of `now` is always due (check_in_due).
+    let tolerance = i64::try_from(crate::boxside::CLOCK_TOLERANCE.as_secs()).unwrap_or(i64::MAX);
+    let creation = if creation <= now.saturating_add(tolerance) { creation.min(now) } else { creation };
     let latest = stored.map_or(creation, |t| t.max(creation));
     crate::boxside::check_in_due(Some(latest), now, crate::boxside::check_in_refresh(max_age))
 }
@@ -174,10 +179,15 @@ pub fn evaluate(
     let age = known.as_ref().map(|p| now.saturating_sub(p.creation));
     // Only a snapshot carries a confirmation (a bookmark counts from its
     // creation).
+    // One dated further ahead than a clock step explains is not taken (a
+    // clock that went back, or a value set by hand): it would keep the
+    // dataset current until that date.
+    let ahead = now.saturating_add(i64::try_from(crate::boxside::CLOCK_TOLERANCE.as_secs()).unwrap_or(i64::MAX));
     let stamp = snaps
         .iter()
         .find(|r| r.snapshot.dataset == *dataset && Some(r.guid) == box_guid)
-        .and_then(|r| confirmations.get(&r.snapshot).copied());
+        .and_then(|r| confirmations.get(&r.snapshot).copied())
+        .filter(|t| *t <= ahead);
     let confirmed = known.as_ref().map(|p| stamp.map_or(p.creation, |t| t.max(p.creation)));
     let confirmed_age = confirmed.map(|c| now.saturating_sub(c).max(0));
     let state = match (box_guid, &known, confirmed_age) {
@@ -306,10 +316,12 @@ mod tests {
         let day = std::time::Duration::from_secs(86400);
         let now = 1_800_000_000;
         assert!(!confirmation_due(now - 60, None, now, day), "just sent: its creation says as much");
+        assert!(!confirmation_due(now + 90, None, now, day), "taken by this run, after it started");
         assert!(confirmation_due(now - 3 * 3600, None, now, day), "older than 3h, never confirmed");
         assert!(!confirmation_due(now - 30 * 86400, Some(now - 3600), now, day), "confirmed an hour ago");
         assert!(confirmation_due(now - 30 * 86400, Some(now - 3 * 3600), now, day));
         assert!(confirmation_due(now - 30 * 86400, Some(now + 86400), now, day), "a confirmation from the future");
+        assert!(confirmation_due(now - 60, Some(now + 86400), now, day), "even on a snapshot just taken");
         // What status makes of it, either way: never later than recording
         // every run, and at most the refresh earlier.
         let (creation, last_run) = (now - 30 * 86400, now - 2 * 3600);
@@ -321,6 +333,10 @@ mod tests {
         assert!(!confirmation_due(creation, Some(last_run), now, day), "this run writes nothing");
         assert_eq!(judge(last_run, now + 86400 - 2 * 3600), State::Current);
         assert_eq!(judge(last_run, now + 86400 - 2 * 3600 + 1), State::Stale, "2h before recording every run would");
+        // A confirmation dated ahead (a clock set back, a hand-made value)
+        // keeps nothing current past max_age.
+        assert_eq!(judge(now + 30 * 86400, now + 2 * 86400), State::Stale);
+        assert_eq!(judge(now + 5 * 60, now), State::Current, "a few minutes ahead: a clock step");
     }
 
     #[test]

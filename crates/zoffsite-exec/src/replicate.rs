@@ -729,26 +729,35 @@ fn anchor_chain(
 /// sent is as new as its creation says, and one confirmed within the
 /// refresh needs no new record; each `zfs set` is a pool sync per
 /// snapshot. The recorded values are read only for snapshots older than
-/// the refresh. One `zfs get` and one `zfs set` at most.
+/// the refresh. The first confirmed snapshot is always written: `status`
+/// takes the newest confirmation as the target's last backup run, which
+/// stays exact for the price of one name a run.
 fn record_confirmations(zfs: &Zfs, target: &Target, confirmed: &[&SnapshotRow], now: i64) -> Result<(), ZfsError> {
     use zoffsite_core::status::{confirmation_due, confirmed_property, parse_confirmations};
+    let Some(first) = confirmed.first() else { return Ok(()) };
     let prop = confirmed_property(&target.name);
     let old: Vec<&SnapshotRow> =
-        confirmed.iter().copied().filter(|c| confirmation_due(c.creation, None, now, target.max_age)).collect();
-    if old.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<String> = old.iter().map(|c| c.snapshot.to_string()).collect();
-    let rows: Vec<(String, String)> = zfs.local_values(&names, &prop)?.into_iter().collect();
-    let stored = parse_confirmations(&rows);
-    let due: Vec<String> = old
-        .iter()
-        .filter(|c| confirmation_due(c.creation, stored.get(&c.snapshot).copied(), now, target.max_age))
-        .map(|c| c.snapshot.to_string())
+        confirmed[1..].iter().copied().filter(|c| confirmation_due(c.creation, None, now, target.max_age)).collect();
+    let stored = if old.is_empty() {
+        BTreeMap::new()
+    } else {
+        let names: Vec<String> = old.iter().map(|c| c.snapshot.to_string()).collect();
+        // Unread, every one is written, as before there was a refresh.
+        match zfs.local_values(&names, &prop) {
+            Ok(rows) => parse_confirmations(&rows.into_iter().collect::<Vec<_>>()),
+            Err(e) => {
+                tracing::debug!("cannot read {prop} ({e}): writing every confirmation");
+                BTreeMap::new()
+            }
+        }
+    };
+    let due: Vec<String> = std::iter::once(first.snapshot.to_string())
+        .chain(
+            old.iter()
+                .filter(|c| confirmation_due(c.creation, stored.get(&c.snapshot).copied(), now, target.max_age))
+                .map(|c| c.snapshot.to_string()),
+        )
         .collect();
-    if due.is_empty() {
-        return Ok(());
-    }
     zfs.set_user_property(&due, &prop, &now.to_string())
 }
 

@@ -179,7 +179,7 @@ fn a_run_that_finds_nothing_changed_keeps_status_and_box_check_from_calling_it_s
     assert_eq!(r.targets[0].heartbeat, Some(1), "the box recorded the first run's heartbeat");
     let first = w.newest();
     let confirmed = status::confirmed_property("friend");
-    assert_eq!(w.src.local(&first, &confirmed), None, "the run's own snapshot: its creation confirms as much");
+    assert_eq!(w.src.local(&first, &confirmed), Some(T0.to_string()), "the run's date, on its first snapshot");
     assert_eq!(w.box_heartbeat(&w.the_box.at(DS)), Some(T0));
     assert_eq!(w.box_heartbeat("offsite/home"), Some(T0));
 
@@ -219,37 +219,53 @@ fn a_run_that_finds_nothing_changed_keeps_status_and_box_check_from_calling_it_s
 fn hourly_runs_that_find_nothing_changed_write_only_every_few_hours_and_nobody_alarms() {
     let _one = serial();
     let mut w = World::new();
+    // A second dataset (under the first, so the same config selects it):
+    // the first confirmed snapshot is written every run (it dates the
+    // target's last backup run), the others only when due.
+    let child = format!("{DS}/b");
+    w.src.create(&child, true).write(&child, 1000);
     w.run();
-    let sets = |f: &FakeZfs| f.log().lines().filter(|l| l.starts_with("set ")).count();
+    let child_box = w.the_box.at(&child);
     let (mut src_writes, mut box_writes) = (Vec::new(), Vec::new());
-    // Two days of hourly runs, nothing changing: status (max_age 26h) and
-    // box check (48h) are asked just before each run.
-    for hour in 1..=48 {
+    // Three days of hourly runs, nothing changing: status (max_age 26h)
+    // and box check (48h; the data is older than that from hour 48, and
+    // only the heartbeats keep it quiet) are asked just before each run.
+    for hour in 1..=72 {
         w.wait(3600);
         let (st, _) = w.status();
         assert_eq!(st.state, State::Current, "hour {hour}: {st:?}");
-        let (f, _) = w.box_check();
+        let (f, d) = w.box_check();
         assert_eq!(f, [], "hour {hour}: {f:?}");
+        assert!(d.iter().all(|d| d.excused == (hour > 48)), "hour {hour}: {d:?}");
         w.src.clear_log();
         w.the_box.fake.clear_log();
         let (r, ev) = w.run();
         assert!(ev.errors.is_empty() && ev.warnings.is_empty(), "hour {hour}: {:?} {:?}", ev.errors, ev.warnings);
-        assert_eq!((r.snapshot.is_none(), r.targets[0].heartbeat), (true, Some(1)), "hour {hour}");
-        if sets(&w.src) > 0 {
+        assert_eq!((r.snapshot.is_none(), r.targets[0].heartbeat), (true, Some(2)), "hour {hour}");
+        let src_sets: Vec<String> = w.src.log().lines().filter(|l| l.starts_with("set ")).map(str::to_owned).collect();
+        assert!(src_sets.iter().any(|l| l.contains(&format!("{DS}@"))), "hour {hour}: the run's date, every run");
+        if src_sets.iter().any(|l| l.contains(&format!("{child}@"))) {
             src_writes.push(hour);
         }
         // The box writes its root's heartbeat (the last check-in) every
-        // run; the dataset's only when due.
-        let beat = w.the_box.fake.log().lines().any(|l| l.starts_with("set ") && l.contains(&w.the_box.at(DS)));
-        if beat {
+        // run; a dataset's only when due.
+        if w.the_box.fake.log().lines().any(|l| l.starts_with("set ") && l.contains(&child_box)) {
             box_writes.push(hour);
         }
         assert_eq!(w.box_heartbeat("offsite/home"), Some(w.now), "hour {hour}");
     }
     // The source's refresh is 26h / 8 = 3h15m, so every 4th run writes
     // (the first when the snapshot itself is 4h old); the box's 6h.
-    assert_eq!(src_writes, (1..=12).map(|i| 4 * i).collect::<Vec<_>>());
-    assert_eq!(box_writes, [6, 12, 18, 24, 30, 36, 42, 48]);
+    assert_eq!(src_writes, (1..=18).map(|i| 4 * i).collect::<Vec<_>>());
+    assert_eq!(box_writes, (1..=12).map(|i| 6 * i).collect::<Vec<_>>());
+    // Runs stop: status counts from the last run's date (written on the
+    // first dataset every run), box check from the heartbeats.
+    let last = w.now;
+    w.wait(26 * 3600);
+    assert_eq!(w.status().0.state, State::Current, "26h after the last run");
+    w.wait(1);
+    let (st, _) = w.status();
+    assert_eq!((st.state, st.confirmed), (State::Stale, Some(last)));
 }
 
 #[test]

@@ -17,9 +17,10 @@ pub(crate) struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// The configuration file, before or after the subcommand: the source's
-    /// (default /etc/zoffsite/zoffsite.toml), or for box prune, box check
-    /// and box keepalive the box's (default /etc/zoffsite/box.toml); doctor
-    /// reads the one of its side. -c wins over ZOFFSITE_CONFIG, which wins
+    /// (default /etc/zoffsite/zoffsite.toml), or for box prune, box check,
+    /// box keepalive and serve the box's (default /etc/zoffsite/box.toml;
+    /// serve reads only its max_age, and goes on without it); doctor reads
+    /// the one of its side. -c wins over ZOFFSITE_CONFIG, which wins
     /// over the default.
     #[arg(short, long, value_name = "FILE", global = true, env = zoffsite_core::config::ENV)]
     pub config: Option<PathBuf>,

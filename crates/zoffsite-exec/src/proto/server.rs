@@ -54,6 +54,11 @@ use crate::process::Running;
 use crate::restore::{Chunk, RawSend, RawSendError};
 use crate::zfs::{Zfs, ZfsError};
 
+/// How long a session's own listing stands for what the box holds, when
+/// the session wrote nothing since: a no-op run's heartbeat follows its
+/// listing within seconds.
+const LISTING_REUSE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
 /// Ends the session (after telling the client, where possible).
 #[derive(Debug, thiserror::Error)]
 pub enum Fatal {
@@ -124,11 +129,12 @@ pub struct Server<R: Input, W: Write> {
     /// (there once the first heartbeat came), is written at most once per
     /// session.
     heard: BTreeSet<Dataset>,
-    /// The snapshots under the root as this session last listed them, while
-    /// it has written nothing since (a receive or an abort drops it): what
-    /// a heartbeat checks the source's GUIDs against, so that a run that
-    /// received nothing lists the box once, not twice.
-    listed: Option<Vec<SnapshotRow>>,
+    /// The snapshots under the root as this session last listed them, and
+    /// when, while it has written nothing since (a receive or an abort
+    /// drops it): what a heartbeat checks the source's GUIDs against, if
+    /// younger than [`LISTING_REUSE`], so that a run that received nothing
+    /// lists the box once, not twice.
+    listed: Option<(std::time::Instant, Vec<SnapshotRow>)>,
     /// How old a dataset's recorded heartbeat may be before a heartbeat
     /// writes it again ([`boxside::check_in_refresh`] of box.toml's
     /// `max_age`); zero: every heartbeat writes every dataset it names.
@@ -279,10 +285,12 @@ impl<R: Input, W: Write> Server<R, W> {
     /// on the root, and on each named dataset whose newest snapshot under
     /// the root, by `createtxg`, has the named GUID, where its recorded
     /// heartbeat is due ([`boxside::check_in_due`]). The listing is this
-    /// session's own when it has written nothing since it listed (a receive
-    /// in another session meanwhile can only make a dataset's newest newer
-    /// than the one named: recording the heartbeat there too excuses
-    /// nothing that did not arrive), else taken now. Returns how many
+    /// session's own when it has written nothing since it listed, less
+    /// than [`LISTING_REUSE`] ago, else taken now. In between, another
+    /// session may have received a newer snapshot, or root destroyed the
+    /// newest: the heartbeat is then recorded as of the listing, which can
+    /// excuse no more than a heartbeat sent at that time could (bounded
+    /// like any, by `max_age + heartbeat_grace` after the last arrival). Returns how many
     /// datasets have the named GUID as their newest. A name given twice, or
     /// more than [`MAX_LIST_DATASETS`] names, is refused whole.
     fn heartbeat(&mut self, asked: &[HeartbeatDataset]) -> Result<u32, Reject> {
@@ -305,10 +313,11 @@ impl<R: Input, W: Write> Server<R, W> {
             }
         }
         let mut newest: BTreeMap<&Dataset, (u64, Guid)> = BTreeMap::new();
-        if !wanted.is_empty() && self.listed.is_none() {
-            self.listed = Some(self.zfs.list_box(&self.root)?.1);
+        let fresh = self.listed.as_ref().is_some_and(|(at, _)| at.elapsed() < LISTING_REUSE);
+        if !wanted.is_empty() && !fresh {
+            self.listed = Some((std::time::Instant::now(), self.zfs.list_box(&self.root)?.1));
         }
-        for s in self.listed.iter().flatten().filter(|s| wanted.contains_key(&s.snapshot.dataset)) {
+        for s in self.listed.iter().flat_map(|(_, l)| l).filter(|s| wanted.contains_key(&s.snapshot.dataset)) {
             let e = newest.entry(&s.snapshot.dataset).or_insert((s.createtxg, s.guid));
             if s.createtxg > e.0 {
                 *e = (s.createtxg, s.guid);
@@ -326,8 +335,18 @@ impl<R: Input, W: Write> Server<R, W> {
         let due: Vec<&Dataset> = if self.heartbeat_refresh.is_zero() || current.is_empty() {
             current.clone()
         } else {
-            let stored = boxside::parse_heartbeats(&self.root, &self.zfs.box_heartbeats(&self.root)?);
-            boxside::heartbeats_due(current.iter().copied(), &stored, now, self.heartbeat_refresh)
+            match self.zfs.box_heartbeats(&self.root) {
+                Ok(rows) => {
+                    let stored = boxside::parse_heartbeats(&self.root, &rows);
+                    boxside::heartbeats_due(current.iter().copied(), &stored, now, self.heartbeat_refresh)
+                }
+                // Unread (a value the box user set that is not one line,
+                // a zfs hiccup): every one is written, as without a refresh.
+                Err(e) => {
+                    tracing::warn!("cannot read the recorded heartbeats ({e}); writing them all");
+                    current.clone()
+                }
+            }
         };
         // Each name at most once a session, the root with the first
         // heartbeat: a source that repeats heartbeats (each `zfs set` is
@@ -448,7 +467,7 @@ impl<R: Input, W: Write> Server<R, W> {
             return Err(Reject::new(ErrorCode::Protocol, format!("at most {MAX_LIST_DATASETS} datasets per list")));
         }
         let (datasets, snapshots) = self.zfs.list_box(&self.root)?;
-        self.listed = Some(snapshots.clone());
+        self.listed = Some((std::time::Instant::now(), snapshots.clone()));
         let tokens: BTreeMap<Dataset, Option<String>> =
             datasets.into_iter().map(|r| (r.dataset, r.resume_token)).collect();
         let mut snaps: BTreeMap<Dataset, Vec<RemoteSnapshot>> = BTreeMap::new();
@@ -988,9 +1007,9 @@ mod tests {
             self.now.set(Some(t));
         }
 
-        /// How many times its zfs listed something.
+        /// How many times its zfs listed the whole root (`list -r`).
         fn listings(&self) -> usize {
-            self.log().lines().filter(|l| l.starts_with("list ")).count()
+            self.log().lines().filter(|l| l.starts_with("list ") && l.contains(" -r ")).count()
         }
 
         fn with_mountpoint(mountpoint: &str) -> Self {
@@ -1176,7 +1195,7 @@ mod tests {
         r.unwrap();
         assert_eq!(msgs.last(), Some(&Response::Heartbeat { recorded: 1 }), "{msgs:?}");
         assert!(f.zfs.local(T, HEARTBEAT_PROPERTY).is_some());
-        assert!(f.log().lines().rev().any(|l| l.starts_with("list ")) && f.listings() >= 2, "{}", f.log());
+        assert_eq!(f.listings(), 2, "the session's, and the heartbeat's after the receive: {}", f.log());
     }
 
     #[test]
@@ -1208,6 +1227,18 @@ mod tests {
         f.serve(run(&[], &[("tank/data", 12)])).0.unwrap();
         assert_eq!(f.zfs.local(T, HEARTBEAT_PROPERTY), v(t0 + 60));
         assert!(!f.log().contains("get -H -p -r"), "{}", f.log());
+        // Recorded values that cannot be read (the box user may set any
+        // text): every heartbeat is written, as without a refresh.
+        let f = Fake::new().holding(&[("b", 12)]).with_refresh(std::time::Duration::from_secs(6 * 3600));
+        f.zfs.create("offsite/home/tank/odd", true);
+        f.zfs.set("offsite/home/tank/odd", HEARTBEAT_PROPERTY, "1\n2");
+        f.zfs.set(T, HEARTBEAT_PROPERTY, &t0.to_string());
+        f.at(t0 + 60);
+        let (r, msgs) = f.serve(run(&[], &[("tank/data", 12)]));
+        r.unwrap();
+        assert_eq!(msgs.last(), Some(&Response::Heartbeat { recorded: 1 }), "{msgs:?}");
+        assert!(f.log().contains("get -H -p -r"), "it tried: {}", f.log());
+        assert_eq!(f.zfs.local(T, HEARTBEAT_PROPERTY), v(t0 + 60), "written although recorded a minute ago");
     }
 
     #[test]
@@ -1822,6 +1853,20 @@ mod tests {
             matches!(&msgs[..], [Response::Error { code: ErrorCode::Root, message }] if message.contains("zfs set mountpoint=none offsite/home")),
             "{msgs:?}"
         );
+    }
+
+    #[test]
+    fn a_missing_root_is_refused_with_how_to_make_it_in_one_zfs_call() {
+        let f = Fake { zfs: FakeZfs::new(), ..Fake::new() };
+        f.zfs.world(|w| w.add_pool("offsite"));
+        let (r, msgs) = f.serve(session(&[]));
+        assert!(r.is_err());
+        assert!(
+            matches!(&msgs[..], [Response::Error { code: ErrorCode::Root, message }]
+                if message.contains("does not exist") && message.contains("zfs create -o canmount=off -o mountpoint=none offsite/home")),
+            "{msgs:?}"
+        );
+        assert_eq!(f.log().lines().count(), 1, "{}", f.log());
     }
 
     #[test]

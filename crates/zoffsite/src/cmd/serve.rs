@@ -30,22 +30,43 @@ It is the forced command of the source's SSH key in the box user's authorized_ke
 the source's backup, status, verify and restore reach it through ssh. To look at the box, run `zoffsite status` on the source, or `zoffsite box check` and `zoffsite doctor --box` here as root. \
 See docs/design.md, \"The protocol\", and docs/box.md.";
 
+/// The most of box.toml `serve` reads.
+const MAX_BOX_CONFIG: u64 = 1 << 20;
+
 /// How old a recorded heartbeat may be before this session writes it
 /// again: from box.toml's `max_age` when it judges `root`
-/// ([`zoffsite_core::boxside::BoxConfig::heartbeat_refresh`]). Without a
-/// readable, valid box.toml, zero: every heartbeat is written, as exact as
-/// it can be, and the backup is never refused for the box's own config.
+/// ([`zoffsite_core::boxside::BoxConfig::heartbeat_refresh`]); `box check`
+/// must read the same file (both take /etc/zoffsite/box.toml by default).
+/// Without a readable, valid box.toml, zero: every heartbeat is written,
+/// as exact as it can be, and the backup is never refused for the box's
+/// own config. Only a regular file of at most [`MAX_BOX_CONFIG`] is read,
+/// and what is logged names the file, never its text: serve's stderr
+/// reaches the source.
 pub(crate) fn heartbeat_refresh(config: &Path, root: &Dataset) -> Duration {
-    match zoffsite_exec::boxstate::load_config(config) {
-        Ok(cfg) => cfg.heartbeat_refresh(root),
-        Err(zoffsite_exec::boxstate::BoxConfigError::Read { source, .. })
-            if source.kind() == io::ErrorKind::NotFound =>
-        {
+    use std::io::Read as _;
+    let fallback = "until it is fixed, every heartbeat is written";
+    let text = match std::fs::metadata(config) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::debug!(config = %config.display(), "no box config: every heartbeat is written");
-            Duration::ZERO
+            return Duration::ZERO;
         }
-        Err(e) => {
-            tracing::warn!("{e}; until it is fixed, every heartbeat is written");
+        Err(e) => Err(e.kind().to_string()),
+        Ok(m) if !m.is_file() || m.len() > MAX_BOX_CONFIG => Err("not a regular file of at most 1 MiB".to_owned()),
+        Ok(_) => std::fs::File::open(config)
+            .and_then(|f| {
+                let mut text = String::new();
+                f.take(MAX_BOX_CONFIG).read_to_string(&mut text).map(|_| text)
+            })
+            .map_err(|e| e.kind().to_string()),
+    };
+    let parsed = text.and_then(|t| {
+        zoffsite_core::boxside::BoxConfig::parse(&t)
+            .map_err(|_| "not valid: on the box, `zoffsite config check --box` says why".to_owned())
+    });
+    match parsed {
+        Ok(cfg) => cfg.heartbeat_refresh(root),
+        Err(why) => {
+            tracing::warn!("box config {}: {why}; {fallback}", config.display());
             Duration::ZERO
         }
     }
@@ -112,5 +133,17 @@ mod tests {
         assert_eq!(heartbeat_refresh(&path, &root), Duration::from_secs(2 * 3600));
         std::fs::write(&path, "root = \"offsite/home\"\nmax_age = \"soon\"\n").unwrap();
         assert_eq!(heartbeat_refresh(&path, &root), Duration::ZERO, "invalid: exact, and serve goes on");
+        // Not a regular file (a FIFO would hang a reader): not read.
+        let fifo = dir.path().join("fifo.toml");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert_eq!(heartbeat_refresh(&fifo, &root), Duration::ZERO);
+        assert_eq!(heartbeat_refresh(dir.path(), &root), Duration::ZERO, "a directory");
     }
 }
