@@ -12,3 +12,11 @@ pub mod fake;
 pub mod http;
 
 pub use fake::FakeZfs;
+
+/// Makes a FIFO at `path` (mode 0644): what a reader of a file that must be
+/// regular is tested with, since opening one for reading blocks until a
+/// writer comes.
+pub fn mkfifo(path: &std::path::Path) {
+    rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0)
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}

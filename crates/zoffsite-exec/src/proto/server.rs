@@ -1426,14 +1426,7 @@ mod tests {
         drop(one_at_a_time);
         // A FIFO cannot hang it.
         let fifo = dir.path().join("fifo.json");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        zoffsite_testkit::mkfifo(&fifo);
         let answer = audit_answer(&Fake::new().with_audit(fifo));
         assert!(
             matches!(&answer, Response::Error { message, .. } if message.contains("not a regular file")),

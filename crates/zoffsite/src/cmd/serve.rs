@@ -135,14 +135,7 @@ mod tests {
         assert_eq!(heartbeat_refresh(&path, &root), Duration::ZERO, "invalid: exact, and serve goes on");
         // Not a regular file (a FIFO would hang a reader): not read.
         let fifo = dir.path().join("fifo.toml");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        zoffsite_testkit::mkfifo(&fifo);
         assert_eq!(heartbeat_refresh(&fifo, &root), Duration::ZERO);
         assert_eq!(heartbeat_refresh(dir.path(), &root), Duration::ZERO, "a directory");
     }
