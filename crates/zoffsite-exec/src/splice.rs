@@ -117,7 +117,6 @@ impl Relay {
                 Ok(0) => break,
                 Ok(n) => {
                     have += n;
-                    slept = false;
                     if have >= want {
                         break;
                     }
@@ -289,7 +288,7 @@ mod tests {
         let n = relay.top_up(&src_r, n, usize::MAX, Duration::from_millis(500), Duration::from_millis(100));
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(100) && took < Duration::from_millis(1000), "{took:?}");
-        assert!(n > 10 && n % 10 == 0, "{n}");
+        assert!(n > 10 && n.is_multiple_of(10), "{n}");
         // Each 10-byte write is a pipe buffer of its own: more of them
         // than an unread pipe holds, so this one is read.
         let (mut keep_r, keep_w) = std::io::pipe().unwrap();

@@ -886,11 +886,14 @@ mod tests {
         assert_eq!(the_box.join().unwrap(), br#"{"type":"audit"}"#);
     }
 
+    /// The box's side of [`stream_box`]: each data frame's length, the bytes.
+    type StreamBox = std::thread::JoinHandle<(Vec<usize>, Vec<u8>)>;
+
     /// A box that takes one stream: it greets, reads the receive request
     /// and the stream's frames (each exactly as long as its header says, or
     /// the read fails or waits), and confirms the receive. Returns each
     /// data frame's length and the bytes.
-    fn stream_box() -> (Session, std::thread::JoinHandle<(Vec<usize>, Vec<u8>)>) {
+    fn stream_box() -> (Session, StreamBox) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let the_box = std::thread::spawn(move || {
             let mut theirs = theirs;
