@@ -101,7 +101,8 @@ impl Relay {
     /// several of the producer's writes cost one wake-up (waking on each
     /// write, as poll(2) would, saves frames but not wake-ups). It stops as
     /// soon as a step brought nothing (a stream that pauses is held back
-    /// one step, no more), at `wait` in all, at `max`, and at the end of
+    /// one step, no more), at `wait` in all, once it holds half of `max`
+    /// (a fast producer is not made to wait), and at the end of
     /// `from`. Every splice is non-blocking: a blocking top-up could wait on
     /// a producer that is itself waiting, and the caller writes a frame
     /// header only for what is already in the relay. The end of `from`, an
@@ -127,8 +128,10 @@ impl Relay {
                 Err(Errno::AGAIN) if !slept => {}
                 Err(_) => break,
             }
+            // Half a chunk is few enough frames: waiting for more would only
+            // stall a fast producer (its pipe fills while this sleeps).
             let left = wait.saturating_sub(started.elapsed());
-            if left.is_zero() {
+            if left.is_zero() || have >= want / 2 {
                 break;
             }
             std::thread::sleep(step.min(left));
