@@ -148,18 +148,23 @@ pub enum FrameHead {
 /// Reads one frame's header and checks its length against the limits:
 /// `max_msg` for a message, [`MAX_DATA_LEN`] for data. The body is the
 /// caller's to read (exactly that many bytes). A clean end of input before a
-/// frame starts is [`ProtoError::Closed`].
+/// frame starts is [`ProtoError::Closed`]; so is an end inside the header
+/// (the peer went away mid-frame).
+///
+/// The header is asked for whole, in one read where the input has it (one
+/// system call per frame on an unbuffered input, which `serve`'s is), and
+/// never more than the header: the body may be the caller's to splice.
 pub fn read_frame_head(r: &mut impl Read, max_msg: usize) -> Result<FrameHead, ProtoError> {
     let mut hdr = [0u8; FRAME_HEAD_LEN];
-    loop {
-        match r.read(&mut hdr[..1]) {
+    let mut got = 0;
+    while got < FRAME_HEAD_LEN {
+        match r.read(&mut hdr[got..]) {
             Ok(0) => return Err(ProtoError::Closed),
-            Ok(_) => break,
+            Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    r.read_exact(&mut hdr[1..]).map_err(eof_is_closed)?;
     let len = u32::from_be_bytes(hdr[1..5].try_into().expect("4 bytes")) as usize;
     let (max, head) = match hdr[0] {
         KIND_MSG => (max_msg, FrameHead::Msg(len)),
@@ -565,6 +570,48 @@ mod tests {
         // Truncated frames are a closed connection, not a hang or a panic.
         assert!(matches!(read_frame(&mut Cursor::new(vec![b'M', 0, 0]), 10), Err(ProtoError::Closed)));
         assert!(matches!(read_frame(&mut Cursor::new(vec![b'M', 0, 0, 0, 4, b'{']), 10), Err(ProtoError::Closed)));
+    }
+
+    /// Hands out at most `step` bytes per read, and counts the reads.
+    struct Trickle {
+        data: Cursor<Vec<u8>>,
+        step: usize,
+        reads: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            let n = buf.len().min(self.step);
+            self.data.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn a_frame_head_is_one_read_when_it_is_there_and_any_split_still_works() {
+        let mut frame = Vec::new();
+        write_data_head(&mut frame, 70_000).unwrap();
+        frame.extend_from_slice(b"body");
+        let mut whole = Trickle { data: Cursor::new(frame.clone()), step: usize::MAX, reads: 0 };
+        assert_eq!(read_frame_head(&mut whole, 0).unwrap(), FrameHead::Data(70_000));
+        assert_eq!(whole.reads, 1, "one read for the whole header");
+        assert_eq!(whole.data.position(), FRAME_HEAD_LEN as u64, "nothing of the body read");
+        // One byte at a time: five reads, the same header, no more.
+        let mut bytes = Trickle { data: Cursor::new(frame), step: 1, reads: 0 };
+        assert_eq!(read_frame_head(&mut bytes, 0).unwrap(), FrameHead::Data(70_000));
+        assert_eq!((bytes.reads, bytes.data.position()), (FRAME_HEAD_LEN, FRAME_HEAD_LEN as u64));
+        // The end before any byte is a closed connection; inside the
+        // header, too (never a header made up of zeroes).
+        let mut empty = Trickle { data: Cursor::new(Vec::new()), step: 1, reads: 0 };
+        assert!(matches!(read_frame_head(&mut empty, 0), Err(ProtoError::Closed)));
+        let mut cut = Trickle { data: Cursor::new(vec![b'D', 0, 0]), step: 1, reads: 0 };
+        assert!(matches!(read_frame_head(&mut cut, 0), Err(ProtoError::Closed)));
+        assert_eq!(cut.data.position(), 3);
+        // The limits still hold however the header arrives.
+        let mut big = vec![b'D'];
+        big.extend_from_slice(&u32::try_from(MAX_DATA_LEN + 1).unwrap().to_be_bytes());
+        let mut big = Trickle { data: Cursor::new(big), step: 2, reads: 0 };
+        assert!(matches!(read_frame_head(&mut big, 0), Err(ProtoError::TooLarge { .. })));
     }
 
     #[test]

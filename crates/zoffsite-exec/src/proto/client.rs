@@ -47,6 +47,18 @@ const WRITE_STALL: Duration = Duration::from_secs(300);
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
 /// Stream chunk size: big enough that framing costs nothing measurable.
 const CHUNK: usize = protocol::MAX_DATA_LEN;
+/// After a read from `zfs send` that brought less than a chunk, the relay
+/// sleeps `COALESCE_STEP` at a time and takes what came
+/// ([`Relay::top_up`](crate::splice::Relay::top_up)), for `COALESCE_WAIT`
+/// at most: `zfs send` writes each record's header and payload
+/// separately, and without this each write it makes while zoffsite keeps
+/// up is a frame of its own (about 15 per MiB, each a few system calls and
+/// a wake-up on both sides). A step that brings nothing ends the wait, so a
+/// slow or pausing stream is held back one step. zfs send's pipe holds
+/// [`STREAM_PIPE_SIZE`](crate::process::STREAM_PIPE_SIZE) meanwhile, so it
+/// is not stalled by a step unless it writes faster than that per step.
+const COALESCE_STEP: Duration = Duration::from_millis(1);
+const COALESCE_WAIT: Duration = Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -535,7 +547,12 @@ impl Session {
             }
             let max = pacer.as_mut().map_or(CHUNK, |p| p.chunk_len(CHUNK));
             let chunk = match &relay {
+                // Topped up only after a fill that brought something (not
+                // the end): the frame's length is then what is in the relay.
                 Some(r) => match r.fill(&out, max) {
+                    Ok(n) if n > 0 && n < max => {
+                        Ok(Chunk::Relayed(r.top_up(&out, n, max, COALESCE_STEP, COALESCE_WAIT)))
+                    }
                     Ok(n) => Ok(Chunk::Relayed(n)),
                     Err(e) if crate::splice::unsupported(&e) && sent == 0 => {
                         tracing::debug!("splice unsupported here ({e}): copying the stream");
@@ -867,6 +884,123 @@ mod tests {
         let e = s.audit().unwrap_err();
         assert!(matches!(e, RemoteError::Protocol { error: ProtoError::Violation(_), .. }), "{e}");
         assert_eq!(the_box.join().unwrap(), br#"{"type":"audit"}"#);
+    }
+
+    /// The box's side of [`stream_box`]: each data frame's length, the bytes.
+    type StreamBox = std::thread::JoinHandle<(Vec<usize>, Vec<u8>)>;
+
+    /// A box that takes one stream: it greets, reads the receive request
+    /// and the stream's frames (each exactly as long as its header says, or
+    /// the read fails or waits), and confirms the receive. Returns each
+    /// data frame's length and the bytes.
+    fn stream_box() -> (Session, StreamBox) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let the_box = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let _hello = protocol::read_msg::<Request>(&mut theirs, MAX_RESPONSE_LEN).unwrap();
+            let root = Dataset::new("offsite/home").unwrap();
+            let reply =
+                Response::Hello { protocol: PROTOCOL_NAME.into(), version: PROTOCOL_VERSION, server: "x".into(), root };
+            protocol::write_msg(&mut theirs, &reply).unwrap();
+            theirs.flush().unwrap();
+            let Request::Receive { dataset, snapshot, guid, .. } =
+                protocol::read_msg::<Request>(&mut theirs, MAX_RESPONSE_LEN).unwrap()
+            else {
+                panic!("not a receive")
+            };
+            let (mut frames, mut data) = (Vec::new(), Vec::new());
+            loop {
+                match protocol::read_frame(&mut theirs, 0).unwrap() {
+                    protocol::Frame::Data(d) => {
+                        frames.push(d.len());
+                        data.extend_from_slice(&d);
+                    }
+                    protocol::Frame::End => break,
+                    protocol::Frame::Msg(m) => panic!("a message inside the stream: {m:?}"),
+                }
+            }
+            protocol::write_msg(&mut theirs, &Response::Received { dataset, snapshot, guid }).unwrap();
+            theirs.flush().unwrap();
+            (frames, data)
+        });
+        let peer = Socket(ours.try_clone().unwrap());
+        (Session::over(ours.try_clone().unwrap(), ours, peer).unwrap(), the_box)
+    }
+
+    fn receive_request() -> Request {
+        Request::Receive {
+            dataset: Dataset::new("tank/data").unwrap(),
+            snapshot: SnapName::new("zoffsite-1").unwrap(),
+            guid: Guid::new(7).unwrap(),
+            from: None,
+            resume: false,
+        }
+    }
+
+    /// Streams `send` into a [`stream_box`] on another thread; a receive
+    /// that does not end within a minute fails the test rather than hang it.
+    fn stream_into_box(send: Running) -> (u64, Vec<usize>, Vec<u8>) {
+        let (mut s, the_box) = stream_box();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let r = s.receive(&receive_request(), send, &mut |_| {}).map(|(_, sent)| sent);
+            let _ = tx.send(r);
+            s.close();
+        });
+        let sent = rx.recv_timeout(Duration::from_secs(60)).expect("the receive ends").unwrap();
+        let (frames, data) = the_box.join().unwrap();
+        assert!(frames.iter().all(|&n| n > 0 && n <= protocol::MAX_DATA_LEN), "{frames:?}");
+        (sent, frames, data)
+    }
+
+    #[test]
+    fn a_zfs_send_that_writes_headers_and_payloads_apart_is_sent_in_few_frames() {
+        // The stand-in for zfs send passes on what the test writes into a
+        // FIFO: each record as zfs send writes it, a 312-byte header, then
+        // its 128 KiB payload, with short pauses between the writes.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("send");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let send = Running::with_stdout(&Cmd::new("cat").arg(&fifo)).unwrap();
+        let records: usize = 32;
+        let data: Vec<u8> = (0..records * (312 + (128 << 10))).map(|i| (i * 7 + i / 5003).to_le_bytes()[0]).collect();
+        let writer = {
+            let (data, fifo) = (data.clone(), fifo.clone());
+            std::thread::spawn(move || {
+                let mut w = std::fs::OpenOptions::new().write(true).open(fifo)?;
+                for record in data.chunks(312 + (128 << 10)) {
+                    for write in [&record[..312], &record[312..]] {
+                        w.write_all(write)?;
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+        };
+        let (sent, frames, got) = stream_into_box(send);
+        writer.join().unwrap().unwrap();
+        assert_eq!(sent, data.len() as u64);
+        assert!(got == data, "every byte, in order");
+        let writes = 2 * records;
+        assert!(frames.len() <= writes / 2, "{} frames for {writes} writes: {frames:?}", frames.len());
+    }
+
+    #[test]
+    fn a_zfs_send_that_pauses_then_ends_gets_exact_frames_and_no_wait() {
+        // Part of the stream, a pause far longer than any top-up, the rest,
+        // the end: every frame carries exactly what its header promised
+        // (the box reads each whole), and nothing waits for more.
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 11 + i / 777).to_le_bytes()[0]).collect();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &data).unwrap();
+        let script = r#"head -c 200000 "$0"; sleep 1; tail -c +200001 "$0""#;
+        let send = Running::with_stdout(&Cmd::new("sh").args(["-c", script]).arg(file.path())).unwrap();
+        let started = Instant::now();
+        let (sent, frames, got) = stream_into_box(send);
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+        assert_eq!(sent, data.len() as u64);
+        assert!(got == data, "every byte, in order");
+        assert!(frames.len() >= 2, "the pause ends a frame: {frames:?}");
     }
 
     /// A box (the fake `zfs` of `zoffsite_testkit`): its root unmounted,

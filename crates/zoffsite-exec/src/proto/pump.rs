@@ -5,12 +5,17 @@
 //! payloads the validator skips by count anyway are passed on unread
 //! (large ones by splice(2)), and a frame is always consumed whole, so the
 //! next frame header is read where it starts.
+//!
+//! While large payloads come one after another (a stream of 128 KiB
+//! WRITE records), each read after a spliced payload stops exactly at the
+//! end of the next record header, so the next payload is spliced whole
+//! rather than partly copied through user space.
 
 use std::io::{self, BufWriter, Write};
 use std::process::ChildStdin;
 
 use zoffsite_core::protocol::ProtoError;
-use zoffsite_core::records::{StreamError, StreamValidator};
+use zoffsite_core::records::{StreamError, StreamValidator, RECORD_LEN};
 
 use super::server::Input;
 
@@ -18,10 +23,12 @@ use super::server::Input;
 /// copied (raw WRITE records are the dataset's compressed blocks, up to its
 /// recordsize: 128 KiB by default).
 const SPLICE_MIN: u64 = 32 << 10;
-/// Least bytes read at once while splicing: small records (object headers,
-/// small files) then come several per read, and a large payload loses at
-/// most this much to copying before the rest of it is spliced.
-const MIN_READ: usize = 8 << 10;
+/// Least bytes read at once while splicing, except right after a spliced
+/// payload (then exactly through the next header: see [`Sink::exact`]):
+/// small records (object headers, small files) then come several per
+/// read, and a large payload after them loses at most this much to copying
+/// before the rest of it is spliced.
+pub(super) const MIN_READ: usize = 8 << 10;
 /// Most bytes read at once (and the copy buffer's size).
 const SCRATCH: usize = 256 << 10;
 
@@ -33,12 +40,19 @@ pub(super) struct Sink {
     pub(super) broken: bool,
     /// False once splice turned out not to work here: copy from then on.
     splicing: bool,
+    /// The last payload was spliced: large payloads are coming one after
+    /// another, so the next read stops at the end of the next header
+    /// (the next payload is then likely spliced whole). Cleared by a
+    /// header whose payload is not spliced, so that runs of small records
+    /// are read [`MIN_READ`] at a time again. Kept across frames: a frame
+    /// may end anywhere in a record.
+    exact: bool,
 }
 
 impl Sink {
     pub(super) fn new(stdin: Option<ChildStdin>) -> Self {
         let broken = stdin.is_none();
-        Self { w: stdin.map(|s| BufWriter::with_capacity(64 << 10, s)), broken, splicing: true }
+        Self { w: stdin.map(|s| BufWriter::with_capacity(64 << 10, s)), broken, splicing: true, exact: false }
     }
 
     pub(super) fn write(&mut self, data: &[u8]) {
@@ -92,6 +106,7 @@ pub(super) fn pump(
                     Ok(0) => return Err(PumpError::Input(ProtoError::Closed)),
                     Ok(m) => {
                         rem -= m;
+                        sink.exact = true;
                         if let Err(e) = v.skip_payload(m as u64) {
                             invalid = Some(e);
                         }
@@ -107,10 +122,16 @@ pub(super) fn pump(
                 }
             }
         }
-        // Read through the next record header (and at least MIN_READ), so
-        // that the payload after it can be spliced; a plain copy reads big.
+        // Read through the next record header, so that the payload after
+        // it can be spliced: exactly that far after a spliced payload, at
+        // least MIN_READ otherwise. A plain copy reads big.
         let want = if sink.splicing && !sink.broken && invalid.is_none() {
-            usize::try_from(v.until_next_header()).unwrap_or(usize::MAX).max(MIN_READ)
+            let through = usize::try_from(v.until_next_header()).unwrap_or(usize::MAX);
+            if sink.exact {
+                through
+            } else {
+                through.max(MIN_READ)
+            }
         } else {
             SCRATCH
         };
@@ -131,6 +152,13 @@ pub(super) fn pump(
         match v.feed(&scratch[..n]) {
             Ok(()) => sink.write(&scratch[..n]),
             Err(e) => invalid = Some(e),
+        }
+        // A header read whole whose payload is not for splicing (a small
+        // one, or none): the records are small for now. (Still inside a
+        // header, the read came short or the frame ended: no news.)
+        let mid_header = v.payload_pending() == 0 && v.until_next_header() < RECORD_LEN as u64;
+        if !mid_header && v.payload_pending() < SPLICE_MIN {
+            sink.exact = false;
         }
     }
     invalid.map_or(Ok(()), |e| Err(PumpError::Invalid(e)))

@@ -1543,6 +1543,77 @@ mod tests {
         }
     }
 
+    /// A pipe `serve` may splice from, counting what is read from it into
+    /// user space.
+    struct Counted {
+        pipe: std::fs::File,
+        read: usize,
+    }
+
+    impl Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.pipe.read(buf)?;
+            self.read += n;
+            Ok(n)
+        }
+    }
+
+    impl Input for Counted {
+        fn splice_fd(&self) -> Option<BorrowedFd<'_>> {
+            Some(self.pipe.as_fd())
+        }
+    }
+
+    #[test]
+    fn after_a_spliced_payload_only_the_next_header_is_read_into_user_space() {
+        use super::super::pump::MIN_READ;
+        let writes = 6;
+        let (stream, _) = big_stream(writes, None);
+        let begin = RECORD_LEN + u32::from_le_bytes(RAW_FULL[4..8].try_into().unwrap()) as usize;
+        let header = |i: usize| begin + i * (RECORD_LEN + (128 << 10));
+        // Frames that end inside a header, and inside a payload with
+        // enough of it left to splice: the next frame goes on where the
+        // last one stopped.
+        let cuts = [header(1) + 100, header(3) + 1, header(4) + RECORD_LEN + 50_000, stream.len()];
+        // The whole stream waits in the pipe, so that no read or splice
+        // comes short for want of input (a payload's last bytes are then
+        // read, not spliced, and the count below would not be exact).
+        let (r, mut w) = std::io::pipe().unwrap();
+        crate::process::widen_pipe(&w);
+        let room = rustix::pipe::fcntl_getpipe_size(&w).unwrap();
+        assert!(room >= stream.len(), "a {room}-byte pipe: this test needs pipe-max-size >= 1 MiB");
+        w.write_all(&stream).unwrap();
+        drop(w);
+        let mut input = Counted { pipe: std::fs::File::from(std::os::fd::OwnedFd::from(r)), read: 0 };
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let cat = crate::process::Cmd::new("sh").args(["-c", &format!("cat > '{}'", out.path().display())]);
+        let mut child = Running::with_stdin(&cat).unwrap();
+        let mut sink = Sink::new(child.child.stdin.take());
+        let mut v = StreamValidator::new(Expect {
+            from: None,
+            to: Guid::new(S1).unwrap(),
+            resuming: false,
+            key: None,
+            name: None,
+            held: Held::default(),
+        });
+        let mut scratch = Vec::new();
+        let mut at = 0;
+        for cut in cuts {
+            assert!(pump(&mut input, cut - at, &mut v, &mut sink, &mut scratch).is_ok(), "frame ending at {cut}");
+            at = cut;
+        }
+        assert!(!sink.close());
+        assert!(child.finish().unwrap().success());
+        assert!(v.finish().is_ok());
+        assert!(std::fs::read(out.path()).unwrap() == stream, "zfs receive got the stream byte for byte");
+        // The first read takes MIN_READ (BEGIN, its key data, the first
+        // WRITE's header and the start of its payload); after that, only
+        // each record's header (5 more WRITEs and the END) is read: every other
+        // payload byte was spliced.
+        assert_eq!(input.read, MIN_READ + writes * RECORD_LEN);
+    }
+
     /// `zfs send -w -I @s1 t/src@s4`, a compound stream of 3 substreams.
     const RAW_I: &[u8] = include_bytes!("../../../zoffsite-core/testdata/raw-I.zstream");
     const S4: u64 = 3450180799739347870;
