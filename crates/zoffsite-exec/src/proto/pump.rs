@@ -128,7 +128,9 @@ pub(super) fn pump(
         let want = if sink.splicing && !sink.broken && invalid.is_none() {
             let through = usize::try_from(v.until_next_header()).unwrap_or(usize::MAX);
             if sink.exact {
-                through
+                // Never zero (a validator that failed asks for nothing):
+                // a read of nothing would look like the end of the input.
+                through.max(1)
             } else {
                 through.max(MIN_READ)
             }
