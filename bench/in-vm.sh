@@ -1259,7 +1259,10 @@ history() {
 		# shellcheck disable=SC2016 # expanded by the inner bash, from its argv
 		zfs list -H -o name -r "$SRC/hist" | while read -r ds; do
 			printf '%s %s\n%s %s\n' "$ds" "$BOX/z/$ds" "$ds" "$BOX/z2/$ds"
-		done | xargs -P 16 -n 2 bash -c 'set -o pipefail; zfs send -w -I "@$0" "$2@$1" | zfs receive -u "$3"' \
+		# Each pipeline is bounded: run 20261207T211254Z sat idle here for
+		# 30 min (a receive that never ended), and one hung pipeline must
+		# fail this scenario, not stall the whole run until its timeout.
+		done | xargs -P 16 -n 2 timeout 1200 bash -c 'set -o pipefail; zfs send -w -I "@$0" "$2@$1" | zfs receive -u "$3"' \
 			"${oldest#*@}" "${newest#*@}" ||
 			die "history: the local incremental replication failed (see bench.log)"
 	fi
