@@ -194,10 +194,15 @@ if [[ ${ZOFFSITE_VM:-} == 1 && -w /sys/module/zfs/parameters/zfs_arc_max ]]; the
 fi
 
 # Sparse 2 GiB vdevs: only what is written takes memory. compression=off so
-# that data sizes (and so MB/s) are what they say.
+# that data sizes (and so MB/s) are what they say. autotrim: ZFS writes
+# every new block somewhere new, so without it the files only grow (a
+# file vdev frees by punching holes) until the guest's RAM runs out and
+# txg_sync blocks for good: runs 20261207T211254Z (the long history's
+# seeding) and 20261207T220126Z (the home line, after throughput, memory,
+# bandwidth limit and backlog) sat idle with txg_sync hung.
 for p in "$SRC" "$BOX"; do
 	truncate -s 2G "$WORK/$p.img"
-	zpool create -O compression=off -O mountpoint=none -O atime=off "$p" "$WORK/$p.img"
+	zpool create -o autotrim=on -O compression=off -O mountpoint=none -O atime=off "$p" "$WORK/$p.img"
 	POOLS_MADE+=("$p")
 done
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/key"
