@@ -834,18 +834,23 @@ mod tests {
         the_box.join().unwrap();
     }
 
+    /// The box's side of the handshake: reads the hello, answers it.
+    fn greet(theirs: &mut UnixStream) {
+        let _hello = protocol::read_msg::<Request>(theirs, MAX_RESPONSE_LEN).unwrap();
+        let root = Dataset::new("offsite/home").unwrap();
+        let reply =
+            Response::Hello { protocol: PROTOCOL_NAME.into(), version: PROTOCOL_VERSION, server: "x".into(), root };
+        protocol::write_msg(theirs, &reply).unwrap();
+        theirs.flush().unwrap();
+    }
+
     /// A box that greets, then answers the next request with `answer` and
     /// hangs up; returns the request's bytes.
     fn one_answer_box(answer: Response) -> (Session, std::thread::JoinHandle<Vec<u8>>) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let the_box = std::thread::spawn(move || {
             let mut theirs = theirs;
-            let _hello = protocol::read_msg::<Request>(&mut theirs, MAX_RESPONSE_LEN).unwrap();
-            let root = Dataset::new("offsite/home").unwrap();
-            let reply =
-                Response::Hello { protocol: PROTOCOL_NAME.into(), version: PROTOCOL_VERSION, server: "x".into(), root };
-            protocol::write_msg(&mut theirs, &reply).unwrap();
-            theirs.flush().unwrap();
+            greet(&mut theirs);
             let body = match protocol::read_frame(&mut theirs, MAX_RESPONSE_LEN).unwrap() {
                 protocol::Frame::Msg(b) => b,
                 other => panic!("{other:?}"),
@@ -897,12 +902,7 @@ mod tests {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let the_box = std::thread::spawn(move || {
             let mut theirs = theirs;
-            let _hello = protocol::read_msg::<Request>(&mut theirs, MAX_RESPONSE_LEN).unwrap();
-            let root = Dataset::new("offsite/home").unwrap();
-            let reply =
-                Response::Hello { protocol: PROTOCOL_NAME.into(), version: PROTOCOL_VERSION, server: "x".into(), root };
-            protocol::write_msg(&mut theirs, &reply).unwrap();
-            theirs.flush().unwrap();
+            greet(&mut theirs);
             let Request::Receive { dataset, snapshot, guid, .. } =
                 protocol::read_msg::<Request>(&mut theirs, MAX_RESPONSE_LEN).unwrap()
             else {
