@@ -871,7 +871,7 @@ pub fn tree_listing(
 
 /// A duration in whole seconds as the signed seconds clocks are compared
 /// in (saturating: no configured duration comes near 2^63 s).
-fn secs(d: std::time::Duration) -> i64 {
+pub(crate) fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 

@@ -118,7 +118,7 @@ pub fn confirmation_due(creation: i64, stored: Option<i64>, now: i64, max_age: s
     // The run's own snapshot is taken after the run started: a creation
     // within a clock step of `now` counts as `now`. A recorded value ahead
     // of `now` is always due (check_in_due).
-    let tolerance = i64::try_from(crate::boxside::CLOCK_TOLERANCE.as_secs()).unwrap_or(i64::MAX);
+    let tolerance = crate::boxside::secs(crate::boxside::CLOCK_TOLERANCE);
     let creation = if creation <= now.saturating_add(tolerance) { creation.min(now) } else { creation };
     let latest = stored.map_or(creation, |t| t.max(creation));
     crate::boxside::check_in_due(Some(latest), now, crate::boxside::check_in_refresh(max_age))
@@ -182,7 +182,7 @@ pub fn evaluate(
     // One dated further ahead than a clock step explains is not taken (a
     // clock that went back, or a value set by hand): it would keep the
     // dataset current until that date.
-    let ahead = now.saturating_add(i64::try_from(crate::boxside::CLOCK_TOLERANCE.as_secs()).unwrap_or(i64::MAX));
+    let ahead = now.saturating_add(crate::boxside::secs(crate::boxside::CLOCK_TOLERANCE));
     let stamp = snaps
         .iter()
         .find(|r| r.snapshot.dataset == *dataset && Some(r.guid) == box_guid)

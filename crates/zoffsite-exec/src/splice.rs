@@ -116,12 +116,7 @@ impl Relay {
             match splice(from.as_fd(), None, &self.write, None, want - have, SpliceFlags::MOVE | SpliceFlags::NONBLOCK)
             {
                 Ok(0) => break,
-                Ok(n) => {
-                    have += n;
-                    if have >= want {
-                        break;
-                    }
-                }
+                Ok(n) => have += n,
                 Err(Errno::INTR) => continue,
                 // Nothing there yet: wait a step, unless a whole step
                 // brought nothing already.

@@ -960,7 +960,7 @@ mod tests {
         // its 128 KiB payload, with short pauses between the writes.
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("send");
-        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        zoffsite_testkit::mkfifo(&fifo);
         let send = Running::with_stdout(&Cmd::new("cat").arg(&fifo)).unwrap();
         let records: usize = 32;
         let data: Vec<u8> = (0..records * (312 + (128 << 10))).map(|i| (i * 7 + i / 5003).to_le_bytes()[0]).collect();
