@@ -967,7 +967,7 @@ wan() {
 		record "wan_${name}_congestion_control" "$(ip netns exec "$HOME_NS" sysctl -n net.ipv4.tcp_congestion_control)"
 		# shellcheck disable=SC2086 # a list of tc arguments
 		ip netns exec "$HOME_NS" tc qdisc replace dev "$HOME_WAN_IF" root netem $profile
-		local i who us z=() b=() sy=() failed='' z_acct=()
+		local i who us z=() b=() sy=() zf=() bf=() failed='' z_acct=()
 		local rep_t0=$SECONDS
 		for ((i = 0; ; i++)); do
 			next_rep "wan_$name" "$i" "$rep_t0" "$reps" || break
@@ -981,12 +981,25 @@ wan() {
 			fi
 			for who in "${order[@]}"; do
 				[[ $who != z ]] || acct_on "$WORK/acct-wan-$name$i"
+				local sent=''
 				if wan_send "$who" "$snap"; then
+					sent=1
 					case $who in z) z+=("$us") z_acct+=("$WORK/acct-wan-$name$i") ;; b) b+=("$us") ;; s) sy+=("$us") ;; esac
 				else
 					failed+="$who: $(error_line); "
 				fi
 				[[ $who != z ]] || acct_off
+				# What the run costs besides the transfer, on the same line
+				# right after it: zoffsite's run with the snapshot already
+				# on the box (login, listing, checks, no stream), the bare
+				# pipe's login. Taken off both, what is left is the
+				# transfer, which is what buffering can change.
+				if [[ -n $sent ]]; then
+					case $who in
+					z) timed us zoffsite_backup "$WORK/wan.toml" && zf+=("$us") ;;
+					b) timed us ip netns exec "$HOME_NS" "${SSH_BARE[@]}" true && bf+=("$us") ;;
+					esac || failed+="$who (without a stream): $(error_line); "
+				fi
 				wan_clear
 			done
 		done
@@ -1003,6 +1016,20 @@ wan() {
 		((${#sy[@]})) && ms=$(median "${sy[@]}") && record "wan_${name}_syncoid_us" "$ms"
 		# Speeds relative to each other (time ratios) and to the line.
 		[[ -z $mz || -z $mb ]] || record "wan_${name}_zoffsite_over_bare" "$(ratio "$mb" "$mz")"
+		record "wan_${name}_zoffsite_fixed_runs_us" "${zf[*]:-none}"
+		record "wan_${name}_bare_fixed_runs_us" "${bf[*]:-none}"
+		if [[ -n $mz && -n $mb ]] && ((${#zf[@]} && ${#bf[@]})); then
+			local xz xb
+			xz=$((mz - $(median "${zf[@]}")))
+			xb=$((mb - $(median "${bf[@]}")))
+			record "wan_${name}_zoffsite_fixed_us" "$(median "${zf[@]}")"
+			record "wan_${name}_bare_fixed_us" "$(median "${bf[@]}")"
+			if ((xz > 0 && xb > 0)); then
+				record "wan_${name}_transfer_zoffsite_over_bare" "$(ratio "$xb" "$xz")"
+				record "wan_${name}_transfer_zoffsite_mbitps" "$(awk -v n="$bytes" -v u="$xz" 'BEGIN { printf "%.2f", n * 8 / u }')"
+				record "wan_${name}_transfer_bare_mbitps" "$(awk -v n="$bytes" -v u="$xb" 'BEGIN { printf "%.2f", n * 8 / u }')"
+			fi
+		fi
 		[[ -z $mz || -z $ms ]] || record "wan_${name}_zoffsite_over_syncoid" "$(ratio "$ms" "$mz")"
 		local t
 		for t in zoffsite:$mz bare:$mb syncoid:$ms; do
