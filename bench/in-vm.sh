@@ -111,8 +111,9 @@ SYNCOID_CAP=${BENCH_SYNCOID_CAP:-90}
 # busy or slow host (other VMs sharing the 2 cores) the full set of
 # repetitions can take longer than that (run 20261208T001615Z, on a quiet
 # host whose guest sends 3.6 MB/s, reached the home lines after 84 min of
-# 105 and lost the jittery line's second repetition and BBR). A repetition that would end past the budget is not
-# started; medians are then over the repetitions done (<name>_reps_done).
+# 105 and lost the jittery line's second repetition and BBR). A repetition
+# that would end past the budget is not started; medians are then over the
+# repetitions done (<name>_reps_done).
 BUDGET=${BENCH_BUDGET:-7800}
 
 RESULTS=$OUT/results.txt
