@@ -356,13 +356,17 @@ zoffsite_backup() { # CONFIG [ARGS...]
 
 syncoid_run() { ip netns exec "$HOME_NS" "${SYNCOID[@]}" "$@"; }
 
-# Wait until the box pool has freed what a destroy released (async destroy),
-# so that the next run does not compete with background frees.
+# Wait until both pools have freed what a destroy released (async destroy),
+# so that the next run does not compete with background frees. The source
+# pool too: a scenario's `zfs destroy -r` of its source tree (the long
+# history's 3,000 snapshots) otherwise goes on freeing under the next
+# scenarios, and zoffsite's `zpool sync` waits for it where the bare pipe
+# runs none.
 settle_box() {
-	zpool sync "$BOX"
+	zpool sync "$BOX" "$SRC"
 	local i
 	for ((i = 0; i < 300; i++)); do
-		[[ $(zpool get -Hp -o value freeing "$BOX") == 0 ]] && return 0
+		[[ $(zpool get -Hp -o value freeing "$BOX") == 0 && $(zpool get -Hp -o value freeing "$SRC") == 0 ]] && return 0
 		sleep 0.2
 	done
 }
