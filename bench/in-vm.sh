@@ -335,6 +335,8 @@ median() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'; }
 
+mbitps() { awk -v n="$1" -v u="$2" 'BEGIN { printf "%.2f", n * 8 / u }'; } # BYTES MICROSECONDS
+
 # next_rep NAME I START [MAX]: whether repetition I of NAME may start, given
 # that the previous one started at START (SECONDS); MAX repetitions at most
 # (default REPS). Records how many were done when the answer is no. The
@@ -362,11 +364,12 @@ syncoid_run() { ip netns exec "$HOME_NS" "${SYNCOID[@]}" "$@"; }
 # history's 3,000 snapshots) otherwise goes on freeing under the next
 # scenarios, and zoffsite's `zpool sync` waits for it where the bare pipe
 # runs none.
-settle_box() {
+settle_pools() {
 	zpool sync "$BOX" "$SRC"
 	local i
 	for ((i = 0; i < 300; i++)); do
-		[[ $(zpool get -Hp -o value freeing "$BOX") == 0 && $(zpool get -Hp -o value freeing "$SRC") == 0 ]] && return 0
+		# One line per pool: done when both say 0.
+		[[ $(zpool get -Hp -o value freeing "$BOX" "$SRC" | sort -u) == 0 ]] && return 0
 		sleep 0.2
 	done
 }
@@ -709,7 +712,7 @@ throughput() {
 				fi
 				zfs destroy -r "$BOX/bare/tp" 2>/dev/null || true
 			fi
-			settle_box
+			settle_pools
 		done
 	done
 	# (d), the large case: the same send once more, untimed, with both ends
@@ -726,7 +729,7 @@ throughput() {
 			record memory_large_error "$(error_line)"
 		fi
 		zfs destroy -r "$BOX/z/$SRC/tp" 2>/dev/null || true
-		settle_box
+		settle_pools
 	fi
 	record throughput_bare_runs_us "${b_times[*]:-none}"
 	record throughput_zoffsite_runs_us "${z_times[*]:-none}"
@@ -850,7 +853,7 @@ bwlimit() {
 	bytes=$(zfs send -w "$SRC/bw@$snap" | wc -c)
 	write_config "$WORK/bw.toml" "$SRC/bw"
 	printf 'bandwidth_limit = "%s"\n' "$limit" >>"$WORK/bw.toml"
-	settle_box
+	settle_pools
 	record bwlimit_limit "$limit"
 	record bwlimit_limit_bps "$limit_bps"
 	record bwlimit_stream_bytes "$bytes"
@@ -903,7 +906,7 @@ bwlimit() {
 		record bwlimit_error "$(error_line)"
 	fi
 	zfs destroy -r "$BOX/z/$SRC/bw" 2>/dev/null || true
-	settle_box
+	settle_pools
 }
 
 # ---------------------------------------------------------------------------
@@ -934,7 +937,7 @@ wan_clear() {
 	zfs destroy -r "$BOX/z/$SRC/wan" 2>/dev/null || true
 	zfs destroy -r "$BOX/bare/wan" 2>/dev/null || true
 	zfs destroy -r "$BOX/sync/wan" 2>/dev/null || true
-	settle_box
+	settle_pools
 }
 
 wan() {
@@ -1026,22 +1029,24 @@ wan() {
 		record "wan_${name}_zoffsite_fixed_runs_us" "${zf[*]:-none}"
 		record "wan_${name}_bare_fixed_runs_us" "${bf[*]:-none}"
 		if [[ -n $mz && -n $mb ]] && ((${#zf[@]} && ${#bf[@]})); then
-			local xz xb
-			xz=$((mz - $(median "${zf[@]}")))
-			xb=$((mb - $(median "${bf[@]}")))
-			record "wan_${name}_zoffsite_fixed_us" "$(median "${zf[@]}")"
-			record "wan_${name}_bare_fixed_us" "$(median "${bf[@]}")"
+			local fz fb xz xb
+			fz=$(median "${zf[@]}")
+			fb=$(median "${bf[@]}")
+			record "wan_${name}_zoffsite_fixed_us" "$fz"
+			record "wan_${name}_bare_fixed_us" "$fb"
+			xz=$((mz - fz))
+			xb=$((mb - fb))
 			if ((xz > 0 && xb > 0)); then
 				record "wan_${name}_transfer_zoffsite_over_bare" "$(ratio "$xb" "$xz")"
-				record "wan_${name}_transfer_zoffsite_mbitps" "$(awk -v n="$bytes" -v u="$xz" 'BEGIN { printf "%.2f", n * 8 / u }')"
-				record "wan_${name}_transfer_bare_mbitps" "$(awk -v n="$bytes" -v u="$xb" 'BEGIN { printf "%.2f", n * 8 / u }')"
+				record "wan_${name}_transfer_zoffsite_mbitps" "$(mbitps "$bytes" "$xz")"
+				record "wan_${name}_transfer_bare_mbitps" "$(mbitps "$bytes" "$xb")"
 			fi
 		fi
 		[[ -z $mz || -z $ms ]] || record "wan_${name}_zoffsite_over_syncoid" "$(ratio "$ms" "$mz")"
 		local t
 		for t in zoffsite:$mz bare:$mb syncoid:$ms; do
 			[[ -n ${t#*:} ]] || continue
-			record "wan_${name}_${t%%:*}_mbitps" "$(awk -v n="$bytes" -v u="${t#*:}" 'BEGIN { printf "%.2f", n * 8 / u }')"
+			record "wan_${name}_${t%%:*}_mbitps" "$(mbitps "$bytes" "${t#*:}")"
 		done
 	done
 	if [[ -n $(sed -n 's/^wan_[a-z]*_zoffsite_us=//p' "$RESULTS") ]]; then
@@ -1373,7 +1378,7 @@ CONFIG
 	zfs destroy -r "$BOX/z2" &
 	zfs destroy -r "$SRC/hist" &
 	wait
-	settle_box
+	settle_pools
 
 	if [[ -n $z_failed ]]; then
 		record history_status failed
@@ -1472,7 +1477,7 @@ backlog() {
 				fi
 				zfs rollback -r "$BOX/sync/bl@$base" || true
 			fi
-			settle_box
+			settle_pools
 		done
 	done
 	local s=''
