@@ -59,6 +59,65 @@ pub struct Target {
     /// of day (a friend's upload line): `bandwidth_limit` and the
     /// `bandwidth_window`s.
     pub bandwidth: Schedule,
+    /// The TCP congestion control of the source's connection to this box.
+    pub congestion_control: CongestionControl,
+}
+
+/// Which TCP congestion control the source's connection to a box uses
+/// (`congestion_control` in a target; the sending side's choice is the one
+/// that counts, and the source sends).
+///
+/// Why not the system's default: Linux's default, CUBIC, takes every lost
+/// packet for congestion, so on a home line that drops a few packets in a
+/// thousand a backup moves at a fraction of the line's rate whatever runs
+/// above TCP (docs/benchmarks.md: about a fifth of a 20 Mbit/s line at 0.5%
+/// loss). BBR paces by the measured bottleneck rate and round trip instead.
+/// Set on zoffsite's own socket only (docs/box.md, "A line that loses
+/// packets"), never system-wide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CongestionControl {
+    /// Whatever the source's kernel uses by default (`"system"`).
+    System,
+    /// An algorithm by its kernel name (`net.ipv4.tcp_available_congestion_control`):
+    /// 1-15 of `a-z`, `0-9`, `_`. One the kernel cannot provide leaves the
+    /// connection on the system's default.
+    Named(String),
+}
+
+impl CongestionControl {
+    /// The default: BBR.
+    pub const DEFAULT: &'static str = "bbr";
+
+    fn parse(key: &str, s: &str) -> Result<Self, ConfigError> {
+        if s == "system" {
+            return Ok(Self::System);
+        }
+        // The kernel's TCP_CA_NAME_MAX is 16 bytes with the NUL.
+        if (1..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Ok(Self::Named(s.to_owned()));
+        }
+        Err(invalid(
+            key,
+            format!(
+                "{s:?} is not a TCP congestion control name: use \"bbr\" (the default), another name the kernel lists in /proc/sys/net/ipv4/tcp_available_congestion_control such as \"cubic\", or \"system\" for the source's default"
+            ),
+        ))
+    }
+}
+
+impl Default for CongestionControl {
+    fn default() -> Self {
+        Self::Named(Self::DEFAULT.to_owned())
+    }
+}
+
+impl std::fmt::Display for CongestionControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::System => f.write_str("system"),
+            Self::Named(n) => f.write_str(n),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +170,8 @@ struct RawTarget {
     bandwidth_limit: Option<String>,
     #[serde(default)]
     bandwidth_window: Vec<RawWindow>,
+    #[serde(default)]
+    congestion_control: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +323,10 @@ impl Config {
             };
             let bandwidth =
                 parse_bandwidth(&format!("target[{i}]"), t.bandwidth_limit.as_deref(), &t.bandwidth_window)?;
+            let congestion_control = match &t.congestion_control {
+                Some(s) => CongestionControl::parse(&key("congestion_control"), s)?,
+                None => CongestionControl::default(),
+            };
             targets.push(Target {
                 name: t.name,
                 host: t.host,
@@ -272,6 +337,7 @@ impl Config {
                 connect_timeout,
                 max_age,
                 bandwidth,
+                congestion_control,
             });
         }
         let notify = raw.notify.map(crate::notify::Notify::from_raw).transpose()?.unwrap_or_default();
@@ -327,6 +393,19 @@ known_hosts = "/etc/zoffsite/boxes/friend/known_hosts"   # pinned host key; unkn
         assert_eq!(t.connect_timeout, Duration::from_secs(15));
         assert_eq!(t.max_age, Duration::from_secs(26 * 3600));
         assert_eq!(t.bandwidth, Schedule::default());
+        assert_eq!(t.congestion_control, CongestionControl::Named("bbr".into()));
+    }
+
+    #[test]
+    fn congestion_control_takes_a_kernel_name_or_system_and_names_the_fix_otherwise() {
+        let with = |v: &str| Config::parse(&format!("{EXAMPLE}congestion_control = {v:?}\n"));
+        assert_eq!(with("cubic").unwrap().targets[0].congestion_control, CongestionControl::Named("cubic".into()));
+        assert_eq!(with("system").unwrap().targets[0].congestion_control, CongestionControl::System);
+        for bad in ["", "BBR", "bbr;true", "a_name_too_long_x", "bbr cubic", "-bbr"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.starts_with("target[0].congestion_control: "), "{bad:?}: {e}");
+            assert!(e.contains("\"system\""), "the fix is named: {e}");
+        }
     }
 
     #[test]

@@ -30,11 +30,19 @@ pub const STDERR_LIMIT: usize = 64 * 1024;
 pub struct Cmd {
     pub program: OsString,
     pub args: Vec<OsString>,
+    /// Variables set for the child on top of the inherited environment.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Self {
-        Self { program: program.as_ref().to_owned(), args: Vec::new() }
+        Self { program: program.as_ref().to_owned(), args: Vec::new(), env: Vec::new() }
+    }
+
+    /// Sets `key` to `value` in the child's environment.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
     }
 
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
@@ -59,6 +67,7 @@ impl Cmd {
     fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.args);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 }

@@ -7,12 +7,32 @@
 //! multiplexing, no password prompts, keepalives so a dead link is noticed.
 //! The remote command is a constant; the box's `authorized_keys` forces
 //! `zoffsite serve` anyway.
+//!
+//! The TCP connection itself is zoffsite's when the target names a
+//! congestion control (BBR by default): ssh runs this same binary as its
+//! `ProxyCommand` ([`PROXY_SUBCOMMAND`], [`connect_and_pass`]), which
+//! connects, sets the algorithm on that one socket and hands the socket to
+//! ssh (`ProxyUseFdpass`), then exits; ssh speaks SSH over it as over its
+//! own. OpenSSH offers no option for the congestion control, and setting it
+//! system-wide would change every other connection of the source too.
+//! ssh runs a ProxyCommand through `$SHELL -c`: the one string zoffsite
+//! hands to a shell, so it is built only from fixed words, numbers and the
+//! config's host (letters, digits, `.:_-` only, checked again here), with
+//! `SHELL=/bin/sh`.
 
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsFd;
 use std::time::Duration;
 
-use zoffsite_core::config::Target;
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use zoffsite_core::config::{CongestionControl, Target};
 
 use crate::process::Cmd;
+
+/// The hidden subcommand ssh runs as its ProxyCommand.
+pub const PROXY_SUBCOMMAND: &str = "ssh-connect";
 
 /// What the source asks the box to run. Informational only: the box's
 /// forced command decides what really runs.
@@ -40,6 +60,8 @@ pub fn command(t: &Target) -> Cmd {
         .arg(format!("ConnectTimeout={timeout}"))
         .args(["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"])
         .args(["-o", "LogLevel=ERROR"])
+        .args(proxy_options(t))
+        .env("SHELL", "/bin/sh")
         .arg("-p")
         .arg(t.port.to_string())
         .arg("-l")
@@ -48,6 +70,89 @@ pub fn command(t: &Target) -> Cmd {
         .arg("--")
         .arg(&t.host)
         .arg(REMOTE_COMMAND)
+}
+
+/// `-o ProxyCommand=... -o ProxyUseFdpass=yes` when `t` names a congestion
+/// control; nothing (ssh connects by itself) for `system`.
+fn proxy_options(t: &Target) -> Vec<String> {
+    let CongestionControl::Named(name) = &t.congestion_control else {
+        return Vec::new();
+    };
+    // Our own binary, whatever its path (and even if an upgrade replaced
+    // the file since this run started: the subcommand's flags are this
+    // version's).
+    let exe = format!("/proc/{}/exe", std::process::id());
+    let timeout = t.connect_timeout.as_secs().max(1);
+    let line =
+        format!("{exe} {PROXY_SUBCOMMAND} --congestion-control {name} --timeout {timeout} -- {} {}", t.host, t.port);
+    // The config checked the host and the name already; a shell must never
+    // see anything else, so check the whole line once more. ssh also
+    // expands `%` tokens in it: none can be there either.
+    if !line.bytes().all(|b| b.is_ascii_alphanumeric() || b" /.:_-".contains(&b)) {
+        tracing::warn!("not setting the congestion control for {}: unexpected characters", t.host);
+        return Vec::new();
+    }
+    vec!["-o".into(), format!("ProxyCommand={line}"), "-o".into(), "ProxyUseFdpass=yes".into()]
+}
+
+/// How [`connect_and_pass`] went, when it passed a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Congestion {
+    /// The socket uses the asked algorithm.
+    Set,
+    /// The kernel refused it (not built, not loadable, or not allowed for
+    /// this user: `net.ipv4.tcp_allowed_congestion_control`): the socket
+    /// keeps the system's default. The backup goes on; only its speed on a
+    /// lossy line differs.
+    Refused(String),
+}
+
+/// ssh's ProxyCommand: connects to `host` `port` (each address it resolves
+/// to in turn, `timeout` each), sets `congestion` on the socket and passes
+/// it over `to` (ssh's end, `ProxyUseFdpass`) with the one byte ssh reads
+/// beside it. A failure to connect is an error whose text ssh's failure
+/// classification ([`classify`]) knows: "connect to host H port P: ...".
+pub fn connect_and_pass(
+    host: &str,
+    port: u16,
+    congestion: &str,
+    timeout: Duration,
+    to: impl AsFd,
+) -> io::Result<Congestion> {
+    let fail = |e: &dyn std::fmt::Display| io::Error::other(format!("connect to host {host} port {port}: {e}"));
+    let addrs = (host, port).to_socket_addrs().map_err(|e| fail(&format!("Could not resolve hostname: {e}")))?;
+    let mut last = None;
+    let mut stream = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let stream = match (stream, last) {
+        (Some(s), _) => s,
+        // ssh's own words, which its classification knows.
+        (None, Some(e)) if e.kind() == io::ErrorKind::TimedOut => return Err(fail(&"Connection timed out")),
+        (None, Some(e)) => return Err(fail(&e)),
+        (None, None) => return Err(fail(&"Could not resolve hostname: no address")),
+    };
+    let outcome = match rustix::net::sockopt::set_tcp_congestion(&stream, congestion) {
+        Ok(()) => Congestion::Set,
+        Err(e) => Congestion::Refused(e.to_string()),
+    };
+    // What ssh's TCPKeepAlive=yes (its default) does on sockets it opens.
+    rustix::net::sockopt::set_socket_keepalive(&stream, true)?;
+    let fds = [stream.as_fd()];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("internal: no room for the descriptor"));
+    }
+    rustix::net::sendmsg(to, &[IoSlice::new(&[0])], &mut control, SendFlags::empty())?;
+    Ok(outcome)
 }
 
 /// Why ssh itself failed (exit 255 before any protocol exchange).
@@ -82,8 +187,9 @@ pub fn classify(stderr: &str) -> SshFailure {
         "Connection closed by",
         "Connection reset",
         // Any other failure to connect ("Required key not available" when
-        // WireGuard has no peer for the address, ...).
-        "ssh: connect to host",
+        // WireGuard has no peer for the address, ...), ssh's or its
+        // ProxyCommand's (`connect_and_pass`).
+        "connect to host",
     ]
     .iter()
     .find(|n| stderr.contains(**n))
@@ -113,6 +219,7 @@ mod tests {
             connect_timeout: Duration::from_secs(7),
             max_age: Duration::from_secs(3600),
             bandwidth: Default::default(),
+            congestion_control: CongestionControl::System,
         }
     }
 
@@ -137,6 +244,109 @@ mod tests {
         // The host comes after `--`, followed only by the constant command.
         let n = argv.len();
         assert_eq!(&argv[n - 3..], ["--", "10.77.0.2", REMOTE_COMMAND]);
+        // `system`: ssh connects by itself.
+        assert!(!argv.iter().any(|a| a.starts_with("ProxyCommand")), "{argv:?}");
+    }
+
+    #[test]
+    fn a_named_congestion_control_makes_zoffsite_its_own_proxy() {
+        let t = Target { congestion_control: CongestionControl::Named("bbr".into()), ..target() };
+        let cmd = command(&t);
+        let argv = cmd.argv();
+        let proxy = argv.iter().find_map(|a| a.strip_prefix("ProxyCommand=")).expect("a ProxyCommand");
+        assert_eq!(
+            proxy,
+            format!(
+                "/proc/{}/exe ssh-connect --congestion-control bbr --timeout 7 -- 10.77.0.2 22",
+                std::process::id()
+            )
+        );
+        assert!(argv.iter().any(|a| a == "ProxyUseFdpass=yes"), "{argv:?}");
+        // ssh runs it through $SHELL: a plain POSIX shell.
+        assert!(cmd.env.iter().any(|(k, v)| k == "SHELL" && v == "/bin/sh"));
+        // Still everything else, and the host last but the command.
+        let n = argv.len();
+        assert_eq!(&argv[n - 3..], ["--", "10.77.0.2", REMOTE_COMMAND]);
+        // A host the config would refuse never reaches the shell.
+        let odd = Target { host: "b;reboot".into(), ..t };
+        assert!(!command(&odd).argv().iter().any(|a| a.starts_with("ProxyCommand")));
+    }
+
+    /// Receives the descriptor `connect_and_pass` sent, checking the one
+    /// byte that comes with it (what ssh's `mm_receive_fd` expects).
+    fn receive_fd(from: impl AsFd) -> std::os::fd::OwnedFd {
+        use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut byte = [9u8; 4];
+        let got = rustix::net::recvmsg(from, &mut [io::IoSliceMut::new(&mut byte)], &mut control, RecvFlags::empty())
+            .unwrap();
+        assert_eq!(got.bytes, 1, "exactly one byte beside the descriptor");
+        let mut fds = control.drain().filter_map(|m| match m {
+            RecvAncillaryMessage::ScmRights(fds) => Some(fds),
+            _ => None,
+        });
+        // Bound first: the iterator borrows `space`, which the block's end
+        // drops.
+        let fd = fds.next().expect("a descriptor").next().expect("one");
+        #[allow(clippy::let_and_return)]
+        fd
+    }
+
+    #[test]
+    fn the_proxy_connects_sets_the_congestion_control_and_passes_the_socket() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (ours, ssh_end) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        // reno is built into every Linux kernel: the mechanism, whatever
+        // this machine has loaded.
+        let how = connect_and_pass("127.0.0.1", port, "reno", Duration::from_secs(5), &ours).unwrap();
+        assert_eq!(how, Congestion::Set);
+        let fd = receive_fd(&ssh_end);
+        assert_eq!(rustix::net::sockopt::tcp_congestion(&fd).unwrap(), "reno");
+        assert!(rustix::net::sockopt::socket_keepalive(&fd).unwrap());
+        // It is the connection: bytes reach the listener's side.
+        let mut passed = TcpStream::from(fd);
+        let (mut accepted, _) = listener.accept().unwrap();
+        passed.write_all(b"SSH-2.0-test\r\n").unwrap();
+        let mut got = [0u8; 14];
+        accepted.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"SSH-2.0-test\r\n");
+
+        // An algorithm the kernel does not have: the connection is still
+        // passed, on the system's default.
+        let how = connect_and_pass("127.0.0.1", port, "no_such_cc", Duration::from_secs(5), &ours).unwrap();
+        assert!(matches!(how, Congestion::Refused(_)), "{how:?}");
+        let fd = receive_fd(&ssh_end);
+        assert_ne!(rustix::net::sockopt::tcp_congestion(&fd).unwrap(), "no_such_cc");
+    }
+
+    #[test]
+    fn a_proxy_that_cannot_connect_says_so_in_words_ssh_failures_are_classified_by() {
+        // A port nothing listens on (bound, then closed).
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (ours, _ssh_end) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let e = connect_and_pass("127.0.0.1", port, "reno", Duration::from_secs(5), &ours).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("connect to host 127.0.0.1 port {port}: ")), "{e}");
+        assert!(matches!(classify(&e), SshFailure::Unreachable(ref l) if l == &e), "{e}");
+        let e = connect_and_pass("no-such-host.invalid", 22, "reno", Duration::from_secs(5), &ours)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Could not resolve hostname"), "{e}");
+        assert!(matches!(classify(&e), SshFailure::Unreachable(_)), "{e}");
     }
 
     #[test]

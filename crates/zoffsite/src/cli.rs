@@ -96,7 +96,8 @@ impl Command {
             Command::Box(
                 BoxCommand::Init(_) | BoxCommand::Apply(_) | BoxCommand::Image(_) | BoxCommand::Install(_),
             )
-            | Command::Dist(_) => return false,
+            | Command::Dist(_)
+            | Command::SshConnect(_) => return false,
         };
         *slot = or(config::DEFAULT_PATH);
         true
@@ -143,6 +144,25 @@ pub(crate) enum Command {
     /// an operator's command.
     #[command(hide = true)]
     Dist(DistArgs),
+    /// ssh's ProxyCommand toward a box (`ssh-connect`): connect, set the
+    /// target's TCP congestion control on that socket, pass it to ssh.
+    /// Hidden: the backup's ssh runs it, not an operator.
+    #[command(name = "ssh-connect", hide = true)]
+    SshConnect(SshConnectArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct SshConnectArgs {
+    /// The algorithm, by its kernel name (bbr, cubic, ...).
+    #[arg(long, value_name = "NAME")]
+    pub congestion_control: String,
+    /// Seconds to wait for each address to accept.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+    /// The box's host name or address.
+    pub host: String,
+    /// Its SSH port.
+    pub port: u16,
 }
 
 #[derive(Subcommand)]

@@ -41,6 +41,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Serve(a) => cmd::serve::run(a),
         cli::Command::Config(cli::ConfigCommand::Check(a)) => cmd::config_check::run(&a),
         cli::Command::Dist(a) => cmd::dist::run(&a),
+        cli::Command::SshConnect(a) => cmd::ssh_connect::run(&a),
     };
     std::process::ExitCode::from(code.code())
 }

@@ -21,6 +21,7 @@ fn target(name: &str) -> Target {
         connect_timeout: Duration::from_secs(15),
         max_age: Duration::from_secs(93_600),
         bandwidth: Default::default(),
+        congestion_control: Default::default(),
     }
 }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use zoffsite_core::boxside::BoxConfig;
-use zoffsite_core::config::{Config, Target};
+use zoffsite_core::config::{Config, CongestionControl, Target};
 use zoffsite_core::human;
 use zoffsite_core::provision::{units, UNIT_DIR};
 use zoffsite_core::retention::KeepPolicy;
@@ -134,6 +134,7 @@ fn source(cfg: &Config, path: &Path, schedule: &Option<Schedule>, ui: &mut Ui) -
                 "to": w.to.to_string(),
                 "limit": w.limit.bytes_per_sec(),
             })).collect::<Vec<_>>(),
+            "congestion_control": t.congestion_control.to_string(),
             "missing": missing.iter().map(|p| p.message.clone()).collect::<Vec<_>>(),
         }));
     }
@@ -191,7 +192,7 @@ fn source(cfg: &Config, path: &Path, schedule: &Option<Schedule>, ui: &mut Ui) -
 /// One target, in words.
 fn target_line(t: &Target) -> String {
     format!(
-        "{}: {}@{} port {}, key {}, host key pinned in {}; connect timeout {}; stale (status exits 6) after {}; bandwidth {}",
+        "{}: {}@{} port {}, key {}, host key pinned in {}; connect timeout {}; stale (status exits 6) after {}; bandwidth {}; TCP congestion control {}",
         t.name,
         t.user,
         t.host,
@@ -201,6 +202,10 @@ fn target_line(t: &Target) -> String {
         human::duration(t.connect_timeout),
         human::duration(t.max_age),
         t.bandwidth.describe(),
+        match &t.congestion_control {
+            CongestionControl::System => "the system's".to_owned(),
+            CongestionControl::Named(n) => n.clone(),
+        },
     )
 }
 
@@ -278,7 +283,7 @@ mod tests {
         let cfg = Config::parse(text).unwrap();
         assert_eq!(
             target_line(&cfg.targets[0]),
-            "friend: zoffsite@10.77.0.2 port 22, key /nonexistent/id, host key pinned in /nonexistent/kh; connect timeout 15s; stale (status exits 6) after 1d 2h; bandwidth 2 MiB/s"
+            "friend: zoffsite@10.77.0.2 port 22, key /nonexistent/id, host key pinned in /nonexistent/kh; connect timeout 15s; stale (status exits 6) after 1d 2h; bandwidth 2 MiB/s; TCP congestion control bbr"
         );
         let mut ui = Ui::new(true, true);
         let schedule = Schedule {
@@ -291,6 +296,7 @@ mod tests {
         assert_eq!(doc["targets"][0]["missing"].as_array().unwrap().len(), 2);
         assert_eq!(doc["targets"][0]["bandwidth_limit"], 2 * 1024 * 1024);
         assert_eq!(doc["targets"][0]["max_age"], 26 * 3600);
+        assert_eq!(doc["targets"][0]["congestion_control"], "bbr");
         assert_eq!(doc["keep"]["daily"], 7);
         assert!(doc["keep_words"]
             .as_str()

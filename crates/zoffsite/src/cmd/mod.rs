@@ -15,5 +15,6 @@ pub(crate) mod doctor;
 pub(crate) mod prune;
 pub(crate) mod restore;
 pub(crate) mod serve;
+pub(crate) mod ssh_connect;
 pub(crate) mod status;
 pub(crate) mod verify;

@@ -358,3 +358,57 @@ fn two_runs_at_once_and_odd_names() {
         assert_eq!(boxed.get(&format!("{}/{name}", w.root)), Some(guid), "{name}");
     }
 }
+
+/// The source's connection to the box is zoffsite's own: ssh's
+/// ProxyCommand (`zoffsite ssh-connect`) connects, sets the target's TCP
+/// congestion control on that one socket (BBR by default: CUBIC crawls on a
+/// lossy home line) and hands it to ssh. `system` leaves the connection to
+/// ssh, on the kernel's default. Seen from outside, with `ss`, while the
+/// run's session is open.
+#[test]
+#[ignore = "needs root and real OpenZFS: run `make e2e`"]
+fn the_connection_to_the_box_uses_the_targets_congestion_control() {
+    let w = World::new();
+    let data = format!("{}/data", w.tank);
+    w.create_encrypted(&data);
+    let default = run(&["sysctl", "-n", "net.ipv4.tcp_congestion_control"]);
+    assert_eq!(String::from_utf8_lossy(&default.stdout).trim(), "cubic", "the guest's default");
+    // The algorithms `ss -ti` shows on the source's connections to the box
+    // while a backup runs, slowed so that its session stays open a while.
+    let seen_during = |cfg: &Path, extra: &[&str]| {
+        let mut noise = 0x9e37_79b9_7f4a_7c15_u64;
+        let bytes: Vec<u8> = (0..(1 << 20))
+            .map(|_| {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                noise.to_le_bytes()[0]
+            })
+            .collect();
+        w.write(&data, &format!("f{}", random_hex(6)), &bytes);
+        let backup = w.spawn_backup(cfg, extra);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut backup = backup;
+        while backup.try_wait().unwrap().is_none() {
+            let ss = w.at_home(&["ss", "-tinH", "state", "established", "dst", w.env("BOX_ADDR")]);
+            for word in String::from_utf8_lossy(&ss.stdout).split_whitespace() {
+                if ["bbr", "cubic", "reno"].contains(&word) {
+                    seen.insert(word.to_owned());
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = backup.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        seen
+    };
+    let limit = "bandwidth_limit = \"128KiB/s\"\n";
+    let cfg = w.config_with(&[&data], &[], limit);
+    let seen = seen_during(&cfg, &[]);
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["bbr"], "the default: BBR on zoffsite's socket only");
+    let cfg = w.config_with(&[&data], &[], &format!("{limit}congestion_control = \"system\"\n"));
+    let seen = seen_during(&cfg, &[]);
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["cubic"], "system: ssh's own socket");
+    // Both runs reached the box.
+    assert_eq!(w.snapshots(&w.offsite).len(), 2);
+}
