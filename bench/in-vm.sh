@@ -917,13 +917,28 @@ bwlimit() {
 # The rate is below what this VM's emulated CPU moves through the tunnel,
 # so the line is the limit. On each, a full raw send of BENCH_WAN_MIB (128)
 # MiB by zoffsite, by the bare pipe and by syncoid (with mbuffer, its
-# default when installed), BENCH_WAN_REPS (2) times each, in turns. Then
-# the jittery line once more with the source's TCP congestion control set to
-# BBR (zoffsite and the bare pipe): what an owner's loss-limited line gains.
+# default when installed), BENCH_WAN_REPS (2) times each, in turns.
+# zoffsite's connection uses its target's congestion control (BBR by
+# default, on its own socket); the bare pipe and syncoid the source's
+# default (CUBIC). Then the jittery line once more with BBR as the source's
+# default (zoffsite and the bare pipe): the pipelines alike, and what BBR
+# alone is worth to the bare pipe.
 
 wan_send() { # TOOL SNAP: one full send to that tool's box root, timed into $us
 	case $1 in
-	z) timed us zoffsite_backup "$WORK/wan.toml" ;;
+	z)
+		# Which TCP congestion control zoffsite's connection really uses
+		# (its target's, BBR by default, on its own socket only), seen from
+		# outside a few seconds into the run: one ss beside it.
+		(
+			sleep 3
+			ip netns exec "$HOME_NS" ss -tinH state established dst "$BOX_ADDR"
+		) >"$WORK/ss-wan" 2>/dev/null &
+		local sampler=$! rc=0
+		timed us zoffsite_backup "$WORK/wan.toml" || rc=$?
+		wait "$sampler" || true
+		return "$rc"
+		;;
 	b)
 		# shellcheck disable=SC2016 # expanded by the inner bash, from its argv
 		timed us bash -c 'set -o pipefail; zfs send -w "$1" | ip netns exec "$2" "${@:4}" zfs receive -u "$3"' \
@@ -1015,6 +1030,9 @@ wan() {
 		done
 		ip netns exec "$HOME_NS" tc qdisc del dev "$HOME_WAN_IF" root 2>/dev/null || true
 		ip netns exec "$HOME_NS" sysctl -q -w "net.ipv4.tcp_congestion_control=$cc_was"
+		local cc
+		cc=$(grep -owE 'bbr|cubic|reno|htcp|vegas|westwood' "$WORK/ss-wan" 2>/dev/null | sort -u | paste -sd' ')
+		record "wan_${name}_zoffsite_congestion_control" "${cc:-unknown}"
 		record "wan_${name}_zoffsite_runs_us" "${z[*]:-none}"
 		record "wan_${name}_bare_runs_us" "${b[*]:-none}"
 		record "wan_${name}_syncoid_runs_us" "${sy[*]:-none}"
