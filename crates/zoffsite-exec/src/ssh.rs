@@ -80,19 +80,97 @@ fn proxy_options(t: &Target) -> Vec<String> {
     };
     // Our own binary, whatever its path (and even if an upgrade replaced
     // the file since this run started: the subcommand's flags are this
-    // version's).
-    let exe = format!("/proc/{}/exe", std::process::id());
-    let timeout = t.connect_timeout.as_secs().max(1);
-    let line =
-        format!("{exe} {PROXY_SUBCOMMAND} --congestion-control {name} --timeout {timeout} -- {} {}", t.host, t.port);
-    // The config checked the host and the name already; a shell must never
-    // see anything else, so check the whole line once more. ssh also
-    // expands `%` tokens in it: none can be there either.
-    if !line.bytes().all(|b| b.is_ascii_alphanumeric() || b" /.:_-".contains(&b)) {
-        tracing::warn!("not setting the congestion control for {}: unexpected characters", t.host);
+    // version's). Only where /proc is this process's PID namespace's: in
+    // another one (a container's, `unshare -p` without its own /proc) the
+    // same number is some other process, whose binary ssh would run.
+    let pid = std::process::id();
+    if std::fs::read_link("/proc/self").ok().and_then(|p| p.to_str()?.parse::<u32>().ok()) != Some(pid) {
+        tracing::warn!(
+            "/proc is not this process's: connecting to {} on the system's TCP congestion control, not {name}",
+            t.host
+        );
         return Vec::new();
     }
+    let exe = format!("/proc/{pid}/exe");
+    let timeout = t.connect_timeout.as_secs().max(1);
+    // The config checked the host and the name already; a shell must never
+    // see anything else, so each is checked once more, field by field (a
+    // space would split it into more arguments; ssh expands `%` tokens in
+    // the line: none can be there either).
+    let name_ok = (1..=15).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let host_ok = !t.host.is_empty()
+        && !t.host.starts_with('-')
+        && t.host.bytes().all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b));
+    if !(name_ok && host_ok) {
+        tracing::warn!("not setting the congestion control for {:?}: unexpected characters", t.host);
+        return Vec::new();
+    }
+    if let Some(why) = congestion_unusable(name, &CongestionFacts::read(name)) {
+        // Still set up: the socket then keeps the system's default, and a
+        // kernel that changes its mind (a module installed) is used.
+        tracing::warn!(
+            "target {}: TCP congestion control {name} cannot be used here ({why}): the connection to the box keeps the system's default, which crawls on a line that loses packets (docs/box.md, \"A line that loses packets\")",
+            t.name
+        );
+    }
+    let line =
+        format!("{exe} {PROXY_SUBCOMMAND} --congestion-control {name} --timeout {timeout} -- {} {}", t.host, t.port);
     vec!["-o".into(), format!("ProxyCommand={line}"), "-o".into(), "ProxyUseFdpass=yes".into()]
+}
+
+/// What decides whether this process may put a socket on a congestion
+/// control (the kernel's `tcp_set_congestion_control`).
+#[derive(Debug, Default)]
+struct CongestionFacts {
+    /// `net.ipv4.tcp_available_congestion_control`: the loaded ones.
+    available: String,
+    /// `net.ipv4.tcp_allowed_congestion_control`: those any process may take.
+    allowed: String,
+    /// The algorithm's module is installed for the running kernel (the
+    /// kernel loads it on the first request by a process with CAP_NET_ADMIN).
+    module: bool,
+    /// This process has CAP_NET_ADMIN (which lifts the allowed list).
+    net_admin: bool,
+}
+
+impl CongestionFacts {
+    fn read(name: &str) -> Self {
+        let sysctl = |k: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{k}")).unwrap_or_default();
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let dir = format!("/lib/modules/{}/kernel/net/ipv4", release.trim());
+        let module = std::fs::read_dir(dir).is_ok_and(|entries| {
+            let stem = format!("tcp_{name}.ko");
+            entries.flatten().any(|e| e.file_name().to_str().is_some_and(|f| f.starts_with(&stem)))
+        });
+        // CapEff's bit 12 (CAP_NET_ADMIN).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let net_admin = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|caps| caps & (1 << 12) != 0);
+        Self {
+            available: sysctl("tcp_available_congestion_control"),
+            allowed: sysctl("tcp_allowed_congestion_control"),
+            module,
+            net_admin,
+        }
+    }
+}
+
+/// Why a socket of this process cannot take `name`, or `None` when it can.
+fn congestion_unusable(name: &str, f: &CongestionFacts) -> Option<&'static str> {
+    let has = |list: &str| list.split_whitespace().any(|n| n == name);
+    let loaded = has(&f.available);
+    if f.net_admin {
+        return (!loaded && !f.module).then_some("the kernel has no such algorithm, loaded or as a module");
+    }
+    if !loaded {
+        return Some("it is not loaded, and only a process with CAP_NET_ADMIN makes the kernel load it");
+    }
+    (!has(&f.allowed))
+        .then_some("it is not in net.ipv4.tcp_allowed_congestion_control, and this process lacks CAP_NET_ADMIN")
 }
 
 /// How [`connect_and_pass`] went, when it passed a connection.
@@ -174,7 +252,9 @@ pub fn classify(stderr: &str) -> SshFailure {
         SshFailure::HostKeyChanged
     } else if stderr.contains("host key is known") || stderr.contains("Host key verification failed") {
         SshFailure::HostKeyUnknown
-    } else if stderr.contains("Permission denied") {
+    } else if stderr.contains("Permission denied (") {
+        // "user@host: Permission denied (publickey)." A bare "Permission
+        // denied" is a local failure (the ProxyCommand could not run).
         SshFailure::AuthFailed
     } else if let Some(n) = [
         "Connection timed out",
@@ -190,6 +270,9 @@ pub fn classify(stderr: &str) -> SshFailure {
         // WireGuard has no peer for the address, ...), ssh's or its
         // ProxyCommand's (`connect_and_pass`).
         "connect to host",
+        // The ProxyCommand ended without a connection and without saying
+        // why above.
+        "proxy dialer did not pass back a connection",
     ]
     .iter()
     .find(|n| stderr.contains(**n))
@@ -268,8 +351,38 @@ mod tests {
         let n = argv.len();
         assert_eq!(&argv[n - 3..], ["--", "10.77.0.2", REMOTE_COMMAND]);
         // A host the config would refuse never reaches the shell.
-        let odd = Target { host: "b;reboot".into(), ..t };
-        assert!(!command(&odd).argv().iter().any(|a| a.starts_with("ProxyCommand")));
+        for host in ["b;reboot", "b c", "-oX", "b%h", "b$(x)"] {
+            let odd = Target { host: host.into(), ..t.clone() };
+            assert!(!command(&odd).argv().iter().any(|a| a.starts_with("ProxyCommand")), "{host}");
+        }
+        for name in ["bbr --x", "BBR", "", "bbr;x", "a_name_too_long_x"] {
+            let odd = Target { congestion_control: CongestionControl::Named(name.into()), ..t.clone() };
+            assert!(!command(&odd).argv().iter().any(|a| a.starts_with("ProxyCommand")), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_congestion_control_this_process_cannot_take_is_told_and_why() {
+        let f = |available: &str, allowed: &str, module: bool, net_admin: bool| CongestionFacts {
+            available: available.into(),
+            allowed: allowed.into(),
+            module,
+            net_admin,
+        };
+        // Root (CAP_NET_ADMIN): loaded, or a module the kernel will load.
+        assert_eq!(congestion_unusable("bbr", &f("reno cubic bbr\n", "reno cubic", false, true)), None);
+        assert_eq!(congestion_unusable("bbr", &f("reno cubic", "reno cubic", true, true)), None);
+        assert!(congestion_unusable("bbr", &f("reno cubic", "reno cubic", false, true)).unwrap().contains("no such"));
+        // Without it: loaded and allowed only.
+        assert_eq!(congestion_unusable("bbr", &f("reno cubic bbr", "reno cubic bbr", false, false)), None);
+        assert!(congestion_unusable("bbr", &f("reno cubic", "reno cubic", true, false))
+            .unwrap()
+            .contains("not loaded"));
+        assert!(congestion_unusable("bbr", &f("reno cubic bbr", "reno cubic", true, false))
+            .unwrap()
+            .contains("allowed"));
+        // Whole names only.
+        assert!(congestion_unusable("bb", &f("reno cubic bbr", "reno cubic bbr", false, false)).is_some());
     }
 
     /// Receives the descriptor `connect_and_pass` sent, checking the one
@@ -361,5 +474,15 @@ mod tests {
             SshFailure::Unreachable("ssh: connect to host 10.77.0.2 port 22: Connection timed out".into())
         );
         assert!(matches!(classify("kex_exchange_identification: weird\n"), SshFailure::Other(_)));
+        // The ProxyCommand's failures are the connection's, not the key's.
+        let proxy = "/bin/sh: 1: exec: /proc/1/exe: Permission denied\nmm_receive_fd: recvmsg: expected received 1 got 0\nproxy dialer did not pass back a connection\n";
+        assert_eq!(classify(proxy), SshFailure::Unreachable("proxy dialer did not pass back a connection".into()));
+        let refused = "zoffsite: connect to host 10.77.0.2 port 22: Connection refused (os error 111)\nmm_receive_fd: recvmsg: expected received 1 got 0\nproxy dialer did not pass back a connection\n";
+        assert_eq!(
+            classify(refused),
+            SshFailure::Unreachable(
+                "zoffsite: connect to host 10.77.0.2 port 22: Connection refused (os error 111)".into()
+            )
+        );
     }
 }

@@ -113,6 +113,14 @@ struct Needs<'a> {
     /// mount(2): the drill mounts snapshots (in its own mount namespace,
     /// so they vanish with it).
     mount: bool,
+    /// CAP_NET_ADMIN, for the backup's one socket to each box: the kernel
+    /// lets a socket take a TCP congestion control outside
+    /// `net.ipv4.tcp_allowed_congestion_control` (Debian's: reno cubic), and
+    /// loads its module (tcp_bbr), only with it. The target's
+    /// `congestion_control` (BBR by default) would otherwise stay the
+    /// system's default in the very unit that runs the backups. Beside
+    /// CAP_SYS_ADMIN, which ZFS needs, it adds little.
+    congestion: bool,
 }
 
 /// The capabilities a ZFS unit keeps: ZFS's ioctls and mount(2) check
@@ -125,7 +133,7 @@ pub const ZFS_CAPABILITIES: &str = "CAP_SYS_ADMIN CAP_DAC_OVERRIDE CAP_DAC_READ_
 fn zfs_sandbox(needs: &Needs<'_>) -> String {
     let mut s = format!(
         "# Sandbox: read-only but for what zoffsite writes; ZFS only through /dev/zfs.
-CapabilityBoundingSet={ZFS_CAPABILITIES}
+CapabilityBoundingSet={ZFS_CAPABILITIES}{net_admin}
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=read-only
@@ -141,6 +149,7 @@ RuntimeDirectoryMode=0700
 RuntimeDirectoryPreserve=yes
 ",
         mount = if needs.mount { " @mount" } else { "" },
+        net_admin = if needs.congestion { " CAP_NET_ADMIN" } else { "" },
     );
     if needs.network {
         s.push_str("RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n");
@@ -199,7 +208,7 @@ const POLITE: &str = "Nice=10\nIOSchedulingClass=best-effort\nIOSchedulingPriori
 /// manifest at the top of each configured dataset, so their mountpoints
 /// are writable ([`Inputs::backup_write_paths`]).
 pub fn backup_service(i: &Inputs) -> String {
-    let needs = Needs { network: true, write: &i.backup_write_paths, journal: false, mount: false };
+    let needs = Needs { network: true, write: &i.backup_write_paths, journal: false, mount: false, congestion: true };
     service(
         "zoffsite backup: snapshot and send, raw, to every box",
         ONLINE,
@@ -222,7 +231,7 @@ pub fn drill_service(i: &Inputs) -> String {
 }
 
 fn drill_service_of(exe: &AbsPath, config: &AbsPath) -> String {
-    let needs = Needs { network: true, write: &[], journal: false, mount: true };
+    let needs = Needs { network: true, write: &[], journal: false, mount: true, congestion: false };
     service(
         "zoffsite verify --drill: restore a snapshot from a box and compare every file",
         ONLINE,
@@ -244,7 +253,7 @@ pub fn box_prune_service(i: &Inputs) -> String {
 }
 
 fn box_prune_service_of(exe: &AbsPath, config: &AbsPath) -> String {
-    let needs = Needs { network: false, write: &[], journal: true, mount: false };
+    let needs = Needs { network: false, write: &[], journal: true, mount: false, congestion: false };
     service(
         "zoffsite box prune: box retention by the box's receive times",
         "",
@@ -267,7 +276,7 @@ pub fn box_check_service(i: &Inputs) -> String {
 }
 
 fn box_check_service_of(exe: &AbsPath, config: &AbsPath) -> String {
-    let needs = Needs { network: true, write: &[], journal: true, mount: false };
+    let needs = Needs { network: true, write: &[], journal: true, mount: false, congestion: false };
     service(
         "zoffsite box check: the dead-man's switch",
         ONLINE,
