@@ -57,9 +57,11 @@ fn check(origin: &str, block: &str) {
     } else if block.trim_start().starts_with("[source.keep]")
         || block.trim_start().starts_with("[notify]")
         || block.trim_start().starts_with("bandwidth_limit")
+        || block.trim_start().starts_with("congestion_control")
         || has_line(block, "[[target.bandwidth_window]]")
     {
-        // A fragment: the keep policy, [notify], or a target's bandwidth keys (BASE
+        // A fragment: the keep policy, [notify], or a target's bandwidth or
+        // congestion control keys (BASE
         // ends inside its [[target]]).
         Config::parse(&format!("{BASE}\n{block}")).map(drop).map_err(|e| e.to_string())
     } else {
