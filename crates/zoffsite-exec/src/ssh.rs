@@ -385,6 +385,12 @@ mod tests {
         assert!(congestion_unusable("bb", &f("reno cubic bbr", "reno cubic bbr", false, false)).is_some());
     }
 
+    /// ssh's end and the ProxyCommand's of a `ProxyUseFdpass` channel.
+    fn socket_pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None).unwrap()
+    }
+
     /// Receives the descriptor `connect_and_pass` sent, checking the one
     /// byte that comes with it (what ssh's `mm_receive_fd` expects).
     fn receive_fd(from: impl AsFd) -> std::os::fd::OwnedFd {
@@ -411,13 +417,7 @@ mod tests {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (ours, ssh_end) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::STREAM,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
+        let (ours, ssh_end) = socket_pair();
         // reno is built into every Linux kernel: the mechanism, whatever
         // this machine has loaded.
         let how = connect_and_pass("127.0.0.1", port, "reno", Duration::from_secs(5), &ours).unwrap();
@@ -445,13 +445,7 @@ mod tests {
     fn a_proxy_that_cannot_connect_says_so_in_words_ssh_failures_are_classified_by() {
         // A port nothing listens on (bound, then closed).
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let (ours, _ssh_end) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::STREAM,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
+        let (ours, _ssh_end) = socket_pair();
         let e = connect_and_pass("127.0.0.1", port, "reno", Duration::from_secs(5), &ours).unwrap_err().to_string();
         assert!(e.starts_with(&format!("connect to host 127.0.0.1 port {port}: ")), "{e}");
         assert!(matches!(classify(&e), SshFailure::Unreachable(ref l) if l == &e), "{e}");
