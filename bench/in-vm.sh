@@ -409,7 +409,10 @@ run_scenario() {
 # an `ssh` first in PATH that only writes down its arguments. Then the bench
 # key replaces the source's (`-i`) and zoffsite's remote command is left
 # off, so the bare pipe differs from zoffsite only by zoffsite itself: same
-# client options, same (default) ciphers.
+# client options, same (default) ciphers. zoffsite's ProxyCommand (its own
+# socket, on its target's congestion control) is left off too: the bare
+# pipe's ssh connects by itself, on the source's default, as a hand-typed
+# `ssh` does; what that is worth shows on the lossy home line.
 ssh_argv_of_zoffsite() {
 	local shim=$WORK/argv-shim
 	mkdir -p "$shim"
@@ -427,6 +430,8 @@ ssh_argv_of_zoffsite() {
 	for ((i = 0; i < ${#got[@]} - 1; i++)); do
 		if [[ ${got[i]} == -i ]]; then
 			SSH_BARE+=(-i "$BENCH_KEY")
+			((i++))
+		elif [[ ${got[i]} == -o && ${got[i + 1]} == Proxy* ]]; then
 			((i++))
 		else
 			SSH_BARE+=("${got[i]}")
