@@ -18,7 +18,8 @@
 # BENCH_MIB (256), BENCH_MEM_SMALL_MIB (64),
 # BENCH_NOOP_CHILDREN (100), BENCH_BACKLOG (200), BENCH_HIST_DATASETS (100),
 # BENCH_HIST_SNAPSHOTS (30), BENCH_RTT_DELAY (25ms),
-# BENCH_SYNCOID_CAP (90 seconds; see syncoid_noop), BENCH_BUDGET (7800 seconds).
+# BENCH_SYNCOID_CAP (90 seconds; see syncoid_noop), BENCH_BUDGET (7800 seconds),
+# BENCH_ZOFFSITE_CC (the targets' congestion_control; unset: zoffsite's default).
 #
 # What it measures, always as zoffsite vs a baseline in the same run (the
 # guest is emulated by QEMU/TCG, so only ratios within one run mean anything):
@@ -281,6 +282,8 @@ write_config() {
 	local file=$1 list='' d
 	shift
 	for d in "$@"; do list+="${list:+, }\"$d\""; done
+	local cc_line=''
+	[[ -z ${BENCH_ZOFFSITE_CC:-} ]] || cc_line="congestion_control = \"$BENCH_ZOFFSITE_CC\""
 	cat >"$file" <<EOF
 [source]
 datasets = [$list]
@@ -292,6 +295,7 @@ host = "$BOX_ADDR"
 user = "root"
 identity_file = "$IDENTITY"
 known_hosts = "$KNOWN_HOSTS"
+$cc_line
 EOF
 }
 
@@ -390,12 +394,30 @@ netem() { # on|off: exactly the qdisc e2e/topology.sh installs for NETEM, on bot
 # Each scenario runs in a background subshell and is waited for: `set -e`
 # then still applies inside it (it would not in `scenario || ...`), a failure
 # ends only that scenario, and the next one starts from a clean state.
+# What a scenario leaves on either pool goes before the next begins. serve
+# lists its whole root on every run, so another scenario's leftovers (the
+# no-op's 101 datasets, the backlog's 200 snapshots) made every later
+# zoffsite run list them too (under emulation, seconds a run), and never the
+# bare pipe or its floor: the home lines' and the backlog's zoffsite runs
+# were slower for it in earlier full runs.
+clear_trees() {
+	local parent ds
+	for parent in "$SRC" "$BOX/z/$SRC" "$BOX/bare" "$BOX/sync"; do
+		zfs list -H -o name -d 1 "$parent" 2>/dev/null | while read -r ds; do
+			[[ $ds == "$parent" ]] || zfs destroy -r "$ds" || say "cannot clear $ds"
+		done
+	done
+	zfs destroy -r "$BOX/z2" 2>/dev/null || true
+	settle_pools
+}
+
 run_scenario() {
 	local name=$1 t0 rc=0
 	say "== $name"
 	t0=$SECONDS
 	("$name") &
 	wait $! || rc=$?
+	clear_trees
 	record "${name}_wall_s" $((SECONDS - t0))
 	if ((rc != 0)); then
 		say "$name: harness error (exit $rc); see bench.log"
