@@ -88,12 +88,17 @@ impl CongestionControl {
     /// The default: BBR.
     pub const DEFAULT: &'static str = "bbr";
 
+    /// A kernel algorithm's name as the config takes it: 1-15 of `a-z`,
+    /// `0-9`, `_` (the kernel's TCP_CA_NAME_MAX is 16 bytes with the NUL).
+    pub fn valid_name(s: &str) -> bool {
+        (1..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    }
+
     fn parse(key: &str, s: &str) -> Result<Self, ConfigError> {
         if s == "system" {
             return Ok(Self::System);
         }
-        // The kernel's TCP_CA_NAME_MAX is 16 bytes with the NUL.
-        if (1..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        if Self::valid_name(s) {
             return Ok(Self::Named(s.to_owned()));
         }
         Err(invalid(
@@ -351,7 +356,7 @@ fn valid_target_name(s: &str) -> bool {
 
 /// Host names and IP literals only. A leading `-` would be read by ssh as an
 /// option, so it is refused here as well as cut off by `--` in the argv.
-fn valid_host(s: &str) -> bool {
+pub fn valid_host(s: &str) -> bool {
     (1..=253).contains(&s.len())
         && !s.starts_with('-')
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))

@@ -97,11 +97,8 @@ fn proxy_options(t: &Target) -> Vec<String> {
     // see anything else, so each is checked once more, field by field (a
     // space would split it into more arguments; ssh expands `%` tokens in
     // the line: none can be there either).
-    let name_ok = (1..=15).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    let host_ok = !t.host.is_empty()
-        && !t.host.starts_with('-')
-        && t.host.bytes().all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b));
+    let name_ok = CongestionControl::valid_name(name);
+    let host_ok = zoffsite_core::config::valid_host(&t.host);
     if !(name_ok && host_ok) {
         tracing::warn!("not setting the congestion control for {:?}: unexpected characters", t.host);
         return Vec::new();

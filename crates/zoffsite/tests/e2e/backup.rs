@@ -375,7 +375,7 @@ fn the_connection_to_the_box_uses_the_targets_congestion_control() {
     assert_eq!(String::from_utf8_lossy(&default.stdout).trim(), "cubic", "the guest's default");
     // The algorithms `ss -ti` shows on the source's connections to the box
     // while a backup runs, slowed so that its session stays open a while.
-    let seen_during = |cfg: &Path, extra: &[&str]| {
+    let seen_during = |cfg: &Path| {
         let mut noise = 0x9e37_79b9_7f4a_7c15_u64;
         let bytes: Vec<u8> = (0..(1 << 20))
             .map(|_| {
@@ -386,9 +386,8 @@ fn the_connection_to_the_box_uses_the_targets_congestion_control() {
             })
             .collect();
         w.write(&data, &format!("f{}", random_hex(6)), &bytes);
-        let backup = w.spawn_backup(cfg, extra);
+        let mut backup = w.spawn_backup(cfg, &[]);
         let mut seen = std::collections::BTreeSet::new();
-        let mut backup = backup;
         while backup.try_wait().unwrap().is_none() {
             let ss = w.at_home(&["ss", "-tinH", "state", "established", "dst", w.env("BOX_ADDR")]);
             for word in String::from_utf8_lossy(&ss.stdout).split_whitespace() {
@@ -404,10 +403,10 @@ fn the_connection_to_the_box_uses_the_targets_congestion_control() {
     };
     let limit = "bandwidth_limit = \"128KiB/s\"\n";
     let cfg = w.config_with(&[&data], &[], limit);
-    let seen = seen_during(&cfg, &[]);
+    let seen = seen_during(&cfg);
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["bbr"], "the default: BBR on zoffsite's socket only");
     let cfg = w.config_with(&[&data], &[], &format!("{limit}congestion_control = \"system\"\n"));
-    let seen = seen_during(&cfg, &[]);
+    let seen = seen_during(&cfg);
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["cubic"], "system: ssh's own socket");
     // Both runs reached the box.
     assert_eq!(w.snapshots(&w.offsite).len(), 2);
